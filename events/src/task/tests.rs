@@ -1,0 +1,321 @@
+//! Given/when/then tests of the task's transition table.
+
+use super::*;
+use TaskStatus as S;
+
+fn at() -> DateTime<Utc> {
+    "2026-01-02T03:04:05Z".parse().unwrap()
+}
+
+fn agent() -> AgentId {
+    AgentId::from_uuid(uuid::Uuid::from_u128(0xA))
+}
+
+fn dep() -> TaskId {
+    TaskId::from_uuid(uuid::Uuid::from_u128(0xD))
+}
+
+fn new_task(waiting_on: Vec<TaskId>) -> NewTask {
+    NewTask {
+        title: "build".into(),
+        description: None,
+        task_type: Some("code".into()),
+        priority: Priority::NORMAL,
+        required_capabilities: vec!["rust".into()],
+        depends_on: waiting_on.clone(),
+        waiting_on,
+        project_id: None,
+        max_attempts: 3,
+    }
+}
+
+fn run(state: Option<Task>, commands: impl IntoIterator<Item = TaskCommand>) -> Option<Task> {
+    commands.into_iter().fold(state, |state, command| {
+        let event = Task::decide(state.as_ref(), command).unwrap();
+        Some(Task::apply(state, &event, at()).unwrap())
+    })
+}
+
+fn assign() -> TaskCommand {
+    TaskCommand::Assign {
+        agent_id: agent(),
+        lease_expires_at: at(),
+    }
+}
+
+fn fail(retryable: bool) -> TaskCommand {
+    TaskCommand::Fail {
+        agent_id: agent(),
+        error: "exit 1".into(),
+        retryable,
+    }
+}
+
+/// A task brought to `status` through its real events.
+fn given(status: Option<TaskStatus>) -> Option<Task> {
+    use TaskCommand as C;
+    let start = C::Start { agent_id: agent() };
+    let (create, path): (_, Vec<TaskCommand>) = match status {
+        None => return None,
+        Some(S::Waiting) => (new_task(vec![dep()]), vec![]),
+        Some(S::Blocked) => (
+            new_task(vec![dep()]),
+            vec![C::Block {
+                reason: "dependency cancelled".into(),
+            }],
+        ),
+        Some(S::Queued) => (new_task(vec![]), vec![]),
+        Some(S::Assigned) => (new_task(vec![]), vec![assign()]),
+        Some(S::Running) => (new_task(vec![]), vec![assign(), start]),
+        Some(S::Completed) => (
+            new_task(vec![]),
+            vec![
+                assign(),
+                start,
+                C::Complete {
+                    agent_id: agent(),
+                    result: serde_json::json!({"ok": true}),
+                },
+            ],
+        ),
+        Some(S::Failed) => (new_task(vec![]), vec![assign(), start, fail(true)]),
+        Some(S::RetryScheduled) => (
+            new_task(vec![]),
+            vec![assign(), fail(true), C::ScheduleRetry { retry_at: at() }],
+        ),
+        Some(S::DeadLettered) => (
+            new_task(vec![]),
+            vec![
+                assign(),
+                fail(false),
+                C::DeadLetter {
+                    reason: "not retryable".into(),
+                },
+            ],
+        ),
+        Some(S::Cancelled) => (new_task(vec![]), vec![C::Cancel { reason: None }]),
+    };
+    let task = run(None, std::iter::once(C::Create(create)).chain(path));
+    assert_eq!(task.as_ref().map(|t| t.status), status);
+    task
+}
+
+fn commands() -> Vec<TaskCommand> {
+    use TaskCommand as C;
+    vec![
+        C::Create(new_task(vec![])),
+        C::Queue,
+        assign(),
+        C::Start { agent_id: agent() },
+        C::Progress {
+            agent_id: agent(),
+            percent: Some(50),
+            message: Some("halfway".into()),
+        },
+        C::Complete {
+            agent_id: agent(),
+            result: serde_json::json!(1),
+        },
+        fail(true),
+        C::ScheduleRetry { retry_at: at() },
+        C::Requeue {
+            reason: "agent_lost".into(),
+        },
+        C::DeadLetter {
+            reason: "exhausted".into(),
+        },
+        C::Cancel {
+            reason: Some("no longer needed".into()),
+        },
+        C::Block {
+            reason: "dependency dead-lettered".into(),
+        },
+    ]
+}
+
+/// The transition table: for each state and command, the state it leads to (None: refused).
+fn expected(from: Option<TaskStatus>, command: &TaskCommand) -> Option<TaskStatus> {
+    use TaskCommand as C;
+    match (from, command) {
+        (None, C::Create(_)) => Some(S::Queued),
+        (Some(S::Waiting | S::RetryScheduled), C::Queue) => Some(S::Queued),
+        (Some(S::Queued), C::Assign { .. }) => Some(S::Assigned),
+        (Some(S::Assigned), C::Start { .. }) => Some(S::Running),
+        (Some(S::Running), C::Progress { .. }) => Some(S::Running),
+        (Some(S::Running), C::Complete { .. }) => Some(S::Completed),
+        (Some(S::Assigned | S::Running), C::Fail { .. }) => Some(S::Failed),
+        (Some(S::Failed), C::ScheduleRetry { .. }) => Some(S::RetryScheduled),
+        (Some(S::Assigned | S::Running), C::Requeue { .. }) => Some(S::Queued),
+        (Some(S::Failed), C::DeadLetter { .. }) => Some(S::DeadLettered),
+        (Some(S::Completed | S::DeadLettered | S::Cancelled), C::Cancel { .. }) => None,
+        (Some(_), C::Cancel { .. }) => Some(S::Cancelled),
+        (Some(S::Waiting), C::Block { .. }) => Some(S::Blocked),
+        _ => None,
+    }
+}
+
+#[test]
+fn every_allowed_and_every_refused_transition() {
+    let states = std::iter::once(None).chain(S::ALL.into_iter().map(Some));
+    for from in states {
+        for command in commands() {
+            let state = given(from);
+            let name = command.name();
+            let expect = expected(from, &command);
+            let result = Task::decide(state.as_ref(), command);
+            match expect {
+                Some(to) => {
+                    let event = result.unwrap_or_else(|e| panic!("{from:?} + {name}: {e}"));
+                    let folded = Task::apply(state, &event, at()).unwrap();
+                    assert_eq!(folded.status, to, "{from:?} + {name}");
+                }
+                None => {
+                    let err = result.expect_err(&format!("{from:?} + {name} must be refused"));
+                    let want = match from {
+                        None => DomainError::NotFound { aggregate: "task" },
+                        Some(_) if name == "create" => {
+                            DomainError::AlreadyExists { aggregate: "task" }
+                        }
+                        Some(s) => DomainError::InvalidTransition {
+                            aggregate: "task",
+                            command: name,
+                            state: s.as_str(),
+                        },
+                    };
+                    assert_eq!(err, want, "{from:?} + {name}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn a_task_with_open_dependencies_waits_then_queues() {
+    let task = given(Some(S::Waiting)).unwrap();
+    assert_eq!(task.depends_on, vec![dep()]);
+    let task = run(Some(task), [TaskCommand::Queue]).unwrap();
+    assert_eq!(task.status, S::Queued);
+}
+
+#[test]
+fn only_the_assigned_agent_may_report() {
+    let other = AgentId::from_uuid(uuid::Uuid::from_u128(0xB));
+    let assigned = given(Some(S::Assigned));
+    assert_eq!(
+        Task::decide(assigned.as_ref(), TaskCommand::Start { agent_id: other }),
+        Err(DomainError::NotAssignee)
+    );
+    let running = given(Some(S::Running));
+    for command in [
+        TaskCommand::Complete {
+            agent_id: other,
+            result: serde_json::Value::Null,
+        },
+        TaskCommand::Fail {
+            agent_id: other,
+            error: "x".into(),
+            retryable: true,
+        },
+        TaskCommand::Progress {
+            agent_id: other,
+            percent: None,
+            message: None,
+        },
+    ] {
+        assert_eq!(
+            Task::decide(running.as_ref(), command),
+            Err(DomainError::NotAssignee)
+        );
+    }
+}
+
+#[test]
+fn retries_stop_when_attempts_are_exhausted_or_the_failure_is_final() {
+    use TaskCommand as C;
+    let retry = || C::ScheduleRetry { retry_at: at() };
+    let mut task = given(Some(S::Failed));
+    for _ in 0..2 {
+        task = run(task, [retry(), C::Queue, assign(), fail(true)]);
+    }
+    let task = task.unwrap();
+    assert_eq!(task.attempts, 3);
+    assert!(matches!(
+        Task::decide(Some(&task), retry()),
+        Err(DomainError::Invalid { field: "retry", .. })
+    ));
+    let final_failure = run(
+        given(Some(S::Assigned)),
+        [C::Requeue { reason: "x".into() }, assign(), fail(false)],
+    );
+    assert!(Task::decide(final_failure.as_ref(), retry()).is_err());
+}
+
+#[test]
+fn assignment_counts_attempts_and_requeue_releases_the_agent() {
+    let task = given(Some(S::Assigned)).unwrap();
+    assert_eq!((task.attempts, task.agent_id), (1, Some(agent())));
+    let task = run(
+        Some(task),
+        [TaskCommand::Requeue {
+            reason: "agent_lost".into(),
+        }],
+    )
+    .unwrap();
+    assert_eq!((task.status, task.agent_id), (S::Queued, None));
+    assert_eq!(task.reason.as_deref(), Some("agent_lost"));
+}
+
+#[test]
+fn creation_checks_its_fields() {
+    let mut bad = new_task(vec![]);
+    bad.title = String::new();
+    assert!(matches!(
+        Task::decide(None, TaskCommand::Create(bad)),
+        Err(DomainError::Invalid { field: "title", .. })
+    ));
+    let mut bad = new_task(vec![]);
+    bad.max_attempts = 0;
+    assert!(matches!(
+        Task::decide(None, TaskCommand::Create(bad)),
+        Err(DomainError::Invalid {
+            field: "max_attempts",
+            ..
+        })
+    ));
+    let mut bad = new_task(vec![]);
+    bad.waiting_on = vec![dep()];
+    assert!(matches!(
+        Task::decide(None, TaskCommand::Create(bad)),
+        Err(DomainError::Invalid {
+            field: "depends_on",
+            ..
+        })
+    ));
+    let mut bad = new_task(vec![]);
+    bad.required_capabilities = vec!["Not Valid".into()];
+    assert!(Task::decide(None, TaskCommand::Create(bad)).is_err());
+}
+
+#[test]
+fn progress_is_bounded() {
+    let running = given(Some(S::Running));
+    let over = TaskCommand::Progress {
+        agent_id: agent(),
+        percent: Some(101),
+        message: None,
+    };
+    assert!(matches!(
+        Task::decide(running.as_ref(), over),
+        Err(DomainError::Invalid {
+            field: "percent",
+            ..
+        })
+    ));
+}
+
+#[test]
+fn an_impossible_event_is_a_fold_error() {
+    let completed = given(Some(S::Completed));
+    let err = Task::apply(completed, &TaskEvent::TaskStarted {}, at()).unwrap_err();
+    assert_eq!((err.event, err.state), ("TaskStarted", "completed"));
+}
