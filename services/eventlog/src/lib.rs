@@ -1,0 +1,56 @@
+//! The event log: one JetStream stream that is the only source of truth of Hive.
+//!
+//! [`log`] owns the stream: it creates or updates it at start, appends with optimistic concurrency on the
+//! aggregate's subject (`Nats-Expected-Last-Subject-Sequence`) and idempotency (`Nats-Msg-Id`), loads one
+//! aggregate's history, and reads the log in order from any sequence. [`command`] is the write path on top:
+//! load, fold, decide, append, and on a lost race reload and decide again, a bounded number of times.
+//! [`Namespace`] names everything a deployment (or a test) owns in NATS, so tests never share a stream.
+
+pub mod command;
+pub mod log;
+
+pub use command::{CommandContext, CommandError, Committed};
+pub use log::{AppendError, EventLog, LogConfig, LogError, RawEvent};
+
+/// The names a deployment owns in NATS: `<ns>.events.>` in stream `<NS>_EVENTS`, projection notices on
+/// `<ns>.projections.<name>`. Production uses `hive`; each test its own.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Namespace(String);
+
+impl Namespace {
+    /// A namespace: a single subject token of letters, digits, `-` and `_`.
+    pub fn new(name: impl Into<String>) -> Self {
+        let name = name.into();
+        assert!(
+            !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
+            "a namespace is one token of letters, digits, '-' and '_': {name:?}"
+        );
+        Self(name)
+    }
+
+    /// The namespace's token.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The event stream's name.
+    pub fn stream(&self) -> String {
+        format!("{}_EVENTS", self.0.to_ascii_uppercase().replace('-', "_"))
+    }
+
+    /// The subject scheme of the events.
+    pub fn subjects(&self) -> hive_events::subject::Subjects {
+        hive_events::subject::Subjects::new(format!("{}.events", self.0))
+    }
+
+    /// Where a projection announces each committed checkpoint.
+    pub fn projection_notices(&self, projection: &str) -> String {
+        format!("{}.projections.{projection}", self.0)
+    }
+}
+
+impl Default for Namespace {
+    fn default() -> Self {
+        Self::new("hive")
+    }
+}

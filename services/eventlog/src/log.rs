@@ -1,0 +1,289 @@
+//! The JetStream stream itself: create, append, load one aggregate, read from a sequence.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, context::PublishErrorKind, stream::DirectGetErrorKind};
+use bytes::Bytes;
+use futures::{Stream, TryStreamExt};
+use hive_events::AggregateKind;
+use hive_events::subject::Subjects;
+use thiserror::Error;
+use tracing::instrument;
+use uuid::Uuid;
+
+use crate::Namespace;
+
+/// How the stream is set up.
+#[derive(Clone, Debug)]
+pub struct LogConfig {
+    /// The names we own.
+    pub namespace: Namespace,
+    /// How long JetStream remembers a `Nats-Msg-Id` to drop a repeat (idempotency beyond this window
+    /// still holds for commands on an existing aggregate: their history is checked too).
+    pub duplicate_window: Duration,
+    /// Stream replicas: 1 on one server, 3 on a cluster.
+    pub replicas: usize,
+    /// Largest event accepted, in bytes.
+    pub max_event_bytes: i32,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            namespace: Namespace::default(),
+            duplicate_window: Duration::from_secs(10 * 60),
+            replicas: 1,
+            max_event_bytes: 1024 * 1024,
+        }
+    }
+}
+
+/// The log could not be reached or answered oddly.
+#[derive(Debug, Error)]
+#[error("event log: {what}: {source}")]
+pub struct LogError {
+    what: &'static str,
+    #[source]
+    source: Box<dyn std::error::Error + Send + Sync>,
+}
+
+impl LogError {
+    pub(crate) fn new(
+        what: &'static str,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        Self {
+            what,
+            source: source.into(),
+        }
+    }
+}
+
+/// Why an append did not happen.
+#[derive(Debug, Error)]
+pub enum AppendError {
+    /// Another event was appended to the subject since the expected sequence.
+    #[error("the aggregate changed since it was read")]
+    Conflict,
+    /// The log failed.
+    #[error(transparent)]
+    Log(#[from] LogError),
+}
+
+/// One stored event, undecoded.
+#[derive(Clone, Debug)]
+pub struct RawEvent {
+    /// Its position in the log.
+    pub seq: u64,
+    /// The subject it was stored on.
+    pub subject: String,
+    /// The stored bytes.
+    pub payload: Bytes,
+    /// The `Nats-Msg-Id` it was appended with, if any.
+    pub msg_id: Option<String>,
+}
+
+/// The result of an append.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Appended {
+    /// The event's sequence (the first one's, for a repeat).
+    pub seq: u64,
+    /// True when the server had already stored this `Nats-Msg-Id`: nothing was appended.
+    pub duplicate: bool,
+}
+
+/// The event log.
+#[derive(Clone)]
+pub struct EventLog {
+    js: jetstream::Context,
+    stream: jetstream::stream::Stream,
+    subjects: Subjects,
+    namespace: Namespace,
+}
+
+impl EventLog {
+    /// Connects to the stream, creating it or bringing its settings up to date (idempotent).
+    #[instrument(skip_all, fields(stream = %config.namespace.stream()), err)]
+    pub async fn open(client: async_nats::Client, config: &LogConfig) -> Result<Self, LogError> {
+        let js = jetstream::ContextBuilder::new()
+            .timeout(Duration::from_secs(5))
+            .max_ack_inflight(4096)
+            .build(client);
+        let subjects = config.namespace.subjects();
+        let stream_config = jetstream::stream::Config {
+            name: config.namespace.stream(),
+            description: Some("Hive's event log: the only source of truth".into()),
+            subjects: vec![subjects.all()],
+            storage: jetstream::stream::StorageType::File,
+            retention: jetstream::stream::RetentionPolicy::Limits,
+            num_replicas: config.replicas,
+            duplicate_window: config.duplicate_window,
+            max_message_size: config.max_event_bytes,
+            allow_direct: true,
+            deny_delete: true,
+            deny_purge: true,
+            ..Default::default()
+        };
+        js.create_or_update_stream(stream_config)
+            .await
+            .map_err(|e| LogError::new("create or update the stream", e))?;
+        let stream = js
+            .get_stream(config.namespace.stream())
+            .await
+            .map_err(|e| LogError::new("open the stream", e))?;
+        Ok(Self {
+            js,
+            stream,
+            subjects,
+            namespace: config.namespace.clone(),
+        })
+    }
+
+    /// The subject scheme.
+    pub fn subjects(&self) -> &Subjects {
+        &self.subjects
+    }
+
+    /// The namespace.
+    pub fn namespace(&self) -> &Namespace {
+        &self.namespace
+    }
+
+    /// The NATS client underneath.
+    pub fn client(&self) -> async_nats::Client {
+        self.js.client()
+    }
+
+    /// Appends `payload` to `subject` if the subject's last event is still `expected` (0: none yet).
+    /// With `msg_id`, a repeat within the duplicate window appends nothing and answers the first seq.
+    pub async fn append(
+        &self,
+        subject: &str,
+        expected: u64,
+        msg_id: Option<&str>,
+        payload: Bytes,
+    ) -> Result<Appended, AppendError> {
+        let mut publish = jetstream::message::PublishMessage::build()
+            .payload(payload)
+            .expected_last_subject_sequence(expected);
+        if let Some(id) = msg_id {
+            publish = publish.message_id(id);
+        }
+        let ack = self
+            .js
+            .send_publish(subject.to_owned(), publish)
+            .await
+            .map_err(|e| LogError::new("publish", e))?
+            .await;
+        match ack {
+            Ok(ack) => Ok(Appended {
+                seq: ack.sequence,
+                duplicate: ack.duplicate,
+            }),
+            Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => Err(AppendError::Conflict),
+            Err(e) => Err(LogError::new("append", e).into()),
+        }
+    }
+
+    /// One aggregate's events, in order.
+    #[instrument(skip(self), err)]
+    pub async fn history(&self, kind: AggregateKind, id: Uuid) -> Result<Vec<RawEvent>, LogError> {
+        let subject = self.subjects.of(kind, id);
+        let mut events = Vec::new();
+        let mut next = 1;
+        loop {
+            match self
+                .stream
+                .direct_get_next_for_subject(subject.as_str(), Some(next))
+                .await
+            {
+                Ok(message) => {
+                    next = message.sequence + 1;
+                    events.push(raw(message));
+                }
+                Err(e) if e.kind() == DirectGetErrorKind::NotFound => return Ok(events),
+                Err(e) => return Err(LogError::new("load history", e)),
+            }
+        }
+    }
+
+    /// The event at `seq`, if there is one.
+    pub async fn get(&self, seq: u64) -> Result<Option<RawEvent>, LogError> {
+        match self.stream.direct_get(seq).await {
+            Ok(message) => Ok(Some(raw(message))),
+            Err(e) if e.kind() == DirectGetErrorKind::NotFound => Ok(None),
+            Err(e) => Err(LogError::new("get an event", e)),
+        }
+    }
+
+    /// The sequence of the last event in the log (0 when empty).
+    pub async fn last_seq(&self) -> Result<u64, LogError> {
+        let info = self
+            .stream
+            .get_info()
+            .await
+            .map_err(|e| LogError::new("read the stream's state", e))?;
+        Ok(info.state.last_sequence)
+    }
+
+    /// Every event from `seq` on, in order, then new ones as they are appended. Nothing is acknowledged:
+    /// the reader keeps its own checkpoint.
+    pub async fn read_from(
+        &self,
+        seq: u64,
+    ) -> Result<impl Stream<Item = Result<RawEvent, LogError>> + Send + use<>, LogError> {
+        let consumer = self
+            .stream
+            .create_consumer(jetstream::consumer::pull::OrderedConfig {
+                filter_subject: self.subjects.all(),
+                deliver_policy: jetstream::consumer::DeliverPolicy::ByStartSequence {
+                    start_sequence: seq.max(1),
+                },
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| LogError::new("create a reader", e))?;
+        let messages = consumer
+            .messages()
+            .await
+            .map_err(|e| LogError::new("read the log", e))?;
+        Ok(messages
+            .map_err(|e| LogError::new("read the log", e))
+            .and_then(|message| async move {
+                let info = message.info().map_err(|e| LogError::new("read the log", e))?;
+                let seq = info.stream_sequence;
+                let message = message.split().0;
+                Ok(RawEvent {
+                    seq,
+                    subject: message.subject.to_string(),
+                    msg_id: msg_id(message.headers.as_ref()),
+                    payload: message.payload,
+                })
+            }))
+    }
+
+    /// Publishes `payload` on a core NATS subject (no persistence), for notices such as a projection's
+    /// new checkpoint.
+    pub async fn notify(&self, subject: String, payload: Bytes) -> Result<(), LogError> {
+        self.js
+            .client()
+            .publish(subject, payload)
+            .await
+            .map_err(|e| LogError::new("publish a notice", e))
+    }
+}
+
+fn msg_id(headers: Option<&async_nats::HeaderMap>) -> Option<String> {
+    headers
+        .and_then(|h| h.get("Nats-Msg-Id"))
+        .map(|v| v.as_str().to_owned())
+}
+
+fn raw(message: jetstream::message::StreamMessage) -> RawEvent {
+    RawEvent {
+        seq: message.sequence,
+        subject: message.subject.to_string(),
+        msg_id: msg_id(Some(&message.headers)),
+        payload: message.payload,
+    }
+}
