@@ -48,7 +48,8 @@ pub struct LogError {
 }
 
 impl LogError {
-    pub(crate) fn new(
+    /// An error of `what`, caused by `source`.
+    pub fn new(
         what: &'static str,
         source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
     ) -> Self {

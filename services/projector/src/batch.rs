@@ -1,0 +1,287 @@
+//! One batch of events becomes read-model rows, status-count deltas, dead letters and the new checkpoint,
+//! all in ONE transaction: a crash before the commit leaves nothing, a crash after it leaves everything,
+//! and events at or below the committed checkpoint are skipped, so redelivery is harmless.
+
+use std::collections::{BTreeMap, HashMap};
+
+use hive_eventlog::RawEvent;
+use hive_events::agent::Agent;
+use hive_events::envelope::decode;
+use hive_events::project::Project;
+use hive_events::subject::Subjects;
+use hive_events::task::Task;
+use hive_events::{AggregateKind, DomainEvent};
+use hive_schema::{dead_letters, projection_checkpoints, status_counts};
+use sea_orm::sea_query::{Expr, LockType, OnConflict};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, IdenStatic, DatabaseTransaction, DbErr, EntityTrait, IntoActiveModel,
+    QueryFilter, QuerySelect, Set,
+};
+use uuid::Uuid;
+
+use crate::rows::{ReadModel, to_micros};
+
+/// Rows per INSERT: the widest table has 23 columns, and a statement takes at most 65,535 parameters.
+const ROWS_PER_STATEMENT: usize = 1_000;
+
+/// What one committed batch did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct BatchOutcome {
+    /// The checkpoint after the batch.
+    pub checkpoint: u64,
+    /// Events applied.
+    pub applied: usize,
+    /// Events sent to dead letters.
+    pub dead_lettered: usize,
+    /// Events skipped because they were at or below the checkpoint.
+    pub skipped: usize,
+}
+
+/// The states a batch touches, loaded once and folded in memory.
+struct Slots<A: ReadModel> {
+    /// id → (status before the batch, current state, seq of its last event).
+    entries: HashMap<Uuid, Slot<A>>,
+}
+
+struct Slot<A> {
+    before: Option<&'static str>,
+    state: Option<A>,
+    seq: u64,
+    dirty: bool,
+    unreadable: Option<String>,
+}
+
+impl<A: ReadModel> Slots<A> {
+    async fn load(txn: &DatabaseTransaction, ids: Vec<Uuid>) -> Result<Self, DbErr> {
+        let mut entries: HashMap<Uuid, Slot<A>> = ids
+            .iter()
+            .map(|id| {
+                let empty = Slot {
+                    before: None,
+                    state: None,
+                    seq: 0,
+                    dirty: false,
+                    unreadable: None,
+                };
+                (*id, empty)
+            })
+            .collect();
+        for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+            let rows = A::Entity::find()
+                .filter(A::id_column().is_in(chunk.iter().copied()))
+                .all(txn)
+                .await?;
+            for row in rows {
+                let (id, state) = A::from_row(row);
+                let Some(slot) = entries.get_mut(&id) else {
+                    continue;
+                };
+                match state {
+                    Ok(state) => {
+                        slot.before = Some(state.status());
+                        slot.state = Some(state);
+                    }
+                    Err(reason) => {
+                        tracing::error!(%id, %reason, "unreadable read-model row");
+                        slot.unreadable = Some(format!("{} {id}: {reason}", A::KIND));
+                    }
+                }
+            }
+        }
+        Ok(Self { entries })
+    }
+
+    /// Folds `event` onto its aggregate; on failure the state stays as it was.
+    fn apply(&mut self, id: Uuid, seq: u64, event: &A::Event, at: chrono::DateTime<chrono::Utc>) -> Result<(), String> {
+        let slot = self.entries.get_mut(&id).expect("every id of the batch was loaded");
+        if let Some(reason) = &slot.unreadable {
+            return Err(format!("read-model row unreadable: {reason}"));
+        }
+        let next = A::apply(slot.state.clone(), event, to_micros(at)).map_err(|e| e.to_string())?;
+        slot.state = Some(next);
+        slot.seq = seq;
+        slot.dirty = true;
+        Ok(())
+    }
+
+    async fn write(self, txn: &DatabaseTransaction, counts: &mut BTreeMap<(&'static str, &'static str), i64>) -> Result<(), DbErr>
+    where
+        <A::Entity as EntityTrait>::Model: IntoActiveModel<<A::Entity as EntityTrait>::ActiveModel>,
+        <A::Entity as EntityTrait>::ActiveModel: ActiveModelTrait<Entity = A::Entity> + Send,
+    {
+        let mut rows = Vec::new();
+        for (id, slot) in self.entries {
+            let (true, Some(state)) = (slot.dirty, slot.state) else {
+                continue;
+            };
+            if let Some(kind) = A::COUNTED_AS {
+                let after = state.status();
+                if slot.before != Some(after) {
+                    if let Some(before) = slot.before {
+                        *counts.entry((kind, before)).or_default() -= 1;
+                    }
+                    *counts.entry((kind, after)).or_default() += 1;
+                }
+            }
+            rows.push(A::to_row(id, &state, slot.seq).into_active_model().reset_all());
+        }
+        let update: Vec<_> = <<A::Entity as EntityTrait>::Column as sea_orm::Iterable>::iter()
+            .filter(|c| c.as_str() != A::id_column().as_str())
+            .collect();
+        while !rows.is_empty() {
+            let rest = rows.split_off(rows.len().min(ROWS_PER_STATEMENT));
+            A::Entity::insert_many(std::mem::replace(&mut rows, rest))
+                .on_conflict(OnConflict::column(A::id_column()).update_columns(update.clone()).to_owned())
+                .exec_without_returning(txn)
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+/// The sequence the projection `name` has committed (0: none), locking its row for this transaction so
+/// that two projector instances never commit the same batch.
+pub async fn lock_checkpoint(txn: &DatabaseTransaction, name: &str) -> Result<u64, DbErr> {
+    let row = projection_checkpoints::Entity::find_by_id(name.to_owned())
+        .lock(LockType::Update)
+        .one(txn)
+        .await?;
+    Ok(row.map_or(0, |r| u64::try_from(r.seq).unwrap_or(0)))
+}
+
+/// Applies `events` (in stream order) inside `txn`. The caller commits.
+pub async fn apply_batch(
+    txn: &DatabaseTransaction,
+    name: &str,
+    subjects: &Subjects,
+    events: &[RawEvent],
+) -> Result<BatchOutcome, DbErr> {
+    let committed = lock_checkpoint(txn, name).await?;
+    let fresh: Vec<&RawEvent> = events.iter().filter(|e| e.seq > committed).collect();
+    let mut outcome = BatchOutcome {
+        checkpoint: committed,
+        skipped: events.len() - fresh.len(),
+        ..Default::default()
+    };
+    let Some(last) = fresh.last() else {
+        return Ok(outcome);
+    };
+    outcome.checkpoint = last.seq;
+
+    // Decode everything first, so each table's touched rows are loaded with one query.
+    let decoded: Vec<Result<_, String>> = fresh
+        .iter()
+        .map(|raw| {
+            let (kind, id) = subjects
+                .parse(&raw.subject)
+                .ok_or_else(|| format!("subject {} names no aggregate", raw.subject))?;
+            decode(&raw.payload, Some((kind, id))).map_err(|e| e.to_string())
+        })
+        .collect();
+    let ids_of = |kind: AggregateKind| {
+        let mut ids: Vec<Uuid> = decoded
+            .iter()
+            .filter_map(|d| d.as_ref().ok())
+            .filter(|e| e.aggregate == kind)
+            .map(|e| e.aggregate_id)
+            .collect();
+        ids.sort();
+        ids.dedup();
+        ids
+    };
+    let mut agents = Slots::<Agent>::load(txn, ids_of(AggregateKind::Agent)).await?;
+    let mut tasks = Slots::<Task>::load(txn, ids_of(AggregateKind::Task)).await?;
+    let mut projects = Slots::<Project>::load(txn, ids_of(AggregateKind::Project)).await?;
+
+    let mut dead = Vec::new();
+    for (raw, decoded) in fresh.iter().zip(decoded) {
+        let applied = decoded.and_then(|envelope| {
+            let (id, at) = (envelope.aggregate_id, envelope.meta.occurred_at);
+            match &envelope.event {
+                DomainEvent::Agent(e) => agents.apply(id, raw.seq, e, at),
+                DomainEvent::Task(e) => tasks.apply(id, raw.seq, e, at),
+                DomainEvent::Project(e) => projects.apply(id, raw.seq, e, at),
+            }
+        });
+        match applied {
+            Ok(()) => outcome.applied += 1,
+            Err(reason) => {
+                tracing::warn!(seq = raw.seq, subject = %raw.subject, %reason, "dead letter");
+                dead.push(dead_letters::ActiveModel {
+                    projection: Set(name.to_owned()),
+                    seq: Set(i64::try_from(raw.seq).unwrap_or(i64::MAX)),
+                    subject: Set(raw.subject.clone()),
+                    payload: Set(raw.payload.to_vec()),
+                    reason: Set(reason),
+                    created_at: Set(chrono::Utc::now()),
+                    ..Default::default()
+                });
+            }
+        }
+    }
+    outcome.dead_lettered = dead.len();
+
+    let mut counts = BTreeMap::new();
+    agents.write(txn, &mut counts).await?;
+    tasks.write(txn, &mut counts).await?;
+    projects.write(txn, &mut counts).await?;
+    write_counts(txn, counts).await?;
+    for chunk in dead.chunks(ROWS_PER_STATEMENT) {
+        dead_letters::Entity::insert_many(chunk.to_vec())
+            .on_conflict_do_nothing_on([dead_letters::Column::Projection, dead_letters::Column::Seq])
+            .exec_without_returning(txn)
+            .await?;
+    }
+    write_checkpoint(txn, name, outcome.checkpoint).await?;
+    Ok(outcome)
+}
+
+async fn write_counts(
+    txn: &DatabaseTransaction,
+    counts: BTreeMap<(&'static str, &'static str), i64>,
+) -> Result<(), DbErr> {
+    let rows: Vec<_> = counts
+        .into_iter()
+        .filter(|(_, delta)| *delta != 0)
+        .map(|((kind, status), delta)| status_counts::ActiveModel {
+            kind: Set(kind.to_owned()),
+            status: Set(status.to_owned()),
+            count: Set(delta),
+        })
+        .collect();
+    if rows.is_empty() {
+        return Ok(());
+    }
+    status_counts::Entity::insert_many(rows)
+        .on_conflict(
+            OnConflict::columns([status_counts::Column::Kind, status_counts::Column::Status])
+                .value(
+                    status_counts::Column::Count,
+                    Expr::cust("status_counts.count + EXCLUDED.count"),
+                )
+                .to_owned(),
+        )
+        .exec_without_returning(txn)
+        .await?;
+    Ok(())
+}
+
+/// Sets the projection's checkpoint inside `txn`.
+pub async fn write_checkpoint(txn: &DatabaseTransaction, name: &str, seq: u64) -> Result<(), DbErr> {
+    projection_checkpoints::Entity::insert(projection_checkpoints::ActiveModel {
+        name: Set(name.to_owned()),
+        seq: Set(i64::try_from(seq).unwrap_or(i64::MAX)),
+        updated_at: Set(chrono::Utc::now()),
+    })
+    .on_conflict(
+        OnConflict::column(projection_checkpoints::Column::Name)
+            .update_columns([
+                projection_checkpoints::Column::Seq,
+                projection_checkpoints::Column::UpdatedAt,
+            ])
+            .to_owned(),
+    )
+    .exec_without_returning(txn)
+    .await?;
+    Ok(())
+}
