@@ -38,9 +38,16 @@ impl CommandContext {
             correlation_id: Uuid::now_v7(),
             causation_id: None,
             idempotency_key: None,
-            now: Utc::now(),
+            now: now_micros(),
         }
     }
+}
+
+/// Now, to the microsecond: what PostgreSQL keeps, so a state folded from the log and the same state read
+/// back from a read-model row are equal.
+pub fn now_micros() -> DateTime<Utc> {
+    let now = Utc::now();
+    DateTime::from_timestamp_micros(now.timestamp_micros()).unwrap_or(now)
 }
 
 /// A command that became (or had already become) an event.

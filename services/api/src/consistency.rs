@@ -1,0 +1,192 @@
+//! Read-your-writes. Every command answers with its event's `seq`; a read with `Hive-Min-Seq: N` waits
+//! (bounded) until the read models have reached N, and every read answers `Hive-Projection-Seq`, the
+//! checkpoint its data reflects at least.
+//!
+//! The checkpoint is followed without polling the database per request: the projector announces each
+//! commit on NATS, and a slow refresh from `projection_checkpoints` covers a lost notice.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, Method};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
+use hive_eventlog::EventLog;
+use hive_schema::projection_checkpoints;
+use sea_orm::{DatabaseConnection, EntityTrait};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::AppState;
+use crate::error::{ApiError, Code};
+
+/// The request header naming the sequence a read must reflect.
+pub const MIN_SEQ: &str = "hive-min-seq";
+/// The response header naming the sequence a read reflects.
+pub const PROJECTION_SEQ: &str = "hive-projection-seq";
+
+struct Tasks(Vec<JoinHandle<()>>);
+
+impl Drop for Tasks {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
+}
+
+/// The projection's checkpoint and the log's head, as this API process knows them.
+#[derive(Clone)]
+pub struct Progress {
+    checkpoint: watch::Receiver<u64>,
+    head: Arc<AtomicU64>,
+    log: EventLog,
+    _tasks: Arc<Tasks>,
+}
+
+async fn read_checkpoint(db: &DatabaseConnection, name: &str) -> Result<u64, sea_orm::DbErr> {
+    Ok(projection_checkpoints::Entity::find_by_id(name.to_owned())
+        .one(db)
+        .await?
+        .map_or(0, |r| u64::try_from(r.seq).unwrap_or(0)))
+}
+
+impl Progress {
+    /// Follows projection `name`'s checkpoint in `db`, as announced on NATS by its projector.
+    pub async fn follow(
+        db: DatabaseConnection,
+        log: EventLog,
+        name: &str,
+        refresh: Duration,
+    ) -> Result<Self, ApiError> {
+        let start = read_checkpoint(&db, name).await?;
+        let tx = Arc::new(watch::Sender::new(start));
+        let head = Arc::new(AtomicU64::new(log.last_seq().await.unwrap_or(start)));
+        let advance = {
+            let tx = tx.clone();
+            move |seq: u64| {
+                tx.send_if_modified(|current| {
+                    let newer = seq > *current;
+                    if newer {
+                        *current = seq;
+                    }
+                    newer
+                });
+            }
+        };
+        let mut notices = log
+            .client()
+            .subscribe(log.namespace().projection_notices(name))
+            .await
+            .map_err(|e| ApiError::unavailable("the event log", e))?;
+        let on_notice = advance.clone();
+        let listen = tokio::spawn(async move {
+            while let Some(message) = notices.next().await {
+                if let Some(seq) = std::str::from_utf8(&message.payload)
+                    .ok()
+                    .and_then(|s| s.parse().ok())
+                {
+                    on_notice(seq);
+                }
+            }
+        });
+        let (refresh_log, refresh_head, name) = (log.clone(), head.clone(), name.to_owned());
+        let refresher = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(refresh);
+            loop {
+                tick.tick().await;
+                if let Ok(seq) = read_checkpoint(&db, &name).await {
+                    advance(seq);
+                }
+                if let Ok(seq) = refresh_log.last_seq().await {
+                    refresh_head.fetch_max(seq, Ordering::Relaxed);
+                }
+            }
+        });
+        Ok(Self {
+            checkpoint: tx.subscribe(),
+            head,
+            log,
+            _tasks: Arc::new(Tasks(vec![listen, refresher])),
+        })
+    }
+
+    /// The checkpoint the read models have reached.
+    pub fn checkpoint(&self) -> u64 {
+        *self.checkpoint.borrow()
+    }
+
+    /// The log's last sequence as last seen (never below the checkpoint).
+    pub fn head(&self) -> u64 {
+        self.head.load(Ordering::Relaxed).max(self.checkpoint())
+    }
+
+    /// Notes an appended event's sequence.
+    pub fn saw_append(&self, seq: u64) {
+        self.head.fetch_max(seq, Ordering::Relaxed);
+    }
+
+    /// The log's last sequence, asked of the server now.
+    pub async fn head_now(&self) -> Result<u64, hive_eventlog::LogError> {
+        let seq = self.log.last_seq().await?;
+        self.head.fetch_max(seq, Ordering::Relaxed);
+        Ok(seq)
+    }
+
+    /// Waits until the checkpoint reaches `seq`, at most `timeout`. True when it did.
+    pub async fn wait_for(&self, seq: u64, timeout: Duration) -> bool {
+        let mut rx = self.checkpoint.clone();
+        matches!(
+            tokio::time::timeout(timeout, rx.wait_for(|c| *c >= seq)).await,
+            Ok(Ok(_))
+        )
+    }
+}
+
+/// Middleware on reads: honours `Hive-Min-Seq` and stamps `Hive-Projection-Seq`.
+pub async fn read_your_writes(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    if !matches!(*request.method(), Method::GET | Method::HEAD) {
+        return next.run(request).await;
+    }
+    if let Some(value) = request.headers().get(MIN_SEQ) {
+        let Some(min) = value.to_str().ok().and_then(|v| v.trim().parse::<u64>().ok()) else {
+            return ApiError::new(Code::BadRequest, "Hive-Min-Seq must be a whole number").into_response();
+        };
+        if let Err(e) = wait(&state, min).await {
+            return e.into_response();
+        }
+    }
+    let mut response = next.run(request).await;
+    response
+        .headers_mut()
+        .insert(PROJECTION_SEQ, HeaderValue::from(state.progress.checkpoint()));
+    response
+}
+
+async fn wait(state: &AppState, min: u64) -> Result<(), ApiError> {
+    let progress = &state.progress;
+    if progress.checkpoint() >= min {
+        return Ok(());
+    }
+    if min > progress.head() && min > progress.head_now().await? {
+        return Err(ApiError::new(
+            Code::BadRequest,
+            format!("Hive-Min-Seq {min} is beyond the log's last event {}", progress.head()),
+        ));
+    }
+    if progress.wait_for(min, state.config.min_seq_timeout).await {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            Code::ProjectionLagging,
+            format!(
+                "the read models reached {} but not {min} within {:?}; retry",
+                progress.checkpoint(),
+                state.config.min_seq_timeout
+            ),
+        ))
+    }
+}

@@ -1,0 +1,173 @@
+//! One table of error codes: each maps to an HTTP status, and every error answers
+//! `{"error": {"code": "...", "message": "..."}}`. Domain refusals are 4xx, lost races 409, and failures of
+//! our own infrastructure 503 with no internals in the message (those go to the log).
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use hive_eventlog::CommandError;
+use hive_events::DomainError;
+use serde_json::json;
+
+/// Every error code the API answers with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Code {
+    /// A malformed request (header, query, path).
+    BadRequest,
+    /// The body is not valid JSON.
+    InvalidJson,
+    /// The body is not declared as JSON.
+    UnsupportedMediaType,
+    /// The body is larger than the limit.
+    PayloadTooLarge,
+    /// A field is missing or not acceptable.
+    ValidationFailed,
+    /// No such entity or route.
+    NotFound,
+    /// The route exists, not with this method.
+    MethodNotAllowed,
+    /// The entity exists already.
+    AlreadyExists,
+    /// The entity's state does not allow the command.
+    InvalidTransition,
+    /// Only the assigned agent may report on the task.
+    NotAssignee,
+    /// Other writers kept winning the race.
+    Conflict,
+    /// `Hive-Min-Seq` was not reached in time.
+    ProjectionLagging,
+    /// A backing service is down.
+    Unavailable,
+    /// A bug of ours.
+    Internal,
+}
+
+impl Code {
+    /// The code's stable name.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::BadRequest => "bad_request",
+            Self::InvalidJson => "invalid_json",
+            Self::UnsupportedMediaType => "unsupported_media_type",
+            Self::PayloadTooLarge => "payload_too_large",
+            Self::ValidationFailed => "validation_failed",
+            Self::NotFound => "not_found",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::AlreadyExists => "already_exists",
+            Self::InvalidTransition => "invalid_transition",
+            Self::NotAssignee => "not_assignee",
+            Self::Conflict => "conflict",
+            Self::ProjectionLagging => "projection_lagging",
+            Self::Unavailable => "unavailable",
+            Self::Internal => "internal",
+        }
+    }
+
+    /// The HTTP status it answers with.
+    pub const fn status(self) -> StatusCode {
+        match self {
+            Self::BadRequest | Self::InvalidJson => StatusCode::BAD_REQUEST,
+            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::ValidationFailed => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::AlreadyExists | Self::InvalidTransition | Self::Conflict => StatusCode::CONFLICT,
+            Self::NotAssignee => StatusCode::FORBIDDEN,
+            Self::ProjectionLagging | Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+/// An error answer.
+#[derive(Debug)]
+pub struct ApiError {
+    code: Code,
+    message: String,
+}
+
+impl ApiError {
+    /// An answer with `code` and `message`.
+    pub fn new(code: Code, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// A 404 for an entity.
+    pub fn not_found(what: &str, id: impl std::fmt::Display) -> Self {
+        Self::new(Code::NotFound, format!("{what} {id} not found"))
+    }
+
+    /// A 422 for a field.
+    pub fn invalid(field: &str, message: impl std::fmt::Display) -> Self {
+        Self::new(Code::ValidationFailed, format!("{field}: {message}"))
+    }
+
+    /// A 503 for a failed backing service; the detail is logged, not answered.
+    pub fn unavailable(what: &'static str, detail: impl std::fmt::Display) -> Self {
+        tracing::error!(%detail, "{what} failed");
+        Self::new(Code::Unavailable, format!("{what} is unavailable; try again"))
+    }
+
+    /// The code.
+    pub fn code(&self) -> Code {
+        self.code
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({"error": {"code": self.code.as_str(), "message": self.message}});
+        let mut response = (self.code.status(), axum::Json(body)).into_response();
+        if self.code.status() == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
+    }
+}
+
+impl From<DomainError> for ApiError {
+    fn from(e: DomainError) -> Self {
+        let code = match &e {
+            DomainError::Invalid { .. } => Code::ValidationFailed,
+            DomainError::NotFound { .. } => Code::NotFound,
+            DomainError::AlreadyExists { .. } => Code::AlreadyExists,
+            DomainError::InvalidTransition { .. } => Code::InvalidTransition,
+            DomainError::NotAssignee => Code::NotAssignee,
+        };
+        Self::new(code, e.to_string())
+    }
+}
+
+impl From<CommandError> for ApiError {
+    fn from(e: CommandError) -> Self {
+        match e {
+            CommandError::Domain(d) => d.into(),
+            CommandError::Conflict { .. } => Self::new(Code::Conflict, e.to_string()),
+            CommandError::Corrupt { .. } => {
+                tracing::error!(error = %e, "corrupt history");
+                Self::new(Code::Conflict, e.to_string())
+            }
+            CommandError::Log(e) => Self::unavailable("the event log", e),
+        }
+    }
+}
+
+impl From<sea_orm::DbErr> for ApiError {
+    fn from(e: sea_orm::DbErr) -> Self {
+        Self::unavailable("the read-model database", e)
+    }
+}
+
+impl From<hive_eventlog::LogError> for ApiError {
+    fn from(e: hive_eventlog::LogError) -> Self {
+        Self::unavailable("the event log", e)
+    }
+}
+
+/// The result of a handler.
+pub type ApiResult<T> = Result<T, ApiError>;

@@ -1,0 +1,136 @@
+//! Extractors that answer bad input in the API's error format instead of axum's plain-text rejections,
+//! and the [`CommandContext`] every command carries (actor, correlation, idempotency key).
+
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use hive_eventlog::CommandContext;
+use hive_events::Actor;
+use serde::de::DeserializeOwned;
+use uuid::Uuid;
+
+use crate::error::{ApiError, Code};
+
+/// A JSON body.
+pub struct Json<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(value)) => Ok(Json(value)),
+            Err(rejection) => Err(json_rejection(rejection)),
+        }
+    }
+}
+
+fn json_rejection(rejection: JsonRejection) -> ApiError {
+    let code = match rejection.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => Code::PayloadTooLarge,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => Code::UnsupportedMediaType,
+        StatusCode::UNPROCESSABLE_ENTITY => Code::ValidationFailed,
+        _ => match rejection {
+            JsonRejection::JsonDataError(_) => Code::ValidationFailed,
+            _ => Code::InvalidJson,
+        },
+    };
+    ApiError::new(code, rejection.body_text())
+}
+
+/// A JSON body that may be absent (an empty body).
+pub struct OptionalJson<T>(pub Option<T>);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for OptionalJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let declared = req.headers().contains_key(axum::http::header::CONTENT_TYPE);
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|e| {
+                let code = if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    Code::PayloadTooLarge
+                } else {
+                    Code::BadRequest
+                };
+                ApiError::new(code, e.body_text())
+            })?;
+        if bytes.is_empty() && !declared {
+            return Ok(OptionalJson(None));
+        }
+        serde_json::from_slice(&bytes)
+            .map(|v| OptionalJson(Some(v)))
+            .map_err(|e| match e.classify() {
+                serde_json::error::Category::Data => ApiError::new(Code::ValidationFailed, e.to_string()),
+                _ => ApiError::new(Code::InvalidJson, e.to_string()),
+            })
+    }
+}
+
+/// A path parameter.
+pub struct Path<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for Path<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(v)| Path(v))
+            .map_err(|e: PathRejection| ApiError::new(Code::BadRequest, e.body_text()))
+    }
+}
+
+/// Query parameters.
+pub struct Query<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Query<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Query(v)| Query(v))
+            .map_err(|e: QueryRejection| ApiError::new(Code::BadRequest, e.body_text()))
+    }
+}
+
+/// The context of a command: `Hive-Actor` (until authentication names the caller), `X-Correlation-Id`
+/// and `Idempotency-Key` headers.
+pub struct Command(pub CommandContext);
+
+fn header<'a>(parts: &'a Parts, name: &str) -> Result<Option<&'a str>, ApiError> {
+    parts
+        .headers
+        .get(name)
+        .map(|v| {
+            v.to_str()
+                .map_err(|_| ApiError::new(Code::BadRequest, format!("{name} must be visible ASCII")))
+        })
+        .transpose()
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Command {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        let mut ctx = CommandContext::new(Actor::new(header(parts, "hive-actor")?.unwrap_or("api")));
+        if let Some(id) = header(parts, "x-correlation-id")? {
+            ctx.correlation_id = Uuid::parse_str(id).map_err(|_| {
+                ApiError::new(Code::BadRequest, "X-Correlation-Id must be a UUID")
+            })?;
+        }
+        if let Some(key) = header(parts, "idempotency-key")? {
+            if key.is_empty() || key.len() > 200 {
+                return Err(ApiError::new(
+                    Code::BadRequest,
+                    "Idempotency-Key must be 1 to 200 characters",
+                ));
+            }
+            ctx.idempotency_key = Some(key.to_owned());
+        }
+        Ok(Command(ctx))
+    }
+}

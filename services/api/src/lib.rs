@@ -1,0 +1,108 @@
+//! Hive's HTTP API (axum, JSON).
+//!
+//! Commands (`POST`) go through the event log's command path ([`hive_eventlog::command`]) and answer with
+//! the appended event's `seq`; reads (`GET`) come from the Postgres read models, honour `Hive-Min-Seq`
+//! and say which checkpoint they reflect ([`consistency`]). Every error is the JSON of [`error`]'s code
+//! table; bad input is a 4xx, never a 500. Routes live in [`routes`], one module per resource.
+
+pub mod consistency;
+pub mod error;
+pub mod extract;
+pub mod routes;
+pub mod views;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use hive_eventlog::EventLog;
+use sea_orm::DatabaseConnection;
+use tokio::net::TcpListener;
+
+pub use consistency::Progress;
+
+/// How the API behaves.
+#[derive(Clone, Debug)]
+pub struct ApiConfig {
+    /// How long a read waits for `Hive-Min-Seq` before answering 503.
+    pub min_seq_timeout: Duration,
+    /// Largest request body, in bytes.
+    pub body_limit: usize,
+    /// The projection the reads come from.
+    pub projection: String,
+    /// How often the checkpoint and log head are refreshed when no notice arrives.
+    pub refresh: Duration,
+    /// Projector lag (events) above which `/health` says degraded.
+    pub degraded_lag: u64,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            min_seq_timeout: Duration::from_secs(2),
+            body_limit: 1024 * 1024,
+            projection: "read_models".into(),
+            refresh: Duration::from_millis(500),
+            degraded_lag: 10_000,
+        }
+    }
+}
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    /// The read-model database.
+    pub db: DatabaseConnection,
+    /// The event log.
+    pub log: EventLog,
+    /// The projection's checkpoint and the log's head.
+    pub progress: Progress,
+    /// Settings.
+    pub config: Arc<ApiConfig>,
+    /// `/status` computed at a checkpoint, reused until the checkpoint moves.
+    pub status_cache: Arc<tokio::sync::Mutex<Option<(u64, serde_json::Value)>>>,
+}
+
+impl AppState {
+    /// State for an API over `db` and `log`, following the configured projection.
+    pub async fn new(
+        db: DatabaseConnection,
+        log: EventLog,
+        config: ApiConfig,
+    ) -> Result<Self, error::ApiError> {
+        let progress = Progress::follow(db.clone(), log.clone(), &config.projection, config.refresh).await?;
+        Ok(Self {
+            db,
+            log,
+            progress,
+            config: Arc::new(config),
+            status_cache: Arc::default(),
+        })
+    }
+}
+
+/// The API's routes.
+pub fn router(state: AppState) -> Router {
+    let limit = state.config.body_limit;
+    routes::all()
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            consistency::read_your_writes,
+        ))
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(routes::system::panic_answer))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// Serves the API on `listener` until `shutdown` resolves, then finishes the requests in flight.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}

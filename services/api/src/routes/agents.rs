@@ -1,0 +1,101 @@
+//! `/api/v1/agents`: register, list, read.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::routing::get;
+use axum::{Json, Router};
+use hive_events::AgentId;
+use hive_events::agent::{Agent, AgentCommand, AgentStatus};
+use hive_schema::agents;
+use sea_orm::sea_query::Expr;
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use serde::Deserialize;
+use serde_json::json;
+use uuid::Uuid;
+
+use super::committed;
+use crate::AppState;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{self, Command, Path, Query};
+use crate::views::{AgentView, List, Page};
+
+pub(crate) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/agents", get(list).post(register))
+        .route("/api/v1/agents/{id}", get(read))
+}
+
+/// `POST /api/v1/agents`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Register {
+    name: Option<String>,
+    agent_type: String,
+    #[serde(default)]
+    capabilities: Vec<String>,
+    #[serde(default = "one")]
+    max_concurrent_tasks: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+async fn register(
+    State(state): State<AppState>,
+    Command(ctx): Command,
+    extract::Json(body): extract::Json<Register>,
+) -> ApiResult<Response> {
+    let command = AgentCommand::Register {
+        name: body.name,
+        agent_type: body.agent_type,
+        capabilities: body.capabilities,
+        max_concurrent_tasks: body.max_concurrent_tasks,
+    };
+    let done = state
+        .log
+        .create::<Agent>(AgentId::new().as_uuid(), &ctx, command)
+        .await?;
+    state.progress.saw_append(done.seq);
+    Ok(committed(
+        StatusCode::CREATED,
+        done,
+        json!({"agent_id": done.aggregate_id, "seq": done.seq}),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+struct Filter {
+    status: Option<String>,
+    capability: Option<String>,
+    #[serde(flatten)]
+    page: Page,
+}
+
+async fn list(State(state): State<AppState>, Query(filter): Query<Filter>) -> ApiResult<Json<List<AgentView>>> {
+    let limit = filter.page.limit()?;
+    let mut query = agents::Entity::find().order_by_asc(agents::Column::Id).limit(limit + 1);
+    if let Some(after) = filter.page.after()? {
+        query = query.filter(agents::Column::Id.gt(after));
+    }
+    if let Some(status) = &filter.status {
+        let status = AgentStatus::parse(status).ok_or_else(|| {
+            ApiError::invalid("status", format!("unknown agent status {status:?}"))
+        })?;
+        query = query.filter(agents::Column::Status.eq(status.as_str()));
+    }
+    if let Some(capability) = filter.capability {
+        query = query.filter(Expr::cust_with_values("capabilities @> ARRAY[$1]::text[]", [capability]));
+    }
+    let rows = query.all(&state.db).await?;
+    Ok(Json(List::from_rows(rows, limit, |r| r.id, AgentView::from)))
+}
+
+async fn read(State(state): State<AppState>, Path(id): Path<Uuid>) -> ApiResult<Json<AgentView>> {
+    agents::Entity::find_by_id(id)
+        .one(&state.db)
+        .await?
+        .map(|a| Json(a.into()))
+        .ok_or_else(|| ApiError::not_found("agent", id))
+}

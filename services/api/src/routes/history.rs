@@ -1,0 +1,87 @@
+//! An entity's history from the log (`/api/v1/{agents|tasks|projects}/{id}/events`) and the dead letters.
+
+use axum::extract::State;
+use axum::routing::get;
+use axum::{Json, Router};
+use hive_events::AggregateKind;
+use hive_events::envelope::decode;
+use hive_schema::dead_letters;
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::AppState;
+use crate::error::{ApiError, ApiResult, Code};
+use crate::extract::{Path, Query};
+use crate::views::{DeadLetterView, List};
+
+pub(crate) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/{kind}/{id}/events", get(events))
+        .route("/api/v1/dead-letters", get(dead_letters))
+}
+
+async fn events(State(state): State<AppState>, Path((kind, id)): Path<(String, Uuid)>) -> ApiResult<Json<Value>> {
+    let kind = match kind.as_str() {
+        "agents" => AggregateKind::Agent,
+        "tasks" => AggregateKind::Task,
+        "projects" => AggregateKind::Project,
+        _ => return Err(ApiError::new(Code::NotFound, "no such route")),
+    };
+    let history = state.log.history(kind, id).await?;
+    if history.is_empty() {
+        return Err(ApiError::not_found(kind.as_str(), id));
+    }
+    let events: Vec<Value> = history
+        .iter()
+        .map(|raw| match (decode(&raw.payload, Some((kind, id))), serde_json::from_slice::<Value>(&raw.payload)) {
+            (Ok(envelope), Ok(stored)) => json!({
+                "seq": raw.seq,
+                "event_id": envelope.meta.event_id,
+                "type": envelope.event.event_type(),
+                "schema_version": stored["schema_version"],
+                "occurred_at": envelope.meta.occurred_at,
+                "actor": envelope.meta.actor,
+                "correlation_id": envelope.meta.correlation_id,
+                "causation_id": envelope.meta.causation_id,
+                "data": stored["data"],
+            }),
+            (Err(e), _) => json!({"seq": raw.seq, "error": e.to_string()}),
+            (_, Err(e)) => json!({"seq": raw.seq, "error": e.to_string()}),
+        })
+        .collect();
+    Ok(Json(json!({"aggregate": kind, "aggregate_id": id, "events": events})))
+}
+
+#[derive(Debug, Deserialize)]
+struct DeadLetterPage {
+    limit: Option<u64>,
+    /// The `next_cursor` of the previous page.
+    cursor: Option<i64>,
+}
+
+async fn dead_letters(
+    State(state): State<AppState>,
+    Query(page): Query<DeadLetterPage>,
+) -> ApiResult<Json<List<DeadLetterView>>> {
+    let limit = match page.limit.unwrap_or(50) {
+        n @ 1..=500 => n,
+        n => return Err(ApiError::new(Code::BadRequest, format!("limit must be 1 to 500, got {n}"))),
+    };
+    let mut query = dead_letters::Entity::find()
+        .order_by_asc(dead_letters::Column::Id)
+        .limit(limit + 1);
+    if let Some(after) = page.cursor {
+        query = query.filter(dead_letters::Column::Id.gt(after));
+    }
+    let mut rows = query.all(&state.db).await?;
+    let more = rows.len() as u64 > limit;
+    rows.truncate(limit as usize);
+    let next_cursor = if more { rows.last().map(|r| r.id.to_string()) } else { None };
+    Ok(Json(List {
+        items: rows.into_iter().map(DeadLetterView::from).collect(),
+        next_cursor,
+    }))
+}
+

@@ -1,0 +1,143 @@
+//! `/`, `/api/v1/`, `/health` and `/status`.
+
+use std::any::Any;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use hive_schema::status_counts;
+use sea_orm::{ConnectionTrait, EntityTrait, Statement};
+use serde_json::{Value, json};
+
+use crate::AppState;
+use crate::error::{ApiError, ApiResult, Code};
+
+const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+pub(crate) fn routes() -> axum::Router<AppState> {
+    Router::new()
+        .route("/", get(index))
+        .route("/api/v1", get(index))
+        .route("/api/v1/", get(index))
+        .route("/health", get(health))
+        .route("/status", get(status))
+        .route("/api/v1/system/status", get(status))
+}
+
+async fn index() -> Json<Value> {
+    Json(json!({
+        "name": "hive",
+        "description": "Control plane for fleets of autonomous agents",
+        "version": VERSION,
+        "links": {
+            "docs": "docs/api.md in the Hive repository (OpenAPI follows at /api/v1/openapi.json)",
+            "health": "/health",
+            "status": "/api/v1/system/status",
+            "agents": "/api/v1/agents",
+            "tasks": "/api/v1/tasks",
+            "projects": "/api/v1/projects",
+            "dead_letters": "/api/v1/dead-letters",
+        }
+    }))
+}
+
+fn component(ok: bool, details: Value) -> Value {
+    json!({"status": if ok { "healthy" } else { "unhealthy" }, "details": details})
+}
+
+async fn health(State(state): State<AppState>) -> Response {
+    let probe = Duration::from_secs(1);
+    let db = tokio::time::timeout(
+        probe,
+        state.db.query_one_raw(Statement::from_string(state.db.get_database_backend(), "SELECT 1")),
+    )
+    .await;
+    let database = match db {
+        Ok(Ok(_)) => component(true, json!({"backend": "postgres"})),
+        Ok(Err(e)) => component(false, json!({"error": e.to_string()})),
+        Err(_) => component(false, json!({"error": "no answer within 1s"})),
+    };
+    let head = tokio::time::timeout(probe, state.progress.head_now()).await;
+    let event_store = match &head {
+        Ok(Ok(seq)) => component(true, json!({"stream": state.log.namespace().stream(), "last_seq": seq})),
+        Ok(Err(e)) => component(false, json!({"error": e.to_string()})),
+        Err(_) => component(false, json!({"error": "no answer within 1s"})),
+    };
+    let checkpoint = state.progress.checkpoint();
+    let lag = state.progress.head().saturating_sub(checkpoint);
+    let projector_status = if lag <= state.config.degraded_lag { "healthy" } else { "degraded" };
+    let projector = json!({
+        "status": projector_status,
+        "details": {"projection": state.config.projection, "checkpoint": checkpoint, "lag_events": lag}
+    });
+    let statuses = [&database["status"], &event_store["status"], &projector["status"]];
+    let healthy = statuses.iter().filter(|s| **s == "healthy").count();
+    let overall = if database["status"] != "healthy" || event_store["status"] != "healthy" {
+        "unhealthy"
+    } else if projector_status != "healthy" {
+        "degraded"
+    } else {
+        "healthy"
+    };
+    let body = json!({
+        "status": overall,
+        "version": VERSION,
+        "timestamp": chrono::Utc::now(),
+        "components": {"database": database, "event_store": event_store, "projector": projector},
+        "summary": {"healthy": healthy, "unhealthy": statuses.len() - healthy, "total": statuses.len()},
+    });
+    let code = if overall == "unhealthy" { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
+    (code, Json(body)).into_response()
+}
+
+async fn status(State(state): State<AppState>) -> ApiResult<Json<Value>> {
+    let checkpoint = state.progress.checkpoint();
+    let mut cache = state.status_cache.lock().await;
+    let counts = match cache.as_ref() {
+        Some((at, counts)) if *at == checkpoint => counts.clone(),
+        _ => {
+            let counts = count_statuses(&state).await?;
+            *cache = Some((checkpoint, counts.clone()));
+            counts
+        }
+    };
+    drop(cache);
+    let head = state.progress.head();
+    let mut body = counts;
+    body["log"] = json!({"last_seq": head});
+    body["projection"] = json!({"name": state.config.projection, "seq": checkpoint, "lag": head.saturating_sub(checkpoint)});
+    Ok(Json(body))
+}
+
+async fn count_statuses(state: &AppState) -> ApiResult<Value> {
+    let rows = status_counts::Entity::find().all(&state.db).await?;
+    let mut by_kind: BTreeMap<String, BTreeMap<String, i64>> = BTreeMap::new();
+    for row in rows {
+        by_kind.entry(row.kind).or_default().insert(row.status, row.count);
+    }
+    let section = |kind: &str, all: &[&str]| {
+        let counts = by_kind.get(kind).cloned().unwrap_or_default();
+        let mut by_status: BTreeMap<String, i64> = all.iter().map(|s| (s.to_string(), 0)).collect();
+        by_status.extend(counts);
+        let total: i64 = by_status.values().sum();
+        json!({"total": total, "by_status": by_status})
+    };
+    let agents: Vec<_> = hive_events::agent::AgentStatus::ALL.iter().map(|s| s.as_str()).collect();
+    let tasks: Vec<_> = hive_events::task::TaskStatus::ALL.iter().map(|s| s.as_str()).collect();
+    Ok(json!({"agents": section("agent", &agents), "tasks": section("task", &tasks)}))
+}
+
+/// The answer when a handler panics: a 500 in the API's format, with nothing of the panic in it.
+pub fn panic_answer(panic: Box<dyn Any + Send + 'static>) -> Response {
+    let detail = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_default();
+    tracing::error!(%detail, "handler panicked");
+    ApiError::new(Code::Internal, "internal error; it has been logged").into_response()
+}

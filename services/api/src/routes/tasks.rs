@@ -1,0 +1,182 @@
+//! `/api/v1/tasks`: create (also in Agent Hive 2.0's shape), list, read, cancel.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use hive_eventlog::EventLog;
+use hive_events::project::Project;
+use hive_events::task::{NewTask, Task, TaskCommand, TaskStatus};
+use hive_events::{Priority, ProjectId, TaskId};
+use hive_schema::tasks;
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use serde::Deserialize;
+use serde_json::json;
+use uuid::Uuid;
+
+use super::committed;
+use crate::AppState;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{self, Command, Path, Query};
+use crate::views::{List, Page, TaskView, states_for};
+
+pub(crate) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/tasks", get(list).post(create))
+        .route("/api/v1/tasks/{id}", get(read))
+        .route("/api/v1/tasks/{id}/cancel", post(cancel))
+}
+
+/// A priority as a number 1..=10 or a name.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum PriorityInput {
+    Number(i64),
+    Name(String),
+}
+
+/// `POST /api/v1/tasks`: Hive's shape, or Agent Hive 2.0's (`task_type`, `description`, named priority).
+#[derive(Debug, Deserialize)]
+struct Create {
+    title: Option<String>,
+    description: Option<String>,
+    task_type: Option<String>,
+    priority: Option<PriorityInput>,
+    #[serde(default)]
+    required_capabilities: Vec<String>,
+    #[serde(default)]
+    depends_on: Vec<Uuid>,
+    project_id: Option<Uuid>,
+    max_attempts: Option<u32>,
+}
+
+impl Create {
+    /// The title, or for Agent Hive 2.0 clients that send none, the description's first line or the type.
+    fn title(&self) -> Result<String, ApiError> {
+        if let Some(title) = &self.title {
+            return Ok(title.clone());
+        }
+        let first_line = self.description.as_deref().and_then(|d| d.lines().find(|l| !l.trim().is_empty()));
+        first_line
+            .map(|l| l.trim().chars().take(200).collect())
+            .or_else(|| self.task_type.clone())
+            .ok_or_else(|| ApiError::invalid("title", "required (or a description or task_type to name the task by)"))
+    }
+}
+
+/// Which dependencies are not completed yet; a missing, cancelled or dead-lettered one is refused.
+async fn open_dependencies(log: &EventLog, depends_on: &[Uuid]) -> Result<Vec<TaskId>, ApiError> {
+    let mut waiting = Vec::new();
+    for &dep in depends_on {
+        let loaded = log.load::<Task>(dep).await?;
+        match loaded.state.map(|t| t.status) {
+            None => return Err(ApiError::invalid("depends_on", format!("task {dep} does not exist"))),
+            Some(TaskStatus::Completed) => {}
+            Some(s @ (TaskStatus::Cancelled | TaskStatus::DeadLettered | TaskStatus::Blocked)) => {
+                return Err(ApiError::invalid(
+                    "depends_on",
+                    format!("task {dep} is {} and will never complete", s.as_str()),
+                ));
+            }
+            Some(_) => waiting.push(TaskId::from_uuid(dep)),
+        }
+    }
+    Ok(waiting)
+}
+
+async fn create(
+    State(state): State<AppState>,
+    Command(ctx): Command,
+    extract::Json(body): extract::Json<Create>,
+) -> ApiResult<Response> {
+    let title = body.title()?;
+    let priority = match &body.priority {
+        None => Priority::NORMAL,
+        Some(PriorityInput::Number(n)) => Priority::new(*n)?,
+        Some(PriorityInput::Name(name)) => Priority::from_name(name)?,
+    };
+    if let Some(project) = body.project_id
+        && state.log.load::<Project>(project).await?.state.is_none()
+    {
+        return Err(ApiError::invalid("project_id", format!("project {project} does not exist")));
+    }
+    let waiting_on = open_dependencies(&state.log, &body.depends_on).await?;
+    let command = TaskCommand::Create(NewTask {
+        title,
+        description: body.description,
+        task_type: body.task_type,
+        priority,
+        required_capabilities: body.required_capabilities,
+        depends_on: body.depends_on.into_iter().map(TaskId::from_uuid).collect(),
+        waiting_on,
+        project_id: body.project_id.map(ProjectId::from_uuid),
+        max_attempts: body.max_attempts.unwrap_or(3),
+    });
+    let done = state.log.create::<Task>(TaskId::new().as_uuid(), &ctx, command).await?;
+    state.progress.saw_append(done.seq);
+    Ok(committed(
+        StatusCode::CREATED,
+        done,
+        json!({"task_id": done.aggregate_id, "seq": done.seq}),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+struct Filter {
+    status: Option<String>,
+    agent_id: Option<Uuid>,
+    project_id: Option<Uuid>,
+    #[serde(flatten)]
+    page: Page,
+}
+
+async fn list(State(state): State<AppState>, Query(filter): Query<Filter>) -> ApiResult<Json<List<TaskView>>> {
+    let limit = filter.page.limit()?;
+    let mut query = tasks::Entity::find().order_by_asc(tasks::Column::Id).limit(limit + 1);
+    if let Some(after) = filter.page.after()? {
+        query = query.filter(tasks::Column::Id.gt(after));
+    }
+    if let Some(status) = &filter.status {
+        let states = states_for(status)
+            .ok_or_else(|| ApiError::invalid("status", format!("unknown task status {status:?}")))?;
+        query = query.filter(tasks::Column::Status.is_in(states));
+    }
+    if let Some(agent) = filter.agent_id {
+        query = query.filter(tasks::Column::AgentId.eq(agent));
+    }
+    if let Some(project) = filter.project_id {
+        query = query.filter(tasks::Column::ProjectId.eq(project));
+    }
+    let rows = query.all(&state.db).await?;
+    Ok(Json(List::from_rows(rows, limit, |r| r.id, TaskView::from)))
+}
+
+async fn read(State(state): State<AppState>, Path(id): Path<Uuid>) -> ApiResult<Json<TaskView>> {
+    tasks::Entity::find_by_id(id)
+        .one(&state.db)
+        .await?
+        .map(|t| Json(t.into()))
+        .ok_or_else(|| ApiError::not_found("task", id))
+}
+
+/// `POST /api/v1/tasks/{id}/cancel`, with an optional `{reason}`.
+#[derive(Debug, Default, Deserialize)]
+struct Cancel {
+    reason: Option<String>,
+}
+
+async fn cancel(
+    State(state): State<AppState>,
+    Command(ctx): Command,
+    Path(id): Path<Uuid>,
+    extract::OptionalJson(body): extract::OptionalJson<Cancel>,
+) -> ApiResult<Response> {
+    let reason = body.and_then(|b| b.reason);
+    let done = state
+        .log
+        .execute::<Task>(id, &ctx, TaskCommand::Cancel { reason })
+        .await?;
+    state.progress.saw_append(done.seq);
+    Ok(committed(StatusCode::OK, done, json!({"task_id": id, "seq": done.seq})))
+}

@@ -1,0 +1,239 @@
+#![allow(missing_docs)] // the fields are the API's JSON, documented in docs/api.md
+//! The JSON shapes of the read models, and the list pagination they share.
+
+use chrono::{DateTime, Utc};
+use hive_schema::{agents, dead_letters, projects, tasks};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::error::{ApiError, Code};
+
+/// `?limit=&cursor=` of a list.
+#[derive(Debug, Deserialize)]
+pub struct Page {
+    /// Items per page, 1..=500 (default 50).
+    pub limit: Option<u64>,
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+impl Page {
+    /// The checked limit.
+    pub fn limit(&self) -> Result<u64, ApiError> {
+        match self.limit.unwrap_or(50) {
+            n @ 1..=500 => Ok(n),
+            n => Err(ApiError::new(Code::BadRequest, format!("limit must be 1 to 500, got {n}"))),
+        }
+    }
+
+    /// The id after which the page starts.
+    pub fn after(&self) -> Result<Option<Uuid>, ApiError> {
+        self.cursor
+            .as_deref()
+            .map(|c| Uuid::parse_str(c).map_err(|_| ApiError::new(Code::BadRequest, "cursor is not one we gave")))
+            .transpose()
+    }
+}
+
+/// A page of a list.
+#[derive(Debug, Serialize)]
+pub struct List<T> {
+    /// The items, in id (creation) order.
+    pub items: Vec<T>,
+    /// The cursor of the next page; absent on the last one.
+    pub next_cursor: Option<String>,
+}
+
+impl<T> List<T> {
+    /// A page from `limit + 1` fetched rows: the extra row only says that there is more.
+    pub fn from_rows<R>(mut rows: Vec<R>, limit: u64, id: impl Fn(&R) -> Uuid, view: impl Fn(R) -> T) -> Self {
+        let more = rows.len() as u64 > limit;
+        rows.truncate(limit as usize);
+        let next_cursor = if more { rows.last().map(|r| id(r).to_string()) } else { None };
+        Self {
+            items: rows.into_iter().map(view).collect(),
+            next_cursor,
+        }
+    }
+}
+
+/// An agent.
+#[derive(Debug, Serialize)]
+pub struct AgentView {
+    pub agent_id: Uuid,
+    pub name: Option<String>,
+    pub agent_type: String,
+    pub capabilities: Vec<String>,
+    pub max_concurrent_tasks: i32,
+    pub status: String,
+    pub registered_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub seq: i64,
+}
+
+impl From<agents::Model> for AgentView {
+    fn from(a: agents::Model) -> Self {
+        Self {
+            agent_id: a.id,
+            name: a.name,
+            agent_type: a.agent_type,
+            capabilities: a.capabilities,
+            max_concurrent_tasks: a.max_concurrent_tasks,
+            status: a.status,
+            registered_at: a.registered_at,
+            updated_at: a.updated_at,
+            seq: a.last_seq,
+        }
+    }
+}
+
+/// Agent Hive 2.0's coarse task status for one of Hive's states.
+pub fn legacy_status(state: &str) -> &'static str {
+    match state {
+        "waiting" | "queued" | "retry_scheduled" => "pending",
+        "assigned" => "assigned",
+        "running" => "in_progress",
+        "completed" => "completed",
+        "failed" | "dead_lettered" | "blocked" => "failed",
+        "cancelled" => "cancelled",
+        _ => "pending",
+    }
+}
+
+/// The fine states a status filter names: Hive's own state, or an Agent Hive 2.0 status.
+pub fn states_for(filter: &str) -> Option<Vec<&'static str>> {
+    use hive_events::task::TaskStatus;
+    if let Some(s) = TaskStatus::parse(filter) {
+        return Some(vec![s.as_str()]);
+    }
+    let states: Vec<_> = TaskStatus::ALL
+        .iter()
+        .map(|s| s.as_str())
+        .filter(|s| legacy_status(s) == filter)
+        .collect();
+    (!states.is_empty()).then_some(states)
+}
+
+/// A task.
+#[derive(Debug, Serialize)]
+pub struct TaskView {
+    pub task_id: Uuid,
+    pub title: String,
+    pub description: Option<String>,
+    pub task_type: Option<String>,
+    pub priority: i16,
+    pub required_capabilities: Vec<String>,
+    pub depends_on: Vec<Uuid>,
+    pub project_id: Option<Uuid>,
+    /// Agent Hive 2.0's status: pending|assigned|in_progress|completed|failed|cancelled.
+    pub status: &'static str,
+    /// Hive's own, finer state.
+    pub state: String,
+    pub agent_id: Option<Uuid>,
+    pub attempts: i32,
+    pub max_attempts: i32,
+    pub lease_expires_at: Option<DateTime<Utc>>,
+    pub progress: Option<i16>,
+    pub progress_message: Option<String>,
+    pub result: Option<serde_json::Value>,
+    pub last_error: Option<String>,
+    pub retry_at: Option<DateTime<Utc>>,
+    pub reason: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub seq: i64,
+}
+
+impl From<tasks::Model> for TaskView {
+    fn from(t: tasks::Model) -> Self {
+        Self {
+            task_id: t.id,
+            title: t.title,
+            description: t.description,
+            task_type: t.task_type,
+            priority: t.priority,
+            required_capabilities: t.required_capabilities,
+            depends_on: t.depends_on,
+            project_id: t.project_id,
+            status: legacy_status(&t.status),
+            state: t.status,
+            agent_id: t.agent_id,
+            attempts: t.attempts,
+            max_attempts: t.max_attempts,
+            lease_expires_at: t.lease_expires_at,
+            progress: t.progress,
+            progress_message: t.progress_message,
+            result: t.result,
+            last_error: t.last_error,
+            retry_at: t.retry_at,
+            reason: t.reason,
+            created_at: t.created_at,
+            updated_at: t.updated_at,
+            seq: t.last_seq,
+        }
+    }
+}
+
+/// A project, with its tasks counted by state.
+#[derive(Debug, Serialize)]
+pub struct ProjectView {
+    pub project_id: Uuid,
+    pub name: String,
+    pub description: Option<String>,
+    #[serde(rename = "type")]
+    pub project_type: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub tasks: TaskCounts,
+    pub seq: i64,
+}
+
+/// Tasks counted by state.
+#[derive(Debug, Default, Serialize)]
+pub struct TaskCounts {
+    pub total: i64,
+    pub by_status: std::collections::BTreeMap<String, i64>,
+    /// Completed tasks / all tasks, 0..=1.
+    pub progress: f64,
+}
+
+impl ProjectView {
+    /// The view of `p` with its task counts.
+    pub fn new(p: projects::Model, tasks: TaskCounts) -> Self {
+        Self {
+            project_id: p.id,
+            name: p.name,
+            description: p.description,
+            project_type: p.project_type,
+            created_at: p.created_at,
+            tasks,
+            seq: p.last_seq,
+        }
+    }
+}
+
+/// An event a projection could not apply.
+#[derive(Debug, Serialize)]
+pub struct DeadLetterView {
+    pub id: i64,
+    pub projection: String,
+    pub seq: i64,
+    pub subject: String,
+    pub reason: String,
+    /// The stored bytes, as text (invalid UTF-8 replaced).
+    pub payload: String,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<dead_letters::Model> for DeadLetterView {
+    fn from(d: dead_letters::Model) -> Self {
+        Self {
+            id: d.id,
+            projection: d.projection,
+            seq: d.seq,
+            subject: d.subject,
+            reason: d.reason,
+            payload: String::from_utf8_lossy(&d.payload).into_owned(),
+            created_at: d.created_at,
+        }
+    }
+}

@@ -1,0 +1,163 @@
+//! Configuration in layers: defaults, then a TOML file (`--config`, else `$HIVE_HOME/hive.toml` if it
+//! exists), then `HIVE_*` environment variables, then command-line flags. Secrets (database URLs with
+//! passwords) are never printed: see [`Config::redacted`].
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+/// Everything `hive` can be told.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Config {
+    /// Where `hive up` keeps the servers it starts (`HIVE_HOME`).
+    pub home: PathBuf,
+    /// NATS server(s), comma-separated (`HIVE_NATS_URL`); unset: `hive up` starts nats-server.
+    pub nats_url: Option<String>,
+    /// PostgreSQL URL of the read models (`HIVE_DATABASE_URL`); unset: `hive up` starts PostgreSQL.
+    pub database_url: Option<String>,
+    /// Where the API listens (`HIVE_HTTP_ADDR`).
+    pub http_addr: SocketAddr,
+    /// Preferred port of a nats-server started by `hive up` (`HIVE_NATS_PORT`; 0: any free port).
+    pub nats_port: u16,
+    /// Preferred port of a PostgreSQL started by `hive up` (`HIVE_PG_PORT`; 0: any free port).
+    pub pg_port: u16,
+    /// The names owned in NATS: stream `<NS>_EVENTS`, subjects `<ns>.events.>` (`HIVE_NAMESPACE`).
+    pub namespace: String,
+    /// Stream replicas (`HIVE_STREAM_REPLICAS`): 1 on one server, 3 on a cluster.
+    pub stream_replicas: usize,
+    /// How long JetStream drops a repeated `Idempotency-Key`, in seconds (`HIVE_DUPLICATE_WINDOW_SECS`).
+    pub duplicate_window_secs: u64,
+    /// How long a read waits for `Hive-Min-Seq`, in milliseconds (`HIVE_MIN_SEQ_TIMEOUT_MS`).
+    pub min_seq_timeout_ms: u64,
+    /// Largest request body in bytes (`HIVE_BODY_LIMIT_BYTES`).
+    pub body_limit_bytes: usize,
+    /// Database connections per process (`HIVE_DB_POOL`).
+    pub db_pool: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            home: PathBuf::from(".hive"),
+            nats_url: None,
+            database_url: None,
+            http_addr: "127.0.0.1:8080".parse().expect("a valid default address"),
+            nats_port: 4222,
+            pg_port: 5433,
+            namespace: "hive".into(),
+            stream_replicas: 1,
+            duplicate_window_secs: 600,
+            min_seq_timeout_ms: 2_000,
+            body_limit_bytes: 1024 * 1024,
+            db_pool: 20,
+        }
+    }
+}
+
+/// Values given as flags; only those given override the other layers.
+#[derive(Clone, Debug, Default, Serialize, clap::Args)]
+pub struct Overrides {
+    /// A TOML file of settings (default: $HIVE_HOME/hive.toml when it exists).
+    #[arg(long, global = true)]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// Where `hive up` keeps its servers' data [env: HIVE_HOME, default: ./.hive]
+    #[arg(long, global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub home: Option<PathBuf>,
+    /// NATS URL(s), comma-separated [env: HIVE_NATS_URL]
+    #[arg(long, global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nats_url: Option<String>,
+    /// PostgreSQL URL [env: HIVE_DATABASE_URL]
+    #[arg(long, global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database_url: Option<String>,
+    /// Address the API listens on [env: HIVE_HTTP_ADDR, default: 127.0.0.1:8080]
+    #[arg(long, global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_addr: Option<SocketAddr>,
+}
+
+impl Config {
+    /// The layered configuration.
+    pub fn load(flags: &Overrides) -> Result<Self, Box<figment::Error>> {
+        let env_home = std::env::var_os("HIVE_HOME").map(PathBuf::from);
+        let home = flags.home.clone().or(env_home).unwrap_or_else(|| Self::default().home);
+        let file = flags.config.clone().unwrap_or_else(|| home.join("hive.toml"));
+        Figment::from(Serialized::defaults(Self::default()))
+            .merge(Toml::file(file))
+            .merge(Env::prefixed("HIVE_").ignore(&["nats_server", "pg_bin", "log"]))
+            .merge(Serialized::defaults(flags))
+            .extract()
+            .map_err(Box::new)
+    }
+
+    /// The event log's settings.
+    pub fn log(&self) -> hive_eventlog::LogConfig {
+        hive_eventlog::LogConfig {
+            namespace: hive_eventlog::Namespace::new(&self.namespace),
+            duplicate_window: Duration::from_secs(self.duplicate_window_secs),
+            replicas: self.stream_replicas,
+            ..Default::default()
+        }
+    }
+
+    /// The API's settings.
+    pub fn api(&self) -> hive_api::ApiConfig {
+        hive_api::ApiConfig {
+            min_seq_timeout: Duration::from_millis(self.min_seq_timeout_ms),
+            body_limit: self.body_limit_bytes,
+            ..Default::default()
+        }
+    }
+
+    /// A URL with its password replaced, for printing.
+    pub fn redacted(url: &str) -> String {
+        match (url.find("://"), url.rfind('@')) {
+            (Some(scheme), Some(at)) if at > scheme => {
+                let userinfo = &url[scheme + 3..at];
+                match userinfo.split_once(':') {
+                    Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                    None => url.to_owned(),
+                }
+            }
+            _ => url.to_owned(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            Config::redacted("postgres://hive:s3cret@db:5432/hive"),
+            "postgres://hive:***@db:5432/hive"
+        );
+        assert_eq!(Config::redacted("postgres://postgres@127.0.0.1/x"), "postgres://postgres@127.0.0.1/x");
+    }
+
+    #[test]
+    fn flags_override_files_and_defaults() {
+        let dir = std::env::temp_dir().join(format!("hive-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("hive.toml");
+        std::fs::write(&file, "namespace = \"fromfile\"\nhttp_addr = \"127.0.0.1:9000\"\n").unwrap();
+        let flags = Overrides {
+            config: Some(file),
+            http_addr: Some("127.0.0.1:9100".parse().unwrap()),
+            ..Default::default()
+        };
+        let config = Config::load(&flags).unwrap();
+        assert_eq!(config.namespace, "fromfile");
+        assert_eq!(config.http_addr.port(), 9100);
+        assert_eq!(config.min_seq_timeout_ms, 2_000);
+    }
+}

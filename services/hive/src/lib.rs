@@ -1,0 +1,206 @@
+//! The `hive` program as a library, so that tests start the real thing: [`connect`] reaches NATS and
+//! PostgreSQL (creating the database and migrating it when asked), [`run`] starts the API and/or the
+//! projector on those backends, and [`up`] does all of it, starting nats-server and PostgreSQL itself for
+//! whichever URL is not configured. `main.rs` is only the command-line front.
+
+pub mod config;
+pub mod up;
+
+use std::net::SocketAddr;
+
+use anyhow::Context;
+use hive_eventlog::EventLog;
+use hive_projector::{Projector, ProjectorConfig};
+use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, Statement};
+use hive_migrations::MigratorTrait;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use config::Config;
+
+/// The two backends every part of Hive talks to.
+#[derive(Clone)]
+pub struct Backends {
+    /// The read-model database.
+    pub db: DatabaseConnection,
+    /// The event log.
+    pub log: EventLog,
+}
+
+/// Creates database `url` names if it does not exist yet (connecting to the `postgres` database of the
+/// same server to do it).
+pub async fn ensure_database(url: &str) -> anyhow::Result<()> {
+    let (server, rest) = url.rsplit_once('/').context("the database URL names no database")?;
+    let name = rest.split('?').next().unwrap_or_default();
+    anyhow::ensure!(
+        !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'),
+        "database name {name:?} must be letters, digits and '_'"
+    );
+    let admin = Database::connect(format!("{server}/postgres"))
+        .await
+        .context("connect to the server's `postgres` database")?;
+    let exists = admin
+        .query_one_raw(Statement::from_sql_and_values(
+            admin.get_database_backend(),
+            "SELECT 1 FROM pg_database WHERE datname = $1",
+            [name.into()],
+        ))
+        .await?
+        .is_some();
+    if !exists {
+        admin
+            .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
+            .await
+            .with_context(|| format!("create database {name}"))?;
+        tracing::info!(database = name, "created the read-model database");
+    }
+    admin.close().await?;
+    Ok(())
+}
+
+/// Connects to NATS and PostgreSQL and opens the event log. With `migrate`, the database is created if
+/// missing and brought to the latest schema first.
+pub async fn connect(
+    config: &Config,
+    nats_url: &str,
+    database_url: &str,
+    migrate: bool,
+) -> anyhow::Result<Backends> {
+    if migrate {
+        ensure_database(database_url).await?;
+    }
+    let mut options = ConnectOptions::new(database_url.to_owned());
+    options.max_connections(config.db_pool).sqlx_logging(false);
+    let db = Database::connect(options)
+        .await
+        .with_context(|| format!("connect to {}", Config::redacted(database_url)))?;
+    if migrate {
+        hive_migrations::Migrator::up(&db, None).await.context("migrate the read models")?;
+    }
+    let client = async_nats::ConnectOptions::new()
+        .name("hive")
+        .retry_on_initial_connect()
+        .connect(nats_url.split(',').map(str::trim).collect::<Vec<_>>().as_slice())
+        .await
+        .with_context(|| format!("connect to NATS at {nats_url}"))?;
+    let log = EventLog::open(client, &config.log()).await.context("open the event log")?;
+    Ok(Backends { db, log })
+}
+
+/// Which parts a process runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Parts {
+    /// The HTTP API.
+    pub api: bool,
+    /// The read-model projector.
+    pub projector: bool,
+}
+
+/// Running services, stopped together.
+pub struct Running {
+    /// Where the API listens, if it runs.
+    pub addr: Option<SocketAddr>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<(&'static str, JoinHandle<anyhow::Result<()>>)>,
+}
+
+impl Running {
+    fn shutdown_signal(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut rx = self.stop.subscribe();
+        async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        }
+    }
+
+    /// Waits until any service stops (an error) or `signal` resolves, then stops the rest gracefully.
+    pub async fn until(mut self, signal: impl Future<Output = ()>) -> anyhow::Result<()> {
+        let first = {
+            let watched = futures_select(&mut self.tasks);
+            tokio::select! {
+                () = signal => None,
+                ended = watched => Some(ended),
+            }
+        };
+        let result = self.stop_all().await;
+        match first {
+            Some((name, Ok(Ok(())))) => anyhow::bail!("{name} stopped unexpectedly"),
+            Some((name, Ok(Err(e)))) => Err(e.context(format!("{name} failed"))),
+            Some((name, Err(e))) => anyhow::bail!("{name} panicked: {e}"),
+            None => result,
+        }
+    }
+
+    /// Stops every service and waits for them.
+    pub async fn stop_all(&mut self) -> anyhow::Result<()> {
+        self.stop.send_replace(true);
+        for (name, task) in self.tasks.drain(..) {
+            match task.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(%name, error = %e, "stopped with an error"),
+                Err(e) if e.is_cancelled() => {}
+                Err(e) => tracing::warn!(%name, error = %e, "panicked"),
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn futures_select(
+    tasks: &mut [(&'static str, JoinHandle<anyhow::Result<()>>)],
+) -> (&'static str, Result<anyhow::Result<()>, tokio::task::JoinError>) {
+    if tasks.is_empty() {
+        return std::future::pending().await;
+    }
+    let (result, index, _) =
+        futures::future::select_all(tasks.iter_mut().map(|(_, task)| task)).await;
+    (tasks[index].0, result)
+}
+
+/// Starts `parts` on `backends`; the API listens on `addr` (port 0: any free port).
+pub async fn run(
+    config: &Config,
+    backends: Backends,
+    parts: Parts,
+    addr: SocketAddr,
+) -> anyhow::Result<Running> {
+    let (stop, _) = watch::channel(false);
+    let mut running = Running {
+        addr: None,
+        stop,
+        tasks: Vec::new(),
+    };
+    if parts.projector {
+        let projector = Projector::new(backends.db.clone(), backends.log.clone(), ProjectorConfig::default());
+        let shutdown = running.shutdown_signal();
+        running.tasks.push((
+            "projector",
+            tokio::spawn(async move { projector.run(shutdown).await.map_err(Into::into) }),
+        ));
+    }
+    if parts.api {
+        let state = hive_api::AppState::new(backends.db.clone(), backends.log.clone(), config.api())
+            .await
+            .map_err(|e| anyhow::anyhow!("start the API: {e:?}"))?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("listen on {addr}"))?;
+        running.addr = Some(listener.local_addr()?);
+        let shutdown = running.shutdown_signal();
+        running.tasks.push((
+            "api",
+            tokio::spawn(async move { hive_api::serve(listener, state, shutdown).await.map_err(Into::into) }),
+        ));
+    }
+    Ok(running)
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn termination() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("install a SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("install a SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+    }
+}

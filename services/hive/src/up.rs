@@ -1,0 +1,93 @@
+//! `hive up`: the whole hive in one process. For each backend URL that is not configured it starts the
+//! server itself under `$HIVE_HOME` (nats-server with JetStream in `nats/`, PostgreSQL in `postgres/`),
+//! and stops it on exit.
+
+use std::net::TcpListener;
+
+use anyhow::Context;
+use hive_devservers::{Durability, NatsServer, Postgres, free_port};
+
+use crate::{Config, Parts};
+
+/// The servers `hive up` started; they stop when this is dropped.
+#[derive(Default)]
+pub struct Servers {
+    nats: Option<NatsServer>,
+    postgres: Option<Postgres>,
+}
+
+impl Servers {
+    /// Stops them (PostgreSQL last: the services are stopped before this is called).
+    pub fn stop(&mut self) {
+        if let Some(nats) = &mut self.nats {
+            nats.stop();
+        }
+        if let Some(pg) = &mut self.postgres {
+            pg.stop();
+        }
+    }
+}
+
+fn port_or_free(preferred: u16) -> anyhow::Result<u16> {
+    if preferred != 0 && TcpListener::bind(("127.0.0.1", preferred)).is_ok() {
+        return Ok(preferred);
+    }
+    let port = free_port()?;
+    if preferred != 0 {
+        tracing::warn!(preferred, port, "port taken; using another");
+    }
+    Ok(port)
+}
+
+/// The backend URLs: the configured ones, or those of servers started here.
+pub async fn backends(config: &Config) -> anyhow::Result<(String, String, Servers)> {
+    let mut servers = Servers::default();
+    std::fs::create_dir_all(&config.home)
+        .with_context(|| format!("create HIVE_HOME {}", config.home.display()))?;
+    let home = std::fs::canonicalize(&config.home)?;
+    let nats_url = match &config.nats_url {
+        Some(url) => url.clone(),
+        None => {
+            let port = port_or_free(config.nats_port)?;
+            let nats = NatsServer::start(&home.join("nats"), Some(port), &[]).await?;
+            let url = nats.url();
+            servers.nats = Some(nats);
+            url
+        }
+    };
+    let database_url = match &config.database_url {
+        Some(url) => url.clone(),
+        None => {
+            let port = port_or_free(config.pg_port)?;
+            let pg = Postgres::start(&home.join("postgres"), Some(port), Durability::Safe).await?;
+            let url = pg.url("hive");
+            servers.postgres = Some(pg);
+            url
+        }
+    };
+    Ok((nats_url, database_url, servers))
+}
+
+/// Runs the whole hive until SIGTERM or SIGINT.
+pub async fn up(config: Config) -> anyhow::Result<()> {
+    let (nats_url, database_url, mut servers) = backends(&config).await?;
+    let result = async {
+        let backends = crate::connect(&config, &nats_url, &database_url, true).await?;
+        let parts = Parts {
+            api: true,
+            projector: true,
+        };
+        let running = crate::run(&config, backends, parts, config.http_addr).await?;
+        let addr = running.addr.expect("the API runs");
+        println!("hive is up");
+        println!("  API        http://{addr}/  (health: http://{addr}/health)");
+        println!("  NATS       {nats_url}  (stream {})", config.log().namespace.stream());
+        println!("  PostgreSQL {}", Config::redacted(&database_url));
+        println!("  data       {}", config.home.display());
+        println!("Ctrl-C or SIGTERM stops it.");
+        running.until(crate::termination()).await
+    }
+    .await;
+    servers.stop();
+    result
+}
