@@ -147,22 +147,32 @@ impl Progress {
 }
 
 /// Middleware on reads: honours `Hive-Min-Seq` and stamps `Hive-Projection-Seq`.
-pub async fn read_your_writes(State(state): State<AppState>, request: Request, next: Next) -> Response {
+pub async fn read_your_writes(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
     if !matches!(*request.method(), Method::GET | Method::HEAD) {
         return next.run(request).await;
     }
     if let Some(value) = request.headers().get(MIN_SEQ) {
-        let Some(min) = value.to_str().ok().and_then(|v| v.trim().parse::<u64>().ok()) else {
-            return ApiError::new(Code::BadRequest, "Hive-Min-Seq must be a whole number").into_response();
+        let Some(min) = value
+            .to_str()
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+        else {
+            return ApiError::new(Code::BadRequest, "Hive-Min-Seq must be a whole number")
+                .into_response();
         };
         if let Err(e) = wait(&state, min).await {
             return e.into_response();
         }
     }
     let mut response = next.run(request).await;
-    response
-        .headers_mut()
-        .insert(PROJECTION_SEQ, HeaderValue::from(state.progress.checkpoint()));
+    response.headers_mut().insert(
+        PROJECTION_SEQ,
+        HeaderValue::from(state.progress.checkpoint()),
+    );
     response
 }
 
@@ -174,7 +184,10 @@ async fn wait(state: &AppState, min: u64) -> Result<(), ApiError> {
     if min > progress.head() && min > progress.head_now().await? {
         return Err(ApiError::new(
             Code::BadRequest,
-            format!("Hive-Min-Seq {min} is beyond the log's last event {}", progress.head()),
+            format!(
+                "Hive-Min-Seq {min} is beyond the log's last event {}",
+                progress.head()
+            ),
         ));
     }
     if progress.wait_for(min, state.config.min_seq_timeout).await {

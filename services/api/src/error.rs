@@ -108,7 +108,10 @@ impl ApiError {
     /// A 503 for a failed backing service; the detail is logged, not answered.
     pub fn unavailable(what: &'static str, detail: impl std::fmt::Display) -> Self {
         tracing::error!(%detail, "{what} failed");
-        Self::new(Code::Unavailable, format!("{what} is unavailable; try again"))
+        Self::new(
+            Code::Unavailable,
+            format!("{what} is unavailable; try again"),
+        )
     }
 
     /// The code.

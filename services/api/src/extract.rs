@@ -63,7 +63,9 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for OptionalJson<T> {
         serde_json::from_slice(&bytes)
             .map(|v| OptionalJson(Some(v)))
             .map_err(|e| match e.classify() {
-                serde_json::error::Category::Data => ApiError::new(Code::ValidationFailed, e.to_string()),
+                serde_json::error::Category::Data => {
+                    ApiError::new(Code::ValidationFailed, e.to_string())
+                }
                 _ => ApiError::new(Code::InvalidJson, e.to_string()),
             })
     }
@@ -106,8 +108,9 @@ fn header<'a>(parts: &'a Parts, name: &str) -> Result<Option<&'a str>, ApiError>
         .headers
         .get(name)
         .map(|v| {
-            v.to_str()
-                .map_err(|_| ApiError::new(Code::BadRequest, format!("{name} must be visible ASCII")))
+            v.to_str().map_err(|_| {
+                ApiError::new(Code::BadRequest, format!("{name} must be visible ASCII"))
+            })
         })
         .transpose()
 }
@@ -116,11 +119,11 @@ impl<S: Send + Sync> FromRequestParts<S> for Command {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
-        let mut ctx = CommandContext::new(Actor::new(header(parts, "hive-actor")?.unwrap_or("api")));
+        let mut ctx =
+            CommandContext::new(Actor::new(header(parts, "hive-actor")?.unwrap_or("api")));
         if let Some(id) = header(parts, "x-correlation-id")? {
-            ctx.correlation_id = Uuid::parse_str(id).map_err(|_| {
-                ApiError::new(Code::BadRequest, "X-Correlation-Id must be a UUID")
-            })?;
+            ctx.correlation_id = Uuid::parse_str(id)
+                .map_err(|_| ApiError::new(Code::BadRequest, "X-Correlation-Id must be a UUID"))?;
         }
         if let Some(key) = header(parts, "idempotency-key")? {
             if key.is_empty() || key.len() > 200 {

@@ -71,7 +71,8 @@ impl AppState {
         log: EventLog,
         config: ApiConfig,
     ) -> Result<Self, error::ApiError> {
-        let progress = Progress::follow(db.clone(), log.clone(), &config.projection, config.refresh).await?;
+        let progress =
+            Progress::follow(db.clone(), log.clone(), &config.projection, config.refresh).await?;
         Ok(Self {
             db,
             log,
@@ -91,7 +92,9 @@ pub fn router(state: AppState) -> Router {
             consistency::read_your_writes,
         ))
         .layer(DefaultBodyLimit::max(limit))
-        .layer(tower_http::catch_panic::CatchPanicLayer::custom(routes::system::panic_answer))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            routes::system::panic_answer,
+        ))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
 }

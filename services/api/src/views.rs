@@ -22,7 +22,10 @@ impl Page {
     pub fn limit(&self) -> Result<u64, ApiError> {
         match self.limit.unwrap_or(50) {
             n @ 1..=500 => Ok(n),
-            n => Err(ApiError::new(Code::BadRequest, format!("limit must be 1 to 500, got {n}"))),
+            n => Err(ApiError::new(
+                Code::BadRequest,
+                format!("limit must be 1 to 500, got {n}"),
+            )),
         }
     }
 
@@ -30,7 +33,10 @@ impl Page {
     pub fn after(&self) -> Result<Option<Uuid>, ApiError> {
         self.cursor
             .as_deref()
-            .map(|c| Uuid::parse_str(c).map_err(|_| ApiError::new(Code::BadRequest, "cursor is not one we gave")))
+            .map(|c| {
+                Uuid::parse_str(c)
+                    .map_err(|_| ApiError::new(Code::BadRequest, "cursor is not one we gave"))
+            })
             .transpose()
     }
 }
@@ -46,10 +52,19 @@ pub struct List<T> {
 
 impl<T> List<T> {
     /// A page from `limit + 1` fetched rows: the extra row only says that there is more.
-    pub fn from_rows<R>(mut rows: Vec<R>, limit: u64, id: impl Fn(&R) -> Uuid, view: impl Fn(R) -> T) -> Self {
+    pub fn from_rows<R>(
+        mut rows: Vec<R>,
+        limit: u64,
+        id: impl Fn(&R) -> Uuid,
+        view: impl Fn(R) -> T,
+    ) -> Self {
         let more = rows.len() as u64 > limit;
         rows.truncate(limit as usize);
-        let next_cursor = if more { rows.last().map(|r| id(r).to_string()) } else { None };
+        let next_cursor = if more {
+            rows.last().map(|r| id(r).to_string())
+        } else {
+            None
+        };
         Self {
             items: rows.into_iter().map(view).collect(),
             next_cursor,

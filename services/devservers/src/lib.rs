@@ -45,7 +45,10 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> DevServerError 
 /// A free TCP port on the loopback interface.
 pub fn free_port() -> Result<u16, DevServerError> {
     let listener = TcpListener::bind("127.0.0.1:0").map_err(io("bind a free port"))?;
-    Ok(listener.local_addr().map_err(io("read the free port"))?.port())
+    Ok(listener
+        .local_addr()
+        .map_err(io("read the free port"))?
+        .port())
 }
 
 fn on_path(name: &str) -> Option<PathBuf> {
@@ -59,7 +62,10 @@ fn on_path(name: &str) -> Option<PathBuf> {
 fn python_scripts_dirs() -> Vec<PathBuf> {
     let mut dirs = Vec::new();
     if let Ok(out) = Command::new("python3")
-        .args(["-c", "import sysconfig;print(sysconfig.get_path('scripts'))"])
+        .args([
+            "-c",
+            "import sysconfig;print(sysconfig.get_path('scripts'))",
+        ])
         .output()
         && out.status.success()
     {
@@ -92,7 +98,12 @@ pub fn postgres_bin_dir() -> Result<PathBuf, DevServerError> {
         return Ok(PathBuf::from(p));
     }
     let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-        .map(|entries| entries.filter_map(|e| e.ok()).map(|e| e.path().join("bin")).collect())
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .map(|e| e.path().join("bin"))
+                .collect()
+        })
         .unwrap_or_default();
     versions.sort();
     versions
@@ -100,7 +111,10 @@ pub fn postgres_bin_dir() -> Result<PathBuf, DevServerError> {
         .rev()
         .find(|d| d.join("postgres").is_file() && d.join("initdb").is_file())
         .or_else(|| on_path("initdb").and_then(|p| p.parent().map(Path::to_path_buf)))
-        .ok_or(DevServerError::NotFound("PostgreSQL (initdb, postgres)", "HIVE_PG_BIN"))
+        .ok_or(DevServerError::NotFound(
+            "PostgreSQL (initdb, postgres)",
+            "HIVE_PG_BIN",
+        ))
 }
 
 async fn wait_until<F: FnMut() -> bool>(
@@ -157,9 +171,13 @@ impl NatsServer {
             .args(extra_args);
         let mut child = Child::spawn(command, "nats-server")?;
         let addr = format!("127.0.0.1:{port}");
-        wait_until("nats-server", &log, &mut child, Duration::from_secs(20), || {
-            std::net::TcpStream::connect(&addr).is_ok()
-        })
+        wait_until(
+            "nats-server",
+            &log,
+            &mut child,
+            Duration::from_secs(20),
+            || std::net::TcpStream::connect(&addr).is_ok(),
+        )
         .await?;
         tracing::info!(port, "nats-server ready");
         Ok(Self { child, port })
@@ -218,10 +236,14 @@ impl Postgres {
         let log = dir.join("postgres.log");
         if !data.join("PG_VERSION").exists() {
             let mut initdb = Command::new(bin.join("initdb"));
-            initdb
-                .arg("-D")
-                .arg(&data)
-                .args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "--locale=C"]);
+            initdb.arg("-D").arg(&data).args([
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--locale=C",
+            ]);
             if durability == Durability::Throwaway {
                 initdb.arg("--no-sync");
             }
@@ -247,12 +269,18 @@ impl Postgres {
         let mut child = Child::spawn(command, "postgres")?;
         let isready = bin.join("pg_isready");
         let port_arg = port.to_string();
-        wait_until("postgres", &log, &mut child, Duration::from_secs(30), || {
-            Command::new(&isready)
-                .args(["-q", "-h", "127.0.0.1", "-p", &port_arg, "-U", "postgres"])
-                .status()
-                .is_ok_and(|s| s.success())
-        })
+        wait_until(
+            "postgres",
+            &log,
+            &mut child,
+            Duration::from_secs(30),
+            || {
+                Command::new(&isready)
+                    .args(["-q", "-h", "127.0.0.1", "-p", &port_arg, "-U", "postgres"])
+                    .status()
+                    .is_ok_and(|s| s.success())
+            },
+        )
         .await?;
         tracing::info!(port, "postgres ready");
         Ok(Self { child, port })

@@ -94,7 +94,10 @@ pub fn unprivileged_user(dir: &Path) -> Result<Option<(Uid, Gid)>, DevServerErro
     let user = User::from_name("postgres")
         .ok()
         .flatten()
-        .ok_or(DevServerError::NotFound("the postgres user", "HIVE_DATABASE_URL"))?;
+        .ok_or(DevServerError::NotFound(
+            "the postgres user",
+            "HIVE_DATABASE_URL",
+        ))?;
     chown_tree(dir, user.uid, user.gid)?;
     Ok(Some((user.uid, user.gid)))
 }
@@ -104,15 +107,13 @@ fn chown(path: &Path, uid: Option<Uid>, gid: Option<Gid>) -> std::io::Result<()>
 }
 
 fn chown_tree(dir: &Path, uid: Uid, gid: Gid) -> Result<(), DevServerError> {
-    chown(dir, Some(uid), Some(gid))
-        .map_err(io(format!("chown {}", dir.display())))?;
+    chown(dir, Some(uid), Some(gid)).map_err(io(format!("chown {}", dir.display())))?;
     for entry in std::fs::read_dir(dir).map_err(io(format!("read {}", dir.display())))? {
         let path = entry.map_err(io("read a directory entry"))?.path();
         if path.is_dir() {
             chown_tree(&path, uid, gid)?;
         } else {
-            chown(&path, Some(uid), Some(gid))
-                .map_err(io(format!("chown {}", path.display())))?;
+            chown(&path, Some(uid), Some(gid)).map_err(io(format!("chown {}", path.display())))?;
         }
     }
     Ok(())

@@ -68,7 +68,9 @@ pub enum CommandError {
     #[error(transparent)]
     Domain(#[from] DomainError),
     /// Other writers kept changing the aggregate.
-    #[error("the {aggregate} kept changing while this command was decided ({attempts} attempts); try again")]
+    #[error(
+        "the {aggregate} kept changing while this command was decided ({attempts} attempts); try again"
+    )]
     Conflict {
         /// Which kind of aggregate.
         aggregate: &'static str,
@@ -174,7 +176,10 @@ impl EventLog {
                 self.load::<A>(id).await?
             };
             if let Some(key) = key
-                && let Some(first) = loaded.events.iter().find(|e| e.msg_id.as_deref() == Some(key))
+                && let Some(first) = loaded
+                    .events
+                    .iter()
+                    .find(|e| e.msg_id.as_deref() == Some(key))
             {
                 return Ok(Committed {
                     seq: first.seq,
@@ -183,7 +188,12 @@ impl EventLog {
                 });
             }
             let event = A::decide(loaded.state.as_ref(), command.clone())?;
-            let meta = EventMeta::new(ctx.now, ctx.correlation_id, ctx.causation_id, ctx.actor.clone());
+            let meta = EventMeta::new(
+                ctx.now,
+                ctx.correlation_id,
+                ctx.causation_id,
+                ctx.actor.clone(),
+            );
             let payload = Bytes::from(encode(&meta, A::KIND, id, &event));
             match self.append(&subject, loaded.last_seq, key, payload).await {
                 Ok(appended) if appended.duplicate => {

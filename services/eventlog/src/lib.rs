@@ -22,7 +22,10 @@ impl Namespace {
     pub fn new(name: impl Into<String>) -> Self {
         let name = name.into();
         assert!(
-            !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
+            !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
             "a namespace is one token of letters, digits, '-' and '_': {name:?}"
         );
         Self(name)

@@ -251,7 +251,9 @@ impl EventLog {
         Ok(messages
             .map_err(|e| LogError::new("read the log", e))
             .and_then(|message| async move {
-                let info = message.info().map_err(|e| LogError::new("read the log", e))?;
+                let info = message
+                    .info()
+                    .map_err(|e| LogError::new("read the log", e))?;
                 let seq = info.stream_sequence;
                 let message = message.split().0;
                 Ok(RawEvent {
@@ -261,6 +263,26 @@ impl EventLog {
                     payload: message.payload,
                 })
             }))
+    }
+
+    /// Every event from `from` up to the log's last event at the time of the call, in order.
+    pub async fn read_to_head(&self, from: u64) -> Result<Vec<RawEvent>, LogError> {
+        use futures::StreamExt;
+        let head = self.last_seq().await?;
+        if head < from.max(1) {
+            return Ok(Vec::new());
+        }
+        let mut events = Vec::with_capacity(usize::try_from(head - from.max(1) + 1).unwrap_or(0));
+        let mut stream = Box::pin(self.read_from(from).await?);
+        while let Some(event) = stream.next().await {
+            let event = event?;
+            let seq = event.seq;
+            events.push(event);
+            if seq >= head {
+                break;
+            }
+        }
+        Ok(events)
     }
 
     /// Publishes `payload` on a core NATS subject (no persistence), for notices such as a projection's

@@ -87,8 +87,15 @@ impl Config {
     /// The layered configuration.
     pub fn load(flags: &Overrides) -> Result<Self, Box<figment::Error>> {
         let env_home = std::env::var_os("HIVE_HOME").map(PathBuf::from);
-        let home = flags.home.clone().or(env_home).unwrap_or_else(|| Self::default().home);
-        let file = flags.config.clone().unwrap_or_else(|| home.join("hive.toml"));
+        let home = flags
+            .home
+            .clone()
+            .or(env_home)
+            .unwrap_or_else(|| Self::default().home);
+        let file = flags
+            .config
+            .clone()
+            .unwrap_or_else(|| home.join("hive.toml"));
         Figment::from(Serialized::defaults(Self::default()))
             .merge(Toml::file(file))
             .merge(Env::prefixed("HIVE_").ignore(&["nats_server", "pg_bin", "log"]))
@@ -141,7 +148,10 @@ mod tests {
             Config::redacted("postgres://hive:s3cret@db:5432/hive"),
             "postgres://hive:***@db:5432/hive"
         );
-        assert_eq!(Config::redacted("postgres://postgres@127.0.0.1/x"), "postgres://postgres@127.0.0.1/x");
+        assert_eq!(
+            Config::redacted("postgres://postgres@127.0.0.1/x"),
+            "postgres://postgres@127.0.0.1/x"
+        );
     }
 
     #[test]
@@ -149,7 +159,11 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("hive-config-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("hive.toml");
-        std::fs::write(&file, "namespace = \"fromfile\"\nhttp_addr = \"127.0.0.1:9000\"\n").unwrap();
+        std::fs::write(
+            &file,
+            "namespace = \"fromfile\"\nhttp_addr = \"127.0.0.1:9000\"\n",
+        )
+        .unwrap();
         let flags = Overrides {
             config: Some(file),
             http_addr: Some("127.0.0.1:9100".parse().unwrap()),

@@ -10,9 +10,9 @@ use std::net::SocketAddr;
 
 use anyhow::Context;
 use hive_eventlog::EventLog;
+use hive_migrations::MigratorTrait;
 use hive_projector::{Projector, ProjectorConfig};
 use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, Statement};
-use hive_migrations::MigratorTrait;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -30,7 +30,9 @@ pub struct Backends {
 /// Creates database `url` names if it does not exist yet (connecting to the `postgres` database of the
 /// same server to do it).
 pub async fn ensure_database(url: &str) -> anyhow::Result<()> {
-    let (server, rest) = url.rsplit_once('/').context("the database URL names no database")?;
+    let (server, rest) = url
+        .rsplit_once('/')
+        .context("the database URL names no database")?;
     let name = rest.split('?').next().unwrap_or_default();
     anyhow::ensure!(
         !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'),
@@ -75,15 +77,25 @@ pub async fn connect(
         .await
         .with_context(|| format!("connect to {}", Config::redacted(database_url)))?;
     if migrate {
-        hive_migrations::Migrator::up(&db, None).await.context("migrate the read models")?;
+        hive_migrations::Migrator::up(&db, None)
+            .await
+            .context("migrate the read models")?;
     }
     let client = async_nats::ConnectOptions::new()
         .name("hive")
         .retry_on_initial_connect()
-        .connect(nats_url.split(',').map(str::trim).collect::<Vec<_>>().as_slice())
+        .connect(
+            nats_url
+                .split(',')
+                .map(str::trim)
+                .collect::<Vec<_>>()
+                .as_slice(),
+        )
         .await
         .with_context(|| format!("connect to NATS at {nats_url}"))?;
-    let log = EventLog::open(client, &config.log()).await.context("open the event log")?;
+    let log = EventLog::open(client, &config.log())
+        .await
+        .context("open the event log")?;
     Ok(Backends { db, log })
 }
 
@@ -147,7 +159,10 @@ impl Running {
 
 async fn futures_select(
     tasks: &mut [(&'static str, JoinHandle<anyhow::Result<()>>)],
-) -> (&'static str, Result<anyhow::Result<()>, tokio::task::JoinError>) {
+) -> (
+    &'static str,
+    Result<anyhow::Result<()>, tokio::task::JoinError>,
+) {
     if tasks.is_empty() {
         return std::future::pending().await;
     }
@@ -170,7 +185,11 @@ pub async fn run(
         tasks: Vec::new(),
     };
     if parts.projector {
-        let projector = Projector::new(backends.db.clone(), backends.log.clone(), ProjectorConfig::default());
+        let projector = Projector::new(
+            backends.db.clone(),
+            backends.log.clone(),
+            ProjectorConfig::default(),
+        );
         let shutdown = running.shutdown_signal();
         running.tasks.push((
             "projector",
@@ -178,9 +197,10 @@ pub async fn run(
         ));
     }
     if parts.api {
-        let state = hive_api::AppState::new(backends.db.clone(), backends.log.clone(), config.api())
-            .await
-            .map_err(|e| anyhow::anyhow!("start the API: {e:?}"))?;
+        let state =
+            hive_api::AppState::new(backends.db.clone(), backends.log.clone(), config.api())
+                .await
+                .map_err(|e| anyhow::anyhow!("start the API: {e:?}"))?;
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("listen on {addr}"))?;
@@ -188,7 +208,11 @@ pub async fn run(
         let shutdown = running.shutdown_signal();
         running.tasks.push((
             "api",
-            tokio::spawn(async move { hive_api::serve(listener, state, shutdown).await.map_err(Into::into) }),
+            tokio::spawn(async move {
+                hive_api::serve(listener, state, shutdown)
+                    .await
+                    .map_err(Into::into)
+            }),
         ));
     }
     Ok(running)

@@ -40,7 +40,9 @@ enum Part {
 }
 
 fn required(value: &Option<String>, name: &str) -> anyhow::Result<String> {
-    value.clone().with_context(|| format!("{name} must be set for this command"))
+    value
+        .clone()
+        .with_context(|| format!("{name} must be set for this command"))
 }
 
 #[tokio::main]
@@ -67,8 +69,14 @@ async fn main() -> anyhow::Result<()> {
             let nats = required(&config.nats_url, "HIVE_NATS_URL")?;
             let db = required(&config.database_url, "HIVE_DATABASE_URL")?;
             let parts = match part {
-                Part::Api => Parts { api: true, projector: false },
-                Part::Projector => Parts { api: false, projector: true },
+                Part::Api => Parts {
+                    api: true,
+                    projector: false,
+                },
+                Part::Projector => Parts {
+                    api: false,
+                    projector: true,
+                },
             };
             let backends = connect(&config, &nats, &db, parts.projector).await?;
             let running = run(&config, backends, parts, config.http_addr).await?;

@@ -81,7 +81,10 @@ pub async fn up(config: Config) -> anyhow::Result<()> {
         let addr = running.addr.expect("the API runs");
         println!("hive is up");
         println!("  API        http://{addr}/  (health: http://{addr}/health)");
-        println!("  NATS       {nats_url}  (stream {})", config.log().namespace.stream());
+        println!(
+            "  NATS       {nats_url}  (stream {})",
+            config.log().namespace.stream()
+        );
         println!("  PostgreSQL {}", Config::redacted(&database_url));
         println!("  data       {}", config.home.display());
         println!("Ctrl-C or SIGTERM stops it.");

@@ -14,12 +14,12 @@ use hive_events::{AggregateKind, DomainEvent};
 use hive_schema::{dead_letters, projection_checkpoints, status_counts};
 use sea_orm::sea_query::{Expr, LockType, OnConflict};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, IdenStatic, DatabaseTransaction, DbErr, EntityTrait, IntoActiveModel,
-    QueryFilter, QuerySelect, Set,
+    ActiveModelTrait, ColumnTrait, DatabaseTransaction, DbErr, EntityTrait, IdenStatic,
+    IntoActiveModel, QueryFilter, QuerySelect, Set,
 };
 use uuid::Uuid;
 
-use crate::rows::{ReadModel, to_micros};
+use crate::rows::ReadModel;
 
 /// Rows per INSERT: the widest table has 23 columns, and a statement takes at most 65,535 parameters.
 const ROWS_PER_STATEMENT: usize = 1_000;
@@ -92,19 +92,32 @@ impl<A: ReadModel> Slots<A> {
     }
 
     /// Folds `event` onto its aggregate; on failure the state stays as it was.
-    fn apply(&mut self, id: Uuid, seq: u64, event: &A::Event, at: chrono::DateTime<chrono::Utc>) -> Result<(), String> {
-        let slot = self.entries.get_mut(&id).expect("every id of the batch was loaded");
+    fn apply(
+        &mut self,
+        id: Uuid,
+        seq: u64,
+        event: &A::Event,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(), String> {
+        let slot = self
+            .entries
+            .get_mut(&id)
+            .expect("every id of the batch was loaded");
         if let Some(reason) = &slot.unreadable {
             return Err(format!("read-model row unreadable: {reason}"));
         }
-        let next = A::apply(slot.state.clone(), event, to_micros(at)).map_err(|e| e.to_string())?;
+        let next = A::apply(slot.state.clone(), event, at).map_err(|e| e.to_string())?;
         slot.state = Some(next);
         slot.seq = seq;
         slot.dirty = true;
         Ok(())
     }
 
-    async fn write(self, txn: &DatabaseTransaction, counts: &mut BTreeMap<(&'static str, &'static str), i64>) -> Result<(), DbErr>
+    async fn write(
+        self,
+        txn: &DatabaseTransaction,
+        counts: &mut BTreeMap<(&'static str, &'static str), i64>,
+    ) -> Result<(), DbErr>
     where
         <A::Entity as EntityTrait>::Model: IntoActiveModel<<A::Entity as EntityTrait>::ActiveModel>,
         <A::Entity as EntityTrait>::ActiveModel: ActiveModelTrait<Entity = A::Entity> + Send,
@@ -123,7 +136,11 @@ impl<A: ReadModel> Slots<A> {
                     *counts.entry((kind, after)).or_default() += 1;
                 }
             }
-            rows.push(A::to_row(id, &state, slot.seq).into_active_model().reset_all());
+            rows.push(
+                A::to_row(id, &state, slot.seq)
+                    .into_active_model()
+                    .reset_all(),
+            );
         }
         let update: Vec<_> = <<A::Entity as EntityTrait>::Column as sea_orm::Iterable>::iter()
             .filter(|c| c.as_str() != A::id_column().as_str())
@@ -131,7 +148,11 @@ impl<A: ReadModel> Slots<A> {
         while !rows.is_empty() {
             let rest = rows.split_off(rows.len().min(ROWS_PER_STATEMENT));
             A::Entity::insert_many(std::mem::replace(&mut rows, rest))
-                .on_conflict(OnConflict::column(A::id_column()).update_columns(update.clone()).to_owned())
+                .on_conflict(
+                    OnConflict::column(A::id_column())
+                        .update_columns(update.clone())
+                        .to_owned(),
+                )
                 .exec_without_returning(txn)
                 .await?;
         }
@@ -228,7 +249,10 @@ pub async fn apply_batch(
     write_counts(txn, counts).await?;
     for chunk in dead.chunks(ROWS_PER_STATEMENT) {
         dead_letters::Entity::insert_many(chunk.to_vec())
-            .on_conflict_do_nothing_on([dead_letters::Column::Projection, dead_letters::Column::Seq])
+            .on_conflict_do_nothing_on([
+                dead_letters::Column::Projection,
+                dead_letters::Column::Seq,
+            ])
             .exec_without_returning(txn)
             .await?;
     }
@@ -267,7 +291,11 @@ async fn write_counts(
 }
 
 /// Sets the projection's checkpoint inside `txn`.
-pub async fn write_checkpoint(txn: &DatabaseTransaction, name: &str, seq: u64) -> Result<(), DbErr> {
+pub async fn write_checkpoint(
+    txn: &DatabaseTransaction,
+    name: &str,
+    seq: u64,
+) -> Result<(), DbErr> {
     projection_checkpoints::Entity::insert(projection_checkpoints::ActiveModel {
         name: Set(name.to_owned()),
         seq: Set(i64::try_from(seq).unwrap_or(i64::MAX)),

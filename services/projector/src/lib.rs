@@ -8,6 +8,7 @@
 //! impossible transition) becomes a dead letter and the projector moves on.
 
 pub mod batch;
+pub mod fold;
 pub mod rows;
 
 use std::time::Duration;
@@ -151,7 +152,8 @@ impl Projector {
 
     async fn commit(&self, events: &[RawEvent], n: u32) -> Result<(), ProjectorError> {
         let txn = self.db.begin().await?;
-        let outcome = batch::apply_batch(&txn, &self.config.name, self.log.subjects(), events).await?;
+        let outcome =
+            batch::apply_batch(&txn, &self.config.name, self.log.subjects(), events).await?;
         if self.config.crash_at == Some(CrashPoint::BeforeCommit(n)) {
             return Err(ProjectorError::Crashed(CrashPoint::BeforeCommit(n)));
         }
@@ -162,7 +164,11 @@ impl Projector {
         tracing::debug!(?outcome, "batch committed");
         self.checkpoint.send_replace(outcome.checkpoint);
         let notice = self.log.namespace().projection_notices(&self.config.name);
-        if let Err(e) = self.log.notify(notice, Bytes::from(outcome.checkpoint.to_string())).await {
+        if let Err(e) = self
+            .log
+            .notify(notice, Bytes::from(outcome.checkpoint.to_string()))
+            .await
+        {
             // Readers also refresh from the database; a lost notice only delays them.
             tracing::debug!(error = %e, "could not announce the checkpoint");
         }

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use hive_events::agent::{Agent, AgentStatus};
 use hive_events::project::Project;
 use hive_events::task::{Task, TaskStatus};
-use hive_events::{Aggregate, AgentId, Capability, Priority, ProjectId, TaskId};
+use hive_events::{AgentId, Aggregate, Capability, Priority, ProjectId, TaskId};
 use hive_schema::{agents, projects, tasks};
 use sea_orm::EntityTrait;
 use uuid::Uuid;
@@ -62,8 +62,8 @@ impl ReadModel for Agent {
             capabilities: cap_names(&a.capabilities),
             max_concurrent_tasks: i32::try_from(a.max_concurrent_tasks).unwrap_or(i32::MAX),
             status: a.status.as_str().to_owned(),
-            registered_at: a.registered_at,
-            updated_at: a.updated_at,
+            registered_at: to_micros(a.registered_at),
+            updated_at: to_micros(a.updated_at),
             last_seq: seq_of(seq),
         }
     }
@@ -74,19 +74,17 @@ impl ReadModel for Agent {
 }
 
 fn agent_from_row(row: agents::Model) -> Result<Agent, String> {
-        let status = AgentStatus::parse(&row.status)
-            .ok_or_else(|| format!("unknown status {:?}", row.status))?;
-        Ok(
-            Agent {
-                name: row.name,
-                agent_type: row.agent_type,
-                capabilities: caps(row.capabilities)?,
-                max_concurrent_tasks: u32::try_from(row.max_concurrent_tasks).map_err(|e| e.to_string())?,
-                status,
-                registered_at: row.registered_at,
-                updated_at: row.updated_at,
-            },
-        )
+    let status = AgentStatus::parse(&row.status)
+        .ok_or_else(|| format!("unknown status {:?}", row.status))?;
+    Ok(Agent {
+        name: row.name,
+        agent_type: row.agent_type,
+        capabilities: caps(row.capabilities)?,
+        max_concurrent_tasks: u32::try_from(row.max_concurrent_tasks).map_err(|e| e.to_string())?,
+        status,
+        registered_at: row.registered_at,
+        updated_at: row.updated_at,
+    })
 }
 
 impl ReadModel for Task {
@@ -115,16 +113,16 @@ impl ReadModel for Task {
             attempts: i32::try_from(t.attempts).unwrap_or(i32::MAX),
             status: t.status.as_str().to_owned(),
             agent_id: t.agent_id.map(|a| a.as_uuid()),
-            lease_expires_at: t.lease_expires_at,
+            lease_expires_at: t.lease_expires_at.map(to_micros),
             progress: t.progress.map(i16::from),
             progress_message: t.progress_message.clone(),
             result: t.result.clone(),
             last_error: t.last_error.clone(),
             last_error_retryable: t.last_error_retryable,
-            retry_at: t.retry_at,
+            retry_at: t.retry_at.map(to_micros),
             reason: t.reason.clone(),
-            created_at: t.created_at,
-            updated_at: t.updated_at,
+            created_at: to_micros(t.created_at),
+            updated_at: to_micros(t.updated_at),
             last_seq: seq_of(seq),
         }
     }
@@ -135,34 +133,32 @@ impl ReadModel for Task {
 }
 
 fn task_from_row(row: tasks::Model) -> Result<Task, String> {
-        let status = TaskStatus::parse(&row.status)
-            .ok_or_else(|| format!("unknown status {:?}", row.status))?;
-        let small = |v: i32| u32::try_from(v).map_err(|e| e.to_string());
-        Ok(
-            Task {
-                title: row.title,
-                description: row.description,
-                task_type: row.task_type,
-                priority: Priority::new(i64::from(row.priority)).map_err(|e| e.to_string())?,
-                required_capabilities: caps(row.required_capabilities)?,
-                depends_on: row.depends_on.into_iter().map(TaskId::from_uuid).collect(),
-                project_id: row.project_id.map(ProjectId::from_uuid),
-                max_attempts: small(row.max_attempts)?,
-                attempts: small(row.attempts)?,
-                status,
-                agent_id: row.agent_id.map(AgentId::from_uuid),
-                lease_expires_at: row.lease_expires_at,
-                progress: row.progress.map(|p| p.clamp(0, 100) as u8),
-                progress_message: row.progress_message,
-                result: row.result,
-                last_error: row.last_error,
-                last_error_retryable: row.last_error_retryable,
-                retry_at: row.retry_at,
-                reason: row.reason,
-                created_at: row.created_at,
-                updated_at: row.updated_at,
-            },
-        )
+    let status =
+        TaskStatus::parse(&row.status).ok_or_else(|| format!("unknown status {:?}", row.status))?;
+    let small = |v: i32| u32::try_from(v).map_err(|e| e.to_string());
+    Ok(Task {
+        title: row.title,
+        description: row.description,
+        task_type: row.task_type,
+        priority: Priority::new(i64::from(row.priority)).map_err(|e| e.to_string())?,
+        required_capabilities: caps(row.required_capabilities)?,
+        depends_on: row.depends_on.into_iter().map(TaskId::from_uuid).collect(),
+        project_id: row.project_id.map(ProjectId::from_uuid),
+        max_attempts: small(row.max_attempts)?,
+        attempts: small(row.attempts)?,
+        status,
+        agent_id: row.agent_id.map(AgentId::from_uuid),
+        lease_expires_at: row.lease_expires_at,
+        progress: row.progress.map(|p| p.clamp(0, 100) as u8),
+        progress_message: row.progress_message,
+        result: row.result,
+        last_error: row.last_error,
+        last_error_retryable: row.last_error_retryable,
+        retry_at: row.retry_at,
+        reason: row.reason,
+        created_at: row.created_at,
+        updated_at: row.updated_at,
+    })
 }
 
 impl ReadModel for Project {
@@ -183,7 +179,7 @@ impl ReadModel for Project {
             name: p.name.clone(),
             description: p.description.clone(),
             project_type: p.project_type.clone(),
-            created_at: p.created_at,
+            created_at: to_micros(p.created_at),
             last_seq: seq_of(seq),
         }
     }
@@ -199,8 +195,8 @@ impl ReadModel for Project {
     }
 }
 
-/// Postgres keeps microseconds; the log keeps nanoseconds. Rounding the fold's times the same way keeps
-/// a row read back equal to the state that wrote it.
+/// Postgres keeps microseconds; an event may carry nanoseconds. Every row is written through this, so a row
+/// built from a clean fold equals the row the projector stored.
 pub fn to_micros(at: DateTime<Utc>) -> DateTime<Utc> {
     DateTime::from_timestamp_micros(at.timestamp_micros()).unwrap_or(at)
 }

@@ -8,7 +8,8 @@ use axum::{Json, Router};
 use hive_events::AgentId;
 use hive_events::agent::{Agent, AgentCommand, AgentStatus};
 use hive_schema::agents;
-use sea_orm::sea_query::Expr;
+use sea_orm::sea_query::extension::postgres::PgBinOper;
+use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use serde::Deserialize;
 use serde_json::json;
@@ -69,14 +70,30 @@ async fn register(
 struct Filter {
     status: Option<String>,
     capability: Option<String>,
-    #[serde(flatten)]
-    page: Page,
+    limit: Option<u64>,
+    cursor: Option<String>,
 }
 
-async fn list(State(state): State<AppState>, Query(filter): Query<Filter>) -> ApiResult<Json<List<AgentView>>> {
-    let limit = filter.page.limit()?;
-    let mut query = agents::Entity::find().order_by_asc(agents::Column::Id).limit(limit + 1);
-    if let Some(after) = filter.page.after()? {
+impl Filter {
+    // Not `#[serde(flatten)]`: query strings carry only text, and flatten loses the number parsing.
+    fn page(&self) -> Page {
+        Page {
+            limit: self.limit,
+            cursor: self.cursor.clone(),
+        }
+    }
+}
+
+async fn list(
+    State(state): State<AppState>,
+    Query(filter): Query<Filter>,
+) -> ApiResult<Json<List<AgentView>>> {
+    let page = filter.page();
+    let limit = page.limit()?;
+    let mut query = agents::Entity::find()
+        .order_by_asc(agents::Column::Id)
+        .limit(limit + 1);
+    if let Some(after) = page.after()? {
         query = query.filter(agents::Column::Id.gt(after));
     }
     if let Some(status) = &filter.status {
@@ -86,10 +103,18 @@ async fn list(State(state): State<AppState>, Query(filter): Query<Filter>) -> Ap
         query = query.filter(agents::Column::Status.eq(status.as_str()));
     }
     if let Some(capability) = filter.capability {
-        query = query.filter(Expr::cust_with_values("capabilities @> ARRAY[$1]::text[]", [capability]));
+        // `capabilities @> ARRAY[$cap]`, which the GIN index on capabilities serves.
+        let wanted = Expr::val(vec![capability]);
+        query = query
+            .filter(Expr::col(agents::Column::Capabilities).binary(PgBinOper::Contains, wanted));
     }
     let rows = query.all(&state.db).await?;
-    Ok(Json(List::from_rows(rows, limit, |r| r.id, AgentView::from)))
+    Ok(Json(List::from_rows(
+        rows,
+        limit,
+        |r| r.id,
+        AgentView::from,
+    )))
 }
 
 async fn read(State(state): State<AppState>, Path(id): Path<Uuid>) -> ApiResult<Json<AgentView>> {

@@ -22,7 +22,10 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/api/v1/dead-letters", get(dead_letters))
 }
 
-async fn events(State(state): State<AppState>, Path((kind, id)): Path<(String, Uuid)>) -> ApiResult<Json<Value>> {
+async fn events(
+    State(state): State<AppState>,
+    Path((kind, id)): Path<(String, Uuid)>,
+) -> ApiResult<Json<Value>> {
     let kind = match kind.as_str() {
         "agents" => AggregateKind::Agent,
         "tasks" => AggregateKind::Task,
@@ -35,23 +38,30 @@ async fn events(State(state): State<AppState>, Path((kind, id)): Path<(String, U
     }
     let events: Vec<Value> = history
         .iter()
-        .map(|raw| match (decode(&raw.payload, Some((kind, id))), serde_json::from_slice::<Value>(&raw.payload)) {
-            (Ok(envelope), Ok(stored)) => json!({
-                "seq": raw.seq,
-                "event_id": envelope.meta.event_id,
-                "type": envelope.event.event_type(),
-                "schema_version": stored["schema_version"],
-                "occurred_at": envelope.meta.occurred_at,
-                "actor": envelope.meta.actor,
-                "correlation_id": envelope.meta.correlation_id,
-                "causation_id": envelope.meta.causation_id,
-                "data": stored["data"],
-            }),
-            (Err(e), _) => json!({"seq": raw.seq, "error": e.to_string()}),
-            (_, Err(e)) => json!({"seq": raw.seq, "error": e.to_string()}),
+        .map(|raw| {
+            match (
+                decode(&raw.payload, Some((kind, id))),
+                serde_json::from_slice::<Value>(&raw.payload),
+            ) {
+                (Ok(envelope), Ok(stored)) => json!({
+                    "seq": raw.seq,
+                    "event_id": envelope.meta.event_id,
+                    "type": envelope.event.event_type(),
+                    "schema_version": stored["schema_version"],
+                    "occurred_at": envelope.meta.occurred_at,
+                    "actor": envelope.meta.actor,
+                    "correlation_id": envelope.meta.correlation_id,
+                    "causation_id": envelope.meta.causation_id,
+                    "data": stored["data"],
+                }),
+                (Err(e), _) => json!({"seq": raw.seq, "error": e.to_string()}),
+                (_, Err(e)) => json!({"seq": raw.seq, "error": e.to_string()}),
+            }
         })
         .collect();
-    Ok(Json(json!({"aggregate": kind, "aggregate_id": id, "events": events})))
+    Ok(Json(
+        json!({"aggregate": kind, "aggregate_id": id, "events": events}),
+    ))
 }
 
 #[derive(Debug, Deserialize)]
@@ -67,7 +77,12 @@ async fn dead_letters(
 ) -> ApiResult<Json<List<DeadLetterView>>> {
     let limit = match page.limit.unwrap_or(50) {
         n @ 1..=500 => n,
-        n => return Err(ApiError::new(Code::BadRequest, format!("limit must be 1 to 500, got {n}"))),
+        n => {
+            return Err(ApiError::new(
+                Code::BadRequest,
+                format!("limit must be 1 to 500, got {n}"),
+            ));
+        }
     };
     let mut query = dead_letters::Entity::find()
         .order_by_asc(dead_letters::Column::Id)
@@ -78,10 +93,13 @@ async fn dead_letters(
     let mut rows = query.all(&state.db).await?;
     let more = rows.len() as u64 > limit;
     rows.truncate(limit as usize);
-    let next_cursor = if more { rows.last().map(|r| r.id.to_string()) } else { None };
+    let next_cursor = if more {
+        rows.last().map(|r| r.id.to_string())
+    } else {
+        None
+    };
     Ok(Json(List {
         items: rows.into_iter().map(DeadLetterView::from).collect(),
         next_cursor,
     }))
 }
-

@@ -25,7 +25,10 @@ pub fn all() -> Router<AppState> {
         .merge(history::routes())
         .fallback(|| async { ApiError::new(Code::NotFound, "no such route") })
         .method_not_allowed_fallback(|| async {
-            ApiError::new(Code::MethodNotAllowed, "this route does not take that method")
+            ApiError::new(
+                Code::MethodNotAllowed,
+                "this route does not take that method",
+            )
         })
 }
 

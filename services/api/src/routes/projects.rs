@@ -83,7 +83,11 @@ async fn read(State(state): State<AppState>, Path(id): Path<Uuid>) -> ApiResult<
     let completed = by_status.get("completed").copied().unwrap_or(0);
     let counts = TaskCounts {
         total,
-        progress: if total == 0 { 0.0 } else { completed as f64 / total as f64 },
+        progress: if total == 0 {
+            0.0
+        } else {
+            completed as f64 / total as f64
+        },
         by_status,
     };
     Ok(Json(ProjectView::new(project, counts)))

@@ -53,7 +53,10 @@ async fn health(State(state): State<AppState>) -> Response {
     let probe = Duration::from_secs(1);
     let db = tokio::time::timeout(
         probe,
-        state.db.query_one_raw(Statement::from_string(state.db.get_database_backend(), "SELECT 1")),
+        state.db.query_one_raw(Statement::from_string(
+            state.db.get_database_backend(),
+            "SELECT 1",
+        )),
     )
     .await;
     let database = match db {
@@ -63,18 +66,29 @@ async fn health(State(state): State<AppState>) -> Response {
     };
     let head = tokio::time::timeout(probe, state.progress.head_now()).await;
     let event_store = match &head {
-        Ok(Ok(seq)) => component(true, json!({"stream": state.log.namespace().stream(), "last_seq": seq})),
+        Ok(Ok(seq)) => component(
+            true,
+            json!({"stream": state.log.namespace().stream(), "last_seq": seq}),
+        ),
         Ok(Err(e)) => component(false, json!({"error": e.to_string()})),
         Err(_) => component(false, json!({"error": "no answer within 1s"})),
     };
     let checkpoint = state.progress.checkpoint();
     let lag = state.progress.head().saturating_sub(checkpoint);
-    let projector_status = if lag <= state.config.degraded_lag { "healthy" } else { "degraded" };
+    let projector_status = if lag <= state.config.degraded_lag {
+        "healthy"
+    } else {
+        "degraded"
+    };
     let projector = json!({
         "status": projector_status,
         "details": {"projection": state.config.projection, "checkpoint": checkpoint, "lag_events": lag}
     });
-    let statuses = [&database["status"], &event_store["status"], &projector["status"]];
+    let statuses = [
+        &database["status"],
+        &event_store["status"],
+        &projector["status"],
+    ];
     let healthy = statuses.iter().filter(|s| **s == "healthy").count();
     let overall = if database["status"] != "healthy" || event_store["status"] != "healthy" {
         "unhealthy"
@@ -90,7 +104,11 @@ async fn health(State(state): State<AppState>) -> Response {
         "components": {"database": database, "event_store": event_store, "projector": projector},
         "summary": {"healthy": healthy, "unhealthy": statuses.len() - healthy, "total": statuses.len()},
     });
-    let code = if overall == "unhealthy" { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
+    let code = if overall == "unhealthy" {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
     (code, Json(body)).into_response()
 }
 
@@ -117,7 +135,10 @@ async fn count_statuses(state: &AppState) -> ApiResult<Value> {
     let rows = status_counts::Entity::find().all(&state.db).await?;
     let mut by_kind: BTreeMap<String, BTreeMap<String, i64>> = BTreeMap::new();
     for row in rows {
-        by_kind.entry(row.kind).or_default().insert(row.status, row.count);
+        by_kind
+            .entry(row.kind)
+            .or_default()
+            .insert(row.status, row.count);
     }
     let section = |kind: &str, all: &[&str]| {
         let counts = by_kind.get(kind).cloned().unwrap_or_default();
@@ -126,8 +147,14 @@ async fn count_statuses(state: &AppState) -> ApiResult<Value> {
         let total: i64 = by_status.values().sum();
         json!({"total": total, "by_status": by_status})
     };
-    let agents: Vec<_> = hive_events::agent::AgentStatus::ALL.iter().map(|s| s.as_str()).collect();
-    let tasks: Vec<_> = hive_events::task::TaskStatus::ALL.iter().map(|s| s.as_str()).collect();
+    let agents: Vec<_> = hive_events::agent::AgentStatus::ALL
+        .iter()
+        .map(|s| s.as_str())
+        .collect();
+    let tasks: Vec<_> = hive_events::task::TaskStatus::ALL
+        .iter()
+        .map(|s| s.as_str())
+        .collect();
     Ok(json!({"agents": section("agent", &agents), "tasks": section("task", &tasks)}))
 }
 

@@ -57,11 +57,19 @@ impl Create {
         if let Some(title) = &self.title {
             return Ok(title.clone());
         }
-        let first_line = self.description.as_deref().and_then(|d| d.lines().find(|l| !l.trim().is_empty()));
+        let first_line = self
+            .description
+            .as_deref()
+            .and_then(|d| d.lines().find(|l| !l.trim().is_empty()));
         first_line
             .map(|l| l.trim().chars().take(200).collect())
             .or_else(|| self.task_type.clone())
-            .ok_or_else(|| ApiError::invalid("title", "required (or a description or task_type to name the task by)"))
+            .ok_or_else(|| {
+                ApiError::invalid(
+                    "title",
+                    "required (or a description or task_type to name the task by)",
+                )
+            })
     }
 }
 
@@ -71,7 +79,12 @@ async fn open_dependencies(log: &EventLog, depends_on: &[Uuid]) -> Result<Vec<Ta
     for &dep in depends_on {
         let loaded = log.load::<Task>(dep).await?;
         match loaded.state.map(|t| t.status) {
-            None => return Err(ApiError::invalid("depends_on", format!("task {dep} does not exist"))),
+            None => {
+                return Err(ApiError::invalid(
+                    "depends_on",
+                    format!("task {dep} does not exist"),
+                ));
+            }
             Some(TaskStatus::Completed) => {}
             Some(s @ (TaskStatus::Cancelled | TaskStatus::DeadLettered | TaskStatus::Blocked)) => {
                 return Err(ApiError::invalid(
@@ -99,7 +112,10 @@ async fn create(
     if let Some(project) = body.project_id
         && state.log.load::<Project>(project).await?.state.is_none()
     {
-        return Err(ApiError::invalid("project_id", format!("project {project} does not exist")));
+        return Err(ApiError::invalid(
+            "project_id",
+            format!("project {project} does not exist"),
+        ));
     }
     let waiting_on = open_dependencies(&state.log, &body.depends_on).await?;
     let command = TaskCommand::Create(NewTask {
@@ -113,7 +129,10 @@ async fn create(
         project_id: body.project_id.map(ProjectId::from_uuid),
         max_attempts: body.max_attempts.unwrap_or(3),
     });
-    let done = state.log.create::<Task>(TaskId::new().as_uuid(), &ctx, command).await?;
+    let done = state
+        .log
+        .create::<Task>(TaskId::new().as_uuid(), &ctx, command)
+        .await?;
     state.progress.saw_append(done.seq);
     Ok(committed(
         StatusCode::CREATED,
@@ -127,19 +146,36 @@ struct Filter {
     status: Option<String>,
     agent_id: Option<Uuid>,
     project_id: Option<Uuid>,
-    #[serde(flatten)]
-    page: Page,
+    limit: Option<u64>,
+    cursor: Option<String>,
 }
 
-async fn list(State(state): State<AppState>, Query(filter): Query<Filter>) -> ApiResult<Json<List<TaskView>>> {
-    let limit = filter.page.limit()?;
-    let mut query = tasks::Entity::find().order_by_asc(tasks::Column::Id).limit(limit + 1);
-    if let Some(after) = filter.page.after()? {
+impl Filter {
+    // Not `#[serde(flatten)]`: query strings carry only text, and flatten loses the number parsing.
+    fn page(&self) -> Page {
+        Page {
+            limit: self.limit,
+            cursor: self.cursor.clone(),
+        }
+    }
+}
+
+async fn list(
+    State(state): State<AppState>,
+    Query(filter): Query<Filter>,
+) -> ApiResult<Json<List<TaskView>>> {
+    let page = filter.page();
+    let limit = page.limit()?;
+    let mut query = tasks::Entity::find()
+        .order_by_asc(tasks::Column::Id)
+        .limit(limit + 1);
+    if let Some(after) = page.after()? {
         query = query.filter(tasks::Column::Id.gt(after));
     }
     if let Some(status) = &filter.status {
-        let states = states_for(status)
-            .ok_or_else(|| ApiError::invalid("status", format!("unknown task status {status:?}")))?;
+        let states = states_for(status).ok_or_else(|| {
+            ApiError::invalid("status", format!("unknown task status {status:?}"))
+        })?;
         query = query.filter(tasks::Column::Status.is_in(states));
     }
     if let Some(agent) = filter.agent_id {
@@ -178,5 +214,9 @@ async fn cancel(
         .execute::<Task>(id, &ctx, TaskCommand::Cancel { reason })
         .await?;
     state.progress.saw_append(done.seq);
-    Ok(committed(StatusCode::OK, done, json!({"task_id": id, "seq": done.seq})))
+    Ok(committed(
+        StatusCode::OK,
+        done,
+        json!({"task_id": id, "seq": done.seq}),
+    ))
 }

@@ -1,0 +1,464 @@
+//! The HTTP API end to end: commands, read-your-writes, health, status, history, dead letters and
+//! every class of bad input.
+
+use hive_events::AggregateKind;
+use hive_tests::{TestHive, World};
+use serde_json::{Value, json};
+
+fn seq(body: &Value) -> u64 {
+    body["seq"].as_u64().expect("a seq in the answer")
+}
+
+async fn register(hive: &TestHive, caps: &[&str]) -> (String, u64) {
+    let (status, body) = hive
+        .post(
+            "/api/v1/agents",
+            json!({"agent_type": "worker", "capabilities": caps, "max_concurrent_tasks": 2}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    (body["agent_id"].as_str().unwrap().to_owned(), seq(&body))
+}
+
+#[tokio::test]
+async fn register_create_and_read_back_with_min_seq() {
+    let world = World::new().await;
+    let hive = world.hive().await;
+    let (agent, agent_seq) = register(&hive, &["rust", "git"]).await;
+    let (status, agent_view) = hive
+        .get_at(&format!("/api/v1/agents/{agent}"), agent_seq)
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(agent_view["status"], "registered");
+    assert_eq!(agent_view["capabilities"], json!(["git", "rust"]));
+
+    let (status, created) = hive
+        .post(
+            "/api/v1/tasks",
+            json!({"title": "build", "priority": "high", "required_capabilities": ["rust"]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let task = created["task_id"].as_str().unwrap();
+    let response = hive
+        .http
+        .get(hive.url(&format!("/api/v1/tasks/{task}")))
+        .header("Hive-Min-Seq", seq(&created).to_string())
+        .send()
+        .await
+        .unwrap();
+    let projected: u64 = response.headers()["hive-projection-seq"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(projected >= seq(&created));
+    let view: Value = response.json().await.unwrap();
+    assert_eq!(
+        (view["state"].as_str(), view["status"].as_str()),
+        (Some("queued"), Some("pending"))
+    );
+    assert_eq!(view["priority"], 8);
+
+    let (status, health) = hive.get_at("/health", seq(&created)).await;
+    assert_eq!(status, 200);
+    assert_eq!(health["status"], "healthy", "{health}");
+    assert_eq!(
+        health["summary"],
+        json!({"healthy": 3, "unhealthy": 0, "total": 3})
+    );
+    assert_eq!(
+        health["components"]["projector"]["details"]["lag_events"],
+        0
+    );
+
+    let (_, status_body) = hive.get_at("/status", seq(&created)).await;
+    assert_eq!(status_body["agents"]["by_status"]["registered"], 1);
+    assert_eq!(status_body["tasks"]["by_status"]["queued"], 1);
+    assert_eq!(status_body["tasks"]["total"], 1);
+    assert_eq!(status_body["log"]["last_seq"], 2);
+    assert_eq!(status_body["projection"]["lag"], 0);
+    let (_, same) = hive.get_at("/api/v1/system/status", 2).await;
+    assert_eq!(same["tasks"], status_body["tasks"]);
+
+    let (status, cancelled) = hive
+        .post(
+            &format!("/api/v1/tasks/{task}/cancel"),
+            json!({"reason": "changed my mind"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (_, view) = hive
+        .get_at(&format!("/api/v1/tasks/{task}"), seq(&cancelled))
+        .await;
+    assert_eq!(
+        (view["state"].as_str(), view["reason"].as_str()),
+        (Some("cancelled"), Some("changed my mind"))
+    );
+    let (_, status_body) = hive.get_at("/status", seq(&cancelled)).await;
+    assert_eq!(status_body["tasks"]["by_status"]["queued"], 0);
+    assert_eq!(status_body["tasks"]["by_status"]["cancelled"], 1);
+
+    let (status, history) = hive
+        .get_at(&format!("/api/v1/tasks/{task}/events"), 0)
+        .await;
+    assert_eq!(status, 200);
+    let types: Vec<&str> = history["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(types, ["TaskCreated", "TaskCancelled"]);
+    assert_eq!(history["events"][1]["seq"], seq(&cancelled));
+    hive.stop().await;
+}
+
+#[tokio::test]
+async fn an_idempotent_retry_answers_the_first_result() {
+    let world = World::new().await;
+    let hive = world.hive().await;
+    let send = || {
+        hive.http
+            .post(hive.url("/api/v1/tasks"))
+            .header("Idempotency-Key", "order-42")
+            .json(&json!({"title": "once"}))
+            .send()
+    };
+    let first = send().await.unwrap();
+    assert_eq!(first.status(), 201);
+    let first: Value = first.json().await.unwrap();
+    let again = send().await.unwrap();
+    assert_eq!(again.status(), 201);
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    let again: Value = again.json().await.unwrap();
+    assert_eq!(first, again);
+    let (_, list) = hive.get_at("/api/v1/tasks", seq(&first)).await;
+    assert_eq!(list["items"].as_array().unwrap().len(), 1);
+    hive.stop().await;
+}
+
+#[tokio::test]
+async fn agent_hive_2_task_bodies_projects_and_filters() {
+    let world = World::new().await;
+    let hive = world.hive().await;
+    let (status, project) = hive
+        .post(
+            "/api/v1/projects",
+            json!({"name": "alpha", "description": "first", "type": "software"}),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let project_id = project["project_id"].as_str().unwrap().to_owned();
+    let mut last = 0;
+    for n in 0..5 {
+        let (status, body) = hive
+            .post(
+                "/api/v1/tasks",
+                json!({"task_type": "code_review", "description": format!("Review PR {n}\nthoroughly"),
+                       "priority": "normal", "estimated_duration": 30, "project_id": project_id}),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        last = seq(&body);
+    }
+    let (_, view) = hive
+        .get_at(&format!("/api/v1/projects/{project_id}"), last)
+        .await;
+    assert_eq!(view["type"], "software");
+    assert_eq!(view["tasks"]["total"], 5);
+    assert_eq!(view["tasks"]["by_status"]["queued"], 5);
+
+    let (_, page) = hive
+        .get_at(
+            &format!("/api/v1/tasks?project_id={project_id}&limit=2"),
+            last,
+        )
+        .await;
+    let items = page["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2);
+    assert_eq!(items[0]["title"], "Review PR 0");
+    let cursor = page["next_cursor"].as_str().unwrap();
+    let (_, rest) = hive
+        .get_at(&format!("/api/v1/tasks?limit=10&cursor={cursor}"), last)
+        .await;
+    assert_eq!(rest["items"].as_array().unwrap().len(), 3);
+    assert!(rest["next_cursor"].is_null());
+    let (_, pending) = hive.get_at("/api/v1/tasks?status=pending", last).await;
+    assert_eq!(pending["items"].as_array().unwrap().len(), 5);
+    let (_, running) = hive.get_at("/api/v1/tasks?status=in_progress", last).await;
+    assert_eq!(running["items"].as_array().unwrap().len(), 0);
+
+    let (_, a) = hive
+        .post(
+            "/api/v1/agents",
+            json!({"agent_type": "w", "capabilities": ["gpu"]}),
+        )
+        .await;
+    let (_, b) = hive
+        .post(
+            "/api/v1/agents",
+            json!({"agent_type": "w", "capabilities": ["cpu"]}),
+        )
+        .await;
+    let (_, gpu) = hive
+        .get_at("/api/v1/agents?capability=gpu&status=registered", seq(&b))
+        .await;
+    let ids: Vec<&Value> = gpu["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| &a["agent_id"])
+        .collect();
+    assert_eq!(ids, [&a["agent_id"]]);
+
+    // A dependency that is not completed makes the new task wait.
+    let first = items[0]["task_id"].as_str().unwrap();
+    let (status, dependent) = hive
+        .post(
+            "/api/v1/tasks",
+            json!({"title": "after", "depends_on": [first]}),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let (_, view) = hive
+        .get_at(
+            &format!("/api/v1/tasks/{}", dependent["task_id"].as_str().unwrap()),
+            seq(&dependent),
+        )
+        .await;
+    assert_eq!(view["state"], "waiting");
+    hive.stop().await;
+}
+
+#[tokio::test]
+async fn a_malformed_message_in_the_stream_is_a_dead_letter_and_the_api_stays_healthy() {
+    let world = World::new().await;
+    let hive = world.hive().await;
+    let subject = world
+        .log()
+        .subjects()
+        .of(AggregateKind::Task, uuid::Uuid::now_v7());
+    let poison = world
+        .publish_raw(&subject, "{\"this is\": \"not an event\"}")
+        .await;
+    let (_, after) = hive
+        .post("/api/v1/tasks", json!({"title": "still works"}))
+        .await;
+    assert!(seq(&after) > poison);
+    let (status, dead) = hive.get_at("/api/v1/dead-letters", seq(&after)).await;
+    assert_eq!(status, 200);
+    let items = dead["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0]["seq"], poison);
+    assert_eq!(items[0]["subject"], subject);
+    assert!(
+        items[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("malformed envelope")
+    );
+    let (_, task) = hive
+        .get_at(
+            &format!("/api/v1/tasks/{}", after["task_id"].as_str().unwrap()),
+            seq(&after),
+        )
+        .await;
+    assert_eq!(task["title"], "still works");
+    let (status, health) = hive.get_at("/health", seq(&after)).await;
+    assert_eq!((status, health["status"].as_str()), (200, Some("healthy")));
+    hive.stop().await;
+}
+
+async fn expect_error(response: reqwest::Response, status: u16, code: &str) {
+    assert_eq!(response.status().as_u16(), status);
+    let body: Value = response.json().await.expect("an error body in JSON");
+    assert_eq!(body["error"]["code"], code, "{body}");
+    assert!(!body["error"]["message"].as_str().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn every_class_of_bad_input_gets_its_4xx() {
+    let world = World::new().await;
+    let hive = world.hive().await;
+    let http = &hive.http;
+    let tasks = hive.url("/api/v1/tasks");
+
+    let r = http
+        .post(&tasks)
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    expect_error(r, 400, "invalid_json").await;
+    let r = http
+        .post(&tasks)
+        .body(r#"{"title":"x"}"#)
+        .send()
+        .await
+        .unwrap();
+    expect_error(r, 415, "unsupported_media_type").await;
+    let huge = json!({"title": "big", "description": "x".repeat(2 * 1024 * 1024)});
+    let r = http.post(&tasks).json(&huge).send().await.unwrap();
+    expect_error(r, 413, "payload_too_large").await;
+    let r = http
+        .post(&tasks)
+        .json(&json!({"title": "x", "priority": "urgent"}))
+        .send()
+        .await
+        .unwrap();
+    expect_error(r, 422, "validation_failed").await;
+    let r = http
+        .post(&tasks)
+        .json(&json!({"title": "x", "priority": 11}))
+        .send()
+        .await
+        .unwrap();
+    expect_error(r, 422, "validation_failed").await;
+    let r = http
+        .post(&tasks)
+        .json(&json!({"title": 5}))
+        .send()
+        .await
+        .unwrap();
+    expect_error(r, 422, "validation_failed").await;
+    let r = http.post(&tasks).json(&json!({})).send().await.unwrap();
+    expect_error(r, 422, "validation_failed").await;
+    let r = http
+        .post(&tasks)
+        .json(&json!({"title": "x", "depends_on": [uuid::Uuid::now_v7()]}))
+        .send()
+        .await
+        .unwrap();
+    expect_error(r, 422, "validation_failed").await;
+    let r = http
+        .post(&tasks)
+        .json(&json!({"title": "x", "project_id": uuid::Uuid::now_v7()}))
+        .send()
+        .await
+        .unwrap();
+    expect_error(r, 422, "validation_failed").await;
+    let r = http
+        .post(&tasks)
+        .json(&json!({"title": "x", "required_capabilities": ["Not Valid"]}))
+        .send()
+        .await
+        .unwrap();
+    expect_error(r, 422, "validation_failed").await;
+    let agents = hive.url("/api/v1/agents");
+    let r = http
+        .post(&agents)
+        .json(&json!({"agent_type": "w", "max_concurrent_tasks": 0}))
+        .send()
+        .await
+        .unwrap();
+    expect_error(r, 422, "validation_failed").await;
+    let r = http
+        .post(&agents)
+        .json(&json!({"agent_type": "w", "capabilites": ["typo"]}))
+        .send()
+        .await
+        .unwrap();
+    expect_error(r, 422, "validation_failed").await;
+
+    let r = http
+        .get(hive.url("/api/v1/tasks/not-a-uuid"))
+        .send()
+        .await
+        .unwrap();
+    expect_error(r, 400, "bad_request").await;
+    let r = http
+        .get(hive.url(&format!("/api/v1/tasks/{}", uuid::Uuid::now_v7())))
+        .send()
+        .await
+        .unwrap();
+    expect_error(r, 404, "not_found").await;
+    let r = http
+        .get(hive.url(&format!("/api/v1/agents/{}/events", uuid::Uuid::now_v7())))
+        .send()
+        .await
+        .unwrap();
+    expect_error(r, 404, "not_found").await;
+    let r = http
+        .get(hive.url("/api/v1/nothing-here"))
+        .send()
+        .await
+        .unwrap();
+    expect_error(r, 404, "not_found").await;
+    let r = http.delete(&tasks).send().await.unwrap();
+    expect_error(r, 405, "method_not_allowed").await;
+    let r = http
+        .get(hive.url("/api/v1/tasks?limit=0"))
+        .send()
+        .await
+        .unwrap();
+    expect_error(r, 400, "bad_request").await;
+    let r = http
+        .get(hive.url("/api/v1/tasks?status=sleeping"))
+        .send()
+        .await
+        .unwrap();
+    expect_error(r, 422, "validation_failed").await;
+    let r = http
+        .get(hive.url("/api/v1/tasks?cursor=xyz"))
+        .send()
+        .await
+        .unwrap();
+    expect_error(r, 400, "bad_request").await;
+    let r = http
+        .get(hive.url("/status"))
+        .header("Hive-Min-Seq", "soon")
+        .send()
+        .await
+        .unwrap();
+    expect_error(r, 400, "bad_request").await;
+    let r = http
+        .get(hive.url("/status"))
+        .header("Hive-Min-Seq", "999999")
+        .send()
+        .await
+        .unwrap();
+    expect_error(r, 400, "bad_request").await;
+    let r = http
+        .post(&tasks)
+        .header("Idempotency-Key", "")
+        .json(&json!({"title": "x"}))
+        .send()
+        .await
+        .unwrap();
+    expect_error(r, 400, "bad_request").await;
+
+    let (_, created) = hive.post("/api/v1/tasks", json!({"title": "once"})).await;
+    let cancel = hive.url(&format!(
+        "/api/v1/tasks/{}/cancel",
+        created["task_id"].as_str().unwrap()
+    ));
+    assert_eq!(http.post(&cancel).send().await.unwrap().status(), 200);
+    let r = http.post(&cancel).send().await.unwrap();
+    expect_error(r, 409, "invalid_transition").await;
+    let r = http
+        .post(hive.url(&format!("/api/v1/tasks/{}/cancel", uuid::Uuid::now_v7())))
+        .send()
+        .await
+        .unwrap();
+    expect_error(r, 404, "not_found").await;
+
+    // Nothing of the above was appended but the two accepted commands.
+    let (_, status) = hive.get_at("/status", 2).await;
+    assert_eq!(status["log"]["last_seq"], 2);
+    hive.stop().await;
+}
+
+#[tokio::test]
+async fn index_routes_name_the_api() {
+    let world = World::new().await;
+    let hive = world.hive().await;
+    for path in ["/", "/api/v1/"] {
+        let (status, body) = hive.get_at(path, 0).await;
+        assert_eq!(status, 200);
+        assert_eq!(body["name"], "hive");
+        assert_eq!(body["links"]["health"], "/health");
+    }
+    hive.stop().await;
+}

@@ -1,0 +1,222 @@
+//! The event log and the command path: optimistic concurrency, idempotency, history.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use hive_eventlog::{AppendError, CommandContext, CommandError};
+use hive_events::agent::{Agent, AgentCommand};
+use hive_events::task::{NewTask, Task, TaskCommand};
+use hive_events::{Actor, AgentId, AggregateKind, DomainError, Priority, TaskId};
+use hive_tests::World;
+use tokio::sync::Barrier;
+
+fn ctx() -> CommandContext {
+    CommandContext::new(Actor::new("test"))
+}
+
+fn new_task() -> TaskCommand {
+    TaskCommand::Create(NewTask {
+        title: "contended".into(),
+        description: None,
+        task_type: None,
+        priority: Priority::NORMAL,
+        required_capabilities: vec![],
+        depends_on: vec![],
+        waiting_on: vec![],
+        project_id: None,
+        max_attempts: 3,
+    })
+}
+
+#[tokio::test]
+async fn concurrent_appends_on_one_aggregate_exactly_one_wins_each_round() {
+    let world = World::new().await;
+    let log = world.log().clone();
+    let subject = log.subjects().of(AggregateKind::Task, uuid::Uuid::now_v7());
+    let writers = 8;
+    let rounds = 10;
+    let mut expected = 0;
+    for round in 0..rounds {
+        let barrier = Arc::new(Barrier::new(writers));
+        let attempts = (0..writers).map(|w| {
+            let (log, subject, barrier) = (log.clone(), subject.clone(), barrier.clone());
+            tokio::spawn(async move {
+                barrier.wait().await;
+                let payload = Bytes::from(format!("round {round} writer {w}"));
+                log.append(&subject, expected, None, payload).await
+            })
+        });
+        let results = futures::future::join_all(attempts).await;
+        let wins: Vec<u64> = results
+            .iter()
+            .filter_map(|r| r.as_ref().unwrap().as_ref().ok().map(|a| a.seq))
+            .collect();
+        let conflicts = results
+            .iter()
+            .filter(|r| matches!(r.as_ref().unwrap(), Err(AppendError::Conflict)))
+            .count();
+        assert_eq!(wins.len(), 1, "round {round}: exactly one writer wins");
+        assert_eq!(
+            conflicts,
+            writers - 1,
+            "round {round}: every other writer is told it lost"
+        );
+        expected = wins[0];
+    }
+    let history = log
+        .history(
+            AggregateKind::Task,
+            log.subjects().parse(&subject).unwrap().1,
+        )
+        .await
+        .unwrap();
+    assert_eq!(history.len(), rounds, "one event per round, none lost");
+}
+
+#[tokio::test]
+async fn concurrent_commands_are_decided_again_and_none_is_lost() {
+    let world = World::new().await;
+    let log = world.log().clone();
+    let id = TaskId::new().as_uuid();
+    let agent = AgentId::new();
+    log.create::<Task>(id, &ctx(), new_task()).await.unwrap();
+    let lease = chrono::Utc::now();
+    log.execute::<Task>(
+        id,
+        &ctx(),
+        TaskCommand::Assign {
+            agent_id: agent,
+            lease_expires_at: lease,
+        },
+    )
+    .await
+    .unwrap();
+    log.execute::<Task>(id, &ctx(), TaskCommand::Start { agent_id: agent })
+        .await
+        .unwrap();
+
+    let reports = 6;
+    let barrier = Arc::new(Barrier::new(reports));
+    let handles = (0..reports).map(|n| {
+        let (log, barrier) = (log.clone(), barrier.clone());
+        tokio::spawn(async move {
+            barrier.wait().await;
+            let progress = TaskCommand::Progress {
+                agent_id: agent,
+                percent: Some(n as u8 * 10),
+                message: Some(format!("step {n}")),
+            };
+            log.execute::<Task>(id, &ctx(), progress).await
+        })
+    });
+    let results = futures::future::join_all(handles).await;
+    let mut seqs: Vec<u64> = results
+        .into_iter()
+        .map(|r| r.unwrap().unwrap().seq)
+        .collect();
+    seqs.sort();
+    seqs.dedup();
+    assert_eq!(seqs.len(), reports, "every report became its own event");
+    let loaded = log.load::<Task>(id).await.unwrap();
+    assert_eq!(loaded.events.len(), 3 + reports);
+
+    // Two cancels race: the loser decides again on the new state and is refused by the rules.
+    let cancels = (0..2).map(|_| {
+        let log = log.clone();
+        tokio::spawn(async move {
+            log.execute::<Task>(id, &ctx(), TaskCommand::Cancel { reason: None })
+                .await
+        })
+    });
+    let results = futures::future::join_all(cancels).await;
+    let ok = results
+        .iter()
+        .filter(|r| r.as_ref().unwrap().is_ok())
+        .count();
+    assert_eq!(ok, 1);
+    assert!(results.iter().any(|r| matches!(
+        r.as_ref().unwrap(),
+        Err(CommandError::Domain(DomainError::InvalidTransition { .. }))
+    )));
+}
+
+#[tokio::test]
+async fn a_repeated_command_with_the_same_key_returns_the_first_answer_and_appends_nothing() {
+    let world = World::new().await;
+    let log = world.log();
+    let mut keyed = ctx();
+    keyed.idempotency_key = Some("create-agent-1".into());
+    let register = AgentCommand::Register {
+        name: Some("a".into()),
+        agent_type: "worker".into(),
+        capabilities: vec![],
+        max_concurrent_tasks: 1,
+    };
+    let first = log
+        .create::<Agent>(AgentId::new().as_uuid(), &keyed, register.clone())
+        .await
+        .unwrap();
+    let again = log
+        .create::<Agent>(AgentId::new().as_uuid(), &keyed, register)
+        .await
+        .unwrap();
+    assert!(!first.duplicate);
+    assert!(again.duplicate);
+    assert_eq!(
+        (again.seq, again.aggregate_id),
+        (first.seq, first.aggregate_id)
+    );
+
+    // On an existing aggregate the key is found in its history even without the server's window.
+    keyed.idempotency_key = Some("drain-1".into());
+    let drain = log
+        .execute::<Agent>(first.aggregate_id, &keyed, AgentCommand::Drain)
+        .await
+        .unwrap();
+    let drain_again = log
+        .execute::<Agent>(first.aggregate_id, &keyed, AgentCommand::Drain)
+        .await
+        .unwrap();
+    assert_eq!(drain_again.seq, drain.seq);
+    assert!(drain_again.duplicate);
+    assert_eq!(
+        log.last_seq().await.unwrap(),
+        2,
+        "nothing else was appended"
+    );
+}
+
+#[tokio::test]
+async fn history_and_replay_come_back_in_order() {
+    let world = World::new().await;
+    let log = world.log();
+    let a = AgentId::new().as_uuid();
+    let register = AgentCommand::Register {
+        name: None,
+        agent_type: "worker".into(),
+        capabilities: vec!["rust".into()],
+        max_concurrent_tasks: 1,
+    };
+    log.create::<Agent>(a, &ctx(), register).await.unwrap();
+    let t = TaskId::new().as_uuid();
+    log.create::<Task>(t, &ctx(), new_task()).await.unwrap();
+    log.execute::<Agent>(a, &ctx(), AgentCommand::MarkReady)
+        .await
+        .unwrap();
+
+    let history = log.history(AggregateKind::Agent, a).await.unwrap();
+    assert_eq!(
+        history.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        vec![1, 3]
+    );
+    let all = log.read_to_head(1).await.unwrap();
+    assert_eq!(all.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 2, 3]);
+    let tail = log.read_to_head(3).await.unwrap();
+    assert_eq!(tail.len(), 1);
+    assert!(
+        log.history(AggregateKind::Task, uuid::Uuid::now_v7())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}

@@ -1,0 +1,6 @@
+//! Hive's integration tests, one binary: real nats-server and PostgreSQL, a fresh database and NATS
+//! namespace per test.
+
+mod api;
+mod log;
+mod projector;

@@ -1,0 +1,284 @@
+//! The projector: exactly-once effect across crashes, dead letters for poison, concurrent instances.
+
+use std::time::Duration;
+
+use hive_eventlog::{CommandContext, EventLog};
+use hive_events::agent::{Agent, AgentCommand};
+use hive_events::envelope::encode;
+use hive_events::project::{Project, ProjectCommand};
+use hive_events::task::{NewTask, Task, TaskCommand, TaskEvent};
+use hive_events::{Actor, AgentId, AggregateKind, EventMeta, Priority, ProjectId, TaskId};
+use hive_projector::fold::{fold_log, read_models};
+use hive_projector::{CrashPoint, Projector, ProjectorConfig, ProjectorError};
+use hive_tests::World;
+use serde_json::json;
+
+fn ctx() -> CommandContext {
+    CommandContext::new(Actor::new("test"))
+}
+
+/// A small hive's life: agents registering, getting ready and lost, tasks queued, assigned, run,
+/// completed, failed, retried and cancelled, in a project. Returns the log's last sequence.
+async fn scenario(log: &EventLog, agents: usize, tasks: usize) -> u64 {
+    let project = ProjectId::new().as_uuid();
+    let create = ProjectCommand::Create {
+        name: "scenario".into(),
+        description: None,
+        project_type: Some("test".into()),
+    };
+    log.create::<Project>(project, &ctx(), create)
+        .await
+        .unwrap();
+    let mut agent_ids = Vec::new();
+    for n in 0..agents {
+        let id = AgentId::new();
+        let register = AgentCommand::Register {
+            name: Some(format!("agent-{n}")),
+            agent_type: "worker".into(),
+            capabilities: vec!["rust".into()],
+            max_concurrent_tasks: 2,
+        };
+        log.create::<Agent>(id.as_uuid(), &ctx(), register)
+            .await
+            .unwrap();
+        log.execute::<Agent>(id.as_uuid(), &ctx(), AgentCommand::MarkReady)
+            .await
+            .unwrap();
+        if n % 3 == 2 {
+            let lost = AgentCommand::MarkLost {
+                reason: "heartbeat_timeout".into(),
+            };
+            log.execute::<Agent>(id.as_uuid(), &ctx(), lost)
+                .await
+                .unwrap();
+        }
+        agent_ids.push(id);
+    }
+    for n in 0..tasks {
+        let id = TaskId::new().as_uuid();
+        let new = NewTask {
+            title: format!("task {n}"),
+            description: Some("do it".into()),
+            task_type: Some("code".into()),
+            priority: Priority::new((n % 10 + 1) as i64).unwrap(),
+            required_capabilities: vec!["rust".into()],
+            depends_on: vec![],
+            waiting_on: vec![],
+            project_id: Some(ProjectId::from_uuid(project)),
+            max_attempts: 2,
+        };
+        log.create::<Task>(id, &ctx(), TaskCommand::Create(new))
+            .await
+            .unwrap();
+        let agent = agent_ids[n % agent_ids.len()];
+        let steps: Vec<TaskCommand> = match n % 5 {
+            0 => vec![],
+            1 => vec![TaskCommand::Cancel {
+                reason: Some("not needed".into()),
+            }],
+            _ => {
+                let mut steps = vec![
+                    TaskCommand::Assign {
+                        agent_id: agent,
+                        lease_expires_at: chrono::Utc::now(),
+                    },
+                    TaskCommand::Start { agent_id: agent },
+                    TaskCommand::Progress {
+                        agent_id: agent,
+                        percent: Some(50),
+                        message: Some("half".into()),
+                    },
+                ];
+                if n % 5 == 2 {
+                    steps.push(TaskCommand::Complete {
+                        agent_id: agent,
+                        result: json!({"n": n}),
+                    });
+                } else if n % 5 == 3 {
+                    steps.push(TaskCommand::Fail {
+                        agent_id: agent,
+                        error: "boom".into(),
+                        retryable: true,
+                    });
+                    steps.push(TaskCommand::ScheduleRetry {
+                        retry_at: chrono::Utc::now(),
+                    });
+                }
+                steps
+            }
+        };
+        for step in steps {
+            log.execute::<Task>(id, &ctx(), step).await.unwrap();
+        }
+    }
+    log.last_seq().await.unwrap()
+}
+
+fn config(crash_at: Option<CrashPoint>) -> ProjectorConfig {
+    ProjectorConfig {
+        batch_max: 7,
+        crash_at,
+        ..Default::default()
+    }
+}
+
+/// Runs a projector until its checkpoint reaches `seq`, then stops it.
+async fn project_to(world: &World, seq: u64) {
+    let projector = Projector::new(world.db().clone(), world.log().clone(), config(None));
+    let mut checkpoint = projector.checkpoint();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(projector.run(async move {
+        let _ = stopped.await;
+    }));
+    tokio::time::timeout(Duration::from_secs(30), checkpoint.wait_for(|c| *c >= seq))
+        .await
+        .expect("the projector catches up")
+        .unwrap();
+    stop.send(()).unwrap();
+    task.await.unwrap().unwrap();
+}
+
+async fn assert_read_models_equal_the_fold(world: &World) {
+    let events = world.log().read_to_head(1).await.unwrap();
+    let expected = fold_log(&events, world.log().subjects());
+    let actual = read_models(world.db(), "read_models").await.unwrap();
+    assert_eq!(actual.last_seq, expected.last_seq, "checkpoint");
+    assert_eq!(actual.dead, expected.dead, "dead letters");
+    assert_eq!(actual.counts, expected.counts, "status counts");
+    assert_eq!(actual.agents, expected.agents, "agents");
+    assert_eq!(actual.projects, expected.projects, "projects");
+    assert_eq!(actual.tasks.len(), expected.tasks.len(), "task count");
+    for (id, row) in &expected.tasks {
+        assert_eq!(actual.tasks.get(id), Some(row), "task {id}");
+    }
+}
+
+#[tokio::test]
+async fn a_crash_before_or_after_a_commit_never_loses_or_doubles_an_effect() {
+    let world = World::new().await;
+    let head = scenario(world.log(), 6, 40).await;
+    assert!(head > 100, "the scenario is big enough for many batches");
+
+    let crashed = Projector::new(
+        world.db().clone(),
+        world.log().clone(),
+        config(Some(CrashPoint::AfterCommit(3))),
+    );
+    let err = crashed.run(std::future::pending()).await.unwrap_err();
+    assert!(matches!(
+        err,
+        ProjectorError::Crashed(CrashPoint::AfterCommit(3))
+    ));
+    let after_first_crash = read_models(world.db(), "read_models")
+        .await
+        .unwrap()
+        .last_seq;
+    assert!(after_first_crash > 0 && after_first_crash < head);
+
+    let crashed = Projector::new(
+        world.db().clone(),
+        world.log().clone(),
+        config(Some(CrashPoint::BeforeCommit(2))),
+    );
+    let err = crashed.run(std::future::pending()).await.unwrap_err();
+    assert!(matches!(
+        err,
+        ProjectorError::Crashed(CrashPoint::BeforeCommit(2))
+    ));
+    let after_second_crash = read_models(world.db(), "read_models")
+        .await
+        .unwrap()
+        .last_seq;
+    assert!(
+        after_second_crash > after_first_crash,
+        "its first batch committed"
+    );
+    assert!(
+        after_second_crash < head,
+        "its second batch was rolled back"
+    );
+
+    project_to(&world, head).await;
+    assert_read_models_equal_the_fold(&world).await;
+}
+
+#[tokio::test]
+async fn two_projectors_at_once_still_apply_each_event_once() {
+    let world = World::new().await;
+    let head = scenario(world.log(), 4, 30).await;
+    tokio::join!(project_to(&world, head), project_to(&world, head));
+    assert_read_models_equal_the_fold(&world).await;
+}
+
+#[tokio::test]
+async fn poison_goes_to_dead_letters_and_later_events_still_project() {
+    let world = World::new().await;
+    let log = world.log();
+    let subjects = log.subjects().clone();
+    let task = TaskId::new().as_uuid();
+    let meta = || {
+        EventMeta::new(
+            chrono::Utc::now(),
+            uuid::Uuid::now_v7(),
+            None,
+            Actor::new("test"),
+        )
+    };
+    let good = |id| encode(&meta(), AggregateKind::Task, id, &TaskEvent::TaskQueued {});
+    let mut poison = Vec::new();
+    let on_task = subjects.of(AggregateKind::Task, task);
+    poison.push(world.publish_raw(&on_task, "not json at all").await);
+    let mut unknown: serde_json::Value = serde_json::from_slice(&good(task)).unwrap();
+    unknown["type"] = json!("TaskTeleported");
+    poison.push(
+        world
+            .publish_raw(&on_task, serde_json::to_vec(&unknown).unwrap())
+            .await,
+    );
+    let mut future: serde_json::Value = serde_json::from_slice(&good(task)).unwrap();
+    future["schema_version"] = json!(99);
+    poison.push(
+        world
+            .publish_raw(&on_task, serde_json::to_vec(&future).unwrap())
+            .await,
+    );
+    // A valid envelope for another task, on this task's subject.
+    poison.push(
+        world
+            .publish_raw(&on_task, good(TaskId::new().as_uuid()))
+            .await,
+    );
+    // An impossible transition: a task that was never created cannot be queued.
+    poison.push(world.publish_raw(&on_task, good(task)).await);
+    // A subject that names no aggregate.
+    poison.push(
+        world
+            .publish_raw(&format!("{}.robot.x", subjects.prefix()), good(task))
+            .await,
+    );
+    // A huge but valid event of an unknown aggregate id is fine; an oversized one is refused by the stream.
+
+    let head = scenario(log, 2, 5).await;
+    project_to(&world, head).await;
+    assert_read_models_equal_the_fold(&world).await;
+
+    let dead = read_models(world.db(), "read_models").await.unwrap().dead;
+    assert_eq!(dead.into_iter().collect::<Vec<_>>(), poison);
+    let rows = hive_schema::dead_letters::Entity::find()
+        .all(world.db())
+        .await
+        .unwrap();
+    let reasons: Vec<&str> = rows.iter().map(|r| r.reason.as_str()).collect();
+    assert!(reasons[0].starts_with("malformed envelope"), "{reasons:?}");
+    assert!(reasons[1].contains("unknown event type"), "{reasons:?}");
+    assert!(
+        reasons[2].contains("unsupported schema_version 99"),
+        "{reasons:?}"
+    );
+    assert!(reasons[3].contains("envelope names"), "{reasons:?}");
+    assert!(reasons[4].contains("cannot follow"), "{reasons:?}");
+    assert!(reasons[5].contains("names no aggregate"), "{reasons:?}");
+    assert_eq!(rows[0].payload, b"not json at all");
+}
+
+use sea_orm::EntityTrait;
