@@ -462,3 +462,32 @@ async fn index_routes_name_the_api() {
     }
     hive.stop().await;
 }
+
+#[tokio::test]
+async fn without_its_database_the_hive_reports_unhealthy_and_reads_answer_503() {
+    use sea_orm::ConnectionTrait;
+    let world = World::new().await;
+    let hive = world.hive().await;
+    let (status, _) = hive.get_at("/health", 0).await;
+    assert_eq!(status, 200);
+    let admin = sea_orm::Database::connect(world.admin_url()).await.unwrap();
+    admin
+        .execute_unprepared(&format!(
+            "DROP DATABASE \"{}\" WITH (FORCE)",
+            world.database
+        ))
+        .await
+        .unwrap();
+
+    let (status, health) = hive.get_at("/health", 0).await;
+    assert_eq!(status, 503, "{health}");
+    assert_eq!(health["status"], "unhealthy");
+    assert_eq!(health["components"]["database"]["status"], "unhealthy");
+    assert_eq!(health["components"]["event_store"]["status"], "healthy");
+    assert_eq!(health["summary"]["unhealthy"].as_u64(), Some(1));
+
+    let response = hive.get("/api/v1/tasks").await;
+    assert_eq!(response.headers()["retry-after"], "1");
+    expect_error(response, 503, "unavailable").await;
+    hive.stop().await;
+}

@@ -66,6 +66,8 @@ pub struct World {
     pub nats_url: String,
     /// The test's database URL.
     pub database_url: String,
+    /// The test's database name.
+    pub database: String,
     /// Connected, migrated backends.
     pub backends: Backends,
 }
@@ -83,7 +85,8 @@ impl World {
             db_pool: 5,
             ..Config::default()
         };
-        let database_url = servers.pg.url(&format!("test_{short}"));
+        let database = format!("test_{short}");
+        let database_url = servers.pg.url(&database);
         let backends = hive::connect(&config, &servers.nats_url, &database_url, true)
             .await
             .expect("connect the test backends");
@@ -91,8 +94,14 @@ impl World {
             config,
             nats_url: servers.nats_url.clone(),
             database_url,
+            database,
             backends,
         }
+    }
+
+    /// The URL of the server's `postgres` database, to act on the test database from outside.
+    pub fn admin_url(&self) -> String {
+        servers().pg.url("postgres")
     }
 
     /// The event log.

@@ -72,7 +72,12 @@ pub async fn connect(
         ensure_database(database_url).await?;
     }
     let mut options = ConnectOptions::new(database_url.to_owned());
-    options.max_connections(config.db_pool).sqlx_logging(false);
+    // A short acquire timeout: when the database is gone, answer 503 in seconds, not after sqlx's 30 s.
+    options
+        .max_connections(config.db_pool)
+        .acquire_timeout(std::time::Duration::from_secs(3))
+        .connect_timeout(std::time::Duration::from_secs(3))
+        .sqlx_logging(false);
     let db = Database::connect(options)
         .await
         .with_context(|| format!("connect to {}", Config::redacted(database_url)))?;

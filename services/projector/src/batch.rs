@@ -163,6 +163,16 @@ impl<A: ReadModel> Slots<A> {
 /// The sequence the projection `name` has committed (0: none), locking its row for this transaction so
 /// that two projector instances never commit the same batch.
 pub async fn lock_checkpoint(txn: &DatabaseTransaction, name: &str) -> Result<u64, DbErr> {
+    // `FOR UPDATE` locks nothing while the row does not exist, so make sure it does: a concurrent
+    // instance's insert then waits for ours to commit and finds it.
+    projection_checkpoints::Entity::insert(projection_checkpoints::ActiveModel {
+        name: Set(name.to_owned()),
+        seq: Set(0),
+        updated_at: Set(chrono::Utc::now()),
+    })
+    .on_conflict_do_nothing_on([projection_checkpoints::Column::Name])
+    .exec_without_returning(txn)
+    .await?;
     let row = projection_checkpoints::Entity::find_by_id(name.to_owned())
         .lock(LockType::Update)
         .one(txn)
