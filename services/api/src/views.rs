@@ -3,42 +3,36 @@
 
 use chrono::{DateTime, Utc};
 use hive_schema::{agents, dead_letters, projects, tasks};
-use serde::{Deserialize, Serialize};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Select};
+use serde::Serialize;
 use uuid::Uuid;
 
 use crate::error::{ApiError, Code};
 
-/// `?limit=&cursor=` of a list.
-#[derive(Debug, Deserialize)]
-pub struct Page {
-    /// Items per page, 1..=500 (default 50).
-    pub limit: Option<u64>,
-    /// The `next_cursor` of the previous page.
-    pub cursor: Option<String>,
-}
-
-impl Page {
-    /// The checked limit.
-    pub fn limit(&self) -> Result<u64, ApiError> {
-        match self.limit.unwrap_or(50) {
-            n @ 1..=500 => Ok(n),
-            n => Err(ApiError::new(
+/// A list query in id order, from after `cursor` (the previous page's `next_cursor`), `limit` rows
+/// (1..=500, default 50) plus one that only says whether there is more. Returns the query and the limit.
+pub fn paged<E: EntityTrait>(
+    query: Select<E>,
+    id: E::Column,
+    limit: Option<u64>,
+    cursor: Option<&str>,
+) -> Result<(Select<E>, u64), ApiError> {
+    let limit = match limit.unwrap_or(50) {
+        n @ 1..=500 => n,
+        n => {
+            return Err(ApiError::new(
                 Code::BadRequest,
                 format!("limit must be 1 to 500, got {n}"),
-            )),
+            ));
         }
+    };
+    let mut query = query.order_by_asc(id).limit(limit + 1);
+    if let Some(cursor) = cursor {
+        let after = Uuid::parse_str(cursor)
+            .map_err(|_| ApiError::new(Code::BadRequest, "cursor is not one we gave"))?;
+        query = query.filter(id.gt(after));
     }
-
-    /// The id after which the page starts.
-    pub fn after(&self) -> Result<Option<Uuid>, ApiError> {
-        self.cursor
-            .as_deref()
-            .map(|c| {
-                Uuid::parse_str(c)
-                    .map_err(|_| ApiError::new(Code::BadRequest, "cursor is not one we gave"))
-            })
-            .transpose()
-    }
+    Ok((query, limit))
 }
 
 /// A page of a list.

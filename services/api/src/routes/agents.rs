@@ -10,7 +10,7 @@ use hive_events::agent::{Agent, AgentCommand, AgentStatus};
 use hive_schema::agents;
 use sea_orm::sea_query::extension::postgres::PgBinOper;
 use sea_orm::sea_query::{Expr, ExprTrait};
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use serde::Deserialize;
 use serde_json::json;
 use uuid::Uuid;
@@ -19,7 +19,7 @@ use super::committed;
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{self, Command, Path, Query};
-use crate::views::{AgentView, List, Page};
+use crate::views::{AgentView, List, paged};
 
 pub(crate) fn routes() -> Router<AppState> {
     Router::new()
@@ -70,32 +70,21 @@ async fn register(
 struct Filter {
     status: Option<String>,
     capability: Option<String>,
+    // Not a flattened page struct: query strings carry only text, and flatten loses number parsing.
     limit: Option<u64>,
     cursor: Option<String>,
-}
-
-impl Filter {
-    // Not `#[serde(flatten)]`: query strings carry only text, and flatten loses the number parsing.
-    fn page(&self) -> Page {
-        Page {
-            limit: self.limit,
-            cursor: self.cursor.clone(),
-        }
-    }
 }
 
 async fn list(
     State(state): State<AppState>,
     Query(filter): Query<Filter>,
 ) -> ApiResult<Json<List<AgentView>>> {
-    let page = filter.page();
-    let limit = page.limit()?;
-    let mut query = agents::Entity::find()
-        .order_by_asc(agents::Column::Id)
-        .limit(limit + 1);
-    if let Some(after) = page.after()? {
-        query = query.filter(agents::Column::Id.gt(after));
-    }
+    let (mut query, limit) = paged(
+        agents::Entity::find(),
+        agents::Column::Id,
+        filter.limit,
+        filter.cursor.as_deref(),
+    )?;
     if let Some(status) = &filter.status {
         let status = AgentStatus::parse(status).ok_or_else(|| {
             ApiError::invalid("status", format!("unknown agent status {status:?}"))

@@ -10,7 +10,7 @@ use hive_events::project::Project;
 use hive_events::task::{NewTask, Task, TaskCommand, TaskStatus};
 use hive_events::{Priority, ProjectId, TaskId};
 use hive_schema::tasks;
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use serde::Deserialize;
 use serde_json::json;
 use uuid::Uuid;
@@ -19,7 +19,7 @@ use super::committed;
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{self, Command, Path, Query};
-use crate::views::{List, Page, TaskView, states_for};
+use crate::views::{List, TaskView, paged, states_for};
 
 pub(crate) fn routes() -> Router<AppState> {
     Router::new()
@@ -146,32 +146,21 @@ struct Filter {
     status: Option<String>,
     agent_id: Option<Uuid>,
     project_id: Option<Uuid>,
+    // Not a flattened page struct: query strings carry only text, and flatten loses number parsing.
     limit: Option<u64>,
     cursor: Option<String>,
-}
-
-impl Filter {
-    // Not `#[serde(flatten)]`: query strings carry only text, and flatten loses the number parsing.
-    fn page(&self) -> Page {
-        Page {
-            limit: self.limit,
-            cursor: self.cursor.clone(),
-        }
-    }
 }
 
 async fn list(
     State(state): State<AppState>,
     Query(filter): Query<Filter>,
 ) -> ApiResult<Json<List<TaskView>>> {
-    let page = filter.page();
-    let limit = page.limit()?;
-    let mut query = tasks::Entity::find()
-        .order_by_asc(tasks::Column::Id)
-        .limit(limit + 1);
-    if let Some(after) = page.after()? {
-        query = query.filter(tasks::Column::Id.gt(after));
-    }
+    let (mut query, limit) = paged(
+        tasks::Entity::find(),
+        tasks::Column::Id,
+        filter.limit,
+        filter.cursor.as_deref(),
+    )?;
     if let Some(status) = &filter.status {
         let states = states_for(status).ok_or_else(|| {
             ApiError::invalid("status", format!("unknown task status {status:?}"))
