@@ -1,12 +1,15 @@
 //! The task aggregate: a unit of work with a priority, required capabilities and dependencies.
 //!
 //! ```text
-//! created ─┬─ waiting ──queued──▶ queued ──assigned──▶ assigned ──started──▶ running ──completed──▶ completed
-//!          │     └──blocked──▶ blocked        ▲  ▲          │                  │ (progressed)
-//!          └──────────────────────────────────┘  │          └────requeued──────┤
-//!                                                │                             ▼
-//!                   retry_scheduled ◀──retry── failed ◀────────failed──── (assigned|running)
-//!                          └──queued──┘           └──dead_lettered──▶ dead_lettered
+//! created ─┬─▶ waiting ──queued──▶ queued ──assigned──▶ assigned ──accepted──▶ accepted
+//!          │      └──blocked──▶ blocked  ▲                 │  └──────started───────┐ │ started
+//!          └─────────────────────────────┤                 │ lease lapsed /         ▼ ▼
+//!                                        ├──requeued───────┴─ agent lost ◀── running (progressed)
+//!                                        │                                        │      │
+//!  retry_scheduled ◀──retry_scheduled── failed ◀───────failed── (assigned|accepted|running)
+//!        └──queued──▶ queued        │      └──dead_lettered──▶ dead_lettered       completed
+//!                                   └──────retried (operator)──────┘──▶ queued
+//! ```
 //! cancelled: from every state that is not final (completed, dead_lettered, cancelled).
 //! ```
 
@@ -16,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use crate::aggregate::{
     Aggregate, AggregateKind, EventSchema, check_text, refuse_command, refuse_event,
 };
-use crate::error::{DomainError, FoldError};
+use crate::error::{DecodeError, DomainError, FoldError};
 use crate::ids::{AgentId, ProjectId, TaskId};
 use crate::values::{Capability, Priority, capability_set};
 
@@ -28,8 +31,10 @@ pub enum TaskStatus {
     Waiting,
     /// Ready to be assigned.
     Queued,
-    /// Leased to one agent, not started yet.
+    /// Leased to one agent, not accepted yet: the lease lapses unless it accepts or starts in time.
     Assigned,
+    /// Its agent accepted it and will start it.
+    Accepted,
     /// Its agent is working on it.
     Running,
     /// Done, with a result.
@@ -48,10 +53,11 @@ pub enum TaskStatus {
 
 impl TaskStatus {
     /// Every status.
-    pub const ALL: [TaskStatus; 10] = [
+    pub const ALL: [TaskStatus; 11] = [
         Self::Waiting,
         Self::Queued,
         Self::Assigned,
+        Self::Accepted,
         Self::Running,
         Self::Completed,
         Self::Failed,
@@ -67,6 +73,7 @@ impl TaskStatus {
             Self::Waiting => "waiting",
             Self::Queued => "queued",
             Self::Assigned => "assigned",
+            Self::Accepted => "accepted",
             Self::Running => "running",
             Self::Completed => "completed",
             Self::Failed => "failed",
@@ -105,6 +112,8 @@ pub struct Task {
     pub depends_on: Vec<TaskId>,
     /// The project it belongs to.
     pub project_id: Option<ProjectId>,
+    /// The only agent that may take it, if pinned.
+    pub pinned_agent: Option<AgentId>,
     /// How many attempts before it is dead-lettered.
     pub max_attempts: u32,
     /// How many times it has been assigned.
@@ -157,6 +166,8 @@ pub enum TaskEvent {
         waiting_on: Vec<TaskId>,
         /// The project it belongs to.
         project_id: Option<ProjectId>,
+        /// The only agent that may take it (schema version 2).
+        pinned_agent: Option<AgentId>,
         /// Attempts before it is dead-lettered.
         max_attempts: u32,
     },
@@ -169,6 +180,8 @@ pub enum TaskEvent {
         /// When the lease lapses unless the agent starts it.
         lease_expires_at: DateTime<Utc>,
     },
+    /// Its agent accepted the assignment.
+    TaskAccepted {},
     /// Its agent started it.
     TaskStarted {},
     /// Its agent reported progress.
@@ -200,6 +213,8 @@ pub enum TaskEvent {
         /// Why (`agent_lost`, `lease_expired`, ...).
         reason: String,
     },
+    /// An operator asked for another round of attempts after it failed for good.
+    TaskRetried {},
     /// Failed for good.
     TaskDeadLettered {
         /// Why.
@@ -223,15 +238,45 @@ impl EventSchema for TaskEvent {
             Self::TaskCreated { .. } => "TaskCreated",
             Self::TaskQueued {} => "TaskQueued",
             Self::TaskAssigned { .. } => "TaskAssigned",
+            Self::TaskAccepted {} => "TaskAccepted",
             Self::TaskStarted {} => "TaskStarted",
             Self::TaskProgressed { .. } => "TaskProgressed",
             Self::TaskCompleted { .. } => "TaskCompleted",
             Self::TaskFailed { .. } => "TaskFailed",
             Self::TaskRetryScheduled { .. } => "TaskRetryScheduled",
             Self::TaskRequeued { .. } => "TaskRequeued",
+            Self::TaskRetried {} => "TaskRetried",
             Self::TaskDeadLettered { .. } => "TaskDeadLettered",
             Self::TaskCancelled { .. } => "TaskCancelled",
             Self::TaskBlocked { .. } => "TaskBlocked",
+        }
+    }
+
+    fn current_version(event_type: &str) -> u16 {
+        match event_type {
+            "TaskCreated" => 2,
+            _ => 1,
+        }
+    }
+
+    fn upcast(
+        event_type: &str,
+        version: u16,
+        mut data: serde_json::Value,
+    ) -> Result<serde_json::Value, DecodeError> {
+        match (event_type, version) {
+            // v2 added `pinned_agent`; a v1 task was never pinned.
+            ("TaskCreated", 1) => {
+                if let Some(fields) = data.as_object_mut() {
+                    fields.insert("pinned_agent".into(), serde_json::Value::Null);
+                }
+                Ok(data)
+            }
+            (t, v) if v == Self::current_version(t) => Ok(data),
+            (t, v) => Err(DecodeError::UnsupportedVersion {
+                event_type: t.to_owned(),
+                version: v,
+            }),
         }
     }
 }
@@ -255,6 +300,8 @@ pub struct NewTask {
     pub waiting_on: Vec<TaskId>,
     /// The project it belongs to.
     pub project_id: Option<ProjectId>,
+    /// The only agent that may take it.
+    pub pinned_agent: Option<AgentId>,
     /// Attempts before it is dead-lettered, 1..=100.
     pub max_attempts: u32,
 }
@@ -272,6 +319,11 @@ pub enum TaskCommand {
         agent_id: AgentId,
         /// When the lease lapses.
         lease_expires_at: DateTime<Utc>,
+    },
+    /// The assigned agent accepts it.
+    Accept {
+        /// Who reports.
+        agent_id: AgentId,
     },
     /// The assigned agent starts it.
     Start {
@@ -313,6 +365,8 @@ pub enum TaskCommand {
         /// Why.
         reason: String,
     },
+    /// Another round of attempts for a task that failed for good (an operator's call).
+    Retry,
     /// Give up on it.
     DeadLetter {
         /// Why.
@@ -337,12 +391,14 @@ impl TaskCommand {
             Self::Create(_) => "create",
             Self::Queue => "queue",
             Self::Assign { .. } => "assign",
+            Self::Accept { .. } => "accept",
             Self::Start { .. } => "start",
             Self::Progress { .. } => "report progress on",
             Self::Complete { .. } => "complete",
             Self::Fail { .. } => "fail",
             Self::ScheduleRetry { .. } => "retry",
             Self::Requeue { .. } => "requeue",
+            Self::Retry => "retry",
             Self::DeadLetter { .. } => "dead-letter",
             Self::Cancel { .. } => "cancel",
             Self::Block { .. } => "block",
@@ -391,6 +447,7 @@ fn created(new: NewTask) -> Result<TaskEvent, DomainError> {
         depends_on,
         waiting_on,
         project_id: new.project_id,
+        pinned_agent: new.pinned_agent,
         max_attempts: new.max_attempts,
     })
 }
@@ -414,6 +471,7 @@ impl Aggregate for Task {
                     depends_on,
                     waiting_on,
                     project_id,
+                    pinned_agent,
                     max_attempts,
                 } => Ok(Task {
                     title: title.clone(),
@@ -423,6 +481,7 @@ impl Aggregate for Task {
                     required_capabilities: required_capabilities.clone(),
                     depends_on: depends_on.clone(),
                     project_id: *project_id,
+                    pinned_agent: *pinned_agent,
                     max_attempts: *max_attempts,
                     attempts: 0,
                     status: if waiting_on.is_empty() {
@@ -464,7 +523,11 @@ impl Aggregate for Task {
                 task.progress = None;
                 task.progress_message = None;
             }
-            (S::Assigned, E::TaskStarted {}) => {
+            (S::Assigned, E::TaskAccepted {}) => {
+                task.status = S::Accepted;
+                task.lease_expires_at = None;
+            }
+            (S::Assigned | S::Accepted, E::TaskStarted {}) => {
                 task.status = S::Running;
                 task.lease_expires_at = None;
             }
@@ -479,7 +542,7 @@ impl Aggregate for Task {
                 task.result = Some(result.clone());
                 task.progress = Some(100);
             }
-            (S::Assigned | S::Running, E::TaskFailed { error, retryable }) => {
+            (S::Assigned | S::Accepted | S::Running, E::TaskFailed { error, retryable }) => {
                 task.status = S::Failed;
                 task.last_error = Some(error.clone());
                 task.last_error_retryable = *retryable;
@@ -490,11 +553,18 @@ impl Aggregate for Task {
                 task.retry_at = Some(*retry_at);
                 task.agent_id = None;
             }
-            (S::Assigned | S::Running, E::TaskRequeued { reason }) => {
+            (S::Assigned | S::Accepted | S::Running, E::TaskRequeued { reason }) => {
                 task.status = S::Queued;
                 task.agent_id = None;
                 task.lease_expires_at = None;
                 task.reason = Some(reason.clone());
+            }
+            (S::Failed | S::DeadLettered, E::TaskRetried {}) => {
+                task.status = S::Queued;
+                task.attempts = 0;
+                task.agent_id = None;
+                task.retry_at = None;
+                task.reason = Some("retried".into());
             }
             (S::Failed, E::TaskDeadLettered { reason }) => {
                 task.status = S::DeadLettered;
@@ -540,11 +610,25 @@ impl Aggregate for Task {
                     agent_id,
                     lease_expires_at,
                 },
-            ) => Ok(TaskEvent::TaskAssigned {
-                agent_id,
-                lease_expires_at,
-            }),
-            (S::Assigned, C::Start { agent_id }) => {
+            ) => {
+                if let Some(pinned) = task.pinned_agent
+                    && pinned != agent_id
+                {
+                    return Err(DomainError::invalid(
+                        "agent_id",
+                        format!("the task is pinned to agent {pinned}"),
+                    ));
+                }
+                Ok(TaskEvent::TaskAssigned {
+                    agent_id,
+                    lease_expires_at,
+                })
+            }
+            (S::Assigned, C::Accept { agent_id }) => {
+                assignee(agent_id)?;
+                Ok(TaskEvent::TaskAccepted {})
+            }
+            (S::Assigned | S::Accepted, C::Start { agent_id }) => {
                 assignee(agent_id)?;
                 Ok(TaskEvent::TaskStarted {})
             }
@@ -570,7 +654,7 @@ impl Aggregate for Task {
                 Ok(TaskEvent::TaskCompleted { result })
             }
             (
-                S::Assigned | S::Running,
+                S::Assigned | S::Accepted | S::Running,
                 C::Fail {
                     agent_id,
                     error,
@@ -599,9 +683,10 @@ impl Aggregate for Task {
                 }
                 Ok(TaskEvent::TaskRetryScheduled { retry_at })
             }
-            (S::Assigned | S::Running, C::Requeue { reason }) => {
+            (S::Assigned | S::Accepted | S::Running, C::Requeue { reason }) => {
                 Ok(TaskEvent::TaskRequeued { reason })
             }
+            (S::Failed | S::DeadLettered, C::Retry) => Ok(TaskEvent::TaskRetried {}),
             (S::Failed, C::DeadLetter { reason }) => Ok(TaskEvent::TaskDeadLettered { reason }),
             (s, C::Cancel { reason }) if !s.is_final() => {
                 if let Some(r) = &reason {

@@ -72,6 +72,7 @@ fn all_events() -> Vec<(AggregateKind, Uuid, DomainEvent)> {
             depends_on: vec![TaskId::from_uuid(Uuid::from_u128(0xD1))],
             waiting_on: vec![TaskId::from_uuid(Uuid::from_u128(0xD1))],
             project_id: Some(ProjectId::from_uuid(project)),
+            pinned_agent: Some(agent_id()),
             max_attempts: 3,
         }),
         t(TaskEvent::TaskQueued {}),
@@ -113,6 +114,9 @@ fn all_events() -> Vec<(AggregateKind, Uuid, DomainEvent)> {
                 project_type: Some("software".into()),
             }),
         ),
+        // New event types go last, so that the metadata of the fixtures before them never changes.
+        t(TaskEvent::TaskAccepted {}),
+        t(TaskEvent::TaskRetried {}),
     ]
 }
 
@@ -171,7 +175,40 @@ fn every_fixture_on_disk_still_decodes() {
         decode(&bytes, None).unwrap();
         count += 1;
     }
-    assert_eq!(count, all_events().len());
+    // Every current event, plus the older versions still in logs: TaskCreated v1.
+    assert_eq!(count, all_events().len() + 1);
+}
+
+#[test]
+fn task_created_v1_upcasts_to_v2_without_a_pinned_agent() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let v1 = decode(
+        &std::fs::read(dir.join("TaskCreated.v1.json")).unwrap(),
+        None,
+    )
+    .unwrap();
+    let v2 = decode(
+        &std::fs::read(dir.join("TaskCreated.v2.json")).unwrap(),
+        None,
+    )
+    .unwrap();
+    let (
+        DomainEvent::Task(TaskEvent::TaskCreated {
+            pinned_agent: none,
+            title: t1,
+            ..
+        }),
+        DomainEvent::Task(TaskEvent::TaskCreated {
+            pinned_agent: some,
+            title: t2,
+            ..
+        }),
+    ) = (v1.event, v2.event)
+    else {
+        panic!("both fixtures are TaskCreated");
+    };
+    assert_eq!((none, some), (None, Some(agent_id())));
+    assert_eq!(t1, t2);
 }
 
 #[test]
@@ -216,5 +253,5 @@ fn bad_bytes_are_decode_errors() {
 #[test]
 fn every_event_type_is_covered() {
     let _ = EventSchema::event_type(&AgentEvent::AgentReady {});
-    assert_eq!(all_events().len(), 6 + 12 + 1);
+    assert_eq!(all_events().len(), 6 + 14 + 1);
 }

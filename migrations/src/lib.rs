@@ -5,6 +5,7 @@
 pub use sea_orm_migration::prelude::*;
 
 mod m0001_read_models;
+mod m0002_pinned_tasks;
 
 /// Every migration, in order.
 pub struct Migrator;
@@ -12,6 +13,9 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m0001_read_models::Migration)]
+        vec![
+            Box::new(m0001_read_models::Migration),
+            Box::new(m0002_pinned_tasks::Migration),
+        ]
     }
 }

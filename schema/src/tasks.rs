@@ -13,6 +13,7 @@ pub struct Model {
     pub required_capabilities: Vec<String>,
     pub depends_on: Vec<Uuid>,
     pub project_id: Option<Uuid>,
+    pub pinned_agent: Option<Uuid>,
     pub max_attempts: i32,
     pub attempts: i32,
     pub status: String,

@@ -24,6 +24,7 @@ fn new_task() -> TaskCommand {
         depends_on: vec![],
         waiting_on: vec![],
         project_id: None,
+        pinned_agent: None,
         max_attempts: 3,
     })
 }

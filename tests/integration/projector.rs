@@ -65,6 +65,7 @@ async fn scenario(log: &EventLog, agents: usize, tasks: usize) -> u64 {
             depends_on: vec![],
             waiting_on: vec![],
             project_id: Some(ProjectId::from_uuid(project)),
+            pinned_agent: None,
             max_attempts: 2,
         };
         log.create::<Task>(id, &ctx(), TaskCommand::Create(new))

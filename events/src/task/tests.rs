@@ -25,6 +25,7 @@ fn new_task(waiting_on: Vec<TaskId>) -> NewTask {
         depends_on: waiting_on.clone(),
         waiting_on,
         project_id: None,
+        pinned_agent: None,
         max_attempts: 3,
     }
 }
@@ -66,6 +67,10 @@ fn given(status: Option<TaskStatus>) -> Option<Task> {
         ),
         Some(S::Queued) => (new_task(vec![]), vec![]),
         Some(S::Assigned) => (new_task(vec![]), vec![assign()]),
+        Some(S::Accepted) => (
+            new_task(vec![]),
+            vec![assign(), C::Accept { agent_id: agent() }],
+        ),
         Some(S::Running) => (new_task(vec![]), vec![assign(), start]),
         Some(S::Completed) => (
             new_task(vec![]),
@@ -106,6 +111,7 @@ fn commands() -> Vec<TaskCommand> {
         C::Create(new_task(vec![])),
         C::Queue,
         assign(),
+        C::Accept { agent_id: agent() },
         C::Start { agent_id: agent() },
         C::Progress {
             agent_id: agent(),
@@ -121,6 +127,7 @@ fn commands() -> Vec<TaskCommand> {
         C::Requeue {
             reason: "agent_lost".into(),
         },
+        C::Retry,
         C::DeadLetter {
             reason: "exhausted".into(),
         },
@@ -140,12 +147,14 @@ fn expected(from: Option<TaskStatus>, command: &TaskCommand) -> Option<TaskStatu
         (None, C::Create(_)) => Some(S::Queued),
         (Some(S::Waiting | S::RetryScheduled), C::Queue) => Some(S::Queued),
         (Some(S::Queued), C::Assign { .. }) => Some(S::Assigned),
-        (Some(S::Assigned), C::Start { .. }) => Some(S::Running),
+        (Some(S::Assigned), C::Accept { .. }) => Some(S::Accepted),
+        (Some(S::Assigned | S::Accepted), C::Start { .. }) => Some(S::Running),
         (Some(S::Running), C::Progress { .. }) => Some(S::Running),
         (Some(S::Running), C::Complete { .. }) => Some(S::Completed),
-        (Some(S::Assigned | S::Running), C::Fail { .. }) => Some(S::Failed),
+        (Some(S::Assigned | S::Accepted | S::Running), C::Fail { .. }) => Some(S::Failed),
         (Some(S::Failed), C::ScheduleRetry { .. }) => Some(S::RetryScheduled),
-        (Some(S::Assigned | S::Running), C::Requeue { .. }) => Some(S::Queued),
+        (Some(S::Assigned | S::Accepted | S::Running), C::Requeue { .. }) => Some(S::Queued),
+        (Some(S::Failed | S::DeadLettered), C::Retry) => Some(S::Queued),
         (Some(S::Failed), C::DeadLetter { .. }) => Some(S::DeadLettered),
         (Some(S::Completed | S::DeadLettered | S::Cancelled), C::Cancel { .. }) => None,
         (Some(_), C::Cancel { .. }) => Some(S::Cancelled),
@@ -318,4 +327,29 @@ fn an_impossible_event_is_a_fold_error() {
     let completed = given(Some(S::Completed));
     let err = Task::apply(completed, &TaskEvent::TaskStarted {}, at()).unwrap_err();
     assert_eq!((err.event, err.state), ("TaskStarted", "completed"));
+}
+
+#[test]
+fn a_pinned_task_goes_only_to_its_agent() {
+    let mut pinned = new_task(vec![]);
+    pinned.pinned_agent = Some(agent());
+    let task = run(None, [TaskCommand::Create(pinned)]);
+    let other = TaskCommand::Assign {
+        agent_id: AgentId::from_uuid(uuid::Uuid::from_u128(0xB)),
+        lease_expires_at: at(),
+    };
+    assert!(matches!(
+        Task::decide(task.as_ref(), other),
+        Err(DomainError::Invalid {
+            field: "agent_id",
+            ..
+        })
+    ));
+    assert_eq!(run(task, [assign()]).unwrap().status, S::Assigned);
+}
+
+#[test]
+fn an_operator_retry_gives_a_dead_lettered_task_a_new_round() {
+    let task = run(given(Some(S::DeadLettered)), [TaskCommand::Retry]).unwrap();
+    assert_eq!((task.status, task.attempts), (S::Queued, 0));
 }

@@ -100,7 +100,7 @@ impl From<agents::Model> for AgentView {
 pub fn legacy_status(state: &str) -> &'static str {
     match state {
         "waiting" | "queued" | "retry_scheduled" => "pending",
-        "assigned" => "assigned",
+        "assigned" | "accepted" => "assigned",
         "running" => "in_progress",
         "completed" => "completed",
         "failed" | "dead_lettered" | "blocked" => "failed",
@@ -134,6 +134,8 @@ pub struct TaskView {
     pub required_capabilities: Vec<String>,
     pub depends_on: Vec<Uuid>,
     pub project_id: Option<Uuid>,
+    /// The only agent that may take it.
+    pub pinned_agent: Option<Uuid>,
     /// Agent Hive 2.0's status: pending|assigned|in_progress|completed|failed|cancelled.
     pub status: &'static str,
     /// Hive's own, finer state.
@@ -164,6 +166,7 @@ impl From<tasks::Model> for TaskView {
             required_capabilities: t.required_capabilities,
             depends_on: t.depends_on,
             project_id: t.project_id,
+            pinned_agent: t.pinned_agent,
             status: legacy_status(&t.status),
             state: t.status,
             agent_id: t.agent_id,

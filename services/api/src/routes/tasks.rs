@@ -6,9 +6,10 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use hive_eventlog::EventLog;
+use hive_events::agent::Agent;
 use hive_events::project::Project;
 use hive_events::task::{NewTask, Task, TaskCommand, TaskStatus};
-use hive_events::{Priority, ProjectId, TaskId};
+use hive_events::{AgentId, Priority, ProjectId, TaskId};
 use hive_schema::tasks;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use serde::Deserialize;
@@ -48,6 +49,9 @@ struct Create {
     #[serde(default)]
     depends_on: Vec<Uuid>,
     project_id: Option<Uuid>,
+    /// Pins the task to one agent (Agent Hive 2.0's `assigned_agent`).
+    #[serde(alias = "assigned_agent")]
+    pinned_agent: Option<Uuid>,
     max_attempts: Option<u32>,
 }
 
@@ -117,6 +121,14 @@ async fn create(
             format!("project {project} does not exist"),
         ));
     }
+    if let Some(agent) = body.pinned_agent
+        && state.log.load::<Agent>(agent).await?.state.is_none()
+    {
+        return Err(ApiError::invalid(
+            "assigned_agent",
+            format!("agent {agent} does not exist"),
+        ));
+    }
     let waiting_on = open_dependencies(&state.log, &body.depends_on).await?;
     let command = TaskCommand::Create(NewTask {
         title,
@@ -127,6 +139,7 @@ async fn create(
         depends_on: body.depends_on.into_iter().map(TaskId::from_uuid).collect(),
         waiting_on,
         project_id: body.project_id.map(ProjectId::from_uuid),
+        pinned_agent: body.pinned_agent.map(AgentId::from_uuid),
         max_attempts: body.max_attempts.unwrap_or(3),
     });
     let done = state
