@@ -135,7 +135,28 @@ impl EventLog {
     where
         A::Command: Clone,
     {
-        self.run::<A>(id, ctx, command, false).await
+        self.run::<A>(id, ctx, command, None).await
+    }
+
+    /// Like [`EventLog::execute`], deciding first on a state the caller already folded up to `last_seq`
+    /// (a service that follows the log); on a lost race it reloads from the log like any command.
+    pub async fn execute_on<A: Aggregate>(
+        &self,
+        id: Uuid,
+        ctx: &CommandContext,
+        command: A::Command,
+        state: A,
+        last_seq: u64,
+    ) -> Result<Committed, CommandError>
+    where
+        A::Command: Clone,
+    {
+        let known = Loaded {
+            state: Some(state),
+            last_seq,
+            events: Vec::new(),
+        };
+        self.run::<A>(id, ctx, command, Some(known)).await
     }
 
     /// Like [`EventLog::execute`] for a command that creates a new aggregate under a fresh id: it skips
@@ -150,7 +171,12 @@ impl EventLog {
     where
         A::Command: Clone,
     {
-        self.run::<A>(id, ctx, command, true).await
+        let fresh = Loaded {
+            state: None,
+            last_seq: 0,
+            events: Vec::new(),
+        };
+        self.run::<A>(id, ctx, command, Some(fresh)).await
     }
 
     async fn run<A: Aggregate>(
@@ -158,7 +184,7 @@ impl EventLog {
         id: Uuid,
         ctx: &CommandContext,
         command: A::Command,
-        mut assume_new: bool,
+        mut known: Option<Loaded<A>>,
     ) -> Result<Committed, CommandError>
     where
         A::Command: Clone,
@@ -166,14 +192,9 @@ impl EventLog {
         let subject = self.subjects().of(A::KIND, id);
         let key = ctx.idempotency_key.as_deref();
         for _ in 0..MAX_ATTEMPTS {
-            let loaded = if assume_new {
-                Loaded {
-                    state: None,
-                    last_seq: 0,
-                    events: Vec::new(),
-                }
-            } else {
-                self.load::<A>(id).await?
+            let loaded = match known.take() {
+                Some(known) => known,
+                None => self.load::<A>(id).await?,
             };
             if let Some(key) = key
                 && let Some(first) = loaded
@@ -209,7 +230,6 @@ impl EventLog {
                 }
                 Err(AppendError::Conflict) => {
                     tracing::debug!("lost the race; deciding again");
-                    assume_new = false;
                 }
                 Err(AppendError::Log(e)) => return Err(e.into()),
             }

@@ -7,9 +7,11 @@
 //! [`Namespace`] names everything a deployment (or a test) owns in NATS, so tests never share a stream.
 
 pub mod command;
+pub mod kv;
 pub mod log;
 
 pub use command::{CommandContext, CommandError, Committed};
+pub use kv::{Beat, Heartbeats, Lease};
 pub use log::{AppendError, EventLog, LogConfig, LogError, RawEvent};
 
 /// The names a deployment owns in NATS: `<ns>.events.>` in stream `<NS>_EVENTS`, projection notices on

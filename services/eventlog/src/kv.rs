@@ -1,0 +1,218 @@
+//! What lives in JetStream key-value buckets rather than in the log: agents' heartbeats (they would bloat
+//! the log; only the transitions they cause are events) and the scheduler's leader lease.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, kv};
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use futures::{Stream, StreamExt};
+use uuid::Uuid;
+
+use crate::{EventLog, LogError, Namespace};
+
+impl Namespace {
+    /// The heartbeat bucket's name.
+    pub fn heartbeats(&self) -> String {
+        format!("{}_heartbeats", self.as_str())
+    }
+
+    /// The scheduler lease bucket's name.
+    pub fn scheduler_lease(&self) -> String {
+        format!("{}_scheduler", self.as_str())
+    }
+}
+
+fn context(log: &EventLog) -> jetstream::Context {
+    jetstream::new(log.client())
+}
+
+/// The last heartbeat of every agent: key = agent id, value = the time in milliseconds since the epoch.
+#[derive(Clone)]
+pub struct Heartbeats {
+    store: kv::Store,
+}
+
+/// One heartbeat.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Beat {
+    /// The agent.
+    pub agent: Uuid,
+    /// When it beat.
+    pub at: DateTime<Utc>,
+}
+
+fn parse_beat(entry: &kv::Entry) -> Option<Beat> {
+    if entry.operation != kv::Operation::Put {
+        return None;
+    }
+    let agent = Uuid::parse_str(&entry.key).ok()?;
+    let millis: i64 = std::str::from_utf8(&entry.value).ok()?.parse().ok()?;
+    Some(Beat {
+        agent,
+        at: DateTime::from_timestamp_millis(millis)?,
+    })
+}
+
+impl Heartbeats {
+    /// Opens (or creates) the bucket. Entries older than `keep` vanish: long after any timeout.
+    pub async fn open(log: &EventLog, keep: Duration) -> Result<Self, LogError> {
+        let store = context(log)
+            .create_or_update_key_value(kv::Config {
+                bucket: log.namespace().heartbeats(),
+                description: "Hive agents' last heartbeats".into(),
+                history: 1,
+                max_age: keep,
+                storage: jetstream::stream::StorageType::Memory,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| LogError::new("open the heartbeat bucket", e))?;
+        Ok(Self { store })
+    }
+
+    /// Records that `agent` is alive at `at`.
+    pub async fn beat(&self, agent: Uuid, at: DateTime<Utc>) -> Result<(), LogError> {
+        self.store
+            .put(
+                agent.to_string(),
+                Bytes::from(at.timestamp_millis().to_string()),
+            )
+            .await
+            .map_err(|e| LogError::new("record a heartbeat", e))?;
+        Ok(())
+    }
+
+    /// The last heartbeat of `agent`, if any.
+    pub async fn last(&self, agent: Uuid) -> Result<Option<DateTime<Utc>>, LogError> {
+        let entry = self
+            .store
+            .entry(agent.to_string())
+            .await
+            .map_err(|e| LogError::new("read a heartbeat", e))?;
+        Ok(entry.as_ref().and_then(parse_beat).map(|b| b.at))
+    }
+
+    /// Every heartbeat: the current ones first, then each new one as it comes.
+    pub async fn watch(&self) -> Result<impl Stream<Item = Beat> + Send + use<>, LogError> {
+        let watch = self
+            .store
+            .watch_all()
+            .await
+            .map_err(|e| LogError::new("watch heartbeats", e))?;
+        Ok(watch.filter_map(|entry| async move { entry.ok().as_ref().and_then(parse_beat) }))
+    }
+
+    /// The current heartbeats.
+    pub async fn all(&self) -> Result<HashMap<Uuid, DateTime<Utc>>, LogError> {
+        let mut keys = self
+            .store
+            .keys()
+            .await
+            .map_err(|e| LogError::new("list heartbeats", e))?;
+        let mut beats = HashMap::new();
+        while let Some(key) = keys.next().await {
+            let Ok(key) = key else { continue };
+            if let Ok(agent) = Uuid::parse_str(&key)
+                && let Some(at) = self.last(agent).await?
+            {
+                beats.insert(agent, at);
+            }
+        }
+        Ok(beats)
+    }
+}
+
+/// A lease that at most one holder has at a time: a key created only if absent, renewed with a
+/// compare-and-set on its revision, and gone `ttl` after its last renewal when the holder dies.
+pub struct Lease {
+    store: kv::Store,
+    holder: String,
+    revision: Option<u64>,
+}
+
+const LEADER: &str = "leader";
+
+impl Lease {
+    /// Opens the lease bucket for `holder`.
+    pub async fn open(
+        log: &EventLog,
+        holder: impl Into<String>,
+        ttl: Duration,
+    ) -> Result<Self, LogError> {
+        let store = context(log)
+            .create_or_update_key_value(kv::Config {
+                bucket: log.namespace().scheduler_lease(),
+                description: "Which Hive scheduler is active".into(),
+                history: 1,
+                max_age: ttl,
+                storage: jetstream::stream::StorageType::Memory,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| LogError::new("open the lease bucket", e))?;
+        Ok(Self {
+            store,
+            holder: holder.into(),
+            revision: None,
+        })
+    }
+
+    /// Takes the lease if nobody holds it. True when we hold it now.
+    pub async fn try_acquire(&mut self) -> bool {
+        match self
+            .store
+            .create(LEADER, Bytes::from(self.holder.clone()))
+            .await
+        {
+            Ok(revision) => {
+                self.revision = Some(revision);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Renews a held lease. False when it was lost (it lapsed and someone else took it).
+    pub async fn renew(&mut self) -> bool {
+        let Some(revision) = self.revision else {
+            return false;
+        };
+        match self
+            .store
+            .update(LEADER, Bytes::from(self.holder.clone()), revision)
+            .await
+        {
+            Ok(revision) => {
+                self.revision = Some(revision);
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "lost the scheduler lease");
+                self.revision = None;
+                false
+            }
+        }
+    }
+
+    /// Gives a held lease up at once, so a standby need not wait for it to lapse.
+    pub async fn release(&mut self) {
+        if let Some(revision) = self.revision.take() {
+            let _ = self
+                .store
+                .delete_expect_revision(LEADER, Some(revision))
+                .await;
+        }
+    }
+
+    /// Who holds the lease now, if anyone.
+    pub async fn holder(&self) -> Option<String> {
+        self.store
+            .get(LEADER)
+            .await
+            .ok()
+            .flatten()
+            .map(|v| String::from_utf8_lossy(&v).into_owned())
+    }
+}

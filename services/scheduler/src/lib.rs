@@ -1,0 +1,219 @@
+//! The scheduler: one active instance (a lease in JetStream KV; standbys take over when it lapses)
+//! folds the whole log into a [`board::Board`] and, on every event, assigns queued tasks to agents and
+//! issues the follow-ups that facts make due (retries with back-off, dead letters, dependencies, requeues
+//! after a lapsed lease or a lost agent, agents made ready or recovered by their heartbeats). Time-based
+//! rules wake it at the board's next deadline, not on a polling timer.
+//!
+//! Every decision is an ordinary command on the event log, appended with optimistic concurrency on the
+//! aggregate: even two schedulers at once could never assign one task twice.
+
+pub mod board;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::{FutureExt, StreamExt};
+use hive_eventlog::{CommandContext, CommandError, EventLog, Heartbeats, Lease, LogError};
+use hive_events::task::{Task, TaskCommand};
+use hive_events::{Actor, agent::Agent};
+use serde_json::json;
+use tokio::sync::watch;
+
+pub use board::{Action, Board, Policy};
+
+/// How the scheduler runs.
+#[derive(Clone, Debug)]
+pub struct SchedulerConfig {
+    /// The scheduling rules' timings.
+    pub policy: Policy,
+    /// How long the leader lease lasts without renewal; a standby takes over within about this long.
+    pub leader_ttl: Duration,
+    /// This instance's name in the lease.
+    pub instance: String,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        Self {
+            policy: Policy::default(),
+            leader_ttl: Duration::from_secs(5),
+            instance: format!("scheduler-{}", uuid::Uuid::new_v4().simple()),
+        }
+    }
+}
+
+/// The scheduler.
+pub struct Scheduler {
+    log: EventLog,
+    heartbeats: Heartbeats,
+    config: SchedulerConfig,
+    leading: watch::Sender<bool>,
+}
+
+impl Scheduler {
+    /// A scheduler on `log`, reading heartbeats from `heartbeats`.
+    pub fn new(log: EventLog, heartbeats: Heartbeats, config: SchedulerConfig) -> Self {
+        Self {
+            log,
+            heartbeats,
+            config,
+            leading: watch::Sender::new(false),
+        }
+    }
+
+    /// True while this instance is the active scheduler.
+    pub fn leading(&self) -> watch::Receiver<bool> {
+        self.leading.subscribe()
+    }
+
+    /// Runs until `shutdown` resolves: waits for the lease, leads while it holds it, and waits again
+    /// if it loses it.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), LogError> {
+        let mut shutdown = std::pin::pin!(shutdown.fuse());
+        let mut lease =
+            Lease::open(&self.log, &self.config.instance, self.config.leader_ttl).await?;
+        let poll = self.config.leader_ttl / 10;
+        loop {
+            if lease.try_acquire().await {
+                tracing::info!(instance = %self.config.instance, "leading the scheduling");
+                self.leading.send_replace(true);
+                let result = tokio::select! {
+                    () = &mut shutdown => {
+                        lease.release().await;
+                        self.leading.send_replace(false);
+                        return Ok(());
+                    }
+                    result = self.lead(&mut lease) => result,
+                };
+                self.leading.send_replace(false);
+                if let Err(e) = result {
+                    tracing::warn!(error = %e, "scheduler interrupted");
+                    lease.release().await;
+                }
+            }
+            tokio::select! {
+                () = &mut shutdown => return Ok(()),
+                () = tokio::time::sleep(poll) => {}
+            }
+        }
+    }
+
+    /// Leads until the lease is lost (Ok) or the log fails (Err).
+    async fn lead(&self, lease: &mut Lease) -> Result<(), LogError> {
+        let head = self.log.last_seq().await?;
+        let mut board = Board::default();
+        let mut events = Box::pin(self.log.read_from(1).await?);
+        let mut beats = Box::pin(self.heartbeats.watch().await?);
+        let mut renew = tokio::time::interval(self.config.leader_ttl / 3);
+        renew.tick().await;
+        let subjects = self.log.subjects().clone();
+        let policy = &self.config.policy;
+        loop {
+            let caught_up = board.last_seq() >= head;
+            let wake = board
+                .next_deadline(policy)
+                .map(|at| (at - chrono::Utc::now()).to_std().unwrap_or_default())
+                .unwrap_or(Duration::from_secs(3600));
+            tokio::select! {
+                event = events.next() => {
+                    let Some(event) = event else {
+                        return Err(LogError::new("read the log", "the reader ended"));
+                    };
+                    board.apply(&event?, &subjects);
+                    // Fold what is already here before deciding anything.
+                    for _ in 0..10_000 {
+                        match events.next().now_or_never() {
+                            Some(Some(event)) => board.apply(&event?, &subjects),
+                            _ => break,
+                        }
+                    }
+                }
+                Some(beat) = beats.next() => board.beat(beat.agent, beat.at),
+                () = tokio::time::sleep(wake), if caught_up => {}
+                _ = renew.tick() => {
+                    if !lease.renew().await {
+                        return Ok(());
+                    }
+                }
+            }
+            if board.last_seq() >= head {
+                self.act(&mut board).await;
+            }
+        }
+    }
+
+    /// Issues every command that is due, concurrently (each on its own aggregate).
+    async fn act(&self, board: &mut Board) {
+        let now = hive_eventlog::command::now_micros();
+        let mut actions = board.follow_ups(now, &self.config.policy, rand::random::<f64>);
+        actions.extend(board.assignments(now, &self.config.policy));
+        if actions.is_empty() {
+            return;
+        }
+        let results = futures::future::join_all(actions.into_iter().map(|a| self.issue(a))).await;
+        for (target, result) in results {
+            if let Err(e) = result {
+                // The state moved under us (another writer) or the log failed: decide again on the
+                // next event or deadline.
+                tracing::debug!(%target, error = %e, "scheduler command not applied");
+                board.settle(target);
+            }
+        }
+    }
+
+    async fn issue(&self, action: Action) -> (uuid::Uuid, Result<(), CommandError>) {
+        let target = action.target();
+        let ctx = CommandContext::new(Actor::new("system:scheduler"));
+        let result = match action {
+            Action::Agent(id, command, state, seq) => self
+                .log
+                .execute_on::<Agent>(id, &ctx, command, state, seq)
+                .await
+                .map(|_| ()),
+            Action::Task(id, command, state, seq) => {
+                let assigned_to = match &command {
+                    TaskCommand::Assign { agent_id, .. } => Some(*agent_id),
+                    _ => None,
+                };
+                let notice = assigned_to.map(|agent| (agent, state.clone()));
+                let done = self
+                    .log
+                    .execute_on::<Task>(id, &ctx, command, state, seq)
+                    .await;
+                if let (Ok(done), Some((agent, task))) = (&done, notice) {
+                    self.announce(agent.as_uuid(), id, &task, done.seq).await;
+                }
+                done.map(|_| ())
+            }
+        };
+        (target, result)
+    }
+
+    /// Tells the agent's runtime about its new assignment (a push; a lost one lapses and is requeued).
+    async fn announce(&self, agent: uuid::Uuid, task_id: uuid::Uuid, task: &Task, seq: u64) {
+        let body = json!({
+            "task_id": task_id,
+            "seq": seq,
+            "title": task.title,
+            "description": task.description,
+            "task_type": task.task_type,
+            "priority": task.priority.get(),
+            "required_capabilities": task.required_capabilities,
+            "project_id": task.project_id,
+            "attempt": task.attempts + 1,
+        });
+        let subject = assignments_subject(self.log.namespace(), agent);
+        if let Err(e) = self
+            .log
+            .notify(subject, Bytes::from(body.to_string()))
+            .await
+        {
+            tracing::debug!(error = %e, "could not announce an assignment");
+        }
+    }
+}
+
+/// Where an agent's assignments are announced.
+pub fn assignments_subject(ns: &hive_eventlog::Namespace, agent: uuid::Uuid) -> String {
+    format!("{}.assignments.{agent}", ns.as_str())
+}
