@@ -44,7 +44,7 @@ impl Default for Policy {
 #[derive(Clone, Debug)]
 pub enum Action {
     /// A command to a task, decided on the state the board holds.
-    Task(Uuid, TaskCommand, Task, u64),
+    Task(Uuid, TaskCommand, Box<Task>, u64),
     /// A command to an agent, decided on the state the board holds.
     Agent(Uuid, AgentCommand, Agent, u64),
 }
@@ -268,7 +268,7 @@ impl Board {
                 agent_id: AgentId::from_uuid(agent),
                 lease_expires_at: now + lease,
             };
-            actions.push(Action::Task(*task_id, command, task.clone(), held.seq));
+            actions.push(Action::Task(*task_id, command, Box::new(task.clone()), held.seq));
         }
         for action in &actions {
             self.pending.insert(action.target());
@@ -361,7 +361,7 @@ impl Board {
                 _ => None,
             };
             if let Some(command) = command {
-                actions.push(Action::Task(*id, command, task.clone(), held.seq));
+                actions.push(Action::Task(*id, command, Box::new(task.clone()), held.seq));
             }
         }
         for action in &actions {
