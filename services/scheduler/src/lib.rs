@@ -178,7 +178,7 @@ impl Scheduler {
                 let notice = assigned_to.map(|agent| (agent, state.clone()));
                 let done = self
                     .log
-                    .execute_on::<Task>(id, &ctx, command, state, seq)
+                    .execute_on::<Task>(id, &ctx, command, *state, seq)
                     .await;
                 if let (Ok(done), Some((agent, task))) = (&done, notice) {
                     self.announce(agent.as_uuid(), id, &task, done.seq).await;
