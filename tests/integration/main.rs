@@ -3,4 +3,5 @@
 
 mod api;
 mod log;
+mod orchestration;
 mod projector;

@@ -114,6 +114,13 @@ impl World {
         &self.backends.db
     }
 
+    /// The heartbeat bucket.
+    pub async fn heartbeats(&self) -> hive_eventlog::Heartbeats {
+        hive_eventlog::Heartbeats::open(self.log(), std::time::Duration::from_secs(600))
+            .await
+            .expect("open the heartbeat bucket")
+    }
+
     /// The namespace.
     pub fn namespace(&self) -> Namespace {
         Namespace::new(&self.config.namespace)
@@ -128,6 +135,51 @@ impl World {
             .await
             .expect("ack")
             .sequence
+    }
+
+    /// Waits (at most 20 s) until the log holds an event of `event_type` for aggregate `id`, and answers
+    /// its sequence: a test waits on the fact itself, not on time.
+    pub async fn wait_for_event(
+        &self,
+        kind: hive_events::AggregateKind,
+        id: uuid::Uuid,
+        event_type: &str,
+    ) -> u64 {
+        self.wait_for_nth_event(kind, id, event_type, 1).await
+    }
+
+    /// Like [`World::wait_for_event`], for the `n`-th such event.
+    pub async fn wait_for_nth_event(
+        &self,
+        kind: hive_events::AggregateKind,
+        id: uuid::Uuid,
+        event_type: &str,
+        n: usize,
+    ) -> u64 {
+        use futures::StreamExt;
+        let subject = self.log().subjects().of(kind, id);
+        let mut events = Box::pin(self.log().read_from(1).await.expect("read the log"));
+        let mut seen = 0;
+        let found = tokio::time::timeout(std::time::Duration::from_secs(20), async {
+            while let Some(event) = events.next().await {
+                let event = event.expect("read the log");
+                if event.subject != subject {
+                    continue;
+                }
+                let Ok(envelope) = hive_events::envelope::decode(&event.payload, None) else {
+                    continue;
+                };
+                if envelope.event.event_type() == event_type {
+                    seen += 1;
+                    if seen == n {
+                        return event.seq;
+                    }
+                }
+            }
+            panic!("the log ended");
+        })
+        .await;
+        found.unwrap_or_else(|_| panic!("no {event_type} #{n} for {kind} {id} within 20 s"))
     }
 
     /// Starts `parts` of a hive on this world, the API on a free port.
@@ -147,13 +199,19 @@ impl World {
         }
     }
 
-    /// Starts API and projector.
+    /// Starts API and projector (no scheduler: tests of the core drive tasks by hand).
     pub async fn hive(&self) -> TestHive {
         self.run(Parts {
             api: true,
             projector: true,
+            scheduler: false,
         })
         .await
+    }
+
+    /// Starts every part, the scheduler included.
+    pub async fn full_hive(&self) -> TestHive {
+        self.run(Parts::ALL).await
     }
 }
 
@@ -209,8 +267,57 @@ impl TestHive {
         )
     }
 
+    /// The agent's assignment stream (server-sent events), as its runtime reads it.
+    pub async fn assignments(&self, agent: &str) -> Assignments {
+        let response = self
+            .http
+            .get(self.url(&format!("/api/v1/agents/{agent}/assignments")))
+            .send()
+            .await
+            .expect("open the assignment stream");
+        assert_eq!(response.status(), 200);
+        Assignments {
+            body: Box::pin(response.bytes_stream()),
+            buffer: String::new(),
+        }
+    }
+
     /// Stops it.
     pub async fn stop(mut self) {
         self.running.stop_all().await.expect("stop the hive");
+    }
+}
+
+/// An agent's assignments as they are pushed.
+pub struct Assignments {
+    body: std::pin::Pin<Box<dyn futures::Stream<Item = reqwest::Result<Bytes>> + Send>>,
+    buffer: String,
+}
+
+impl Assignments {
+    /// The next assignment (at most 20 s away).
+    pub async fn next(&mut self) -> serde_json::Value {
+        use futures::StreamExt;
+        let wait = async {
+            loop {
+                if let Some(end) = self.buffer.find("\n\n") {
+                    let frame: String = self.buffer.drain(..end + 2).collect();
+                    if let Some(data) = frame.lines().find_map(|l| l.strip_prefix("data:")) {
+                        return serde_json::from_str(data.trim()).expect("an assignment in JSON");
+                    }
+                    continue;
+                }
+                let chunk = self
+                    .body
+                    .next()
+                    .await
+                    .expect("the stream stays open")
+                    .expect("read the stream");
+                self.buffer.push_str(&String::from_utf8_lossy(&chunk));
+            }
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(20), wait)
+            .await
+            .expect("an assignment within 20 s")
     }
 }

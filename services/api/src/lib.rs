@@ -56,10 +56,14 @@ pub struct AppState {
     pub db: DatabaseConnection,
     /// The event log.
     pub log: EventLog,
+    /// Agents' heartbeats.
+    pub heartbeats: hive_eventlog::Heartbeats,
     /// The projection's checkpoint and the log's head.
     pub progress: Progress,
     /// Settings.
     pub config: Arc<ApiConfig>,
+    /// Set when the server begins to shut down, so that endless streams end.
+    pub closing: Arc<tokio::sync::watch::Sender<bool>>,
     /// `/status` computed at a checkpoint, reused until the checkpoint moves.
     pub status_cache: Arc<tokio::sync::Mutex<Option<(u64, serde_json::Value)>>>,
 }
@@ -73,12 +77,15 @@ impl AppState {
     ) -> Result<Self, error::ApiError> {
         let progress =
             Progress::follow(db.clone(), log.clone(), &config.projection, config.refresh).await?;
+        let heartbeats = hive_eventlog::Heartbeats::open(&log, Duration::from_secs(600)).await?;
         Ok(Self {
             db,
             log,
+            heartbeats,
             progress,
             config: Arc::new(config),
             status_cache: Arc::default(),
+            closing: Arc::new(tokio::sync::watch::Sender::new(false)),
         })
     }
 }
@@ -105,7 +112,12 @@ pub async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let closing = state.closing.clone();
+    let signal = async move {
+        shutdown.await;
+        closing.send_replace(true);
+    };
     axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
+        .with_graceful_shutdown(signal)
         .await
 }

@@ -18,6 +18,11 @@ impl Namespace {
         format!("{}_heartbeats", self.as_str())
     }
 
+    /// Where the scheduler announces one agent's new assignments (core NATS, a push to its runtime).
+    pub fn assignments(&self, agent: Uuid) -> String {
+        format!("{}.assignments.{agent}", self.as_str())
+    }
+
     /// The scheduler lease bucket's name.
     pub fn scheduler_lease(&self) -> String {
         format!("{}_scheduler", self.as_str())

@@ -37,6 +37,18 @@ pub struct Config {
     pub body_limit_bytes: usize,
     /// Database connections per process (`HIVE_DB_POOL`).
     pub db_pool: u32,
+    /// How long after its last heartbeat an agent is lost, in seconds (`HIVE_HEARTBEAT_TIMEOUT_SECS`).
+    pub heartbeat_timeout_secs: f64,
+    /// How often agent runtimes heartbeat, in seconds (`HIVE_HEARTBEAT_INTERVAL_SECS`).
+    pub heartbeat_interval_secs: f64,
+    /// How long an agent has to accept an assignment, in seconds (`HIVE_ASSIGNMENT_LEASE_SECS`).
+    pub assignment_lease_secs: f64,
+    /// The first retry's back-off in seconds, doubled per attempt (`HIVE_RETRY_BASE_SECS`).
+    pub retry_base_secs: f64,
+    /// The longest retry back-off in seconds (`HIVE_RETRY_CAP_SECS`).
+    pub retry_cap_secs: f64,
+    /// How long the active scheduler's lease lasts unrenewed, in seconds (`HIVE_LEADER_TTL_SECS`).
+    pub leader_ttl_secs: f64,
 }
 
 impl Default for Config {
@@ -54,6 +66,12 @@ impl Default for Config {
             min_seq_timeout_ms: 2_000,
             body_limit_bytes: 1024 * 1024,
             db_pool: 20,
+            heartbeat_timeout_secs: 15.0,
+            heartbeat_interval_secs: 5.0,
+            assignment_lease_secs: 30.0,
+            retry_base_secs: 1.0,
+            retry_cap_secs: 300.0,
+            leader_ttl_secs: 5.0,
         }
     }
 }
@@ -119,6 +137,21 @@ impl Config {
         hive_api::ApiConfig {
             min_seq_timeout: Duration::from_millis(self.min_seq_timeout_ms),
             body_limit: self.body_limit_bytes,
+            ..Default::default()
+        }
+    }
+
+    /// The scheduler's settings.
+    pub fn scheduler(&self) -> hive_scheduler::SchedulerConfig {
+        let secs = Duration::from_secs_f64;
+        hive_scheduler::SchedulerConfig {
+            policy: hive_scheduler::Policy {
+                assignment_lease: secs(self.assignment_lease_secs),
+                heartbeat_timeout: secs(self.heartbeat_timeout_secs),
+                retry_base: secs(self.retry_base_secs),
+                retry_cap: secs(self.retry_cap_secs),
+            },
+            leader_ttl: secs(self.leader_ttl_secs),
             ..Default::default()
         }
     }

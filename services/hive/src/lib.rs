@@ -111,6 +111,17 @@ pub struct Parts {
     pub api: bool,
     /// The read-model projector.
     pub projector: bool,
+    /// The scheduler (one is active at a time; more are standbys).
+    pub scheduler: bool,
+}
+
+impl Parts {
+    /// Every part.
+    pub const ALL: Parts = Parts {
+        api: true,
+        projector: true,
+        scheduler: true,
+    };
 }
 
 /// Running services, stopped together.
@@ -199,6 +210,18 @@ pub async fn run(
         running.tasks.push((
             "projector",
             tokio::spawn(async move { projector.run(shutdown).await.map_err(Into::into) }),
+        ));
+    }
+    if parts.scheduler {
+        let heartbeats =
+            hive_eventlog::Heartbeats::open(&backends.log, std::time::Duration::from_secs(600))
+                .await?;
+        let scheduler =
+            hive_scheduler::Scheduler::new(backends.log.clone(), heartbeats, config.scheduler());
+        let shutdown = running.shutdown_signal();
+        running.tasks.push((
+            "scheduler",
+            tokio::spawn(async move { scheduler.run(shutdown).await.map_err(Into::into) }),
         ));
     }
     if parts.api {

@@ -18,7 +18,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the whole hive in one process (API and projector). For HIVE_NATS_URL or HIVE_DATABASE_URL
+    /// Run the whole hive in one process (API, projector and scheduler). For HIVE_NATS_URL or HIVE_DATABASE_URL
     /// left unset, start nats-server or PostgreSQL under $HIVE_HOME and stop it on exit.
     Up,
     /// Run one part against configured servers (HIVE_NATS_URL, HIVE_DATABASE_URL).
@@ -37,6 +37,8 @@ enum Part {
     Api,
     /// The read-model projector (migrates the database at start).
     Projector,
+    /// The scheduler; run several for standbys (one is active at a time).
+    Scheduler,
 }
 
 fn required(value: &Option<String>, name: &str) -> anyhow::Result<String> {
@@ -68,14 +70,20 @@ async fn main() -> anyhow::Result<()> {
         Command::Serve { part } => {
             let nats = required(&config.nats_url, "HIVE_NATS_URL")?;
             let db = required(&config.database_url, "HIVE_DATABASE_URL")?;
+            let none = Parts {
+                api: false,
+                projector: false,
+                scheduler: false,
+            };
             let parts = match part {
-                Part::Api => Parts {
-                    api: true,
-                    projector: false,
-                },
+                Part::Api => Parts { api: true, ..none },
                 Part::Projector => Parts {
-                    api: false,
                     projector: true,
+                    ..none
+                },
+                Part::Scheduler => Parts {
+                    scheduler: true,
+                    ..none
                 },
             };
             let backends = connect(&config, &nats, &db, parts.projector).await?;

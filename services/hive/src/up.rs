@@ -73,11 +73,7 @@ pub async fn up(config: Config) -> anyhow::Result<()> {
     let (nats_url, database_url, mut servers) = backends(&config).await?;
     let result = async {
         let backends = crate::connect(&config, &nats_url, &database_url, true).await?;
-        let parts = Parts {
-            api: true,
-            projector: true,
-        };
-        let running = crate::run(&config, backends, parts, config.http_addr).await?;
+        let running = crate::run(&config, backends, Parts::ALL, config.http_addr).await?;
         let addr = running.addr.expect("the API runs");
         println!("hive is up");
         println!("  API        http://{addr}/  (health: http://{addr}/health)");

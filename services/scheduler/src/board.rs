@@ -135,7 +135,7 @@ impl Board {
                 }
             }
             DomainEvent::Task(event) => {
-                if self.finished.contains_key(&id) {
+                if self.finished.contains_key(&id) && !self.tasks.contains_key(&id) {
                     return;
                 }
                 let current = self.tasks.remove(&id);
@@ -155,8 +155,13 @@ impl Board {
                     },
                 };
                 self.created_seq.entry(id).or_insert(raw.seq);
+                self.finished.remove(&id);
                 if next.status.is_final() {
                     self.finished.insert(id, next.status);
+                }
+                // Completed and cancelled tasks never change again; a dead-lettered one may be retried
+                // by an operator, so the board keeps its state.
+                if matches!(next.status, TaskStatus::Completed | TaskStatus::Cancelled) {
                     self.created_seq.remove(&id);
                 } else {
                     self.index(id, &next);
@@ -268,7 +273,12 @@ impl Board {
                 agent_id: AgentId::from_uuid(agent),
                 lease_expires_at: now + lease,
             };
-            actions.push(Action::Task(*task_id, command, Box::new(task.clone()), held.seq));
+            actions.push(Action::Task(
+                *task_id,
+                command,
+                Box::new(task.clone()),
+                held.seq,
+            ));
         }
         for action in &actions {
             self.pending.insert(action.target());

@@ -202,7 +202,7 @@ impl Scheduler {
             "project_id": task.project_id,
             "attempt": task.attempts + 1,
         });
-        let subject = assignments_subject(self.log.namespace(), agent);
+        let subject = self.log.namespace().assignments(agent);
         if let Err(e) = self
             .log
             .notify(subject, Bytes::from(body.to_string()))
@@ -211,9 +211,4 @@ impl Scheduler {
             tracing::debug!(error = %e, "could not announce an assignment");
         }
     }
-}
-
-/// Where an agent's assignments are announced.
-pub fn assignments_subject(ns: &hive_eventlog::Namespace, agent: uuid::Uuid) -> String {
-    format!("{}.assignments.{agent}", ns.as_str())
 }

@@ -18,20 +18,27 @@ use crate::views::{DeadLetterView, List};
 
 pub(crate) fn routes() -> Router<AppState> {
     Router::new()
-        .route("/api/v1/{kind}/{id}/events", get(events))
+        // One route per kind: a static `events` segment outranks the `{action}` of the command routes.
+        .route(
+            "/api/v1/agents/{id}/events",
+            get(|s, p| events(s, p, AggregateKind::Agent)),
+        )
+        .route(
+            "/api/v1/tasks/{id}/events",
+            get(|s, p| events(s, p, AggregateKind::Task)),
+        )
+        .route(
+            "/api/v1/projects/{id}/events",
+            get(|s, p| events(s, p, AggregateKind::Project)),
+        )
         .route("/api/v1/dead-letters", get(dead_letters))
 }
 
 async fn events(
     State(state): State<AppState>,
-    Path((kind, id)): Path<(String, Uuid)>,
+    Path(id): Path<Uuid>,
+    kind: AggregateKind,
 ) -> ApiResult<Json<Value>> {
-    let kind = match kind.as_str() {
-        "agents" => AggregateKind::Agent,
-        "tasks" => AggregateKind::Task,
-        "projects" => AggregateKind::Project,
-        _ => return Err(ApiError::new(Code::NotFound, "no such route")),
-    };
     let history = state.log.history(kind, id).await?;
     if history.is_empty() {
         return Err(ApiError::not_found(kind.as_str(), id));

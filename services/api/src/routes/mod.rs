@@ -1,7 +1,10 @@
 //! Every route, one module per resource.
 
 pub mod agents;
+pub mod assignments;
+pub mod compat;
 pub mod history;
+pub mod lifecycle;
 pub mod projects;
 pub mod system;
 pub mod tasks;
@@ -23,6 +26,9 @@ pub fn all() -> Router<AppState> {
         .merge(tasks::routes())
         .merge(projects::routes())
         .merge(history::routes())
+        .merge(lifecycle::routes())
+        .merge(assignments::routes())
+        .merge(compat::routes())
         .fallback(|| async { ApiError::new(Code::NotFound, "no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(

@@ -3,7 +3,7 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
-use axum::routing::{get, post};
+use axum::routing::get;
 use axum::{Json, Router};
 use hive_eventlog::EventLog;
 use hive_events::agent::Agent;
@@ -26,7 +26,6 @@ pub(crate) fn routes() -> Router<AppState> {
     Router::new()
         .route("/api/v1/tasks", get(list).post(create))
         .route("/api/v1/tasks/{id}", get(read))
-        .route("/api/v1/tasks/{id}/cancel", post(cancel))
 }
 
 /// A priority as a number 1..=10 or a name.
@@ -39,7 +38,7 @@ enum PriorityInput {
 
 /// `POST /api/v1/tasks`: Hive's shape, or Agent Hive 2.0's (`task_type`, `description`, named priority).
 #[derive(Debug, Deserialize)]
-struct Create {
+pub(crate) struct Create {
     title: Option<String>,
     description: Option<String>,
     task_type: Option<String>,
@@ -48,7 +47,7 @@ struct Create {
     required_capabilities: Vec<String>,
     #[serde(default)]
     depends_on: Vec<Uuid>,
-    project_id: Option<Uuid>,
+    pub(crate) project_id: Option<Uuid>,
     /// Pins the task to one agent (Agent Hive 2.0's `assigned_agent`).
     #[serde(alias = "assigned_agent")]
     pinned_agent: Option<Uuid>,
@@ -107,6 +106,20 @@ async fn create(
     Command(ctx): Command,
     extract::Json(body): extract::Json<Create>,
 ) -> ApiResult<Response> {
+    let done = create_task(&state, &ctx, body).await?;
+    Ok(committed(
+        StatusCode::CREATED,
+        done,
+        json!({"task_id": done.aggregate_id, "seq": done.seq}),
+    ))
+}
+
+/// Checks a task's references (project, pinned agent, dependencies) against the log and creates it.
+pub(crate) async fn create_task(
+    state: &AppState,
+    ctx: &hive_eventlog::CommandContext,
+    body: Create,
+) -> ApiResult<hive_eventlog::Committed> {
     let title = body.title()?;
     let priority = match &body.priority {
         None => Priority::NORMAL,
@@ -144,14 +157,10 @@ async fn create(
     });
     let done = state
         .log
-        .create::<Task>(TaskId::new().as_uuid(), &ctx, command)
+        .create::<Task>(TaskId::new().as_uuid(), ctx, command)
         .await?;
     state.progress.saw_append(done.seq);
-    Ok(committed(
-        StatusCode::CREATED,
-        done,
-        json!({"task_id": done.aggregate_id, "seq": done.seq}),
-    ))
+    Ok(done)
 }
 
 #[derive(Debug, Deserialize)]
@@ -196,29 +205,4 @@ async fn read(State(state): State<AppState>, Path(id): Path<Uuid>) -> ApiResult<
         .await?
         .map(|t| Json(t.into()))
         .ok_or_else(|| ApiError::not_found("task", id))
-}
-
-/// `POST /api/v1/tasks/{id}/cancel`, with an optional `{reason}`.
-#[derive(Debug, Default, Deserialize)]
-struct Cancel {
-    reason: Option<String>,
-}
-
-async fn cancel(
-    State(state): State<AppState>,
-    Command(ctx): Command,
-    Path(id): Path<Uuid>,
-    extract::OptionalJson(body): extract::OptionalJson<Cancel>,
-) -> ApiResult<Response> {
-    let reason = body.and_then(|b| b.reason);
-    let done = state
-        .log
-        .execute::<Task>(id, &ctx, TaskCommand::Cancel { reason })
-        .await?;
-    state.progress.saw_append(done.seq);
-    Ok(committed(
-        StatusCode::OK,
-        done,
-        json!({"task_id": id, "seq": done.seq}),
-    ))
 }

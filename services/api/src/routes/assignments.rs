@@ -1,0 +1,65 @@
+//! `GET /api/v1/agents/{id}/assignments`: a server-sent event stream of the agent's assignments, pushed
+//! as the scheduler makes them. On connect it first sends the tasks already assigned to the agent, so a
+//! reconnecting runtime misses nothing that is still its own.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::routing::get;
+use futures::{Stream, StreamExt, stream};
+use hive_schema::tasks;
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::AppState;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::Path;
+
+pub(crate) fn routes() -> Router<AppState> {
+    Router::new().route("/api/v1/agents/{id}/assignments", get(assignments))
+}
+
+async fn assignments(
+    State(state): State<AppState>,
+    Path(agent): Path<Uuid>,
+) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
+    // Subscribe before reading what is assigned, so nothing falls between the two.
+    let live = state
+        .log
+        .client()
+        .subscribe(state.log.namespace().assignments(agent))
+        .await
+        .map_err(|e| ApiError::unavailable("the event log", e))?;
+    let current = tasks::Entity::find()
+        .filter(tasks::Column::AgentId.eq(agent))
+        .filter(tasks::Column::Status.eq("assigned"))
+        .order_by_asc(tasks::Column::Id)
+        .all(&state.db)
+        .await?;
+    let backlog = current.into_iter().map(|t| {
+        let body = json!({
+            "task_id": t.id, "seq": t.last_seq, "title": t.title, "description": t.description,
+            "task_type": t.task_type, "priority": t.priority,
+            "required_capabilities": t.required_capabilities, "project_id": t.project_id,
+            "attempt": t.attempts,
+        });
+        Ok(Event::default().event("assignment").data(body.to_string()))
+    });
+    let pushed = live.map(|message| {
+        Ok(Event::default()
+            .event("assignment")
+            .data(&String::from_utf8_lossy(&message.payload)))
+    });
+    let mut closing = state.closing.subscribe();
+    let closed = async move {
+        let _ = closing.wait_for(|c| *c).await;
+    };
+    let events = stream::iter(backlog.collect::<Vec<_>>())
+        .chain(pushed)
+        .take_until(closed);
+    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}

@@ -1,0 +1,164 @@
+//! Reports on a task (`POST /api/v1/tasks/{id}/{accept|start|progress|complete|fail|cancel|retry}`) and on
+//! an agent (`POST /api/v1/agents/{id}/{heartbeat|drain|deregister}`). Only the assigned agent may report
+//! on its task; it names itself with `agent_id` in the body or the `Hive-Agent-Id` header (tokens bind
+//! that to the caller once authentication lands).
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use axum::routing::{delete, post};
+use axum::{Json, Router};
+use hive_eventlog::command::now_micros;
+use hive_events::AgentId;
+use hive_events::agent::{Agent, AgentCommand};
+use hive_events::task::{Task, TaskCommand};
+use hive_schema::agents;
+use sea_orm::EntityTrait;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use super::committed;
+use crate::AppState;
+use crate::error::{ApiError, ApiResult, Code};
+use crate::extract::{Command, OptionalJson, Path};
+
+pub(crate) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/tasks/{id}/{action}", post(task_action))
+        .route("/api/v1/agents/{id}/{action}", post(agent_action))
+        .route("/api/v1/agents/{id}", delete(deregister))
+}
+
+/// Everything a report may carry; each action takes what it needs.
+#[derive(Debug, Default, Deserialize)]
+struct Report {
+    agent_id: Option<Uuid>,
+    percent: Option<u8>,
+    message: Option<String>,
+    result: Option<Value>,
+    error: Option<String>,
+    retryable: Option<bool>,
+    reason: Option<String>,
+}
+
+fn reporter(report: &Report, headers: &HeaderMap) -> ApiResult<AgentId> {
+    if let Some(id) = report.agent_id {
+        return Ok(AgentId::from_uuid(id));
+    }
+    headers
+        .get("hive-agent-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| Uuid::parse_str(v).ok())
+        .map(AgentId::from_uuid)
+        .ok_or_else(|| ApiError::invalid("agent_id", "required: the reporting agent's id"))
+}
+
+async fn task_action(
+    State(state): State<AppState>,
+    Command(ctx): Command,
+    Path((id, action)): Path<(Uuid, String)>,
+    headers: HeaderMap,
+    OptionalJson(report): OptionalJson<Report>,
+) -> ApiResult<Response> {
+    let report = report.unwrap_or_default();
+    let command = match action.as_str() {
+        "accept" => TaskCommand::Accept {
+            agent_id: reporter(&report, &headers)?,
+        },
+        "start" => TaskCommand::Start {
+            agent_id: reporter(&report, &headers)?,
+        },
+        "progress" => TaskCommand::Progress {
+            agent_id: reporter(&report, &headers)?,
+            percent: report.percent,
+            message: report.message,
+        },
+        "complete" => TaskCommand::Complete {
+            agent_id: reporter(&report, &headers)?,
+            result: report.result.unwrap_or(Value::Null),
+        },
+        "fail" => TaskCommand::Fail {
+            agent_id: reporter(&report, &headers)?,
+            error: report
+                .error
+                .ok_or_else(|| ApiError::invalid("error", "required: what went wrong"))?,
+            retryable: report.retryable.unwrap_or(true),
+        },
+        "cancel" => TaskCommand::Cancel {
+            reason: report.reason,
+        },
+        "retry" => TaskCommand::Retry,
+        _ => return Err(ApiError::new(Code::NotFound, "no such route")),
+    };
+    let done = state.log.execute::<Task>(id, &ctx, command).await?;
+    state.progress.saw_append(done.seq);
+    Ok(committed(
+        StatusCode::OK,
+        done,
+        json!({"task_id": id, "seq": done.seq}),
+    ))
+}
+
+async fn agent_action(
+    State(state): State<AppState>,
+    Command(ctx): Command,
+    Path((id, action)): Path<(Uuid, String)>,
+    OptionalJson(report): OptionalJson<Report>,
+) -> ApiResult<Response> {
+    let command = match action.as_str() {
+        "heartbeat" => return heartbeat(&state, id).await,
+        "drain" => AgentCommand::Drain,
+        "deregister" => AgentCommand::Deregister {
+            reason: report.and_then(|r| r.reason),
+        },
+        _ => return Err(ApiError::new(Code::NotFound, "no such route")),
+    };
+    let done = state.log.execute::<Agent>(id, &ctx, command).await?;
+    state.progress.saw_append(done.seq);
+    Ok(committed(
+        StatusCode::OK,
+        done,
+        json!({"agent_id": id, "seq": done.seq}),
+    ))
+}
+
+async fn deregister(
+    State(state): State<AppState>,
+    Command(ctx): Command,
+    Path(id): Path<Uuid>,
+) -> ApiResult<Response> {
+    let done = state
+        .log
+        .execute::<Agent>(id, &ctx, AgentCommand::Deregister { reason: None })
+        .await?;
+    state.progress.saw_append(done.seq);
+    Ok(committed(
+        StatusCode::OK,
+        done,
+        json!({"agent_id": id, "seq": done.seq}),
+    ))
+}
+
+/// A heartbeat goes to the KV bucket, not the log; the scheduler turns the first one into
+/// `AgentReady` and one after a lapse into `AgentRecovered`.
+async fn heartbeat(state: &AppState, id: Uuid) -> ApiResult<Response> {
+    let status = match agents::Entity::find_by_id(id).one(&state.db).await? {
+        Some(row) => row.status,
+        // Not projected yet (a heartbeat right after registering): the log knows.
+        None => match state.log.load::<Agent>(id).await?.state {
+            Some(agent) => agent.status.as_str().to_owned(),
+            None => return Err(ApiError::not_found("agent", id)),
+        },
+    };
+    if status == "deregistered" {
+        return Err(ApiError::new(
+            Code::InvalidTransition,
+            format!("agent {id} is deregistered"),
+        ));
+    }
+    state.heartbeats.beat(id, now_micros()).await?;
+    Ok(axum::response::IntoResponse::into_response(Json(
+        json!({"agent_id": id, "status": status}),
+    )))
+}
