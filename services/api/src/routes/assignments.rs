@@ -52,7 +52,7 @@ async fn assignments(
     let pushed = live.map(|message| {
         Ok(Event::default()
             .event("assignment")
-            .data(&String::from_utf8_lossy(&message.payload)))
+            .data(String::from_utf8_lossy(&message.payload)))
     });
     let mut closing = state.closing.subscribe();
     let closed = async move {
