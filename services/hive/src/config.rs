@@ -39,8 +39,6 @@ pub struct Config {
     pub db_pool: u32,
     /// How long after its last heartbeat an agent is lost, in seconds (`HIVE_HEARTBEAT_TIMEOUT_SECS`).
     pub heartbeat_timeout_secs: f64,
-    /// How often agent runtimes heartbeat, in seconds (`HIVE_HEARTBEAT_INTERVAL_SECS`).
-    pub heartbeat_interval_secs: f64,
     /// How long an agent has to accept an assignment, in seconds (`HIVE_ASSIGNMENT_LEASE_SECS`).
     pub assignment_lease_secs: f64,
     /// The first retry's back-off in seconds, doubled per attempt (`HIVE_RETRY_BASE_SECS`).
@@ -67,7 +65,6 @@ impl Default for Config {
             body_limit_bytes: 1024 * 1024,
             db_pool: 20,
             heartbeat_timeout_secs: 15.0,
-            heartbeat_interval_secs: 5.0,
             assignment_lease_secs: 30.0,
             retry_base_secs: 1.0,
             retry_cap_secs: 300.0,
