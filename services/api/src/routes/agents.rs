@@ -113,3 +113,15 @@ async fn read(State(state): State<AppState>, Path(id): Path<Uuid>) -> ApiResult<
         .map(|a| Json(a.into()))
         .ok_or_else(|| ApiError::not_found("agent", id))
 }
+
+/// An agent's status: from the read model, or from the log when it is not projected yet (a heartbeat
+/// or status check right after registering).
+pub(crate) async fn status_of(state: &AppState, id: Uuid) -> ApiResult<String> {
+    if let Some(row) = agents::Entity::find_by_id(id).one(&state.db).await? {
+        return Ok(row.status);
+    }
+    match state.log.load::<Agent>(id).await?.state {
+        Some(agent) => Ok(agent.status.as_str().to_owned()),
+        None => Err(ApiError::not_found("agent", id)),
+    }
+}

@@ -6,7 +6,6 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use hive_events::agent::Agent;
 use hive_schema::agents;
 use sea_orm::{EntityTrait, QueryOrder, QuerySelect};
 use serde_json::{Value, json};
@@ -15,7 +14,7 @@ use uuid::Uuid;
 use super::committed;
 use super::tasks::{Create, create_task};
 use crate::AppState;
-use crate::error::{ApiError, ApiResult};
+use crate::error::ApiResult;
 use crate::extract::{self, Command, Path};
 use crate::views::AgentView;
 
@@ -31,13 +30,7 @@ async fn agent_status(
     State(state): State<AppState>,
     Path(id): Path<Uuid>,
 ) -> ApiResult<Json<Value>> {
-    let status = match agents::Entity::find_by_id(id).one(&state.db).await? {
-        Some(row) => row.status,
-        None => match state.log.load::<Agent>(id).await?.state {
-            Some(agent) => agent.status.as_str().to_owned(),
-            None => return Err(ApiError::not_found("agent", id)),
-        },
-    };
+    let status = super::agents::status_of(&state, id).await?;
     Ok(Json(json!({"agent_id": id, "status": status})))
 }
 

@@ -12,8 +12,6 @@ use hive_eventlog::command::now_micros;
 use hive_events::AgentId;
 use hive_events::agent::{Agent, AgentCommand};
 use hive_events::task::{Task, TaskCommand};
-use hive_schema::agents;
-use sea_orm::EntityTrait;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -143,14 +141,7 @@ async fn deregister(
 /// A heartbeat goes to the KV bucket, not the log; the scheduler turns the first one into
 /// `AgentReady` and one after a lapse into `AgentRecovered`.
 async fn heartbeat(state: &AppState, id: Uuid) -> ApiResult<Response> {
-    let status = match agents::Entity::find_by_id(id).one(&state.db).await? {
-        Some(row) => row.status,
-        // Not projected yet (a heartbeat right after registering): the log knows.
-        None => match state.log.load::<Agent>(id).await?.state {
-            Some(agent) => agent.status.as_str().to_owned(),
-            None => return Err(ApiError::not_found("agent", id)),
-        },
-    };
+    let status = super::agents::status_of(state, id).await?;
     if status == "deregistered" {
         return Err(ApiError::new(
             Code::InvalidTransition,

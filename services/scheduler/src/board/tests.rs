@@ -173,18 +173,15 @@ fn the_least_loaded_agent_wins_and_nobody_goes_over_their_maximum() {
 #[test]
 fn a_pinned_task_waits_for_its_agent() {
     let mut g = Given::new();
-    let other = g.agent(&[], 5);
-    let pinned_to = Uuid::now_v7();
-    let task = g.task_with(5, &[], |t| {
-        t.pinned_agent = Some(AgentId::from_uuid(pinned_to))
+    let _other = g.agent(&[], 5);
+    let absent = g.task_with(5, &[], |t| {
+        t.pinned_agent = Some(AgentId::from_uuid(Uuid::now_v7()))
     });
-    assert!(g.assign().is_empty());
-    let _ = other;
-    let id = g.agent(&[], 1);
-    // The pinned agent registers under another id here; pin to it explicitly.
-    let task2 = g.task_with(5, &[], |t| t.pinned_agent = Some(AgentId::from_uuid(id)));
-    assert_eq!(g.assign(), vec![(task2, id)]);
-    assert_eq!(g.board.queued().collect::<Vec<_>>(), vec![task]);
+    assert!(g.assign().is_empty(), "nobody else takes a pinned task");
+    let mine = g.agent(&[], 1);
+    let pinned = g.task_with(5, &[], |t| t.pinned_agent = Some(AgentId::from_uuid(mine)));
+    assert_eq!(g.assign(), vec![(pinned, mine)]);
+    assert_eq!(g.board.queued().collect::<Vec<_>>(), vec![absent]);
 }
 
 #[test]
