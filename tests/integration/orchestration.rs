@@ -33,6 +33,30 @@ async fn ready_agent(hive: &TestHive, world: &World, caps: &[&str], max: u32) ->
     agent
 }
 
+/// Heartbeats for an agent every 100 ms until dropped, so a short heartbeat timeout loses only the
+/// agents a test means to lose, however slow the machine.
+struct KeepAlive(tokio::task::JoinHandle<()>);
+
+impl Drop for KeepAlive {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+async fn keep_alive(world: &World, agent: &str) -> KeepAlive {
+    let heartbeats = world.heartbeats().await;
+    let agent: Uuid = agent.parse().unwrap();
+    KeepAlive(tokio::spawn(async move {
+        loop {
+            heartbeats
+                .beat(agent, chrono::Utc::now())
+                .await
+                .expect("beat");
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }))
+}
+
 async fn report(hive: &TestHive, task: &str, action: &str, body: Value) -> Value {
     let (status, answer) = hive
         .post(&format!("/api/v1/tasks/{task}/{action}"), body)
@@ -189,6 +213,7 @@ async fn a_lost_agent_gives_its_tasks_back_and_recovers_on_its_next_heartbeat() 
     world.config.heartbeat_timeout_secs = 0.5;
     let hive = world.full_hive().await;
     let first = ready_agent(&hive, &world, &[], 1).await;
+    let first_alive = keep_alive(&world, &first).await;
     let mut first_assignments = hive.assignments(&first).await;
     let (_, created) = hive
         .post("/api/v1/tasks", json!({"title": "survives"}))
@@ -198,6 +223,7 @@ async fn a_lost_agent_gives_its_tasks_back_and_recovers_on_its_next_heartbeat() 
     report(&hive, &task, "accept", json!({"agent_id": first})).await;
 
     // The first agent stops heartbeating: it is lost and its task goes back to the queue.
+    drop(first_alive);
     let first_uuid: Uuid = first.parse().unwrap();
     world
         .wait_for_event(AggregateKind::Agent, first_uuid, "AgentLost")
@@ -206,6 +232,7 @@ async fn a_lost_agent_gives_its_tasks_back_and_recovers_on_its_next_heartbeat() 
         .wait_for_event(AggregateKind::Task, task.parse().unwrap(), "TaskRequeued")
         .await;
     let second = ready_agent(&hive, &world, &[], 1).await;
+    let _second_alive = keep_alive(&world, &second).await;
     let mut second_assignments = hive.assignments(&second).await;
     assert_eq!(second_assignments.next().await["task_id"], task.as_str());
     let (_, history) = hive
@@ -428,4 +455,32 @@ async fn agent_hive_2_routes_answer_as_before() {
     assert_eq!(dump["agent_count"], 1);
     assert_eq!(dump["agents"][0]["agent_id"], agent.as_str());
     hive.stop().await;
+}
+
+#[tokio::test]
+async fn a_scheduler_that_starts_late_still_sees_the_heartbeats_before_it() {
+    let world = World::new().await;
+    let api = world.hive().await;
+    let (status, body) = api
+        .post("/api/v1/agents", json!({"agent_type": "worker"}))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let agent = id(&body, "agent_id");
+    let (status, _) = api
+        .post(&format!("/api/v1/agents/{agent}/heartbeat"), json!({}))
+        .await;
+    assert_eq!(status, 200);
+
+    // Only now does a scheduler start; the one heartbeat it missed is still in the bucket.
+    let scheduler = hive_scheduler::Scheduler::new(
+        world.log().clone(),
+        world.heartbeats().await,
+        world.config.scheduler(),
+    );
+    let running = tokio::spawn(scheduler.run(std::future::pending()));
+    world
+        .wait_for_event(AggregateKind::Agent, agent.parse().unwrap(), "AgentReady")
+        .await;
+    running.abort();
+    api.stop().await;
 }

@@ -103,7 +103,8 @@ impl Heartbeats {
     pub async fn watch(&self) -> Result<impl Stream<Item = Beat> + Send + use<>, LogError> {
         let watch = self
             .store
-            .watch_all()
+            // `watch_all` would deliver only what is written after it starts.
+            .watch_with_history(">")
             .await
             .map_err(|e| LogError::new("watch heartbeats", e))?;
         Ok(watch.filter_map(|entry| async move { entry.ok().as_ref().and_then(parse_beat) }))

@@ -21,6 +21,9 @@ use tokio::sync::watch;
 
 pub use board::{Action, Board, Policy};
 
+/// How soon the scheduler decides again after one of its commands failed.
+const RETRY_AFTER_FAILURE: Duration = Duration::from_millis(200);
+
 /// How the scheduler runs.
 #[derive(Clone, Debug)]
 pub struct SchedulerConfig {
@@ -108,12 +111,18 @@ impl Scheduler {
         renew.tick().await;
         let subjects = self.log.subjects().clone();
         let policy = &self.config.policy;
+        let mut failed = false;
         loop {
             let caught_up = board.last_seq() >= head;
-            let wake = board
+            let mut wake = board
                 .next_deadline(policy)
                 .map(|at| (at - chrono::Utc::now()).to_std().unwrap_or_default())
                 .unwrap_or(Duration::from_secs(3600));
+            if failed {
+                // A command failed (a transient log error, or a race): decide again shortly even if
+                // nothing else happens.
+                wake = wake.min(RETRY_AFTER_FAILURE);
+            }
             tokio::select! {
                 event = events.next() => {
                     let Some(event) = event else {
@@ -137,28 +146,32 @@ impl Scheduler {
                 }
             }
             if board.last_seq() >= head {
-                self.act(&mut board).await;
+                failed = !self.act(&mut board).await;
             }
         }
     }
 
-    /// Issues every command that is due, concurrently (each on its own aggregate).
-    async fn act(&self, board: &mut Board) {
+    /// Issues every command that is due, concurrently (each on its own aggregate). False when any of
+    /// them failed.
+    async fn act(&self, board: &mut Board) -> bool {
         let now = hive_eventlog::command::now_micros();
         let mut actions = board.follow_ups(now, &self.config.policy, rand::random::<f64>);
         actions.extend(board.assignments(now, &self.config.policy));
         if actions.is_empty() {
-            return;
+            return true;
         }
         let results = futures::future::join_all(actions.into_iter().map(|a| self.issue(a))).await;
+        let mut all_applied = true;
         for (target, result) in results {
             if let Err(e) = result {
                 // The state moved under us (another writer) or the log failed: decide again on the
                 // next event or deadline.
                 tracing::debug!(%target, error = %e, "scheduler command not applied");
                 board.settle(target);
+                all_applied = false;
             }
         }
+        all_applied
     }
 
     async fn issue(&self, action: Action) -> (uuid::Uuid, Result<(), CommandError>) {

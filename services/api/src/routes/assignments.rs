@@ -16,7 +16,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use crate::AppState;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, Code};
 use crate::extract::Path;
 
 pub(crate) fn routes() -> Router<AppState> {
@@ -34,6 +34,22 @@ async fn assignments(
         .subscribe(state.log.namespace().assignments(agent))
         .await
         .map_err(|e| ApiError::unavailable("the event log", e))?;
+    // An assignment announced before the subscription is in the log already: read the backlog only once
+    // the read models hold everything up to the head as it is now.
+    let head = state.progress.head_now().await?;
+    if !state
+        .progress
+        .wait_for(head, state.config.min_seq_timeout)
+        .await
+    {
+        return Err(ApiError::new(
+            Code::ProjectionLagging,
+            format!(
+                "the read models reached {} but not {head}; retry",
+                state.progress.checkpoint()
+            ),
+        ));
+    }
     let current = tasks::Entity::find()
         .filter(tasks::Column::AgentId.eq(agent))
         .filter(tasks::Column::Status.eq("assigned"))
