@@ -1,6 +1,7 @@
 //! Hive's integration tests, one binary: real nats-server and PostgreSQL, a fresh database and NATS
 //! namespace per test.
 
+mod agents;
 mod api;
 mod log;
 mod orchestration;

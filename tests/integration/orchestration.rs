@@ -441,12 +441,12 @@ async fn agent_hive_2_routes_answer_as_before() {
         .await;
     assert_eq!(status, 201, "{task}");
     let task = id(&task, "task_id");
-    assert_eq!(
-        assignments.next().await["task_id"],
-        task.as_str(),
-        "pinned to its agent"
-    );
-    let (_, view) = hive.get_at(&format!("/api/v1/tasks/{task}"), ready).await;
+    let pushed = assignments.next().await;
+    assert_eq!(pushed["task_id"], task.as_str(), "pinned to its agent");
+    let assigned = pushed["seq"].as_u64().unwrap();
+    let (_, view) = hive
+        .get_at(&format!("/api/v1/tasks/{task}"), assigned)
+        .await;
     assert_eq!(view["project_id"], project.as_str());
     assert_eq!(view["pinned_agent"], agent.as_str());
 

@@ -45,6 +45,39 @@ fn servers() -> &'static Servers {
     })
 }
 
+/// The `hive` program the tests spawn agents of: `hive-under-test`, which cargo builds beside the test
+/// binary (`target/<profile>/`, one level above `deps/`).
+pub fn agent_program() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let program = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(|dir| dir.join("hive-under-test"))
+        .expect("the target directory");
+    assert!(
+        program.exists(),
+        "{} is missing: run the tests with cargo, which builds it",
+        program.display()
+    );
+    program
+}
+
+/// The processes whose command line mentions `needle` (an agent's id, say).
+pub fn processes_with(needle: &str) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| String::from_utf8_lossy(&c).contains(needle))
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
 /// Sets up tracing once; silent unless `HIVE_TEST_LOG` names a filter.
 pub fn init_tracing() {
     static ONCE: OnceLock<()> = OnceLock::new();
@@ -83,6 +116,9 @@ impl World {
             namespace: format!("t{short}"),
             min_seq_timeout_ms: 5_000,
             db_pool: 5,
+            agent_program: Some(agent_program()),
+            agent_log_filter: Some("warn".into()),
+            agent_drain_timeout_secs: 5.0,
             ..Config::default()
         };
         let database = format!("test_{short}");
@@ -267,18 +303,31 @@ impl TestHive {
         )
     }
 
-    /// The agent's assignment stream (server-sent events), as its runtime reads it.
+    /// The agent's assignment stream (server-sent events), read by the agent runtime's own client.
     pub async fn assignments(&self, agent: &str) -> Assignments {
-        let response = self
-            .http
-            .get(self.url(&format!("/api/v1/agents/{agent}/assignments")))
-            .send()
+        let stream = hive_runtime::Client::new(&self.base)
+            .assignments(agent.parse().expect("an agent id"))
             .await
             .expect("open the assignment stream");
-        assert_eq!(response.status(), 200);
         Assignments {
-            body: Box::pin(response.bytes_stream()),
-            buffer: String::new(),
+            stream: Box::pin(stream),
+        }
+    }
+
+    /// Runs `hive agent` as its own process against this hive, with `args` after `agent --api <url>`.
+    pub fn agent_process(&self, args: &[&str]) -> AgentProcess {
+        let mut command = tokio::process::Command::new(agent_program());
+        command
+            .arg("agent")
+            .arg("--api")
+            .arg(&self.base)
+            .args(args)
+            .env("HIVE_LOG", "warn")
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true);
+        hive_devservers::die_with_parent(command.as_std_mut());
+        AgentProcess {
+            child: command.spawn().expect("start hive agent"),
         }
     }
 
@@ -288,36 +337,40 @@ impl TestHive {
     }
 }
 
+/// A `hive agent` process; killed when dropped.
+pub struct AgentProcess {
+    child: tokio::process::Child,
+}
+
+impl AgentProcess {
+    /// Sends it `signal`.
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        let pid = self.child.id().expect("the agent is running");
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal).expect("signal");
+    }
+
+    /// Waits (at most 20 s) for it to exit; answers whether it exited with status 0.
+    pub async fn exited(&mut self) -> bool {
+        tokio::time::timeout(std::time::Duration::from_secs(20), self.child.wait())
+            .await
+            .expect("the agent exits within 20 s")
+            .expect("wait for the agent")
+            .success()
+    }
+}
+
 /// An agent's assignments as they are pushed.
 pub struct Assignments {
-    body: std::pin::Pin<Box<dyn futures::Stream<Item = reqwest::Result<Bytes>> + Send>>,
-    buffer: String,
+    stream: std::pin::Pin<Box<dyn futures::Stream<Item = serde_json::Value> + Send>>,
 }
 
 impl Assignments {
     /// The next assignment (at most 20 s away).
     pub async fn next(&mut self) -> serde_json::Value {
         use futures::StreamExt;
-        let wait = async {
-            loop {
-                if let Some(end) = self.buffer.find("\n\n") {
-                    let frame: String = self.buffer.drain(..end + 2).collect();
-                    if let Some(data) = frame.lines().find_map(|l| l.strip_prefix("data:")) {
-                        return serde_json::from_str(data.trim()).expect("an assignment in JSON");
-                    }
-                    continue;
-                }
-                let chunk = self
-                    .body
-                    .next()
-                    .await
-                    .expect("the stream stays open")
-                    .expect("read the stream");
-                self.buffer.push_str(&String::from_utf8_lossy(&chunk));
-            }
-        };
-        tokio::time::timeout(std::time::Duration::from_secs(20), wait)
+        tokio::time::timeout(std::time::Duration::from_secs(20), self.stream.next())
             .await
             .expect("an assignment within 20 s")
+            .expect("the stream stays open")
     }
 }

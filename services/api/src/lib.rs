@@ -64,6 +64,8 @@ pub struct AppState {
     pub config: Arc<ApiConfig>,
     /// Set when the server begins to shut down, so that endless streams end.
     pub closing: Arc<tokio::sync::watch::Sender<bool>>,
+    /// Starts spawned agents' runtimes; absent, `POST /api/v1/agents/spawn` answers 503.
+    pub spawner: Option<hive_spawner::Spawner>,
     /// `/status` computed at a checkpoint, reused until the checkpoint moves.
     pub status_cache: Arc<tokio::sync::Mutex<Option<(u64, serde_json::Value)>>>,
 }
@@ -84,9 +86,16 @@ impl AppState {
             heartbeats,
             progress,
             config: Arc::new(config),
+            spawner: None,
             status_cache: Arc::default(),
             closing: Arc::new(tokio::sync::watch::Sender::new(false)),
         })
+    }
+
+    /// The same state, spawning agents with `spawner`.
+    pub fn with_spawner(mut self, spawner: hive_spawner::Spawner) -> Self {
+        self.spawner = Some(spawner);
+        self
     }
 }
 
@@ -106,15 +115,21 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Serves the API on `listener` until `shutdown` resolves, then finishes the requests in flight.
+/// Serves the API on `listener` until `shutdown` resolves, then stops the agents it spawned (they drain
+/// and deregister through it, so it still serves meanwhile), ends endless streams and finishes the
+/// requests in flight.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let closing = state.closing.clone();
+    let spawner = state.spawner.clone();
     let signal = async move {
         shutdown.await;
+        if let Some(spawner) = spawner {
+            spawner.shutdown().await;
+        }
         closing.send_replace(true);
     };
     axum::serve(listener, router(state))

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use thiserror::Error;
 
-pub use process::Child;
+pub use process::{Child, die_with_parent};
 
 /// Why a server could not be started.
 #[derive(Debug, Error)]

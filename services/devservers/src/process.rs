@@ -40,17 +40,24 @@ fn keeper() -> &'static mpsc::Sender<Spawn> {
     })
 }
 
+/// Makes the child `command` spawns receive SIGKILL when the thread that spawned it ends (with a
+/// multi-threaded tokio runtime, its worker threads live as long as the runtime; a process of ours that is
+/// killed outright takes its children with it).
+pub fn die_with_parent(command: &mut Command) {
+    // SAFETY: the closure runs in the forked child before exec and only calls prctl, which is
+    // async-signal-safe.
+    #[allow(unsafe_code)]
+    unsafe {
+        command.pre_exec(|| {
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)
+        });
+    }
+}
+
 impl Child {
     /// Spawns `command`, tied to our life.
     pub fn spawn(mut command: Command, name: &'static str) -> Result<Self, DevServerError> {
-        // SAFETY: the closure runs in the forked child before exec and only calls prctl, which is
-        // async-signal-safe.
-        #[allow(unsafe_code)]
-        unsafe {
-            command.pre_exec(|| {
-                nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)
-            });
-        }
+        die_with_parent(&mut command);
         let (tx, rx) = mpsc::channel();
         keeper()
             .send((command, tx))

@@ -47,6 +47,21 @@ pub struct Config {
     pub retry_cap_secs: f64,
     /// How long the active scheduler's lease lasts unrenewed, in seconds (`HIVE_LEADER_TTL_SECS`).
     pub leader_ttl_secs: f64,
+    /// The executor of agents spawned without one, run under `sh -c` per task (`HIVE_AGENT_EXEC`).
+    /// The default, `cat`, answers each task with the task itself.
+    pub agent_exec: String,
+    /// How often agent runtimes heartbeat, in seconds (`HIVE_AGENT_HEARTBEAT_SECS`).
+    pub agent_heartbeat_secs: f64,
+    /// How long a stopping agent runtime waits for its running tasks, in seconds
+    /// (`HIVE_AGENT_DRAIN_TIMEOUT_SECS`).
+    pub agent_drain_timeout_secs: f64,
+    /// The program spawned agents run (its `agent` subcommand); unset: this `hive` binary
+    /// (`HIVE_AGENT_PROGRAM`).
+    pub agent_program: Option<PathBuf>,
+    /// The log filter of spawned agents; unset: they inherit `HIVE_LOG` (`HIVE_AGENT_LOG_FILTER`).
+    pub agent_log_filter: Option<String>,
+    /// Crashes in a row after which a spawned agent is left stopped (`HIVE_SPAWN_MAX_RESTARTS`).
+    pub spawn_max_restarts: u32,
 }
 
 impl Default for Config {
@@ -69,6 +84,12 @@ impl Default for Config {
             retry_base_secs: 1.0,
             retry_cap_secs: 300.0,
             leader_ttl_secs: 5.0,
+            agent_exec: "cat".into(),
+            agent_heartbeat_secs: 5.0,
+            agent_drain_timeout_secs: 30.0,
+            agent_program: None,
+            agent_log_filter: None,
+            spawn_max_restarts: 5,
         }
     }
 }
@@ -151,6 +172,24 @@ impl Config {
             leader_ttl: secs(self.leader_ttl_secs),
             ..Default::default()
         }
+    }
+
+    /// The spawner's settings, for an API reachable at `api_url`.
+    pub fn spawner(&self, api_url: String) -> std::io::Result<hive_spawner::SpawnerConfig> {
+        let drain_timeout = Duration::from_secs_f64(self.agent_drain_timeout_secs);
+        Ok(hive_spawner::SpawnerConfig {
+            program: match &self.agent_program {
+                Some(program) => program.clone(),
+                None => std::env::current_exe()?,
+            },
+            api_url,
+            default_exec: self.agent_exec.clone(),
+            heartbeat_interval: Duration::from_secs_f64(self.agent_heartbeat_secs),
+            drain_timeout,
+            max_restarts: self.spawn_max_restarts,
+            stop_grace: drain_timeout + Duration::from_secs(5),
+            log_filter: self.agent_log_filter.clone(),
+        })
     }
 
     /// A URL with its password replaced, for printing.

@@ -3,6 +3,7 @@
 //! projector on those backends, and [`up`] does all of it, starting nats-server and PostgreSQL itself for
 //! whichever URL is not configured. `main.rs` is only the command-line front.
 
+pub mod cli;
 pub mod config;
 pub mod up;
 
@@ -225,14 +226,22 @@ pub async fn run(
         ));
     }
     if parts.api {
-        let state =
-            hive_api::AppState::new(backends.db.clone(), backends.log.clone(), config.api())
-                .await
-                .map_err(|e| anyhow::anyhow!("start the API: {e:?}"))?;
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("listen on {addr}"))?;
-        running.addr = Some(listener.local_addr()?);
+        let bound = listener.local_addr()?;
+        running.addr = Some(bound);
+        let spawner = hive_spawner::Spawner::new(
+            config
+                .spawner(format!("http://{}", reachable(bound)))
+                .context("locate the hive binary for spawned agents")?,
+            backends.log.clone(),
+        );
+        let state =
+            hive_api::AppState::new(backends.db.clone(), backends.log.clone(), config.api())
+                .await
+                .map_err(|e| anyhow::anyhow!("start the API: {e:?}"))?
+                .with_spawner(spawner);
         let shutdown = running.shutdown_signal();
         running.tasks.push((
             "api",
@@ -244,6 +253,19 @@ pub async fn run(
         ));
     }
     Ok(running)
+}
+
+/// The address a local process reaches a listener bound to `addr` at (loopback for a wildcard).
+fn reachable(addr: SocketAddr) -> SocketAddr {
+    match addr.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => {
+            SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, addr.port()))
+        }
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => {
+            SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, addr.port()))
+        }
+        _ => addr,
+    }
 }
 
 /// Resolves on SIGTERM or SIGINT.

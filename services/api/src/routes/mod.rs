@@ -6,6 +6,7 @@ pub mod compat;
 pub mod history;
 pub mod lifecycle;
 pub mod projects;
+pub mod spawn;
 pub mod system;
 pub mod tasks;
 
@@ -29,6 +30,7 @@ pub fn all() -> Router<AppState> {
         .merge(lifecycle::routes())
         .merge(assignments::routes())
         .merge(compat::routes())
+        .merge(spawn::routes())
         .fallback(|| async { ApiError::new(Code::NotFound, "no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(

@@ -1,0 +1,130 @@
+//! `POST /api/v1/agents/spawn` (201) and Agent Hive 2.0's `POST /api/agents/spawn` (200): registers an
+//! agent (or takes the registered one named by `agent_id`) and starts a supervised `hive agent` process
+//! attached to it. Answers `{agent_id}` as soon as the process has started; the agent turns ready on its
+//! runtime's first heartbeat.
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use hive_events::agent::{Agent, AgentCommand, AgentStatus};
+use hive_spawner::{SpawnError, Spec};
+use serde::Deserialize;
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::AppState;
+use crate::error::{ApiError, ApiResult, Code};
+use crate::extract::{self, Command};
+
+pub(crate) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/agents/spawn", post(spawn_v1))
+        .route("/api/agents/spawn", post(spawn_v2))
+}
+
+async fn spawn_v1(
+    state: State<AppState>,
+    ctx: Command,
+    body: extract::Json<SpawnBody>,
+) -> ApiResult<Response> {
+    spawn(state, ctx, body, StatusCode::CREATED).await
+}
+
+/// Agent Hive 2.0 answered 200.
+async fn spawn_v2(
+    state: State<AppState>,
+    ctx: Command,
+    body: extract::Json<SpawnBody>,
+) -> ApiResult<Response> {
+    spawn(state, ctx, body, StatusCode::OK).await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SpawnBody {
+    name: Option<String>,
+    #[serde(default = "worker")]
+    agent_type: String,
+    #[serde(default)]
+    capabilities: Vec<String>,
+    #[serde(default = "one")]
+    max_concurrent_tasks: u32,
+    /// Attach to this registered agent, or register one with this id.
+    agent_id: Option<Uuid>,
+    /// The executor; the configured default when absent.
+    exec: Option<String>,
+}
+
+fn worker() -> String {
+    "worker".into()
+}
+
+fn one() -> u32 {
+    1
+}
+
+async fn spawn(
+    State(state): State<AppState>,
+    Command(ctx): Command,
+    extract::Json(body): extract::Json<SpawnBody>,
+    created: StatusCode,
+) -> ApiResult<Response> {
+    let Some(spawner) = state.spawner.clone() else {
+        return Err(ApiError::new(
+            Code::Unavailable,
+            "this API process does not spawn agents",
+        ));
+    };
+    if body.exec.as_deref().is_some_and(|e| e.trim().is_empty()) {
+        return Err(ApiError::invalid("exec", "must not be empty"));
+    }
+    let agent = body.agent_id.unwrap_or_else(Uuid::now_v7);
+    let existing = match body.agent_id {
+        Some(id) => state.log.load::<Agent>(id).await?.state,
+        None => None,
+    };
+    let (max_concurrent_tasks, seq, replayed) = match existing {
+        Some(found) if found.status == AgentStatus::Deregistered => {
+            return Err(ApiError::new(
+                Code::InvalidTransition,
+                format!("agent {agent} is deregistered"),
+            ));
+        }
+        Some(found) => (found.max_concurrent_tasks, None, false),
+        None => {
+            let command = AgentCommand::Register {
+                name: body.name,
+                agent_type: body.agent_type,
+                capabilities: body.capabilities,
+                max_concurrent_tasks: body.max_concurrent_tasks,
+            };
+            let done = state.log.create::<Agent>(agent, &ctx, command).await?;
+            state.progress.saw_append(done.seq);
+            (body.max_concurrent_tasks, Some(done.seq), done.duplicate)
+        }
+    };
+    let answer = json!({"agent_id": agent, "seq": seq});
+    let spec = Spec {
+        agent_id: agent,
+        exec: body.exec,
+        max_concurrent_tasks,
+    };
+    match spawner.spawn(spec).await {
+        Ok(()) => {}
+        // A repeated request (same Idempotency-Key) finds its runtime already started.
+        Err(SpawnError::AlreadyRunning(_)) if replayed => {}
+        Err(e @ SpawnError::AlreadyRunning(_)) => {
+            return Err(ApiError::new(Code::AlreadyExists, e.to_string()));
+        }
+        Err(e @ SpawnError::ShuttingDown) => {
+            return Err(ApiError::new(Code::Unavailable, e.to_string()));
+        }
+        Err(e @ SpawnError::Start { .. }) => {
+            return Err(ApiError::unavailable("spawning an agent", e));
+        }
+    }
+    tracing::info!(%agent, "agent spawned");
+    Ok((created, axum::Json(answer)).into_response())
+}

@@ -1,0 +1,187 @@
+//! The `hive` command line: a thin front over the library. `main.rs` only calls [`main`], so that the
+//! tests build the very same program.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use uuid::Uuid;
+
+use crate::config::{Config, Overrides};
+use crate::{Parts, connect, run};
+
+/// Hive: a control plane for fleets of autonomous agents, event-sourced on NATS JetStream with
+/// PostgreSQL read models.
+#[derive(Parser)]
+#[command(version, about, long_about = None)]
+struct Cli {
+    #[command(flatten)]
+    overrides: Overrides,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the whole hive in one process (API, projector and scheduler). For HIVE_NATS_URL or HIVE_DATABASE_URL
+    /// left unset, start nats-server or PostgreSQL under $HIVE_HOME and stop it on exit.
+    Up,
+    /// Run one part against configured servers (HIVE_NATS_URL, HIVE_DATABASE_URL).
+    Serve {
+        /// Which part.
+        part: Part,
+    },
+    /// Create the read-model database if missing and bring its schema up to date. Safe on a running
+    /// system: migrations only add.
+    Migrate,
+    /// Run an agent: register (or attach to --agent-id), heartbeat, take pushed assignments and run the
+    /// executor once per task with the task's JSON on stdin. SIGTERM drains it, then deregisters it.
+    Agent(AgentArgs),
+}
+
+#[derive(clap::Args)]
+struct AgentArgs {
+    /// The hive's API [env: HIVE_API_URL, default: http://<http_addr>]
+    #[arg(long, env = "HIVE_API_URL", hide_env = true)]
+    api: Option<String>,
+    /// Attach to this registered agent (a spawned one) instead of registering a new one.
+    #[arg(long)]
+    agent_id: Option<Uuid>,
+    /// A name for a new agent.
+    #[arg(long)]
+    name: Option<String>,
+    /// A new agent's type.
+    #[arg(long, default_value = "worker")]
+    agent_type: String,
+    /// A new agent's capabilities (comma-separated, or repeat the flag).
+    #[arg(long = "capabilities", value_delimiter = ',')]
+    capabilities: Vec<String>,
+    /// How many tasks run at once.
+    #[arg(long, default_value_t = 1)]
+    max_concurrent_tasks: u32,
+    /// The executor, run under `sh -c` once per task [default: HIVE_AGENT_EXEC, else `cat`]
+    #[arg(long)]
+    exec: Option<String>,
+    /// Seconds between heartbeats [default: HIVE_AGENT_HEARTBEAT_SECS, else 5]
+    #[arg(long)]
+    heartbeat_secs: Option<f64>,
+    /// Seconds a drain waits for running tasks [default: HIVE_AGENT_DRAIN_TIMEOUT_SECS, else 30]
+    #[arg(long)]
+    drain_timeout_secs: Option<f64>,
+}
+
+impl AgentArgs {
+    fn config(self, config: &Config) -> anyhow::Result<hive_runtime::RuntimeConfig> {
+        let secs = |value: Option<f64>, default: f64, name: &str| {
+            let value = value.unwrap_or(default);
+            Duration::try_from_secs_f64(value)
+                .ok()
+                .filter(|d| !d.is_zero())
+                .with_context(|| format!("{name} must be a positive number of seconds"))
+        };
+        anyhow::ensure!(
+            self.max_concurrent_tasks >= 1,
+            "--max-concurrent-tasks must be at least 1"
+        );
+        Ok(hive_runtime::RuntimeConfig {
+            api: self
+                .api
+                .unwrap_or_else(|| format!("http://{}", config.http_addr)),
+            agent_id: self.agent_id,
+            name: self.name,
+            agent_type: self.agent_type,
+            capabilities: self.capabilities,
+            max_concurrent_tasks: self.max_concurrent_tasks,
+            exec: self.exec.unwrap_or_else(|| config.agent_exec.clone()),
+            heartbeat_interval: secs(
+                self.heartbeat_secs,
+                config.agent_heartbeat_secs,
+                "--heartbeat-secs",
+            )?,
+            drain_timeout: secs(
+                self.drain_timeout_secs,
+                config.agent_drain_timeout_secs,
+                "--drain-timeout-secs",
+            )?,
+        })
+    }
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Part {
+    /// The HTTP API.
+    Api,
+    /// The read-model projector (migrates the database at start).
+    Projector,
+    /// The scheduler; run several for standbys (one is active at a time).
+    Scheduler,
+}
+
+fn required(value: &Option<String>, name: &str) -> anyhow::Result<String> {
+    value
+        .clone()
+        .with_context(|| format!("{name} must be set for this command"))
+}
+
+/// The `hive` program.
+pub fn main() -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("start the async runtime")?
+        .block_on(run_cli())
+}
+
+async fn run_cli() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("HIVE_LOG")
+                .unwrap_or_else(|_| "info,sqlx=warn,sea_orm=warn,async_nats=warn".into()),
+        )
+        .init();
+    let config = Config::load(&cli.overrides).map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
+    match cli.command {
+        Command::Up => crate::up::up(config).await,
+        Command::Agent(args) => {
+            let runtime = args.config(&config)?;
+            hive_runtime::run(runtime, crate::termination(), None)
+                .await
+                .map_err(Into::into)
+        }
+        Command::Migrate => {
+            let url = required(&config.database_url, "HIVE_DATABASE_URL")?;
+            crate::ensure_database(&url).await?;
+            let db = sea_orm::Database::connect(url.as_str()).await?;
+            <hive_migrations::Migrator as hive_migrations::MigratorTrait>::up(&db, None).await?;
+            println!("read models migrated");
+            Ok(())
+        }
+        Command::Serve { part } => {
+            let nats = required(&config.nats_url, "HIVE_NATS_URL")?;
+            let db = required(&config.database_url, "HIVE_DATABASE_URL")?;
+            let none = Parts {
+                api: false,
+                projector: false,
+                scheduler: false,
+            };
+            let parts = match part {
+                Part::Api => Parts { api: true, ..none },
+                Part::Projector => Parts {
+                    projector: true,
+                    ..none
+                },
+                Part::Scheduler => Parts {
+                    scheduler: true,
+                    ..none
+                },
+            };
+            let backends = connect(&config, &nats, &db, parts.projector).await?;
+            let running = run(&config, backends, parts, config.http_addr).await?;
+            if let Some(addr) = running.addr {
+                tracing::info!(%addr, "API listening");
+            }
+            running.until(crate::termination()).await
+        }
+    }
+}

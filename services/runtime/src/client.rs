@@ -1,0 +1,238 @@
+//! The runtime's side of Hive's HTTP API: registration, heartbeats, reports and the assignment stream.
+
+use std::time::Duration;
+
+use eventsource_stream::Eventsource;
+use futures::{Stream, StreamExt};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+/// A call to Hive's API that did not succeed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// Hive answered with an error.
+    #[error("{status} {code}: {message}")]
+    Refused {
+        /// The HTTP status.
+        status: u16,
+        /// Hive's error code.
+        code: String,
+        /// What Hive said.
+        message: String,
+    },
+    /// Hive could not be reached, or its answer could not be read.
+    #[error("cannot reach hive at {url}: {source}")]
+    Unreachable {
+        /// The URL called.
+        url: String,
+        /// Why.
+        source: reqwest::Error,
+    },
+}
+
+impl ClientError {
+    /// The HTTP status Hive answered, if it answered.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Self::Refused { status, .. } => Some(*status),
+            Self::Unreachable { .. } => None,
+        }
+    }
+
+    /// Worth trying again: Hive was unreachable or temporarily unable to answer.
+    fn is_transient(&self) -> bool {
+        match self {
+            Self::Unreachable { .. } => true,
+            Self::Refused { status, .. } => *status == 429 || *status >= 500,
+        }
+    }
+}
+
+/// How often and how long a report is retried while Hive is unreachable.
+const ATTEMPTS: u32 = 8;
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+
+/// A client of one Hive API.
+#[derive(Clone, Debug)]
+pub struct Client {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Client {
+    /// A client of the API at `base` (for example `http://127.0.0.1:8080`).
+    pub fn new(base: &str) -> Self {
+        Self {
+            base: base.trim_end_matches('/').to_owned(),
+            http: reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(5))
+                .build()
+                .unwrap_or_default(),
+        }
+    }
+
+    /// The API's base URL.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// Sends one POST; retries transient failures with back-off under one idempotency key, so a retried
+    /// command is applied once.
+    pub async fn post(&self, path: &str, body: &Value) -> Result<Value, ClientError> {
+        let url = format!("{}{path}", self.base);
+        let key = Uuid::now_v7().to_string();
+        let mut backoff = FIRST_BACKOFF;
+        let mut attempt = 1;
+        loop {
+            let sent = self
+                .http
+                .post(&url)
+                .header("Idempotency-Key", &key)
+                .header("Hive-Actor", "agent-runtime")
+                .timeout(Duration::from_secs(10))
+                .json(body)
+                .send()
+                .await;
+            let result = match sent {
+                Ok(response) => answer(&url, response).await,
+                Err(source) => Err(ClientError::Unreachable {
+                    url: url.clone(),
+                    source,
+                }),
+            };
+            match result {
+                Err(e) if e.is_transient() && attempt < ATTEMPTS => {
+                    tracing::debug!(%url, error = %e, attempt, "retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                    attempt += 1;
+                }
+                result => return result,
+            }
+        }
+    }
+
+    /// Sends one GET.
+    pub async fn get(&self, path: &str) -> Result<Value, ClientError> {
+        let url = format!("{}{path}", self.base);
+        match self
+            .http
+            .get(&url)
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await
+        {
+            Ok(response) => answer(&url, response).await,
+            Err(source) => Err(ClientError::Unreachable { url, source }),
+        }
+    }
+
+    /// Registers a new agent; answers its id.
+    pub async fn register(
+        &self,
+        name: Option<&str>,
+        agent_type: &str,
+        capabilities: &[String],
+        max_concurrent_tasks: u32,
+    ) -> Result<Uuid, ClientError> {
+        let body = json!({
+            "name": name, "agent_type": agent_type, "capabilities": capabilities,
+            "max_concurrent_tasks": max_concurrent_tasks,
+        });
+        let answer = self.post("/api/v1/agents", &body).await?;
+        answer["agent_id"]
+            .as_str()
+            .and_then(|id| id.parse().ok())
+            .ok_or_else(|| ClientError::Refused {
+                status: 200,
+                code: "bad_answer".into(),
+                message: format!("no agent_id in {answer}"),
+            })
+    }
+
+    /// Reports the agent alive.
+    pub async fn heartbeat(&self, agent: Uuid) -> Result<(), ClientError> {
+        self.post(&format!("/api/v1/agents/{agent}/heartbeat"), &json!({}))
+            .await
+            .map(drop)
+    }
+
+    /// Reports on a task as `agent`: `action` is accept, start, progress, complete or fail.
+    pub async fn report(
+        &self,
+        task: Uuid,
+        agent: Uuid,
+        action: &str,
+        mut body: Value,
+    ) -> Result<(), ClientError> {
+        body["agent_id"] = json!(agent);
+        self.post(&format!("/api/v1/tasks/{task}/{action}"), &body)
+            .await
+            .map(drop)
+    }
+
+    /// The ids of the agent's tasks in `status`.
+    pub async fn tasks_of(&self, agent: Uuid, status: &str) -> Result<Vec<Uuid>, ClientError> {
+        let page = self
+            .get(&format!(
+                "/api/v1/tasks?agent_id={agent}&status={status}&limit=500"
+            ))
+            .await?;
+        Ok(page["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|t| t["task_id"].as_str()?.parse().ok())
+            .collect())
+    }
+
+    /// The agent's assignments as Hive pushes them (server-sent events), those already assigned first.
+    /// Ends when the connection does.
+    pub async fn assignments(
+        &self,
+        agent: Uuid,
+    ) -> Result<impl Stream<Item = Value> + Send + use<>, ClientError> {
+        let url = format!("{}/api/v1/agents/{agent}/assignments", self.base);
+        let response = match self.http.get(&url).send().await {
+            Ok(response) if response.status().is_success() => response,
+            Ok(response) => return Err(answer(&url, response).await.unwrap_err()),
+            Err(source) => return Err(ClientError::Unreachable { url, source }),
+        };
+        Ok(response
+            .bytes_stream()
+            .eventsource()
+            .take_while(|event| std::future::ready(event.is_ok()))
+            .filter_map(|event| async move {
+                let event = event.ok()?;
+                (event.event == "assignment")
+                    .then(|| serde_json::from_str(&event.data).ok())
+                    .flatten()
+            }))
+    }
+}
+
+/// A response's JSON body, or the error it carries.
+async fn answer(url: &str, response: reqwest::Response) -> Result<Value, ClientError> {
+    let status = response.status().as_u16();
+    let body: Value = match response.json().await {
+        Ok(body) => body,
+        Err(source) if status < 300 => {
+            return Err(ClientError::Unreachable {
+                url: url.to_owned(),
+                source,
+            });
+        }
+        Err(_) => Value::Null,
+    };
+    if status < 300 {
+        return Ok(body);
+    }
+    Err(ClientError::Refused {
+        status,
+        code: body["error"]["code"].as_str().unwrap_or("unknown").into(),
+        message: body["error"]["message"]
+            .as_str()
+            .unwrap_or("no message")
+            .into(),
+    })
+}

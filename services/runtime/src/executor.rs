@@ -1,0 +1,272 @@
+//! One run of the executor for one task.
+//!
+//! The contract, for whoever writes an executor:
+//! - it runs under `sh -c "<exec>"`, with the task's JSON on stdin and `HIVE_TASK_ID`, `HIVE_AGENT_ID`,
+//!   `HIVE_API_URL` and `HIVE_ATTEMPT` in its environment;
+//! - each line on stdout is progress; a line beginning `NN%` also sets the percentage;
+//! - exit status 0 completes the task, with the last stdout line as the result when it is a JSON object
+//!   (otherwise `{"output": <the end of stdout>}`);
+//! - any other status fails it; status 65 (`EX_DATAERR`: the task itself is wrong) fails it for good,
+//!   every other failure may be retried. The end of stderr becomes the error message.
+
+use std::collections::VecDeque;
+use std::process::Stdio;
+
+use futures::StreamExt;
+use serde_json::{Value, json};
+use tokio::io::{AsyncRead, AsyncWriteExt};
+use tokio::sync::watch;
+use tokio_util::codec::{FramedRead, LinesCodec};
+
+/// The exit status by which an executor says its task cannot succeed, however often it is tried.
+pub const EXIT_DO_NOT_RETRY: i32 = 65;
+
+/// Longest line read from an executor; the rest of a longer line is dropped.
+const MAX_LINE: usize = 64 * 1024;
+/// How much of the end of stdout and stderr is kept for the result or the error.
+const TAIL_BYTES: usize = 4 * 1024;
+
+/// How a run ended.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Outcome {
+    /// It exited 0; the task's result.
+    Completed(Value),
+    /// It failed.
+    Failed {
+        /// What went wrong.
+        error: String,
+        /// Whether another attempt may succeed.
+        retryable: bool,
+    },
+}
+
+/// The latest progress line.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Progress {
+    /// The percentage, when the line gave one.
+    pub percent: Option<u8>,
+    /// The line.
+    pub message: String,
+}
+
+impl Progress {
+    /// Reads one stdout line: `NN% message`, or just a message.
+    pub fn parse(line: &str) -> Self {
+        let trimmed = line.trim();
+        if let Some((number, rest)) = trimmed.split_once('%')
+            && let Ok(percent) = number.trim().parse::<u16>()
+        {
+            return Self {
+                percent: Some(percent.min(100) as u8),
+                message: rest.trim().to_owned(),
+            };
+        }
+        Self {
+            percent: None,
+            message: trimmed.to_owned(),
+        }
+    }
+}
+
+/// The last lines of a stream, at most [`TAIL_BYTES`] of them.
+#[derive(Default)]
+struct Tail {
+    lines: VecDeque<String>,
+    bytes: usize,
+}
+
+impl Tail {
+    fn push(&mut self, line: String) {
+        self.bytes += line.len() + 1;
+        self.lines.push_back(line);
+        while self.bytes > TAIL_BYTES && self.lines.len() > 1 {
+            let dropped = self.lines.pop_front().unwrap_or_default();
+            self.bytes -= dropped.len() + 1;
+        }
+    }
+
+    fn last(&self) -> Option<&str> {
+        self.lines
+            .iter()
+            .rev()
+            .map(|l| l.trim())
+            .find(|l| !l.is_empty())
+    }
+
+    fn text(&self) -> String {
+        let lines: Vec<&str> = self.lines.iter().map(String::as_str).collect();
+        lines.join("\n").trim().to_owned()
+    }
+}
+
+/// Reads `stream` line by line into a tail, handing each line to `each`.
+async fn read_lines(
+    stream: impl AsyncRead + Unpin,
+    mut each: impl FnMut(&str),
+) -> std::io::Result<Tail> {
+    let mut lines = FramedRead::new(stream, LinesCodec::new_with_max_length(MAX_LINE));
+    let mut tail = Tail::default();
+    while let Some(line) = lines.next().await {
+        match line {
+            Ok(line) => {
+                each(&line);
+                tail.push(line);
+            }
+            // Too long: the codec drops the rest of it and goes on.
+            Err(tokio_util::codec::LinesCodecError::MaxLineLengthExceeded) => {}
+            Err(tokio_util::codec::LinesCodecError::Io(e)) => return Err(e),
+        }
+    }
+    Ok(tail)
+}
+
+/// Runs `exec` for `task` and waits for it; progress lines go to `progress`. Dropping the future kills
+/// the executor.
+pub async fn run(
+    exec: &str,
+    task: &Value,
+    env: &[(&str, String)],
+    progress: &watch::Sender<Progress>,
+) -> Outcome {
+    let mut command = tokio::process::Command::new("sh");
+    command
+        .arg("-c")
+        .arg(exec)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    hive_devservers::die_with_parent(command.as_std_mut());
+    let mut child = match command.spawn() {
+        Ok(child) => child,
+        Err(e) => {
+            return Outcome::Failed {
+                error: format!("could not start the executor {exec:?}: {e}"),
+                retryable: true,
+            };
+        }
+    };
+    let (Some(mut stdin), Some(stdout), Some(stderr)) =
+        (child.stdin.take(), child.stdout.take(), child.stderr.take())
+    else {
+        return Outcome::Failed {
+            error: "the executor's pipes were not open".into(),
+            retryable: true,
+        };
+    };
+    let input = format!("{task}\n");
+    let feed = async move {
+        // An executor that never reads its input closes the pipe: that is its business.
+        let _ = stdin.write_all(input.as_bytes()).await;
+        drop(stdin);
+    };
+    let out = read_lines(stdout, |line| {
+        progress.send_replace(Progress::parse(line));
+    });
+    let err = read_lines(stderr, |_| {});
+    let ((), out, err, status) = tokio::join!(feed, out, err, child.wait());
+    let (out, err) = (out.unwrap_or_default(), err.unwrap_or_default());
+    match status {
+        Ok(status) if status.success() => Outcome::Completed(result_of(&out)),
+        Ok(status) => {
+            let how = match status.code() {
+                Some(code) => format!("the executor exited with status {code}"),
+                None => "the executor was killed by a signal".to_owned(),
+            };
+            let why = Some(err.text())
+                .filter(|t| !t.is_empty())
+                .or_else(|| out.last().map(str::to_owned));
+            Outcome::Failed {
+                error: match why {
+                    Some(why) => format!("{how}: {why}"),
+                    None => how,
+                },
+                retryable: status.code() != Some(EXIT_DO_NOT_RETRY),
+            }
+        }
+        Err(e) => Outcome::Failed {
+            error: format!("could not wait for the executor: {e}"),
+            retryable: true,
+        },
+    }
+}
+
+fn result_of(out: &Tail) -> Value {
+    match out.last().map(serde_json::from_str::<Value>) {
+        Some(Ok(value)) if value.is_object() => value,
+        _ => json!({"output": out.text()}),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn run_sh(exec: &str) -> (Outcome, Progress) {
+        let (tx, _) = watch::channel(Progress::default());
+        let task = json!({"task_id": "t1", "title": "echo me"});
+        let env = [("HIVE_TASK_ID", "t1".to_owned())];
+        let outcome = run(exec, &task, &env, &tx).await;
+        (outcome, tx.borrow().clone())
+    }
+
+    #[tokio::test]
+    async fn the_last_json_line_is_the_result_and_lines_are_progress() {
+        let (outcome, progress) =
+            run_sh(r#"read task; echo "40% working on $HIVE_TASK_ID"; echo '{"done": true}'"#)
+                .await;
+        assert_eq!(outcome, Outcome::Completed(json!({"done": true})));
+        assert_eq!(progress.message, r#"{"done": true}"#);
+    }
+
+    #[tokio::test]
+    async fn plain_output_becomes_the_output_field() {
+        let (outcome, _) = run_sh("cat; echo bye").await;
+        assert_eq!(
+            outcome,
+            Outcome::Completed(
+                json!({"output": "{\"task_id\":\"t1\",\"title\":\"echo me\"}\nbye"})
+            )
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failure_carries_stderr_and_status_65_is_final() {
+        let (outcome, _) = run_sh("echo 'no such file' >&2; exit 3").await;
+        assert_eq!(
+            outcome,
+            Outcome::Failed {
+                error: "the executor exited with status 3: no such file".into(),
+                retryable: true
+            }
+        );
+        let (outcome, _) = run_sh("exit 65").await;
+        assert!(matches!(
+            outcome,
+            Outcome::Failed {
+                retryable: false,
+                ..
+            }
+        ));
+    }
+
+    #[tokio::test]
+    async fn an_executor_that_ignores_its_input_still_completes() {
+        let (outcome, _) = run_sh("true").await;
+        assert_eq!(outcome, Outcome::Completed(json!({"output": ""})));
+    }
+
+    #[test]
+    fn progress_lines_parse() {
+        assert_eq!(
+            Progress::parse(" 50% halfway "),
+            Progress {
+                percent: Some(50),
+                message: "halfway".into()
+            }
+        );
+        assert_eq!(Progress::parse("250%").percent, Some(100));
+        assert_eq!(Progress::parse("about 5% done").percent, None);
+    }
+}

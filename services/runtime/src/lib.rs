@@ -1,0 +1,363 @@
+//! The agent runtime behind `hive agent`: the process that makes a worker an agent of a hive.
+//!
+//! It registers (or attaches to an id the spawner registered), heartbeats, receives its assignments by
+//! push (the API's server-sent event stream), and for each one accepts it, starts it, runs the executor
+//! (see [`executor`] for its contract), streams its progress and reports the outcome. It runs up to its
+//! `max_concurrent_tasks` at once. On SIGTERM it drains: takes nothing new, lets the running tasks
+//! finish (up to a timeout, after which they are killed and failed as retryable), then deregisters.
+//! When its agent is deregistered by someone else it stops at once.
+
+pub mod client;
+pub mod executor;
+
+use std::collections::{HashMap, VecDeque};
+use std::time::Duration;
+
+use futures::StreamExt;
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+use uuid::Uuid;
+
+pub use client::{Client, ClientError};
+use executor::{Outcome, Progress};
+
+/// How the runtime runs.
+#[derive(Clone, Debug)]
+pub struct RuntimeConfig {
+    /// The hive's API, for example `http://127.0.0.1:8080`.
+    pub api: String,
+    /// Attach to this already registered agent instead of registering a new one.
+    pub agent_id: Option<Uuid>,
+    /// A name for a new agent.
+    pub name: Option<String>,
+    /// A new agent's type.
+    pub agent_type: String,
+    /// A new agent's capabilities.
+    pub capabilities: Vec<String>,
+    /// How many tasks run at once.
+    pub max_concurrent_tasks: u32,
+    /// The executor, run under `sh -c` once per task.
+    pub exec: String,
+    /// How often it heartbeats.
+    pub heartbeat_interval: Duration,
+    /// How long a drain waits for running tasks before killing them.
+    pub drain_timeout: Duration,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        Self {
+            api: "http://127.0.0.1:8080".into(),
+            agent_id: None,
+            name: None,
+            agent_type: "worker".into(),
+            capabilities: Vec::new(),
+            max_concurrent_tasks: 1,
+            exec: "cat".into(),
+            heartbeat_interval: Duration::from_secs(5),
+            drain_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Why the runtime stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// Hive refused or could not be reached where the runtime cannot go on without it.
+    #[error("{0}")]
+    Api(#[from] ClientError),
+}
+
+/// Least and most time between two attempts to reopen the assignment stream.
+const RECONNECT_MIN: Duration = Duration::from_millis(100);
+const RECONNECT_MAX: Duration = Duration::from_secs(5);
+/// Least time between two progress reports of one task (later lines replace earlier unsent ones).
+const PROGRESS_EVERY: Duration = Duration::from_millis(250);
+
+/// Runs until `shutdown` resolves (then drains and deregisters) or the agent is deregistered.
+/// `started` receives the agent's id once it has registered or attached and sent its first heartbeat.
+pub async fn run(
+    config: RuntimeConfig,
+    shutdown: impl Future<Output = ()>,
+    started: Option<tokio::sync::oneshot::Sender<Uuid>>,
+) -> Result<(), RuntimeError> {
+    let client = Client::new(&config.api);
+    let agent = match config.agent_id {
+        Some(id) => id,
+        None => {
+            client
+                .register(
+                    config.name.as_deref(),
+                    &config.agent_type,
+                    &config.capabilities,
+                    config.max_concurrent_tasks,
+                )
+                .await?
+        }
+    };
+    client.heartbeat(agent).await?;
+    tracing::info!(%agent, api = client.base(), "agent running");
+    if let Some(started) = started {
+        let _ = started.send(agent);
+    }
+    give_back_leftovers(&client, agent).await;
+
+    let mut agent_run = AgentRun {
+        client: client.clone(),
+        agent,
+        config: &config,
+        running: JoinSet::new(),
+        in_flight: HashMap::new(),
+        waiting: VecDeque::new(),
+    };
+    let (assignments, mut pushed) = mpsc::channel(64);
+    let reader = tokio::spawn(read_assignments(client.clone(), agent, assignments));
+    let mut beat = tokio::time::interval(config.heartbeat_interval);
+    beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    beat.tick().await;
+    let mut shutdown = std::pin::pin!(shutdown);
+    let deregistered = loop {
+        tokio::select! {
+            () = &mut shutdown => break false,
+            _ = beat.tick() => {
+                if agent_run.beat().await {
+                    break true;
+                }
+            }
+            Some(assignment) = pushed.recv() => agent_run.take(assignment),
+            Some(finished) = agent_run.running.join_next_with_id() => agent_run.finished(finished),
+        }
+    };
+    reader.abort();
+    if deregistered {
+        tracing::info!(%agent, "the agent was deregistered: stopping");
+        agent_run.running.shutdown().await;
+        return Ok(());
+    }
+    agent_run.drain().await;
+    Ok(())
+}
+
+/// Fails, as retryable, tasks this agent had accepted or started before (a previous run of it that
+/// died): nobody is working on them any more.
+async fn give_back_leftovers(client: &Client, agent: Uuid) {
+    for status in ["accepted", "running"] {
+        let Ok(tasks) = client.tasks_of(agent, status).await else {
+            continue;
+        };
+        for task in tasks {
+            let body = json!({"error": "the agent's runtime restarted", "retryable": true});
+            if let Err(e) = client.report(task, agent, "fail", body).await {
+                tracing::warn!(%task, error = %e, "could not give back a task");
+            }
+        }
+    }
+}
+
+/// Reads the assignment stream into `out`, reopening it whenever it ends, until `out` closes.
+async fn read_assignments(client: Client, agent: Uuid, out: mpsc::Sender<Value>) {
+    let mut backoff = RECONNECT_MIN;
+    while !out.is_closed() {
+        match client.assignments(agent).await {
+            Ok(stream) => {
+                backoff = RECONNECT_MIN;
+                let mut stream = std::pin::pin!(stream);
+                while let Some(assignment) = stream.next().await {
+                    if out.send(assignment).await.is_err() {
+                        return;
+                    }
+                }
+                tracing::debug!(%agent, "assignment stream ended; reopening");
+            }
+            Err(e) => tracing::warn!(%agent, error = %e, "cannot open the assignment stream"),
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(RECONNECT_MAX);
+    }
+}
+
+struct AgentRun<'a> {
+    client: Client,
+    agent: Uuid,
+    config: &'a RuntimeConfig,
+    running: JoinSet<()>,
+    /// The task each running job works on.
+    in_flight: HashMap<tokio::task::Id, Uuid>,
+    /// Assignments beyond `max_concurrent_tasks`, started as room frees up.
+    waiting: VecDeque<(Uuid, Value)>,
+}
+
+impl AgentRun<'_> {
+    /// Heartbeats once. True when the agent is deregistered (or unknown), so the runtime must stop.
+    async fn beat(&self) -> bool {
+        match self.client.heartbeat(self.agent).await {
+            Ok(()) => false,
+            Err(e) if matches!(e.status(), Some(404 | 409)) => true,
+            Err(e) => {
+                tracing::warn!(agent = %self.agent, error = %e, "heartbeat failed");
+                false
+            }
+        }
+    }
+
+    /// Starts work on a pushed assignment unless it is already in hand; without room, it waits for room.
+    /// (The scheduler keeps within our limit, except for a moment when two schedulers both believed
+    /// they led; a task that waits too long loses its lease and goes to someone else.)
+    fn take(&mut self, assignment: Value) {
+        let Some(task) = assignment["task_id"].as_str().and_then(|t| t.parse().ok()) else {
+            tracing::warn!(%assignment, "an assignment without a task id");
+            return;
+        };
+        let in_hand = self.in_flight.values().any(|t| *t == task)
+            || self.waiting.iter().any(|(t, _)| *t == task);
+        if in_hand {
+            return;
+        }
+        if self.in_flight.len() >= self.config.max_concurrent_tasks as usize {
+            tracing::debug!(%task, "no room yet: the assignment waits");
+            self.waiting.push_back((task, assignment));
+            return;
+        }
+        self.start(task, assignment);
+    }
+
+    fn start(&mut self, task: Uuid, assignment: Value) {
+        let client = self.client.clone();
+        let agent = self.agent;
+        let exec = self.config.exec.clone();
+        let job = self
+            .running
+            .spawn(async move { work(&client, agent, task, &exec, assignment).await });
+        self.in_flight.insert(job.id(), task);
+    }
+
+    /// Forgets a job that ended, however it ended.
+    fn finished(&mut self, result: Result<(tokio::task::Id, ()), tokio::task::JoinError>) {
+        let id = match &result {
+            Ok((id, ())) => *id,
+            Err(e) => {
+                tracing::warn!(error = %e, "a task's job ended abnormally");
+                e.id()
+            }
+        };
+        self.in_flight.remove(&id);
+        if self.in_flight.len() < self.config.max_concurrent_tasks as usize
+            && let Some((task, assignment)) = self.waiting.pop_front()
+        {
+            self.start(task, assignment);
+        }
+    }
+
+    /// Takes nothing new, lets running tasks finish (at most the drain timeout), then deregisters.
+    async fn drain(mut self) {
+        let agent = self.agent;
+        tracing::info!(%agent, running = self.running.len(), "draining");
+        // Not started: their leases lapse and the scheduler gives them to others.
+        self.waiting.clear();
+        if let Err(e) = self
+            .client
+            .post(&format!("/api/v1/agents/{agent}/drain"), &json!({}))
+            .await
+        {
+            tracing::warn!(%agent, error = %e, "could not mark the agent draining");
+        }
+        let deadline = tokio::time::sleep(self.config.drain_timeout);
+        let mut deadline = std::pin::pin!(deadline);
+        let mut beat = tokio::time::interval(self.config.heartbeat_interval);
+        loop {
+            tokio::select! {
+                finished = self.running.join_next_with_id() => {
+                    match finished {
+                        Some(finished) => self.finished(finished),
+                        None => break,
+                    }
+                }
+                _ = beat.tick() => {
+                    if self.beat().await {
+                        self.running.shutdown().await;
+                        return;
+                    }
+                }
+                () = &mut deadline => {
+                    tracing::warn!(%agent, left = self.running.len(), "drain timed out: stopping tasks");
+                    self.running.shutdown().await;
+                    for (_, task) in self.in_flight.drain() {
+                        let body = json!({"error": "the agent stopped before the task finished", "retryable": true});
+                        if let Err(e) = self.client.report(task, agent, "fail", body).await {
+                            tracing::warn!(%task, error = %e, "could not give back a task");
+                        }
+                    }
+                    break;
+                }
+            }
+        }
+        let body = json!({"reason": "the agent's runtime stopped"});
+        match self
+            .client
+            .post(&format!("/api/v1/agents/{agent}/deregister"), &body)
+            .await
+        {
+            Ok(_) => tracing::info!(%agent, "deregistered"),
+            Err(e) => tracing::warn!(%agent, error = %e, "could not deregister"),
+        }
+    }
+}
+
+/// Works one task through: accept, start, run the executor while reporting its progress, then complete
+/// or fail it. A refused accept means the task is no longer ours (its lease lapsed): nothing to do.
+async fn work(client: &Client, agent: Uuid, task: Uuid, exec: &str, assignment: Value) {
+    if let Err(e) = client.report(task, agent, "accept", json!({})).await {
+        tracing::info!(%task, error = %e, "assignment not accepted");
+        return;
+    }
+    if let Err(e) = client.report(task, agent, "start", json!({})).await {
+        tracing::warn!(%task, error = %e, "could not start the task");
+        return;
+    }
+    let env = [
+        ("HIVE_TASK_ID", task.to_string()),
+        ("HIVE_AGENT_ID", agent.to_string()),
+        ("HIVE_API_URL", client.base().to_owned()),
+        (
+            "HIVE_ATTEMPT",
+            assignment["attempt"].as_u64().unwrap_or(1).to_string(),
+        ),
+    ];
+    let (progress, lines) = watch::channel(Progress::default());
+    let reporting = report_progress(client, agent, task, lines);
+    let outcome = tokio::select! {
+        outcome = executor::run(exec, &assignment, &env, &progress) => outcome,
+        () = reporting => unreachable!("progress reporting ends only with the run"),
+    };
+    let (action, body) = match outcome {
+        Outcome::Completed(result) => ("complete", json!({"result": result})),
+        Outcome::Failed { error, retryable } => {
+            ("fail", json!({"error": error, "retryable": retryable}))
+        }
+    };
+    match client.report(task, agent, action, body).await {
+        Ok(()) => tracing::info!(%task, action, "task reported"),
+        Err(e) => tracing::warn!(%task, action, error = %e, "could not report the task's end"),
+    }
+}
+
+/// Reports the latest progress line, at most every [`PROGRESS_EVERY`]. Never ends by itself.
+async fn report_progress(
+    client: &Client,
+    agent: Uuid,
+    task: Uuid,
+    mut lines: watch::Receiver<Progress>,
+) {
+    loop {
+        if lines.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+        let line = lines.borrow_and_update().clone();
+        let body = json!({"percent": line.percent, "message": line.message});
+        if let Err(e) = client.report(task, agent, "progress", body).await {
+            tracing::debug!(%task, error = %e, "progress not reported");
+        }
+        tokio::time::sleep(PROGRESS_EVERY).await;
+    }
+}
