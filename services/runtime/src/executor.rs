@@ -257,6 +257,90 @@ mod tests {
         assert_eq!(outcome, Outcome::Completed(json!({"output": ""})));
     }
 
+    fn example(name: &str) -> String {
+        format!(
+            "{}/../../examples/executors/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        )
+    }
+
+    async fn run_example(name: &str, task: Value, path: Option<&str>) -> Outcome {
+        let (tx, _) = watch::channel(Progress::default());
+        let mut env = vec![
+            ("HIVE_TASK_ID", "t1".to_owned()),
+            ("HIVE_ATTEMPT", "1".to_owned()),
+        ];
+        if let Some(path) = path {
+            env.push(("PATH", path.to_owned()));
+        }
+        run(&example(name), &task, &env, &tx).await
+    }
+
+    #[tokio::test]
+    async fn the_shell_example_runs_shell_tasks_and_acknowledges_others() {
+        let shell = json!({"task_type": "shell", "description": "echo hello"});
+        assert_eq!(
+            run_example("shell.sh", shell, None).await,
+            Outcome::Completed(json!({"exit_status": 0, "output": "hello\n"}))
+        );
+        let other = json!({"task_type": "review", "title": "look"});
+        assert_eq!(
+            run_example("shell.sh", other, None).await,
+            Outcome::Completed(json!({"acknowledged": true}))
+        );
+        let failing = json!({"task_type": "shell", "description": "exit 4"});
+        assert_eq!(
+            run_example("shell.sh", failing, None).await,
+            Outcome::Failed {
+                error: "the executor exited with status 1: the command exited with status 4".into(),
+                retryable: true
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn the_coding_agent_example_drives_the_cli_it_finds() {
+        let task = json!({"title": "add a test", "description": "for the parser"});
+        let bare = std::env::temp_dir().join(format!("hive-bare-{}", std::process::id()));
+        std::fs::create_dir_all(&bare).unwrap();
+        // Our PATH without any directory that holds a coding-agent CLI.
+        let base = std::env::var("PATH")
+            .unwrap_or_default()
+            .split(':')
+            .filter(|dir| {
+                ["claude", "codex", "aider"]
+                    .iter()
+                    .all(|cli| !std::path::Path::new(dir).join(cli).exists())
+            })
+            .collect::<Vec<_>>()
+            .join(":");
+        let none = run_example("coding-agent.sh", task.clone(), Some(&base)).await;
+        assert!(
+            matches!(&none, Outcome::Failed { retryable: false, error } if error.contains("no coding-agent CLI")),
+            "{none:?}"
+        );
+        // A stand-in `claude` that answers as `claude -p --output-format json` does.
+        let fake = bare.join("claude");
+        std::fs::write(
+            &fake,
+            "#!/bin/sh\nprintf '{\"result\": \"%s\"}' \"$2\" | tr '\\n' ' '\n",
+        )
+        .unwrap();
+        std::process::Command::new("chmod")
+            .arg("+x")
+            .arg(&fake)
+            .status()
+            .unwrap();
+        let path = format!("{}:{base}", bare.display());
+        let Outcome::Completed(result) = run_example("coding-agent.sh", task, Some(&path)).await
+        else {
+            panic!("the fake claude completes");
+        };
+        assert_eq!(result["result"], "add a test  for the parser");
+        assert!(result["workdir"].is_string());
+        std::fs::remove_dir_all(&bare).unwrap();
+    }
+
     #[test]
     fn progress_lines_parse() {
         assert_eq!(
