@@ -6,3 +6,4 @@ mod api;
 mod log;
 mod orchestration;
 mod projector;
+mod replay;

@@ -208,6 +208,22 @@ pub struct TaskCounts {
     pub progress: f64,
 }
 
+impl From<std::collections::BTreeMap<String, i64>> for TaskCounts {
+    fn from(by_status: std::collections::BTreeMap<String, i64>) -> Self {
+        let total = by_status.values().sum::<i64>();
+        let completed = by_status.get("completed").copied().unwrap_or(0);
+        Self {
+            total,
+            progress: if total == 0 {
+                0.0
+            } else {
+                completed as f64 / total as f64
+            },
+            by_status,
+        }
+    }
+}
+
 impl ProjectView {
     /// The view of `p` with its task counts.
     pub fn new(p: projects::Model, tasks: TaskCounts) -> Self {

@@ -6,6 +6,7 @@
 //! load, fold, decide, append, and on a lost race reload and decide again, a bounded number of times.
 //! [`Namespace`] names everything a deployment (or a test) owns in NATS, so tests never share a stream.
 
+pub mod audit;
 pub mod command;
 pub mod kv;
 pub mod log;

@@ -233,13 +233,30 @@ impl EventLog {
         &self,
         seq: u64,
     ) -> Result<impl Stream<Item = Result<RawEvent, LogError>> + Send + use<>, LogError> {
+        self.read(jetstream::consumer::DeliverPolicy::ByStartSequence {
+            start_sequence: seq.max(1),
+        })
+        .await
+    }
+
+    /// Every event stored at or after `time`, in order, then new ones as they are appended.
+    pub async fn read_from_time(
+        &self,
+        time: chrono::DateTime<chrono::Utc>,
+    ) -> Result<impl Stream<Item = Result<RawEvent, LogError>> + Send + use<>, LogError> {
+        self.read(jetstream::consumer::DeliverPolicy::ByStartTime { start_time: time })
+            .await
+    }
+
+    async fn read(
+        &self,
+        deliver_policy: jetstream::consumer::DeliverPolicy,
+    ) -> Result<impl Stream<Item = Result<RawEvent, LogError>> + Send + use<>, LogError> {
         let consumer = self
             .stream
             .create_consumer(jetstream::consumer::pull::OrderedConfig {
                 filter_subject: self.subjects.all(),
-                deliver_policy: jetstream::consumer::DeliverPolicy::ByStartSequence {
-                    start_sequence: seq.max(1),
-                },
+                deliver_policy,
                 ..Default::default()
             })
             .await

@@ -37,6 +37,128 @@ enum Command {
     /// Run an agent: register (or attach to --agent-id), heartbeat, take pushed assignments and run the
     /// executor once per task with the task's JSON on stdin. SIGTERM drains it, then deregisters it.
     Agent(AgentArgs),
+    /// Rebuild the read models from the log, or see where each projection stands.
+    Projections {
+        #[command(subcommand)]
+        command: ProjectionsCommand,
+    },
+    /// Fold the whole log in memory and compare it with the read models, row by row and field by
+    /// field; print each difference and exit non-zero on any.
+    Verify,
+    /// The log for auditors: an entity's history, an agent's work, a stretch of the log, or an entity
+    /// as it was at a sequence or a time.
+    Audit {
+        #[command(subcommand)]
+        query: AuditCommand,
+        /// JSON lines instead of a table.
+        #[arg(long, global = true)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum ProjectionsCommand {
+    /// Rebuild projections from the log's first event into shadow tables, then swap them in.
+    ///
+    /// Safe on a running system: the live read models keep serving, and the live projector keeps
+    /// projecting, until the swap, one short transaction during which reads wait (none fails). The
+    /// events appended meanwhile are caught up before the swap. One rebuild runs at a time.
+    Rebuild {
+        /// Every projection.
+        #[arg(long)]
+        all: bool,
+        /// The projection to rebuild (`read_models`).
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        name: Option<String>,
+    },
+    /// Each projection's checkpoint, the log's head, the lag and the dead-letter count.
+    Status {
+        /// JSON lines instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// An agent's history and that of every task it touched, in log order.
+    Agent {
+        /// The agent.
+        id: Uuid,
+    },
+    /// A task's history.
+    Task {
+        /// The task.
+        id: Uuid,
+    },
+    /// A project's history.
+    Project {
+        /// The project.
+        id: Uuid,
+    },
+    /// The whole log, or the stretch between two points (sequences or RFC 3339 times, both included).
+    Log {
+        /// From this sequence or time.
+        #[arg(long)]
+        from: Option<String>,
+        /// Up to this sequence or time.
+        #[arg(long)]
+        to: Option<String>,
+    },
+    /// An entity as it was at a sequence or a time, folded from its history.
+    State {
+        /// agent, task or project.
+        kind: Kind,
+        /// The entity.
+        id: Uuid,
+        /// A sequence number or an RFC 3339 time.
+        #[arg(long)]
+        at: String,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Kind {
+    Agent,
+    Task,
+    Project,
+}
+
+impl From<Kind> for hive_events::AggregateKind {
+    fn from(kind: Kind) -> Self {
+        match kind {
+            Kind::Agent => Self::Agent,
+            Kind::Task => Self::Task,
+            Kind::Project => Self::Project,
+        }
+    }
+}
+
+fn at(text: &Option<String>) -> anyhow::Result<Option<hive_eventlog::audit::At>> {
+    text.as_deref()
+        .map(hive_eventlog::audit::At::parse)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!(e))
+}
+
+/// Connects to the configured servers (those of a running `hive up` in the same `HIVE_HOME` are found in
+/// its endpoints file).
+async fn backends(config: &Config, migrate: bool) -> anyhow::Result<crate::Backends> {
+    let running = crate::up::endpoints(&config.home);
+    let nats = config
+        .nats_url
+        .clone()
+        .or_else(|| running.as_ref().map(|r| r.0.clone()));
+    let db = config
+        .database_url
+        .clone()
+        .or_else(|| running.as_ref().map(|r| r.1.clone()));
+    let nats = required(&nats, "HIVE_NATS_URL (or a running `hive up` in HIVE_HOME)")?;
+    let db = required(
+        &db,
+        "HIVE_DATABASE_URL (or a running `hive up` in HIVE_HOME)",
+    )?;
+    connect(config, &nats, &db, migrate).await
 }
 
 #[derive(clap::Args)]
@@ -143,6 +265,47 @@ async fn run_cli() -> anyhow::Result<()> {
     let config = Config::load(&cli.overrides).map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
     match cli.command {
         Command::Up => crate::up::up(config).await,
+        Command::Projections { command } => match command {
+            ProjectionsCommand::Rebuild { all, name } => {
+                let backends = backends(&config, true).await?;
+                let names = match (all, name) {
+                    (true, _) => vec![hive_projector::READ_MODELS.to_owned()],
+                    (false, Some(name)) => vec![name],
+                    (false, None) => anyhow::bail!("name a projection or give --all"),
+                };
+                crate::ops::rebuild_projections(&backends, &names).await
+            }
+            ProjectionsCommand::Status { json } => {
+                let backends = backends(&config, false).await?;
+                crate::ops::projections_status(&backends, json).await
+            }
+        },
+        Command::Verify => crate::ops::verify(&backends(&config, false).await?).await,
+        Command::Audit { query, json } => {
+            let backends = backends(&config, false).await?;
+            let log = &backends.log;
+            use crate::ops::AuditQuery;
+            use hive_events::AggregateKind;
+            let query = match query {
+                AuditCommand::Agent { id } => AuditQuery::AgentWork(id),
+                AuditCommand::Task { id } => AuditQuery::Entity(AggregateKind::Task, id),
+                AuditCommand::Project { id } => AuditQuery::Entity(AggregateKind::Project, id),
+                AuditCommand::Log { from, to } => AuditQuery::Log {
+                    from: at(&from)?,
+                    to: at(&to)?,
+                },
+                AuditCommand::State {
+                    kind,
+                    id,
+                    at: point,
+                } => {
+                    let point =
+                        hive_eventlog::audit::At::parse(&point).map_err(|e| anyhow::anyhow!(e))?;
+                    return crate::ops::state(log, kind.into(), id, point).await;
+                }
+            };
+            crate::ops::audit(log, query, json).await
+        }
         Command::Agent(args) => {
             let runtime = args.config(&config)?;
             hive_runtime::run(runtime, crate::termination(), None)
@@ -160,6 +323,7 @@ async fn run_cli() -> anyhow::Result<()> {
         Command::Serve { part } => {
             let nats = required(&config.nats_url, "HIVE_NATS_URL")?;
             let db = required(&config.database_url, "HIVE_DATABASE_URL")?;
+
             let none = Parts {
                 api: false,
                 projector: false,

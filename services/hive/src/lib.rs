@@ -5,6 +5,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod ops;
 pub mod up;
 
 use std::net::SocketAddr;

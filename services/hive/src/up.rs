@@ -68,9 +68,28 @@ pub async fn backends(config: &Config) -> anyhow::Result<(String, String, Server
     Ok((nats_url, database_url, servers))
 }
 
+/// The file in `HIVE_HOME` where a running `hive up` leaves its servers' URLs, for the operators'
+/// commands (`hive verify`, `hive audit`, `hive projections ...`) run beside it.
+pub const ENDPOINTS: &str = "endpoints.json";
+
+/// The URLs a running `hive up` in `home` left: (NATS, PostgreSQL).
+pub fn endpoints(home: &std::path::Path) -> Option<(String, String)> {
+    let text = std::fs::read_to_string(home.join(ENDPOINTS)).ok()?;
+    let value: serde_json::Value = serde_json::from_str(&text).ok()?;
+    Some((
+        value["nats_url"].as_str()?.to_owned(),
+        value["database_url"].as_str()?.to_owned(),
+    ))
+}
+
 /// Runs the whole hive until SIGTERM or SIGINT.
 pub async fn up(config: Config) -> anyhow::Result<()> {
     let (nats_url, database_url, mut servers) = backends(&config).await?;
+    let endpoints = config.home.join(ENDPOINTS);
+    let written = serde_json::json!({"nats_url": nats_url, "database_url": database_url});
+    if let Err(e) = std::fs::write(&endpoints, written.to_string()) {
+        tracing::warn!(error = %e, "could not write {}", endpoints.display());
+    }
     let result = async {
         let backends = crate::connect(&config, &nats_url, &database_url, true).await?;
         let running = crate::run(&config, backends, Parts::ALL, config.http_addr).await?;
@@ -87,6 +106,7 @@ pub async fn up(config: Config) -> anyhow::Result<()> {
         running.until(crate::termination()).await
     }
     .await;
+    let _ = std::fs::remove_file(&endpoints);
     servers.stop();
     result
 }

@@ -9,7 +9,10 @@
 
 pub mod batch;
 pub mod fold;
+pub mod rebuild;
 pub mod rows;
+pub mod status;
+pub mod verify;
 
 use std::time::Duration;
 
@@ -43,6 +46,9 @@ pub struct ProjectorConfig {
     pub batch_max: usize,
     /// Stop as a crash would at this point (tests only).
     pub crash_at: Option<CrashPoint>,
+    /// With no checkpoint yet and events in the log (a new or lost read-model database), rebuild in bulk
+    /// ([`rebuild`]) before following the log, instead of applying the whole log batch by batch.
+    pub rebuild_when_empty: bool,
 }
 
 impl Default for ProjectorConfig {
@@ -51,6 +57,7 @@ impl Default for ProjectorConfig {
             name: READ_MODELS.into(),
             batch_max: 2_000,
             crash_at: None,
+            rebuild_when_empty: true,
         }
     }
 }
@@ -121,6 +128,9 @@ impl Projector {
 
     /// Reads from the committed checkpoint on and projects until the log or the database fails.
     async fn follow(&self, batches: &mut u32) -> Result<(), ProjectorError> {
+        if self.config.rebuild_when_empty {
+            rebuild::rebuild(&self.db, &self.log, &self.config.name, true, |_| {}).await?;
+        }
         let start = {
             let txn = self.db.begin().await?;
             let seq = batch::lock_checkpoint(&txn, &self.config.name).await?;

@@ -57,6 +57,7 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 pub struct Client {
     base: String,
     http: reqwest::Client,
+    actor: String,
 }
 
 impl Client {
@@ -68,7 +69,14 @@ impl Client {
                 .connect_timeout(Duration::from_secs(5))
                 .build()
                 .unwrap_or_default(),
+            actor: "agent-runtime".into(),
         }
+    }
+
+    /// The same client, naming `actor` as the cause of what it does (`agent:<id>` for a runtime).
+    pub fn acting_as(mut self, actor: String) -> Self {
+        self.actor = actor;
+        self
     }
 
     /// The API's base URL.
@@ -88,7 +96,7 @@ impl Client {
                 .http
                 .post(&url)
                 .header("Idempotency-Key", &key)
-                .header("Hive-Actor", "agent-runtime")
+                .header("Hive-Actor", &self.actor)
                 .timeout(Duration::from_secs(10))
                 .json(body)
                 .send()

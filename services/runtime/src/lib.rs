@@ -96,6 +96,7 @@ pub async fn run(
                 .await?
         }
     };
+    let client = client.acting_as(format!("agent:{agent}"));
     client.heartbeat(agent).await?;
     tracing::info!(%agent, api = client.base(), "agent running");
     if let Some(started) = started {

@@ -16,6 +16,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::committed;
+use super::travel::{AtQuery, row_at};
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{self, Command, Path, Query};
@@ -106,7 +107,15 @@ async fn list(
     )))
 }
 
-async fn read(State(state): State<AppState>, Path(id): Path<Uuid>) -> ApiResult<Json<AgentView>> {
+async fn read(
+    State(state): State<AppState>,
+    Path(id): Path<Uuid>,
+    Query(at): Query<AtQuery>,
+) -> ApiResult<Json<AgentView>> {
+    if let Some(at) = at.at(&state).await? {
+        let row = row_at::<Agent>(&state, hive_events::AggregateKind::Agent, id, at).await?;
+        return Ok(Json(row.into()));
+    }
     agents::Entity::find_by_id(id)
         .one(&state.db)
         .await?

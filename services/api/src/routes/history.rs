@@ -3,8 +3,8 @@
 use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
+use hive_eventlog::audit::Record;
 use hive_events::AggregateKind;
-use hive_events::envelope::decode;
 use hive_schema::dead_letters;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use serde::Deserialize;
@@ -43,28 +43,10 @@ async fn events(
     if history.is_empty() {
         return Err(ApiError::not_found(kind.as_str(), id));
     }
-    let events: Vec<Value> = history
+    let subjects = state.log.subjects();
+    let events: Vec<Record> = history
         .iter()
-        .map(|raw| {
-            match (
-                decode(&raw.payload, Some((kind, id))),
-                serde_json::from_slice::<Value>(&raw.payload),
-            ) {
-                (Ok(envelope), Ok(stored)) => json!({
-                    "seq": raw.seq,
-                    "event_id": envelope.meta.event_id,
-                    "type": envelope.event.event_type(),
-                    "schema_version": stored["schema_version"],
-                    "occurred_at": envelope.meta.occurred_at,
-                    "actor": envelope.meta.actor,
-                    "correlation_id": envelope.meta.correlation_id,
-                    "causation_id": envelope.meta.causation_id,
-                    "data": stored["data"],
-                }),
-                (Err(e), _) => json!({"seq": raw.seq, "error": e.to_string()}),
-                (_, Err(e)) => json!({"seq": raw.seq, "error": e.to_string()}),
-            }
-        })
+        .map(|raw| Record::of(raw, subjects))
         .collect();
     Ok(Json(
         json!({"aggregate": kind, "aggregate_id": id, "events": events}),

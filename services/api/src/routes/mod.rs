@@ -5,10 +5,12 @@ pub mod assignments;
 pub mod compat;
 pub mod history;
 pub mod lifecycle;
+pub mod projections;
 pub mod projects;
 pub mod spawn;
 pub mod system;
 pub mod tasks;
+pub mod travel;
 
 use axum::Router;
 use axum::http::{HeaderValue, StatusCode};
@@ -26,6 +28,7 @@ pub fn all() -> Router<AppState> {
         .merge(agents::routes())
         .merge(tasks::routes())
         .merge(projects::routes())
+        .merge(projections::routes())
         .merge(history::routes())
         .merge(lifecycle::routes())
         .merge(assignments::routes())

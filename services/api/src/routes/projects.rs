@@ -7,8 +7,8 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use hive_events::ProjectId;
 use hive_events::project::{Project, ProjectCommand};
+use hive_events::{AggregateKind, ProjectId};
 use hive_schema::{projects, tasks};
 use sea_orm::{ColumnTrait, EntityTrait, FromQueryResult, QueryFilter, QuerySelect};
 use serde::Deserialize;
@@ -16,9 +16,10 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::committed;
+use super::travel::{AtQuery, hive_at, row_at};
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{self, Command, Path};
+use crate::extract::{self, Command, Path, Query};
 use crate::views::{ProjectView, TaskCounts};
 
 pub(crate) fn routes() -> Router<AppState> {
@@ -64,7 +65,20 @@ struct StatusCount {
     count: i64,
 }
 
-async fn read(State(state): State<AppState>, Path(id): Path<Uuid>) -> ApiResult<Json<ProjectView>> {
+async fn read(
+    State(state): State<AppState>,
+    Path(id): Path<Uuid>,
+    Query(at): Query<AtQuery>,
+) -> ApiResult<Json<ProjectView>> {
+    if let Some(at) = at.at(&state).await? {
+        let project = row_at::<Project>(&state, AggregateKind::Project, id, at).await?;
+        let hive = hive_at(&state, at).await?;
+        let mut by_status: BTreeMap<String, i64> = BTreeMap::new();
+        for task in hive.tasks.values().filter(|t| t.project_id == Some(id)) {
+            *by_status.entry(task.status.clone()).or_default() += 1;
+        }
+        return Ok(Json(ProjectView::new(project, TaskCounts::from(by_status))));
+    }
     let project = projects::Entity::find_by_id(id)
         .one(&state.db)
         .await?
@@ -79,16 +93,5 @@ async fn read(State(state): State<AppState>, Path(id): Path<Uuid>) -> ApiResult<
         .all(&state.db)
         .await?;
     let by_status: BTreeMap<String, i64> = rows.into_iter().map(|r| (r.status, r.count)).collect();
-    let total = by_status.values().sum::<i64>();
-    let completed = by_status.get("completed").copied().unwrap_or(0);
-    let counts = TaskCounts {
-        total,
-        progress: if total == 0 {
-            0.0
-        } else {
-            completed as f64 / total as f64
-        },
-        by_status,
-    };
-    Ok(Json(ProjectView::new(project, counts)))
+    Ok(Json(ProjectView::new(project, TaskCounts::from(by_status))))
 }

@@ -13,8 +13,10 @@ use hive_schema::status_counts;
 use sea_orm::{ConnectionTrait, EntityTrait, Statement};
 use serde_json::{Value, json};
 
+use super::travel::{AtQuery, hive_at};
 use crate::AppState;
 use crate::error::{ApiError, ApiResult, Code};
+use crate::extract::Query;
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -112,7 +114,20 @@ async fn health(State(state): State<AppState>) -> Response {
     (code, Json(body)).into_response()
 }
 
-async fn status(State(state): State<AppState>) -> ApiResult<Json<Value>> {
+async fn status(
+    State(state): State<AppState>,
+    Query(at): Query<AtQuery>,
+) -> ApiResult<Json<Value>> {
+    if let Some(at) = at.at(&state).await? {
+        let hive = hive_at(&state, at).await?;
+        let mut by_kind: BTreeMap<String, BTreeMap<String, i64>> = BTreeMap::new();
+        for ((kind, status), count) in hive.counts {
+            by_kind.entry(kind).or_default().insert(status, count);
+        }
+        let mut body = counts_json(by_kind);
+        body["at"] = json!({"seq": hive.last_seq});
+        return Ok(Json(body));
+    }
     let checkpoint = state.progress.checkpoint();
     let mut cache = state.status_cache.lock().await;
     let counts = match cache.as_ref() {
@@ -140,6 +155,11 @@ async fn count_statuses(state: &AppState) -> ApiResult<Value> {
             .or_default()
             .insert(row.status, row.count);
     }
+    Ok(counts_json(by_kind))
+}
+
+/// `{agents: {total, by_status}, tasks: {total, by_status}}` with every status present.
+fn counts_json(by_kind: BTreeMap<String, BTreeMap<String, i64>>) -> Value {
     let section = |kind: &str, all: &[&str]| {
         let counts = by_kind.get(kind).cloned().unwrap_or_default();
         let mut by_status: BTreeMap<String, i64> = all.iter().map(|s| (s.to_string(), 0)).collect();
@@ -155,7 +175,7 @@ async fn count_statuses(state: &AppState) -> ApiResult<Value> {
         .iter()
         .map(|s| s.as_str())
         .collect();
-    Ok(json!({"agents": section("agent", &agents), "tasks": section("task", &tasks)}))
+    json!({"agents": section("agent", &agents), "tasks": section("task", &tasks)})
 }
 
 /// The answer when a handler panics: a 500 in the API's format, with nothing of the panic in it.

@@ -17,6 +17,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::committed;
+use super::travel::{AtQuery, row_at};
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{self, Command, Path, Query};
@@ -199,7 +200,15 @@ async fn list(
     Ok(Json(List::from_rows(rows, limit, |r| r.id, TaskView::from)))
 }
 
-async fn read(State(state): State<AppState>, Path(id): Path<Uuid>) -> ApiResult<Json<TaskView>> {
+async fn read(
+    State(state): State<AppState>,
+    Path(id): Path<Uuid>,
+    Query(at): Query<AtQuery>,
+) -> ApiResult<Json<TaskView>> {
+    if let Some(at) = at.at(&state).await? {
+        let row = row_at::<Task>(&state, hive_events::AggregateKind::Task, id, at).await?;
+        return Ok(Json(row.into()));
+    }
     tasks::Entity::find_by_id(id)
         .one(&state.db)
         .await?

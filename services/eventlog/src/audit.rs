@@ -1,0 +1,151 @@
+//! The log for auditors: each event as a [`Record`] (its stored form, decoded where it can be), and the
+//! folds "as it was at" a sequence or a time.
+
+use chrono::{DateTime, Utc};
+use hive_events::envelope::decode;
+use hive_events::subject::Subjects;
+use hive_events::{Aggregate, AggregateKind};
+use serde::Serialize;
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::RawEvent;
+
+/// One event as an auditor reads it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Record {
+    /// Its position in the log.
+    pub seq: u64,
+    /// `agent`, `task` or `project` (from the subject).
+    pub aggregate: Option<AggregateKind>,
+    /// The entity (from the subject).
+    pub aggregate_id: Option<Uuid>,
+    /// Its type.
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    pub event_type: Option<String>,
+    /// The version of its stored data.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub schema_version: Option<u64>,
+    /// Its id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub event_id: Option<Uuid>,
+    /// When it happened.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub occurred_at: Option<DateTime<Utc>>,
+    /// Who caused it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
+    /// The flow it belongs to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub correlation_id: Option<Uuid>,
+    /// What caused it directly.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub causation_id: Option<Uuid>,
+    /// Its data as stored.
+    #[serde(skip_serializing_if = "Value::is_null")]
+    pub data: Value,
+    /// Why it cannot be read, for an event no fold can apply.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl Record {
+    /// The record of `raw`.
+    pub fn of(raw: &RawEvent, subjects: &Subjects) -> Self {
+        let at = subjects.parse(&raw.subject);
+        let stored: Option<Value> = serde_json::from_slice(&raw.payload).ok();
+        let mut record = Self {
+            seq: raw.seq,
+            aggregate: at.map(|(kind, _)| kind),
+            aggregate_id: at.map(|(_, id)| id),
+            event_type: None,
+            schema_version: None,
+            event_id: None,
+            occurred_at: None,
+            actor: None,
+            correlation_id: None,
+            causation_id: None,
+            data: Value::Null,
+            error: None,
+        };
+        match decode(&raw.payload, at) {
+            Ok(envelope) => {
+                let stored = stored.unwrap_or_default();
+                record.event_type = Some(envelope.event.event_type().to_owned());
+                record.schema_version = stored["schema_version"].as_u64();
+                record.event_id = Some(envelope.meta.event_id.as_uuid());
+                record.occurred_at = Some(envelope.meta.occurred_at);
+                record.actor = Some(envelope.meta.actor.as_str().to_owned());
+                record.correlation_id = Some(envelope.meta.correlation_id);
+                record.causation_id = envelope.meta.causation_id;
+                record.data = stored["data"].clone();
+            }
+            Err(e) => {
+                record.event_type = stored
+                    .as_ref()
+                    .and_then(|s| s["type"].as_str().map(str::to_owned));
+                record.error = Some(e.to_string());
+            }
+        }
+        record
+    }
+
+    /// Whether this event names `agent` in its data (a task's assignment, start, report...).
+    pub fn names_agent(&self, agent: Uuid) -> bool {
+        self.data["agent_id"].as_str() == Some(agent.to_string().as_str())
+    }
+}
+
+/// A point in the log's history.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum At {
+    /// Up to and including this sequence.
+    Seq(u64),
+    /// Up to and including this time (the events' `occurred_at`).
+    Time(DateTime<Utc>),
+}
+
+impl At {
+    /// Reads `N` (a sequence) or an RFC 3339 time.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        if let Ok(seq) = text.trim().parse::<u64>() {
+            return Ok(Self::Seq(seq));
+        }
+        DateTime::parse_from_rfc3339(text.trim())
+            .map(|t| Self::Time(t.with_timezone(&Utc)))
+            .map_err(|_| format!("{text:?} is neither a sequence number nor an RFC 3339 time"))
+    }
+}
+
+/// One aggregate folded from its `history` up to `at`: its state and the sequence of the last event
+/// folded, or `None` if it did not exist yet. Events that cannot be applied are passed over, as the
+/// projector passes them over.
+pub fn state_at<A: Aggregate>(
+    history: &[RawEvent],
+    kind: AggregateKind,
+    id: Uuid,
+    at: At,
+) -> Option<(A, u64)> {
+    let mut state: Option<(A, u64)> = None;
+    for raw in history {
+        if let At::Seq(seq) = at
+            && raw.seq > seq
+        {
+            break;
+        }
+        let Ok(envelope) = hive_events::envelope::decode_as::<A::Event>(&raw.payload, kind, id)
+        else {
+            continue;
+        };
+        if let At::Time(time) = at
+            && envelope.meta.occurred_at > time
+        {
+            break;
+        }
+        let current = state.as_ref().map(|(s, _)| s.clone());
+        if let Ok(next) = A::apply(current, &envelope.event, envelope.meta.occurred_at) {
+            state = Some((next, raw.seq));
+        }
+    }
+    state
+}
