@@ -138,6 +138,15 @@ async fn verify_names_a_row_corrupted_by_hand() {
         ("tasks", id, "title", &json!("tampered"))
     );
     assert!(report.differences[0].to_string().contains(&id.to_string()));
+
+    // The real command says the same and fails.
+    let output = hive_command(&world, &["verify"]);
+    let printed = String::from_utf8_lossy(&output.stdout);
+    assert!(!output.status.success(), "hive verify exits non-zero");
+    assert!(
+        printed.contains(&format!("tasks {id}: title is \"tampered\"")),
+        "{printed}"
+    );
     hive.stop().await;
 }
 
@@ -341,6 +350,23 @@ async fn a_log_of_two_event_versions_projects_rebuilds_and_verifies_the_same() {
     assert_eq!(report.rows, 4);
     let (_, dead) = hive.get_at("/api/v1/dead-letters", head).await;
     assert_eq!(dead["items"][0]["seq"], 17);
+    let (_, projections) = hive.get_at("/api/v1/projections", head).await;
+    let standing = &projections["projections"][0];
+    assert_eq!(
+        (
+            standing["name"].as_str(),
+            standing["checkpoint"].as_u64(),
+            standing["lag"].as_u64(),
+            standing["dead_letters"].as_u64()
+        ),
+        (Some("read_models"), Some(head), Some(0), Some(1))
+    );
+    let status = hive_command(&world, &["projections", "status", "--json"]);
+    let line: Value = serde_json::from_slice(&status.stdout).expect("one JSON line");
+    assert_eq!(
+        (line["checkpoint"].as_u64(), line["dead_letters"].as_u64()),
+        (Some(head), Some(1))
+    );
 
     rebuild(world.db(), world.log(), "read_models", false, |_| {})
         .await
@@ -444,10 +470,9 @@ async fn time_travel_answers_as_the_hive_was_then() {
     hive.stop().await;
 }
 
-/// Runs the real `hive` program's `audit` against this world; answers its stdout.
-fn hive_audit(world: &World, args: &[&str]) -> String {
-    let output = std::process::Command::new(hive_tests::agent_program())
-        .arg("audit")
+/// Runs the real `hive` program against this world.
+fn hive_command(world: &World, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(hive_tests::agent_program())
         .args(args)
         .env("HIVE_NATS_URL", &world.nats_url)
         .env("HIVE_DATABASE_URL", &world.database_url)
@@ -455,7 +480,12 @@ fn hive_audit(world: &World, args: &[&str]) -> String {
         .env("HIVE_HOME", std::env::temp_dir())
         .env("HIVE_LOG", "warn")
         .output()
-        .expect("run hive audit");
+        .expect("run hive")
+}
+
+/// Runs `hive audit ARGS` against this world; answers its stdout.
+fn hive_audit(world: &World, args: &[&str]) -> String {
+    let output = hive_command(world, &[&["audit"], args].concat());
     assert!(
         output.status.success(),
         "{}",
