@@ -3,6 +3,7 @@
 
 mod agents;
 mod api;
+mod dashboard;
 mod log;
 mod orchestration;
 mod projector;

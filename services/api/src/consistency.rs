@@ -114,6 +114,11 @@ impl Progress {
         })
     }
 
+    /// A receiver that sees each new checkpoint.
+    pub fn checkpoint_watch(&self) -> watch::Receiver<u64> {
+        self.checkpoint.clone()
+    }
+
     /// The checkpoint the read models have reached.
     pub fn checkpoint(&self) -> u64 {
         *self.checkpoint.borrow()

@@ -8,6 +8,8 @@
 pub mod consistency;
 pub mod error;
 pub mod extract;
+pub mod feed;
+pub mod metrics;
 pub mod routes;
 pub mod views;
 
@@ -64,6 +66,8 @@ pub struct AppState {
     pub config: Arc<ApiConfig>,
     /// Set when the server begins to shut down, so that endless streams end.
     pub closing: Arc<tokio::sync::watch::Sender<bool>>,
+    /// Events as the read models commit them, for the live stream and the dashboard.
+    pub feed: feed::Feed,
     /// Starts spawned agents' runtimes; absent, `POST /api/v1/agents/spawn` answers 503.
     pub spawner: Option<hive_spawner::Spawner>,
     /// `/status` computed at a checkpoint, reused until the checkpoint moves.
@@ -80,7 +84,9 @@ impl AppState {
         let progress =
             Progress::follow(db.clone(), log.clone(), &config.projection, config.refresh).await?;
         let heartbeats = hive_eventlog::Heartbeats::open(&log, Duration::from_secs(600)).await?;
+        let feed = feed::Feed::start(log.clone(), progress.clone()).await?;
         Ok(Self {
+            feed,
             db,
             log,
             heartbeats,
@@ -102,12 +108,16 @@ impl AppState {
 /// The API's routes.
 pub fn router(state: AppState) -> Router {
     let limit = state.config.body_limit;
+    metrics::handle();
+    metrics_process::Collector::default().describe();
     routes::all()
+        .merge(metrics::routes())
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             consistency::read_your_writes,
         ))
         .layer(DefaultBodyLimit::max(limit))
+        .route_layer(axum::middleware::from_fn(metrics::track))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             routes::system::panic_answer,
         ))

@@ -222,6 +222,8 @@ impl EventLog {
                 }
                 Ok(appended) => {
                     tracing::debug!(seq = appended.seq, event = event.event_type(), "appended");
+                    metrics::counter!("hive_commands_appended_total", "aggregate" => A::KIND.as_str())
+                        .increment(1);
                     return Ok(Committed {
                         seq: appended.seq,
                         aggregate_id: id,
@@ -230,6 +232,8 @@ impl EventLog {
                 }
                 Err(AppendError::Conflict) => {
                     tracing::debug!("lost the race; deciding again");
+                    metrics::counter!("hive_append_conflicts_total", "aggregate" => A::KIND.as_str())
+                        .increment(1);
                 }
                 Err(AppendError::Log(e)) => return Err(e.into()),
             }

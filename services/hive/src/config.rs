@@ -62,6 +62,9 @@ pub struct Config {
     pub agent_log_filter: Option<String>,
     /// Crashes in a row after which a spawned agent is left stopped (`HIVE_SPAWN_MAX_RESTARTS`).
     pub spawn_max_restarts: u32,
+    /// Where a process without the API (`hive serve projector|scheduler`) serves `GET /metrics`
+    /// (`HIVE_METRICS_ADDR`); the API serves it on its own address.
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 impl Default for Config {
@@ -90,6 +93,7 @@ impl Default for Config {
             agent_program: None,
             agent_log_filter: None,
             spawn_max_restarts: 5,
+            metrics_addr: None,
         }
     }
 }

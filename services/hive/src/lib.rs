@@ -226,6 +226,21 @@ pub async fn run(
             tokio::spawn(async move { scheduler.run(shutdown).await.map_err(Into::into) }),
         ));
     }
+    if let (false, Some(metrics_addr)) = (parts.api, config.metrics_addr) {
+        let listener = tokio::net::TcpListener::bind(metrics_addr)
+            .await
+            .with_context(|| format!("listen on {metrics_addr} for /metrics"))?;
+        let shutdown = running.shutdown_signal();
+        running.tasks.push((
+            "metrics",
+            tokio::spawn(async move {
+                axum::serve(listener, hive_api::metrics::standalone())
+                    .with_graceful_shutdown(shutdown)
+                    .await
+                    .map_err(Into::into)
+            }),
+        ));
+    }
     if parts.api {
         let listener = tokio::net::TcpListener::bind(addr)
             .await

@@ -172,6 +172,10 @@ impl Projector {
             return Err(ProjectorError::Crashed(CrashPoint::AfterCommit(n)));
         }
         tracing::debug!(?outcome, "batch committed");
+        metrics::histogram!("hive_projector_batch_size").record(events.len() as f64);
+        metrics::counter!("hive_projector_events_total").increment(outcome.applied as u64);
+        metrics::counter!("hive_dead_letters_total").increment(outcome.dead_lettered as u64);
+        metrics::gauge!("hive_projector_checkpoint").set(outcome.checkpoint as f64);
         self.checkpoint.send_replace(outcome.checkpoint);
         let notice = self.log.namespace().projection_notices(&self.config.name);
         if let Err(e) = self

@@ -157,6 +157,7 @@ impl Scheduler {
         let now = hive_eventlog::command::now_micros();
         let mut actions = board.follow_ups(now, &self.config.policy, rand::random::<f64>);
         actions.extend(board.assignments(now, &self.config.policy));
+        metrics::gauge!("hive_scheduler_queue_depth").set(board.queued().count() as f64);
         if actions.is_empty() {
             return true;
         }
@@ -194,6 +195,13 @@ impl Scheduler {
                     .execute_on::<Task>(id, &ctx, command, *state, seq)
                     .await;
                 if let (Ok(done), Some((agent, task))) = (&done, notice) {
+                    // How long the task waited in the queue: since its last event (it became queued).
+                    let waited = (chrono::Utc::now() - task.updated_at)
+                        .to_std()
+                        .unwrap_or_default();
+                    metrics::histogram!("hive_scheduler_assignment_latency_seconds")
+                        .record(waited.as_secs_f64());
+                    metrics::counter!("hive_scheduler_assignments_total").increment(1);
                     self.announce(agent.as_uuid(), id, &task, done.seq).await;
                 }
                 done.map(|_| ())

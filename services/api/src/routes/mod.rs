@@ -3,11 +3,13 @@
 pub mod agents;
 pub mod assignments;
 pub mod compat;
+pub mod dashboard;
 pub mod history;
 pub mod lifecycle;
 pub mod projections;
 pub mod projects;
 pub mod spawn;
+pub mod stream;
 pub mod system;
 pub mod tasks;
 pub mod travel;
@@ -33,7 +35,9 @@ pub fn all() -> Router<AppState> {
         .merge(lifecycle::routes())
         .merge(assignments::routes())
         .merge(compat::routes())
+        .merge(dashboard::routes())
         .merge(spawn::routes())
+        .merge(stream::routes())
         .fallback(|| async { ApiError::new(Code::NotFound, "no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(

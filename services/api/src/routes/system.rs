@@ -128,12 +128,17 @@ async fn status(
         body["at"] = json!({"seq": hive.last_seq});
         return Ok(Json(body));
     }
+    Ok(Json(status_body(&state).await?))
+}
+
+/// The hive's counts now, with the log's head and the projection's standing.
+pub(crate) async fn status_body(state: &AppState) -> ApiResult<Value> {
     let checkpoint = state.progress.checkpoint();
     let mut cache = state.status_cache.lock().await;
     let counts = match cache.as_ref() {
         Some((at, counts)) if *at == checkpoint => counts.clone(),
         _ => {
-            let counts = count_statuses(&state).await?;
+            let counts = count_statuses(state).await?;
             *cache = Some((checkpoint, counts.clone()));
             counts
         }
@@ -143,7 +148,7 @@ async fn status(
     let mut body = counts;
     body["log"] = json!({"last_seq": head});
     body["projection"] = json!({"name": state.config.projection, "seq": checkpoint, "lag": head.saturating_sub(checkpoint)});
-    Ok(Json(body))
+    Ok(body)
 }
 
 async fn count_statuses(state: &AppState) -> ApiResult<Value> {

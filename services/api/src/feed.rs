@@ -1,0 +1,142 @@
+//! The live feed behind `GET /api/v1/stream` and the dashboard: every event appended to the log, released
+//! to subscribers only once the read models have committed it (so a client that reacts to an event by
+//! reading finds it applied), and a status tick (checkpoint, head) after each commit, at most every
+//! [`TICK`].
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use hive_eventlog::EventLog;
+use hive_eventlog::audit::Record;
+use serde::Serialize;
+use tokio::sync::broadcast;
+use tokio::task::JoinHandle;
+
+use crate::consistency::Progress;
+
+/// Least time between two status ticks.
+pub const TICK: Duration = Duration::from_millis(200);
+/// Events held while the projection catches up; beyond it the oldest are dropped (subscribers are told
+/// to resync).
+const MAX_PENDING: usize = 100_000;
+/// Items a slow subscriber may fall behind before it is told to resync.
+const CHANNEL: usize = 4_096;
+
+/// One item of the feed.
+#[derive(Clone, Debug, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum FeedItem {
+    /// An event, now reflected in the read models.
+    Event(Record),
+    /// Where the projection stands.
+    Status {
+        /// The read models' checkpoint.
+        checkpoint: u64,
+        /// The log's last event.
+        head: u64,
+    },
+    /// Items were lost (the subscriber or the feed fell too far behind): reload.
+    Resync,
+}
+
+struct Task(JoinHandle<()>);
+
+impl Drop for Task {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The feed of one API process. Cheap to clone.
+#[derive(Clone)]
+pub struct Feed {
+    tx: broadcast::Sender<Arc<FeedItem>>,
+    _task: Arc<Task>,
+}
+
+impl Feed {
+    /// Follows the log from its current end, releasing events as `progress` passes them.
+    pub async fn start(log: EventLog, progress: Progress) -> Result<Self, hive_eventlog::LogError> {
+        let (tx, _) = broadcast::channel(CHANNEL);
+        let from = log.last_seq().await? + 1;
+        let task = tokio::spawn(follow(log, progress, tx.clone(), from));
+        Ok(Self {
+            tx,
+            _task: Arc::new(Task(task)),
+        })
+    }
+
+    /// A new subscriber, receiving what is released from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<FeedItem>> {
+        self.tx.subscribe()
+    }
+}
+
+async fn follow(
+    log: EventLog,
+    progress: Progress,
+    tx: broadcast::Sender<Arc<FeedItem>>,
+    mut next: u64,
+) {
+    let subjects = log.subjects().clone();
+    let mut checkpoint = progress.checkpoint_watch();
+    let mut pending: VecDeque<(u64, Record)> = VecDeque::new();
+    let mut last_tick = tokio::time::Instant::now() - TICK;
+    let mut tick_due = false;
+    loop {
+        let mut events = match log.read_from(next).await {
+            Ok(events) => Box::pin(events),
+            Err(e) => {
+                tracing::warn!(error = %e, "the live feed cannot read the log; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        loop {
+            let wait_tick = last_tick + TICK;
+            tokio::select! {
+                event = events.next() => {
+                    match event {
+                        Some(Ok(raw)) => {
+                            next = raw.seq + 1;
+                            pending.push_back((raw.seq, Record::of(&raw, &subjects)));
+                            if pending.len() > MAX_PENDING {
+                                pending.pop_front();
+                                let _ = tx.send(Arc::new(FeedItem::Resync));
+                            }
+                        }
+                        Some(Err(e)) => {
+                            tracing::warn!(error = %e, "the live feed lost the log; resuming");
+                            break;
+                        }
+                        None => break,
+                    }
+                }
+                changed = checkpoint.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    tick_due = true;
+                }
+                () = tokio::time::sleep_until(wait_tick), if tick_due => {}
+            }
+            let reached = *checkpoint.borrow();
+            while pending.front().is_some_and(|(seq, _)| *seq <= reached) {
+                if let Some((_, record)) = pending.pop_front() {
+                    let _ = tx.send(Arc::new(FeedItem::Event(record)));
+                }
+            }
+            if tick_due && last_tick.elapsed() >= TICK {
+                tick_due = false;
+                last_tick = tokio::time::Instant::now();
+                let status = FeedItem::Status {
+                    checkpoint: reached,
+                    head: progress.head().max(next.saturating_sub(1)),
+                };
+                let _ = tx.send(Arc::new(status));
+            }
+        }
+    }
+}

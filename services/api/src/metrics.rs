@@ -1,0 +1,161 @@
+//! Prometheus metrics: one recorder per process (the `metrics` facade, exported by
+//! `metrics-exporter-prometheus`), fed by every part of Hive that runs in it: HTTP requests here,
+//! commands and conflicts in the event log, batches and dead letters in the projector, queue depth and
+//! assignment latency in the scheduler. `GET /metrics` adds gauges read at scrape time: agents and tasks
+//! by status, projection lag, and the process's memory and CPU.
+
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::header;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::AppState;
+
+/// Buckets of the latency histograms, in seconds: 0.1 ms to 10 s.
+const LATENCY_BUCKETS: [f64; 14] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 2.5, 10.0,
+];
+/// Buckets of the projector's batch sizes.
+const BATCH_BUCKETS: [f64; 9] = [1.0, 2.0, 5.0, 10.0, 50.0, 100.0, 500.0, 1000.0, 2000.0];
+
+/// The process's recorder, installed on first use.
+pub fn handle() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let builder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &LATENCY_BUCKETS)
+            .and_then(|b| {
+                b.set_buckets_for_metric(
+                    Matcher::Full("hive_projector_batch_size".into()),
+                    &BATCH_BUCKETS,
+                )
+            })
+            .expect("valid buckets");
+        let recorder = builder.build_recorder();
+        let handle = recorder.handle();
+        if metrics::set_global_recorder(recorder).is_err() {
+            tracing::warn!("a metrics recorder was installed already; /metrics shows only its own");
+        }
+        describe();
+        handle
+    })
+}
+
+fn describe() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        "hive_http_requests_total",
+        "HTTP requests by route, method and status"
+    );
+    describe_histogram!(
+        "hive_http_request_duration_seconds",
+        Unit::Seconds,
+        "HTTP request latency by route and method"
+    );
+    describe_counter!(
+        "hive_commands_appended_total",
+        "commands appended to the log, by aggregate"
+    );
+    describe_counter!(
+        "hive_append_conflicts_total",
+        "appends that lost an optimistic-concurrency race, by aggregate"
+    );
+    describe_histogram!(
+        "hive_projector_batch_size",
+        "events per projector transaction"
+    );
+    describe_counter!(
+        "hive_projector_events_total",
+        "events applied to the read models"
+    );
+    describe_counter!("hive_dead_letters_total", "events sent to dead letters");
+    describe_gauge!(
+        "hive_projector_checkpoint",
+        "the projector's committed sequence"
+    );
+    describe_gauge!(
+        "hive_projection_lag_events",
+        "events the read models are behind the log"
+    );
+    describe_gauge!("hive_log_last_seq", "the log's last sequence");
+    describe_gauge!(
+        "hive_scheduler_queue_depth",
+        "queued tasks on the active scheduler's board"
+    );
+    describe_histogram!(
+        "hive_scheduler_assignment_latency_seconds",
+        Unit::Seconds,
+        "time from a task becoming queued to its assignment"
+    );
+    describe_counter!("hive_scheduler_assignments_total", "assignments made");
+    describe_gauge!("hive_agents", "agents by status");
+    describe_gauge!("hive_tasks", "tasks by status");
+}
+
+/// Records every request: count by route, method and status; latency by route and method.
+pub async fn track(request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let method = request.method().as_str().to_owned();
+    let began = Instant::now();
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    metrics::counter!("hive_http_requests_total", "route" => route.clone(), "method" => method.clone(), "status" => status)
+        .increment(1);
+    metrics::histogram!("hive_http_request_duration_seconds", "route" => route, "method" => method)
+        .record(began.elapsed().as_secs_f64());
+    response
+}
+
+/// `GET /metrics` for the API.
+pub(crate) fn routes() -> Router<AppState> {
+    Router::new().route("/metrics", get(scrape))
+}
+
+async fn scrape(State(state): State<AppState>) -> Response {
+    let checkpoint = state.progress.checkpoint();
+    let head = state.progress.head();
+    metrics::gauge!("hive_projection_lag_events").set(head.saturating_sub(checkpoint) as f64);
+    metrics::gauge!("hive_log_last_seq").set(head as f64);
+    if let Ok(status) = crate::routes::system::status_body(&state).await {
+        for (kind, name) in [("agents", "hive_agents"), ("tasks", "hive_tasks")] {
+            if let Some(by) = status[kind]["by_status"].as_object() {
+                for (status, count) in by {
+                    metrics::gauge!(name, "status" => status.clone())
+                        .set(count.as_f64().unwrap_or(0.0));
+                }
+            }
+        }
+    }
+    render()
+}
+
+/// The exposition, with the process's own metrics brought up to date.
+pub fn render() -> Response {
+    let handle = handle();
+    metrics_process::Collector::default().collect();
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        handle.render(),
+    )
+        .into_response()
+}
+
+/// A router with `GET /metrics` only, for a process that runs no API (a projector or a scheduler on its
+/// own).
+pub fn standalone() -> Router {
+    handle();
+    metrics_process::Collector::default().describe();
+    Router::new().route("/metrics", get(|| async { render() }))
+}

@@ -1,0 +1,147 @@
+//! `GET /dashboard`: the live dashboard (one page, embedded in the binary, no outside assets), and
+//! `GET /dashboard/coordination`: the JSON it starts from (also an Agent Hive 2.0 route). The page then
+//! follows `GET /api/v1/stream` and pages through the lists with the ordinary API.
+
+use std::collections::HashMap;
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use hive_eventlog::audit::Record;
+use hive_schema::{agents, dead_letters, tasks};
+use sea_orm::{ColumnTrait, EntityTrait, FromQueryResult, QueryFilter, QueryOrder, QuerySelect};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::AppState;
+use crate::error::ApiResult;
+use crate::extract::Query;
+use crate::views::{AgentView, DeadLetterView, List, TaskView, paged};
+
+const PAGE: &str = include_str!("../../assets/dashboard.html");
+
+/// Events of the recent past the page starts its feed with.
+const RECENT_EVENTS: u64 = 50;
+
+pub(crate) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/dashboard", get(page))
+        .route("/dashboard/coordination", get(coordination))
+}
+
+async fn page() -> Response {
+    ([(header::CACHE_CONTROL, "no-cache")], Html(PAGE)).into_response()
+}
+
+#[derive(Debug, Deserialize)]
+struct Pages {
+    /// The agents page to start from.
+    agents_cursor: Option<String>,
+    /// Agents per page (default 100).
+    agents_limit: Option<u64>,
+    /// Tasks per list (default 50).
+    tasks_limit: Option<u64>,
+}
+
+#[derive(FromQueryResult)]
+struct Load {
+    agent_id: Uuid,
+    load: i64,
+}
+
+/// The state the dashboard starts from: the counts, a page of agents with their load and last
+/// heartbeat, the first queued and running tasks, the latest dead letters and the recent events.
+async fn coordination(
+    State(state): State<AppState>,
+    Query(pages): Query<Pages>,
+) -> ApiResult<Json<Value>> {
+    let status = super::system::status_body(&state).await?;
+    let (query, limit) = paged(
+        agents::Entity::find(),
+        agents::Column::Id,
+        Some(pages.agents_limit.unwrap_or(100)),
+        pages.agents_cursor.as_deref(),
+    )?;
+    let agents = List::from_rows(
+        query.all(&state.db).await?,
+        limit,
+        |a| a.id,
+        AgentView::from,
+    );
+    let ids: Vec<Uuid> = agents.items.iter().map(|a| a.agent_id).collect();
+    let loads: HashMap<Uuid, i64> = tasks::Entity::find()
+        .select_only()
+        .column(tasks::Column::AgentId)
+        .column_as(tasks::Column::Id.count(), "load")
+        .filter(tasks::Column::AgentId.is_in(ids))
+        .filter(tasks::Column::Status.is_in(["assigned", "accepted", "running"]))
+        .group_by(tasks::Column::AgentId)
+        .into_model::<Load>()
+        .all(&state.db)
+        .await?
+        .into_iter()
+        .map(|l| (l.agent_id, l.load))
+        .collect();
+    let beats = state.heartbeats.all().await?;
+    let agents_json: Vec<Value> = agents
+        .items
+        .iter()
+        .map(|a| {
+            let mut v = serde_json::to_value(a).unwrap_or_default();
+            v["load"] = json!(loads.get(&a.agent_id).copied().unwrap_or(0));
+            v["last_heartbeat"] = json!(beats.get(&a.agent_id));
+            v
+        })
+        .collect();
+    let tasks_limit = pages.tasks_limit.unwrap_or(50);
+    let queued = tasks_in(&state, "queued", tasks_limit).await?;
+    let running = tasks_in(&state, "running", tasks_limit).await?;
+    let dead: Vec<DeadLetterView> = dead_letters::Entity::find()
+        .order_by_desc(dead_letters::Column::Id)
+        .limit(20)
+        .all(&state.db)
+        .await?
+        .into_iter()
+        .map(DeadLetterView::from)
+        .collect();
+    Ok(Json(json!({
+        "status": status,
+        "agents": {"items": agents_json, "next_cursor": agents.next_cursor},
+        "queued": queued,
+        "running": running,
+        "dead_letters": dead,
+        "events": recent_events(&state).await?,
+        "links": {
+            "stream": "/api/v1/stream",
+            "agents": "/api/v1/agents",
+            "tasks": "/api/v1/tasks",
+            "history": "/api/v1/{agents|tasks|projects}/{id}/events",
+        },
+    })))
+}
+
+async fn tasks_in(state: &AppState, status: &str, limit: u64) -> ApiResult<List<TaskView>> {
+    let (query, limit) = paged(tasks::Entity::find(), tasks::Column::Id, Some(limit), None)?;
+    let rows = query
+        .filter(tasks::Column::Status.eq(status))
+        .all(&state.db)
+        .await?;
+    Ok(List::from_rows(rows, limit, |t| t.id, TaskView::from))
+}
+
+/// The last events the read models reflect, newest first.
+async fn recent_events(state: &AppState) -> ApiResult<Vec<Record>> {
+    let last = state.progress.checkpoint();
+    let first = last.saturating_sub(RECENT_EVENTS - 1).max(1);
+    let subjects = state.log.subjects();
+    let mut records = Vec::new();
+    for seq in (first..=last).rev() {
+        if let Some(raw) = state.log.get(seq).await? {
+            records.push(Record::of(&raw, subjects));
+        }
+    }
+    Ok(records)
+}

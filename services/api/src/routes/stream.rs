@@ -1,0 +1,107 @@
+//! `GET /api/v1/stream`: server-sent events of the live feed ([`crate::feed`]). `?topics=` picks among
+//! `agent`, `task`, `project` (their events) and `status` (a tick after each commit); `?entity=` keeps
+//! one entity's events. Each log event is an SSE event named `event` whose data is its audit record;
+//! ticks are `status` with `{checkpoint, head}`; `resync` says items were lost and the client should
+//! reload.
+
+use std::collections::BTreeSet;
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::routing::get;
+use futures::{Stream, StreamExt};
+use serde::Deserialize;
+use tokio_stream::wrappers::BroadcastStream;
+use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
+use uuid::Uuid;
+
+use crate::AppState;
+use crate::error::{ApiError, ApiResult, Code};
+use crate::extract::Query;
+use crate::feed::FeedItem;
+
+pub(crate) fn routes() -> Router<AppState> {
+    Router::new().route("/api/v1/stream", get(stream))
+}
+
+const TOPICS: [&str; 4] = ["agent", "task", "project", "status"];
+
+#[derive(Debug, Deserialize)]
+struct Filter {
+    /// Comma-separated topics; all when absent.
+    topics: Option<String>,
+    /// Only this entity's events.
+    entity: Option<Uuid>,
+}
+
+async fn stream(
+    State(state): State<AppState>,
+    Query(filter): Query<Filter>,
+) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
+    let topics: BTreeSet<String> = match &filter.topics {
+        None => TOPICS.iter().map(|t| t.to_string()).collect(),
+        Some(list) => list
+            .split(',')
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(|t| {
+                // `tasks` means `task`.
+                let t = match t.strip_suffix('s') {
+                    Some(single) if !TOPICS.contains(&t) => single,
+                    _ => t,
+                };
+                if TOPICS.contains(&t) {
+                    Ok(t.to_owned())
+                } else {
+                    Err(ApiError::new(
+                        Code::BadRequest,
+                        format!("unknown topic {t:?}: agent, task, project or status"),
+                    ))
+                }
+            })
+            .collect::<Result<_, _>>()?,
+    };
+    let entity = filter.entity;
+    let items = BroadcastStream::new(state.feed.subscribe()).filter_map(move |item| {
+        let event = match item {
+            Err(BroadcastStreamRecvError::Lagged(_)) => {
+                Some(Event::default().event("resync").data("{}"))
+            }
+            Ok(item) => match item.as_ref() {
+                FeedItem::Event(record) => {
+                    let topic = record.aggregate.map(|k| k.as_str()).unwrap_or("");
+                    let wanted = topics.contains(topic)
+                        && entity.is_none_or(|id| record.aggregate_id == Some(id));
+                    wanted.then(|| {
+                        Event::default()
+                            .event("event")
+                            .id(record.seq.to_string())
+                            .data(serde_json::to_string(record).unwrap_or_default())
+                    })
+                }
+                FeedItem::Status { checkpoint, head } => {
+                    (topics.contains("status") && entity.is_none()).then(|| {
+                        let body = serde_json::json!({
+                            "checkpoint": checkpoint, "head": head,
+                            "lag": head.saturating_sub(*checkpoint),
+                        });
+                        Event::default().event("status").data(body.to_string())
+                    })
+                }
+                FeedItem::Resync => Some(Event::default().event("resync").data("{}")),
+            },
+        };
+        std::future::ready(event.map(Ok))
+    });
+    // Say hello at once, so a client knows the stream is open before any event.
+    let hello = futures::stream::once(async { Ok(Event::default().event("hello").data("{}")) });
+    let mut closing = state.closing.subscribe();
+    let closed = async move {
+        let _ = closing.wait_for(|c| *c).await;
+    };
+    Ok(Sse::new(hello.chain(items).take_until(closed))
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}

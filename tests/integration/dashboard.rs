@@ -1,0 +1,241 @@
+//! What people watch: the live stream, the dashboard's page and starting JSON, and `/metrics`.
+
+use std::time::Duration;
+
+use eventsource_stream::Eventsource;
+use futures::{Stream, StreamExt};
+use hive_events::AggregateKind;
+use hive_tests::{TestHive, World};
+use serde_json::{Value, json};
+
+/// An open `/api/v1/stream`, read as SSE.
+struct Feed {
+    events: std::pin::Pin<Box<dyn Stream<Item = (String, Value)> + Send>>,
+}
+
+impl Feed {
+    async fn open(hive: &TestHive, query: &str) -> Self {
+        let response = hive
+            .http
+            .get(hive.url(&format!("/api/v1/stream{query}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let events = response
+            .bytes_stream()
+            .eventsource()
+            .filter_map(|e| async move {
+                let e = e.ok()?;
+                Some((e.event, serde_json::from_str(&e.data).ok()?))
+            });
+        let mut feed = Self {
+            events: Box::pin(events),
+        };
+        assert_eq!(feed.next().await.0, "hello");
+        feed
+    }
+
+    /// The next item (at most 10 s away).
+    async fn next(&mut self) -> (String, Value) {
+        tokio::time::timeout(Duration::from_secs(10), self.events.next())
+            .await
+            .expect("an item within 10 s")
+            .expect("the stream stays open")
+    }
+
+    /// The next log event, passing over status ticks.
+    async fn next_event(&mut self) -> Value {
+        loop {
+            let (name, data) = self.next().await;
+            if name == "event" {
+                return data;
+            }
+        }
+    }
+}
+
+fn id(body: &Value, field: &str) -> String {
+    body[field].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn the_stream_sends_each_event_once_projected_by_topic_and_entity() {
+    let world = World::new().await;
+    let hive = world.hive().await;
+    let mut agents = Feed::open(&hive, "?topics=agents").await;
+    let mut tasks = Feed::open(&hive, "?topics=task").await;
+    let mut ticks = Feed::open(&hive, "?topics=status").await;
+
+    let (_, registered) = hive
+        .post("/api/v1/agents", json!({"agent_type": "worker"}))
+        .await;
+    let agent = id(&registered, "agent_id");
+    let event = agents.next_event().await;
+    assert_eq!(
+        (event["type"].as_str(), event["aggregate_id"].as_str()),
+        (Some("AgentRegistered"), Some(agent.as_str()))
+    );
+    // Released only once projected: an ordinary read (no Hive-Min-Seq) finds it.
+    let read = hive.get(&format!("/api/v1/agents/{agent}")).await;
+    assert_eq!(read.status(), 200);
+
+    let (_, created) = hive
+        .post("/api/v1/tasks", json!({"title": "watched"}))
+        .await;
+    let task = id(&created, "task_id");
+    let event = tasks.next_event().await;
+    assert_eq!(
+        (event["type"].as_str(), event["aggregate_id"].as_str()),
+        (Some("TaskCreated"), Some(task.as_str()))
+    );
+    let (name, tick) = ticks.next().await;
+    assert_eq!(name, "status");
+    assert!(tick["checkpoint"].as_u64().unwrap() >= 1, "{tick}");
+
+    // One entity only.
+    let mut one = Feed::open(&hive, &format!("?entity={task}")).await;
+    let (_, other) = hive.post("/api/v1/tasks", json!({"title": "other"})).await;
+    let (status, _) = hive
+        .post(&format!("/api/v1/tasks/{task}/cancel"), json!({}))
+        .await;
+    assert_eq!(status, 200);
+    let event = one.next_event().await;
+    assert_eq!(
+        (event["type"].as_str(), event["aggregate_id"].as_str()),
+        (Some("TaskCancelled"), Some(task.as_str()))
+    );
+    // The agents' stream saw none of the task events: its next one is the next agent event.
+    hive.post("/api/v1/agents", json!({"agent_type": "second"}))
+        .await;
+    assert_eq!(agents.next_event().await["aggregate"], "agent");
+    assert_eq!(tasks.next_event().await["aggregate_id"], other["task_id"]);
+
+    let bad = hive.get("/api/v1/stream?topics=weather").await;
+    assert_eq!(bad.status(), 400);
+    hive.stop().await;
+}
+
+#[tokio::test]
+async fn the_dashboard_page_and_the_json_it_starts_from() {
+    let world = World::new().await;
+    let hive = world.full_hive().await;
+    let page = hive.get("/dashboard").await;
+    assert_eq!(page.status(), 200);
+    assert!(
+        page.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    let html = page.text().await.unwrap();
+    assert!(html.contains(r#"new EventSource("/api/v1/stream")"#));
+    assert!(
+        !html.contains("http://") && !html.contains("https://"),
+        "no outside assets"
+    );
+
+    let (_, registered) = hive
+        .post(
+            "/api/v1/agents",
+            json!({"agent_type": "worker", "capabilities": ["gpu"]}),
+        )
+        .await;
+    let agent = id(&registered, "agent_id");
+    hive.post(&format!("/api/v1/agents/{agent}/heartbeat"), json!({}))
+        .await;
+    let (_, created) = hive
+        .post(
+            "/api/v1/tasks",
+            json!({"title": "waits", "required_capabilities": ["fpga"]}),
+        )
+        .await;
+    let task = id(&created, "task_id");
+    let seq = created["seq"].as_u64().unwrap();
+    let (status, start) = hive.get_at("/dashboard/coordination", seq).await;
+    assert_eq!(status, 200, "{start}");
+    let row = &start["agents"]["items"][0];
+    assert_eq!(row["agent_id"], agent.as_str());
+    assert_eq!(row["load"], 0);
+    assert!(row["last_heartbeat"].is_string(), "{row}");
+    assert_eq!(start["queued"]["items"][0]["task_id"], task.as_str());
+    assert_eq!(start["status"]["tasks"]["total"], 1);
+    assert!(!start["events"].as_array().unwrap().is_empty());
+    hive.stop().await;
+}
+
+#[tokio::test]
+async fn metrics_parse_as_prometheus_text_and_cover_every_part() {
+    let world = World::new().await;
+    let hive = world.full_hive().await;
+    // Some of everything: commands, an assignment, a dead letter, requests.
+    let (_, registered) = hive
+        .post("/api/v1/agents", json!({"agent_type": "worker"}))
+        .await;
+    let agent = id(&registered, "agent_id");
+    hive.post(&format!("/api/v1/agents/{agent}/heartbeat"), json!({}))
+        .await;
+    let (_, created) = hive
+        .post("/api/v1/tasks", json!({"title": "metered"}))
+        .await;
+    world
+        .wait_for_event(
+            AggregateKind::Task,
+            id(&created, "task_id").parse().unwrap(),
+            "TaskAssigned",
+        )
+        .await;
+    let prefix = world.log().subjects().all();
+    let poison = world
+        .publish_raw(
+            &format!(
+                "{}.task.{}",
+                prefix.trim_end_matches(".>"),
+                uuid::Uuid::now_v7()
+            ),
+            "not json",
+        )
+        .await;
+    hive.get_at("/status", poison).await;
+
+    let response = hive.get("/metrics").await;
+    assert_eq!(response.status(), 200);
+    let text = response.text().await.unwrap();
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))
+        .expect("Prometheus text format");
+    let names: std::collections::BTreeSet<&str> =
+        scrape.samples.iter().map(|s| s.metric.as_str()).collect();
+    for wanted in [
+        "hive_http_requests_total",
+        "hive_http_request_duration_seconds",
+        "hive_commands_appended_total",
+        "hive_projector_batch_size",
+        "hive_projector_events_total",
+        "hive_dead_letters_total",
+        "hive_projection_lag_events",
+        "hive_scheduler_queue_depth",
+        "hive_scheduler_assignment_latency_seconds",
+        "hive_agents",
+        "hive_tasks",
+        "process_resident_memory_bytes",
+    ] {
+        assert!(names.contains(wanted), "{wanted} missing from /metrics");
+    }
+    let created_ok = scrape.samples.iter().any(|s| {
+        s.metric == "hive_http_requests_total"
+            && s.labels.get("route") == Some("/api/v1/tasks")
+            && s.labels.get("method") == Some("POST")
+            && s.labels.get("status") == Some("201")
+    });
+    assert!(created_ok, "POST /api/v1/tasks 201 is counted by route");
+    let latency = scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == "hive_http_request_duration_seconds")
+        .unwrap();
+    assert!(
+        matches!(latency.value, prometheus_parse::Value::Histogram(_)),
+        "request latency is a histogram"
+    );
+    hive.stop().await;
+}
