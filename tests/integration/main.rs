@@ -3,6 +3,7 @@
 
 mod agents;
 mod api;
+mod browser;
 mod dashboard;
 mod log;
 mod orchestration;

@@ -1,0 +1,205 @@
+//! The dashboard in a real browser: headless Chromium driven through chromedriver (WebDriver). An
+//! agent registered and a task created through the API show up on the open page, without a reload,
+//! within a second; a screenshot of the page is kept in `target/test-artifacts/`.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use fantoccini::{Client, ClientBuilder};
+use hive_tests::{TestHive, World};
+use serde_json::{Value, json};
+
+/// A chromedriver process and a headless Chromium session on it; both end when this is dropped.
+struct Browser {
+    client: Client,
+    _driver: tokio::process::Child,
+}
+
+impl Browser {
+    async fn start() -> Self {
+        let port = hive_devservers::free_port().expect("a free port");
+        let mut command = tokio::process::Command::new("chromedriver");
+        command
+            .arg(format!("--port={port}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true);
+        hive_devservers::die_with_parent(command.as_std_mut());
+        let driver = command
+            .spawn()
+            .expect("chromedriver (Debian's chromium-driver; scripts/install-deps installs it)");
+        // chromedriver is ready once it accepts connections.
+        tokio::time::timeout(Duration::from_secs(20), async {
+            while tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_err()
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .expect("chromedriver listens");
+        let mut capabilities = serde_json::Map::new();
+        capabilities.insert(
+            "goog:chromeOptions".into(),
+            json!({
+                "binary": "/usr/bin/chromium",
+                "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
+                         "--disable-dev-shm-usage", "--window-size=1400,1000"],
+            }),
+        );
+        // Plain HTTP on loopback: no TLS for chromedriver.
+        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        let client = ClientBuilder::new(connector)
+            .capabilities(capabilities)
+            .connect(&format!("http://127.0.0.1:{port}"))
+            .await
+            .expect("a Chromium session");
+        Self {
+            client,
+            _driver: driver,
+        }
+    }
+
+    /// Starts recording, in the page, when an element matching `selector` first appears (epoch ms).
+    async fn watch(&self, selector: &str) {
+        self.client
+            .execute(
+                r#"
+                const sel = arguments[0];
+                window.__seen = window.__seen || {};
+                const check = () => {
+                    if (!window.__seen[sel] && document.querySelector(sel)) {
+                        window.__seen[sel] = performance.timeOrigin + performance.now();
+                    }
+                };
+                new MutationObserver(check).observe(document.body, { subtree: true, childList: true, attributes: true });
+                check();
+                "#,
+                vec![json!(selector)],
+            )
+            .await
+            .expect("install a watcher");
+    }
+
+    /// When (epoch ms) the watched `selector` appeared; waits up to 5 s for it.
+    async fn seen(&self, selector: &str) -> Option<f64> {
+        let at = self
+            .client
+            .execute_async(
+                r#"
+                const [sel, done] = arguments;
+                const began = Date.now();
+                (function poll() {
+                    if (window.__seen[sel]) return done(window.__seen[sel]);
+                    if (Date.now() - began > 5000) return done(null);
+                    setTimeout(poll, 5);
+                })();
+                "#,
+                vec![json!(selector)],
+            )
+            .await
+            .expect("wait for the element");
+        at.as_f64()
+    }
+}
+
+fn now_ms() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+        * 1e3
+}
+
+async fn post(hive: &TestHive, path: &str, body: Value) -> Value {
+    let (status, answer) = hive.post(path, body).await;
+    assert!(status == 200 || status == 201, "{path}: {status} {answer}");
+    answer
+}
+
+#[tokio::test]
+async fn the_dashboard_shows_a_new_agent_and_task_within_a_second_without_reloading() {
+    let world = World::new().await;
+    // No scheduler: the task stays in the queue for the page to show.
+    let hive = world.hive().await;
+    let browser = Browser::start().await;
+    browser
+        .client
+        .goto(&hive.url("/dashboard"))
+        .await
+        .expect("open the dashboard");
+    // The page is live once its stream said hello.
+    browser.watch("#conn.live").await;
+    assert!(
+        browser.seen("#conn.live").await.is_some(),
+        "the stream connects"
+    );
+    let loaded_url = browser.client.current_url().await.unwrap();
+
+    // Watch for rows whose ids are not known yet: any agent row, any queued row.
+    browser.watch("#agents tbody tr").await;
+    browser.watch("#queued tbody tr").await;
+    let sent = now_ms();
+    let agent = post(
+        &hive,
+        "/api/v1/agents",
+        json!({"agent_type": "browser-test"}),
+    )
+    .await;
+    let agent_seen = browser
+        .seen("#agents tbody tr")
+        .await
+        .expect("the agent shows up");
+    let sent_task = now_ms();
+    let task = post(
+        &hive,
+        "/api/v1/tasks",
+        json!({"title": "seen in a browser"}),
+    )
+    .await;
+    let task_seen = browser
+        .seen("#queued tbody tr")
+        .await
+        .expect("the task shows up");
+
+    let agent_id = agent["agent_id"].as_str().unwrap();
+    let task_id = task["task_id"].as_str().unwrap();
+    let rows = browser
+        .client
+        .execute(
+            r#"return [
+                document.querySelector('#agents tbody tr').dataset.agentId,
+                document.querySelector('#queued tbody tr').dataset.taskId,
+                document.querySelector('#queued tbody tr td:nth-child(2)').textContent,
+            ];"#,
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows, json!([agent_id, task_id, "seen in a browser"]));
+    let (agent_ms, task_ms) = (agent_seen - sent, task_seen - sent_task);
+    assert!(
+        agent_ms < 1_000.0,
+        "the agent took {agent_ms:.0} ms to show"
+    );
+    assert!(task_ms < 1_000.0, "the task took {task_ms:.0} ms to show");
+    assert_eq!(
+        browser.client.current_url().await.unwrap(),
+        loaded_url,
+        "no reload"
+    );
+
+    // The counts follow (throttled): the screenshot shows the page settled.
+    browser.watch(r#"#task-counts[data-total="1"]"#).await;
+    browser
+        .seen(r#"#task-counts[data-total="1"]"#)
+        .await
+        .expect("the task is counted");
+    let png = browser.client.screenshot().await.expect("a screenshot");
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-artifacts");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("dashboard.png"), png).unwrap();
+    eprintln!("event → on screen: agent {agent_ms:.0} ms, task {task_ms:.0} ms");
+    let _ = browser.client.clone().close().await;
+    hive.stop().await;
+}
