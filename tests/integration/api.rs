@@ -491,3 +491,84 @@ async fn without_its_database_the_hive_reports_unhealthy_and_reads_answer_503() 
     expect_error(response, 503, "unavailable").await;
     hive.stop().await;
 }
+
+#[tokio::test]
+async fn the_openapi_document_names_every_route_and_each_one_answers() {
+    let world = World::new().await;
+    let hive = world.hive().await;
+    let (status, doc) = hive.get_at("/api/v1/openapi.json", 0).await;
+    assert_eq!(status, 200);
+    assert!(
+        doc["openapi"].as_str().unwrap().starts_with("3."),
+        "{}",
+        doc["openapi"]
+    );
+    let paths = doc["paths"].as_object().unwrap();
+    // The routes the README and docs/api.md promise are all there.
+    for path in [
+        "/health",
+        "/status",
+        "/api/v1/agents",
+        "/api/v1/agents/{id}",
+        "/api/v1/agents/spawn",
+        "/api/v1/tasks/{id}/{action}",
+        "/api/v1/stream",
+        "/api/v1/projections",
+        "/dashboard",
+        "/dashboard/coordination",
+        "/metrics",
+        "/api/agents/spawn",
+        "/debug-agents",
+        "/api/v1/openapi.json",
+        "/api/v1/docs",
+    ] {
+        assert!(paths.contains_key(path), "{path} is not documented");
+    }
+    // Every documented operation is served: none answers "no such route" or 405.
+    let mut operations = 0;
+    for (path, item) in paths {
+        for method in item.as_object().unwrap().keys() {
+            let url = hive.url(
+                &path
+                    .replace("{id}", &uuid::Uuid::now_v7().to_string())
+                    .replace(
+                        "{action}",
+                        if path.starts_with("/api/v1/agents") {
+                            "drain"
+                        } else {
+                            "accept"
+                        },
+                    ),
+            );
+            let request = match method.as_str() {
+                "get" => hive.http.get(&url),
+                "post" => hive.http.post(&url).json(&json!({})),
+                "delete" => hive.http.delete(&url),
+                other => panic!("{other} {path}: an unexpected method"),
+            };
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            let streaming = path.ends_with("/stream") || path.ends_with("/assignments");
+            let body: serde_json::Value = if streaming {
+                serde_json::Value::Null
+            } else {
+                response.json().await.unwrap_or_default()
+            };
+            assert_ne!(status, 405, "{method} {path}");
+            assert_ne!(
+                body["error"]["message"], "no such route",
+                "{method} {path} is documented but not served"
+            );
+            assert!(status < 500, "{method} {path}: {status}");
+            operations += 1;
+        }
+    }
+    assert!(operations >= 34, "{operations} operations");
+    let docs = hive.get("/api/v1/docs").await;
+    assert_eq!(docs.status(), 200);
+    assert!(
+        docs.text().await.unwrap().contains("swagger"),
+        "an interactive page"
+    );
+    hive.stop().await;
+}

@@ -79,6 +79,23 @@ impl Code {
     }
 }
 
+/// Every error's body, for the API's documentation.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct ErrorBody {
+    error: ErrorDetail,
+}
+
+/// An error's code and message.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct ErrorDetail {
+    /// One of the codes of the table in `error.rs` (`not_found`, `validation_failed`, ...).
+    code: String,
+    /// What went wrong, for people.
+    message: String,
+}
+
 /// An error answer.
 #[derive(Debug)]
 pub struct ApiError {

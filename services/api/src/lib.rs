@@ -111,7 +111,6 @@ pub fn router(state: AppState) -> Router {
     metrics::handle();
     metrics_process::Collector::default().describe();
     routes::all()
-        .merge(metrics::routes())
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             consistency::read_your_writes,

@@ -116,10 +116,11 @@ pub async fn track(request: Request, next: Next) -> Response {
 }
 
 /// `GET /metrics` for the API.
-pub(crate) fn routes() -> Router<AppState> {
-    Router::new().route("/metrics", get(scrape))
+pub(crate) fn routes() -> utoipa_axum::router::OpenApiRouter<AppState> {
+    utoipa_axum::router::OpenApiRouter::new().routes(utoipa_axum::routes!(scrape))
 }
 
+#[utoipa::path(get, path = "/metrics", tag = "system", summary = "Prometheus metrics (text format)", responses((status = 200, description = "text/plain; version=0.0.4")))]
 async fn scrape(State(state): State<AppState>) -> Response {
     let checkpoint = state.progress.checkpoint();
     let head = state.progress.head();

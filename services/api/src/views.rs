@@ -36,7 +36,7 @@ pub fn paged<E: EntityTrait>(
 }
 
 /// A page of a list.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct List<T> {
     /// The items, in id (creation) order.
     pub items: Vec<T>,
@@ -67,7 +67,7 @@ impl<T> List<T> {
 }
 
 /// An agent.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct AgentView {
     pub agent_id: Uuid,
     pub name: Option<String>,
@@ -124,7 +124,7 @@ pub fn states_for(filter: &str) -> Option<Vec<&'static str>> {
 }
 
 /// A task.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct TaskView {
     pub task_id: Uuid,
     pub title: String,
@@ -187,7 +187,7 @@ impl From<tasks::Model> for TaskView {
 }
 
 /// A project, with its tasks counted by state.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ProjectView {
     pub project_id: Uuid,
     pub name: String,
@@ -200,7 +200,7 @@ pub struct ProjectView {
 }
 
 /// Tasks counted by state.
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, Serialize, utoipa::ToSchema)]
 pub struct TaskCounts {
     pub total: i64,
     pub by_status: std::collections::BTreeMap<String, i64>,
@@ -240,7 +240,7 @@ impl ProjectView {
 }
 
 /// An event a projection could not apply.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct DeadLetterView {
     pub id: i64,
     pub projection: String,

@@ -1,10 +1,9 @@
 //! `/api/v1/agents`: register, list, read.
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
-use axum::routing::get;
-use axum::{Json, Router};
 use hive_events::AgentId;
 use hive_events::agent::{Agent, AgentCommand, AgentStatus};
 use hive_schema::agents;
@@ -13,23 +12,27 @@ use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use serde::Deserialize;
 use serde_json::json;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::committed;
 use super::travel::{AtQuery, row_at};
 use crate::AppState;
+#[allow(unused_imports)]
+use crate::error::ErrorBody;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{self, Command, Path, Query};
 use crate::views::{AgentView, List, paged};
 
-pub(crate) fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/agents", get(list).post(register))
-        .route("/api/v1/agents/{id}", get(read))
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, register))
+        .routes(routes!(read))
 }
 
 /// `POST /api/v1/agents`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Register {
     name: Option<String>,
@@ -44,6 +47,7 @@ fn one() -> u32 {
     1
 }
 
+#[utoipa::path(post, path = "/api/v1/agents", tag = "agents", summary = "Register an agent", request_body = Register, responses((status = 201, description = "registered: {agent_id, seq}"), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
 async fn register(
     State(state): State<AppState>,
     Command(ctx): Command,
@@ -76,6 +80,7 @@ struct Filter {
     cursor: Option<String>,
 }
 
+#[utoipa::path(get, path = "/api/v1/agents", tag = "agents", summary = "List agents", params(("status" = Option<String>, Query, description = "an agent status"), ("capability" = Option<String>, Query, description = "agents that have it"), ("limit" = Option<u64>, Query, description = "1 to 500, default 50"), ("cursor" = Option<String>, Query, description = "the previous page's next_cursor")), responses((status = 200, body = List<AgentView>), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
 async fn list(
     State(state): State<AppState>,
     Query(filter): Query<Filter>,
@@ -107,6 +112,7 @@ async fn list(
     )))
 }
 
+#[utoipa::path(get, path = "/api/v1/agents/{id}", tag = "agents", summary = "An agent (now, or as it was)", params(("id" = Uuid, Path, description = "the entity's id"), ("at_seq" = Option<u64>, Query, description = "as it was at this event"), ("at_time" = Option<String>, Query, description = "as it was at this RFC 3339 time")), responses((status = 200, body = AgentView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
 async fn read(
     State(state): State<AppState>,
     Path(id): Path<Uuid>,

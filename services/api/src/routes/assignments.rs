@@ -5,24 +5,27 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::Router;
 use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
-use axum::routing::get;
 use futures::{Stream, StreamExt, stream};
 use hive_schema::tasks;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
 use serde_json::json;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::AppState;
+#[allow(unused_imports)]
+use crate::error::ErrorBody;
 use crate::error::{ApiError, ApiResult, Code};
 use crate::extract::Path;
 
-pub(crate) fn routes() -> Router<AppState> {
-    Router::new().route("/api/v1/agents/{id}/assignments", get(assignments))
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(assignments))
 }
 
+#[utoipa::path(get, path = "/api/v1/agents/{id}/assignments", tag = "agents", summary = "The agent's assignments, pushed (server-sent events)", params(("id" = Uuid, Path, description = "the entity's id")), responses((status = 200, description = "text/event-stream of `assignment` events"), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
 async fn assignments(
     State(state): State<AppState>,
     Path(agent): Path<Uuid>,

@@ -1,31 +1,35 @@
 //! Agent Hive 2.0's routes, so its clients work unchanged: agent status, the agent dump, and tasks
 //! created under a project. (`POST /api/v1/tasks` takes its task bodies too; see `tasks`.)
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use hive_schema::agents;
 use sea_orm::{EntityTrait, QueryOrder, QuerySelect};
 use serde_json::{Value, json};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::committed;
 use super::tasks::{Create, create_task};
 use crate::AppState;
 use crate::error::ApiResult;
+#[allow(unused_imports)]
+use crate::error::ErrorBody;
 use crate::extract::{self, Command, Path};
 use crate::views::AgentView;
 
-pub(crate) fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/agents/{id}/status", get(agent_status))
-        .route("/debug-agents", get(debug_agents))
-        .route("/api/v1/projects/{id}/tasks", post(project_task))
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(agent_status))
+        .routes(routes!(debug_agents))
+        .routes(routes!(project_task))
 }
 
 /// `{"status": "ready"}` once the agent's runtime has reported in; its other states otherwise.
+#[utoipa::path(get, path = "/api/agents/{id}/status", tag = "agent hive 2.0", summary = "An agent's status", params(("id" = Uuid, Path, description = "the entity's id")), responses((status = 200, description = "OK"), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
 async fn agent_status(
     State(state): State<AppState>,
     Path(id): Path<Uuid>,
@@ -35,6 +39,7 @@ async fn agent_status(
 }
 
 /// Every agent (the first 10,000), as Agent Hive 2.0's debugging route listed them.
+#[utoipa::path(get, path = "/debug-agents", tag = "agent hive 2.0", summary = "Every agent: {agent_count, agents}", responses((status = 200, description = "OK"), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
 async fn debug_agents(State(state): State<AppState>) -> ApiResult<Json<Value>> {
     let rows = agents::Entity::find()
         .order_by_asc(agents::Column::Id)
@@ -45,6 +50,7 @@ async fn debug_agents(State(state): State<AppState>) -> ApiResult<Json<Value>> {
     Ok(Json(json!({"agent_count": agents.len(), "agents": agents})))
 }
 
+#[utoipa::path(post, path = "/api/v1/projects/{id}/tasks", tag = "agent hive 2.0", summary = "A task in a project", params(("id" = Uuid, Path, description = "the entity's id")), request_body = Create, responses((status = 201, description = "created: {task_id, seq}"), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
 async fn project_task(
     State(state): State<AppState>,
     Command(ctx): Command,

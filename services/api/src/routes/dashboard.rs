@@ -4,20 +4,23 @@
 
 use std::collections::HashMap;
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
 use hive_eventlog::audit::Record;
 use hive_schema::{agents, dead_letters, tasks};
 use sea_orm::{ColumnTrait, EntityTrait, FromQueryResult, QueryFilter, QueryOrder, QuerySelect};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::AppState;
 use crate::error::ApiResult;
+#[allow(unused_imports)]
+use crate::error::ErrorBody;
 use crate::extract::Query;
 use crate::views::{AgentView, DeadLetterView, List, TaskView, paged};
 
@@ -26,12 +29,13 @@ const PAGE: &str = include_str!("../../assets/dashboard.html");
 /// Events of the recent past the page starts its feed with.
 const RECENT_EVENTS: u64 = 50;
 
-pub(crate) fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/dashboard", get(page))
-        .route("/dashboard/coordination", get(coordination))
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(page))
+        .routes(routes!(coordination))
 }
 
+#[utoipa::path(get, path = "/dashboard", tag = "dashboard", summary = "The live dashboard (HTML)", responses((status = 200, description = "text/html")))]
 async fn page() -> Response {
     ([(header::CACHE_CONTROL, "no-cache")], Html(PAGE)).into_response()
 }
@@ -54,6 +58,7 @@ struct Load {
 
 /// The state the dashboard starts from: the counts, a page of agents with their load and last
 /// heartbeat, the first queued and running tasks, the latest dead letters and the recent events.
+#[utoipa::path(get, path = "/dashboard/coordination", tag = "dashboard", summary = "The state the dashboard starts from", params(("agents_cursor" = Option<String>, Query, description = "the agents page"), ("agents_limit" = Option<u64>, Query, description = "agents per page"), ("tasks_limit" = Option<u64>, Query, description = "tasks per list")), responses((status = 200, description = "OK"), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
 async fn coordination(
     State(state): State<AppState>,
     Query(pages): Query<Pages>,

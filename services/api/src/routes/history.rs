@@ -1,37 +1,46 @@
 //! An entity's history from the log (`/api/v1/{agents|tasks|projects}/{id}/events`) and the dead letters.
 
+use axum::Json;
 use axum::extract::State;
-use axum::routing::get;
-use axum::{Json, Router};
 use hive_eventlog::audit::Record;
 use hive_events::AggregateKind;
 use hive_schema::dead_letters;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::AppState;
+#[allow(unused_imports)]
+use crate::error::ErrorBody;
 use crate::error::{ApiError, ApiResult, Code};
 use crate::extract::{Path, Query};
 use crate::views::{DeadLetterView, List};
 
-pub(crate) fn routes() -> Router<AppState> {
-    Router::new()
-        // One route per kind: a static `events` segment outranks the `{action}` of the command routes.
-        .route(
-            "/api/v1/agents/{id}/events",
-            get(|s, p| events(s, p, AggregateKind::Agent)),
-        )
-        .route(
-            "/api/v1/tasks/{id}/events",
-            get(|s, p| events(s, p, AggregateKind::Task)),
-        )
-        .route(
-            "/api/v1/projects/{id}/events",
-            get(|s, p| events(s, p, AggregateKind::Project)),
-        )
-        .route("/api/v1/dead-letters", get(dead_letters))
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
+    // One route per kind: a static `events` segment outranks the `{action}` of the command routes.
+    OpenApiRouter::new()
+        .routes(routes!(agent_events))
+        .routes(routes!(task_events))
+        .routes(routes!(project_events))
+        .routes(routes!(dead_letters))
+}
+
+#[utoipa::path(get, path = "/api/v1/agents/{id}/events", tag = "history", summary = "An agent's history from the log", params(("id" = Uuid, Path, description = "the agent")), responses((status = 200, description = "{aggregate, aggregate_id, events}"), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
+async fn agent_events(state: State<AppState>, id: Path<Uuid>) -> ApiResult<Json<Value>> {
+    events(state, id, AggregateKind::Agent).await
+}
+
+#[utoipa::path(get, path = "/api/v1/tasks/{id}/events", tag = "history", summary = "A task's history from the log", params(("id" = Uuid, Path, description = "the task")), responses((status = 200, description = "{aggregate, aggregate_id, events}"), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
+async fn task_events(state: State<AppState>, id: Path<Uuid>) -> ApiResult<Json<Value>> {
+    events(state, id, AggregateKind::Task).await
+}
+
+#[utoipa::path(get, path = "/api/v1/projects/{id}/events", tag = "history", summary = "A project's history from the log", params(("id" = Uuid, Path, description = "the project")), responses((status = 200, description = "{aggregate, aggregate_id, events}"), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
+async fn project_events(state: State<AppState>, id: Path<Uuid>) -> ApiResult<Json<Value>> {
+    events(state, id, AggregateKind::Project).await
 }
 
 async fn events(
@@ -60,6 +69,7 @@ struct DeadLetterPage {
     cursor: Option<i64>,
 }
 
+#[utoipa::path(get, path = "/api/v1/dead-letters", tag = "history", summary = "Events the projector could not apply", params(("limit" = Option<u64>, Query, description = "1 to 500"), ("cursor" = Option<i64>, Query, description = "the previous page's next_cursor")), responses((status = 200, body = List<DeadLetterView>), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
 async fn dead_letters(
     State(state): State<AppState>,
     Query(page): Query<DeadLetterPage>,

@@ -3,33 +3,36 @@
 //! on its task; it names itself with `agent_id` in the body or the `Hive-Agent-Id` header (tokens bind
 //! that to the caller once authentication lands).
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use axum::routing::{delete, post};
-use axum::{Json, Router};
 use hive_eventlog::command::now_micros;
 use hive_events::AgentId;
 use hive_events::agent::{Agent, AgentCommand};
 use hive_events::task::{Task, TaskCommand};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::committed;
 use crate::AppState;
+#[allow(unused_imports)]
+use crate::error::ErrorBody;
 use crate::error::{ApiError, ApiResult, Code};
 use crate::extract::{Command, OptionalJson, Path};
 
-pub(crate) fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/tasks/{id}/{action}", post(task_action))
-        .route("/api/v1/agents/{id}/{action}", post(agent_action))
-        .route("/api/v1/agents/{id}", delete(deregister))
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(task_action))
+        .routes(routes!(agent_action))
+        .routes(routes!(deregister))
 }
 
 /// Everything a report may carry; each action takes what it needs.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 struct Report {
     agent_id: Option<Uuid>,
     percent: Option<u8>,
@@ -52,6 +55,7 @@ fn reporter(report: &Report, headers: &HeaderMap) -> ApiResult<AgentId> {
         .ok_or_else(|| ApiError::invalid("agent_id", "required: the reporting agent's id"))
 }
 
+#[utoipa::path(post, path = "/api/v1/tasks/{id}/{action}", tag = "tasks", summary = "Report on a task, or cancel or retry it", params(("id" = Uuid, Path, description = "the entity's id"), ("action" = String, Path, description = "accept, start, progress, complete, fail, cancel or retry")), request_body = Report, responses((status = 200, description = "OK"), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
 async fn task_action(
     State(state): State<AppState>,
     Command(ctx): Command,
@@ -87,7 +91,14 @@ async fn task_action(
             reason: report.reason,
         },
         "retry" => TaskCommand::Retry,
-        _ => return Err(ApiError::new(Code::NotFound, "no such route")),
+        other => {
+            return Err(ApiError::new(
+                Code::NotFound,
+                format!(
+                    "no task action {other:?}: accept, start, progress, complete, fail, cancel or retry"
+                ),
+            ));
+        }
     };
     let done = state.log.execute::<Task>(id, &ctx, command).await?;
     state.progress.saw_append(done.seq);
@@ -98,6 +109,7 @@ async fn task_action(
     ))
 }
 
+#[utoipa::path(post, path = "/api/v1/agents/{id}/{action}", tag = "agents", summary = "Heartbeat, drain or deregister an agent", params(("id" = Uuid, Path, description = "the entity's id"), ("action" = String, Path, description = "heartbeat, drain or deregister")), request_body = Option<Report>, responses((status = 200, description = "OK"), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
 async fn agent_action(
     State(state): State<AppState>,
     Command(ctx): Command,
@@ -110,7 +122,12 @@ async fn agent_action(
         "deregister" => AgentCommand::Deregister {
             reason: report.and_then(|r| r.reason),
         },
-        _ => return Err(ApiError::new(Code::NotFound, "no such route")),
+        other => {
+            return Err(ApiError::new(
+                Code::NotFound,
+                format!("no agent action {other:?}: heartbeat, drain or deregister"),
+            ));
+        }
     };
     let done = state.log.execute::<Agent>(id, &ctx, command).await?;
     state.progress.saw_append(done.seq);
@@ -121,6 +138,7 @@ async fn agent_action(
     ))
 }
 
+#[utoipa::path(delete, path = "/api/v1/agents/{id}", tag = "agents", summary = "Deregister an agent", params(("id" = Uuid, Path, description = "the entity's id")), responses((status = 200, description = "OK"), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
 async fn deregister(
     State(state): State<AppState>,
     Command(ctx): Command,

@@ -23,9 +23,23 @@ use crate::AppState;
 use crate::error::{ApiError, Code};
 use hive_eventlog::Committed;
 
-/// All routes; unknown paths and methods answer in the API's error format.
-pub fn all() -> Router<AppState> {
-    Router::new()
+/// The API's description, completed by the routes' own annotations.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "Hive",
+        description = "Control plane for fleets of autonomous agents. Every change is an event in NATS \
+JetStream; reads come from PostgreSQL read models (send `Hive-Min-Seq` to read your writes). Every error \
+is `{\"error\": {\"code\", \"message\"}}`."
+    ),
+    components(schemas(crate::error::ErrorBody))
+)]
+struct ApiDoc;
+
+/// Every documented route, and the OpenAPI document that describes exactly them.
+pub fn documented() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    use utoipa::OpenApi;
+    utoipa_axum::router::OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(system::routes())
         .merge(agents::routes())
         .merge(tasks::routes())
@@ -38,6 +52,39 @@ pub fn all() -> Router<AppState> {
         .merge(dashboard::routes())
         .merge(spawn::routes())
         .merge(stream::routes())
+        .merge(crate::metrics::routes())
+        .split_for_parts()
+}
+
+/// All routes, `GET /api/v1/openapi.json` and the interactive docs at `/api/v1/docs`; unknown paths and
+/// methods answer in the API's error format.
+pub fn all() -> Router<AppState> {
+    let (routes, mut openapi) = documented();
+    openapi.paths.paths.insert(
+        "/api/v1/openapi.json".into(),
+        utoipa::openapi::path::PathItem::new(
+            utoipa::openapi::HttpMethod::Get,
+            utoipa::openapi::path::OperationBuilder::new()
+                .summary(Some("This document"))
+                .tag("system")
+                .response("200", utoipa::openapi::Response::new("OpenAPI 3.1 JSON")),
+        ),
+    );
+    openapi.paths.paths.insert(
+        "/api/v1/docs".into(),
+        utoipa::openapi::path::PathItem::new(
+            utoipa::openapi::HttpMethod::Get,
+            utoipa::openapi::path::OperationBuilder::new()
+                .summary(Some("Interactive documentation (Swagger UI)"))
+                .tag("system")
+                .response("200", utoipa::openapi::Response::new("text/html")),
+        ),
+    );
+    let docs: Router<AppState> = utoipa_swagger_ui::SwaggerUi::new("/api/v1/docs")
+        .url("/api/v1/openapi.json", openapi)
+        .into();
+    routes
+        .merge(docs)
         .fallback(|| async { ApiError::new(Code::NotFound, "no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
@@ -56,4 +103,50 @@ pub fn committed<T: Serialize>(status: StatusCode, committed: Committed, body: T
             .insert("idempotent-replayed", HeaderValue::from_static("true"));
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    /// Routes are registered only through `utoipa_axum::routes!`, which takes each one's path from its
+    /// `#[utoipa::path]`: a plain `.route(` would serve a route the OpenAPI document does not name.
+    #[test]
+    fn no_route_bypasses_the_openapi_document() {
+        let sources = [
+            ("agents.rs", include_str!("agents.rs")),
+            ("assignments.rs", include_str!("assignments.rs")),
+            ("compat.rs", include_str!("compat.rs")),
+            ("dashboard.rs", include_str!("dashboard.rs")),
+            ("history.rs", include_str!("history.rs")),
+            ("lifecycle.rs", include_str!("lifecycle.rs")),
+            ("projections.rs", include_str!("projections.rs")),
+            ("projects.rs", include_str!("projects.rs")),
+            ("spawn.rs", include_str!("spawn.rs")),
+            ("stream.rs", include_str!("stream.rs")),
+            ("system.rs", include_str!("system.rs")),
+            ("tasks.rs", include_str!("tasks.rs")),
+            ("../metrics.rs", include_str!("../metrics.rs")),
+        ];
+        for (name, source) in sources {
+            let undocumented = source
+                .lines()
+                .filter(|l| l.contains(".route(\"") && !l.contains("standalone"))
+                .count();
+            // metrics.rs's standalone router (a process without the API) is the one exception.
+            let allowed = usize::from(name == "../metrics.rs");
+            assert!(
+                undocumented <= allowed,
+                "{name} registers a route with .route("
+            );
+        }
+        let modules = include_str!("mod.rs");
+        for module in modules.lines().filter_map(|l| l.strip_prefix("pub mod ")) {
+            let module = module.trim_end_matches(';');
+            if module != "travel" {
+                assert!(
+                    sources.iter().any(|(n, _)| *n == format!("{module}.rs")),
+                    "routes/{module}.rs is not checked here"
+                );
+            }
+        }
+    }
 }

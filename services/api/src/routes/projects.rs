@@ -2,34 +2,37 @@
 
 use std::collections::BTreeMap;
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use hive_events::project::{Project, ProjectCommand};
 use hive_events::{AggregateKind, ProjectId};
 use hive_schema::{projects, tasks};
 use sea_orm::{ColumnTrait, EntityTrait, FromQueryResult, QueryFilter, QuerySelect};
 use serde::Deserialize;
 use serde_json::json;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::committed;
 use super::travel::{AtQuery, hive_at, row_at};
 use crate::AppState;
+#[allow(unused_imports)]
+use crate::error::ErrorBody;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{self, Command, Path, Query};
 use crate::views::{ProjectView, TaskCounts};
 
-pub(crate) fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/projects", post(create))
-        .route("/api/v1/projects/{id}", get(read))
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create))
+        .routes(routes!(read))
 }
 
 /// `POST /api/v1/projects` (Agent Hive 2.0's body: `name`, `description`, `type`).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 struct Create {
     name: String,
     description: Option<String>,
@@ -37,6 +40,7 @@ struct Create {
     project_type: Option<String>,
 }
 
+#[utoipa::path(post, path = "/api/v1/projects", tag = "projects", summary = "Create a project", request_body = Create, responses((status = 201, description = "created: {project_id, seq}"), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
 async fn create(
     State(state): State<AppState>,
     Command(ctx): Command,
@@ -65,6 +69,7 @@ struct StatusCount {
     count: i64,
 }
 
+#[utoipa::path(get, path = "/api/v1/projects/{id}", tag = "projects", summary = "A project with its task counts (now, or as it was)", params(("id" = Uuid, Path, description = "the entity's id"), ("at_seq" = Option<u64>, Query, description = "as it was at this event"), ("at_time" = Option<String>, Query, description = "as it was at this RFC 3339 time")), responses((status = 200, body = ProjectView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
 async fn read(
     State(state): State<AppState>,
     Path(id): Path<Uuid>,

@@ -3,27 +3,30 @@
 //! attached to it. Answers `{agent_id}` as soon as the process has started; the agent turns ready on its
 //! runtime's first heartbeat.
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
 use hive_events::agent::{Agent, AgentCommand, AgentStatus};
 use hive_spawner::{SpawnError, Spec};
 use serde::Deserialize;
 use serde_json::json;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::AppState;
+#[allow(unused_imports)]
+use crate::error::ErrorBody;
 use crate::error::{ApiError, ApiResult, Code};
 use crate::extract::{self, Command};
 
-pub(crate) fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/agents/spawn", post(spawn_v1))
-        .route("/api/agents/spawn", post(spawn_v2))
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(spawn_v1))
+        .routes(routes!(spawn_v2))
 }
 
+#[utoipa::path(post, path = "/api/v1/agents/spawn", tag = "agents", summary = "Register an agent and start a supervised `hive agent` for it", request_body = SpawnBody, responses((status = 201, description = "spawned: {agent_id, seq}"), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
 async fn spawn_v1(
     state: State<AppState>,
     ctx: Command,
@@ -33,6 +36,7 @@ async fn spawn_v1(
 }
 
 /// Agent Hive 2.0 answered 200.
+#[utoipa::path(post, path = "/api/agents/spawn", tag = "agent hive 2.0", summary = "Spawn an agent (answers 200)", request_body = SpawnBody, responses((status = 200, description = "spawned: {agent_id}"), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
 async fn spawn_v2(
     state: State<AppState>,
     ctx: Command,
@@ -41,7 +45,7 @@ async fn spawn_v2(
     spawn(state, ctx, body, StatusCode::OK).await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct SpawnBody {
     name: Option<String>,

@@ -8,23 +8,25 @@ use std::collections::BTreeSet;
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::Router;
 use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
-use axum::routing::get;
 use futures::{Stream, StreamExt};
 use serde::Deserialize;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::AppState;
+#[allow(unused_imports)]
+use crate::error::ErrorBody;
 use crate::error::{ApiError, ApiResult, Code};
 use crate::extract::Query;
 use crate::feed::FeedItem;
 
-pub(crate) fn routes() -> Router<AppState> {
-    Router::new().route("/api/v1/stream", get(stream))
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(stream))
 }
 
 const TOPICS: [&str; 4] = ["agent", "task", "project", "status"];
@@ -37,6 +39,7 @@ struct Filter {
     entity: Option<Uuid>,
 }
 
+#[utoipa::path(get, path = "/api/v1/stream", tag = "dashboard", summary = "Live events once projected, and status ticks (server-sent events)", params(("topics" = Option<String>, Query, description = "comma-separated: agent, task, project, status"), ("entity" = Option<Uuid>, Query, description = "only this entity's events")), responses((status = 200, description = "text/event-stream"), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
 async fn stream(
     State(state): State<AppState>,
     Query(filter): Query<Filter>,

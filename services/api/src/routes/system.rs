@@ -4,30 +4,53 @@ use std::any::Any;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
 use hive_schema::status_counts;
 use sea_orm::{ConnectionTrait, EntityTrait, Statement};
 use serde_json::{Value, json};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::travel::{AtQuery, hive_at};
 use crate::AppState;
+#[allow(unused_imports)]
+use crate::error::ErrorBody;
 use crate::error::{ApiError, ApiResult, Code};
 use crate::extract::Query;
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 
-pub(crate) fn routes() -> axum::Router<AppState> {
-    Router::new()
-        .route("/", get(index))
-        .route("/api/v1", get(index))
-        .route("/api/v1/", get(index))
-        .route("/health", get(health))
-        .route("/status", get(status))
-        .route("/api/v1/system/status", get(status))
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(index_root))
+        .routes(routes!(index_v1))
+        .routes(routes!(index_v1_slash))
+        .routes(routes!(health))
+        .routes(routes!(status))
+        .routes(routes!(system_status))
+}
+
+#[utoipa::path(get, path = "/", tag = "system", summary = "Name, version and links", responses((status = 200, description = "OK")))]
+async fn index_root() -> Json<Value> {
+    index().await
+}
+
+#[utoipa::path(get, path = "/api/v1", tag = "system", summary = "Name, version and links", responses((status = 200, description = "OK")))]
+async fn index_v1() -> Json<Value> {
+    index().await
+}
+
+#[utoipa::path(get, path = "/api/v1/", tag = "system", summary = "Name, version and links", responses((status = 200, description = "OK")))]
+async fn index_v1_slash() -> Json<Value> {
+    index().await
+}
+
+#[utoipa::path(get, path = "/api/v1/system/status", tag = "system", summary = "Agents and tasks by status (now, or as it was)", params(("at_seq" = Option<u64>, Query, description = "as it was at this event"), ("at_time" = Option<String>, Query, description = "as it was at this RFC 3339 time")), responses((status = 200, description = "OK"), (status = 400, body = ErrorBody), (status = 503, body = ErrorBody)))]
+async fn system_status(state: State<AppState>, at: Query<AtQuery>) -> ApiResult<Json<Value>> {
+    status(state, at).await
 }
 
 async fn index() -> Json<Value> {
@@ -36,7 +59,11 @@ async fn index() -> Json<Value> {
         "description": "Control plane for fleets of autonomous agents",
         "version": VERSION,
         "links": {
-            "docs": "docs/api.md in the Hive repository (OpenAPI follows at /api/v1/openapi.json)",
+            "docs": "/api/v1/docs",
+            "openapi": "/api/v1/openapi.json",
+            "dashboard": "/dashboard",
+            "stream": "/api/v1/stream",
+            "metrics": "/metrics",
             "health": "/health",
             "status": "/api/v1/system/status",
             "agents": "/api/v1/agents",
@@ -51,6 +78,7 @@ fn component(ok: bool, details: Value) -> Value {
     json!({"status": if ok { "healthy" } else { "unhealthy" }, "details": details})
 }
 
+#[utoipa::path(get, path = "/health", tag = "system", summary = "Health of the hive and its components", responses((status = 200, description = "healthy or degraded"), (status = 503, description = "unhealthy")))]
 async fn health(State(state): State<AppState>) -> Response {
     let probe = Duration::from_secs(1);
     let db = tokio::time::timeout(
@@ -114,6 +142,7 @@ async fn health(State(state): State<AppState>) -> Response {
     (code, Json(body)).into_response()
 }
 
+#[utoipa::path(get, path = "/status", tag = "system", summary = "Agents and tasks by status, log head, projection lag", params(("at_seq" = Option<u64>, Query, description = "as it was at this event"), ("at_time" = Option<String>, Query, description = "as it was at this RFC 3339 time")), responses((status = 200, description = "OK"), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
 async fn status(
     State(state): State<AppState>,
     Query(at): Query<AtQuery>,

@@ -1,10 +1,9 @@
 //! `/api/v1/tasks`: create (also in Agent Hive 2.0's shape), list, read, cancel.
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
-use axum::routing::get;
-use axum::{Json, Router};
 use hive_eventlog::EventLog;
 use hive_events::agent::Agent;
 use hive_events::project::Project;
@@ -14,23 +13,27 @@ use hive_schema::tasks;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use serde::Deserialize;
 use serde_json::json;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::committed;
 use super::travel::{AtQuery, row_at};
 use crate::AppState;
+#[allow(unused_imports)]
+use crate::error::ErrorBody;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{self, Command, Path, Query};
 use crate::views::{List, TaskView, paged, states_for};
 
-pub(crate) fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/tasks", get(list).post(create))
-        .route("/api/v1/tasks/{id}", get(read))
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(read))
 }
 
 /// A priority as a number 1..=10 or a name.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]
 enum PriorityInput {
     Number(i64),
@@ -38,7 +41,7 @@ enum PriorityInput {
 }
 
 /// `POST /api/v1/tasks`: Hive's shape, or Agent Hive 2.0's (`task_type`, `description`, named priority).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub(crate) struct Create {
     title: Option<String>,
     description: Option<String>,
@@ -102,6 +105,7 @@ async fn open_dependencies(log: &EventLog, depends_on: &[Uuid]) -> Result<Vec<Ta
     Ok(waiting)
 }
 
+#[utoipa::path(post, path = "/api/v1/tasks", tag = "tasks", summary = "Create a task", request_body = Create, responses((status = 201, description = "created: {task_id, seq}"), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
 async fn create(
     State(state): State<AppState>,
     Command(ctx): Command,
@@ -174,6 +178,7 @@ struct Filter {
     cursor: Option<String>,
 }
 
+#[utoipa::path(get, path = "/api/v1/tasks", tag = "tasks", summary = "List tasks", params(("status" = Option<String>, Query, description = "a task state or an Agent Hive 2.0 status"), ("agent_id" = Option<Uuid>, Query, description = "the assigned agent"), ("project_id" = Option<Uuid>, Query, description = "the project"), ("limit" = Option<u64>, Query, description = "1 to 500, default 50"), ("cursor" = Option<String>, Query, description = "the previous page's next_cursor")), responses((status = 200, body = List<TaskView>), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
 async fn list(
     State(state): State<AppState>,
     Query(filter): Query<Filter>,
@@ -200,6 +205,7 @@ async fn list(
     Ok(Json(List::from_rows(rows, limit, |r| r.id, TaskView::from)))
 }
 
+#[utoipa::path(get, path = "/api/v1/tasks/{id}", tag = "tasks", summary = "A task (now, or as it was)", params(("id" = Uuid, Path, description = "the entity's id"), ("at_seq" = Option<u64>, Query, description = "as it was at this event"), ("at_time" = Option<String>, Query, description = "as it was at this RFC 3339 time")), responses((status = 200, body = TaskView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
 async fn read(
     State(state): State<AppState>,
     Path(id): Path<Uuid>,
