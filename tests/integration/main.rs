@@ -9,3 +9,4 @@ mod log;
 mod orchestration;
 mod projector;
 mod replay;
+mod topology;

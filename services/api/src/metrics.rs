@@ -96,6 +96,14 @@ fn describe() {
     describe_counter!("hive_scheduler_assignments_total", "assignments made");
     describe_gauge!("hive_agents", "agents by status");
     describe_gauge!("hive_tasks", "tasks by status");
+    // Counters exist from the start (at zero), so dashboards and alerts see them before the first event.
+    for aggregate in ["agent", "task", "project"] {
+        metrics::counter!("hive_commands_appended_total", "aggregate" => aggregate).increment(0);
+        metrics::counter!("hive_append_conflicts_total", "aggregate" => aggregate).increment(0);
+    }
+    metrics::counter!("hive_dead_letters_total").increment(0);
+    metrics::counter!("hive_projector_events_total").increment(0);
+    metrics::counter!("hive_scheduler_assignments_total").increment(0);
 }
 
 /// Records every request: count by route, method and status; latency by route and method.

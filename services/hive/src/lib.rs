@@ -62,6 +62,9 @@ pub async fn ensure_database(url: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// How long a starting service waits for JetStream to accept its stream.
+const OPEN_LOG_PATIENCE: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Connects to NATS and PostgreSQL and opens the event log. With `migrate`, the database is created if
 /// missing and brought to the latest schema first.
 pub async fn connect(
@@ -100,9 +103,22 @@ pub async fn connect(
         )
         .await
         .with_context(|| format!("connect to NATS at {nats_url}"))?;
-    let log = EventLog::open(client, &config.log())
-        .await
-        .context("open the event log")?;
+    // A JetStream cluster that is still electing its leader answers "timed out": keep trying a while,
+    // as a service started beside its servers must.
+    let mut waited = std::time::Duration::ZERO;
+    let mut backoff = std::time::Duration::from_millis(200);
+    let log = loop {
+        match EventLog::open(client.clone(), &config.log()).await {
+            Ok(log) => break log,
+            Err(e) if waited < OPEN_LOG_PATIENCE => {
+                tracing::warn!(error = %e, "the event log is not ready; retrying");
+                tokio::time::sleep(backoff).await;
+                waited += backoff;
+                backoff = (backoff * 2).min(std::time::Duration::from_secs(5));
+            }
+            Err(e) => return Err(e).context("open the event log"),
+        }
+    };
     Ok(Backends { db, log })
 }
 

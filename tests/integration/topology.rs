@@ -1,0 +1,377 @@
+//! The production topology of `compose/`: its files validated (Docker cannot run here), and the same
+//! topology run without Docker: a 3-node JetStream cluster with the stream on 3 replicas, and the hive's
+//! parts as separate processes (api, projector, two schedulers) of the real binary.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use hive_devservers::{NatsServer, free_port};
+use hive_tests::{World, agent_program};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde_json::{Value, json};
+
+fn compose_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../compose")
+}
+
+/// A YAML file as JSON, with `<<` merge keys applied as Compose applies them.
+fn yaml(path: &Path) -> Value {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut value: serde_norway::Value = serde_norway::from_str(&text).expect("valid YAML");
+    value.apply_merge().expect("merge keys");
+    serde_json::to_value(value).expect("YAML as JSON")
+}
+
+/// The metric names a PromQL expression reads (histogram series named by their family).
+fn metrics_in(expr: &str) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    let mut word = String::new();
+    for c in expr.chars().chain(std::iter::once(' ')) {
+        if c.is_ascii_alphanumeric() || c == '_' {
+            word.push(c);
+        } else {
+            if word.starts_with("hive_") || word.starts_with("process_") {
+                let family = word
+                    .trim_end_matches("_bucket")
+                    .trim_end_matches("_sum")
+                    .trim_end_matches("_count");
+                names.insert(family.to_owned());
+            }
+            word.clear();
+        }
+    }
+    names
+}
+
+#[tokio::test]
+async fn the_compose_files_are_valid_and_the_dashboard_reads_real_metrics() {
+    let dir = compose_dir();
+    let compose = yaml(&dir.join("docker-compose.yml"));
+    let schema: Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("schema/compose-spec.json")).unwrap(),
+    )
+    .unwrap();
+    let validator = jsonschema::options()
+        .with_draft(jsonschema::Draft::Draft201909)
+        .build(&schema)
+        .expect("the compose schema");
+    let errors: Vec<String> = validator
+        .iter_errors(&compose)
+        .map(|e| format!("{} at {}", e, e.instance_path))
+        .collect();
+    assert!(errors.is_empty(), "docker-compose.yml: {errors:#?}");
+
+    let services = compose["services"].as_object().unwrap();
+    for name in [
+        "nats-1",
+        "nats-2",
+        "nats-3",
+        "postgres",
+        "migrate",
+        "hive-api",
+        "hive-projector",
+        "hive-scheduler",
+        "prometheus",
+        "grafana",
+    ] {
+        assert!(services.contains_key(name), "service {name}");
+    }
+    for part in ["hive-api", "hive-projector", "hive-scheduler"] {
+        let env = &services[part]["environment"];
+        assert_eq!(env["HIVE_STREAM_REPLICAS"], "3", "{part}");
+        assert_eq!(
+            env["HIVE_NATS_URL"].as_str().unwrap().split(',').count(),
+            3,
+            "{part} knows every NATS node"
+        );
+    }
+    let routes = services["nats-1"]["command"].to_string();
+    assert!(routes.contains("nats-2:6222") && routes.contains("nats-3:6222"));
+
+    let prometheus = yaml(&dir.join("prometheus.yml"));
+    let jobs: Vec<&str> = prometheus["scrape_configs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|j| j["job_name"].as_str())
+        .collect();
+    assert_eq!(jobs, ["hive-api", "hive-projector", "hive-scheduler"]);
+    let datasource = yaml(&dir.join("grafana/provisioning/datasources/prometheus.yml"));
+    assert_eq!(
+        datasource["datasources"][0]["url"],
+        "http://prometheus:9090"
+    );
+    let provider = yaml(&dir.join("grafana/provisioning/dashboards/hive.yml"));
+    assert_eq!(
+        provider["providers"][0]["options"]["path"],
+        "/var/lib/grafana/dashboards"
+    );
+    let dashboard: Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("grafana/dashboards/hive.json")).unwrap(),
+    )
+    .expect("the Grafana dashboard is JSON");
+    let mut wanted = BTreeSet::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            wanted.extend(metrics_in(target["expr"].as_str().unwrap()));
+        }
+    }
+    assert!(wanted.len() >= 12, "{wanted:?}");
+
+    // Every metric the dashboard plots is one a running hive exports.
+    let world = World::new().await;
+    let hive = world.full_hive().await;
+    let (_, agent) = hive
+        .post("/api/v1/agents", json!({"agent_type": "worker"}))
+        .await;
+    let agent = agent["agent_id"].as_str().unwrap().to_owned();
+    hive.post(&format!("/api/v1/agents/{agent}/heartbeat"), json!({}))
+        .await;
+    let (_, task) = hive
+        .post("/api/v1/tasks", json!({"title": "plotted"}))
+        .await;
+    world
+        .wait_for_event(
+            hive_events::AggregateKind::Task,
+            task["task_id"].as_str().unwrap().parse().unwrap(),
+            "TaskAssigned",
+        )
+        .await;
+    world
+        .publish_raw(
+            &format!(
+                "{}.task.{}",
+                world.log().subjects().all().trim_end_matches(".>"),
+                uuid::Uuid::now_v7()
+            ),
+            "poison",
+        )
+        .await;
+    let text = hive.get("/metrics").await.text().await.unwrap();
+    let exported: BTreeSet<String> =
+        prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))
+            .unwrap()
+            .samples
+            .into_iter()
+            .map(|s| s.metric)
+            .collect();
+    let missing: Vec<_> = wanted.difference(&exported).collect();
+    assert!(missing.is_empty(), "plotted but not exported: {missing:?}");
+    hive.stop().await;
+}
+
+/// A process of the real binary; SIGTERM when dropped.
+struct Part(tokio::process::Child);
+
+impl Drop for Part {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0.id() {
+            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
+        }
+    }
+}
+
+fn part(args: &[&str], env: &[(&str, String)], log: &Path) -> Part {
+    let out = std::fs::File::create(log).expect("a log file");
+    let mut command = tokio::process::Command::new(agent_program());
+    command
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .env("HIVE_LOG", "warn")
+        .stdin(std::process::Stdio::null())
+        .stdout(out.try_clone().expect("a log file"))
+        .stderr(out)
+        .kill_on_drop(true);
+    hive_devservers::die_with_parent(command.as_std_mut());
+    Part(command.spawn().expect("start a hive part"))
+}
+
+/// Polls `check` every 50 ms until it answers, at most `within`.
+async fn until<T>(
+    within: Duration,
+    what: &str,
+    on_timeout: impl Fn(),
+    mut check: impl AsyncFnMut() -> Option<T>,
+) -> T {
+    let found = tokio::time::timeout(within, async {
+        loop {
+            if let Some(found) = check().await {
+                return found;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    found.unwrap_or_else(|_| {
+        on_timeout();
+        panic!("{what} within {within:?}")
+    })
+}
+
+#[tokio::test]
+async fn the_compose_topology_runs_without_docker() {
+    // Three nats-server processes in one JetStream cluster.
+    let dir = tempfile::tempdir().unwrap();
+    let cluster: Vec<u16> = (0..3).map(|_| free_port().unwrap()).collect();
+    let mut nodes = Vec::new();
+    for n in 0..3 {
+        let routes: Vec<String> = (0..3)
+            .filter(|m| *m != n)
+            .map(|m| format!("nats://127.0.0.1:{}", cluster[m]))
+            .collect();
+        let args: Vec<String> = [
+            "--server_name",
+            &format!("n{n}"),
+            "--cluster_name",
+            "hive",
+            "--cluster",
+            &format!("nats://127.0.0.1:{}", cluster[n]),
+            "--routes",
+            &routes.join(","),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        nodes.push(
+            NatsServer::start(&dir.path().join(format!("n{n}")), None, &args)
+                .await
+                .expect("a cluster node"),
+        );
+    }
+    let nats_url = nodes
+        .iter()
+        .map(NatsServer::url)
+        .collect::<Vec<_>>()
+        .join(",");
+
+    let world = World::new().await;
+    let env = vec![
+        ("HIVE_NATS_URL", nats_url.clone()),
+        ("HIVE_DATABASE_URL", world.database_url.clone()),
+        ("HIVE_NAMESPACE", world.config.namespace.clone()),
+        ("HIVE_STREAM_REPLICAS", "3".to_owned()),
+        ("HIVE_HOME", dir.path().display().to_string()),
+    ];
+    let migrated = tokio::process::Command::new(agent_program())
+        .arg("migrate")
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .env("HIVE_LOG", "warn")
+        .status()
+        .await
+        .unwrap();
+    assert!(migrated.success());
+
+    let api_port = free_port().unwrap();
+    let projector_metrics = free_port().unwrap();
+    let with = |extra: &[(&'static str, String)]| {
+        let mut all = env.clone();
+        all.extend_from_slice(extra);
+        all
+    };
+    let logs = dir.path();
+    let _api = part(
+        &["serve", "api"],
+        &with(&[("HIVE_HTTP_ADDR", format!("127.0.0.1:{api_port}"))]),
+        &logs.join("api.log"),
+    );
+    let _projector = part(
+        &["serve", "projector"],
+        &with(&[(
+            "HIVE_METRICS_ADDR",
+            format!("127.0.0.1:{projector_metrics}"),
+        )]),
+        &logs.join("projector.log"),
+    );
+    let _schedulers = [
+        part(&["serve", "scheduler"], &env, &logs.join("scheduler-1.log")),
+        part(&["serve", "scheduler"], &env, &logs.join("scheduler-2.log")),
+    ];
+    let show_logs = || {
+        for name in ["api", "projector", "scheduler-1", "scheduler-2"] {
+            let text =
+                std::fs::read_to_string(logs.join(format!("{name}.log"))).unwrap_or_default();
+            eprintln!("--- {name}\n{text}");
+        }
+    };
+
+    let http = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{api_port}");
+    let health: Value = until(
+        Duration::from_secs(60),
+        "a healthy API",
+        show_logs,
+        async || {
+            let r = http.get(format!("{base}/health")).send().await.ok()?;
+            (r.status() == 200).then_some(())?;
+            r.json().await.ok()
+        },
+    )
+    .await;
+    assert_eq!(health["status"], "healthy", "{health}");
+
+    // The stream is replicated on all three nodes.
+    let js = async_nats::jetstream::new(async_nats::connect(nodes[2].url()).await.unwrap());
+    let mut stream = js
+        .get_stream(hive_eventlog::Namespace::new(&world.config.namespace).stream())
+        .await
+        .unwrap();
+    let info = stream.info().await.unwrap();
+    assert_eq!(info.config.num_replicas, 3);
+
+    // An agent spawned by the API process runs a task the scheduler assigns, through the cluster.
+    let spawned: Value = http
+        .post(format!("{base}/api/v1/agents/spawn"))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(spawned["agent_id"].is_string(), "{spawned}");
+    let created: Value = http
+        .post(format!("{base}/api/v1/tasks"))
+        .json(&json!({"title": "across the cluster"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let task = created["task_id"].as_str().unwrap().to_owned();
+    let done: Value = until(
+        Duration::from_secs(30),
+        "the task completed",
+        show_logs,
+        async || {
+            let view: Value = http
+                .get(format!("{base}/api/v1/tasks/{task}"))
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            (view["state"] == "completed").then_some(view)
+        },
+    )
+    .await;
+    assert_eq!(done["agent_id"], spawned["agent_id"]);
+
+    // The projector process serves its own metrics.
+    let projector: String = http
+        .get(format!("http://127.0.0.1:{projector_metrics}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        projector.contains("hive_projector_events_total"),
+        "{projector}"
+    );
+    drop(stream);
+}
