@@ -203,3 +203,87 @@ async fn the_dashboard_shows_a_new_agent_and_task_within_a_second_without_reload
     let _ = browser.client.clone().close().await;
     hive.stop().await;
 }
+
+#[tokio::test]
+async fn under_load_the_dashboard_keeps_up_and_agrees_with_the_api() {
+    use futures::StreamExt;
+    const TASKS: usize = 1_000;
+    const AGENTS: usize = 120;
+    let world = World::new().await;
+    let hive = world.hive().await;
+    let browser = Browser::start().await;
+    browser.client.goto(&hive.url("/dashboard")).await.unwrap();
+    browser.watch("#conn.live").await;
+    assert!(browser.seen("#conn.live").await.is_some());
+    let tasks_counted = format!(r#"#task-counts[data-total="{TASKS}"]"#);
+    let agents_counted = format!(r#"#agent-counts[data-total="{AGENTS}"]"#);
+    browser.watch(&tasks_counted).await;
+    browser.watch(&agents_counted).await;
+
+    // The load: tasks and agents created by 32 clients at once.
+    let requests = (0..TASKS)
+        .map(|n| ("/api/v1/tasks", json!({"title": format!("load {n}")})))
+        .chain((0..AGENTS).map(|_| ("/api/v1/agents", json!({"agent_type": "loaded"}))));
+    futures::stream::iter(requests)
+        .for_each_concurrent(32, |(path, body)| {
+            let hive = &hive;
+            async move {
+                post(hive, path, body).await;
+            }
+        })
+        .await;
+    let load_ended = now_ms();
+    let tasks_seen = browser
+        .seen(&tasks_counted)
+        .await
+        .expect("every task counted");
+    let agents_seen = browser
+        .seen(&agents_counted)
+        .await
+        .expect("every agent counted");
+    eprintln!(
+        "after the load: tasks counted {:.0} ms, agents {:.0} ms after the last request",
+        tasks_seen - load_ended,
+        agents_seen - load_ended
+    );
+
+    // What the page shows is what the API answers.
+    let head = world.log().last_seq().await.unwrap();
+    let (_, queued) = hive
+        .get_at("/api/v1/tasks?status=queued&limit=50", head)
+        .await;
+    let api_ids: Vec<&str> = queued["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["task_id"].as_str().unwrap())
+        .collect();
+    // The queue list follows the counts by at most one throttle period: wait for its last row.
+    let last_row = format!(
+        r#"#queued tbody tr:nth-child({})[data-task-id="{}"]"#,
+        api_ids.len(),
+        api_ids.last().unwrap()
+    );
+    browser.watch(&last_row).await;
+    browser
+        .seen(&last_row)
+        .await
+        .expect("the queue list settles");
+    let shown = browser
+        .client
+        .execute(
+            r#"return {
+                queued: [...document.querySelectorAll('#queued tbody tr')].map(r => r.dataset.taskId),
+                agents: document.querySelectorAll('#agents tbody tr').length,
+                more_agents: !document.querySelector('#agents-next').disabled,
+            };"#,
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(shown["queued"], json!(api_ids));
+    assert_eq!(shown["agents"], 100, "the first page of agents");
+    assert_eq!(shown["more_agents"], true, "and a next page");
+    let _ = browser.client.clone().close().await;
+    hive.stop().await;
+}
