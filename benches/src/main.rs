@@ -1,9 +1,11 @@
 //! `hive-bench <scenario>`: runs a scenario on servers it starts itself (or on `--nats-url` and
 //! `--database-url`), measures the raw limit of the same machine in the same run, and prints a table.
 
+mod hive_process;
 mod load;
 mod report;
 mod scenarios;
+mod wrk;
 
 use clap::{Parser, Subcommand};
 
@@ -28,6 +30,32 @@ enum Scenario {
         #[arg(long, default_value_t = 1_000_000)]
         events: u64,
     },
+    /// Commands appended: raw JetStream publish, the library, HTTP from 64 clients.
+    Ingest {
+        /// Commands through the library (and raw events).
+        #[arg(long, default_value_t = 50_000)]
+        commands: u64,
+        /// Seconds of each HTTP run.
+        #[arg(long, default_value_t = 10)]
+        seconds: u32,
+    },
+    /// Reads at 10, 50, 100 and 500 clients beside the trivial handler; the hive's memory.
+    Query {
+        /// Tasks in the read models.
+        #[arg(long, default_value_t = 20_000)]
+        tasks: u64,
+        /// Seconds of each run.
+        #[arg(long, default_value_t = 10)]
+        seconds: u32,
+    },
+    /// Spawn → ready, created → assigned, event → API, event → SSE.
+    Chains {
+        /// Samples of each chain.
+        #[arg(long, default_value_t = 200)]
+        samples: u32,
+    },
+    /// Every scenario, tiny: proves the harness runs and produces its figures (CI).
+    Smoke,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -39,6 +67,21 @@ fn main() -> anyhow::Result<()> {
             let servers = scenarios::Servers::start(cli.nats_url, cli.database_url).await?;
             match cli.scenario {
                 Scenario::Rebuild { events } => scenarios::rebuild(&servers, events).await,
+                Scenario::Ingest { commands, seconds } => {
+                    scenarios::ingest(&servers, commands, seconds).await
+                }
+                Scenario::Query { tasks, seconds } => {
+                    scenarios::query(&servers, tasks, seconds, &[10, 50, 100, 500]).await
+                }
+                Scenario::Chains { samples } => scenarios::chains(&servers, samples).await,
+                Scenario::Smoke => {
+                    scenarios::rebuild(&servers, 2_000).await?;
+                    scenarios::ingest(&servers, 500, 1).await?;
+                    scenarios::query(&servers, 200, 1, &[10]).await?;
+                    scenarios::chains(&servers, 10).await?;
+                    println!("\nsmoke: every scenario ran");
+                    Ok(())
+                }
             }
         })
 }

@@ -12,8 +12,10 @@ use crate::report::{Latencies, Row, peak_rss_mib, print};
 
 /// The servers a run uses: started here unless given.
 pub struct Servers {
-    nats_url: String,
-    database_url: String,
+    /// NATS.
+    pub nats_url: String,
+    /// The database.
+    pub database_url: String,
     _nats: Option<NatsServer>,
     _pg: Option<Postgres>,
     _dir: tempfile::TempDir,
@@ -47,13 +49,21 @@ impl Servers {
         })
     }
 
-    /// Connected, migrated backends in namespace `namespace`.
+    /// The URL of database `name` on the run's PostgreSQL: each scenario has its own.
+    pub fn database(&self, name: &str) -> String {
+        match self.database_url.rsplit_once('/') {
+            Some((server, _)) => format!("{server}/{name}"),
+            None => self.database_url.clone(),
+        }
+    }
+
+    /// Connected, migrated backends in namespace `namespace`, with a database of the same name.
     pub async fn backends(&self, namespace: &str) -> anyhow::Result<Backends> {
         let config = hive::Config {
             namespace: namespace.into(),
             ..hive::Config::default()
         };
-        hive::connect(&config, &self.nats_url, &self.database_url, true).await
+        hive::connect(&config, &self.nats_url, &self.database(namespace), true).await
     }
 }
 
@@ -204,5 +214,442 @@ pub async fn rebuild(servers: &Servers, events: u64) -> anyhow::Result<()> {
         note: format!("{:.0} MiB", peak_rss_mib(None)),
     });
     print(&format!("rebuild: {head} events"), &rows);
+    Ok(())
+}
+
+fn row(
+    what: impl Into<String>,
+    rate: Option<f64>,
+    raw: Option<f64>,
+    lat: Option<&mut Latencies>,
+    note: impl Into<String>,
+) -> Row {
+    Row {
+        what: what.into(),
+        rate,
+        raw,
+        latency: lat.map(|l| (l.quantile(0.5), l.quantile(0.99), l.quantile(1.0))),
+        note: note.into(),
+    }
+}
+
+fn wrk_row(what: String, r: &crate::wrk::WrkResult, raw: Option<f64>, note: String) -> Row {
+    Row {
+        what,
+        rate: Some(r.rate),
+        raw,
+        latency: Some((r.p50, r.p99, r.max)),
+        note: format!("{} requests, {} errors{note}", r.requests, r.errors),
+    }
+}
+
+fn task_created(n: u64) -> hive_events::task::TaskEvent {
+    hive_events::task::TaskEvent::TaskCreated {
+        title: format!("bench {n}"),
+        description: None,
+        task_type: None,
+        priority: hive_events::Priority::NORMAL,
+        required_capabilities: vec![],
+        depends_on: vec![],
+        waiting_on: vec![],
+        project_id: None,
+        pinned_agent: None,
+        max_attempts: 3,
+    }
+}
+
+/// Commands appended: raw JetStream publish of the same payloads, the library's command path
+/// (pipelined), and HTTP commands from 64 clients (wrk).
+pub async fn ingest(servers: &Servers, commands: u64, seconds: u32) -> anyhow::Result<()> {
+    use hive_events::envelope::{EventMeta, encode};
+    use hive_events::task::{NewTask, Task, TaskCommand};
+    use hive_events::{Actor, AggregateKind, Priority};
+    let namespace = format!("ingest{}", std::process::id());
+    let backends = servers.backends(&namespace).await?;
+    let log = &backends.log;
+    let mut rows = Vec::new();
+
+    // Raw: the same envelopes, encoded here, published with 2,048 acks in flight.
+    let actor = Actor::new("bench");
+    let payloads: Vec<_> = (0..commands)
+        .map(|n| {
+            let id = uuid::Uuid::now_v7();
+            let meta = EventMeta::new(
+                chrono::Utc::now(),
+                uuid::Uuid::now_v7(),
+                None,
+                actor.clone(),
+            );
+            (
+                log.subjects().of(AggregateKind::Task, id),
+                encode(&meta, AggregateKind::Task, id, &task_created(n)).into(),
+            )
+        })
+        .collect();
+    let began = Instant::now();
+    crate::load::publish(log, payloads).await?;
+    let raw = rate(commands, began.elapsed());
+    rows.push(row(
+        "raw JetStream publish (2,048 acks in flight)",
+        Some(raw),
+        None,
+        None,
+        format!("{commands} events"),
+    ));
+
+    // The library: decide + append with optimistic concurrency, 256 commands in flight.
+    let ctx = hive_eventlog::CommandContext::new(Actor::new("bench"));
+    let mut latencies = Latencies::default();
+    let began = Instant::now();
+    let results: Vec<anyhow::Result<Duration>> = futures::stream::iter(0..commands)
+        .map(|n| {
+            let ctx = &ctx;
+            async move {
+                let t = Instant::now();
+                let new = NewTask {
+                    title: format!("bench {n}"),
+                    description: None,
+                    task_type: None,
+                    priority: Priority::NORMAL,
+                    required_capabilities: vec![],
+                    depends_on: vec![],
+                    waiting_on: vec![],
+                    project_id: None,
+                    pinned_agent: None,
+                    max_attempts: 3,
+                };
+                log.create::<Task>(uuid::Uuid::now_v7(), ctx, TaskCommand::Create(new))
+                    .await?;
+                Ok(t.elapsed())
+            }
+        })
+        .buffer_unordered(256)
+        .collect()
+        .await;
+    let elapsed = began.elapsed();
+    for r in results {
+        latencies.push(r?);
+    }
+    rows.push(row(
+        "library commands (256 in flight)",
+        Some(rate(commands, elapsed)),
+        Some(raw),
+        Some(&mut latencies),
+        format!("{commands} commands in {:.1} s", elapsed.as_secs_f64()),
+    ));
+
+    // HTTP: POST /api/v1/tasks from 64 connections, against hive up as its own process.
+    let http_namespace = format!("{namespace}http");
+    let hive = crate::hive_process::HiveProcess::start(
+        &servers.nats_url,
+        &servers.database(&http_namespace),
+        &http_namespace,
+    )
+    .await?;
+    let trivial = crate::wrk::run(&format!("{}/livez", hive.base), 64, seconds, None)?;
+    rows.push(wrk_row(
+        "trivial handler GET /livez, 64 clients".into(),
+        &trivial,
+        None,
+        String::new(),
+    ));
+    let http = crate::wrk::run(
+        &format!("{}/api/v1/tasks", hive.base),
+        64,
+        seconds,
+        Some(crate::wrk::POST_TASK),
+    )?;
+    rows.push(wrk_row(
+        "HTTP POST /api/v1/tasks, 64 clients".into(),
+        &http,
+        Some(raw),
+        format!(
+            ", hive RSS {:.0} MiB",
+            crate::hive_process::rss_mib(hive.pid())
+        ),
+    ));
+    print("ingest", &rows);
+    Ok(())
+}
+
+/// Reads under load at 10, 50, 100 and 500 clients (wrk), beside the trivial handler of the same
+/// server; the hive's memory idle and under the load.
+pub async fn query(
+    servers: &Servers,
+    tasks: u64,
+    seconds: u32,
+    levels: &[u32],
+) -> anyhow::Result<()> {
+    let namespace = format!("query{}", std::process::id());
+    let hive = crate::hive_process::HiveProcess::start(
+        &servers.nats_url,
+        &servers.database(&namespace),
+        &namespace,
+    )
+    .await?;
+    let idle = crate::hive_process::rss_mib(hive.pid());
+    // Data: a log of about `tasks` tasks' lives, projected by the hive.
+    let backends = servers.backends(&namespace).await?;
+    crate::load::load(&backends.log, tasks * 6).await?;
+    let head = backends.log.last_seq().await?;
+    let http = reqwest::Client::new();
+    let status = http
+        .get(format!("{}/status", hive.base))
+        .header("Hive-Min-Seq", head.to_string())
+        .timeout(Duration::from_secs(600))
+        .send()
+        .await?;
+    let mut waited = 0;
+    while http
+        .get(format!("{}/status", hive.base))
+        .header("Hive-Min-Seq", head.to_string())
+        .send()
+        .await?
+        .status()
+        != 200
+    {
+        waited += 1;
+        anyhow::ensure!(waited < 6000, "the projection did not catch up");
+    }
+    drop(status);
+    let one: serde_json::Value = http
+        .get(format!("{}/api/v1/tasks?limit=1", hive.base))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let task = one["items"][0]["task_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let mut rows = Vec::new();
+    for &clients in levels {
+        let trivial = crate::wrk::run(&format!("{}/livez", hive.base), clients, seconds, None)?;
+        rows.push(wrk_row(
+            format!("GET /livez (trivial), {clients} clients"),
+            &trivial,
+            None,
+            String::new(),
+        ));
+        for path in [
+            "/status".to_owned(),
+            format!("/api/v1/tasks/{task}"),
+            "/api/v1/tasks?status=queued".to_owned(),
+        ] {
+            let r = crate::wrk::run(&format!("{}{path}", hive.base), clients, seconds, None)?;
+            let shown = if path.starts_with("/api/v1/tasks/") {
+                "/api/v1/tasks/{id}".to_owned()
+            } else {
+                path.clone()
+            };
+            rows.push(wrk_row(
+                format!("GET {shown}, {clients} clients"),
+                &r,
+                Some(trivial.rate),
+                String::new(),
+            ));
+        }
+    }
+    rows.push(row(
+        "hive process RSS (all parts in one process)",
+        None,
+        None,
+        None,
+        format!(
+            "idle {idle:.0} MiB, after the load {:.0} MiB, peak {:.0} MiB",
+            crate::hive_process::rss_mib(hive.pid()),
+            peak_rss_mib(Some(hive.pid()))
+        ),
+    ));
+    print(
+        &format!("query ({head} events, {seconds} s per run)"),
+        &rows,
+    );
+    Ok(())
+}
+
+/// End-to-end latencies: agent spawn → ready, task created → assigned, event → visible in the API,
+/// event → SSE client.
+pub async fn chains(servers: &Servers, samples: u32) -> anyhow::Result<()> {
+    use hive_events::AggregateKind;
+    let namespace = format!("chains{}", std::process::id());
+    let hive = crate::hive_process::HiveProcess::start(
+        &servers.nats_url,
+        &servers.database(&namespace),
+        &namespace,
+    )
+    .await?;
+    let backends = servers.backends(&namespace).await?;
+    let log = &backends.log;
+    let nats = log.client();
+    let http = reqwest::Client::new();
+    let mut rows = Vec::new();
+    let wait_for =
+        async |sub: &mut async_nats::Subscriber, event_type: &str| -> anyhow::Result<()> {
+            tokio::time::timeout(Duration::from_secs(20), async {
+                while let Some(m) = sub.next().await {
+                    if hive_events::envelope::decode(&m.payload, None)
+                        .is_ok_and(|e| e.event.event_type() == event_type)
+                    {
+                        return Ok(());
+                    }
+                }
+                anyhow::bail!("the subscription ended")
+            })
+            .await
+            .map_err(|_| anyhow::anyhow!("no {event_type} within 20 s"))?
+        };
+
+    // Spawn → ready: a real `hive agent` process each time.
+    let spawns = (samples / 10).max(3);
+    let mut latencies = Latencies::default();
+    for _ in 0..spawns {
+        let id = uuid::Uuid::now_v7();
+        let mut sub = nats
+            .subscribe(log.subjects().of(AggregateKind::Agent, id))
+            .await?;
+        let t = Instant::now();
+        let r = http
+            .post(format!("{}/api/v1/agents/spawn", hive.base))
+            .json(&serde_json::json!({"agent_id": id, "exec": "true", "max_concurrent_tasks": 16}))
+            .send()
+            .await?;
+        anyhow::ensure!(r.status() == 201, "spawn: {}", r.status());
+        wait_for(&mut sub, "AgentReady").await?;
+        latencies.push(t.elapsed());
+    }
+    rows.push(row(
+        format!("agent spawn → ready ({spawns} processes)"),
+        None,
+        None,
+        Some(&mut latencies),
+        "Python system's target: 5 s",
+    ));
+
+    // Task created → assigned (the agents above take them).
+    let mut latencies = Latencies::default();
+    let tasks = nats
+        .subscribe(format!(
+            "{}.task.*",
+            log.subjects().all().trim_end_matches(".>")
+        ))
+        .await?;
+    let mut tasks = Box::pin(tasks);
+    for n in 0..samples {
+        let t = Instant::now();
+        let created: serde_json::Value = http
+            .post(format!("{}/api/v1/tasks", hive.base))
+            .json(&serde_json::json!({"title": format!("chain {n}")}))
+            .send()
+            .await?
+            .json()
+            .await?;
+        let id = created["task_id"].as_str().unwrap_or_default().to_owned();
+        tokio::time::timeout(Duration::from_secs(20), async {
+            while let Some(m) = tasks.next().await {
+                if m.subject.ends_with(&id)
+                    && hive_events::envelope::decode(&m.payload, None)
+                        .is_ok_and(|e| e.event.event_type() == "TaskAssigned")
+                {
+                    return;
+                }
+            }
+        })
+        .await?;
+        latencies.push(t.elapsed());
+    }
+    rows.push(row(
+        format!("task created → assigned ({samples})"),
+        None,
+        None,
+        Some(&mut latencies),
+        "from the POST; Python system's target: 2 s",
+    ));
+
+    // Event → visible in the API: the POST's answer to the projector's checkpoint notice.
+    let mut notices = nats
+        .subscribe(log.namespace().projection_notices("read_models"))
+        .await?;
+    let mut latencies = Latencies::default();
+    for n in 0..samples {
+        let created: serde_json::Value = http
+            .post(format!("{}/api/v1/tasks", hive.base))
+            .json(&serde_json::json!({"title": format!("visible {n}")}))
+            .send()
+            .await?
+            .json()
+            .await?;
+        let t = Instant::now();
+        let seq = created["seq"].as_u64().unwrap_or(u64::MAX);
+        tokio::time::timeout(Duration::from_secs(20), async {
+            while let Some(m) = notices.next().await {
+                if std::str::from_utf8(&m.payload)
+                    .ok()
+                    .and_then(|s| s.parse::<u64>().ok())
+                    >= Some(seq)
+                {
+                    return;
+                }
+            }
+        })
+        .await?;
+        latencies.push(t.elapsed());
+    }
+    rows.push(row(
+        format!("event → visible in the API ({samples})"),
+        None,
+        None,
+        Some(&mut latencies),
+        "from the append's ack to the committed checkpoint",
+    ));
+
+    // Event → SSE client.
+    let response = http
+        .get(format!("{}/api/v1/stream?topics=task", hive.base))
+        .send()
+        .await?;
+    let mut sse = Box::pin(eventsource_stream::Eventsource::eventsource(
+        response.bytes_stream(),
+    ));
+    let mut latencies = Latencies::default();
+    for n in 0..samples {
+        let t = Instant::now();
+        let created: serde_json::Value = http
+            .post(format!("{}/api/v1/tasks", hive.base))
+            .json(&serde_json::json!({"title": format!("streamed {n}")}))
+            .send()
+            .await?
+            .json()
+            .await?;
+        let id = created["task_id"].as_str().unwrap_or_default().to_owned();
+        tokio::time::timeout(Duration::from_secs(20), async {
+            while let Some(Ok(e)) = sse.next().await {
+                if e.event == "event" && e.data.contains(&id) && e.data.contains("TaskCreated") {
+                    return;
+                }
+            }
+        })
+        .await?;
+        latencies.push(t.elapsed());
+    }
+    rows.push(row(
+        format!("event → SSE client ({samples})"),
+        None,
+        None,
+        Some(&mut latencies),
+        "from the POST; the dashboard's feed",
+    ));
+    rows.push(row(
+        "hive process RSS",
+        None,
+        None,
+        None,
+        format!(
+            "{:.0} MiB now, peak {:.0} MiB",
+            crate::hive_process::rss_mib(hive.pid()),
+            peak_rss_mib(Some(hive.pid()))
+        ),
+    ));
+    print("chains", &rows);
     Ok(())
 }

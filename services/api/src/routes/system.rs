@@ -29,8 +29,16 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(index_v1))
         .routes(routes!(index_v1_slash))
         .routes(routes!(health))
+        .routes(routes!(livez))
         .routes(routes!(status))
         .routes(routes!(system_status))
+}
+
+/// The trivial handler: no state, no I/O. Liveness probes use it, and the benchmarks measure the HTTP
+/// stack's own limit with it.
+#[utoipa::path(get, path = "/livez", tag = "system", summary = "Liveness: the process answers", responses((status = 200, description = "ok")))]
+async fn livez() -> &'static str {
+    "ok"
 }
 
 #[utoipa::path(get, path = "/", tag = "system", summary = "Name, version and links", responses((status = 200, description = "OK")))]

@@ -1,0 +1,103 @@
+//! The hive under test as its own process (the `hive` binary built beside `hive-bench`), so its memory
+//! is its own and the load generator does not share its CPU budget in-process.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// A running `hive up` on the run's servers.
+pub struct HiveProcess {
+    child: Child,
+    /// `http://127.0.0.1:<port>`.
+    pub base: String,
+    _home: tempfile::TempDir,
+}
+
+/// The `hive` binary next to this one.
+pub fn hive_binary() -> anyhow::Result<PathBuf> {
+    let me = std::env::current_exe()?;
+    let hive = me.with_file_name("hive");
+    anyhow::ensure!(
+        hive.exists(),
+        "{} is missing: cargo build --release -p hive -p hive-bench",
+        hive.display()
+    );
+    Ok(hive)
+}
+
+impl HiveProcess {
+    /// Starts `hive up` with every part, in `namespace`, and waits until it is healthy.
+    pub async fn start(
+        nats_url: &str,
+        database_url: &str,
+        namespace: &str,
+    ) -> anyhow::Result<Self> {
+        let home = tempfile::tempdir()?;
+        let port = hive_devservers::free_port()?;
+        let child = Command::new(hive_binary()?)
+            .arg("up")
+            .env("HIVE_NATS_URL", nats_url)
+            .env("HIVE_DATABASE_URL", database_url)
+            .env("HIVE_NAMESPACE", namespace)
+            .env("HIVE_HTTP_ADDR", format!("127.0.0.1:{port}"))
+            .env("HIVE_HOME", home.path())
+            .env(
+                "HIVE_LOG",
+                std::env::var("HIVE_BENCH_HIVE_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .env("HIVE_AGENT_LOG_FILTER", "error")
+            .stdin(Stdio::null())
+            .spawn()?;
+        let base = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::new();
+        let healthy = tokio::time::timeout(Duration::from_secs(60), async {
+            loop {
+                if let Ok(r) = http.get(format!("{base}/health")).send().await
+                    && r.status() == 200
+                {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await;
+        anyhow::ensure!(healthy.is_ok(), "hive up did not become healthy");
+        Ok(Self {
+            child,
+            base,
+            _home: home,
+        })
+    }
+
+    /// Its pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for HiveProcess {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let _ = self.child.wait();
+    }
+}
+
+/// Current resident memory of `pid` and of its children (spawned agents), in MiB.
+pub fn rss_mib(pid: u32) -> f64 {
+    let field = |pid: u32, name: &str| -> f64 {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with(name))
+                    .and_then(|l| l.split_whitespace().nth(1))
+                    .and_then(|kb| kb.parse::<f64>().ok())
+            })
+            .unwrap_or(0.0)
+            / 1024.0
+    };
+    field(pid, "VmRSS:")
+}
