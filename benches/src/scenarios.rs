@@ -412,6 +412,7 @@ pub async fn query(
         anyhow::ensure!(waited < 6000, "the projection did not catch up");
     }
     drop(status);
+    let projected = crate::hive_process::rss_mib(hive.pid());
     let one: serde_json::Value = http
         .get(format!("{}/api/v1/tasks?limit=1", hive.base))
         .send()
@@ -456,7 +457,7 @@ pub async fn query(
         None,
         None,
         format!(
-            "idle {idle:.0} MiB, after the load {:.0} MiB, peak {:.0} MiB",
+            "idle {idle:.0} MiB, after projecting the data {projected:.0} MiB, after the reads {:.0} MiB, peak {:.0} MiB",
             crate::hive_process::rss_mib(hive.pid()),
             peak_rss_mib(Some(hive.pid()))
         ),

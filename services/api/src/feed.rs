@@ -82,7 +82,8 @@ async fn follow(
 ) {
     let subjects = log.subjects().clone();
     let mut checkpoint = progress.checkpoint_watch();
-    let mut pending: VecDeque<(u64, Record)> = VecDeque::new();
+    // Held as stored (cheap, shared bytes) and decoded only on release, and only while someone listens.
+    let mut pending: VecDeque<hive_eventlog::RawEvent> = VecDeque::new();
     let mut last_tick = tokio::time::Instant::now() - TICK;
     let mut tick_due = false;
     loop {
@@ -101,7 +102,11 @@ async fn follow(
                     match event {
                         Some(Ok(raw)) => {
                             next = raw.seq + 1;
-                            pending.push_back((raw.seq, Record::of(&raw, &subjects)));
+                            if tx.receiver_count() == 0 {
+                                pending.clear();
+                                continue;
+                            }
+                            pending.push_back(raw);
                             if pending.len() > MAX_PENDING {
                                 pending.pop_front();
                                 let _ = tx.send(Arc::new(FeedItem::Resync));
@@ -123,9 +128,9 @@ async fn follow(
                 () = tokio::time::sleep_until(wait_tick), if tick_due => {}
             }
             let reached = *checkpoint.borrow();
-            while pending.front().is_some_and(|(seq, _)| *seq <= reached) {
-                if let Some((_, record)) = pending.pop_front() {
-                    let _ = tx.send(Arc::new(FeedItem::Event(record)));
+            while pending.front().is_some_and(|raw| raw.seq <= reached) {
+                if let Some(raw) = pending.pop_front() {
+                    let _ = tx.send(Arc::new(FeedItem::Event(Record::of(&raw, &subjects))));
                 }
             }
             if tick_due && last_tick.elapsed() >= TICK {

@@ -1,5 +1,10 @@
 //! The `hive` binary; everything is in [`hive::cli`].
 
+/// mimalloc returns freed memory to the system where glibc's allocator kept the high-water mark of a
+/// burst of connections (BENCHMARKS.md, footprint).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> anyhow::Result<()> {
     hive::cli::main()
 }
