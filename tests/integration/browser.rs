@@ -269,6 +269,12 @@ async fn under_load_the_dashboard_keeps_up_and_agrees_with_the_api() {
         .seen(&last_row)
         .await
         .expect("the queue list settles");
+    // So does the agents page (re-read at most every 500 ms).
+    browser.watch("#agents tbody tr:nth-child(100)").await;
+    browser
+        .seen("#agents tbody tr:nth-child(100)")
+        .await
+        .expect("the agents page settles");
     let shown = browser
         .client
         .execute(
