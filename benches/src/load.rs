@@ -29,13 +29,22 @@ fn meta(actor: &Actor) -> EventMeta {
 
 /// The events of a hive with about `events` events, in order: (subject, payload).
 pub fn generate(log: &EventLog, events: u64) -> Vec<(String, bytes::Bytes)> {
+    generate_with_agents(log, events, None)
+}
+
+/// Like [`generate`], with `agents` agents (default: one per hundred tasks, at most 1,000).
+pub fn generate_with_agents(
+    log: &EventLog,
+    events: u64,
+    agents: Option<u64>,
+) -> Vec<(String, bytes::Bytes)> {
     let subjects = log.subjects();
     let operator = Actor::new("bench");
     let scheduler = Actor::new("system:scheduler");
     let mut out = Vec::with_capacity(events as usize + 16);
     let per_task = 6.3;
     let tasks = ((events as f64) / per_task).max(1.0) as u64;
-    let agents: Vec<AgentId> = (0..(tasks / 100).clamp(1, 1_000))
+    let agents: Vec<AgentId> = (0..agents.unwrap_or((tasks / 100).clamp(1, 1_000)).max(1))
         .map(|_| AgentId::new())
         .collect();
     for (n, agent) in agents.iter().enumerate() {
@@ -152,7 +161,18 @@ pub async fn publish(log: &EventLog, events: Vec<(String, bytes::Bytes)>) -> any
 
 /// Generates and publishes about `events` events; answers what it loaded.
 pub async fn load(log: &EventLog, events: u64) -> anyhow::Result<Loaded> {
-    let generated = generate(log, events);
+    load_generated(log, generate(log, events)).await
+}
+
+/// Like [`load`], with `agents` agents.
+pub async fn load_with_agents(log: &EventLog, events: u64, agents: u64) -> anyhow::Result<Loaded> {
+    load_generated(log, generate_with_agents(log, events, Some(agents))).await
+}
+
+async fn load_generated(
+    log: &EventLog,
+    generated: Vec<(String, bytes::Bytes)>,
+) -> anyhow::Result<Loaded> {
     let subjects = log.subjects().clone();
     let mut tasks = Vec::new();
     for (subject, _) in &generated {

@@ -54,6 +54,15 @@ enum Scenario {
         #[arg(long, default_value_t = 200)]
         samples: u32,
     },
+    /// The dashboard's reads on a big hive.
+    Dashboard {
+        /// Tasks (each with its whole life in the log).
+        #[arg(long, default_value_t = 100_000)]
+        tasks: u64,
+        /// Agents.
+        #[arg(long, default_value_t = 1_000)]
+        agents: u64,
+    },
     /// Every scenario, tiny: proves the harness runs and produces its figures (CI).
     Smoke,
 }
@@ -74,11 +83,15 @@ fn main() -> anyhow::Result<()> {
                     scenarios::query(&servers, tasks, seconds, &[10, 50, 100, 500]).await
                 }
                 Scenario::Chains { samples } => scenarios::chains(&servers, samples).await,
+                Scenario::Dashboard { tasks, agents } => {
+                    scenarios::dashboard(&servers, tasks, agents).await
+                }
                 Scenario::Smoke => {
                     scenarios::rebuild(&servers, 2_000).await?;
                     scenarios::ingest(&servers, 500, 1).await?;
                     scenarios::query(&servers, 200, 1, &[10]).await?;
                     scenarios::chains(&servers, 10).await?;
+                    scenarios::dashboard(&servers, 100, 10).await?;
                     println!("\nsmoke: every scenario ran");
                     Ok(())
                 }

@@ -57,6 +57,22 @@ impl Servers {
         }
     }
 
+    /// A hive process and connected backends for scenario `name`, in a namespace and a database of its
+    /// own.
+    pub async fn hive(
+        &self,
+        name: &str,
+    ) -> anyhow::Result<(crate::hive_process::HiveProcess, Backends)> {
+        let namespace = format!("{name}{}", std::process::id());
+        let hive = crate::hive_process::HiveProcess::start(
+            &self.nats_url,
+            &self.database(&namespace),
+            &namespace,
+        )
+        .await?;
+        Ok((hive, self.backends(&namespace).await?))
+    }
+
     /// Connected, migrated backends in namespace `namespace`, with a database of the same name.
     pub async fn backends(&self, namespace: &str) -> anyhow::Result<Backends> {
         let config = hive::Config {
@@ -339,13 +355,7 @@ pub async fn ingest(servers: &Servers, commands: u64, seconds: u32) -> anyhow::R
     ));
 
     // HTTP: POST /api/v1/tasks from 64 connections, against hive up as its own process.
-    let http_namespace = format!("{namespace}http");
-    let hive = crate::hive_process::HiveProcess::start(
-        &servers.nats_url,
-        &servers.database(&http_namespace),
-        &http_namespace,
-    )
-    .await?;
+    let (hive, _) = servers.hive("ingesthttp").await?;
     let trivial = crate::wrk::run(&format!("{}/livez", hive.base), 64, seconds, None)?;
     rows.push(wrk_row(
         "trivial handler GET /livez, 64 clients".into(),
@@ -380,16 +390,9 @@ pub async fn query(
     seconds: u32,
     levels: &[u32],
 ) -> anyhow::Result<()> {
-    let namespace = format!("query{}", std::process::id());
-    let hive = crate::hive_process::HiveProcess::start(
-        &servers.nats_url,
-        &servers.database(&namespace),
-        &namespace,
-    )
-    .await?;
+    let (hive, backends) = servers.hive("query").await?;
     let idle = crate::hive_process::rss_mib(hive.pid());
     // Data: a log of about `tasks` tasks' lives, projected by the hive.
-    let backends = servers.backends(&namespace).await?;
     crate::load::load(&backends.log, tasks * 6).await?;
     let head = backends.log.last_seq().await?;
     let http = reqwest::Client::new();
@@ -473,14 +476,7 @@ pub async fn query(
 /// event → SSE client.
 pub async fn chains(servers: &Servers, samples: u32) -> anyhow::Result<()> {
     use hive_events::AggregateKind;
-    let namespace = format!("chains{}", std::process::id());
-    let hive = crate::hive_process::HiveProcess::start(
-        &servers.nats_url,
-        &servers.database(&namespace),
-        &namespace,
-    )
-    .await?;
-    let backends = servers.backends(&namespace).await?;
+    let (hive, backends) = servers.hive("chains").await?;
     let log = &backends.log;
     let nats = log.client();
     let http = reqwest::Client::new();
@@ -652,5 +648,73 @@ pub async fn chains(servers: &Servers, samples: u32) -> anyhow::Result<()> {
         ),
     ));
     print("chains", &rows);
+    Ok(())
+}
+
+/// The dashboard's reads at scale: a hive with `tasks` tasks (their whole lives) and `agents` agents;
+/// the time of the page's starting JSON, of a page of agents, and of the queue's first page.
+pub async fn dashboard(servers: &Servers, tasks: u64, agents: u64) -> anyhow::Result<()> {
+    let (hive, backends) = servers.hive("dashboard").await?;
+    crate::load::load_with_agents(&backends.log, tasks * 6, agents).await?;
+    let head = backends.log.last_seq().await?;
+    let http = reqwest::Client::new();
+    let began = Instant::now();
+    loop {
+        let r = http
+            .get(format!("{}/status", hive.base))
+            .header("Hive-Min-Seq", head.to_string())
+            .send()
+            .await?;
+        if r.status() == 200 {
+            break;
+        }
+        anyhow::ensure!(
+            began.elapsed() < Duration::from_secs(900),
+            "the projection did not catch up"
+        );
+    }
+    let mut rows = Vec::new();
+    for (what, path) in [
+        (
+            "GET /dashboard/coordination (the page's start)",
+            "/dashboard/coordination".to_owned(),
+        ),
+        (
+            "GET /api/v1/agents?limit=100 (a page of agents)",
+            "/api/v1/agents?limit=100".to_owned(),
+        ),
+        (
+            "GET /api/v1/tasks?status=completed&limit=50",
+            "/api/v1/tasks?status=completed&limit=50".to_owned(),
+        ),
+        ("GET /dashboard (the page)", "/dashboard".to_owned()),
+    ] {
+        let mut latencies = Latencies::default();
+        for _ in 0..50 {
+            let t = Instant::now();
+            let r = http.get(format!("{}{path}", hive.base)).send().await?;
+            anyhow::ensure!(r.status() == 200, "{path}: {}", r.status());
+            r.bytes().await?;
+            latencies.push(t.elapsed());
+        }
+        rows.push(row(
+            what,
+            None,
+            None,
+            Some(&mut latencies),
+            "50 sequential requests",
+        ));
+    }
+    rows.push(row(
+        "hive process RSS",
+        None,
+        None,
+        None,
+        format!("{:.0} MiB", crate::hive_process::rss_mib(hive.pid())),
+    ));
+    print(
+        &format!("dashboard at scale ({tasks} tasks, {agents} agents, {head} events)"),
+        &rows,
+    );
     Ok(())
 }
