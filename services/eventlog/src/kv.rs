@@ -36,7 +36,8 @@ fn context(log: &EventLog) -> jetstream::Context {
 /// The last heartbeat of every agent: key = agent id, value = the time in milliseconds since the epoch.
 #[derive(Clone)]
 pub struct Heartbeats {
-    store: kv::Store,
+    /// Shared: a store holds its stream's info, too costly to clone per request.
+    store: std::sync::Arc<kv::Store>,
 }
 
 /// One heartbeat.
@@ -74,7 +75,9 @@ impl Heartbeats {
             })
             .await
             .map_err(|e| LogError::new("open the heartbeat bucket", e))?;
-        Ok(Self { store })
+        Ok(Self {
+            store: std::sync::Arc::new(store),
+        })
     }
 
     /// Records that `agent` is alive at `at`.

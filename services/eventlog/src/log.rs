@@ -93,10 +93,15 @@ pub struct Appended {
     pub duplicate: bool,
 }
 
-/// The event log.
+/// The event log. Cheap to clone (every request's state holds one).
 #[derive(Clone)]
 pub struct EventLog {
+    inner: std::sync::Arc<Inner>,
+}
+
+struct Inner {
     js: jetstream::Context,
+    /// Holds the stream's info as read at open: cloning it per request cost an allocation storm.
     stream: jetstream::stream::Stream,
     subjects: Subjects,
     namespace: Namespace,
@@ -133,26 +138,28 @@ impl EventLog {
             .await
             .map_err(|e| LogError::new("open the stream", e))?;
         Ok(Self {
-            js,
-            stream,
-            subjects,
-            namespace: config.namespace.clone(),
+            inner: std::sync::Arc::new(Inner {
+                js,
+                stream,
+                subjects,
+                namespace: config.namespace.clone(),
+            }),
         })
     }
 
     /// The subject scheme.
     pub fn subjects(&self) -> &Subjects {
-        &self.subjects
+        &self.inner.subjects
     }
 
     /// The namespace.
     pub fn namespace(&self) -> &Namespace {
-        &self.namespace
+        &self.inner.namespace
     }
 
     /// The NATS client underneath.
     pub fn client(&self) -> async_nats::Client {
-        self.js.client()
+        self.inner.js.client()
     }
 
     /// Appends `payload` to `subject` if the subject's last event is still `expected` (0: none yet).
@@ -171,6 +178,7 @@ impl EventLog {
             publish = publish.message_id(id);
         }
         let ack = self
+            .inner
             .js
             .send_publish(subject.to_owned(), publish)
             .await
@@ -189,11 +197,12 @@ impl EventLog {
     /// One aggregate's events, in order.
     #[instrument(skip(self), err)]
     pub async fn history(&self, kind: AggregateKind, id: Uuid) -> Result<Vec<RawEvent>, LogError> {
-        let subject = self.subjects.of(kind, id);
+        let subject = self.inner.subjects.of(kind, id);
         let mut events = Vec::new();
         let mut next = 1;
         loop {
             match self
+                .inner
                 .stream
                 .direct_get_next_for_subject(subject.as_str(), Some(next))
                 .await
@@ -210,7 +219,7 @@ impl EventLog {
 
     /// The event at `seq`, if there is one.
     pub async fn get(&self, seq: u64) -> Result<Option<RawEvent>, LogError> {
-        match self.stream.direct_get(seq).await {
+        match self.inner.stream.direct_get(seq).await {
             Ok(message) => Ok(Some(raw(message))),
             Err(e) if e.kind() == DirectGetErrorKind::NotFound => Ok(None),
             Err(e) => Err(LogError::new("get an event", e)),
@@ -220,6 +229,7 @@ impl EventLog {
     /// The sequence of the last event in the log (0 when empty).
     pub async fn last_seq(&self) -> Result<u64, LogError> {
         let info = self
+            .inner
             .stream
             .get_info()
             .await
@@ -253,9 +263,10 @@ impl EventLog {
         deliver_policy: jetstream::consumer::DeliverPolicy,
     ) -> Result<impl Stream<Item = Result<RawEvent, LogError>> + Send + use<>, LogError> {
         let consumer = self
+            .inner
             .stream
             .create_consumer(jetstream::consumer::pull::OrderedConfig {
-                filter_subject: self.subjects.all(),
+                filter_subject: self.inner.subjects.all(),
                 deliver_policy,
                 ..Default::default()
             })
@@ -305,7 +316,8 @@ impl EventLog {
     /// Publishes `payload` on a core NATS subject (no persistence), for notices such as a projection's
     /// new checkpoint.
     pub async fn notify(&self, subject: String, payload: Bytes) -> Result<(), LogError> {
-        self.js
+        self.inner
+            .js
             .client()
             .publish(subject, payload)
             .await
