@@ -82,6 +82,9 @@ pub struct RawEvent {
     pub payload: Bytes,
     /// The `Nats-Msg-Id` it was appended with, if any.
     pub msg_id: Option<String>,
+    /// Read from the log in order: how many later events were already stored when this one was
+    /// delivered (0 for a single read). A reader far behind uses it to batch.
+    pub pending: u64,
 }
 
 /// The result of an append.
@@ -283,8 +286,10 @@ impl EventLog {
                     .info()
                     .map_err(|e| LogError::new("read the log", e))?;
                 let seq = info.stream_sequence;
+                let pending = info.pending;
                 let message = message.split().0;
                 Ok(RawEvent {
+                    pending,
                     seq,
                     subject: message.subject.to_string(),
                     msg_id: msg_id(message.headers.as_ref()),
@@ -333,6 +338,7 @@ fn msg_id(headers: Option<&async_nats::HeaderMap>) -> Option<String> {
 
 fn raw(message: jetstream::message::StreamMessage) -> RawEvent {
     RawEvent {
+        pending: 0,
         seq: message.sequence,
         subject: message.subject.to_string(),
         msg_id: msg_id(Some(&message.headers)),

@@ -32,6 +32,7 @@ impl Given {
         self.seq += 1;
         let meta = EventMeta::new(self.now, Uuid::now_v7(), None, Actor::new("test"));
         let raw = RawEvent {
+            pending: 0,
             seq: self.seq,
             subject: self.subjects.of(kind, id),
             payload: Bytes::from(encode(&meta, kind, id, event)),
