@@ -73,6 +73,41 @@ impl HiveProcess {
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
+
+    /// Waits (at most 15 minutes) until its read models reflect event `head`.
+    pub async fn wait_projected(&self, http: &reqwest::Client, head: u64) -> anyhow::Result<()> {
+        let began = std::time::Instant::now();
+        loop {
+            // Each request waits up to Hive-Min-Seq's timeout before answering 503.
+            let r = http
+                .get(format!("{}/status", self.base))
+                .header("Hive-Min-Seq", head.to_string())
+                .send()
+                .await?;
+            if r.status() == 200 {
+                return Ok(());
+            }
+            anyhow::ensure!(
+                began.elapsed() < Duration::from_secs(900),
+                "the projection did not catch up"
+            );
+        }
+    }
+
+    /// Creates a task titled `title` through the API; answers `{task_id, seq}`.
+    pub async fn post_task(
+        &self,
+        http: &reqwest::Client,
+        title: String,
+    ) -> anyhow::Result<serde_json::Value> {
+        Ok(http
+            .post(format!("{}/api/v1/tasks", self.base))
+            .json(&serde_json::json!({ "title": title }))
+            .send()
+            .await?
+            .json()
+            .await?)
+    }
 }
 
 impl Drop for HiveProcess {
@@ -85,19 +120,7 @@ impl Drop for HiveProcess {
     }
 }
 
-/// Current resident memory of `pid` and of its children (spawned agents), in MiB.
+/// Current resident memory of process `pid`, in MiB.
 pub fn rss_mib(pid: u32) -> f64 {
-    let field = |pid: u32, name: &str| -> f64 {
-        std::fs::read_to_string(format!("/proc/{pid}/status"))
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find(|l| l.starts_with(name))
-                    .and_then(|l| l.split_whitespace().nth(1))
-                    .and_then(|kb| kb.parse::<f64>().ok())
-            })
-            .unwrap_or(0.0)
-            / 1024.0
-    };
-    field(pid, "VmRSS:")
+    crate::report::memory_mib(Some(pid), "VmRSS:")
 }

@@ -23,8 +23,8 @@ impl Latencies {
     }
 }
 
-/// Peak resident memory of process `pid` (this one when `None`), in MiB, from `/proc`.
-pub fn peak_rss_mib(pid: Option<u32>) -> f64 {
+/// A memory field (`VmRSS:`, `VmHWM:`) of process `pid` (this one when `None`), in MiB, from `/proc`.
+pub fn memory_mib(pid: Option<u32>, field: &str) -> f64 {
     let path = match pid {
         Some(pid) => format!("/proc/{pid}/status"),
         None => "/proc/self/status".to_owned(),
@@ -33,11 +33,16 @@ pub fn peak_rss_mib(pid: Option<u32>) -> f64 {
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
+                .find(|l| l.starts_with(field))
                 .and_then(|l| l.split_whitespace().nth(1))
                 .and_then(|kb| kb.parse::<f64>().ok())
         })
         .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// Peak resident memory of process `pid` (this one when `None`), in MiB.
+pub fn peak_rss_mib(pid: Option<u32>) -> f64 {
+    memory_mib(pid, "VmHWM:")
 }
 
 /// One line of a result table.

@@ -396,25 +396,7 @@ pub async fn query(
     crate::load::load(&backends.log, tasks * 6).await?;
     let head = backends.log.last_seq().await?;
     let http = reqwest::Client::new();
-    let status = http
-        .get(format!("{}/status", hive.base))
-        .header("Hive-Min-Seq", head.to_string())
-        .timeout(Duration::from_secs(600))
-        .send()
-        .await?;
-    let mut waited = 0;
-    while http
-        .get(format!("{}/status", hive.base))
-        .header("Hive-Min-Seq", head.to_string())
-        .send()
-        .await?
-        .status()
-        != 200
-    {
-        waited += 1;
-        anyhow::ensure!(waited < 6000, "the projection did not catch up");
-    }
-    drop(status);
+    hive.wait_projected(&http, head).await?;
     let projected = crate::hive_process::rss_mib(hive.pid());
     let one: serde_json::Value = http
         .get(format!("{}/api/v1/tasks?limit=1", hive.base))
@@ -534,13 +516,7 @@ pub async fn chains(servers: &Servers, samples: u32) -> anyhow::Result<()> {
     let mut tasks = Box::pin(tasks);
     for n in 0..samples {
         let t = Instant::now();
-        let created: serde_json::Value = http
-            .post(format!("{}/api/v1/tasks", hive.base))
-            .json(&serde_json::json!({"title": format!("chain {n}")}))
-            .send()
-            .await?
-            .json()
-            .await?;
+        let created = hive.post_task(&http, format!("chain {n}")).await?;
         let id = created["task_id"].as_str().unwrap_or_default().to_owned();
         tokio::time::timeout(Duration::from_secs(20), async {
             while let Some(m) = tasks.next().await {
@@ -569,13 +545,7 @@ pub async fn chains(servers: &Servers, samples: u32) -> anyhow::Result<()> {
         .await?;
     let mut latencies = Latencies::default();
     for n in 0..samples {
-        let created: serde_json::Value = http
-            .post(format!("{}/api/v1/tasks", hive.base))
-            .json(&serde_json::json!({"title": format!("visible {n}")}))
-            .send()
-            .await?
-            .json()
-            .await?;
+        let created = hive.post_task(&http, format!("visible {n}")).await?;
         let t = Instant::now();
         let seq = created["seq"].as_u64().unwrap_or(u64::MAX);
         tokio::time::timeout(Duration::from_secs(20), async {
@@ -611,13 +581,7 @@ pub async fn chains(servers: &Servers, samples: u32) -> anyhow::Result<()> {
     let mut latencies = Latencies::default();
     for n in 0..samples {
         let t = Instant::now();
-        let created: serde_json::Value = http
-            .post(format!("{}/api/v1/tasks", hive.base))
-            .json(&serde_json::json!({"title": format!("streamed {n}")}))
-            .send()
-            .await?
-            .json()
-            .await?;
+        let created = hive.post_task(&http, format!("streamed {n}")).await?;
         let id = created["task_id"].as_str().unwrap_or_default().to_owned();
         tokio::time::timeout(Duration::from_secs(20), async {
             while let Some(Ok(e)) = sse.next().await {
@@ -658,21 +622,7 @@ pub async fn dashboard(servers: &Servers, tasks: u64, agents: u64) -> anyhow::Re
     crate::load::load_with_agents(&backends.log, tasks * 6, agents).await?;
     let head = backends.log.last_seq().await?;
     let http = reqwest::Client::new();
-    let began = Instant::now();
-    loop {
-        let r = http
-            .get(format!("{}/status", hive.base))
-            .header("Hive-Min-Seq", head.to_string())
-            .send()
-            .await?;
-        if r.status() == 200 {
-            break;
-        }
-        anyhow::ensure!(
-            began.elapsed() < Duration::from_secs(900),
-            "the projection did not catch up"
-        );
-    }
+    hive.wait_projected(&http, head).await?;
     let mut rows = Vec::new();
     for (what, path) in [
         (
