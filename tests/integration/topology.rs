@@ -78,7 +78,7 @@ async fn the_compose_files_are_valid_and_the_dashboard_reads_real_metrics() {
     ] {
         assert!(services.contains_key(name), "service {name}");
     }
-    for part in ["hive-api", "hive-projector", "hive-scheduler"] {
+    for part in ["migrate", "hive-api", "hive-projector", "hive-scheduler"] {
         let env = &services[part]["environment"];
         assert_eq!(env["HIVE_STREAM_REPLICAS"], "3", "{part}");
         assert_eq!(
@@ -139,7 +139,7 @@ async fn the_compose_files_are_valid_and_the_dashboard_reads_real_metrics() {
             "TaskAssigned",
         )
         .await;
-    world
+    let poison = world
         .publish_raw(
             &format!(
                 "{}.task.{}",
@@ -149,6 +149,9 @@ async fn the_compose_files_are_valid_and_the_dashboard_reads_real_metrics() {
             "poison",
         )
         .await;
+    // Once the poison is projected, every kind of metric has been recorded at least once.
+    let (status, _) = hive.get_at("/api/v1/dead-letters", poison).await;
+    assert_eq!(status, 200);
     let text = hive.get("/metrics").await.text().await.unwrap();
     let exported: BTreeSet<String> =
         prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))

@@ -79,11 +79,11 @@ impl AppState {
     pub async fn new(
         db: DatabaseConnection,
         log: EventLog,
+        heartbeats: hive_eventlog::Heartbeats,
         config: ApiConfig,
     ) -> Result<Self, error::ApiError> {
         let progress =
             Progress::follow(db.clone(), log.clone(), &config.projection, config.refresh).await?;
-        let heartbeats = hive_eventlog::Heartbeats::open(&log, Duration::from_secs(600)).await?;
         let feed = feed::Feed::start(log.clone(), progress.clone()).await?;
         Ok(Self {
             feed,

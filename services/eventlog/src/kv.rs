@@ -33,6 +33,57 @@ fn context(log: &EventLog) -> jetstream::Context {
     jetstream::new(log.client())
 }
 
+/// Opens bucket `name` (in memory, one value per key, each kept for `max_age`), creating it or updating
+/// its settings only when they differ: on a cluster, services that all create the same bucket at once
+/// wait for each other's answers. An error until the bucket has a leader (before that, writes find no
+/// stream).
+async fn bucket(
+    log: &EventLog,
+    name: String,
+    description: &str,
+    max_age: Duration,
+) -> Result<kv::Store, LogError> {
+    let js = context(log);
+    let wanted = kv::Config {
+        bucket: name.clone(),
+        description: description.into(),
+        history: 1,
+        max_age,
+        storage: jetstream::stream::StorageType::Memory,
+        // As available as the log: a bucket on one node would die with that node.
+        num_replicas: log.replicas(),
+        ..Default::default()
+    };
+    let current = match js.get_key_value(&name).await {
+        Ok(store) => store
+            .status()
+            .await
+            .ok()
+            .filter(|status| {
+                let config = &status.info.config;
+                config.max_age == max_age && config.num_replicas == log.replicas()
+            })
+            .map(|_| store),
+        Err(_) => None,
+    };
+    let store = match current {
+        Some(store) => store,
+        None => js
+            .create_or_update_key_value(wanted)
+            .await
+            .map_err(|e| LogError::new("open a bucket", e))?,
+    };
+    let info = js
+        .get_stream(format!("KV_{name}"))
+        .await
+        .map_err(|e| LogError::new("open a bucket's stream", e))?
+        .get_info()
+        .await
+        .map_err(|e| LogError::new("read a bucket's state", e))?;
+    crate::log::led(&info)?;
+    Ok(store)
+}
+
 /// The last heartbeat of every agent: key = agent id, value = the time in milliseconds since the epoch.
 #[derive(Clone)]
 pub struct Heartbeats {
@@ -64,17 +115,13 @@ fn parse_beat(entry: &kv::Entry) -> Option<Beat> {
 impl Heartbeats {
     /// Opens (or creates) the bucket. Entries older than `keep` vanish: long after any timeout.
     pub async fn open(log: &EventLog, keep: Duration) -> Result<Self, LogError> {
-        let store = context(log)
-            .create_or_update_key_value(kv::Config {
-                bucket: log.namespace().heartbeats(),
-                description: "Hive agents' last heartbeats".into(),
-                history: 1,
-                max_age: keep,
-                storage: jetstream::stream::StorageType::Memory,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| LogError::new("open the heartbeat bucket", e))?;
+        let store = bucket(
+            log,
+            log.namespace().heartbeats(),
+            "Hive agents' last heartbeats",
+            keep,
+        )
+        .await?;
         Ok(Self {
             store: std::sync::Arc::new(store),
         })
@@ -150,17 +197,13 @@ impl Lease {
         holder: impl Into<String>,
         ttl: Duration,
     ) -> Result<Self, LogError> {
-        let store = context(log)
-            .create_or_update_key_value(kv::Config {
-                bucket: log.namespace().scheduler_lease(),
-                description: "Which Hive scheduler is active".into(),
-                history: 1,
-                max_age: ttl,
-                storage: jetstream::stream::StorageType::Memory,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| LogError::new("open the lease bucket", e))?;
+        let store = bucket(
+            log,
+            log.namespace().scheduler_lease(),
+            "Which Hive scheduler is active",
+            ttl,
+        )
+        .await?;
         Ok(Self {
             store,
             holder: holder.into(),

@@ -108,6 +108,18 @@ struct Inner {
     stream: jetstream::stream::Stream,
     subjects: Subjects,
     namespace: Namespace,
+    replicas: usize,
+}
+
+/// An error unless the stream of `info` has a leader (a stream on one server always has).
+pub(crate) fn led(info: &jetstream::stream::Info) -> Result<(), LogError> {
+    match &info.cluster {
+        Some(cluster) if cluster.leader.is_none() => Err(LogError::new(
+            "find the stream's leader",
+            format!("{} has no leader yet", info.config.name),
+        )),
+        _ => Ok(()),
+    }
 }
 
 impl EventLog {
@@ -133,21 +145,44 @@ impl EventLog {
             deny_purge: true,
             ..Default::default()
         };
-        js.create_or_update_stream(stream_config)
-            .await
-            .map_err(|e| LogError::new("create or update the stream", e))?;
-        let stream = js
-            .get_stream(config.namespace.stream())
-            .await
-            .map_err(|e| LogError::new("open the stream", e))?;
+        // Create or update only when the settings differ: on a cluster, services that all create the
+        // same stream at once wait for each other's answers.
+        let current = match js.get_stream(config.namespace.stream()).await {
+            Ok(stream) => {
+                let have = &stream.cached_info().config;
+                (have.subjects == stream_config.subjects
+                    && have.num_replicas == stream_config.num_replicas
+                    && have.duplicate_window == stream_config.duplicate_window
+                    && have.max_message_size == stream_config.max_message_size)
+                    .then_some(stream)
+            }
+            Err(_) => None,
+        };
+        let stream = match current {
+            Some(stream) => stream,
+            None => {
+                js.create_or_update_stream(stream_config)
+                    .await
+                    .map_err(|e| LogError::new("create or update the stream", e))?;
+                js.get_stream(config.namespace.stream())
+                    .await
+                    .map_err(|e| LogError::new("open the stream", e))?
+            }
+        };
         Ok(Self {
             inner: std::sync::Arc::new(Inner {
                 js,
                 stream,
                 subjects,
                 namespace: config.namespace.clone(),
+                replicas: config.replicas,
             }),
         })
+    }
+
+    /// On how many servers the stream (and each bucket beside it) keeps its data.
+    pub fn replicas(&self) -> usize {
+        self.inner.replicas
     }
 
     /// The subject scheme.
@@ -227,6 +262,19 @@ impl EventLog {
             Err(e) if e.kind() == DirectGetErrorKind::NotFound => Ok(None),
             Err(e) => Err(LogError::new("get an event", e)),
         }
+    }
+
+    /// The sequence of the last event, once the stream can take writes: on a cluster still electing the
+    /// stream's leader, an error.
+    pub async fn ready(&self) -> Result<u64, LogError> {
+        let info = self
+            .inner
+            .stream
+            .get_info()
+            .await
+            .map_err(|e| LogError::new("read the stream's state", e))?;
+        led(&info)?;
+        Ok(info.state.last_sequence)
     }
 
     /// The sequence of the last event in the log (0 when empty).

@@ -31,8 +31,9 @@ enum Command {
         /// Which part.
         part: Part,
     },
-    /// Create the read-model database if missing and bring its schema up to date. Safe on a running
-    /// system: migrations only add.
+    /// Create the read-model database if missing and bring its schema up to date; with `HIVE_NATS_URL`,
+    /// also create the event stream and its buckets (or bring their settings up to date), so that
+    /// services started next find them. Safe on a running system: migrations only add.
     Migrate,
     /// Run an agent: register (or attach to --agent-id), heartbeat, take pushed assignments and run the
     /// executor once per task with the task's JSON on stdin. SIGTERM drains it, then deregisters it.
@@ -311,6 +312,11 @@ async fn run_cli() -> anyhow::Result<()> {
             hive_runtime::run(runtime, crate::termination(), None)
                 .await
                 .map_err(Into::into)
+        }
+        Command::Migrate if config.nats_url.is_some() => {
+            backends(&config, true).await?;
+            println!("read models migrated; event log ready");
+            Ok(())
         }
         Command::Migrate => {
             let url = required(&config.database_url, "HIVE_DATABASE_URL")?;

@@ -27,6 +27,31 @@ pub struct Backends {
     pub db: DatabaseConnection,
     /// The event log.
     pub log: EventLog,
+    /// The agents' last heartbeats.
+    pub heartbeats: hive_eventlog::Heartbeats,
+}
+
+/// How long a heartbeat stays in its bucket: long after any timeout.
+const HEARTBEATS_KEPT: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Runs `attempt` until it succeeds, backing off, for up to [`START_PATIENCE`]; then returns its error.
+async fn patiently<T, E: std::fmt::Display>(
+    what: &str,
+    mut attempt: impl AsyncFnMut() -> Result<T, E>,
+) -> Result<T, E> {
+    let started = std::time::Instant::now();
+    let mut backoff = std::time::Duration::from_millis(200);
+    loop {
+        match attempt().await {
+            Ok(done) => return Ok(done),
+            Err(e) if started.elapsed() < START_PATIENCE => {
+                tracing::warn!(error = %e, "{what} is not ready; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(std::time::Duration::from_secs(5));
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// Creates database `url` names if it does not exist yet (connecting to the `postgres` database of the
@@ -62,8 +87,8 @@ pub async fn ensure_database(url: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// How long a starting service waits for JetStream to accept its stream.
-const OPEN_LOG_PATIENCE: std::time::Duration = std::time::Duration::from_secs(60);
+/// How long a starting service waits for JetStream to accept its stream and buckets.
+const START_PATIENCE: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Connects to NATS and PostgreSQL and opens the event log. With `migrate`, the database is created if
 /// missing and brought to the latest schema first.
@@ -103,23 +128,25 @@ pub async fn connect(
         )
         .await
         .with_context(|| format!("connect to NATS at {nats_url}"))?;
-    // A JetStream cluster that is still electing its leader answers "timed out": keep trying a while,
-    // as a service started beside its servers must.
-    let mut waited = std::time::Duration::ZERO;
-    let mut backoff = std::time::Duration::from_millis(200);
-    let log = loop {
-        match EventLog::open(client.clone(), &config.log()).await {
-            Ok(log) => break log,
-            Err(e) if waited < OPEN_LOG_PATIENCE => {
-                tracing::warn!(error = %e, "the event log is not ready; retrying");
-                tokio::time::sleep(backoff).await;
-                waited += backoff;
-                backoff = (backoff * 2).min(std::time::Duration::from_secs(5));
-            }
-            Err(e) => return Err(e).context("open the event log"),
-        }
-    };
-    Ok(Backends { db, log })
+    // A JetStream cluster that is still electing its leaders answers "timed out": keep trying a while,
+    // as a service started beside its servers must. The stream is ready once its state can be read.
+    let log = patiently("the event log", async || {
+        let log = EventLog::open(client.clone(), &config.log()).await?;
+        log.ready().await?;
+        Ok::<_, hive_eventlog::LogError>(log)
+    })
+    .await
+    .context("open the event log")?;
+    let heartbeats = patiently("the heartbeat bucket", async || {
+        hive_eventlog::Heartbeats::open(&log, HEARTBEATS_KEPT).await
+    })
+    .await
+    .context("open the heartbeat bucket")?;
+    Ok(Backends {
+        db,
+        log,
+        heartbeats,
+    })
 }
 
 /// Which parts a process runs.
@@ -231,11 +258,11 @@ pub async fn run(
         ));
     }
     if parts.scheduler {
-        let heartbeats =
-            hive_eventlog::Heartbeats::open(&backends.log, std::time::Duration::from_secs(600))
-                .await?;
-        let scheduler =
-            hive_scheduler::Scheduler::new(backends.log.clone(), heartbeats, config.scheduler());
+        let scheduler = hive_scheduler::Scheduler::new(
+            backends.log.clone(),
+            backends.heartbeats.clone(),
+            config.scheduler(),
+        );
         let shutdown = running.shutdown_signal();
         running.tasks.push((
             "scheduler",
@@ -269,11 +296,18 @@ pub async fn run(
                 .context("locate the hive binary for spawned agents")?,
             backends.log.clone(),
         );
-        let state =
-            hive_api::AppState::new(backends.db.clone(), backends.log.clone(), config.api())
-                .await
-                .map_err(|e| anyhow::anyhow!("start the API: {e:?}"))?
-                .with_spawner(spawner);
+        let state = patiently("the API's state", async || {
+            hive_api::AppState::new(
+                backends.db.clone(),
+                backends.log.clone(),
+                backends.heartbeats.clone(),
+                config.api(),
+            )
+            .await
+        })
+        .await
+        .context("start the API")?
+        .with_spawner(spawner);
         let shutdown = running.shutdown_signal();
         running.tasks.push((
             "api",

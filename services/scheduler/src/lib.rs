@@ -73,9 +73,18 @@ impl Scheduler {
     /// if it loses it.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), LogError> {
         let mut shutdown = std::pin::pin!(shutdown.fuse());
-        let mut lease =
-            Lease::open(&self.log, &self.config.instance, self.config.leader_ttl).await?;
         let poll = self.config.leader_ttl / 10;
+        // A cluster still electing its leaders cannot create the bucket yet: keep trying.
+        let mut lease = loop {
+            match Lease::open(&self.log, &self.config.instance, self.config.leader_ttl).await {
+                Ok(lease) => break lease,
+                Err(e) => tracing::warn!(error = %e, "the lease bucket is not ready; retrying"),
+            }
+            tokio::select! {
+                () = &mut shutdown => return Ok(()),
+                () = tokio::time::sleep(poll) => {}
+            }
+        };
         loop {
             if lease.try_acquire().await {
                 tracing::info!(instance = %self.config.instance, "leading the scheduling");
