@@ -8,6 +8,7 @@ use std::time::Duration;
 /// A running `hive up` on the run's servers.
 pub struct HiveProcess {
     child: Child,
+    wrapped: bool,
     /// `http://127.0.0.1:<port>`.
     pub base: String,
     _home: tempfile::TempDir,
@@ -34,7 +35,19 @@ impl HiveProcess {
     ) -> anyhow::Result<Self> {
         let home = tempfile::tempdir()?;
         let port = hive_devservers::free_port()?;
-        let child = Command::new(hive_binary()?)
+        // HIVE_BENCH_HIVE_WRAPPER runs the hive under a profiler, e.g. `heaptrack -o /tmp/hive`.
+        let wrapper = std::env::var("HIVE_BENCH_HIVE_WRAPPER").unwrap_or_default();
+        let mut words = wrapper.split_whitespace();
+        let wrapped = !wrapper.trim().is_empty();
+        let mut command = match words.next() {
+            Some(program) => {
+                let mut c = Command::new(program);
+                c.args(words).arg(hive_binary()?);
+                c
+            }
+            None => Command::new(hive_binary()?),
+        };
+        let child = command
             .arg("up")
             .env("HIVE_NATS_URL", nats_url)
             .env("HIVE_DATABASE_URL", database_url)
@@ -64,14 +77,33 @@ impl HiveProcess {
         anyhow::ensure!(healthy.is_ok(), "hive up did not become healthy");
         Ok(Self {
             child,
+            wrapped,
             base,
             _home: home,
         })
     }
 
-    /// Its pid.
+    /// The hive's pid (under a wrapper, the wrapper's child).
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        if self.wrapped {
+            children(self.child.id())
+                .first()
+                .copied()
+                .unwrap_or(self.child.id())
+        } else {
+            self.child.id()
+        }
+    }
+
+    /// The hive and every process it started (its spawned agents): all the hive's processes.
+    pub fn pids(&self) -> Vec<u32> {
+        let mut all = vec![self.pid()];
+        let mut next = 0;
+        while next < all.len() {
+            all.extend(children(all[next]));
+            next += 1;
+        }
+        all
     }
 
     /// Waits (at most 15 minutes) until its read models reflect event `head`.
@@ -112,12 +144,31 @@ impl HiveProcess {
 
 impl Drop for HiveProcess {
     fn drop(&mut self) {
+        // Under a wrapper, stop the hive and let the wrapper finish its report.
         let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::unistd::Pid::from_raw(self.pid() as i32),
             nix::sys::signal::Signal::SIGTERM,
         );
         let _ = self.child.wait();
     }
+}
+
+/// The direct children of process `pid` (each thread lists those it started).
+fn children(pid: u32) -> Vec<u32> {
+    let Ok(threads) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    let mut all: Vec<u32> = threads
+        .flatten()
+        .filter_map(|thread| std::fs::read_to_string(thread.path().join("children")).ok())
+        .flat_map(|list| {
+            list.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect::<Vec<u32>>()
+        })
+        .collect();
+    all.sort_unstable();
+    all
 }
 
 /// Current resident memory of process `pid`, in MiB.

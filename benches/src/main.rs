@@ -20,9 +20,12 @@ struct Cli {
     /// PostgreSQL (a database URL) to use instead of starting one.
     #[arg(long, global = true)]
     database_url: Option<String>,
+    /// Run the scenario this many times and print each figure's median (a noisy machine).
+    #[arg(long, global = true, default_value_t = 1)]
+    runs: u32,
 }
 
-#[derive(Subcommand)]
+#[derive(Subcommand, Clone, Copy)]
 enum Scenario {
     /// Load a log, project it, rebuild the read models from it, verify them, read histories.
     Rebuild {
@@ -36,6 +39,23 @@ enum Scenario {
         #[arg(long, default_value_t = 50_000)]
         commands: u64,
         /// Seconds of each HTTP run.
+        #[arg(long, default_value_t = 10)]
+        seconds: u32,
+    },
+    /// Events per second into the read models (the projector on a backlog) beside multi-row inserts
+    /// of the same number of rows into PostgreSQL.
+    Project {
+        /// Events in the log.
+        #[arg(long, default_value_t = 200_000)]
+        events: u64,
+    },
+    /// Memory of every hive process (the hive and the agents it spawned), idle and under a load of
+    /// commands, assignments, executions and reads.
+    Footprint {
+        /// Agents the hive spawns.
+        #[arg(long, default_value_t = 4)]
+        agents: u32,
+        /// Seconds of load.
         #[arg(long, default_value_t = 10)]
         seconds: u32,
     },
@@ -74,27 +94,47 @@ fn main() -> anyhow::Result<()> {
         .build()?
         .block_on(async move {
             let servers = scenarios::Servers::start(cli.nats_url, cli.database_url).await?;
-            match cli.scenario {
-                Scenario::Rebuild { events } => scenarios::rebuild(&servers, events).await,
-                Scenario::Ingest { commands, seconds } => {
-                    scenarios::ingest(&servers, commands, seconds).await
-                }
-                Scenario::Query { tasks, seconds } => {
-                    scenarios::query(&servers, tasks, seconds, &[10, 50, 100, 500]).await
-                }
-                Scenario::Chains { samples } => scenarios::chains(&servers, samples).await,
-                Scenario::Dashboard { tasks, agents } => {
-                    scenarios::dashboard(&servers, tasks, agents).await
-                }
-                Scenario::Smoke => {
-                    scenarios::rebuild(&servers, 2_000).await?;
-                    scenarios::ingest(&servers, 500, 1).await?;
-                    scenarios::query(&servers, 200, 1, &[10]).await?;
-                    scenarios::chains(&servers, 10).await?;
-                    scenarios::dashboard(&servers, 100, 10).await?;
-                    println!("\nsmoke: every scenario ran");
-                    Ok(())
-                }
+            let mut runs = Vec::new();
+            for _ in 0..cli.runs.max(1) {
+                runs.push(run(&servers, cli.scenario).await?);
             }
+            for table in report::medians(runs) {
+                report::print(&table);
+            }
+            if matches!(cli.scenario, Scenario::Smoke) {
+                println!("\nsmoke: every scenario ran");
+            }
+            Ok(())
         })
+}
+
+async fn run(
+    servers: &scenarios::Servers,
+    scenario: Scenario,
+) -> anyhow::Result<Vec<report::Table>> {
+    match scenario {
+        Scenario::Rebuild { events } => scenarios::rebuild(servers, events).await,
+        Scenario::Ingest { commands, seconds } => {
+            scenarios::ingest(servers, commands, seconds).await
+        }
+        Scenario::Project { events } => scenarios::project(servers, events).await,
+        Scenario::Footprint { agents, seconds } => {
+            scenarios::footprint(servers, agents, seconds).await
+        }
+        Scenario::Query { tasks, seconds } => {
+            scenarios::query(servers, tasks, seconds, &[10, 50, 100, 500]).await
+        }
+        Scenario::Chains { samples } => scenarios::chains(servers, samples).await,
+        Scenario::Dashboard { tasks, agents } => scenarios::dashboard(servers, tasks, agents).await,
+        Scenario::Smoke => {
+            let mut tables = scenarios::rebuild(servers, 2_000).await?;
+            tables.extend(scenarios::ingest(servers, 500, 1).await?);
+            tables.extend(scenarios::project(servers, 2_000).await?);
+            tables.extend(scenarios::footprint(servers, 1, 1).await?);
+            tables.extend(scenarios::query(servers, 200, 1, &[10]).await?);
+            tables.extend(scenarios::chains(servers, 10).await?);
+            tables.extend(scenarios::dashboard(servers, 100, 10).await?);
+            Ok(tables)
+        }
+    }
 }

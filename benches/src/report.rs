@@ -40,12 +40,27 @@ pub fn memory_mib(pid: Option<u32>, field: &str) -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
+/// Proportional resident memory of process `pid` (its shared pages divided among their sharers), in
+/// MiB.
+pub fn pss_mib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Pss:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
 /// Peak resident memory of process `pid` (this one when `None`), in MiB.
 pub fn peak_rss_mib(pid: Option<u32>) -> f64 {
     memory_mib(pid, "VmHWM:")
 }
 
 /// One line of a result table.
+#[derive(Clone)]
 pub struct Row {
     /// What was measured.
     pub what: String,
@@ -55,20 +70,93 @@ pub struct Row {
     pub raw: Option<f64>,
     /// p50, p99, max.
     pub latency: Option<(Duration, Duration, Duration)>,
+    /// Resident memory of the hive's processes, in MiB.
+    pub rss: Option<f64>,
     /// A note (totals, times).
     pub note: String,
+}
+
+/// A titled table of rows: what a scenario reports.
+#[derive(Clone)]
+pub struct Table {
+    /// What the scenario measured.
+    pub title: String,
+    /// Its rows.
+    pub rows: Vec<Row>,
+}
+
+fn median_of<T: Copy + PartialOrd>(mut values: Vec<T>) -> Option<T> {
+    values.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    values.get(values.len() / 2).copied()
+}
+
+/// The tables of several runs of one scenario, merged: each figure of each row is the median of the
+/// runs' (the note is the last run's).
+pub fn medians(runs: Vec<Vec<Table>>) -> Vec<Table> {
+    let count = runs.len();
+    let Some(last) = runs.last().cloned() else {
+        return Vec::new();
+    };
+    if count == 1 {
+        return last;
+    }
+    last.into_iter()
+        .enumerate()
+        .map(|(t, table)| {
+            let rows = table
+                .rows
+                .iter()
+                .enumerate()
+                .map(|(r, row)| {
+                    let each: Vec<&Row> = runs
+                        .iter()
+                        .filter_map(|run| run.get(t).and_then(|table| table.rows.get(r)))
+                        .collect();
+                    let pick = |f: &dyn Fn(&Row) -> Option<f64>| {
+                        median_of(each.iter().filter_map(|row| f(row)).collect())
+                    };
+                    let latency = row.latency.map(|_| {
+                        let at = |i: usize| {
+                            median_of(
+                                each.iter()
+                                    .filter_map(|row| row.latency)
+                                    .map(|l| [l.0, l.1, l.2][i])
+                                    .collect(),
+                            )
+                            .unwrap_or_default()
+                        };
+                        (at(0), at(1), at(2))
+                    });
+                    Row {
+                        what: row.what.clone(),
+                        rate: pick(&|row| row.rate),
+                        raw: pick(&|row| row.raw),
+                        latency,
+                        rss: pick(&|row| row.rss),
+                        note: row.note.clone(),
+                    }
+                })
+                .collect();
+            Table {
+                title: format!("{} — median of {count} runs", table.title),
+                rows,
+            }
+        })
+        .collect()
 }
 
 fn ms(d: Duration) -> String {
     format!("{:.2}", d.as_secs_f64() * 1e3)
 }
 
-/// Prints the rows as a Markdown table.
-pub fn print(title: &str, rows: &[Row]) {
-    println!("\n### {title}\n");
-    println!("| measure | rate (/s) | raw limit (/s) | ratio | p50 ms | p99 ms | max ms | note |");
-    println!("|---|---:|---:|---:|---:|---:|---:|---|");
-    for r in rows {
+/// Prints a table in Markdown.
+pub fn print(table: &Table) {
+    println!("\n### {}\n", table.title);
+    println!(
+        "| measure | rate (/s) | raw limit (/s) | ratio | p50 ms | p99 ms | max ms | RSS MiB | note |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---|");
+    for r in &table.rows {
         let rate = r.rate.map(|x| format!("{x:.0}")).unwrap_or_default();
         let raw = r.raw.map(|x| format!("{x:.0}")).unwrap_or_default();
         let ratio = match (r.rate, r.raw) {
@@ -79,8 +167,9 @@ pub fn print(title: &str, rows: &[Row]) {
             .latency
             .map(|(a, b, c)| (ms(a), ms(b), ms(c)))
             .unwrap_or_default();
+        let rss = r.rss.map(|x| format!("{x:.0}")).unwrap_or_default();
         println!(
-            "| {} | {rate} | {raw} | {ratio} | {p50} | {p99} | {max} | {} |",
+            "| {} | {rate} | {raw} | {ratio} | {p50} | {p99} | {max} | {rss} | {} |",
             r.what, r.note
         );
     }

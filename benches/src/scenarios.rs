@@ -8,7 +8,7 @@ use hive_devservers::{Durability, NatsServer, Postgres};
 use hive_projector::{Projector, ProjectorConfig};
 use rand::seq::IndexedRandom;
 
-use crate::report::{Latencies, Row, peak_rss_mib, print};
+use crate::report::{Latencies, Row, Table, peak_rss_mib};
 
 /// The servers a run uses: started here unless given.
 pub struct Servers {
@@ -63,7 +63,7 @@ impl Servers {
         &self,
         name: &str,
     ) -> anyhow::Result<(crate::hive_process::HiveProcess, Backends)> {
-        let namespace = format!("{name}{}", std::process::id());
+        let namespace = unique(name);
         let hive = crate::hive_process::HiveProcess::start(
             &self.nats_url,
             &self.database(&namespace),
@@ -83,13 +83,257 @@ impl Servers {
     }
 }
 
+/// A name no other run of this process used: namespaces and databases are per run.
+pub fn unique(prefix: &str) -> String {
+    static RUNS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{prefix}{}r{run}", std::process::id())
+}
+
 fn rate(n: u64, d: Duration) -> f64 {
     n as f64 / d.as_secs_f64().max(1e-9)
 }
 
+/// Runs the projector from an empty database until it has applied event `head`: the time it took and
+/// each batch's time (from the previous checkpoint to the next).
+async fn project_backlog(backends: &Backends, head: u64) -> anyhow::Result<(Duration, Latencies)> {
+    let projector = Projector::new(
+        backends.db.clone(),
+        backends.log.clone(),
+        ProjectorConfig {
+            rebuild_when_empty: false,
+            ..ProjectorConfig::default()
+        },
+    );
+    let mut checkpoint = projector.checkpoint();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let began = Instant::now();
+    let running = tokio::spawn(projector.run(async move {
+        let _ = stopped.await;
+    }));
+    let mut batches = Latencies::default();
+    let mut last = Instant::now();
+    while *checkpoint.borrow_and_update() < head {
+        checkpoint.changed().await?;
+        batches.push(last.elapsed());
+        last = Instant::now();
+    }
+    let elapsed = began.elapsed();
+    let _ = stop.send(());
+    running.await??;
+    Ok((elapsed, batches))
+}
+
+/// Events per second into the read models: the projector on a backlog, batch by batch (each batch one
+/// transaction: read the rows it touches, upsert them, the status counts, the checkpoint), beside the
+/// raw limit of writing as many rows of the same shape with plain multi-row inserts, in transactions of
+/// the projector's largest batch.
+pub async fn project(servers: &Servers, events: u64) -> anyhow::Result<Vec<Table>> {
+    use hive_schema::tasks;
+    use sea_orm::{
+        ActiveModelTrait, ConnectionTrait, EntityTrait, IntoActiveModel, TransactionTrait,
+    };
+    let namespace = unique("project");
+    let backends = servers.backends(&namespace).await?;
+    crate::load::load(&backends.log, events).await?;
+    let head = backends.log.last_seq().await?;
+    let (elapsed, mut batches) = project_backlog(&backends, head).await?;
+    let projected = rate(head, elapsed);
+
+    // The raw limit: `head` task rows, as the projector wrote them, inserted into a copy of the table.
+    let rows: Vec<tasks::Model> = tasks::Entity::find().all(&backends.db).await?;
+    anyhow::ensure!(!rows.is_empty(), "the projection wrote no task");
+    backends
+        .db
+        .execute_unprepared(
+            "DROP SCHEMA IF EXISTS raw_limit CASCADE; CREATE SCHEMA raw_limit; \
+             CREATE TABLE raw_limit.tasks (LIKE public.tasks INCLUDING ALL)",
+        )
+        .await?;
+    let mut options = sea_orm::ConnectOptions::new(servers.database(&namespace));
+    options
+        .max_connections(1)
+        .set_schema_search_path("raw_limit")
+        .sqlx_logging(false);
+    let raw_db = sea_orm::Database::connect(options).await?;
+    let per_transaction = ProjectorConfig::default().batch_max;
+    let per_statement = 1_000;
+    let mut transactions = Latencies::default();
+    let mut written = 0u64;
+    let mut source = rows.iter().cycle();
+    let began = Instant::now();
+    while written < head {
+        let n = per_transaction.min((head - written) as usize);
+        let batch: Vec<tasks::Model> = source
+            .by_ref()
+            .take(n)
+            .map(|row| tasks::Model {
+                id: uuid::Uuid::now_v7(),
+                ..row.clone()
+            })
+            .collect();
+        let t = Instant::now();
+        let txn = raw_db.begin().await?;
+        for chunk in batch.chunks(per_statement) {
+            tasks::Entity::insert_many(
+                chunk
+                    .iter()
+                    .map(|row| row.clone().into_active_model().reset_all()),
+            )
+            .exec_without_returning(&txn)
+            .await?;
+        }
+        txn.commit().await?;
+        transactions.push(t.elapsed());
+        written += n as u64;
+    }
+    let raw = rate(written, began.elapsed());
+    raw_db.close().await?;
+    backends
+        .db
+        .execute_unprepared("DROP SCHEMA raw_limit CASCADE")
+        .await?;
+    Ok(vec![Table {
+        title: format!("project ({head} events)"),
+        rows: vec![
+            row(
+                format!("raw multi-row inserts ({per_transaction} rows a transaction)"),
+                Some(raw),
+                None,
+                Some(&mut transactions),
+                format!("{written} task rows; latency per transaction"),
+            ),
+            row(
+                "projector on a backlog (events into the read models)",
+                Some(projected),
+                Some(raw),
+                Some(&mut batches),
+                format!(
+                    "{:.1} s; latency per batch (up to {per_transaction} events)",
+                    elapsed.as_secs_f64()
+                ),
+            ),
+        ],
+    }])
+}
+
+/// What the hive's processes hold: the sum of their resident sets, and of their proportional sets
+/// (shared pages, like the one binary's code, counted once).
+struct Footprint {
+    rss: f64,
+    pss: f64,
+    processes: usize,
+    /// The hive's own (the first process).
+    hive_rss: f64,
+}
+
+fn footprint_of(hive: &crate::hive_process::HiveProcess) -> Footprint {
+    let pids = hive.pids();
+    Footprint {
+        rss: pids.iter().map(|p| crate::hive_process::rss_mib(*p)).sum(),
+        pss: pids.iter().map(|p| crate::report::pss_mib(*p)).sum(),
+        processes: pids.len(),
+        hive_rss: crate::hive_process::rss_mib(pids[0]),
+    }
+}
+
+/// The memory of every hive process (`hive up` and the agents it spawned), idle and under a load of
+/// commands (64 clients creating tasks, which the scheduler assigns and the agents run) and reads (100
+/// clients on `/status`) at once.
+pub async fn footprint(servers: &Servers, agents: u32, seconds: u32) -> anyhow::Result<Vec<Table>> {
+    let (hive, _) = servers.hive("footprint").await?;
+    let http = reqwest::Client::new();
+    for _ in 0..agents {
+        let r = http
+            .post(format!("{}/api/v1/agents/spawn", hive.base))
+            .json(&serde_json::json!({"exec": "true", "max_concurrent_tasks": 4}))
+            .send()
+            .await?;
+        anyhow::ensure!(r.status() == 201, "spawn: {}", r.status());
+        let spawned: serde_json::Value = r.json().await?;
+        let id = spawned["agent_id"].as_str().unwrap_or_default().to_owned();
+        tokio::time::timeout(Duration::from_secs(20), async {
+            loop {
+                let view: serde_json::Value = http
+                    .get(format!("{}/api/v1/agents/{id}", hive.base))
+                    .send()
+                    .await?
+                    .json()
+                    .await?;
+                if view["status"] == "ready" {
+                    return anyhow::Ok(());
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .map_err(|_| anyhow::anyhow!("agent {id} not ready within 20 s"))??;
+    }
+    let idle = footprint_of(&hive);
+
+    let (post_url, read_url) = (
+        format!("{}/api/v1/tasks", hive.base),
+        format!("{}/status", hive.base),
+    );
+    let posting = tokio::task::spawn_blocking(move || {
+        crate::wrk::run(&post_url, 64, seconds, Some(crate::wrk::POST_TASK))
+    });
+    let reading =
+        tokio::task::spawn_blocking(move || crate::wrk::run(&read_url, 100, seconds, None));
+    let mut peak = Footprint {
+        rss: 0.0,
+        pss: 0.0,
+        processes: 0,
+        hive_rss: 0.0,
+    };
+    while !(posting.is_finished() && reading.is_finished()) {
+        let now = footprint_of(&hive);
+        if now.rss > peak.rss {
+            peak.rss = now.rss;
+            peak.processes = now.processes;
+            peak.hive_rss = now.hive_rss;
+        }
+        peak.pss = peak.pss.max(now.pss);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (posted, read) = (posting.await??, reading.await??);
+    let after = footprint_of(&hive);
+    let memory = |what: String, f: &Footprint| Row {
+        what,
+        rate: None,
+        raw: None,
+        latency: None,
+        rss: Some(f.rss),
+        note: format!(
+            "{} processes (the hive {:.0} MiB); PSS {:.0} MiB (shared pages once)",
+            f.processes, f.hive_rss, f.pss
+        ),
+    };
+    Ok(vec![Table {
+        title: format!("footprint (hive up + {agents} spawned agents, {seconds} s of load)"),
+        rows: vec![
+            memory("all hive processes, idle".into(), &idle),
+            wrk_row(
+                "under load: POST /api/v1/tasks, 64 clients".into(),
+                &posted,
+                None,
+                String::new(),
+            ),
+            wrk_row(
+                "under load: GET /status, 100 clients".into(),
+                &read,
+                None,
+                String::new(),
+            ),
+            memory("all hive processes, peak under the load".into(), &peak),
+            memory("all hive processes, after the load".into(), &after),
+        ],
+    }])
+}
+
 /// Load → raw read → project → rebuild → verify → histories.
-pub async fn rebuild(servers: &Servers, events: u64) -> anyhow::Result<()> {
-    let namespace = format!("bench{}", std::process::id());
+pub async fn rebuild(servers: &Servers, events: u64) -> anyhow::Result<Vec<Table>> {
+    let namespace = unique("bench");
     let backends = servers.backends(&namespace).await?;
     let log = &backends.log;
     let mut rows = Vec::new();
@@ -103,6 +347,7 @@ pub async fn rebuild(servers: &Servers, events: u64) -> anyhow::Result<()> {
         rate: Some(rate(loaded.events, load_time)),
         raw: None,
         latency: None,
+        rss: None,
         note: format!(
             "{} events in {:.1} s",
             loaded.events,
@@ -129,33 +374,18 @@ pub async fn rebuild(servers: &Servers, events: u64) -> anyhow::Result<()> {
         rate: Some(raw_read),
         raw: None,
         latency: None,
+        rss: None,
         note: format!("{:.0} MB", bytes as f64 / 1e6),
     });
 
     // The projector, batch by batch, from an empty database.
-    let projector = Projector::new(
-        backends.db.clone(),
-        log.clone(),
-        ProjectorConfig {
-            rebuild_when_empty: false,
-            ..ProjectorConfig::default()
-        },
-    );
-    let mut checkpoint = projector.checkpoint();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let began = Instant::now();
-    let running = tokio::spawn(projector.run(async move {
-        let _ = stopped.await;
-    }));
-    checkpoint.wait_for(|c| *c >= head).await?;
-    let project_time = began.elapsed();
-    let _ = stop.send(());
-    running.await??;
+    let (project_time, _) = project_backlog(&backends, head).await?;
     rows.push(Row {
         what: "project (incremental, from empty)".into(),
         rate: Some(rate(head, project_time)),
         raw: Some(raw_read),
         latency: None,
+        rss: None,
         note: format!("{:.1} s", project_time.as_secs_f64()),
     });
 
@@ -173,6 +403,7 @@ pub async fn rebuild(servers: &Servers, events: u64) -> anyhow::Result<()> {
         rate: Some(rate(rebuilt.replayed, rebuilt.elapsed)),
         raw: Some(raw_read),
         latency: None,
+        rss: None,
         note: format!(
             "{:.1} s, {} rows, swap held the tables {} ms",
             rebuilt.elapsed.as_secs_f64(),
@@ -195,6 +426,7 @@ pub async fn rebuild(servers: &Servers, events: u64) -> anyhow::Result<()> {
         rate: Some(rate(report.events, verify_time)),
         raw: Some(raw_read),
         latency: None,
+        rss: None,
         note: format!("{:.1} s, clean", verify_time.as_secs_f64()),
     });
 
@@ -220,6 +452,7 @@ pub async fn rebuild(servers: &Servers, events: u64) -> anyhow::Result<()> {
             latencies.quantile(0.99),
             latencies.quantile(1.0),
         )),
+        rss: None,
         note: String::new(),
     });
     rows.push(Row {
@@ -227,10 +460,13 @@ pub async fn rebuild(servers: &Servers, events: u64) -> anyhow::Result<()> {
         rate: None,
         raw: None,
         latency: None,
-        note: format!("{:.0} MiB", peak_rss_mib(None)),
+        rss: Some(peak_rss_mib(None)),
+        note: "the bench process, not a Hive service: it held the generated log".into(),
     });
-    print(&format!("rebuild: {head} events"), &rows);
-    Ok(())
+    Ok(vec![Table {
+        title: format!("rebuild: {head} events"),
+        rows,
+    }])
 }
 
 fn row(
@@ -245,7 +481,19 @@ fn row(
         rate,
         raw,
         latency: lat.map(|l| (l.quantile(0.5), l.quantile(0.99), l.quantile(1.0))),
+        rss: None,
         note: note.into(),
+    }
+}
+
+fn memory_row(what: &str, mib: f64) -> Row {
+    Row {
+        what: what.into(),
+        rate: None,
+        raw: None,
+        latency: None,
+        rss: Some(mib),
+        note: String::new(),
     }
 }
 
@@ -255,6 +503,7 @@ fn wrk_row(what: String, r: &crate::wrk::WrkResult, raw: Option<f64>, note: Stri
         rate: Some(r.rate),
         raw,
         latency: Some((r.p50, r.p99, r.max)),
+        rss: None,
         note: format!("{} requests, {} errors{note}", r.requests, r.errors),
     }
 }
@@ -276,11 +525,11 @@ fn task_created(n: u64) -> hive_events::task::TaskEvent {
 
 /// Commands appended: raw JetStream publish of the same payloads, the library's command path
 /// (pipelined), and HTTP commands from 64 clients (wrk).
-pub async fn ingest(servers: &Servers, commands: u64, seconds: u32) -> anyhow::Result<()> {
+pub async fn ingest(servers: &Servers, commands: u64, seconds: u32) -> anyhow::Result<Vec<Table>> {
     use hive_events::envelope::{EventMeta, encode};
     use hive_events::task::{NewTask, Task, TaskCommand};
     use hive_events::{Actor, AggregateKind, Priority};
-    let namespace = format!("ingest{}", std::process::id());
+    let namespace = unique("ingest");
     let backends = servers.backends(&namespace).await?;
     let log = &backends.log;
     let mut rows = Vec::new();
@@ -369,17 +618,18 @@ pub async fn ingest(servers: &Servers, commands: u64, seconds: u32) -> anyhow::R
         seconds,
         Some(crate::wrk::POST_TASK),
     )?;
-    rows.push(wrk_row(
+    let mut posted = wrk_row(
         "HTTP POST /api/v1/tasks, 64 clients".into(),
         &http,
         Some(raw),
-        format!(
-            ", hive RSS {:.0} MiB",
-            crate::hive_process::rss_mib(hive.pid())
-        ),
-    ));
-    print("ingest", &rows);
-    Ok(())
+        String::new(),
+    );
+    posted.rss = Some(crate::hive_process::rss_mib(hive.pid()));
+    rows.push(posted);
+    Ok(vec![Table {
+        title: "ingest".into(),
+        rows,
+    }])
 }
 
 /// Reads under load at 10, 50, 100 and 500 clients (wrk), beside the trivial handler of the same
@@ -389,7 +639,7 @@ pub async fn query(
     tasks: u64,
     seconds: u32,
     levels: &[u32],
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Vec<Table>> {
     let (hive, backends) = servers.hive("query").await?;
     let idle = crate::hive_process::rss_mib(hive.pid());
     // Data: a log of about `tasks` tasks' lives, projected by the hive.
@@ -436,27 +686,24 @@ pub async fn query(
             ));
         }
     }
-    rows.push(row(
-        "hive process RSS (all parts in one process)",
-        None,
-        None,
-        None,
-        format!(
-            "idle {idle:.0} MiB, after projecting the data {projected:.0} MiB, after the reads {:.0} MiB, peak {:.0} MiB",
-            crate::hive_process::rss_mib(hive.pid()),
-            peak_rss_mib(Some(hive.pid()))
-        ),
-    ));
-    print(
-        &format!("query ({head} events, {seconds} s per run)"),
-        &rows,
-    );
-    Ok(())
+    let after = crate::hive_process::rss_mib(hive.pid());
+    for (what, mib) in [
+        ("hive RSS idle (all parts in one process)", idle),
+        ("hive RSS after projecting the data", projected),
+        ("hive RSS after the reads", after),
+        ("hive peak RSS", peak_rss_mib(Some(hive.pid()))),
+    ] {
+        rows.push(memory_row(what, mib));
+    }
+    Ok(vec![Table {
+        title: format!("query ({head} events, {seconds} s per run)"),
+        rows,
+    }])
 }
 
 /// End-to-end latencies: agent spawn → ready, task created → assigned, event → visible in the API,
 /// event → SSE client.
-pub async fn chains(servers: &Servers, samples: u32) -> anyhow::Result<()> {
+pub async fn chains(servers: &Servers, samples: u32) -> anyhow::Result<Vec<Table>> {
     use hive_events::AggregateKind;
     let (hive, backends) = servers.hive("chains").await?;
     let log = &backends.log;
@@ -600,24 +847,20 @@ pub async fn chains(servers: &Servers, samples: u32) -> anyhow::Result<()> {
         Some(&mut latencies),
         "from the POST; the dashboard's feed",
     ));
-    rows.push(row(
-        "hive process RSS",
-        None,
-        None,
-        None,
-        format!(
-            "{:.0} MiB now, peak {:.0} MiB",
-            crate::hive_process::rss_mib(hive.pid()),
-            peak_rss_mib(Some(hive.pid()))
-        ),
+    rows.push(memory_row(
+        "hive RSS after the chains",
+        crate::hive_process::rss_mib(hive.pid()),
     ));
-    print("chains", &rows);
-    Ok(())
+    rows.push(memory_row("hive peak RSS", peak_rss_mib(Some(hive.pid()))));
+    Ok(vec![Table {
+        title: "chains".into(),
+        rows,
+    }])
 }
 
 /// The dashboard's reads at scale: a hive with `tasks` tasks (their whole lives) and `agents` agents;
 /// the time of the page's starting JSON, of a page of agents, and of the queue's first page.
-pub async fn dashboard(servers: &Servers, tasks: u64, agents: u64) -> anyhow::Result<()> {
+pub async fn dashboard(servers: &Servers, tasks: u64, agents: u64) -> anyhow::Result<Vec<Table>> {
     let (hive, backends) = servers.hive("dashboard").await?;
     crate::load::load_with_agents(&backends.log, tasks * 6, agents).await?;
     let head = backends.log.last_seq().await?;
@@ -655,16 +898,12 @@ pub async fn dashboard(servers: &Servers, tasks: u64, agents: u64) -> anyhow::Re
             "50 sequential requests",
         ));
     }
-    rows.push(row(
-        "hive process RSS",
-        None,
-        None,
-        None,
-        format!("{:.0} MiB", crate::hive_process::rss_mib(hive.pid())),
+    rows.push(memory_row(
+        "hive RSS",
+        crate::hive_process::rss_mib(hive.pid()),
     ));
-    print(
-        &format!("dashboard at scale ({tasks} tasks, {agents} agents, {head} events)"),
-        &rows,
-    );
-    Ok(())
+    Ok(vec![Table {
+        title: format!("dashboard at scale ({tasks} tasks, {agents} agents, {head} events)"),
+        rows,
+    }])
 }

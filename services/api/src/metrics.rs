@@ -43,9 +43,27 @@ pub fn handle() -> &'static PrometheusHandle {
             tracing::warn!("a metrics recorder was installed already; /metrics shows only its own");
         }
         describe();
+        // Histogram samples pile up in the recorder until they are folded into their buckets, which
+        // rendering does; with nobody scraping, that was every request's sample kept forever (tens of
+        // MB after a few million requests). Fold them a few times a minute whoever scrapes.
+        let upkept = handle.clone();
+        let spawned = std::thread::Builder::new()
+            .name("metrics-upkeep".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(UPKEEP_EVERY);
+                    upkept.run_upkeep();
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "no metrics upkeep thread: histograms grow until scraped");
+        }
         handle
     })
 }
+
+/// How often histogram samples are folded into their buckets.
+const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
 fn describe() {
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};

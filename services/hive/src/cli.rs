@@ -248,15 +248,21 @@ fn required(value: &Option<String>, name: &str) -> anyhow::Result<String> {
 
 /// The `hive` program.
 pub fn main() -> anyhow::Result<()> {
-    tokio::runtime::Builder::new_multi_thread()
+    let cli = Cli::parse();
+    // An agent waits on one stream and a few child processes: one thread serves it, and each of the
+    // fleet's agent processes then holds about half the memory of a thread per core.
+    let mut runtime = match cli.command {
+        Command::Agent(_) => tokio::runtime::Builder::new_current_thread(),
+        _ => tokio::runtime::Builder::new_multi_thread(),
+    };
+    runtime
         .enable_all()
         .build()
         .context("start the async runtime")?
-        .block_on(run_cli())
+        .block_on(run_cli(cli))
 }
 
-async fn run_cli() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+async fn run_cli(cli: Cli) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("HIVE_LOG")

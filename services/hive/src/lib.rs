@@ -25,6 +25,8 @@ pub use config::Config;
 pub struct Backends {
     /// The read-model database.
     pub db: DatabaseConnection,
+    /// Where it is.
+    pub database_url: String,
     /// The event log.
     pub log: EventLog,
     /// The agents' last heartbeats.
@@ -33,6 +35,25 @@ pub struct Backends {
 
 /// How long a heartbeat stays in its bucket: long after any timeout.
 const HEARTBEATS_KEPT: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// A pool of up to `connections` to the read-model database.
+async fn open_database(url: &str, connections: u32) -> anyhow::Result<DatabaseConnection> {
+    let mut options = ConnectOptions::new(url.to_owned());
+    // A short acquire timeout: when the database is gone, answer 503 in seconds, not after sqlx's 30 s.
+    options
+        .max_connections(connections)
+        .acquire_timeout(std::time::Duration::from_secs(3))
+        .connect_timeout(std::time::Duration::from_secs(3))
+        .sqlx_logging(false);
+    Database::connect(options)
+        .await
+        .with_context(|| format!("connect to {}", Config::redacted(url)))
+}
+
+/// Connections of the projector's own pool: it commits one batch at a time. Its own, so that the
+/// statements of its batches stay in its connections' statement caches instead of crowding out the API's
+/// queries in every connection of the shared pool.
+const PROJECTOR_CONNECTIONS: u32 = 2;
 
 /// Runs `attempt` until it succeeds, backing off, for up to [`START_PATIENCE`]; then returns its error.
 async fn patiently<T, E: std::fmt::Display>(
@@ -101,16 +122,7 @@ pub async fn connect(
     if migrate {
         ensure_database(database_url).await?;
     }
-    let mut options = ConnectOptions::new(database_url.to_owned());
-    // A short acquire timeout: when the database is gone, answer 503 in seconds, not after sqlx's 30 s.
-    options
-        .max_connections(config.db_pool)
-        .acquire_timeout(std::time::Duration::from_secs(3))
-        .connect_timeout(std::time::Duration::from_secs(3))
-        .sqlx_logging(false);
-    let db = Database::connect(options)
-        .await
-        .with_context(|| format!("connect to {}", Config::redacted(database_url)))?;
+    let db = open_database(database_url, config.db_pool).await?;
     if migrate {
         hive_migrations::Migrator::up(&db, None)
             .await
@@ -144,6 +156,7 @@ pub async fn connect(
     .context("open the heartbeat bucket")?;
     Ok(Backends {
         db,
+        database_url: database_url.to_owned(),
         log,
         heartbeats,
     })
@@ -247,7 +260,7 @@ pub async fn run(
     };
     if parts.projector {
         let projector = Projector::new(
-            backends.db.clone(),
+            open_database(&backends.database_url, PROJECTOR_CONNECTIONS).await?,
             backends.log.clone(),
             ProjectorConfig::default(),
         );

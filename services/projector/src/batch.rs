@@ -21,8 +21,36 @@ use uuid::Uuid;
 
 use crate::rows::ReadModel;
 
-/// Rows per INSERT: the widest table has 23 columns, and a statement takes at most 65,535 parameters.
-const ROWS_PER_STATEMENT: usize = 1_000;
+/// Rows per INSERT at most: the widest table has 23 columns, and a statement takes at most 65,535
+/// parameters.
+const ROWS_PER_STATEMENT: usize = 512;
+
+/// How many of `n` rows the next statement takes: the largest power of two up to
+/// [`ROWS_PER_STATEMENT`]. Statements then come in a dozen shapes per table, which the connection's
+/// statement cache keeps and reuses; one shape per row count filled the cache with statements used
+/// once (about 20 MB of their metadata under a steady load of commands).
+pub(crate) fn statement_rows(n: usize) -> usize {
+    if n >= ROWS_PER_STATEMENT {
+        ROWS_PER_STATEMENT
+    } else if n == 0 {
+        0
+    } else {
+        1 << (usize::BITS - 1 - n.leading_zeros())
+    }
+}
+
+/// `items` in consecutive pieces of [`statement_rows`] each.
+pub(crate) fn statement_chunks<T>(items: &[T]) -> impl Iterator<Item = &[T]> {
+    let mut rest = items;
+    std::iter::from_fn(move || {
+        let take = statement_rows(rest.len());
+        (take > 0).then(|| {
+            let (chunk, after) = rest.split_at(take);
+            rest = after;
+            chunk
+        })
+    })
+}
 
 /// What one committed batch did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -66,7 +94,7 @@ impl<A: ReadModel> Slots<A> {
                 (*id, empty)
             })
             .collect();
-        for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+        for chunk in statement_chunks(&ids) {
             let rows = A::Entity::find()
                 .filter(A::id_column().is_in(chunk.iter().copied()))
                 .all(txn)
@@ -146,7 +174,7 @@ impl<A: ReadModel> Slots<A> {
             .filter(|c| c.as_str() != A::id_column().as_str())
             .collect();
         while !rows.is_empty() {
-            let rest = rows.split_off(rows.len().min(ROWS_PER_STATEMENT));
+            let rest = rows.split_off(statement_rows(rows.len()));
             A::Entity::insert_many(std::mem::replace(&mut rows, rest))
                 .on_conflict(
                     OnConflict::column(A::id_column())
@@ -257,7 +285,7 @@ pub async fn apply_batch(
     tasks.write(txn, &mut counts).await?;
     projects.write(txn, &mut counts).await?;
     write_counts(txn, counts).await?;
-    for chunk in dead.chunks(ROWS_PER_STATEMENT) {
+    for chunk in statement_chunks(&dead) {
         dead_letters::Entity::insert_many(chunk.to_vec())
             .on_conflict_do_nothing_on([
                 dead_letters::Column::Projection,
@@ -322,4 +350,26 @@ pub async fn write_checkpoint(
     .exec_without_returning(txn)
     .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statements_come_in_few_shapes_and_cover_every_row() {
+        let mut shapes = std::collections::BTreeSet::new();
+        for n in 0..3_000usize {
+            let items: Vec<usize> = (0..n).collect();
+            let chunks: Vec<&[usize]> = statement_chunks(&items).collect();
+            assert_eq!(chunks.concat(), items, "{n} rows");
+            shapes.extend(chunks.iter().map(|c| c.len()));
+        }
+        assert_eq!(shapes.len(), 10, "{shapes:?}");
+        assert!(
+            shapes
+                .iter()
+                .all(|s| s.is_power_of_two() && *s <= ROWS_PER_STATEMENT)
+        );
+    }
 }
