@@ -83,16 +83,16 @@ impl HiveProcess {
         })
     }
 
-    /// The hive's pid (under a wrapper, the wrapper's child).
+    /// The hive's pid (under a wrapper, the wrapper's child that runs the hive binary).
     pub fn pid(&self) -> u32 {
-        if self.wrapped {
-            children(self.child.id())
-                .first()
-                .copied()
-                .unwrap_or(self.child.id())
-        } else {
-            self.child.id()
+        if !self.wrapped {
+            return self.child.id();
         }
+        let hive = hive_binary().ok();
+        children(self.child.id())
+            .into_iter()
+            .find(|pid| std::fs::read_link(format!("/proc/{pid}/exe")).ok() == hive)
+            .unwrap_or(self.child.id())
     }
 
     /// The hive and every process it started (its spawned agents): all the hive's processes.
