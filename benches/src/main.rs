@@ -59,6 +59,19 @@ enum Scenario {
         #[arg(long, default_value_t = 10)]
         seconds: u32,
     },
+    /// Far more clients than the API works on at once: the excess is shed quickly (503), the rest
+    /// served, and the API recovers when the load stops.
+    Overload {
+        /// Tasks in the read models.
+        #[arg(long, default_value_t = 20_000)]
+        tasks: u64,
+        /// Concurrent clients.
+        #[arg(long, default_value_t = 2_000)]
+        clients: u32,
+        /// Seconds of each run.
+        #[arg(long, default_value_t = 10)]
+        seconds: u32,
+    },
     /// Reads at 10, 50, 100 and 500 clients beside the trivial handler; the hive's memory.
     Query {
         /// Tasks in the read models.
@@ -125,6 +138,11 @@ async fn run(
             scenarios::query(servers, tasks, seconds, &[10, 50, 100, 500]).await
         }
         Scenario::Chains { samples } => scenarios::chains(servers, samples).await,
+        Scenario::Overload {
+            tasks,
+            clients,
+            seconds,
+        } => scenarios::overload(servers, tasks, clients, seconds).await,
         Scenario::Dashboard { tasks, agents } => scenarios::dashboard(servers, tasks, agents).await,
         Scenario::Smoke => {
             let mut tables = scenarios::rebuild(servers, 2_000).await?;
@@ -133,6 +151,7 @@ async fn run(
             tables.extend(scenarios::footprint(servers, 1, 1).await?);
             tables.extend(scenarios::query(servers, 200, 1, &[10]).await?);
             tables.extend(scenarios::chains(servers, 10).await?);
+            tables.extend(scenarios::overload(servers, 200, 50, 1).await?);
             tables.extend(scenarios::dashboard(servers, 100, 10).await?);
             Ok(tables)
         }

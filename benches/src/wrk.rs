@@ -17,6 +17,8 @@ pub struct WrkResult {
     pub max: Duration,
     /// Requests answered outside 2xx/3xx, or failed at the socket.
     pub errors: u64,
+    /// Of those, the answers outside 2xx/3xx (a shed request is one).
+    pub non_2xx: u64,
     /// Requests in all.
     pub requests: u64,
 }
@@ -84,7 +86,8 @@ pub fn run(
             ["99%", d] => result.p99 = duration(d),
             ["Latency", _avg, _stdev, max, ..] => result.max = duration(max),
             ["Non-2xx", "or", "3xx", "responses:", n] => {
-                result.errors += n.parse::<u64>().unwrap_or(0)
+                result.non_2xx = n.parse::<u64>().unwrap_or(0);
+                result.errors += result.non_2xx;
             }
             [n, "requests", "in", ..] => result.requests = n.parse().unwrap_or(0),
             ["Socket", "errors:", rest @ ..] => {

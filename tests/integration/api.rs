@@ -572,3 +572,70 @@ async fn the_openapi_document_names_every_route_and_each_one_answers() {
     );
     hive.stop().await;
 }
+
+#[tokio::test]
+async fn more_requests_than_slots_are_shed_at_once_and_the_api_recovers() {
+    let mut world = World::new().await;
+    world.config.http_max_in_flight = 1;
+    // No projector: a read that waits for a sequence holds its slot until the wait times out.
+    let hive = world
+        .run(hive::Parts {
+            api: true,
+            projector: false,
+            scheduler: false,
+        })
+        .await;
+    let (status, created) = hive
+        .post("/api/v1/tasks", json!({"title": "never projected"}))
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let seq = created["seq"].as_u64().unwrap();
+    let waiting = {
+        let (http, url) = (hive.http.clone(), hive.url("/api/v1/tasks"));
+        tokio::spawn(async move {
+            http.get(url)
+                .header("Hive-Min-Seq", seq.to_string())
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        })
+    };
+    // Until the waiting read holds the only slot (the metrics are not counted against it).
+    let in_flight = async || {
+        let text = hive.get("/metrics").await.text().await.unwrap();
+        prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))
+            .unwrap()
+            .samples
+            .into_iter()
+            .find(|s| s.metric == "hive_http_requests_in_flight")
+            .map(|s| match s.value {
+                prometheus_parse::Value::Gauge(v) => v,
+                _ => 0.0,
+            })
+            .unwrap_or(0.0)
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while in_flight().await < 1.0 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the waiting read takes its slot");
+
+    let shed = hive.get("/status").await;
+    assert_eq!(shed.status(), 503);
+    assert_eq!(shed.headers()["retry-after"], "1");
+    let body: Value = shed.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "overloaded", "{body}");
+    // The probe answers whatever the load.
+    assert_eq!(hive.get("/livez").await.status(), 200);
+
+    // The waiting read ends (its sequence is never projected here), and the slot is free again.
+    assert_eq!(waiting.await.unwrap(), 503);
+    assert_eq!(hive.get("/status").await.status(), 200);
+    let text = hive.get("/metrics").await.text().await.unwrap();
+    assert!(text.contains("hive_http_shed_total 1"), "{text}");
+    hive.stop().await;
+}

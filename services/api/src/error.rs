@@ -37,6 +37,8 @@ pub enum Code {
     ProjectionLagging,
     /// A backing service is down.
     Unavailable,
+    /// More requests at once than the API works on; try again shortly.
+    Overloaded,
     /// A bug of ours.
     Internal,
 }
@@ -58,6 +60,7 @@ impl Code {
             Self::Conflict => "conflict",
             Self::ProjectionLagging => "projection_lagging",
             Self::Unavailable => "unavailable",
+            Self::Overloaded => "overloaded",
             Self::Internal => "internal",
         }
     }
@@ -73,7 +76,9 @@ impl Code {
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::AlreadyExists | Self::InvalidTransition | Self::Conflict => StatusCode::CONFLICT,
             Self::NotAssignee => StatusCode::FORBIDDEN,
-            Self::ProjectionLagging | Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::ProjectionLagging | Self::Unavailable | Self::Overloaded => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

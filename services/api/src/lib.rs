@@ -10,6 +10,7 @@ pub mod error;
 pub mod extract;
 pub mod feed;
 pub mod metrics;
+pub mod overload;
 pub mod routes;
 pub mod views;
 
@@ -37,6 +38,8 @@ pub struct ApiConfig {
     pub refresh: Duration,
     /// Projector lag (events) above which `/health` says degraded.
     pub degraded_lag: u64,
+    /// Requests worked on at once before the rest are shed ([`overload`]).
+    pub max_in_flight: usize,
 }
 
 impl Default for ApiConfig {
@@ -47,6 +50,7 @@ impl Default for ApiConfig {
             projection: "read_models".into(),
             refresh: Duration::from_millis(500),
             degraded_lag: 10_000,
+            max_in_flight: 4_096,
         }
     }
 }
@@ -72,6 +76,8 @@ pub struct AppState {
     pub spawner: Option<hive_spawner::Spawner>,
     /// `/status` computed at a checkpoint, reused until the checkpoint moves.
     pub status_cache: Arc<tokio::sync::Mutex<Option<(u64, serde_json::Value)>>>,
+    /// Slots of the requests being worked on ([`overload`]).
+    pub in_flight: Arc<tokio::sync::Semaphore>,
 }
 
 impl AppState {
@@ -85,6 +91,7 @@ impl AppState {
         let progress =
             Progress::follow(db.clone(), log.clone(), &config.projection, config.refresh).await?;
         let feed = feed::Feed::start(log.clone(), progress.clone()).await?;
+        let in_flight = Arc::new(tokio::sync::Semaphore::new(config.max_in_flight.max(1)));
         Ok(Self {
             feed,
             db,
@@ -94,6 +101,7 @@ impl AppState {
             config: Arc::new(config),
             spawner: None,
             status_cache: Arc::default(),
+            in_flight,
             closing: Arc::new(tokio::sync::watch::Sender::new(false)),
         })
     }
@@ -117,6 +125,10 @@ pub fn router(state: AppState) -> Router {
         ))
         .layer(DefaultBodyLimit::max(limit))
         .route_layer(axum::middleware::from_fn(metrics::track))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            overload::shed,
+        ))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             routes::system::panic_answer,
         ))

@@ -68,6 +68,14 @@ const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 fn describe() {
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
     describe_counter!(
+        "hive_http_shed_total",
+        "Requests answered 503 overloaded: the API was working on its maximum already"
+    );
+    describe_gauge!(
+        "hive_http_requests_in_flight",
+        "Requests the API is working on (streams, /livez and /metrics not counted)"
+    );
+    describe_counter!(
         "hive_http_requests_total",
         "HTTP requests by route, method and status"
     );
@@ -120,6 +128,8 @@ fn describe() {
         metrics::counter!("hive_append_conflicts_total", "aggregate" => aggregate).increment(0);
     }
     metrics::counter!("hive_dead_letters_total").increment(0);
+    metrics::counter!("hive_http_shed_total").increment(0);
+    metrics::gauge!("hive_http_requests_in_flight").increment(0.0);
     metrics::counter!("hive_projector_events_total").increment(0);
     metrics::counter!("hive_scheduler_assignments_total").increment(0);
 }

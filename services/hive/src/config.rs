@@ -37,6 +37,9 @@ pub struct Config {
     pub body_limit_bytes: usize,
     /// Database connections per process (`HIVE_DB_POOL`).
     pub db_pool: u32,
+    /// Requests the API works on at once; more are answered 503 `overloaded` at once
+    /// (`HIVE_HTTP_MAX_IN_FLIGHT`). Streams, `/livez` and `/metrics` are not counted.
+    pub http_max_in_flight: usize,
     /// How long after its last heartbeat an agent is lost, in seconds (`HIVE_HEARTBEAT_TIMEOUT_SECS`).
     pub heartbeat_timeout_secs: f64,
     /// How long an agent has to accept an assignment, in seconds (`HIVE_ASSIGNMENT_LEASE_SECS`).
@@ -82,6 +85,7 @@ impl Default for Config {
             min_seq_timeout_ms: 2_000,
             body_limit_bytes: 1024 * 1024,
             db_pool: 20,
+            http_max_in_flight: 4_096,
             heartbeat_timeout_secs: 15.0,
             assignment_lease_secs: 30.0,
             retry_base_secs: 1.0,
@@ -159,6 +163,7 @@ impl Config {
         hive_api::ApiConfig {
             min_seq_timeout: Duration::from_millis(self.min_seq_timeout_ms),
             body_limit: self.body_limit_bytes,
+            max_in_flight: self.http_max_in_flight,
             ..Default::default()
         }
     }
