@@ -20,6 +20,10 @@ struct Cli {
     /// PostgreSQL (a database URL) to use instead of starting one.
     #[arg(long, global = true)]
     database_url: Option<String>,
+    /// Start nats-server fsyncing every write before its ack, as `hive up` does (default: nats-server's
+    /// two-minute interval, as on a replicated cluster).
+    #[arg(long, global = true)]
+    nats_sync_always: bool,
     /// Run the scenario this many times and print each figure's median (a noisy machine).
     #[arg(long, global = true, default_value_t = 1)]
     runs: u32,
@@ -106,7 +110,9 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?
         .block_on(async move {
-            let servers = scenarios::Servers::start(cli.nats_url, cli.database_url).await?;
+            let servers =
+                scenarios::Servers::start(cli.nats_url, cli.database_url, cli.nats_sync_always)
+                    .await?;
             let mut runs = Vec::new();
             for _ in 0..cli.runs.max(1) {
                 runs.push(run(&servers, cli.scenario).await?);

@@ -23,12 +23,22 @@ pub struct Servers {
 
 impl Servers {
     /// Starts what is not given.
-    pub async fn start(nats: Option<String>, db: Option<String>) -> anyhow::Result<Self> {
+    pub async fn start(
+        nats: Option<String>,
+        db: Option<String>,
+        nats_sync_always: bool,
+    ) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
+        let durability = if nats_sync_always {
+            Durability::Safe
+        } else {
+            Durability::Throwaway
+        };
         let (nats_url, nats) = match nats {
             Some(url) => (url, None),
             None => {
-                let server = NatsServer::start(&dir.path().join("nats"), None, &[]).await?;
+                let server =
+                    NatsServer::start(&dir.path().join("nats"), None, durability, &[]).await?;
                 (server.url(), Some(server))
             }
         };

@@ -221,3 +221,41 @@ async fn history_and_replay_come_back_in_order() {
             .is_empty()
     );
 }
+
+/// Whether the nats-server at `monitoring` fsyncs every JetStream write before acknowledging it.
+async fn syncs_every_write(monitoring: &str) -> bool {
+    let varz: serde_json::Value = reqwest::get(format!("{monitoring}/varz"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    varz["jetstream"]["config"]["sync_always"] == true
+}
+
+#[tokio::test]
+async fn hive_up_runs_jetstream_fsyncing_every_write_and_the_tests_do_not() {
+    let world = World::new().await;
+    let home = tempfile::tempdir().unwrap();
+    let config = hive::Config {
+        home: home.path().to_path_buf(),
+        nats_url: None,
+        nats_port: 0,
+        database_url: Some(world.database_url.clone()),
+        ..world.config.clone()
+    };
+    let (_, _, mut servers) = hive::up::backends(&config).await.unwrap();
+    let started = servers.nats().expect("hive up started a nats-server");
+    assert!(syncs_every_write(&started.monitoring_url()).await);
+    servers.stop();
+
+    let throwaway = hive_devservers::NatsServer::start(
+        &home.path().join("throwaway"),
+        None,
+        hive_devservers::Durability::Throwaway,
+        &[],
+    )
+    .await
+    .unwrap();
+    assert!(!syncs_every_write(&throwaway.monitoring_url()).await);
+}

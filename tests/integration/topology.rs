@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use hive_devservers::{NatsServer, free_port};
+use hive_devservers::{Durability, NatsServer, free_port};
 use hive_tests::{World, agent_program};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -238,9 +238,14 @@ async fn the_compose_topology_runs_without_docker() {
         .map(|s| s.to_string())
         .collect();
         nodes.push(
-            NatsServer::start(&dir.path().join(format!("n{n}")), None, &args)
-                .await
-                .expect("a cluster node"),
+            NatsServer::start(
+                &dir.path().join(format!("n{n}")),
+                None,
+                Durability::Throwaway,
+                &args,
+            )
+            .await
+            .expect("a cluster node"),
         );
     }
     let nats_url = nodes

@@ -32,9 +32,10 @@ fn servers() -> &'static Servers {
         std::thread::spawn(|| {
             tokio::runtime::Runtime::new().unwrap().block_on(async {
                 let dir = tempfile::tempdir().expect("a temp dir");
-                let nats = NatsServer::start(&dir.path().join("nats"), None, &[])
-                    .await
-                    .expect("start nats-server");
+                let nats =
+                    NatsServer::start(&dir.path().join("nats"), None, Durability::Throwaway, &[])
+                        .await
+                        .expect("start nats-server");
                 let pg = Postgres::start(&dir.path().join("pg"), None, Durability::Throwaway)
                     .await
                     .expect("start postgres");

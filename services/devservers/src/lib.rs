@@ -163,14 +163,21 @@ async fn wait_until<F: FnMut() -> bool>(
 pub struct NatsServer {
     child: Child,
     port: u16,
+    monitor: u16,
 }
 
 impl NatsServer {
     /// Starts nats-server with JetStream storing under `dir`, on `port` (a free one when `None`), and
     /// waits until it accepts connections. `extra_args` are passed through (cluster routes, `-DV`, ...).
+    ///
+    /// [`Durability::Safe`] makes JetStream fsync every write before it acknowledges it
+    /// (`sync_interval: always`): an acknowledged event then survives a power cut. nats-server's
+    /// default fsyncs every two minutes, so a crash of the machine (not of the process) can lose what
+    /// was acknowledged in that window on a single server.
     pub async fn start(
         dir: &Path,
         port: Option<u16>,
+        durability: Durability,
         extra_args: &[String],
     ) -> Result<Self, DevServerError> {
         let binary = nats_server_binary()?;
@@ -180,10 +187,18 @@ impl NatsServer {
             None => free_port()?,
         };
         let log = dir.join("nats-server.log");
+        let monitor = free_port()?;
         let mut command = Command::new(&binary);
+        if durability == Durability::Safe {
+            let config = dir.join("nats-server.conf");
+            std::fs::write(&config, "jetstream {\n  sync_interval: always\n}\n")
+                .map_err(io(format!("write {}", config.display())))?;
+            command.arg("-c").arg(config);
+        }
         command
             .arg("-js")
             .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+            .args(["-m", &monitor.to_string()])
             .arg("-sd")
             .arg(dir.join("jetstream"))
             .arg("-l")
@@ -200,7 +215,16 @@ impl NatsServer {
         )
         .await?;
         tracing::info!(port, "nats-server ready");
-        Ok(Self { child, port })
+        Ok(Self {
+            child,
+            port,
+            monitor,
+        })
+    }
+
+    /// Its monitoring endpoint (`/varz`, `/healthz`, `/jsz`): `http://127.0.0.1:<port>`.
+    pub fn monitoring_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.monitor)
     }
 
     /// The client URL.
@@ -224,12 +248,13 @@ impl NatsServer {
     }
 }
 
-/// How durable a Postgres we start should be.
+/// How durable a server we start should be.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Durability {
-    /// fsync on: what `hive up` uses.
+    /// What `hive up` uses: Postgres with fsync on; JetStream fsyncing every write before its ack.
     Safe,
-    /// fsync off: throw-away test clusters, several times faster to create databases in.
+    /// fsync off (Postgres) or on nats-server's two-minute timer: throw-away test servers, several
+    /// times faster.
     Throwaway,
 }
 

@@ -17,6 +17,11 @@ pub struct Servers {
 }
 
 impl Servers {
+    /// The nats-server started here, if any.
+    pub fn nats(&self) -> Option<&NatsServer> {
+        self.nats.as_ref()
+    }
+
     /// Stops them (PostgreSQL last: the services are stopped before this is called).
     pub fn stop(&mut self) {
         if let Some(nats) = &mut self.nats {
@@ -49,7 +54,8 @@ pub async fn backends(config: &Config) -> anyhow::Result<(String, String, Server
         Some(url) => url.clone(),
         None => {
             let port = port_or_free(config.nats_port)?;
-            let nats = NatsServer::start(&home.join("nats"), Some(port), &[]).await?;
+            let nats =
+                NatsServer::start(&home.join("nats"), Some(port), Durability::Safe, &[]).await?;
             let url = nats.url();
             servers.nats = Some(nats);
             url
