@@ -154,7 +154,16 @@ async fn poison_goes_to_dead_letters_and_later_events_still_project() {
             .publish_raw(&format!("{}.robot.x", subjects.prefix()), good(task))
             .await,
     );
-    // A huge but valid event of an unknown aggregate id is fine; an oversized one is refused by the stream.
+    // An oversized message never enters the log: the publish is refused, and nothing changes.
+    let before = log.last_seq().await.unwrap();
+    let oversized = vec![b'x'; 2 * 1024 * 1024];
+    let js = async_nats::jetstream::new(log.client());
+    let refused = match js.publish(on_task.clone(), oversized.into()).await {
+        Err(_) => true,
+        Ok(ack) => ack.await.is_err(),
+    };
+    assert!(refused, "a 2 MiB message was stored");
+    assert_eq!(log.last_seq().await.unwrap(), before);
 
     let head = scenario(log, 2, 5).await;
     project_to(&world, head).await;
