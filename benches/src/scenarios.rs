@@ -365,14 +365,7 @@ pub async fn overload(
             format!(", of which {} shed (503 overloaded)", r.non_2xx),
         ));
     }
-    let mut after = Latencies::default();
-    for _ in 0..20 {
-        let t = Instant::now();
-        let r = http.get(format!("{}/status", hive.base)).send().await?;
-        anyhow::ensure!(r.status() == 200, "after the load: {}", r.status());
-        r.bytes().await?;
-        after.push(t.elapsed());
-    }
+    let mut after = sequential_gets(&http, &format!("{}/status", hive.base), 20).await?;
     rows.push(row(
         "GET /status once the load stops",
         None,
@@ -540,6 +533,19 @@ fn row(
         rss: None,
         note: note.into(),
     }
+}
+
+/// The latencies of `n` GETs of `url` one after the other, each answered 200 and read to its end.
+async fn sequential_gets(http: &reqwest::Client, url: &str, n: usize) -> anyhow::Result<Latencies> {
+    let mut latencies = Latencies::default();
+    for _ in 0..n {
+        let t = Instant::now();
+        let r = http.get(url).send().await?;
+        anyhow::ensure!(r.status() == 200, "{url}: {}", r.status());
+        r.bytes().await?;
+        latencies.push(t.elapsed());
+    }
+    Ok(latencies)
 }
 
 fn memory_row(what: &str, mib: f64) -> Row {
@@ -938,14 +944,7 @@ pub async fn dashboard(servers: &Servers, tasks: u64, agents: u64) -> anyhow::Re
         ),
         ("GET /dashboard (the page)", "/dashboard".to_owned()),
     ] {
-        let mut latencies = Latencies::default();
-        for _ in 0..50 {
-            let t = Instant::now();
-            let r = http.get(format!("{}{path}", hive.base)).send().await?;
-            anyhow::ensure!(r.status() == 200, "{path}: {}", r.status());
-            r.bytes().await?;
-            latencies.push(t.elapsed());
-        }
+        let mut latencies = sequential_gets(&http, &format!("{}{path}", hive.base), 50).await?;
         rows.push(row(
             what,
             None,

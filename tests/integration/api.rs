@@ -604,9 +604,8 @@ async fn more_requests_than_slots_are_shed_at_once_and_the_api_recovers() {
     };
     // Until the waiting read holds the only slot (the metrics are not counted against it).
     let in_flight = async || {
-        let text = hive.get("/metrics").await.text().await.unwrap();
-        prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))
-            .unwrap()
+        hive.scrape()
+            .await
             .samples
             .into_iter()
             .find(|s| s.metric == "hive_http_requests_in_flight")

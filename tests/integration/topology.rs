@@ -152,14 +152,13 @@ async fn the_compose_files_are_valid_and_the_dashboard_reads_real_metrics() {
     // Once the poison is projected, every kind of metric has been recorded at least once.
     let (status, _) = hive.get_at("/api/v1/dead-letters", poison).await;
     assert_eq!(status, 200);
-    let text = hive.get("/metrics").await.text().await.unwrap();
-    let exported: BTreeSet<String> =
-        prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))
-            .unwrap()
-            .samples
-            .into_iter()
-            .map(|s| s.metric)
-            .collect();
+    let exported: BTreeSet<String> = hive
+        .scrape()
+        .await
+        .samples
+        .into_iter()
+        .map(|s| s.metric)
+        .collect();
     let missing: Vec<_> = wanted.difference(&exported).collect();
     assert!(missing.is_empty(), "plotted but not exported: {missing:?}");
     hive.stop().await;

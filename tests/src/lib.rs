@@ -315,6 +315,13 @@ impl TestHive {
         )
     }
 
+    /// `/metrics`, parsed as Prometheus text.
+    pub async fn scrape(&self) -> prometheus_parse::Scrape {
+        let text = self.get("/metrics").await.text().await.expect("/metrics");
+        prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))
+            .expect("Prometheus text format")
+    }
+
     /// POST JSON to `path`, returning the status and JSON body.
     pub async fn post(&self, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
         let response = self

@@ -1,10 +1,11 @@
 //! Load shedding. The API works on at most `max_in_flight` requests at once; one more is answered at
 //! once with 503 `overloaded` and `Retry-After: 1`, instead of queueing behind the others until its
 //! client times out, and the API recovers as soon as the load drops. The default (4,096) is a safety
-//! valve, not a throttle: measured on 2 cores, 2,000 clients are all served without a timeout (`/status`
-//! p99 84 ms), while a limit of 512 shed 90 % of them and cut what was served tenfold (BENCHMARKS.md). Endless streams (the live feed, an agent's assignments), the
-//! liveness probe and the metrics are not counted: they hold no worker for long, and the operators
-//! need them most when the API is busiest.
+//! valve, not a throttle: measured on 2 cores, 2,000 clients are all served without a timeout
+//! (`/status` p99 67 ms), while a limit of 512 shed 90 % of them and cut what was served tenfold
+//! (BENCHMARKS.md). Endless streams (the live feed, an agent's assignments), the liveness probe and
+//! the metrics are not counted: they hold no worker for long, and the operators need them most when
+//! the API is busiest.
 
 use axum::extract::{Request, State};
 use axum::middleware::Next;

@@ -66,20 +66,32 @@ async fn bucket(
             .map(|_| store),
         Err(_) => None,
     };
-    let store = match current {
-        Some(store) => store,
-        None => js
-            .create_or_update_key_value(wanted)
-            .await
-            .map_err(|e| LogError::new("open a bucket", e))?,
+    let (store, info) = match current {
+        // Found with the settings wanted: its info was read just now.
+        Some(store) => {
+            let info = store
+                .status()
+                .await
+                .map_err(|e| LogError::new("read a bucket's state", e))?
+                .info;
+            (store, info)
+        }
+        // Created or updated: the answer may predate the election of its leader, so ask again.
+        None => {
+            let store = js
+                .create_or_update_key_value(wanted)
+                .await
+                .map_err(|e| LogError::new("open a bucket", e))?;
+            let info = js
+                .get_stream(format!("KV_{name}"))
+                .await
+                .map_err(|e| LogError::new("open a bucket's stream", e))?
+                .get_info()
+                .await
+                .map_err(|e| LogError::new("read a bucket's state", e))?;
+            (store, info)
+        }
     };
-    let info = js
-        .get_stream(format!("KV_{name}"))
-        .await
-        .map_err(|e| LogError::new("open a bucket's stream", e))?
-        .get_info()
-        .await
-        .map_err(|e| LogError::new("read a bucket's state", e))?;
     crate::log::led(&info)?;
     Ok(store)
 }

@@ -267,25 +267,23 @@ impl EventLog {
     /// The sequence of the last event, once the stream can take writes: on a cluster still electing the
     /// stream's leader, an error.
     pub async fn ready(&self) -> Result<u64, LogError> {
-        let info = self
-            .inner
-            .stream
-            .get_info()
-            .await
-            .map_err(|e| LogError::new("read the stream's state", e))?;
+        let info = self.info().await?;
         led(&info)?;
         Ok(info.state.last_sequence)
     }
 
     /// The sequence of the last event in the log (0 when empty).
     pub async fn last_seq(&self) -> Result<u64, LogError> {
-        let info = self
-            .inner
+        Ok(self.info().await?.state.last_sequence)
+    }
+
+    /// The stream's state and settings, as the server has them now.
+    async fn info(&self) -> Result<jetstream::stream::Info, LogError> {
+        self.inner
             .stream
             .get_info()
             .await
-            .map_err(|e| LogError::new("read the stream's state", e))?;
-        Ok(info.state.last_sequence)
+            .map_err(|e| LogError::new("read the stream's state", e))
     }
 
     /// Every event from `seq` on, in order, then new ones as they are appended. Nothing is acknowledged:

@@ -26,16 +26,13 @@ use crate::rows::ReadModel;
 const ROWS_PER_STATEMENT: usize = 512;
 
 /// How many of `n` rows the next statement takes: the largest power of two up to
-/// [`ROWS_PER_STATEMENT`]. Statements then come in a dozen shapes per table, which the connection's
-/// statement cache keeps and reuses; one shape per row count filled the cache with statements used
-/// once (about 20 MB of their metadata under a steady load of commands).
+/// [`ROWS_PER_STATEMENT`] (itself one). Statements then come in ten shapes per table, which the
+/// connection's statement cache keeps and reuses; one shape per row count filled the cache with
+/// statements used once (about 20 MB of their metadata under a steady load of commands).
 pub(crate) fn statement_rows(n: usize) -> usize {
-    if n >= ROWS_PER_STATEMENT {
-        ROWS_PER_STATEMENT
-    } else if n == 0 {
-        0
-    } else {
-        1 << (usize::BITS - 1 - n.leading_zeros())
+    match n.min(ROWS_PER_STATEMENT) {
+        0 => 0,
+        n => 1 << n.ilog2(),
     }
 }
 
