@@ -237,21 +237,31 @@ impl EventLog {
     pub async fn history(&self, kind: AggregateKind, id: Uuid) -> Result<Vec<RawEvent>, LogError> {
         let subject = self.inner.subjects.of(kind, id);
         let mut events = Vec::new();
-        let mut next = 1;
-        loop {
-            match self
-                .inner
-                .stream
-                .direct_get_next_for_subject(subject.as_str(), Some(next))
-                .await
-            {
-                Ok(message) => {
-                    next = message.sequence + 1;
-                    events.push(raw(message));
-                }
-                Err(e) if e.kind() == DirectGetErrorKind::NotFound => return Ok(events),
-                Err(e) => return Err(LogError::new("load history", e)),
-            }
+        while let Some(event) = self
+            .next_on(&subject, events.last().map_or(1, |e: &RawEvent| e.seq + 1))
+            .await?
+        {
+            events.push(event);
+        }
+        Ok(events)
+    }
+
+    /// One aggregate's first event (its creation), if it has one: a single read.
+    pub async fn first(&self, kind: AggregateKind, id: Uuid) -> Result<Option<RawEvent>, LogError> {
+        self.next_on(&self.inner.subjects.of(kind, id), 1).await
+    }
+
+    /// The first event on `subject` at or after sequence `from`.
+    async fn next_on(&self, subject: &str, from: u64) -> Result<Option<RawEvent>, LogError> {
+        match self
+            .inner
+            .stream
+            .direct_get_next_for_subject(subject, Some(from))
+            .await
+        {
+            Ok(message) => Ok(Some(raw(message))),
+            Err(e) if e.kind() == DirectGetErrorKind::NotFound => Ok(None),
+            Err(e) => Err(LogError::new("load history", e)),
         }
     }
 

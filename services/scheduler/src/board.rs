@@ -13,7 +13,7 @@ use hive_events::agent::{Agent, AgentCommand, AgentStatus};
 use hive_events::envelope::decode;
 use hive_events::subject::Subjects;
 use hive_events::task::{Task, TaskCommand, TaskStatus};
-use hive_events::{AgentId, Aggregate, DomainEvent};
+use hive_events::{AgentId, Aggregate, Capability, DomainEvent, Priority, TaskId};
 use uuid::Uuid;
 
 /// Timings the rules use.
@@ -63,14 +63,91 @@ struct Held<A> {
     seq: u64,
 }
 
+/// An open task as the board holds it: the domain's state less its payload (title, description,
+/// result, messages), which scheduling never reads. A long queue costs ~300 B a task, not the ~800
+/// the whole `Task` took inline in the map (and twice that while the map grew); an assignment reads
+/// the payload it announces from the task's first event.
+struct Open {
+    /// The sequence of its last event.
+    seq: u64,
+    /// The sequence of its creation: its age in the queue.
+    created_seq: u64,
+    status: TaskStatus,
+    priority: Priority,
+    attempts: u32,
+    max_attempts: u32,
+    last_error_retryable: bool,
+    agent_id: Option<AgentId>,
+    pinned_agent: Option<AgentId>,
+    lease_expires_at: Option<DateTime<Utc>>,
+    retry_at: Option<DateTime<Utc>>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    required_capabilities: Box<[Capability]>,
+    depends_on: Box<[TaskId]>,
+}
+
+impl Open {
+    fn new(task: Task, seq: u64, created_seq: u64) -> Box<Self> {
+        Box::new(Self {
+            seq,
+            created_seq,
+            status: task.status,
+            priority: task.priority,
+            attempts: task.attempts,
+            max_attempts: task.max_attempts,
+            last_error_retryable: task.last_error_retryable,
+            agent_id: task.agent_id,
+            pinned_agent: task.pinned_agent,
+            lease_expires_at: task.lease_expires_at,
+            retry_at: task.retry_at,
+            created_at: task.created_at,
+            updated_at: task.updated_at,
+            required_capabilities: task.required_capabilities.into(),
+            depends_on: task.depends_on.into(),
+        })
+    }
+
+    /// The domain's state again, without the payload: all that folding the next event and deciding a
+    /// command read.
+    fn task(&self) -> Task {
+        Task {
+            title: String::new(),
+            description: None,
+            task_type: None,
+            priority: self.priority,
+            required_capabilities: self.required_capabilities.to_vec(),
+            depends_on: self.depends_on.to_vec(),
+            project_id: None,
+            pinned_agent: self.pinned_agent,
+            max_attempts: self.max_attempts,
+            attempts: self.attempts,
+            status: self.status,
+            agent_id: self.agent_id,
+            lease_expires_at: self.lease_expires_at,
+            progress: None,
+            progress_message: None,
+            result: None,
+            last_error: None,
+            last_error_retryable: self.last_error_retryable,
+            retry_at: self.retry_at,
+            reason: None,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        }
+    }
+}
+
 /// The folded state.
 #[derive(Default)]
 pub struct Board {
-    tasks: HashMap<Uuid, Held<Task>>,
-    finished: HashMap<Uuid, TaskStatus>,
+    /// Every task not completed or cancelled (a dead-lettered one may be retried by an operator).
+    tasks: HashMap<Uuid, Box<Open>>,
+    /// Cancelled tasks, whose dependents are blocked. A completed task is forgotten: a dependency the
+    /// board does not hold completed (the command path refuses unknown dependencies).
+    cancelled: HashSet<Uuid>,
     agents: HashMap<Uuid, Held<Agent>>,
     queue: BTreeSet<(Reverse<u8>, u64, Uuid)>,
-    created_seq: HashMap<Uuid, u64>,
     load: HashMap<Uuid, usize>,
     beats: HashMap<Uuid, DateTime<Utc>>,
     /// Aggregates with a command in flight: nothing more is decided for them until their next event.
@@ -135,54 +212,43 @@ impl Board {
                 }
             }
             DomainEvent::Task(event) => {
-                if self.finished.contains_key(&id) && !self.tasks.contains_key(&id) {
-                    return;
-                }
                 let current = self.tasks.remove(&id);
-                if let Some(held) = &current {
-                    if held.seq >= raw.seq {
-                        self.tasks.insert(id, current.unwrap());
+                if let Some(open) = &current {
+                    if open.seq >= raw.seq {
+                        self.tasks.extend(current.map(|o| (id, o)));
                         return;
                     }
-                    self.unindex(id, &held.state);
+                    self.unindex(id, open);
                 }
-                let before = current.as_ref().map(|h| h.state.clone());
-                let next = match Task::apply(current.map(|h| h.state), &event, at) {
+                let created_seq = current.as_ref().map_or(raw.seq, |o| o.created_seq);
+                let before = current.as_ref().map(|o| o.task());
+                let next = match Task::apply(before.clone(), &event, at) {
                     Ok(state) => state,
                     Err(_) => match before {
                         Some(state) => state,
                         None => return,
                     },
                 };
-                self.created_seq.entry(id).or_insert(raw.seq);
-                self.finished.remove(&id);
-                if next.status.is_final() {
-                    self.finished.insert(id, next.status);
-                }
-                // Completed and cancelled tasks never change again; a dead-lettered one may be retried
-                // by an operator, so the board keeps its state.
-                if matches!(next.status, TaskStatus::Completed | TaskStatus::Cancelled) {
-                    self.created_seq.remove(&id);
-                } else {
-                    self.index(id, &next);
-                    self.tasks.insert(
-                        id,
-                        Held {
-                            state: next,
-                            seq: raw.seq,
-                        },
-                    );
+                match next.status {
+                    TaskStatus::Completed => {}
+                    TaskStatus::Cancelled => {
+                        self.cancelled.insert(id);
+                    }
+                    _ => {
+                        let open = Open::new(next, raw.seq, created_seq);
+                        self.index(id, &open);
+                        self.tasks.insert(id, open);
+                    }
                 }
             }
             DomainEvent::Project(_) => {}
         }
     }
 
-    fn unindex(&mut self, id: Uuid, task: &Task) {
+    fn unindex(&mut self, id: Uuid, task: &Open) {
         if task.status == TaskStatus::Queued {
-            let created = self.created_seq.get(&id).copied().unwrap_or(0);
             self.queue
-                .remove(&(Reverse(task.priority.get()), created, id));
+                .remove(&(Reverse(task.priority.get()), task.created_seq, id));
         }
         if holds_agent(task.status)
             && let Some(agent) = task.agent_id
@@ -192,11 +258,10 @@ impl Board {
         }
     }
 
-    fn index(&mut self, id: Uuid, task: &Task) {
+    fn index(&mut self, id: Uuid, task: &Open) {
         if task.status == TaskStatus::Queued {
-            let created = *self.created_seq.get(&id).unwrap_or(&0);
             self.queue
-                .insert((Reverse(task.priority.get()), created, id));
+                .insert((Reverse(task.priority.get()), task.created_seq, id));
         }
         if holds_agent(task.status)
             && let Some(agent) = task.agent_id
@@ -249,8 +314,7 @@ impl Board {
             if self.pending.contains(task_id) {
                 continue;
             }
-            let held = &self.tasks[task_id];
-            let task = &held.state;
+            let task = &self.tasks[task_id];
             let best = room
                 .iter()
                 .filter(|(agent, _)| task.pinned_agent.is_none_or(|p| p.as_uuid() == **agent))
@@ -276,8 +340,8 @@ impl Board {
             actions.push(Action::Task(
                 *task_id,
                 command,
-                Box::new(task.clone()),
-                held.seq,
+                Box::new(task.task()),
+                task.seq,
             ));
         }
         for action in &actions {
@@ -322,11 +386,10 @@ impl Board {
                 actions.push(Action::Agent(*id, command, agent.clone(), held.seq));
             }
         }
-        for (id, held) in &self.tasks {
+        for (id, task) in &self.tasks {
             if self.pending.contains(id) {
                 continue;
             }
-            let task = &held.state;
             let agent_status = task
                 .agent_id
                 .and_then(|a| self.agents.get(&a.as_uuid()))
@@ -371,7 +434,7 @@ impl Board {
                 _ => None,
             };
             if let Some(command) = command {
-                actions.push(Action::Task(*id, command, Box::new(task.clone()), held.seq));
+                actions.push(Action::Task(*id, command, Box::new(task.task()), task.seq));
             }
         }
         for action in &actions {
@@ -380,24 +443,23 @@ impl Board {
         actions
     }
 
-    fn dependency_verdict(&self, task: &Task) -> Option<TaskCommand> {
+    fn dependency_verdict(&self, task: &Open) -> Option<TaskCommand> {
         let mut all_done = true;
         for dep in &task.depends_on {
-            match self.finished.get(&dep.as_uuid()) {
-                Some(TaskStatus::Completed) => {}
-                Some(s) => {
-                    return Some(TaskCommand::Block {
-                        reason: format!("dependency {dep} is {}", s.as_str()),
-                    });
+            let id = dep.as_uuid();
+            let unfinished = match self.tasks.get(&id).map(|o| o.status) {
+                Some(s @ (TaskStatus::DeadLettered | TaskStatus::Blocked)) => Some(s),
+                Some(_) => {
+                    all_done = false;
+                    None
                 }
-                None => match self.tasks.get(&dep.as_uuid()).map(|h| h.state.status) {
-                    Some(TaskStatus::Blocked) => {
-                        return Some(TaskCommand::Block {
-                            reason: format!("dependency {dep} is blocked"),
-                        });
-                    }
-                    _ => all_done = false,
-                },
+                None if self.cancelled.contains(&id) => Some(TaskStatus::Cancelled),
+                None => None,
+            };
+            if let Some(s) = unfinished {
+                return Some(TaskCommand::Block {
+                    reason: format!("dependency {dep} is {}", s.as_str()),
+                });
             }
         }
         all_done.then_some(TaskCommand::Queue)
@@ -407,9 +469,9 @@ impl Board {
     /// lapses.
     pub fn next_deadline(&self, policy: &Policy) -> Option<DateTime<Utc>> {
         let timeout = chrono::Duration::from_std(policy.heartbeat_timeout).unwrap_or_default();
-        let tasks = self.tasks.values().filter_map(|h| match h.state.status {
-            TaskStatus::RetryScheduled => h.state.retry_at,
-            TaskStatus::Assigned => h.state.lease_expires_at,
+        let tasks = self.tasks.values().filter_map(|o| match o.status {
+            TaskStatus::RetryScheduled => o.retry_at,
+            TaskStatus::Assigned => o.lease_expires_at,
             _ => None,
         });
         let agents = self

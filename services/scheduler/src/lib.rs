@@ -13,9 +13,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::{FutureExt, StreamExt};
-use hive_eventlog::{CommandContext, CommandError, EventLog, Heartbeats, Lease, LogError};
-use hive_events::task::{Task, TaskCommand};
-use hive_events::{Actor, agent::Agent};
+use hive_eventlog::{
+    CommandContext, CommandError, EventLog, Heartbeats, Lease, LogError, RawEvent,
+};
+use hive_events::aggregate::EventSchema;
+use hive_events::envelope::decode_as;
+use hive_events::task::{Task, TaskCommand, TaskEvent};
+use hive_events::{Actor, AggregateKind, agent::Agent};
 use serde_json::json;
 use tokio::sync::watch;
 
@@ -194,24 +198,31 @@ impl Scheduler {
                 .await
                 .map(|_| ()),
             Action::Task(id, command, state, seq) => {
-                let assigned_to = match &command {
-                    TaskCommand::Assign { agent_id, .. } => Some(*agent_id),
-                    _ => None,
+                let TaskCommand::Assign { agent_id, .. } = command else {
+                    let done = self.log.execute_on::<Task>(id, &ctx, command, *state, seq);
+                    return (target, done.await.map(|_| ()));
                 };
-                let notice = assigned_to.map(|agent| (agent, state.clone()));
-                let done = self
-                    .log
-                    .execute_on::<Task>(id, &ctx, command, *state, seq)
-                    .await;
-                if let (Ok(done), Some((agent, task))) = (&done, notice) {
+                let (queued_at, attempt) = (state.updated_at, state.attempts + 1);
+                // The board holds no payload: read what the agent is told from the task's creation,
+                // while the assignment is appended.
+                let (done, created) = tokio::join!(
+                    self.log.execute_on::<Task>(id, &ctx, command, *state, seq),
+                    self.log.first(AggregateKind::Task, id)
+                );
+                if let Ok(done) = &done {
                     // How long the task waited in the queue: since its last event (it became queued).
-                    let waited = (chrono::Utc::now() - task.updated_at)
+                    let waited = (chrono::Utc::now() - queued_at)
                         .to_std()
                         .unwrap_or_default();
                     metrics::histogram!("hive_scheduler_assignment_latency_seconds")
                         .record(waited.as_secs_f64());
                     metrics::counter!("hive_scheduler_assignments_total").increment(1);
-                    self.announce(agent.as_uuid(), id, &task, done.seq).await;
+                    match assignment(id, created, attempt, done.seq) {
+                        Ok(body) => self.announce(agent_id.as_uuid(), body).await,
+                        Err(e) => {
+                            tracing::warn!(task = %id, error = %e, "could not read the assigned task")
+                        }
+                    }
                 }
                 done.map(|_| ())
             }
@@ -220,18 +231,7 @@ impl Scheduler {
     }
 
     /// Tells the agent's runtime about its new assignment (a push; a lost one lapses and is requeued).
-    async fn announce(&self, agent: uuid::Uuid, task_id: uuid::Uuid, task: &Task, seq: u64) {
-        let body = json!({
-            "task_id": task_id,
-            "seq": seq,
-            "title": task.title,
-            "description": task.description,
-            "task_type": task.task_type,
-            "priority": task.priority.get(),
-            "required_capabilities": task.required_capabilities,
-            "project_id": task.project_id,
-            "attempt": task.attempts + 1,
-        });
+    async fn announce(&self, agent: uuid::Uuid, body: serde_json::Value) {
         let subject = self.log.namespace().assignments(agent);
         if let Err(e) = self
             .log
@@ -241,4 +241,44 @@ impl Scheduler {
             tracing::debug!(error = %e, "could not announce an assignment");
         }
     }
+}
+
+/// What an agent is told of its assignment: the task as it was created, and which attempt this is.
+fn assignment(
+    id: uuid::Uuid,
+    created: Result<Option<RawEvent>, LogError>,
+    attempt: u32,
+    seq: u64,
+) -> Result<serde_json::Value, String> {
+    let raw = created
+        .map_err(|e| e.to_string())?
+        .ok_or("the task has no events")?;
+    let envelope =
+        decode_as::<TaskEvent>(&raw.payload, AggregateKind::Task, id).map_err(|e| e.to_string())?;
+    let TaskEvent::TaskCreated {
+        title,
+        description,
+        task_type,
+        priority,
+        required_capabilities,
+        project_id,
+        ..
+    } = envelope.event
+    else {
+        return Err(format!(
+            "its first event is {}",
+            envelope.event.event_type()
+        ));
+    };
+    Ok(json!({
+        "task_id": id,
+        "seq": seq,
+        "title": title,
+        "description": description,
+        "task_type": task_type,
+        "priority": priority.get(),
+        "required_capabilities": required_capabilities,
+        "project_id": project_id,
+        "attempt": attempt,
+    }))
 }

@@ -355,3 +355,44 @@ fn a_first_heartbeat_makes_a_registered_agent_ready() {
         "in flight until its event comes back"
     );
 }
+
+#[test]
+fn a_finished_task_leaves_only_what_its_dependents_need() {
+    let mut g = Given::new();
+    let _agent = g.agent(&[], 1);
+    let done = g.task(5, &[]);
+    g.assign();
+    g.event(AggregateKind::Task, done, &TaskEvent::TaskStarted {});
+    g.event(
+        AggregateKind::Task,
+        done,
+        &TaskEvent::TaskCompleted {
+            result: serde_json::json!(1),
+        },
+    );
+    assert!(g.board.tasks.is_empty() && g.board.cancelled.is_empty());
+
+    let dead = g.task(5, &[]);
+    g.assign();
+    g.event(
+        AggregateKind::Task,
+        dead,
+        &TaskEvent::TaskFailed {
+            error: "no".into(),
+            retryable: false,
+        },
+    );
+    assert_eq!(g.follow_ups(), vec![(dead, "dead-letter".to_owned())]);
+    g.event(
+        AggregateKind::Task,
+        dead,
+        &TaskEvent::TaskDeadLettered {
+            reason: "the failure is not retryable".into(),
+        },
+    );
+    let waits = g.task_with(5, &[], |t| {
+        t.depends_on = vec![TaskId::from_uuid(done), TaskId::from_uuid(dead)];
+        t.waiting_on = vec![TaskId::from_uuid(dead)];
+    });
+    assert_eq!(g.follow_ups(), vec![(waits, "block".to_owned())]);
+}
