@@ -5,6 +5,7 @@ mod agents;
 mod api;
 mod browser;
 mod dashboard;
+mod fuzz;
 mod log;
 mod orchestration;
 mod projector;
