@@ -4,6 +4,7 @@
 mod agents;
 mod api;
 mod browser;
+mod cluster;
 mod dashboard;
 mod fuzz;
 mod log;

@@ -164,8 +164,72 @@ async fn the_compose_files_are_valid_and_the_dashboard_reads_real_metrics() {
     hive.stop().await;
 }
 
+/// Three nats-server processes (`n0`..`n2`) in one JetStream cluster, their stores under `dir`.
+pub(crate) async fn cluster(dir: &Path) -> Vec<NatsServer> {
+    let ports: Vec<u16> = (0..3).map(|_| free_port().unwrap()).collect();
+    let mut nodes = Vec::new();
+    for n in 0..3 {
+        let routes: Vec<String> = (0..3)
+            .filter(|m| *m != n)
+            .map(|m| format!("nats://127.0.0.1:{}", ports[m]))
+            .collect();
+        let args: Vec<String> = [
+            "--server_name",
+            &format!("n{n}"),
+            "--cluster_name",
+            "hive",
+            "--cluster",
+            &format!("nats://127.0.0.1:{}", ports[n]),
+            "--routes",
+            &routes.join(","),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        nodes.push(
+            NatsServer::start(
+                &dir.join(format!("n{n}")),
+                None,
+                Durability::Throwaway,
+                &args,
+            )
+            .await
+            .expect("a cluster node"),
+        );
+    }
+    nodes
+}
+
+/// What the hive's processes are given to run on `nats_url` (a cluster: the stream on 3 replicas) and
+/// the world's database and namespace.
+pub(crate) fn cluster_env(
+    world: &World,
+    nats_url: &str,
+    home: &Path,
+) -> Vec<(&'static str, String)> {
+    vec![
+        ("HIVE_NATS_URL", nats_url.to_owned()),
+        ("HIVE_DATABASE_URL", world.database_url.clone()),
+        ("HIVE_NAMESPACE", world.config.namespace.clone()),
+        ("HIVE_STREAM_REPLICAS", "3".to_owned()),
+        ("HIVE_HOME", home.display().to_string()),
+    ]
+}
+
+/// `hive migrate` with `env`: the schema, the stream and its buckets.
+pub(crate) async fn migrate(env: &[(&str, String)]) {
+    let migrated = tokio::process::Command::new(agent_program())
+        .arg("migrate")
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .env("HIVE_LOG", "warn")
+        .status()
+        .await
+        .unwrap();
+    assert!(migrated.success());
+}
+
 /// A process of the real binary; SIGTERM when dropped.
-struct Part(tokio::process::Child);
+pub(crate) struct Part(tokio::process::Child);
 
 impl Drop for Part {
     fn drop(&mut self) {
@@ -175,7 +239,7 @@ impl Drop for Part {
     }
 }
 
-fn part(args: &[&str], env: &[(&str, String)], log: &Path) -> Part {
+pub(crate) fn part(args: &[&str], env: &[(&str, String)], log: &Path) -> Part {
     let out = std::fs::File::create(log).expect("a log file");
     let mut command = tokio::process::Command::new(agent_program());
     command
@@ -191,7 +255,7 @@ fn part(args: &[&str], env: &[(&str, String)], log: &Path) -> Part {
 }
 
 /// Polls `check` every 50 ms until it answers, at most `within`.
-async fn until<T>(
+pub(crate) async fn until<T>(
     within: Duration,
     what: &str,
     on_timeout: impl Fn(),
@@ -216,37 +280,7 @@ async fn until<T>(
 async fn the_compose_topology_runs_without_docker() {
     // Three nats-server processes in one JetStream cluster.
     let dir = tempfile::tempdir().unwrap();
-    let cluster: Vec<u16> = (0..3).map(|_| free_port().unwrap()).collect();
-    let mut nodes = Vec::new();
-    for n in 0..3 {
-        let routes: Vec<String> = (0..3)
-            .filter(|m| *m != n)
-            .map(|m| format!("nats://127.0.0.1:{}", cluster[m]))
-            .collect();
-        let args: Vec<String> = [
-            "--server_name",
-            &format!("n{n}"),
-            "--cluster_name",
-            "hive",
-            "--cluster",
-            &format!("nats://127.0.0.1:{}", cluster[n]),
-            "--routes",
-            &routes.join(","),
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        nodes.push(
-            NatsServer::start(
-                &dir.path().join(format!("n{n}")),
-                None,
-                Durability::Throwaway,
-                &args,
-            )
-            .await
-            .expect("a cluster node"),
-        );
-    }
+    let nodes = cluster(dir.path()).await;
     let nats_url = nodes
         .iter()
         .map(NatsServer::url)
@@ -254,21 +288,8 @@ async fn the_compose_topology_runs_without_docker() {
         .join(",");
 
     let world = World::new().await;
-    let env = vec![
-        ("HIVE_NATS_URL", nats_url.clone()),
-        ("HIVE_DATABASE_URL", world.database_url.clone()),
-        ("HIVE_NAMESPACE", world.config.namespace.clone()),
-        ("HIVE_STREAM_REPLICAS", "3".to_owned()),
-        ("HIVE_HOME", dir.path().display().to_string()),
-    ];
-    let migrated = tokio::process::Command::new(agent_program())
-        .arg("migrate")
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .env("HIVE_LOG", "warn")
-        .status()
-        .await
-        .unwrap();
-    assert!(migrated.success());
+    let env = cluster_env(&world, &nats_url, dir.path());
+    migrate(&env).await;
 
     let api_port = free_port().unwrap();
     let projector_metrics = free_port().unwrap();

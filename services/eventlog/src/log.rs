@@ -321,6 +321,14 @@ impl EventLog {
         &self,
         deliver_policy: jetstream::consumer::DeliverPolicy,
     ) -> Result<impl Stream<Item = Result<RawEvent, LogError>> + Send + use<>, LogError> {
+        // The last event before the first one wanted (unknown for a read from a time: until the first
+        // event arrives, the reader cannot tell a quiet log from a lost reader).
+        let before = match deliver_policy {
+            jetstream::consumer::DeliverPolicy::ByStartSequence { start_sequence } => {
+                start_sequence.saturating_sub(1)
+            }
+            _ => u64::MAX,
+        };
         let consumer = self
             .inner
             .stream
@@ -335,7 +343,7 @@ impl EventLog {
             .messages()
             .await
             .map_err(|e| LogError::new("read the log", e))?;
-        Ok(messages
+        let events = messages
             .map_err(|e| LogError::new("read the log", e))
             .and_then(|message| async move {
                 let info = message
@@ -351,7 +359,8 @@ impl EventLog {
                     msg_id: msg_id(message.headers.as_ref()),
                     payload: message.payload,
                 })
-            }))
+            });
+        Ok(watched(self.clone(), Box::pin(events), before))
     }
 
     /// Every event from `from` up to the log's last event at the time of the call, in order.
@@ -384,6 +393,46 @@ impl EventLog {
             .await
             .map_err(|e| LogError::new("publish a notice", e))
     }
+}
+
+/// How long a reader waits for its next event before it asks whether the log moved on without it.
+const STALL_CHECK: Duration = Duration::from_secs(1);
+
+type Events = std::pin::Pin<Box<dyn Stream<Item = Result<RawEvent, LogError>> + Send>>;
+
+/// `events`, ended by an error when they stop coming while the log holds later ones. An ordered
+/// consumer served by a cluster node that dies can be left waiting forever, with no error (seen when
+/// the stream's leader is killed under load: the projector stopped, silently, while writes went on);
+/// every reader restarts from its own checkpoint on an error. A quiet log costs one stream-info
+/// request a second.
+fn watched(
+    log: EventLog,
+    events: Events,
+    before: u64,
+) -> impl Stream<Item = Result<RawEvent, LogError>> {
+    futures::stream::unfold(Some((log, events, before)), |state| async move {
+        let (log, mut events, mut last) = state?;
+        loop {
+            match tokio::time::timeout(STALL_CHECK, futures::StreamExt::next(&mut events)).await {
+                Ok(Some(Ok(event))) => {
+                    last = event.seq;
+                    return Some((Ok(event), Some((log, events, last))));
+                }
+                Ok(Some(Err(e))) => return Some((Err(e), Some((log, events, last)))),
+                Ok(None) => return None,
+                Err(_) => match log.last_seq().await {
+                    Ok(head) if last != u64::MAX && head > last => {
+                        metrics::counter!("hive_log_reader_stalls_total").increment(1);
+                        let lost = format!(
+                            "no event after {last} for {STALL_CHECK:?} while the log holds {head}: the reader is lost"
+                        );
+                        return Some((Err(LogError::new("read the log", lost)), None));
+                    }
+                    _ => {}
+                },
+            }
+        }
+    })
 }
 
 fn msg_id(headers: Option<&async_nats::HeaderMap>) -> Option<String> {
