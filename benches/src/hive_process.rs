@@ -11,6 +11,8 @@ pub struct HiveProcess {
     wrapped: bool,
     /// `http://127.0.0.1:<port>`.
     pub base: String,
+    /// Its admin token (`$HIVE_HOME/admin.token`).
+    pub token: String,
     _home: tempfile::TempDir,
 }
 
@@ -75,12 +77,29 @@ impl HiveProcess {
         })
         .await;
         anyhow::ensure!(healthy.is_ok(), "hive up did not become healthy");
+        // `hive up` writes its admin token before it serves.
+        let token = std::fs::read_to_string(home.path().join("admin.token"))?
+            .trim()
+            .to_owned();
         Ok(Self {
             child,
             wrapped,
             base,
+            token,
             _home: home,
         })
+    }
+
+    /// A client that sends the admin token.
+    pub fn http(&self) -> reqwest::Client {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Ok(value) = format!("Bearer {}", self.token).parse() {
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+        }
+        reqwest::Client::builder()
+            .default_headers(headers)
+            .build()
+            .unwrap_or_default()
     }
 
     /// The hive's pid (under a wrapper, the wrapper's child that runs the hive binary).

@@ -252,7 +252,7 @@ fn footprint_of(hive: &crate::hive_process::HiveProcess) -> Footprint {
 /// clients on `/status`) at once.
 pub async fn footprint(servers: &Servers, agents: u32, seconds: u32) -> anyhow::Result<Vec<Table>> {
     let (hive, _) = servers.hive("footprint").await?;
-    let http = reqwest::Client::new();
+    let http = hive.http();
     for _ in 0..agents {
         let r = http
             .post(format!("{}/api/v1/agents/spawn", hive.base))
@@ -285,11 +285,19 @@ pub async fn footprint(servers: &Servers, agents: u32, seconds: u32) -> anyhow::
         format!("{}/api/v1/tasks", hive.base),
         format!("{}/status", hive.base),
     );
+    let (post_token, read_token) = (hive.token.clone(), hive.token.clone());
     let posting = tokio::task::spawn_blocking(move || {
-        crate::wrk::run(&post_url, 64, seconds, Some(crate::wrk::POST_TASK))
+        crate::wrk::run(
+            &post_token,
+            &post_url,
+            64,
+            seconds,
+            Some(crate::wrk::POST_TASK),
+        )
     });
-    let reading =
-        tokio::task::spawn_blocking(move || crate::wrk::run(&read_url, 100, seconds, None));
+    let reading = tokio::task::spawn_blocking(move || {
+        crate::wrk::run(&read_token, &read_url, 100, seconds, None)
+    });
     let mut peak = Footprint {
         rss: 0.0,
         pss: 0.0,
@@ -353,11 +361,17 @@ pub async fn overload(
     let (hive, backends) = servers.hive("overload").await?;
     crate::load::load(&backends.log, tasks * 6).await?;
     let head = backends.log.last_seq().await?;
-    let http = reqwest::Client::new();
+    let http = hive.http();
     hive.wait_projected(&http, head).await?;
     let mut rows = Vec::new();
     for path in ["/status", "/api/v1/tasks?status=queued"] {
-        let r = crate::wrk::run(&format!("{}{path}", hive.base), clients, seconds, None)?;
+        let r = crate::wrk::run(
+            &hive.token,
+            &format!("{}{path}", hive.base),
+            clients,
+            seconds,
+            None,
+        )?;
         rows.push(wrk_row(
             format!("GET {path}, {clients} clients"),
             &r,
@@ -667,7 +681,13 @@ pub async fn ingest(servers: &Servers, commands: u64, seconds: u32) -> anyhow::R
 
     // HTTP: POST /api/v1/tasks from 64 connections, against hive up as its own process.
     let (hive, _) = servers.hive("ingesthttp").await?;
-    let trivial = crate::wrk::run(&format!("{}/livez", hive.base), 64, seconds, None)?;
+    let trivial = crate::wrk::run(
+        &hive.token,
+        &format!("{}/livez", hive.base),
+        64,
+        seconds,
+        None,
+    )?;
     rows.push(wrk_row(
         "trivial handler GET /livez, 64 clients".into(),
         &trivial,
@@ -675,6 +695,7 @@ pub async fn ingest(servers: &Servers, commands: u64, seconds: u32) -> anyhow::R
         String::new(),
     ));
     let http = crate::wrk::run(
+        &hive.token,
         &format!("{}/api/v1/tasks", hive.base),
         64,
         seconds,
@@ -707,7 +728,7 @@ pub async fn query(
     // Data: a log of about `tasks` tasks' lives, projected by the hive.
     crate::load::load(&backends.log, tasks * 6).await?;
     let head = backends.log.last_seq().await?;
-    let http = reqwest::Client::new();
+    let http = hive.http();
     hive.wait_projected(&http, head).await?;
     let projected = crate::hive_process::rss_mib(hive.pid());
     let one: serde_json::Value = http
@@ -722,7 +743,13 @@ pub async fn query(
         .to_owned();
     let mut rows = Vec::new();
     for &clients in levels {
-        let trivial = crate::wrk::run(&format!("{}/livez", hive.base), clients, seconds, None)?;
+        let trivial = crate::wrk::run(
+            &hive.token,
+            &format!("{}/livez", hive.base),
+            clients,
+            seconds,
+            None,
+        )?;
         rows.push(wrk_row(
             format!("GET /livez (trivial), {clients} clients"),
             &trivial,
@@ -734,7 +761,13 @@ pub async fn query(
             format!("/api/v1/tasks/{task}"),
             "/api/v1/tasks?status=queued".to_owned(),
         ] {
-            let r = crate::wrk::run(&format!("{}{path}", hive.base), clients, seconds, None)?;
+            let r = crate::wrk::run(
+                &hive.token,
+                &format!("{}{path}", hive.base),
+                clients,
+                seconds,
+                None,
+            )?;
             let shown = if path.starts_with("/api/v1/tasks/") {
                 "/api/v1/tasks/{id}".to_owned()
             } else {
@@ -770,7 +803,7 @@ pub async fn chains(servers: &Servers, samples: u32) -> anyhow::Result<Vec<Table
     let (hive, backends) = servers.hive("chains").await?;
     let log = &backends.log;
     let nats = log.client();
-    let http = reqwest::Client::new();
+    let http = hive.http();
     let mut rows = Vec::new();
     let wait_for =
         async |sub: &mut async_nats::Subscriber, event_type: &str| -> anyhow::Result<()> {
@@ -926,7 +959,7 @@ pub async fn dashboard(servers: &Servers, tasks: u64, agents: u64) -> anyhow::Re
     let (hive, backends) = servers.hive("dashboard").await?;
     crate::load::load_with_agents(&backends.log, tasks * 6, agents).await?;
     let head = backends.log.last_seq().await?;
-    let http = reqwest::Client::new();
+    let http = hive.http();
     hive.wait_projected(&http, head).await?;
     let mut rows = Vec::new();
     for (what, path) in [

@@ -42,7 +42,7 @@ pub async fn screen(
     let browser = Browser::start().await?;
     browser
         .client
-        .goto(&format!("{}/dashboard", hive.base))
+        .goto(&format!("{}/dashboard#token={}", hive.base, hive.token))
         .await?;
     browser.watch("#conn.live").await?;
     browser
@@ -58,7 +58,7 @@ pub async fn screen(
         .iter()
         .for_each(|ms| frame.push(Duration::from_secs_f64(ms / 1e3)));
 
-    let http = reqwest::Client::new();
+    let http = hive.http();
     let (mut quiet, quiet_missed) = sample(&hive, &http, &browser, samples, "quiet").await?;
     let load = Background::start(&hive, background);
     let (mut loaded, loaded_missed) = sample(&hive, &http, &browser, samples, "loaded").await?;
@@ -158,9 +158,8 @@ impl Background {
         let period = Duration::from_secs_f64(10.0 / f64::from(per_second.max(1)));
         let clients = (0..10)
             .map(|client| {
-                let (base, stopped) = (hive.base.clone(), stopped.clone());
+                let (base, stopped, http) = (hive.base.clone(), stopped.clone(), hive.http());
                 tokio::spawn(async move {
-                    let http = reqwest::Client::new();
                     let mut tick = tokio::time::interval(period);
                     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                     let mut sent = 0;

@@ -50,8 +50,10 @@ request = function()
 end
 "#;
 
-/// Runs wrk against `url` with `connections` for `seconds`, with an optional Lua `script`.
+/// Runs wrk against `url` with `connections` for `seconds`, with an optional Lua `script`, sending
+/// `token` as the bearer token.
 pub fn run(
+    token: &str,
     url: &str,
     connections: u32,
     seconds: u32,
@@ -65,7 +67,9 @@ pub fn run(
         .arg(format!("-d{seconds}s"))
         .arg("--latency")
         .arg("--timeout")
-        .arg("10s");
+        .arg("10s")
+        .arg("-H")
+        .arg(format!("Authorization: Bearer {token}"));
     let file;
     if let Some(script) = script {
         file = tempfile::NamedTempFile::new()?;

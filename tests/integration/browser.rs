@@ -42,7 +42,7 @@ async fn the_dashboard_shows_a_new_agent_and_task_within_a_second_without_reload
     let browser = browser().await;
     browser
         .client
-        .goto(&hive.url("/dashboard"))
+        .goto(&hive.url(&format!("/dashboard#token={}", hive.token)))
         .await
         .expect("open the dashboard");
     // The page is live once its stream said hello.
@@ -126,7 +126,11 @@ async fn under_load_the_dashboard_keeps_up_and_agrees_with_the_api() {
     let world = World::new().await;
     let hive = world.hive().await;
     let browser = browser().await;
-    browser.client.goto(&hive.url("/dashboard")).await.unwrap();
+    browser
+        .client
+        .goto(&hive.url(&format!("/dashboard#token={}", hive.token)))
+        .await
+        .unwrap();
     watch(&browser, "#conn.live").await;
     assert!(seen(&browser, "#conn.live").await.is_some());
     let tasks_counted = format!(r#"#task-counts[data-total="{TASKS}"]"#);

@@ -15,13 +15,13 @@ use hive_tests::World;
 use serde_json::Value;
 use tokio::sync::Mutex;
 
-use crate::topology::{cluster, cluster_env, migrate, part, until};
+use crate::topology::{admin_token, cluster, cluster_env, migrate, part, until};
 
 /// Acknowledged creations: idempotency key → (task id, when acknowledged).
 type Acked = Arc<Mutex<BTreeMap<String, (String, Instant)>>>;
 
 /// Creates tasks until `stop`, each request retried with its key until it is acknowledged.
-async fn client(base: String, n: usize, acked: Acked, stop: Arc<AtomicBool>) {
+async fn client(base: String, token: String, n: usize, acked: Acked, stop: Arc<AtomicBool>) {
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()
@@ -35,6 +35,7 @@ async fn client(base: String, n: usize, acked: Acked, stop: Arc<AtomicBool>) {
             let answer = http
                 .post(format!("{base}/api/v1/tasks"))
                 .header("Idempotency-Key", &key)
+                .bearer_auth(&token)
                 .json(&serde_json::json!({ "title": key }))
                 .send()
                 .await;
@@ -79,7 +80,8 @@ async fn killing_the_stream_leader_under_load_loses_nothing_acknowledged() {
         }
     };
     let base = format!("http://127.0.0.1:{api_port}");
-    let http = reqwest::Client::new();
+    let token = admin_token(&env).await;
+    let http = hive_tests::authorized_client(&token);
     until(
         Duration::from_secs(60),
         "a healthy API",
@@ -95,7 +97,15 @@ async fn killing_the_stream_leader_under_load_loses_nothing_acknowledged() {
     let acked: Acked = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
     let clients: Vec<_> = (0..8)
-        .map(|n| tokio::spawn(client(base.clone(), n, acked.clone(), stop.clone())))
+        .map(|n| {
+            tokio::spawn(client(
+                base.clone(),
+                token.clone(),
+                n,
+                acked.clone(),
+                stop.clone(),
+            ))
+        })
         .collect();
     let count = async || acked.lock().await.len();
     until(

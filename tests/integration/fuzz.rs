@@ -33,6 +33,7 @@ async fn thousands_of_generated_requests_get_no_server_error() {
         .arg("run")
         .arg(hive.url("/api/v1/openapi.json"))
         .args(["--url", &hive.base])
+        .args(["--header", &format!("Authorization: Bearer {}", hive.token)])
         .args(["--checks", "not_a_server_error"])
         .args(["--max-examples", "50", "--workers", "2"])
         .args(["--request-timeout", "10", "--no-color"])

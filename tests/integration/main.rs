@@ -3,6 +3,7 @@
 
 mod agents;
 mod api;
+mod auth;
 mod browser;
 mod cluster;
 mod dashboard;

@@ -228,6 +228,21 @@ pub(crate) async fn migrate(env: &[(&str, String)]) {
     assert!(migrated.success());
 }
 
+/// An admin token issued with `hive tokens issue` in `env`'s hive.
+pub(crate) async fn admin_token(env: &[(&str, String)]) -> String {
+    let issued = tokio::process::Command::new(agent_program())
+        .args(["tokens", "issue", "--role", "admin", "--name", "test"])
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .env("HIVE_LOG", "warn")
+        .output()
+        .await
+        .unwrap();
+    assert!(issued.status.success(), "{issued:?}");
+    let token = String::from_utf8(issued.stdout).unwrap().trim().to_owned();
+    assert!(token.starts_with("hive_"), "{token}");
+    token
+}
+
 /// A process of the real binary; SIGTERM when dropped.
 pub(crate) struct Part(tokio::process::Child);
 
@@ -324,7 +339,7 @@ async fn the_compose_topology_runs_without_docker() {
         }
     };
 
-    let http = reqwest::Client::new();
+    let http = hive_tests::authorized_client(&admin_token(&env).await);
     let base = format!("http://127.0.0.1:{api_port}");
     let health: Value = until(
         Duration::from_secs(60),

@@ -21,7 +21,25 @@ struct Servers {
     nats_url: String,
     pg: Postgres,
     _nats: NatsServer,
-    _dir: tempfile::TempDir,
+}
+
+/// Where this test process keeps its servers' data: `$TMPDIR/hive-test-servers/<pid>` (PostgreSQL's
+/// user must reach it). The servers live in a static, which is never dropped, so a run cannot remove its
+/// own directory: each run removes those of runs that have ended.
+fn servers_dir() -> std::path::PathBuf {
+    let base = std::env::temp_dir().join("hive-test-servers");
+    if let Ok(entries) = std::fs::read_dir(&base) {
+        for entry in entries.flatten() {
+            let pid = entry.file_name().to_string_lossy().parse::<u32>().ok();
+            if pid.is_some_and(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists()) {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+    }
+    let dir = base.join(std::process::id().to_string());
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("the test servers' directory");
+    dir
 }
 
 fn servers() -> &'static Servers {
@@ -31,19 +49,17 @@ fn servers() -> &'static Servers {
         // their own, on a thread of their own.
         std::thread::spawn(|| {
             tokio::runtime::Runtime::new().unwrap().block_on(async {
-                let dir = tempfile::tempdir().expect("a temp dir");
-                let nats =
-                    NatsServer::start(&dir.path().join("nats"), None, Durability::Throwaway, &[])
-                        .await
-                        .expect("start nats-server");
-                let pg = Postgres::start(&dir.path().join("pg"), None, Durability::Throwaway)
+                let dir = servers_dir();
+                let nats = NatsServer::start(&dir.join("nats"), None, Durability::Throwaway, &[])
+                    .await
+                    .expect("start nats-server");
+                let pg = Postgres::start(&dir.join("pg"), None, Durability::Throwaway)
                     .await
                     .expect("start postgres");
                 Servers {
                     nats_url: nats.url(),
                     pg,
                     _nats: nats,
-                    _dir: dir,
                 }
             })
         })
@@ -98,6 +114,28 @@ pub fn init_tracing() {
     });
 }
 
+/// Issues a token of `role` in `tokens`.
+pub async fn issue_token(tokens: &hive_eventlog::Tokens, role: hive_eventlog::Role) -> String {
+    tokens
+        .issue(&hive_eventlog::Grant::new(role, format!("test {role}")))
+        .await
+        .expect("issue a token")
+        .0
+}
+
+/// A client that sends `token` as its bearer token.
+pub fn authorized_client(token: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {token}").parse().expect("a header value"),
+    );
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .expect("an HTTP client")
+}
+
 /// A fresh world for one test: its own database and NATS namespace on the shared servers.
 pub struct World {
     /// The configuration a hive on this world runs with.
@@ -110,6 +148,8 @@ pub struct World {
     pub database: String,
     /// Connected, migrated backends.
     pub backends: Backends,
+    /// An admin token of this world's hive (the test clients send it).
+    pub admin_token: String,
 }
 
 impl World {
@@ -133,13 +173,20 @@ impl World {
         let backends = hive::connect(&config, &servers.nats_url, &database_url, true)
             .await
             .expect("connect the test backends");
+        let admin_token = issue_token(&backends.tokens, hive_eventlog::Role::Admin).await;
         Self {
             config,
             nats_url: servers.nats_url.clone(),
             database_url,
             database,
             backends,
+            admin_token,
         }
+    }
+
+    /// A new token of `role` for this world's hive.
+    pub async fn token(&self, role: hive_eventlog::Role) -> String {
+        issue_token(&self.backends.tokens, role).await
     }
 
     /// The URL of the server's `postgres` database, to act on the test database from outside.
@@ -259,7 +306,8 @@ impl World {
         TestHive {
             running,
             base,
-            http: reqwest::Client::new(),
+            http: authorized_client(&self.admin_token),
+            token: self.admin_token.clone(),
         }
     }
 
@@ -284,8 +332,10 @@ pub struct TestHive {
     running: Running,
     /// `http://127.0.0.1:<port>`.
     pub base: String,
-    /// A client.
+    /// A client that sends [`TestHive::token`].
     pub http: reqwest::Client,
+    /// The admin token its client sends.
+    pub token: String,
 }
 
 impl TestHive {
@@ -341,6 +391,7 @@ impl TestHive {
     /// The agent's assignment stream (server-sent events), read by the agent runtime's own client.
     pub async fn assignments(&self, agent: &str) -> Assignments {
         let stream = hive_runtime::Client::new(&self.base)
+            .with_token(Some(self.token.clone()))
             .assignments(agent.parse().expect("an agent id"))
             .await
             .expect("open the assignment stream");
@@ -358,6 +409,8 @@ impl TestHive {
             .arg(&self.base)
             .args(args)
             .env("HIVE_LOG", "warn")
+            // Registers with it, then acts with the agent's own token.
+            .env("HIVE_TOKEN", &self.token)
             .stdin(std::process::Stdio::null())
             .kill_on_drop(true);
         hive_devservers::die_with_parent(command.as_std_mut());

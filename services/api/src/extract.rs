@@ -99,8 +99,8 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Query<T> {
     }
 }
 
-/// The context of a command: `Hive-Actor` (until authentication names the caller), `X-Correlation-Id`
-/// and `Idempotency-Key` headers.
+/// The context of a command: its actor is the caller the token names ([`crate::auth`]); the
+/// `X-Correlation-Id` and `Idempotency-Key` headers.
 pub struct Command(pub CommandContext);
 
 fn header<'a>(parts: &'a Parts, name: &str) -> Result<Option<&'a str>, ApiError> {
@@ -119,8 +119,11 @@ impl<S: Send + Sync> FromRequestParts<S> for Command {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
-        let mut ctx =
-            CommandContext::new(Actor::new(header(parts, "hive-actor")?.unwrap_or("api")));
+        let actor = parts
+            .extensions
+            .get::<crate::auth::Caller>()
+            .map_or_else(|| "anonymous".to_owned(), |c| c.0.actor());
+        let mut ctx = CommandContext::new(Actor::new(actor));
         if let Some(id) = header(parts, "x-correlation-id")? {
             ctx.correlation_id = Uuid::parse_str(id)
                 .map_err(|_| ApiError::new(Code::BadRequest, "X-Correlation-Id must be a UUID"))?;

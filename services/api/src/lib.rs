@@ -5,6 +5,7 @@
 //! and say which checkpoint they reflect ([`consistency`]). Every error is the JSON of [`error`]'s code
 //! table; bad input is a 4xx, never a 500. Routes live in [`routes`], one module per resource.
 
+pub mod auth;
 pub mod consistency;
 pub mod error;
 pub mod extract;
@@ -40,6 +41,8 @@ pub struct ApiConfig {
     pub degraded_lag: u64,
     /// Requests worked on at once before the rest are shed ([`overload`]).
     pub max_in_flight: usize,
+    /// Routes (as routed, e.g. `/status`) anyone may read without a token ([`auth`]).
+    pub public_reads: Vec<String>,
 }
 
 impl Default for ApiConfig {
@@ -51,6 +54,7 @@ impl Default for ApiConfig {
             refresh: Duration::from_millis(500),
             degraded_lag: 10_000,
             max_in_flight: 4_096,
+            public_reads: vec!["/livez".into(), "/health".into()],
         }
     }
 }
@@ -78,6 +82,8 @@ pub struct AppState {
     pub status_cache: Arc<tokio::sync::Mutex<Option<(u64, serde_json::Value)>>>,
     /// Slots of the requests being worked on ([`overload`]).
     pub in_flight: Arc<tokio::sync::Semaphore>,
+    /// Who may call, as what ([`auth`]).
+    pub grants: auth::Grants,
 }
 
 impl AppState {
@@ -86,13 +92,16 @@ impl AppState {
         db: DatabaseConnection,
         log: EventLog,
         heartbeats: hive_eventlog::Heartbeats,
+        tokens: hive_eventlog::Tokens,
         config: ApiConfig,
     ) -> Result<Self, error::ApiError> {
         let progress =
             Progress::follow(db.clone(), log.clone(), &config.projection, config.refresh).await?;
         let feed = feed::Feed::start(log.clone(), progress.clone()).await?;
         let in_flight = Arc::new(tokio::sync::Semaphore::new(config.max_in_flight.max(1)));
+        let grants = auth::Grants::follow(tokens).await?;
         Ok(Self {
+            grants,
             feed,
             db,
             log,
@@ -124,6 +133,10 @@ pub fn router(state: AppState) -> Router {
             consistency::read_your_writes,
         ))
         .layer(DefaultBodyLimit::max(limit))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::authorize,
+        ))
         .route_layer(axum::middleware::from_fn(metrics::track))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -1,5 +1,6 @@
 //! What lives in JetStream key-value buckets rather than in the log: agents' heartbeats (they would bloat
-//! the log; only the transitions they cause are events) and the scheduler's leader lease.
+//! the log; only the transitions they cause are events), the scheduler's leader lease, and the API's
+//! tokens ([`crate::tokens`]).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -23,6 +24,11 @@ impl Namespace {
         format!("{}.assignments.{agent}", self.as_str())
     }
 
+    /// The API tokens bucket's name.
+    pub fn tokens(&self) -> String {
+        format!("{}_tokens", self.as_str())
+    }
+
     /// The scheduler lease bucket's name.
     pub fn scheduler_lease(&self) -> String {
         format!("{}_scheduler", self.as_str())
@@ -33,15 +39,16 @@ fn context(log: &EventLog) -> jetstream::Context {
     jetstream::new(log.client())
 }
 
-/// Opens bucket `name` (in memory, one value per key, each kept for `max_age`), creating it or updating
-/// its settings only when they differ: on a cluster, services that all create the same bucket at once
+/// Opens bucket `name` (one value per key, each kept for `max_age`; zero: forever), creating it or
+/// updating its settings only when they differ: on a cluster, services that all create the same bucket at once
 /// wait for each other's answers. An error until the bucket has a leader (before that, writes find no
 /// stream).
-async fn bucket(
+pub(crate) async fn bucket(
     log: &EventLog,
     name: String,
     description: &str,
     max_age: Duration,
+    storage: jetstream::stream::StorageType,
 ) -> Result<kv::Store, LogError> {
     let js = context(log);
     let wanted = kv::Config {
@@ -49,7 +56,7 @@ async fn bucket(
         description: description.into(),
         history: 1,
         max_age,
-        storage: jetstream::stream::StorageType::Memory,
+        storage,
         // As available as the log: a bucket on one node would die with that node.
         num_replicas: log.replicas(),
         ..Default::default()
@@ -61,7 +68,9 @@ async fn bucket(
             .ok()
             .filter(|status| {
                 let config = &status.info.config;
-                config.max_age == max_age && config.num_replicas == log.replicas()
+                config.max_age == max_age
+                    && config.num_replicas == log.replicas()
+                    && config.storage == storage
             })
             .map(|_| store),
         Err(_) => None,
@@ -132,6 +141,7 @@ impl Heartbeats {
             log.namespace().heartbeats(),
             "Hive agents' last heartbeats",
             keep,
+            jetstream::stream::StorageType::Memory,
         )
         .await?;
         Ok(Self {
@@ -214,6 +224,7 @@ impl Lease {
             log.namespace().scheduler_lease(),
             "Which Hive scheduler is active",
             ttl,
+            jetstream::stream::StorageType::Memory,
         )
         .await?;
         Ok(Self {

@@ -10,10 +10,12 @@ pub mod audit;
 pub mod command;
 pub mod kv;
 pub mod log;
+pub mod tokens;
 
 pub use command::{CommandContext, CommandError, Committed};
 pub use kv::{Beat, Heartbeats, Lease};
 pub use log::{AppendError, EventLog, LogConfig, LogError, RawEvent};
+pub use tokens::{Grant, Role, Tokens};
 
 /// The names a deployment owns in NATS: `<ns>.events.>` in stream `<NS>_EVENTS`, projection notices on
 /// `<ns>.projections.<name>`. Production uses `hive`; each test its own.

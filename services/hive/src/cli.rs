@@ -46,6 +46,12 @@ enum Command {
     /// Fold the whole log in memory and compare it with the read models, row by row and field by
     /// field; print each difference and exit non-zero on any.
     Verify,
+    /// API tokens: issue one (shown once), list them, revoke one. Needs HIVE_NATS_URL (or a running
+    /// `hive up` in HIVE_HOME).
+    Tokens {
+        #[command(subcommand)]
+        command: TokensCommand,
+    },
     /// The log for auditors: an entity's history, an agent's work, a stretch of the log, or an entity
     /// as it was at a sequence or a time.
     Audit {
@@ -54,6 +60,26 @@ enum Command {
         /// JSON lines instead of a table.
         #[arg(long, global = true)]
         json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokensCommand {
+    /// Issue a token and print it (it is shown only now).
+    Issue {
+        /// admin, operator or viewer.
+        #[arg(long)]
+        role: hive_eventlog::Role,
+        /// Who holds it.
+        #[arg(long)]
+        name: String,
+    },
+    /// Every token's id, role, holder and time of issue (never the tokens).
+    List,
+    /// Revoke a token by its id.
+    Revoke {
+        /// The token's id (from `list`).
+        id: String,
     },
 }
 
@@ -191,6 +217,10 @@ struct AgentArgs {
     /// Seconds a drain waits for running tasks [default: HIVE_AGENT_DRAIN_TIMEOUT_SECS, else 30]
     #[arg(long)]
     drain_timeout_secs: Option<f64>,
+    /// The API token: the agent's own (with --agent-id), or an operator's to register a new agent,
+    /// which then acts with the token it is given [env: HIVE_TOKEN]
+    #[arg(long, env = "HIVE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
 }
 
 impl AgentArgs {
@@ -226,6 +256,7 @@ impl AgentArgs {
                 config.agent_drain_timeout_secs,
                 "--drain-timeout-secs",
             )?,
+            token: self.token,
         })
     }
 }
@@ -287,6 +318,36 @@ async fn run_cli(cli: Cli) -> anyhow::Result<()> {
                 crate::ops::projections_status(&backends, json).await
             }
         },
+        Command::Tokens { command } => {
+            let tokens = backends(&config, false).await?.tokens;
+            match command {
+                TokensCommand::Issue { role, name } => {
+                    anyhow::ensure!(
+                        role != hive_eventlog::Role::Agent,
+                        "an agent's token is issued when it is registered or spawned"
+                    );
+                    let (token, id) = tokens.issue(&hive_eventlog::Grant::new(role, name)).await?;
+                    eprintln!("token id {id} (shown once below)");
+                    println!("{token}");
+                }
+                TokensCommand::List => {
+                    for (id, grant) in tokens.all().await? {
+                        let agent = grant.agent_id.map(|a| a.to_string()).unwrap_or_default();
+                        println!(
+                            "{id}  {:<8}  {}  {}  {agent}",
+                            grant.role,
+                            grant.issued_at.to_rfc3339(),
+                            grant.name
+                        );
+                    }
+                }
+                TokensCommand::Revoke { id } => {
+                    anyhow::ensure!(tokens.revoke(&id).await?, "no token {id}");
+                    println!("revoked {id}");
+                }
+            }
+            Ok(())
+        }
         Command::Verify => crate::ops::verify(&backends(&config, false).await?).await,
         Command::Audit { query, json } => {
             let backends = backends(&config, false).await?;

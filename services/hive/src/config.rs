@@ -40,6 +40,9 @@ pub struct Config {
     /// Requests the API works on at once; more are answered 503 `overloaded` at once
     /// (`HIVE_HTTP_MAX_IN_FLIGHT`). Streams, `/livez` and `/metrics` are not counted.
     pub http_max_in_flight: usize,
+    /// Routes anyone may read without a token, comma-separated as routed, e.g. `/livez,/health,/metrics`
+    /// (`HIVE_PUBLIC_READS`). Every other call needs a bearer token.
+    pub public_reads: String,
     /// How long after its last heartbeat an agent is lost, in seconds (`HIVE_HEARTBEAT_TIMEOUT_SECS`).
     pub heartbeat_timeout_secs: f64,
     /// How long an agent has to accept an assignment, in seconds (`HIVE_ASSIGNMENT_LEASE_SECS`).
@@ -86,6 +89,7 @@ impl Default for Config {
             body_limit_bytes: 1024 * 1024,
             db_pool: 20,
             http_max_in_flight: 4_096,
+            public_reads: "/livez,/health".into(),
             heartbeat_timeout_secs: 15.0,
             assignment_lease_secs: 30.0,
             retry_base_secs: 1.0,
@@ -164,6 +168,13 @@ impl Config {
             min_seq_timeout: Duration::from_millis(self.min_seq_timeout_ms),
             body_limit: self.body_limit_bytes,
             max_in_flight: self.http_max_in_flight,
+            public_reads: self
+                .public_reads
+                .split(',')
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .map(str::to_owned)
+                .collect(),
             ..Default::default()
         }
     }

@@ -31,6 +31,8 @@ pub struct Backends {
     pub log: EventLog,
     /// The agents' last heartbeats.
     pub heartbeats: hive_eventlog::Heartbeats,
+    /// The API's tokens.
+    pub tokens: hive_eventlog::Tokens,
 }
 
 /// How long a heartbeat stays in its bucket: long after any timeout.
@@ -154,11 +156,17 @@ pub async fn connect(
     })
     .await
     .context("open the heartbeat bucket")?;
+    let tokens = patiently("the tokens bucket", async || {
+        hive_eventlog::Tokens::open(&log).await
+    })
+    .await
+    .context("open the tokens bucket")?;
     Ok(Backends {
         db,
         database_url: database_url.to_owned(),
         log,
         heartbeats,
+        tokens,
     })
 }
 
@@ -314,6 +322,7 @@ pub async fn run(
                 backends.db.clone(),
                 backends.log.clone(),
                 backends.heartbeats.clone(),
+                backends.tokens.clone(),
                 config.api(),
             )
             .await

@@ -88,6 +88,41 @@ pub fn endpoints(home: &std::path::Path) -> Option<(String, String)> {
     ))
 }
 
+/// The file in `HIVE_HOME` that holds the development admin token of `hive up` (mode 0600).
+pub const ADMIN_TOKEN: &str = "admin.token";
+
+/// The admin token of `hive up` in `home`: the one its file holds while it is valid, else a new one
+/// written there (readable by its owner only).
+async fn admin_token(
+    tokens: &hive_eventlog::Tokens,
+    home: &std::path::Path,
+) -> anyhow::Result<String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = home.join(ADMIN_TOKEN);
+    if let Ok(kept) = std::fs::read_to_string(&path) {
+        let kept = kept.trim().to_owned();
+        if tokens
+            .grant(&hive_eventlog::tokens::id_of(&kept))
+            .await?
+            .is_some()
+        {
+            return Ok(kept);
+        }
+    }
+    let grant = hive_eventlog::Grant::new(hive_eventlog::Role::Admin, "hive up (development)");
+    let (token, _) = tokens.issue(&grant).await?;
+    let _ = std::fs::remove_file(&path);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .and_then(|mut f| writeln!(f, "{token}"))
+        .with_context(|| format!("write {}", path.display()))?;
+    Ok(token)
+}
+
 /// Runs the whole hive until SIGTERM or SIGINT.
 pub async fn up(config: Config) -> anyhow::Result<()> {
     let (nats_url, database_url, mut servers) = backends(&config).await?;
@@ -98,10 +133,18 @@ pub async fn up(config: Config) -> anyhow::Result<()> {
     }
     let result = async {
         let backends = crate::connect(&config, &nats_url, &database_url, true).await?;
+        let token = admin_token(&backends.tokens, &config.home).await?;
         let running = crate::run(&config, backends, Parts::ALL, config.http_addr).await?;
         let addr = running.addr.expect("the API runs");
         println!("hive is up");
         println!("  API        http://{addr}/  (health: http://{addr}/health)");
+        let token_file = config.home.join(ADMIN_TOKEN).display().to_string();
+        if addr.ip().is_loopback() {
+            println!("  dashboard  http://{addr}/dashboard#token={token}");
+            println!("  admin      Authorization: Bearer {token}  (also in {token_file})");
+        } else {
+            println!("  dashboard  http://{addr}/dashboard  (the admin token is in {token_file})");
+        }
         println!(
             "  NATS       {nats_url}  (stream {})",
             config.log().namespace.stream()

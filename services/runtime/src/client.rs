@@ -57,7 +57,7 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 pub struct Client {
     base: String,
     http: reqwest::Client,
-    actor: String,
+    token: Option<String>,
 }
 
 impl Client {
@@ -69,14 +69,26 @@ impl Client {
                 .connect_timeout(Duration::from_secs(5))
                 .build()
                 .unwrap_or_default(),
-            actor: "agent-runtime".into(),
+            token: None,
         }
     }
 
-    /// The same client, naming `actor` as the cause of what it does (`agent:<id>` for a runtime).
-    pub fn acting_as(mut self, actor: String) -> Self {
-        self.actor = actor;
+    /// The same client, sending `token` (`Authorization: Bearer`) with every request.
+    pub fn with_token(mut self, token: Option<String>) -> Self {
+        self.token = token;
         self
+    }
+
+    /// The token it sends, if any.
+    pub fn token(&self) -> Option<&str> {
+        self.token.as_deref()
+    }
+
+    fn authorized(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
     }
 
     /// The API's base URL.
@@ -93,10 +105,8 @@ impl Client {
         let mut attempt = 1;
         loop {
             let sent = self
-                .http
-                .post(&url)
+                .authorized(self.http.post(&url))
                 .header("Idempotency-Key", &key)
-                .header("Hive-Actor", &self.actor)
                 .timeout(Duration::from_secs(10))
                 .json(body)
                 .send()
@@ -124,8 +134,7 @@ impl Client {
     pub async fn get(&self, path: &str) -> Result<Value, ClientError> {
         let url = format!("{}{path}", self.base);
         match self
-            .http
-            .get(&url)
+            .authorized(self.http.get(&url))
             .timeout(Duration::from_secs(10))
             .send()
             .await
@@ -135,27 +144,28 @@ impl Client {
         }
     }
 
-    /// Registers a new agent; answers its id.
+    /// Registers a new agent; answers its id and its own token.
     pub async fn register(
         &self,
         name: Option<&str>,
         agent_type: &str,
         capabilities: &[String],
         max_concurrent_tasks: u32,
-    ) -> Result<Uuid, ClientError> {
+    ) -> Result<(Uuid, Option<String>), ClientError> {
         let body = json!({
             "name": name, "agent_type": agent_type, "capabilities": capabilities,
             "max_concurrent_tasks": max_concurrent_tasks,
         });
         let answer = self.post("/api/v1/agents", &body).await?;
-        answer["agent_id"]
+        let id = answer["agent_id"]
             .as_str()
             .and_then(|id| id.parse().ok())
             .ok_or_else(|| ClientError::Refused {
                 status: 200,
                 code: "bad_answer".into(),
                 message: format!("no agent_id in {answer}"),
-            })
+            })?;
+        Ok((id, answer["token"].as_str().map(str::to_owned)))
     }
 
     /// Reports the agent alive.
@@ -201,7 +211,7 @@ impl Client {
         agent: Uuid,
     ) -> Result<impl Stream<Item = Value> + Send + use<>, ClientError> {
         let url = format!("{}/api/v1/agents/{agent}/assignments", self.base);
-        let response = match self.http.get(&url).send().await {
+        let response = match self.authorized(self.http.get(&url)).send().await {
             Ok(response) if response.status().is_success() => response,
             Ok(response) => return Err(answer(&url, response).await.unwrap_err()),
             Err(source) => return Err(ClientError::Unreachable { url, source }),

@@ -43,6 +43,9 @@ pub struct RuntimeConfig {
     pub heartbeat_interval: Duration,
     /// How long a drain waits for running tasks before killing them.
     pub drain_timeout: Duration,
+    /// The API token: the agent's own (a spawned agent's), or one that may register agents (an
+    /// operator's), traded for the new agent's own at registration.
+    pub token: Option<String>,
 }
 
 impl Default for RuntimeConfig {
@@ -57,6 +60,7 @@ impl Default for RuntimeConfig {
             exec: "cat".into(),
             heartbeat_interval: Duration::from_secs(5),
             drain_timeout: Duration::from_secs(30),
+            token: None,
         }
     }
 }
@@ -82,21 +86,23 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
     started: Option<tokio::sync::oneshot::Sender<Uuid>>,
 ) -> Result<(), RuntimeError> {
-    let client = Client::new(&config.api);
-    let agent = match config.agent_id {
-        Some(id) => id,
+    let client = Client::new(&config.api).with_token(config.token.clone());
+    let (agent, client) = match config.agent_id {
+        Some(id) => (id, client),
         None => {
-            client
+            let (id, own) = client
                 .register(
                     config.name.as_deref(),
                     &config.agent_type,
                     &config.capabilities,
                     config.max_concurrent_tasks,
                 )
-                .await?
+                .await?;
+            // From here on it acts as the agent, with the agent's own token.
+            let token = own.or(config.token.clone());
+            (id, client.with_token(token))
         }
     };
-    let client = client.acting_as(format!("agent:{agent}"));
     client.heartbeat(agent).await?;
     tracing::info!(%agent, api = client.base(), "agent running");
     if let Some(started) = started {
@@ -316,7 +322,7 @@ async fn work(client: &Client, agent: Uuid, task: Uuid, exec: &str, assignment: 
         tracing::warn!(%task, error = %e, "could not start the task");
         return;
     }
-    let env = [
+    let mut env = vec![
         ("HIVE_TASK_ID", task.to_string()),
         ("HIVE_AGENT_ID", agent.to_string()),
         ("HIVE_API_URL", client.base().to_owned()),
@@ -325,6 +331,10 @@ async fn work(client: &Client, agent: Uuid, task: Uuid, exec: &str, assignment: 
             assignment["attempt"].as_u64().unwrap_or(1).to_string(),
         ),
     ];
+    // The executor may call the API as its agent (report progress, read its task).
+    if let Some(token) = client.token() {
+        env.push(("HIVE_TOKEN", token.to_owned()));
+    }
     let (progress, lines) = watch::channel(Progress::default());
     let reporting = report_progress(client, agent, task, lines);
     let outcome = tokio::select! {

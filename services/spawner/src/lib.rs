@@ -53,7 +53,7 @@ pub struct SpawnerConfig {
 }
 
 /// One agent to spawn.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Spec {
     /// The registered agent the runtime attaches to.
     pub agent_id: Uuid,
@@ -61,6 +61,20 @@ pub struct Spec {
     pub exec: Option<String>,
     /// How many tasks it runs at once.
     pub max_concurrent_tasks: u32,
+    /// The agent's own API token, handed to its runtime in `HIVE_TOKEN` (not on its command line,
+    /// which every user of the host can read).
+    pub token: Option<String>,
+}
+
+impl std::fmt::Debug for Spec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the token.
+        f.debug_struct("Spec")
+            .field("agent_id", &self.agent_id)
+            .field("exec", &self.exec)
+            .field("max_concurrent_tasks", &self.max_concurrent_tasks)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Why an agent was not spawned.
@@ -182,6 +196,10 @@ impl Inner {
         if let Some(filter) = &config.log_filter {
             command.env("HIVE_LOG", filter);
         }
+        match &spec.token {
+            Some(token) => command.env("HIVE_TOKEN", token),
+            None => command.env_remove("HIVE_TOKEN"),
+        };
         hive_devservers::die_with_parent(command.as_std_mut());
         command.spawn().map_err(|source| SpawnError::Start {
             program: config.program.display().to_string(),

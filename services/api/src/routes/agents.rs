@@ -24,6 +24,7 @@ use crate::error::ErrorBody;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{self, Command, Path, Query};
 use crate::views::{AgentView, List, paged};
+use hive_eventlog::tokens::Grant;
 
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -64,10 +65,12 @@ async fn register(
         .create::<Agent>(AgentId::new().as_uuid(), &ctx, command)
         .await?;
     state.progress.saw_append(done.seq);
+    // The agent's own token, shown once (a repeated request gets a new one; both are valid).
+    let (token, _) = state.grants.issue(Grant::agent(done.aggregate_id)).await?;
     Ok(committed(
         StatusCode::CREATED,
         done,
-        json!({"agent_id": done.aggregate_id, "seq": done.seq}),
+        json!({"agent_id": done.aggregate_id, "seq": done.seq, "token": token}),
     ))
 }
 

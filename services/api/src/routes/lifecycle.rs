@@ -19,6 +19,7 @@ use uuid::Uuid;
 
 use super::committed;
 use crate::AppState;
+use crate::auth::CallerAgent;
 #[allow(unused_imports)]
 use crate::error::ErrorBody;
 use crate::error::{ApiError, ApiResult, Code};
@@ -59,11 +60,32 @@ fn reporter(report: &Report, headers: &HeaderMap) -> ApiResult<AgentId> {
 async fn task_action(
     State(state): State<AppState>,
     Command(ctx): Command,
+    CallerAgent(agent): CallerAgent,
     Path((id, action)): Path<(Uuid, String)>,
     headers: HeaderMap,
     OptionalJson(report): OptionalJson<Report>,
 ) -> ApiResult<Response> {
-    let report = report.unwrap_or_default();
+    let mut report = report.unwrap_or_default();
+    // An agent reports for itself only, and only on what it does (the domain then checks the task is
+    // assigned to it).
+    if let Some(agent) = agent {
+        if !matches!(
+            action.as_str(),
+            "accept" | "start" | "progress" | "complete" | "fail"
+        ) {
+            return Err(ApiError::new(
+                Code::Forbidden,
+                "an agent token may accept, start, progress, complete or fail its tasks, nothing else",
+            ));
+        }
+        if report.agent_id.is_some_and(|a| a != agent) {
+            return Err(ApiError::new(
+                Code::Forbidden,
+                "an agent token reports only for its own agent",
+            ));
+        }
+        report.agent_id = Some(agent);
+    }
     let command = match action.as_str() {
         "accept" => TaskCommand::Accept {
             agent_id: reporter(&report, &headers)?,

@@ -12,6 +12,7 @@ pub mod spawn;
 pub mod stream;
 pub mod system;
 pub mod tasks;
+pub mod tokens;
 pub mod travel;
 
 use axum::Router;
@@ -52,6 +53,7 @@ pub fn documented() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(dashboard::routes())
         .merge(spawn::routes())
         .merge(stream::routes())
+        .merge(tokens::routes())
         .merge(crate::metrics::routes())
         .split_for_parts()
 }
@@ -124,6 +126,7 @@ mod tests {
             ("stream.rs", include_str!("stream.rs")),
             ("system.rs", include_str!("system.rs")),
             ("tasks.rs", include_str!("tasks.rs")),
+            ("tokens.rs", include_str!("tokens.rs")),
             ("../metrics.rs", include_str!("../metrics.rs")),
         ];
         for (name, source) in sources {

@@ -19,6 +19,7 @@ use crate::AppState;
 use crate::error::ErrorBody;
 use crate::error::{ApiError, ApiResult, Code};
 use crate::extract::{self, Command};
+use hive_eventlog::tokens::Grant;
 
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -110,10 +111,13 @@ async fn spawn(
         }
     };
     let answer = json!({"agent_id": agent, "seq": seq});
+    // The runtime's own token: it may act as this agent and nothing else.
+    let (token, _) = state.grants.issue(Grant::agent(agent)).await?;
     let spec = Spec {
         agent_id: agent,
         exec: body.exec,
         max_concurrent_tasks,
+        token: Some(token),
     };
     match spawner.spawn(spec).await {
         Ok(()) => {}

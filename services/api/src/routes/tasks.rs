@@ -20,9 +20,10 @@ use uuid::Uuid;
 use super::committed;
 use super::travel::{AtQuery, row_at};
 use crate::AppState;
+use crate::auth::CallerAgent;
 #[allow(unused_imports)]
 use crate::error::ErrorBody;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, Code};
 use crate::extract::{self, Command, Path, Query};
 use crate::views::{List, TaskView, paged, states_for};
 
@@ -208,9 +209,19 @@ async fn list(
 #[utoipa::path(get, path = "/api/v1/tasks/{id}", tag = "tasks", summary = "A task (now, or as it was)", params(("id" = Uuid, Path, description = "the entity's id"), ("at_seq" = Option<u64>, Query, description = "as it was at this event"), ("at_time" = Option<String>, Query, description = "as it was at this RFC 3339 time")), responses((status = 200, body = TaskView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
 async fn read(
     State(state): State<AppState>,
+    CallerAgent(agent): CallerAgent,
     Path(id): Path<Uuid>,
     Query(at): Query<AtQuery>,
 ) -> ApiResult<Json<TaskView>> {
+    if let Some(agent) = agent {
+        let row = tasks::Entity::find_by_id(id).one(&state.db).await?;
+        if row.is_none_or(|t| t.agent_id != Some(agent)) {
+            return Err(ApiError::new(
+                Code::Forbidden,
+                "an agent token reads only the tasks assigned to its agent",
+            ));
+        }
+    }
     if let Some(at) = at.at(&state).await? {
         let row = row_at::<Task>(&state, hive_events::AggregateKind::Task, id, at).await?;
         return Ok(Json(row.into()));

@@ -1,0 +1,352 @@
+//! Who is calling, and whether they may. Every request needs a bearer token (`Authorization: Bearer
+//! hive_…`) except the reads the configuration makes public, the documentation and the dashboard's page
+//! itself (which holds no data). A token's role decides what it may do:
+//!
+//! | route class | admin | operator | viewer | agent |
+//! |---|---|---|---|---|
+//! | reads (`GET`) | yes | yes | yes | its own agent record, assignments and history; the tasks assigned to it |
+//! | commands (`POST`, `DELETE`) | yes | yes | no | heartbeat, drain or deregister itself; report on the tasks assigned to it |
+//! | spawning agents, tokens | yes | no | no | no |
+//!
+//! No token, or one that is not valid: 401 `unauthenticated`. A valid token whose role may not: 403
+//! `forbidden`. Grants are read from the tokens bucket once and then followed (a revocation reaches every
+//! API process within milliseconds); a token the process has not seen yet is looked up in the bucket.
+//!
+//! The dashboard's page cannot send a header: it trades the token for an `HttpOnly`, `SameSite=Strict`
+//! cookie (`POST /api/v1/session`), which is accepted for reads only, so a forged cross-site request can
+//! never issue a command.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{Method, header};
+use axum::middleware::Next;
+use axum::response::Response;
+use futures::StreamExt;
+use hive_eventlog::tokens::{Grant, Role, Tokens, id_of};
+use uuid::Uuid;
+
+use crate::AppState;
+use crate::error::{ApiError, Code};
+
+/// The cookie the dashboard's session keeps its token in.
+pub const COOKIE: &str = "hive_token";
+
+/// Every grant, by token id, followed from the tokens bucket.
+#[derive(Clone)]
+pub struct Grants {
+    tokens: Tokens,
+    known: Arc<RwLock<HashMap<String, Grant>>>,
+}
+
+impl Grants {
+    /// Reads every grant, then follows the bucket in the background.
+    pub async fn follow(tokens: Tokens) -> Result<Self, ApiError> {
+        let known: HashMap<String, Grant> = tokens.all().await?.into_iter().collect();
+        let grants = Self {
+            tokens,
+            known: Arc::new(RwLock::new(known)),
+        };
+        let following = grants.clone();
+        tokio::spawn(async move {
+            loop {
+                match following.tokens.watch().await {
+                    Ok(changes) => {
+                        let mut changes = std::pin::pin!(changes);
+                        while let Some((id, grant)) = changes.next().await {
+                            following.set(id, grant);
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "cannot follow the tokens; retrying"),
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
+        Ok(grants)
+    }
+
+    fn set(&self, id: String, grant: Option<Grant>) {
+        let mut known = self.known.write().unwrap_or_else(|e| e.into_inner());
+        match grant {
+            Some(grant) => known.insert(id, grant),
+            None => known.remove(&id),
+        };
+    }
+
+    /// Issues a token with `grant`, usable here at once: the token and its id.
+    pub async fn issue(&self, grant: Grant) -> Result<(String, String), ApiError> {
+        let (token, id) = self.tokens.issue(&grant).await?;
+        self.set(id.clone(), Some(grant));
+        Ok((token, id))
+    }
+
+    /// Revokes token id `id` (here at once); false when there was none.
+    pub async fn revoke(&self, id: &str) -> Result<bool, ApiError> {
+        let revoked = self.tokens.revoke(id).await?;
+        self.set(id.to_owned(), None);
+        Ok(revoked)
+    }
+
+    /// Every token's id and grant.
+    pub async fn all(&self) -> Result<Vec<(String, Grant)>, ApiError> {
+        Ok(self.tokens.all().await?)
+    }
+
+    /// The grant of `token`, if it is valid.
+    pub async fn check(&self, token: &str) -> Result<Option<Grant>, ApiError> {
+        let id = id_of(token);
+        let known = self
+            .known
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id)
+            .cloned();
+        match known {
+            Some(grant) => Ok(Some(grant)),
+            // Issued by another API process a moment ago, or not a token at all.
+            None => Ok(self.tokens.grant(&id).await?),
+        }
+    }
+}
+
+/// The caller, for handlers: present on every route that needs a token.
+#[derive(Clone, Debug)]
+pub struct Caller(pub Grant);
+
+impl Caller {
+    /// The agent this caller is, when it holds an agent token.
+    pub fn agent(&self) -> Option<Uuid> {
+        (self.0.role == Role::Agent)
+            .then_some(self.0.agent_id)
+            .flatten()
+    }
+}
+
+/// The agent the caller is, when it holds an agent token (`None` for every other caller).
+pub struct CallerAgent(pub Option<Uuid>);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for CallerAgent {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Self(
+            parts.extensions.get::<Caller>().and_then(Caller::agent),
+        ))
+    }
+}
+
+/// What a route asks of its caller.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Need {
+    /// Nothing.
+    Public,
+    /// A token that may read.
+    Read,
+    /// A token that may issue commands.
+    Command,
+    /// An admin token.
+    Admin,
+}
+
+/// The class of route `template` (as routed) for `method`, given the configured public reads.
+fn need(method: &Method, template: &str, public: &[String]) -> Need {
+    let read = matches!(*method, Method::GET | Method::HEAD);
+    let always_public = [
+        "/",
+        "/api/v1",
+        "/api/v1/",
+        "/api/v1/openapi.json",
+        "/dashboard",
+    ];
+    if template == "/api/v1/session" {
+        return Need::Public;
+    }
+    if template.starts_with("/api/v1/tokens") || template.ends_with("/agents/spawn") {
+        return Need::Admin;
+    }
+    if read
+        && (always_public.contains(&template)
+            || template.starts_with("/api/v1/docs")
+            || public.iter().any(|p| p == template))
+    {
+        return Need::Public;
+    }
+    if read { Need::Read } else { Need::Command }
+}
+
+/// The routes an agent token may use, and only for its own agent (`{id}`), or for a task (handlers
+/// check that it is assigned to the agent).
+fn agent_may(method: &Method, template: &str) -> Option<AgentScope> {
+    match (method.as_str(), template) {
+        (
+            "GET",
+            "/api/v1/agents/{id}"
+            | "/api/v1/agents/{id}/assignments"
+            | "/api/v1/agents/{id}/events"
+            | "/api/agents/{id}/status",
+        )
+        | ("POST", "/api/v1/agents/{id}/{action}")
+        | ("DELETE", "/api/v1/agents/{id}") => Some(AgentScope::Itself),
+        ("GET", "/api/v1/tasks/{id}") | ("POST", "/api/v1/tasks/{id}/{action}") => {
+            Some(AgentScope::ItsTask)
+        }
+        _ => None,
+    }
+}
+
+/// What an agent token's route is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum AgentScope {
+    /// The agent itself: `{id}` must be its own.
+    Itself,
+    /// A task: the handler checks it is assigned to the agent.
+    ItsTask,
+}
+
+/// The value of `{name}` in `path`, routed by `template`.
+fn param<'a>(template: &str, path: &'a str, name: &str) -> Option<&'a str> {
+    let wanted = format!("{{{name}}}");
+    template
+        .split('/')
+        .zip(path.split('/'))
+        .find(|(t, _)| *t == wanted)
+        .map(|(_, value)| value)
+}
+
+/// The token a request carries: its bearer token, or (for a read) the dashboard's cookie.
+fn presented(request: &Request) -> Result<Option<String>, ApiError> {
+    if let Some(value) = request.headers().get(header::AUTHORIZATION) {
+        let value = value.to_str().unwrap_or_default();
+        let token = value
+            .strip_prefix("Bearer ")
+            .or_else(|| value.strip_prefix("bearer "))
+            .ok_or_else(|| {
+                ApiError::new(
+                    Code::Unauthenticated,
+                    "Authorization must be `Bearer <token>`",
+                )
+            })?;
+        return Ok(Some(token.trim().to_owned()));
+    }
+    if matches!(*request.method(), Method::GET | Method::HEAD) {
+        let cookie = request
+            .headers()
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .filter_map(|pair| pair.trim().split_once('='))
+            .find(|(name, _)| *name == COOKIE)
+            .map(|(_, value)| value.to_owned());
+        return Ok(cookie);
+    }
+    Ok(None)
+}
+
+/// The middleware: authenticates the caller, checks the route's class against its role, and hands
+/// the handlers a [`Caller`].
+pub async fn authorize(
+    State(state): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let template = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_default();
+    let method = request.method().clone();
+    let need = need(&method, &template, &state.config.public_reads);
+    let grant = match presented(&request)? {
+        Some(token) => state.grants.check(&token).await?,
+        None => None,
+    };
+    let Some(grant) = grant else {
+        if need == Need::Public {
+            return Ok(next.run(request).await);
+        }
+        let message = if request.headers().contains_key(header::AUTHORIZATION) {
+            "the token is not valid (unknown or revoked)"
+        } else {
+            "this route needs a token: Authorization: Bearer <token>"
+        };
+        return Err(ApiError::new(Code::Unauthenticated, message));
+    };
+    let forbidden = |why: String| Err(ApiError::new(Code::Forbidden, why));
+    match (grant.role, need) {
+        (_, Need::Public) | (Role::Admin, _) | (Role::Operator, Need::Read | Need::Command) => {}
+        (Role::Viewer, Need::Read) => {}
+        (Role::Agent, Need::Read | Need::Command) => match agent_may(&method, &template) {
+            Some(AgentScope::Itself) => {
+                let own = grant.agent_id.map(|a| a.to_string());
+                if param(&template, request.uri().path(), "id") != own.as_deref() {
+                    return forbidden("an agent token is good only for its own agent".into());
+                }
+            }
+            Some(AgentScope::ItsTask) => {}
+            None => {
+                return forbidden(format!(
+                    "an agent token cannot {method} {template}: only its own agent and its tasks"
+                ));
+            }
+        },
+        (role, need) => {
+            let what = match need {
+                Need::Admin => "needs an admin token",
+                Need::Command => "is a command: it needs an operator or admin token",
+                _ => "needs a token that may read",
+            };
+            return forbidden(format!("{method} {template} {what}; this token is {role}"));
+        }
+    }
+    request.extensions_mut().insert(Caller(grant));
+    Ok(next.run(request).await)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_fall_into_classes() {
+        let public = vec!["/livez".to_owned(), "/health".to_owned()];
+        assert_eq!(need(&Method::GET, "/livez", &public), Need::Public);
+        assert_eq!(need(&Method::GET, "/dashboard", &public), Need::Public);
+        assert_eq!(need(&Method::GET, "/status", &public), Need::Read);
+        assert_eq!(need(&Method::POST, "/api/v1/tasks", &public), Need::Command);
+        assert_eq!(
+            need(&Method::POST, "/api/v1/agents/spawn", &public),
+            Need::Admin
+        );
+        assert_eq!(
+            need(&Method::POST, "/api/agents/spawn", &public),
+            Need::Admin
+        );
+        assert_eq!(need(&Method::GET, "/api/v1/tokens", &public), Need::Admin);
+        assert_eq!(
+            need(&Method::POST, "/api/v1/session", &public),
+            Need::Public
+        );
+        assert_eq!(
+            need(&Method::GET, "/status", &["/status".to_owned()]),
+            Need::Public
+        );
+    }
+
+    #[test]
+    fn path_parameters_are_read_from_the_template() {
+        let id = "0190f2a4-0000-7000-8000-000000000001";
+        let path = format!("/api/v1/agents/{id}/heartbeat");
+        assert_eq!(param("/api/v1/agents/{id}/{action}", &path, "id"), Some(id));
+        assert_eq!(
+            param("/api/v1/agents/{id}/{action}", &path, "action"),
+            Some("heartbeat")
+        );
+        assert_eq!(param("/status", "/status", "id"), None);
+    }
+}

@@ -1,0 +1,123 @@
+//! Tokens (admin): issue, list, revoke; and `POST /api/v1/session`, where the dashboard's page trades a
+//! token for a cookie ([`crate::auth`]).
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use hive_eventlog::tokens::{Grant, Role};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::AppState;
+use crate::auth::COOKIE;
+#[allow(unused_imports)]
+use crate::error::ErrorBody;
+use crate::error::{ApiError, ApiResult, Code};
+use crate::extract::{self, Path};
+
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, issue))
+        .routes(routes!(revoke))
+        .routes(routes!(session))
+}
+
+/// `POST /api/v1/tokens`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct Issue {
+    /// admin, operator or viewer (agents get theirs when they are registered or spawned).
+    role: String,
+    /// Who holds it.
+    name: String,
+}
+
+#[utoipa::path(post, path = "/api/v1/tokens", tag = "tokens", summary = "Issue a token (admin); it is shown once", request_body = Issue, responses((status = 201, description = "Created: `token` (shown once), `token_id`, `role`, `name`"), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
+async fn issue(
+    State(state): State<AppState>,
+    extract::Json(body): extract::Json<Issue>,
+) -> ApiResult<Response> {
+    let role: Role = body
+        .role
+        .parse()
+        .map_err(|e: String| ApiError::invalid("role", e))?;
+    if role == Role::Agent {
+        return Err(ApiError::invalid(
+            "role",
+            "an agent's token is issued when it is registered or spawned",
+        ));
+    }
+    let name = body.name.trim();
+    if name.is_empty() || name.len() > 100 {
+        return Err(ApiError::invalid("name", "must be 1 to 100 characters"));
+    }
+    let (token, id) = state.grants.issue(Grant::new(role, name)).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"token": token, "token_id": id, "role": role, "name": name})),
+    )
+        .into_response())
+}
+
+#[utoipa::path(get, path = "/api/v1/tokens", tag = "tokens", summary = "Every token's id and grant (admin); never the tokens", responses((status = 200, description = "OK"), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 503, body = ErrorBody)))]
+async fn list(State(state): State<AppState>) -> ApiResult<Json<Value>> {
+    let items: Vec<Value> = state
+        .grants
+        .all()
+        .await?
+        .into_iter()
+        .map(|(id, g)| {
+            json!({"token_id": id, "role": g.role, "name": g.name, "agent_id": g.agent_id,
+                   "issued_at": g.issued_at})
+        })
+        .collect();
+    Ok(Json(json!({ "items": items })))
+}
+
+#[utoipa::path(delete, path = "/api/v1/tokens/{id}", tag = "tokens", summary = "Revoke a token (admin)", params(("id" = String, Path, description = "the token's id")), responses((status = 204, description = "Revoked"), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
+async fn revoke(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<StatusCode> {
+    if id.len() != 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(ApiError::not_found("token", id));
+    }
+    if state.grants.revoke(&id).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found("token", id))
+    }
+}
+
+/// `POST /api/v1/session`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct Session {
+    /// A token of any role.
+    token: String,
+}
+
+#[utoipa::path(post, path = "/api/v1/session", tag = "tokens", summary = "Trade a token for the dashboard's cookie (good for reads only)", request_body = Session, responses((status = 204, description = "The cookie is set"), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
+async fn session(
+    State(state): State<AppState>,
+    extract::Json(body): extract::Json<Session>,
+) -> ApiResult<Response> {
+    let token = body.token.trim();
+    let valid = token.len() <= 200
+        && token.bytes().all(|b| b.is_ascii_graphic())
+        && state.grants.check(token).await?.is_some();
+    if !valid {
+        return Err(ApiError::new(
+            Code::Unauthenticated,
+            "the token is not valid",
+        ));
+    }
+    let cookie = format!("{COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/");
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    response.headers_mut().insert(
+        header::SET_COOKIE,
+        HeaderValue::from_str(&cookie)
+            .map_err(|_| ApiError::new(Code::Unauthenticated, "the token is not valid"))?,
+    );
+    Ok(response)
+}
