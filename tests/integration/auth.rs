@@ -117,6 +117,18 @@ async fn every_role_against_every_class_of_route() {
         ),
         probe("its task", "GET", format!("/api/v1/tasks/{mine}"), None),
         probe(
+            "its task list",
+            "GET",
+            format!("/api/v1/tasks?agent_id={agent}"),
+            None,
+        ),
+        probe(
+            "another's task list",
+            "GET",
+            format!("/api/v1/tasks?agent_id={other}"),
+            None,
+        ),
+        probe(
             "another task",
             "GET",
             format!("/api/v1/tasks/{theirs}"),
@@ -156,6 +168,8 @@ async fn every_role_against_every_class_of_route() {
         ("its own record", [401, 401, 200, 200, 200, 200]),
         ("another agent", [401, 401, 403, 403, 200, 200]),
         ("its task", [401, 401, 200, 200, 200, 200]),
+        ("its task list", [401, 401, 200, 200, 200, 200]),
+        ("another's task list", [401, 401, 200, 403, 200, 200]),
         ("another task", [401, 401, 200, 403, 200, 200]),
         ("report on its task", [401, 401, 403, 200, 422, 422]),
         ("cancel a task", [401, 401, 403, 403, 200, 409]),

@@ -4,7 +4,7 @@
 //!
 //! | route class | admin | operator | viewer | agent |
 //! |---|---|---|---|---|
-//! | reads (`GET`) | yes | yes | yes | its own agent record, assignments and history; the tasks assigned to it |
+//! | reads (`GET`) | yes | yes | yes | its own agent record, assignments and history; the tasks assigned to it (one by one, or listed with `?agent_id=` its own) |
 //! | commands (`POST`, `DELETE`) | yes | yes | no | heartbeat, drain or deregister itself; report on the tasks assigned to it |
 //! | spawning agents, tokens | yes | no | no | no |
 //!
@@ -195,6 +195,7 @@ fn agent_may(method: &Method, template: &str) -> Option<AgentScope> {
         ("GET", "/api/v1/tasks/{id}") | ("POST", "/api/v1/tasks/{id}/{action}") => {
             Some(AgentScope::ItsTask)
         }
+        ("GET", "/api/v1/tasks") => Some(AgentScope::ItsTaskList),
         _ => None,
     }
 }
@@ -206,6 +207,9 @@ enum AgentScope {
     Itself,
     /// A task: the handler checks it is assigned to the agent.
     ItsTask,
+    /// The list of its own tasks: `?agent_id=` must name it (a restarted runtime gives back what its
+    /// previous process held).
+    ItsTaskList,
 }
 
 /// The value of `{name}` in `path`, routed by `template`.
@@ -289,6 +293,20 @@ pub async fn authorize(
                 }
             }
             Some(AgentScope::ItsTask) => {}
+            Some(AgentScope::ItsTaskList) => {
+                let own = grant.agent_id.map(|a| a.to_string());
+                let asked = request.uri().query().and_then(|q| {
+                    q.split('&')
+                        .filter_map(|pair| pair.split_once('='))
+                        .find(|(name, _)| *name == "agent_id")
+                        .map(|(_, value)| value.to_owned())
+                });
+                if asked.is_none() || asked != own {
+                    return forbidden(
+                        "an agent token lists only its own tasks (?agent_id=)".into(),
+                    );
+                }
+            }
             None => {
                 return forbidden(format!(
                     "an agent token cannot {method} {template}: only its own agent and its tasks"

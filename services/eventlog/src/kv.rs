@@ -105,11 +105,76 @@ pub(crate) async fn bucket(
     Ok(store)
 }
 
+/// A bucket that opens itself again when an operation on it fails: a bucket in memory is gone when its
+/// nats-server restarts (found by the chaos test: every heartbeat failed from then on, so every agent
+/// was lost), and opening it again creates it anew.
+#[derive(Clone)]
+pub(crate) struct Bucket {
+    log: EventLog,
+    name: String,
+    description: &'static str,
+    max_age: Duration,
+    storage: jetstream::stream::StorageType,
+    store: std::sync::Arc<std::sync::RwLock<std::sync::Arc<kv::Store>>>,
+}
+
+impl Bucket {
+    /// Opens (or creates) bucket `name` ([`bucket`]).
+    pub(crate) async fn open(
+        log: &EventLog,
+        name: String,
+        description: &'static str,
+        max_age: Duration,
+        storage: jetstream::stream::StorageType,
+    ) -> Result<Self, LogError> {
+        let store = bucket(log, name.clone(), description, max_age, storage).await?;
+        Ok(Self {
+            log: log.clone(),
+            name,
+            description,
+            max_age,
+            storage,
+            store: std::sync::Arc::new(std::sync::RwLock::new(std::sync::Arc::new(store))),
+        })
+    }
+
+    /// The store as last opened.
+    pub(crate) fn store(&self) -> std::sync::Arc<kv::Store> {
+        self.store.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Runs `op`; when it fails, opens the bucket again and runs it once more.
+    pub(crate) async fn run<T, F, Fut>(&self, op: F) -> Result<T, LogError>
+    where
+        F: Fn(std::sync::Arc<kv::Store>) -> Fut,
+        Fut: Future<Output = Result<T, LogError>>,
+    {
+        match op(self.store()).await {
+            Ok(value) => Ok(value),
+            Err(first) => {
+                let reopened = bucket(
+                    &self.log,
+                    self.name.clone(),
+                    self.description,
+                    self.max_age,
+                    self.storage,
+                )
+                .await;
+                let Ok(store) = reopened else {
+                    return Err(first);
+                };
+                *self.store.write().unwrap_or_else(|e| e.into_inner()) = std::sync::Arc::new(store);
+                op(self.store()).await
+            }
+        }
+    }
+}
+
 /// The last heartbeat of every agent: key = agent id, value = the time in milliseconds since the epoch.
 #[derive(Clone)]
 pub struct Heartbeats {
     /// Shared: a store holds its stream's info, too costly to clone per request.
-    store: std::sync::Arc<kv::Store>,
+    bucket: Bucket,
 }
 
 /// One heartbeat.
@@ -136,7 +201,7 @@ fn parse_beat(entry: &kv::Entry) -> Option<Beat> {
 impl Heartbeats {
     /// Opens (or creates) the bucket. Entries older than `keep` vanish: long after any timeout.
     pub async fn open(log: &EventLog, keep: Duration) -> Result<Self, LogError> {
-        let store = bucket(
+        let bucket = Bucket::open(
             log,
             log.namespace().heartbeats(),
             "Hive agents' last heartbeats",
@@ -144,51 +209,66 @@ impl Heartbeats {
             jetstream::stream::StorageType::Memory,
         )
         .await?;
-        Ok(Self {
-            store: std::sync::Arc::new(store),
-        })
+        Ok(Self { bucket })
     }
 
     /// Records that `agent` is alive at `at`.
     pub async fn beat(&self, agent: Uuid, at: DateTime<Utc>) -> Result<(), LogError> {
-        self.store
-            .put(
-                agent.to_string(),
-                Bytes::from(at.timestamp_millis().to_string()),
-            )
-            .await
-            .map_err(|e| LogError::new("record a heartbeat", e))?;
+        let value = Bytes::from(at.timestamp_millis().to_string());
+        self.bucket
+            .run(|store| {
+                let value = value.clone();
+                async move {
+                    store
+                        .put(agent.to_string(), value)
+                        .await
+                        .map_err(|e| LogError::new("record a heartbeat", e))
+                }
+            })
+            .await?;
         Ok(())
     }
 
     /// The last heartbeat of `agent`, if any.
     pub async fn last(&self, agent: Uuid) -> Result<Option<DateTime<Utc>>, LogError> {
         let entry = self
-            .store
-            .entry(agent.to_string())
-            .await
-            .map_err(|e| LogError::new("read a heartbeat", e))?;
+            .bucket
+            .run(|store| async move {
+                store
+                    .entry(agent.to_string())
+                    .await
+                    .map_err(|e| LogError::new("read a heartbeat", e))
+            })
+            .await?;
         Ok(entry.as_ref().and_then(parse_beat).map(|b| b.at))
     }
 
     /// Every heartbeat: the current ones first, then each new one as it comes.
     pub async fn watch(&self) -> Result<impl Stream<Item = Beat> + Send + use<>, LogError> {
         let watch = self
-            .store
-            // `watch_all` would deliver only what is written after it starts.
-            .watch_with_history(">")
-            .await
-            .map_err(|e| LogError::new("watch heartbeats", e))?;
+            .bucket
+            .run(|store| async move {
+                store
+                    // `watch_all` would deliver only what is written after it starts.
+                    .watch_with_history(">")
+                    .await
+                    .map_err(|e| LogError::new("watch heartbeats", e))
+            })
+            .await?;
         Ok(watch.filter_map(|entry| async move { entry.ok().as_ref().and_then(parse_beat) }))
     }
 
     /// The current heartbeats.
     pub async fn all(&self) -> Result<HashMap<Uuid, DateTime<Utc>>, LogError> {
         let mut keys = self
-            .store
-            .keys()
-            .await
-            .map_err(|e| LogError::new("list heartbeats", e))?;
+            .bucket
+            .run(|store| async move {
+                store
+                    .keys()
+                    .await
+                    .map_err(|e| LogError::new("list heartbeats", e))
+            })
+            .await?;
         let mut beats = HashMap::new();
         while let Some(key) = keys.next().await {
             let Ok(key) = key else { continue };
@@ -205,7 +285,7 @@ impl Heartbeats {
 /// A lease that at most one holder has at a time: a key created only if absent, renewed with a
 /// compare-and-set on its revision, and gone `ttl` after its last renewal when the holder dies.
 pub struct Lease {
-    store: kv::Store,
+    bucket: Bucket,
     holder: String,
     revision: Option<u64>,
 }
@@ -219,7 +299,7 @@ impl Lease {
         holder: impl Into<String>,
         ttl: Duration,
     ) -> Result<Self, LogError> {
-        let store = bucket(
+        let bucket = Bucket::open(
             log,
             log.namespace().scheduler_lease(),
             "Which Hive scheduler is active",
@@ -228,7 +308,7 @@ impl Lease {
         )
         .await?;
         Ok(Self {
-            store,
+            bucket,
             holder: holder.into(),
             revision: None,
         })
@@ -236,16 +316,32 @@ impl Lease {
 
     /// Takes the lease if nobody holds it. True when we hold it now.
     pub async fn try_acquire(&mut self) -> bool {
-        match self
-            .store
-            .create(LEADER, Bytes::from(self.holder.clone()))
-            .await
-        {
-            Ok(revision) => {
+        let holder = Bytes::from(self.holder.clone());
+        let created = self.bucket.store().create(LEADER, holder.clone()).await;
+        let created = match created {
+            Err(e) if e.kind() != kv::CreateErrorKind::AlreadyExists => {
+                // Not held by another: the bucket may be gone (a restarted server). Open it again.
+                self.bucket
+                    .run(|store| {
+                        let holder = holder.clone();
+                        async move {
+                            store
+                                .create(LEADER, holder)
+                                .await
+                                .map_err(|e| LogError::new("take the lease", e))
+                        }
+                    })
+                    .await
+                    .ok()
+            }
+            other => other.ok(),
+        };
+        match created {
+            Some(revision) => {
                 self.revision = Some(revision);
                 true
             }
-            Err(_) => false,
+            None => false,
         }
     }
 
@@ -255,7 +351,8 @@ impl Lease {
             return false;
         };
         match self
-            .store
+            .bucket
+            .store()
             .update(LEADER, Bytes::from(self.holder.clone()), revision)
             .await
         {
@@ -275,7 +372,8 @@ impl Lease {
     pub async fn release(&mut self) {
         if let Some(revision) = self.revision.take() {
             let _ = self
-                .store
+                .bucket
+                .store()
                 .delete_expect_revision(LEADER, Some(revision))
                 .await;
         }
@@ -283,7 +381,8 @@ impl Lease {
 
     /// Who holds the lease now, if anyone.
     pub async fn holder(&self) -> Option<String> {
-        self.store
+        self.bucket
+            .store()
             .get(LEADER)
             .await
             .ok()

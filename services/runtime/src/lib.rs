@@ -150,8 +150,12 @@ pub async fn run(
 /// died): nobody is working on them any more.
 async fn give_back_leftovers(client: &Client, agent: Uuid) {
     for status in ["accepted", "running"] {
-        let Ok(tasks) = client.tasks_of(agent, status).await else {
-            continue;
+        let tasks = match client.tasks_of(agent, status).await {
+            Ok(tasks) => tasks,
+            Err(e) => {
+                tracing::warn!(%agent, error = %e, "could not list the tasks to give back");
+                continue;
+            }
         };
         for task in tasks {
             let body = json!({"error": "the agent's runtime restarted", "retryable": true});
