@@ -9,8 +9,8 @@
 //! | spawning agents, tokens | yes | no | no | no |
 //!
 //! No token, or one that is not valid: 401 `unauthenticated`. A valid token whose role may not: 403
-//! `forbidden`. Grants are read from the tokens bucket once and then followed (a revocation reaches every
-//! API process within milliseconds); a token the process has not seen yet is looked up in the bucket.
+//! `forbidden`. Grants are followed from the tokens bucket (a revocation reaches every API process within
+//! milliseconds); a token the process has not seen yet is looked up in the bucket.
 //!
 //! The dashboard's page cannot send a header: it trades the token for an `HttpOnly`, `SameSite=Strict`
 //! cookie (`POST /api/v1/session`), which is accepted for reads only, so a forged cross-site request can
@@ -42,12 +42,13 @@ pub struct Grants {
 }
 
 impl Grants {
-    /// Reads every grant, then follows the bucket in the background.
-    pub async fn follow(tokens: Tokens) -> Result<Self, ApiError> {
-        let known: HashMap<String, Grant> = tokens.all().await?.into_iter().collect();
+    /// Follows the bucket in the background: its watch delivers every current grant first, then each
+    /// change. (No read of every grant at start, one request a token: until the watch has delivered a
+    /// grant, [`Grants::check`] looks it up.)
+    pub fn follow(tokens: Tokens) -> Self {
         let grants = Self {
             tokens,
-            known: Arc::new(RwLock::new(known)),
+            known: Arc::default(),
         };
         let following = grants.clone();
         tokio::spawn(async move {
@@ -64,7 +65,7 @@ impl Grants {
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         });
-        Ok(grants)
+        grants
     }
 
     fn set(&self, id: String, grant: Option<Grant>) {
