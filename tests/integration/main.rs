@@ -5,6 +5,7 @@ mod agents;
 mod api;
 mod auth;
 mod browser;
+mod chaos;
 mod cluster;
 mod dashboard;
 mod fuzz;

@@ -222,10 +222,14 @@ pub(crate) async fn migrate(env: &[(&str, String)]) {
         .arg("migrate")
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .env("HIVE_LOG", "warn")
-        .status()
+        .output()
         .await
         .unwrap();
-    assert!(migrated.success());
+    assert!(
+        migrated.status.success(),
+        "hive migrate: {}",
+        String::from_utf8_lossy(&migrated.stderr)
+    );
 }
 
 /// An admin token issued with `hive tokens issue` in `env`'s hive.
@@ -246,6 +250,13 @@ pub(crate) async fn admin_token(env: &[(&str, String)]) -> String {
 /// A process of the real binary; SIGTERM when dropped.
 pub(crate) struct Part(tokio::process::Child);
 
+impl Part {
+    /// Kills it with SIGKILL, as a crash would, and waits for it to exit.
+    pub(crate) async fn kill(&mut self) {
+        let _ = self.0.kill().await;
+    }
+}
+
 impl Drop for Part {
     fn drop(&mut self) {
         if let Some(pid) = self.0.id() {
@@ -255,12 +266,17 @@ impl Drop for Part {
 }
 
 pub(crate) fn part(args: &[&str], env: &[(&str, String)], log: &Path) -> Part {
-    let out = std::fs::File::create(log).expect("a log file");
+    // Appended to: a part started again after a kill keeps its predecessor's lines.
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .expect("a log file");
     let mut command = tokio::process::Command::new(agent_program());
     command
         .args(args)
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .env("HIVE_LOG", "warn")
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .stdin(std::process::Stdio::null())
         .stdout(out.try_clone().expect("a log file"))
         .stderr(out)

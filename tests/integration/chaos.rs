@@ -1,0 +1,441 @@
+//! Chaos: a hive of separate processes (API, projector, scheduler, a spawned agent) on its own
+//! nats-server and PostgreSQL, under a steady load of commands and reads, while each of the projector,
+//! the scheduler, the agent, nats-server and PostgreSQL in turn is killed with SIGKILL at a random
+//! moment and started again (the agent by its supervisor, the spawner). After every round the hive
+//! recovers by itself: a new task is acknowledged, projected, assigned, run and completed; the time it
+//! takes after the component is back is measured (target < 2 s, asserted < 10 s). At the end every
+//! acknowledged command is in the log exactly once, nothing else is, and `hive verify` finds the read
+//! models equal to the fold of the log.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use hive_devservers::{Durability, NatsServer, Postgres, free_port};
+use hive_events::AggregateKind;
+use rand::Rng;
+use serde_json::{Value, json};
+use tokio::sync::Mutex;
+
+use crate::topology::{Part, migrate, part, until};
+
+/// Rounds of each component: 5 components × 4 = 20 kills.
+const ROUNDS_EACH: usize = 4;
+
+/// Acknowledged creations: idempotency key → task id.
+type Acked = Arc<Mutex<BTreeMap<String, String>>>;
+
+/// Creates a task under `key` with `priority`, retrying (same key) until it is acknowledged: its id.
+async fn create(
+    http: &reqwest::Client,
+    base: &str,
+    key: &str,
+    priority: u8,
+    within: Duration,
+) -> Option<String> {
+    let give_up = Instant::now() + within;
+    while Instant::now() < give_up {
+        let answer = http
+            .post(format!("{base}/api/v1/tasks"))
+            .header("Idempotency-Key", key)
+            .json(&json!({ "title": key, "priority": priority }))
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await;
+        if let Ok(r) = answer
+            && r.status().is_success()
+            && let Ok(body) = r.json::<Value>().await
+        {
+            return body["task_id"].as_str().map(str::to_owned);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    None
+}
+
+/// The time until task `id` is completed, polling its read model.
+async fn completed(http: &reqwest::Client, base: &str, id: &str, within: Duration) -> bool {
+    let give_up = Instant::now() + within;
+    while Instant::now() < give_up {
+        if let Ok(r) = http
+            .get(format!("{base}/api/v1/tasks/{id}"))
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+            && let Ok(view) = r.json::<Value>().await
+            && view["state"] == "completed"
+        {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
+/// The components a round kills.
+#[derive(Clone, Copy, Debug)]
+enum Victim {
+    Projector,
+    Scheduler,
+    Agent,
+    Nats,
+    Postgres,
+}
+
+/// The hive under chaos: its servers and its processes, each restartable.
+struct Hive {
+    dir: std::path::PathBuf,
+    env: Vec<(&'static str, String)>,
+    nats: Option<NatsServer>,
+    nats_port: u16,
+    pg: Option<Postgres>,
+    pg_port: u16,
+    projector: Part,
+    scheduler: Part,
+    api: Part,
+}
+
+impl Hive {
+    fn log(&self, name: &str) -> std::path::PathBuf {
+        self.dir.join(format!("{name}.log"))
+    }
+
+    fn show_logs(&self) {
+        for name in ["api", "projector", "scheduler"] {
+            let text = std::fs::read_to_string(self.log(name)).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(40).collect();
+            eprintln!("--- {name} (last lines)");
+            for line in tail.into_iter().rev() {
+                eprintln!("{line}");
+            }
+        }
+    }
+
+    /// Kills `victim` with SIGKILL and starts it again; answers when it is back.
+    async fn kill_and_restart(&mut self, victim: Victim, agent: &str) -> Instant {
+        match victim {
+            Victim::Projector => {
+                self.projector.kill().await;
+                self.projector = part(&["serve", "projector"], &self.env, &self.log("projector"));
+            }
+            Victim::Scheduler => {
+                self.scheduler.kill().await;
+                self.scheduler = part(&["serve", "scheduler"], &self.env, &self.log("scheduler"));
+            }
+            Victim::Agent => {
+                // Its supervisor (the API's spawner) starts it again: back once a new process runs.
+                let before = hive_tests::processes_with(agent);
+                for pid in &before {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(*pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+                until(
+                    Duration::from_secs(30),
+                    "the agent restarted",
+                    || self.show_logs(),
+                    async || {
+                        let now = hive_tests::processes_with(agent);
+                        (!now.is_empty() && now.iter().all(|p| !before.contains(p))).then_some(())
+                    },
+                )
+                .await;
+            }
+            Victim::Nats => {
+                let mut nats = self.nats.take().expect("nats-server runs");
+                tokio::task::spawn_blocking(move || nats.kill())
+                    .await
+                    .unwrap();
+                self.nats = Some(
+                    NatsServer::start(
+                        &self.dir.join("nats"),
+                        Some(self.nats_port),
+                        Durability::Throwaway,
+                        &[],
+                    )
+                    .await
+                    .expect("nats-server restarts"),
+                );
+            }
+            Victim::Postgres => {
+                let mut pg = self.pg.take().expect("postgres runs");
+                tokio::task::spawn_blocking(move || pg.kill())
+                    .await
+                    .unwrap();
+                self.pg = Some(restart_pg(&self.dir, self.pg_port).await);
+            }
+        }
+        Instant::now()
+    }
+}
+
+/// Starts PostgreSQL (again) on its data: after a kill its backends notice the postmaster's death and
+/// exit within moments; until then a new postmaster may refuse to start.
+async fn restart_pg(dir: &Path, port: u16) -> Postgres {
+    let give_up = Instant::now() + Duration::from_secs(30);
+    loop {
+        match Postgres::start(&dir.join("pg"), Some(port), Durability::Throwaway).await {
+            Ok(pg) => return pg,
+            // Not yet: its old backends are still exiting.
+            Err(_) if Instant::now() < give_up => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("postgres did not restart: {e}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn twenty_kills_lose_nothing_and_the_hive_recovers_by_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir_path = dir.path().to_path_buf();
+    let nats_port = free_port().unwrap();
+    let pg_port = free_port().unwrap();
+    let nats = NatsServer::start(
+        &dir_path.join("nats"),
+        Some(nats_port),
+        Durability::Throwaway,
+        &[],
+    )
+    .await
+    .unwrap();
+    let pg = restart_pg(&dir_path, pg_port).await;
+    let api_port = free_port().unwrap();
+    let env: Vec<(&'static str, String)> = vec![
+        ("HIVE_NATS_URL", nats.url()),
+        ("HIVE_DATABASE_URL", pg.url("hive")),
+        ("HIVE_HOME", dir_path.display().to_string()),
+        ("HIVE_HTTP_ADDR", format!("127.0.0.1:{api_port}")),
+        // Fast failure detection, so that rounds are short.
+        ("HIVE_HEARTBEAT_TIMEOUT_SECS", "2".into()),
+        ("HIVE_AGENT_HEARTBEAT_SECS", "0.5".into()),
+        ("HIVE_ASSIGNMENT_LEASE_SECS", "3".into()),
+        ("HIVE_LEADER_TTL_SECS", "1".into()),
+        ("HIVE_RETRY_BASE_SECS", "0.1".into()),
+        ("HIVE_SPAWN_MAX_RESTARTS", "1000".into()),
+        ("HIVE_AGENT_EXEC", "exit 0".into()),
+        (
+            "HIVE_LOG",
+            "info,sqlx=warn,sea_orm=warn,async_nats=warn,tower_http=warn".into(),
+        ),
+        ("HIVE_AGENT_LOG_FILTER", "warn".into()),
+        (
+            "HIVE_AGENT_PROGRAM",
+            hive_tests::agent_program().display().to_string(),
+        ),
+    ];
+    migrate(&env).await;
+    let token = crate::topology::admin_token(&env).await;
+    let log = |name: &str| dir_path.join(format!("{name}.log"));
+    let mut hive = Hive {
+        api: part(&["serve", "api"], &env, &log("api")),
+        projector: part(&["serve", "projector"], &env, &log("projector")),
+        scheduler: part(&["serve", "scheduler"], &env, &log("scheduler")),
+        dir: dir_path.clone(),
+        env: env.clone(),
+        nats: Some(nats),
+        nats_port,
+        pg: Some(pg),
+        pg_port,
+    };
+    let base = format!("http://127.0.0.1:{api_port}");
+    let http = hive_tests::authorized_client(&token);
+    until(
+        Duration::from_secs(60),
+        "a healthy API",
+        || hive.show_logs(),
+        async || {
+            let r = http.get(format!("{base}/health")).send().await.ok()?;
+            (r.status() == 200).then_some(())
+        },
+    )
+    .await;
+    let spawned: Value = http
+        .post(format!("{base}/api/v1/agents/spawn"))
+        .json(&json!({"max_concurrent_tasks": 8}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let agent = spawned["agent_id"]
+        .as_str()
+        .expect("a spawned agent")
+        .to_owned();
+
+    // The load: 4 clients creating tasks (5 a second each), 2 reading the status, all through the API.
+    let acked: Acked = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let reads = Arc::new(AtomicU64::new(0));
+    let mut load = Vec::new();
+    for n in 0..4 {
+        let (http, base, acked, stop) = (http.clone(), base.clone(), acked.clone(), stop.clone());
+        load.push(tokio::spawn(async move {
+            let mut i = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let key = format!("load-{n}-{i}");
+                i += 1;
+                let id = create(&http, &base, &key, 5, Duration::from_secs(60))
+                    .await
+                    .unwrap_or_else(|| panic!("{key} never acknowledged"));
+                acked.lock().await.insert(key, id);
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }));
+    }
+    for _ in 0..2 {
+        let (http, base, stop, reads) = (http.clone(), base.clone(), stop.clone(), reads.clone());
+        load.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                if let Ok(r) = http.get(format!("{base}/status")).send().await
+                    && r.status() == 200
+                {
+                    reads.fetch_add(1, Ordering::Relaxed);
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }));
+    }
+
+    // The rounds: each component in turn, at a random moment.
+    let victims = [
+        Victim::Projector,
+        Victim::Scheduler,
+        Victim::Agent,
+        Victim::Nats,
+        Victim::Postgres,
+    ];
+    let mut recoveries: Vec<(Victim, Duration)> = Vec::new();
+    for round in 0..ROUNDS_EACH * victims.len() {
+        let victim = victims[round % victims.len()];
+        let pause = rand::rng().random_range(200..800);
+        tokio::time::sleep(Duration::from_millis(pause)).await;
+        let back = hive.kill_and_restart(victim, &agent).await;
+        // Recovered: a new task is acknowledged, projected, assigned, run and completed. It outranks the
+        // load's tasks, so the time is the hive's, not the queue's.
+        let key = format!("probe-{round}");
+        let id = create(&http, &base, &key, 10, Duration::from_secs(60)).await;
+        let Some(id) = id else {
+            hive.show_logs();
+            panic!("round {round} ({victim:?}): the probe was never acknowledged");
+        };
+        acked.lock().await.insert(key, id.clone());
+        if !completed(&http, &base, &id, Duration::from_secs(60)).await {
+            hive.show_logs();
+            panic!("round {round} ({victim:?}): the probe task never completed");
+        }
+        let took = back.elapsed();
+        assert!(
+            took < Duration::from_secs(10),
+            "round {round} ({victim:?}) took {took:?}"
+        );
+        recoveries.push((victim, took));
+    }
+    stop.store(true, Ordering::Relaxed);
+    for task in load {
+        task.await.unwrap();
+    }
+
+    let mut times: Vec<Duration> = recoveries.iter().map(|(_, d)| *d).collect();
+    times.sort();
+    eprintln!(
+        "chaos: {} rounds, {} commands acknowledged, {} reads; recovery p50 {:?}, max {:?}",
+        recoveries.len(),
+        acked.lock().await.len(),
+        reads.load(Ordering::Relaxed),
+        times[times.len() / 2],
+        times.last().unwrap()
+    );
+    for (victim, took) in &recoveries {
+        eprintln!("  {victim:?}: {took:?}");
+    }
+
+    // Every acknowledged command is in the log once, and nothing else is.
+    let acked = acked.lock().await.clone();
+    let ids: HashSet<&str> = acked.values().map(String::as_str).collect();
+    assert_eq!(ids.len(), acked.len(), "one task per key");
+    let client = async_nats::connect(hive.nats.as_ref().unwrap().url())
+        .await
+        .unwrap();
+    let config = hive::Config {
+        namespace: "hive".into(),
+        ..hive::Config::default()
+    };
+    let log = hive_eventlog::EventLog::open(client, &config.log())
+        .await
+        .unwrap();
+    let events = log.read_to_head(1).await.unwrap();
+    let head = events.last().map_or(0, |e| e.seq);
+    let mut created = BTreeMap::<String, usize>::new();
+    for event in &events {
+        if let Some((AggregateKind::Task, id)) = log.subjects().parse(&event.subject)
+            && serde_json::from_slice::<Value>(&event.payload).unwrap()["type"] == "TaskCreated"
+        {
+            *created.entry(id.to_string()).or_default() += 1;
+        }
+    }
+    for id in &ids {
+        assert_eq!(created.get(*id), Some(&1), "task {id} in the log once");
+    }
+    assert_eq!(
+        created.len(),
+        ids.len(),
+        "no task that was not acknowledged"
+    );
+
+    // The read models reach the log's head and equal its fold. (Known, not asserted yet: a few tasks
+    // (~3 % in a run) stay accepted, running or assigned on the live agent after the rounds; see the
+    // issue's note.)
+    let counts: Value = until(
+        Duration::from_secs(60),
+        "the read models at the log's head",
+        || hive.show_logs(),
+        async || {
+            let r = http
+                .get(format!("{base}/status"))
+                .header("Hive-Min-Seq", head.to_string())
+                .send()
+                .await
+                .ok()?;
+            (r.status() == 200).then_some(())?;
+            r.json().await.ok()
+        },
+    )
+    .await;
+    assert_eq!(counts["tasks"]["total"], ids.len(), "{counts}");
+    eprintln!(
+        "chaos: tasks by status at the end: {}",
+        counts["tasks"]["by_status"]
+    );
+    // Quiet the hive (the scheduler, and the API with the agent it spawned), let the projector catch
+    // up, then compare: `hive verify` folds the whole log and compares it with every row.
+    hive.scheduler.kill().await;
+    hive.api.kill().await;
+    let mut verified = None;
+    for _ in 0..30 {
+        let run = tokio::process::Command::new(hive_tests::agent_program())
+            .arg("verify")
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .env("HIVE_LOG", "warn")
+            .output()
+            .await
+            .unwrap();
+        let clean = run.status.success();
+        verified = Some(run);
+        if clean {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let verified = verified.unwrap();
+    assert!(
+        verified.status.success(),
+        "hive verify: {}{}",
+        String::from_utf8_lossy(&verified.stdout),
+        String::from_utf8_lossy(&verified.stderr)
+    );
+}
