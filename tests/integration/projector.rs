@@ -189,3 +189,49 @@ async fn poison_goes_to_dead_letters_and_later_events_still_project() {
 }
 
 use sea_orm::EntityTrait;
+
+#[tokio::test]
+async fn a_read_model_database_that_lost_its_last_commits_is_caught_up_again() {
+    use hive_projector::rebuild::TABLES;
+    use sea_orm::ConnectionTrait;
+    let world = World::new().await;
+    let before_loss = scenario(world.log(), 3, 20).await;
+    project_to(&world, before_loss).await;
+    // What the database will fall back to.
+    for table in TABLES {
+        world
+            .db()
+            .execute_unprepared(&format!(
+                "CREATE TABLE kept_{table} AS SELECT * FROM {table}"
+            ))
+            .await
+            .unwrap();
+    }
+    let projector = Projector::new(world.db().clone(), world.log().clone(), config(None));
+    let mut checkpoint = projector.checkpoint();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(projector.run(async move {
+        let _ = stopped.await;
+    }));
+    let lost = scenario(world.log(), 2, 20).await;
+    checkpoint.wait_for(|c| *c >= lost).await.unwrap();
+    // The database loses every commit after `before_loss` (as an asynchronous commit lost in a
+    // crash, or a failover to a replica that lagged, would), while the projector runs on.
+    let restore: Vec<String> = TABLES
+        .iter()
+        .map(|t| format!("DELETE FROM {t}; INSERT INTO {t} SELECT * FROM kept_{t};"))
+        .collect();
+    world
+        .db()
+        .execute_unprepared(&format!("BEGIN; {} COMMIT;", restore.join(" ")))
+        .await
+        .unwrap();
+    // The next event shows the projector that its checkpoint went back: it applies again what was lost.
+    let head = scenario(world.log(), 1, 5).await;
+    let settled =
+        tokio::time::timeout(Duration::from_secs(30), checkpoint.wait_for(|c| *c >= head)).await;
+    stop.send(()).unwrap();
+    running.await.unwrap().unwrap();
+    settled.expect("the projector reaches the head").unwrap();
+    assert_read_models_equal_the_fold(&world).await;
+}

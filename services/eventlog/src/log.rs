@@ -400,11 +400,13 @@ const STALL_CHECK: Duration = Duration::from_secs(1);
 
 type Events = std::pin::Pin<Box<dyn Stream<Item = Result<RawEvent, LogError>> + Send>>;
 
-/// `events`, ended by an error when they stop coming while the log holds later ones. An ordered
-/// consumer served by a cluster node that dies can be left waiting forever, with no error (seen when
-/// the stream's leader is killed under load: the projector stopped, silently, while writes went on);
-/// every reader restarts from its own checkpoint on an error. A quiet log costs one stream-info
-/// request a second.
+/// `events`, in order and without a gap, ended by an error when they stop coming while the log holds
+/// later ones, or when one is skipped. An ordered consumer served by a cluster node that dies can be
+/// left waiting forever, with no error (seen when the stream's leader is killed under load: the
+/// projector stopped, silently, while writes went on); and one that resets itself after nats-server
+/// restarts can skip events, also silently (seen in the chaos test: the read models missed a few
+/// events for good). Every reader restarts from its own checkpoint on an error. A quiet log costs one
+/// stream-info request a second.
 fn watched(
     log: EventLog,
     events: Events,
@@ -415,6 +417,29 @@ fn watched(
         loop {
             match tokio::time::timeout(STALL_CHECK, futures::StreamExt::next(&mut events)).await {
                 Ok(Some(Ok(event))) => {
+                    if last != u64::MAX && event.seq <= last {
+                        // Delivered again (a consumer that reset itself): already passed on.
+                        continue;
+                    }
+                    if last != u64::MAX && event.seq > last + 1 {
+                        match log.get(last + 1).await {
+                            // The stream holds what the reader skipped: it is lost.
+                            Ok(Some(_)) => {
+                                metrics::counter!("hive_log_reader_gaps_total").increment(1);
+                                let lost = format!(
+                                    "the reader skipped from {last} to {}: the reader is lost",
+                                    event.seq
+                                );
+                                return Some((Err(LogError::new("read the log", lost)), None));
+                            }
+                            Ok(None) => tracing::warn!(
+                                after = last,
+                                next = event.seq,
+                                "events missing from the log itself"
+                            ),
+                            Err(e) => return Some((Err(e), None)),
+                        }
+                    }
                     last = event.seq;
                     return Some((Ok(event), Some((log, events, last))));
                 }

@@ -1,6 +1,7 @@
 //! One batch of events becomes read-model rows, status-count deltas, dead letters and the new checkpoint,
 //! all in ONE transaction: a crash before the commit leaves nothing, a crash after it leaves everything,
-//! and events at or below the committed checkpoint are skipped, so redelivery is harmless.
+//! and events at or below the committed checkpoint are skipped, so redelivery is harmless. A batch that
+//! starts beyond the checkpoint (the database lost commits) is refused: the projector resumes from it.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -219,9 +220,20 @@ pub async fn apply_batch(
         skipped: events.len() - fresh.len(),
         ..Default::default()
     };
-    let Some(last) = fresh.last() else {
+    let (Some(first), Some(last)) = (fresh.first(), fresh.last()) else {
         return Ok(outcome);
     };
+    if first.seq > committed + 1 {
+        // The database lost commits this projector made (an asynchronous commit lost in a crash, a
+        // restore, a failover to a replica that lagged): the events after its checkpoint must be
+        // applied again, so the batch must not skip them.
+        metrics::counter!("hive_projector_checkpoint_regressions_total").increment(1);
+        return Err(DbErr::Custom(format!(
+            "the checkpoint is {committed}, but the batch starts at {}: the read-model database lost \
+             commits; resuming from its checkpoint",
+            first.seq
+        )));
+    }
     outcome.checkpoint = last.seq;
 
     // Decode everything first, so each table's touched rows are loaded with one query.
