@@ -6,6 +6,7 @@ pub use sea_orm_migration::prelude::*;
 
 mod m0001_read_models;
 mod m0002_pinned_tasks;
+mod m0003_read_role;
 
 /// Every migration, in order.
 pub struct Migrator;
@@ -16,6 +17,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m0001_read_models::Migration),
             Box::new(m0002_pinned_tasks::Migration),
+            Box::new(m0003_read_role::Migration),
         ]
     }
 }

@@ -335,9 +335,47 @@ async fn the_dashboard_cookie_reads_but_never_commands_and_revocation_is_at_once
     hive.stop().await;
 }
 
+#[tokio::test]
+async fn a_deregistered_agent_token_is_revoked() {
+    let world = World::new().await;
+    let hive = world.hive().await;
+    let as_agent = |token: &str, method: reqwest::Method, path: &str| {
+        let request = reqwest::Client::new()
+            .request(method, hive.url(path))
+            .bearer_auth(token);
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    let (agent, token) = register(&hive).await;
+    let record = format!("/api/v1/agents/{agent}");
+    // Its token works (it deregisters itself with it), then no more.
+    let deregister = format!("/api/v1/agents/{agent}/deregister");
+    assert_eq!(
+        as_agent(&token, reqwest::Method::POST, &deregister).await,
+        200
+    );
+    assert_eq!(as_agent(&token, reqwest::Method::GET, &record).await, 401);
+    // The same when an operator deregisters it.
+    let (other, token) = register(&hive).await;
+    let (status, _) = hive
+        .http
+        .delete(hive.url(&format!("/api/v1/agents/{other}")))
+        .send()
+        .await
+        .map(|r| (r.status().as_u16(), ()))
+        .unwrap();
+    assert_eq!(status, 200);
+    let record = format!("/api/v1/agents/{other}");
+    assert_eq!(as_agent(&token, reqwest::Method::GET, &record).await, 401);
+    hive.stop().await;
+}
+
 /// Runs `hive up` in `home` against the world's database; answers its API's base URL and the admin
 /// token it printed, once it serves.
-async fn hive_up(world: &World, home: &std::path::Path) -> (tokio::process::Child, String, String) {
+pub(crate) async fn hive_up(
+    world: &World,
+    home: &std::path::Path,
+    extra: &[(&str, String)],
+) -> (tokio::process::Child, String, String) {
     use tokio::io::AsyncBufReadExt;
     let port = hive_devservers::free_port().unwrap();
     let mut command = tokio::process::Command::new(hive_tests::agent_program());
@@ -353,6 +391,7 @@ async fn hive_up(world: &World, home: &std::path::Path) -> (tokio::process::Chil
         .env("HIVE_HTTP_ADDR", format!("127.0.0.1:{port}"))
         .env("HIVE_NAMESPACE", &world.config.namespace)
         .env("HIVE_LOG", "warn")
+        .envs(extra.iter().map(|(k, v)| (*k, v.as_str())))
         .stdout(std::process::Stdio::piped())
         .kill_on_drop(true);
     hive_devservers::die_with_parent(command.as_std_mut());
@@ -376,7 +415,7 @@ async fn hive_up_prints_a_development_admin_token_and_keeps_it_in_its_home() {
     use std::os::unix::fs::PermissionsExt;
     let world = World::new().await;
     let home = tempfile::tempdir().unwrap();
-    let (mut up, base, token) = hive_up(&world, home.path()).await;
+    let (mut up, base, token) = hive_up(&world, home.path(), &[]).await;
     let file = home.path().join("admin.token");
     assert_eq!(std::fs::read_to_string(&file).unwrap().trim(), token);
     assert_eq!(
@@ -408,7 +447,7 @@ async fn hive_up_prints_a_development_admin_token_and_keeps_it_in_its_home() {
     up.wait().await.unwrap();
 
     // Started again in the same home, it keeps the token.
-    let (mut again, _, kept) = hive_up(&world, home.path()).await;
+    let (mut again, _, kept) = hive_up(&world, home.path(), &[]).await;
     assert_eq!(kept, token);
     again.kill().await.unwrap();
 }

@@ -4,8 +4,10 @@
 //! moment and started again (the agent by its supervisor, the spawner). After every round the hive
 //! recovers by itself: a new task is acknowledged, projected, assigned, run and completed; the time it
 //! takes after the component is back is measured (target < 2 s, asserted < 10 s). At the end every
-//! acknowledged command is in the log exactly once, nothing else is, and `hive verify` finds the read
-//! models equal to the fold of the log.
+//! acknowledged command is in the log exactly once, nothing else is, every acknowledged task has run
+//! to completion, and `hive verify` finds the read models equal to the fold of the log. Each part runs
+//! as its own NATS user, as under `hive up`, and is never refused anything. `HIVE_CHAOS_KEEP=1` keeps
+//! the servers' data and the logs.
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
@@ -14,6 +16,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use hive_devservers::{Durability, NatsServer, Postgres, free_port};
+use hive_eventlog::Namespace;
+use hive_eventlog::users::{self, Service};
 use hive_events::AggregateKind;
 use rand::Rng;
 use serde_json::{Value, json};
@@ -119,11 +123,13 @@ impl Hive {
         match victim {
             Victim::Projector => {
                 self.projector.kill().await;
-                self.projector = part(&["serve", "projector"], &self.env, &self.log("projector"));
+                let env = env_of(&self.env, Service::Projector);
+                self.projector = part(&["serve", "projector"], &env, &self.log("projector"));
             }
             Victim::Scheduler => {
                 self.scheduler.kill().await;
-                self.scheduler = part(&["serve", "scheduler"], &self.env, &self.log("scheduler"));
+                let env = env_of(&self.env, Service::Scheduler);
+                self.scheduler = part(&["serve", "scheduler"], &env, &self.log("scheduler"));
             }
             Victim::Agent => {
                 // Its supervisor (the API's spawner) starts it again: back once a new process runs.
@@ -150,16 +156,7 @@ impl Hive {
                 tokio::task::spawn_blocking(move || nats.kill())
                     .await
                     .unwrap();
-                self.nats = Some(
-                    NatsServer::start(
-                        &self.dir.join("nats"),
-                        Some(self.nats_port),
-                        Durability::Safe,
-                        &[],
-                    )
-                    .await
-                    .expect("nats-server restarts"),
-                );
+                self.nats = Some(start_nats(&self.dir, self.nats_port).await);
             }
             Victim::Postgres => {
                 let mut pg = self.pg.take().expect("postgres runs");
@@ -171,6 +168,42 @@ impl Hive {
         }
         Instant::now()
     }
+}
+
+/// The password of `service`'s NATS user in this test.
+fn password(service: Service) -> String {
+    format!("{}-chaos", service.name())
+}
+
+/// The nats-server users, as `hive up` gives its own nats-server.
+fn users() -> String {
+    users::server_config(&Namespace::new("hive"), |s| users::quoted(&password(s)))
+}
+
+/// Starts nats-server (again) on its store, with the users.
+async fn start_nats(dir: &Path, port: u16) -> NatsServer {
+    NatsServer::start_configured(
+        &dir.join("nats"),
+        Some(port),
+        Durability::Safe,
+        &users(),
+        &[],
+    )
+    .await
+    .expect("nats-server starts")
+}
+
+/// `env` with the NATS URL of `service`'s user.
+fn env_of(env: &[(&'static str, String)], service: Service) -> Vec<(&'static str, String)> {
+    env.iter()
+        .map(|(k, v)| match *k {
+            "HIVE_NATS_URL" => (
+                *k,
+                hive::with_credentials(v, &service.user(), &password(service)).unwrap(),
+            ),
+            _ => (*k, v.clone()),
+        })
+        .collect()
 }
 
 /// Starts PostgreSQL (again) on its data: after a kill its backends notice the postmaster's death and
@@ -203,14 +236,7 @@ async fn twenty_kills_lose_nothing_and_the_hive_recovers_by_itself() {
     eprintln!("chaos: in {}", dir_path.display());
     let nats_port = free_port().unwrap();
     let pg_port = free_port().unwrap();
-    let nats = NatsServer::start(
-        &dir_path.join("nats"),
-        Some(nats_port),
-        Durability::Safe,
-        &[],
-    )
-    .await
-    .unwrap();
+    let nats = start_nats(&dir_path, nats_port).await;
     let pg = restart_pg(&dir_path, pg_port).await;
     let api_port = free_port().unwrap();
     let env: Vec<(&'static str, String)> = vec![
@@ -236,13 +262,23 @@ async fn twenty_kills_lose_nothing_and_the_hive_recovers_by_itself() {
             hive_tests::agent_program().display().to_string(),
         ),
     ];
-    migrate(&env).await;
-    let token = crate::topology::admin_token(&env).await;
+    // Each part as its own NATS user (the operators' commands as the admin).
+    let admin = env_of(&env, Service::Admin);
+    migrate(&admin).await;
+    let token = crate::topology::admin_token(&admin).await;
     let log = |name: &str| dir_path.join(format!("{name}.log"));
     let mut hive = Hive {
-        api: part(&["serve", "api"], &env, &log("api")),
-        projector: part(&["serve", "projector"], &env, &log("projector")),
-        scheduler: part(&["serve", "scheduler"], &env, &log("scheduler")),
+        api: part(&["serve", "api"], &env_of(&env, Service::Api), &log("api")),
+        projector: part(
+            &["serve", "projector"],
+            &env_of(&env, Service::Projector),
+            &log("projector"),
+        ),
+        scheduler: part(
+            &["serve", "scheduler"],
+            &env_of(&env, Service::Scheduler),
+            &log("scheduler"),
+        ),
         dir: dir_path.clone(),
         env: env.clone(),
         nats: Some(nats),
@@ -367,9 +403,13 @@ async fn twenty_kills_lose_nothing_and_the_hive_recovers_by_itself() {
     let acked = acked.lock().await.clone();
     let ids: HashSet<&str> = acked.values().map(String::as_str).collect();
     assert_eq!(ids.len(), acked.len(), "one task per key");
-    let client = async_nats::connect(hive.nats.as_ref().unwrap().url())
-        .await
-        .unwrap();
+    let client = async_nats::ConnectOptions::with_user_and_password(
+        Service::Admin.user(),
+        password(Service::Admin),
+    )
+    .connect(hive.nats.as_ref().unwrap().url())
+    .await
+    .unwrap();
     let config = hive::Config {
         namespace: "hive".into(),
         ..hive::Config::default()
@@ -447,7 +487,7 @@ async fn twenty_kills_lose_nothing_and_the_hive_recovers_by_itself() {
     for _ in 0..30 {
         let run = tokio::process::Command::new(hive_tests::agent_program())
             .arg("verify")
-            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .envs(admin.iter().map(|(k, v)| (*k, v.as_str())))
             .env("HIVE_LOG", "warn")
             .kill_on_drop(true)
             .output();
@@ -469,4 +509,12 @@ async fn twenty_kills_lose_nothing_and_the_hive_recovers_by_itself() {
         String::from_utf8_lossy(&verified.stdout),
         String::from_utf8_lossy(&verified.stderr)
     );
+    // Each part ran as its own NATS user throughout (buckets in memory created again after each
+    // restart of nats-server included), and was never refused anything.
+    let server_log = std::fs::read_to_string(dir_path.join("nats/nats-server.log")).unwrap();
+    let refused: Vec<&str> = server_log
+        .lines()
+        .filter(|l| l.contains("Violation"))
+        .collect();
+    assert!(refused.is_empty(), "{}", refused.join("\n"));
 }

@@ -244,7 +244,7 @@ async fn hive_up_runs_jetstream_fsyncing_every_write_and_the_tests_do_not() {
         database_url: Some(world.database_url.clone()),
         ..world.config.clone()
     };
-    let (_, _, mut servers) = hive::up::backends(&config).await.unwrap();
+    let (_, mut servers) = hive::up::backends(&config).await.unwrap();
     let started = servers.nats().expect("hive up started a nats-server");
     assert!(syncs_every_write(&started.monitoring_url()).await);
     servers.stop();

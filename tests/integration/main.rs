@@ -11,6 +11,7 @@ mod dashboard;
 mod fuzz;
 mod log;
 mod orchestration;
+mod privilege;
 mod projector;
 mod replay;
 mod topology;

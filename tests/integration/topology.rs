@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use hive_devservers::{Durability, NatsServer, free_port};
+use hive_eventlog::users::Service;
 use hive_tests::{World, agent_program};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -89,6 +90,42 @@ async fn the_compose_files_are_valid_and_the_dashboard_reads_real_metrics() {
     }
     let routes = services["nats-1"]["command"].to_string();
     assert!(routes.contains("nats-2:6222") && routes.contains("nats-3:6222"));
+    // Least privilege: every NATS node has Hive's users (the file is what `hive nats-users` writes),
+    // and each part connects as its own.
+    assert_eq!(
+        std::fs::read_to_string(dir.join("nats.conf")).unwrap(),
+        hive::cli::nats_users(&hive_eventlog::Namespace::new("hive")),
+        "compose/nats.conf is `hive nats-users`' output"
+    );
+    for node in ["nats-1", "nats-2", "nats-3"] {
+        assert!(
+            services[node]["command"]
+                .to_string()
+                .contains("/etc/nats/hive.conf")
+        );
+    }
+    for (part, user) in [
+        ("migrate", "hive-admin"),
+        ("hive-api", "hive-api"),
+        ("hive-projector", "hive-projector"),
+        ("hive-scheduler", "hive-scheduler"),
+    ] {
+        let url = services[part]["environment"]["HIVE_NATS_URL"]
+            .as_str()
+            .unwrap();
+        assert!(
+            url.split(',')
+                .all(|u| u.starts_with(&format!("nats://{user}:"))),
+            "{part} connects as {user}"
+        );
+    }
+    assert!(
+        services["hive-api"]["environment"]["HIVE_API_DATABASE_URL"]
+            .as_str()
+            .unwrap()
+            .starts_with("postgres://hive_api:"),
+        "the API reads as hive_api"
+    );
 
     let prometheus = yaml(&dir.join("prometheus.yml"));
     let jobs: Vec<&str> = prometheus["scrape_configs"]
@@ -166,6 +203,11 @@ async fn the_compose_files_are_valid_and_the_dashboard_reads_real_metrics() {
 
 /// Three nats-server processes (`n0`..`n2`) in one JetStream cluster, their stores under `dir`.
 pub(crate) async fn cluster(dir: &Path) -> Vec<NatsServer> {
+    cluster_configured(dir, "").await
+}
+
+/// [`cluster`], each node with `config` (users) in its configuration.
+pub(crate) async fn cluster_configured(dir: &Path, config: &str) -> Vec<NatsServer> {
     let ports: Vec<u16> = (0..3).map(|_| free_port().unwrap()).collect();
     let mut nodes = Vec::new();
     for n in 0..3 {
@@ -187,10 +229,11 @@ pub(crate) async fn cluster(dir: &Path) -> Vec<NatsServer> {
         .map(|s| s.to_string())
         .collect();
         nodes.push(
-            NatsServer::start(
+            NatsServer::start_configured(
                 &dir.join(format!("n{n}")),
                 None,
                 Durability::Throwaway,
+                config,
                 &args,
             )
             .await
@@ -309,18 +352,46 @@ pub(crate) async fn until<T>(
 
 #[tokio::test]
 async fn the_compose_topology_runs_without_docker() {
-    // Three nats-server processes in one JetStream cluster.
+    // Three nats-server processes in one JetStream cluster, with compose's users (its passwords from
+    // the environment are given here instead), in compose's namespace.
     let dir = tempfile::tempdir().unwrap();
-    let nodes = cluster(dir.path()).await;
-    let nats_url = nodes
-        .iter()
-        .map(NatsServer::url)
-        .collect::<Vec<_>>()
-        .join(",");
+    let mut users = std::fs::read_to_string(compose_dir().join("nats.conf")).unwrap();
+    for service in Service::ALL {
+        users = users.replace(
+            &format!("${}", service.password_variable()),
+            &format!("\"{}-secret\"", service.name()),
+        );
+    }
+    let nodes = cluster_configured(dir.path(), &users).await;
+    let url_as = |service: Service| {
+        nodes
+            .iter()
+            .map(|node| {
+                hive::with_credentials(
+                    &node.url(),
+                    &service.user(),
+                    &format!("{}-secret", service.name()),
+                )
+                .unwrap()
+            })
+            .collect::<Vec<_>>()
+            .join(",")
+    };
 
     let world = World::new().await;
-    let env = cluster_env(&world, &nats_url, dir.path());
-    migrate(&env).await;
+    let reader = hive::with_credentials(&world.database_url, "hive_api_compose", "secret").unwrap();
+    let as_service = |service: Service| {
+        let mut env = cluster_env(&world, &url_as(service), dir.path());
+        for (key, value) in &mut env {
+            if *key == "HIVE_NAMESPACE" {
+                *value = "hive".into();
+            }
+        }
+        env.push(("HIVE_API_DATABASE_URL", reader.clone()));
+        env
+    };
+    migrate(&as_service(Service::Admin)).await;
+    let env = as_service(Service::Api);
 
     let api_port = free_port().unwrap();
     let projector_metrics = free_port().unwrap();
@@ -335,17 +406,28 @@ async fn the_compose_topology_runs_without_docker() {
         &with(&[("HIVE_HTTP_ADDR", format!("127.0.0.1:{api_port}"))]),
         &logs.join("api.log"),
     );
+    let mut projector_env = as_service(Service::Projector);
+    projector_env.push((
+        "HIVE_METRICS_ADDR",
+        format!("127.0.0.1:{projector_metrics}"),
+    ));
     let _projector = part(
         &["serve", "projector"],
-        &with(&[(
-            "HIVE_METRICS_ADDR",
-            format!("127.0.0.1:{projector_metrics}"),
-        )]),
+        &projector_env,
         &logs.join("projector.log"),
     );
+    let scheduler_env = as_service(Service::Scheduler);
     let _schedulers = [
-        part(&["serve", "scheduler"], &env, &logs.join("scheduler-1.log")),
-        part(&["serve", "scheduler"], &env, &logs.join("scheduler-2.log")),
+        part(
+            &["serve", "scheduler"],
+            &scheduler_env,
+            &logs.join("scheduler-1.log"),
+        ),
+        part(
+            &["serve", "scheduler"],
+            &scheduler_env,
+            &logs.join("scheduler-2.log"),
+        ),
     ];
     let show_logs = || {
         for name in ["api", "projector", "scheduler-1", "scheduler-2"] {
@@ -355,7 +437,7 @@ async fn the_compose_topology_runs_without_docker() {
         }
     };
 
-    let http = hive_tests::authorized_client(&admin_token(&env).await);
+    let http = hive_tests::authorized_client(&admin_token(&as_service(Service::Admin)).await);
     let base = format!("http://127.0.0.1:{api_port}");
     let health: Value = until(
         Duration::from_secs(60),
@@ -371,9 +453,16 @@ async fn the_compose_topology_runs_without_docker() {
     assert_eq!(health["status"], "healthy", "{health}");
 
     // The stream is replicated on all three nodes.
-    let js = async_nats::jetstream::new(async_nats::connect(nodes[2].url()).await.unwrap());
+    let admin = async_nats::ConnectOptions::with_user_and_password(
+        Service::Admin.user(),
+        "admin-secret".into(),
+    )
+    .connect(nodes[2].url())
+    .await
+    .unwrap();
+    let js = async_nats::jetstream::new(admin);
     let mut stream = js
-        .get_stream(hive_eventlog::Namespace::new(&world.config.namespace).stream())
+        .get_stream(hive_eventlog::Namespace::new("hive").stream())
         .await
         .unwrap();
     let info = stream.info().await.unwrap();
@@ -433,4 +522,11 @@ async fn the_compose_topology_runs_without_docker() {
         "{projector}"
     );
     drop(stream);
+    // Each part did all of that as its own user, and no node refused any of them anything.
+    for n in 0..3 {
+        let log =
+            std::fs::read_to_string(dir.path().join(format!("n{n}/nats-server.log"))).unwrap();
+        let refused: Vec<&str> = log.lines().filter(|l| l.contains("Violation")).collect();
+        assert!(refused.is_empty(), "node {n}: {}", refused.join("\n"));
+    }
 }

@@ -189,6 +189,21 @@ impl World {
         issue_token(&self.backends.tokens, role).await
     }
 
+    /// The URL of this world's read models as `hive_api`, a role that may only read them (made once per
+    /// test run: roles belong to the whole server).
+    pub async fn reader_url(&self) -> String {
+        static MADE: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+        let url = hive::with_credentials(&self.database_url, "hive_api", "hive_api")
+            .expect("a database URL");
+        MADE.get_or_init(async || {
+            hive::provision_reader(self.db(), &url)
+                .await
+                .expect("make the read-only role");
+        })
+        .await;
+        url
+    }
+
     /// The URL of the server's `postgres` database, to act on the test database from outside.
     pub fn admin_url(&self) -> String {
         servers().pg.url("postgres")
@@ -296,7 +311,16 @@ impl World {
     /// Starts `parts` of a hive on this world, the API on a free port.
     pub async fn run(&self, parts: Parts) -> TestHive {
         let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
-        let running = hive::run(&self.config, self.backends.clone(), parts, addr)
+        let mut backends = hive::PartBackends::from(self.backends.clone());
+        // The API reads as `hive up` runs it: through a role that may only read.
+        if parts.api {
+            let url = self.reader_url().await;
+            backends.api.db = sea_orm::Database::connect(url.as_str())
+                .await
+                .expect("connect as the API's read-only role");
+            backends.api.database_url = url;
+        }
+        let running = hive::run(&self.config, backends, parts, addr)
             .await
             .expect("start the hive");
         let base = running

@@ -90,6 +90,22 @@ impl Grants {
         Ok(revoked)
     }
 
+    /// Revokes every token of `agent` (once it is deregistered, nothing may act as it): how many.
+    pub async fn revoke_agent(&self, agent: Uuid) -> Result<usize, ApiError> {
+        let ids: Vec<String> = self
+            .known
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|(_, grant)| grant.agent_id == Some(agent))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in &ids {
+            self.revoke(id).await?;
+        }
+        Ok(ids.len())
+    }
+
     /// Every token's id and grant.
     pub async fn all(&self) -> Result<Vec<(String, Grant)>, ApiError> {
         Ok(self.tokens.all().await?)

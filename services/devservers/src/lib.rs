@@ -161,6 +161,20 @@ async fn wait_until<F: FnMut() -> bool>(
     }
 }
 
+/// Writes `text` to `path`, readable by its owner only (it may hold passwords).
+fn write_private(path: &Path, text: &str) -> Result<(), DevServerError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let _ = std::fs::remove_file(path);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .map_err(io(format!("write {}", path.display())))
+}
+
 /// A nats-server with JetStream, run by us.
 pub struct NatsServer {
     child: Child,
@@ -182,6 +196,18 @@ impl NatsServer {
         durability: Durability,
         extra_args: &[String],
     ) -> Result<Self, DevServerError> {
+        Self::start_configured(dir, port, durability, "", extra_args).await
+    }
+
+    /// [`NatsServer::start`], with `config` (nats-server configuration text: users, say) added to its
+    /// configuration file.
+    pub async fn start_configured(
+        dir: &Path,
+        port: Option<u16>,
+        durability: Durability,
+        config: &str,
+        extra_args: &[String],
+    ) -> Result<Self, DevServerError> {
         let binary = nats_server_binary()?;
         std::fs::create_dir_all(dir).map_err(io(format!("create {}", dir.display())))?;
         let port = match port {
@@ -191,11 +217,15 @@ impl NatsServer {
         let log = dir.join("nats-server.log");
         let monitor = free_port()?;
         let mut command = Command::new(&binary);
-        if durability == Durability::Safe {
-            let config = dir.join("nats-server.conf");
-            std::fs::write(&config, "jetstream {\n  sync_interval: always\n}\n")
-                .map_err(io(format!("write {}", config.display())))?;
-            command.arg("-c").arg(config);
+        if durability == Durability::Safe || !config.is_empty() {
+            let mut text = String::new();
+            if durability == Durability::Safe {
+                text.push_str("jetstream {\n  sync_interval: always\n}\n");
+            }
+            text.push_str(config);
+            let file = dir.join("nats-server.conf");
+            write_private(&file, &text)?;
+            command.arg("-c").arg(file);
         }
         command
             .arg("-js")
@@ -351,6 +381,14 @@ impl Postgres {
     /// Kills it at once (SIGKILL), as a crash would.
     pub fn kill(&mut self) {
         self.child.terminate(nix::sys::signal::Signal::SIGKILL);
+    }
+}
+
+impl Drop for Postgres {
+    /// A fast shutdown: the SIGTERM its process would get otherwise is a "smart" one, which waits for
+    /// every client to disconnect, forever if one never does.
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 

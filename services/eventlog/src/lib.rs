@@ -11,6 +11,7 @@ pub mod command;
 pub mod kv;
 pub mod log;
 pub mod tokens;
+pub mod users;
 
 pub use command::{CommandContext, CommandError, Committed};
 pub use kv::{Beat, Heartbeats, Lease};

@@ -52,6 +52,11 @@ enum Command {
         #[command(subcommand)]
         command: TokensCommand,
     },
+    /// Print the nats-server configuration of Hive's users: one per service (api, projector,
+    /// scheduler, admin), each allowed only the subjects it needs; only the API and the scheduler may
+    /// publish events. Each password is read from $HIVE_NATS_<SERVICE>_PASSWORD when the server
+    /// starts. Services connect as theirs with HIVE_NATS_URL=nats://hive-<service>:<password>@host.
+    NatsUsers,
     /// The log for auditors: an entity's history, an agent's work, a stretch of the log, or an entity
     /// as it was at a sequence or a time.
     Audit {
@@ -186,6 +191,32 @@ async fn backends(config: &Config, migrate: bool) -> anyhow::Result<crate::Backe
         "HIVE_DATABASE_URL (or a running `hive up` in HIVE_HOME)",
     )?;
     connect(config, &nats, &db, migrate).await
+}
+
+/// The nats-server users of namespace `ns`, passwords from the server's environment (what
+/// `compose/nats.conf` holds for namespace `hive`).
+pub fn nats_users(ns: &hive_eventlog::Namespace) -> String {
+    use hive_eventlog::users;
+    format!(
+        "# Hive's NATS users (`hive nats-users`): one per service, each allowed only what it needs.\n\
+         # Each password comes from the server's environment.\n{}",
+        users::server_config(ns, |s| format!("${}", s.password_variable()))
+    )
+}
+
+/// Makes `HIVE_API_DATABASE_URL`'s user a role that may only read the read models, if it is set.
+async fn provision_api_reader(
+    config: &Config,
+    owner: &sea_orm::DatabaseConnection,
+) -> anyhow::Result<()> {
+    if let Some(url) = &config.api_database_url {
+        crate::provision_reader(owner, url).await?;
+        println!(
+            "{} may read the read models, and only read them",
+            Config::redacted(url)
+        );
+    }
+    Ok(())
 }
 
 #[derive(clap::Args)]
@@ -380,8 +411,13 @@ async fn run_cli(cli: Cli) -> anyhow::Result<()> {
                 .await
                 .map_err(Into::into)
         }
+        Command::NatsUsers => {
+            print!("{}", nats_users(&config.log().namespace));
+            Ok(())
+        }
         Command::Migrate if config.nats_url.is_some() => {
-            backends(&config, true).await?;
+            let backends = backends(&config, true).await?;
+            provision_api_reader(&config, &backends.db).await?;
             println!("read models migrated; event log ready");
             Ok(())
         }
@@ -390,6 +426,7 @@ async fn run_cli(cli: Cli) -> anyhow::Result<()> {
             crate::ensure_database(&url).await?;
             let db = sea_orm::Database::connect(url.as_str()).await?;
             <hive_migrations::Migrator as hive_migrations::MigratorTrait>::up(&db, None).await?;
+            provision_api_reader(&config, &db).await?;
             println!("read models migrated");
             Ok(())
         }
@@ -412,6 +449,11 @@ async fn run_cli(cli: Cli) -> anyhow::Result<()> {
                     scheduler: true,
                     ..none
                 },
+            };
+            // The API only reads the read models: as its read-only role when there is one.
+            let db = match (&part, &config.api_database_url) {
+                (Part::Api, Some(url)) => url.clone(),
+                _ => db,
             };
             let backends = connect(&config, &nats, &db, parts.projector).await?;
             let running = run(&config, backends, parts, config.http_addr).await?;

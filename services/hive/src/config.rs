@@ -19,6 +19,11 @@ pub struct Config {
     pub nats_url: Option<String>,
     /// PostgreSQL URL of the read models (`HIVE_DATABASE_URL`); unset: `hive up` starts PostgreSQL.
     pub database_url: Option<String>,
+    /// PostgreSQL URL the API reads the read models with (`HIVE_API_DATABASE_URL`): a role that may
+    /// only read, which `hive migrate` makes of this URL's user (a member of `hive_read`). Unset: the
+    /// API uses `database_url`, except under a PostgreSQL that `hive up` started, where it makes
+    /// `hive_api`.
+    pub api_database_url: Option<String>,
     /// Where the API listens (`HIVE_HTTP_ADDR`).
     pub http_addr: SocketAddr,
     /// Preferred port of a nats-server started by `hive up` (`HIVE_NATS_PORT`; 0: any free port).
@@ -79,6 +84,7 @@ impl Default for Config {
             home: PathBuf::from(".hive"),
             nats_url: None,
             database_url: None,
+            api_database_url: None,
             http_addr: "127.0.0.1:8080".parse().expect("a valid default address"),
             nats_port: 4222,
             pg_port: 5433,
@@ -212,8 +218,15 @@ impl Config {
         })
     }
 
-    /// A URL with its password replaced, for printing.
+    /// A URL (or comma-separated URLs) with its password replaced, for printing.
     pub fn redacted(url: &str) -> String {
+        if url.contains(',') {
+            return url
+                .split(',')
+                .map(Self::redacted)
+                .collect::<Vec<_>>()
+                .join(",");
+        }
         match (url.find("://"), url.rfind('@')) {
             (Some(scheme), Some(at)) if at > scheme => {
                 let userinfo = &url[scheme + 3..at];
@@ -240,6 +253,10 @@ mod tests {
         assert_eq!(
             Config::redacted("postgres://postgres@127.0.0.1/x"),
             "postgres://postgres@127.0.0.1/x"
+        );
+        assert_eq!(
+            Config::redacted("nats://hive-api:a@n1:4222,nats://hive-api:a@n2:4222"),
+            "nats://hive-api:***@n1:4222,nats://hive-api:***@n2:4222"
         );
     }
 

@@ -130,18 +130,25 @@ pub async fn connect(
             .await
             .context("migrate the read models")?;
     }
-    let client = async_nats::ConnectOptions::new()
+    let servers: Vec<&str> = nats_url.split(',').map(str::trim).collect();
+    let mut options = async_nats::ConnectOptions::new()
         .name("hive")
-        .retry_on_initial_connect()
-        .connect(
-            nats_url
-                .split(',')
-                .map(str::trim)
-                .collect::<Vec<_>>()
-                .as_slice(),
-        )
+        .retry_on_initial_connect();
+    // A user in the URL (`nats://hive-api:secret@host:4222`): connect as that user, with the inbox
+    // its permissions allow when it is one of the services' users.
+    if let Some((user, password)) = servers.iter().find_map(|s| credentials(s)) {
+        let service = hive_eventlog::users::Service::ALL
+            .into_iter()
+            .find(|s| s.user() == user);
+        if let Some(service) = service {
+            options = options.custom_inbox_prefix(service.inbox_prefix());
+        }
+        options = options.user_and_password(user, password.unwrap_or_default());
+    }
+    let client = options
+        .connect(servers.as_slice())
         .await
-        .with_context(|| format!("connect to NATS at {nats_url}"))?;
+        .with_context(|| format!("connect to NATS at {}", Config::redacted(nats_url)))?;
     // A JetStream cluster that is still electing its leaders answers "timed out": keep trying a while,
     // as a service started beside its servers must. The stream is ready once its state can be read.
     let log = patiently("the event log", async || {
@@ -168,6 +175,85 @@ pub async fn connect(
         heartbeats,
         tokens,
     })
+}
+
+/// The user and password a URL carries, percent-decoded, if it names a user.
+pub fn credentials(url: &str) -> Option<(String, Option<String>)> {
+    let parsed = url::Url::parse(url).ok()?;
+    let decode = |text: &str| {
+        percent_encoding::percent_decode_str(text)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    (!parsed.username().is_empty())
+        .then(|| (decode(parsed.username()), parsed.password().map(decode)))
+}
+
+/// `url` with `user` and `password` as its credentials.
+pub fn with_credentials(url: &str, user: &str, password: &str) -> anyhow::Result<String> {
+    let mut parsed = url::Url::parse(url).with_context(|| format!("parse {url}"))?;
+    parsed
+        .set_username(user)
+        .and_then(|()| parsed.set_password(Some(password)))
+        .map_err(|()| anyhow::anyhow!("{url} cannot carry credentials"))?;
+    Ok(parsed.into())
+}
+
+/// Makes the user of `reader_url` a login role of the read-model database that may only read it (a
+/// member of `hive_read`, which the migrations create), with the URL's password: creates the role, or
+/// sets its password and membership when it exists. `owner` needs the right to create roles.
+pub async fn provision_reader(owner: &DatabaseConnection, reader_url: &str) -> anyhow::Result<()> {
+    let (user, password) = credentials(reader_url)
+        .with_context(|| format!("{} names no user", Config::redacted(reader_url)))?;
+    anyhow::ensure!(
+        !user.is_empty()
+            && user
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'),
+        "the API's database user {user:?} must be letters, digits, '_' and '-'"
+    );
+    let password = password
+        .map(|p| format!(" PASSWORD '{}'", p.replace('\'', "''")))
+        .unwrap_or_default();
+    // Roles belong to the whole server: another migration may create the same one at once.
+    let sql = format!(
+        "DO $$ BEGIN \
+             IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{user}') THEN \
+                 CREATE ROLE \"{user}\" LOGIN{password}; \
+             ELSE \
+                 ALTER ROLE \"{user}\" LOGIN{password}; \
+             END IF; \
+         EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; \
+         END $$; \
+         GRANT hive_read TO \"{user}\""
+    );
+    owner
+        .execute_unprepared(&sql)
+        .await
+        .with_context(|| format!("make {user} a read-only role of the read models"))?;
+    Ok(())
+}
+
+/// The backends of each part: the same for all, or, as `hive up` connects them, each part as its own
+/// NATS user and the API as a database role that may only read.
+#[derive(Clone)]
+pub struct PartBackends {
+    /// The API's.
+    pub api: Backends,
+    /// The projector's.
+    pub projector: Backends,
+    /// The scheduler's.
+    pub scheduler: Backends,
+}
+
+impl From<Backends> for PartBackends {
+    fn from(backends: Backends) -> Self {
+        Self {
+            api: backends.clone(),
+            projector: backends.clone(),
+            scheduler: backends,
+        }
+    }
 }
 
 /// Which parts a process runs.
@@ -256,10 +342,11 @@ async fn futures_select(
 /// Starts `parts` on `backends`; the API listens on `addr` (port 0: any free port).
 pub async fn run(
     config: &Config,
-    backends: Backends,
+    backends: impl Into<PartBackends>,
     parts: Parts,
     addr: SocketAddr,
 ) -> anyhow::Result<Running> {
+    let backends: PartBackends = backends.into();
     let (stop, _) = watch::channel(false);
     let mut running = Running {
         addr: None,
@@ -268,8 +355,8 @@ pub async fn run(
     };
     if parts.projector {
         let projector = Projector::new(
-            open_database(&backends.database_url, PROJECTOR_CONNECTIONS).await?,
-            backends.log.clone(),
+            open_database(&backends.projector.database_url, PROJECTOR_CONNECTIONS).await?,
+            backends.projector.log.clone(),
             ProjectorConfig::default(),
         );
         let shutdown = running.shutdown_signal();
@@ -280,8 +367,8 @@ pub async fn run(
     }
     if parts.scheduler {
         let scheduler = hive_scheduler::Scheduler::new(
-            backends.log.clone(),
-            backends.heartbeats.clone(),
+            backends.scheduler.log.clone(),
+            backends.scheduler.heartbeats.clone(),
             config.scheduler(),
         );
         let shutdown = running.shutdown_signal();
@@ -315,14 +402,15 @@ pub async fn run(
             config
                 .spawner(format!("http://{}", reachable(bound)))
                 .context("locate the hive binary for spawned agents")?,
-            backends.log.clone(),
+            backends.api.log.clone(),
         );
+        let api = &backends.api;
         let state = patiently("the API's state", async || {
             hive_api::AppState::new(
-                backends.db.clone(),
-                backends.log.clone(),
-                backends.heartbeats.clone(),
-                backends.tokens.clone(),
+                api.db.clone(),
+                api.log.clone(),
+                api.heartbeats.clone(),
+                api.tokens.clone(),
                 config.api(),
             )
             .await

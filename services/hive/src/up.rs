@@ -2,10 +2,13 @@
 //! server itself under `$HIVE_HOME` (nats-server with JetStream in `nats/`, PostgreSQL in `postgres/`),
 //! and stops it on exit.
 
+use std::collections::HashMap;
 use std::net::TcpListener;
+use std::path::Path;
 
 use anyhow::Context;
 use hive_devservers::{Durability, NatsServer, Postgres, free_port};
+use hive_eventlog::users::{self, Service};
 
 use crate::{Config, Parts};
 
@@ -44,34 +47,129 @@ fn port_or_free(preferred: u16) -> anyhow::Result<u16> {
     Ok(port)
 }
 
-/// The backend URLs: the configured ones, or those of servers started here.
-pub async fn backends(config: &Config) -> anyhow::Result<(String, String, Servers)> {
+/// Where each part of `hive up` connects, and as whom.
+pub struct Endpoints {
+    /// NATS as each service's user (all the configured URL when `hive up` did not start NATS).
+    pub nats: HashMap<Service, String>,
+    /// The read models, as their owner (migrations, the projector).
+    pub database_url: String,
+    /// The read models as a role that may only read, for the API (made by the migration step).
+    pub api_database_url: Option<String>,
+}
+
+impl Endpoints {
+    /// The NATS URL of `service`.
+    pub fn nats(&self, service: Service) -> &str {
+        &self.nats[&service]
+    }
+}
+
+/// The passwords `hive up` made for the servers it starts, kept in `$HIVE_HOME/secrets.json`
+/// (readable by its owner only) so that a restart finds them again.
+#[derive(Default, serde::Serialize, serde::Deserialize)]
+struct Secrets {
+    nats: HashMap<String, String>,
+    postgres_api: Option<String>,
+}
+
+impl Secrets {
+    const FILE: &'static str = "secrets.json";
+
+    fn load(home: &Path) -> Self {
+        std::fs::read_to_string(home.join(Self::FILE))
+            .ok()
+            .and_then(|text| serde_json::from_str(&text).ok())
+            .unwrap_or_default()
+    }
+
+    fn save(&self, home: &Path) -> anyhow::Result<()> {
+        write_private(&home.join(Self::FILE), &serde_json::to_string_pretty(self)?)
+    }
+
+    fn nats(&mut self, service: Service) -> String {
+        self.nats
+            .entry(service.name().to_owned())
+            .or_insert_with(users::new_password)
+            .clone()
+    }
+}
+
+/// Writes `text` to `path`, readable by its owner only.
+fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let _ = std::fs::remove_file(path);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut f| writeln!(f, "{text}"))
+        .with_context(|| format!("write {}", path.display()))
+}
+
+/// The backends: the configured ones, or servers started here. A nats-server started here has a user
+/// per service, with only the permissions it needs ([`users`]); a PostgreSQL started here gets a
+/// read-only role for the API.
+pub async fn backends(config: &Config) -> anyhow::Result<(Endpoints, Servers)> {
     let mut servers = Servers::default();
     std::fs::create_dir_all(&config.home)
         .with_context(|| format!("create HIVE_HOME {}", config.home.display()))?;
     let home = std::fs::canonicalize(&config.home)?;
-    let nats_url = match &config.nats_url {
-        Some(url) => url.clone(),
+    let mut secrets = Secrets::load(&home);
+    let nats = match &config.nats_url {
+        Some(url) => Service::ALL.map(|s| (s, url.clone())).into(),
         None => {
             let port = port_or_free(config.nats_port)?;
-            let nats =
-                NatsServer::start(&home.join("nats"), Some(port), Durability::Safe, &[]).await?;
+            let passwords: HashMap<Service, String> =
+                Service::ALL.map(|s| (s, secrets.nats(s))).into();
+            let users =
+                users::server_config(&config.log().namespace, |s| users::quoted(&passwords[&s]));
+            let nats = NatsServer::start_configured(
+                &home.join("nats"),
+                Some(port),
+                Durability::Safe,
+                &users,
+                &[],
+            )
+            .await?;
             let url = nats.url();
             servers.nats = Some(nats);
-            url
+            Service::ALL
+                .into_iter()
+                .map(|s| Ok((s, crate::with_credentials(&url, &s.user(), &passwords[&s])?)))
+                .collect::<anyhow::Result<_>>()?
         }
     };
-    let database_url = match &config.database_url {
-        Some(url) => url.clone(),
+    let (database_url, api_database_url) = match &config.database_url {
+        Some(url) => (url.clone(), config.api_database_url.clone()),
         None => {
             let port = port_or_free(config.pg_port)?;
             let pg = Postgres::start(&home.join("postgres"), Some(port), Durability::Safe).await?;
             let url = pg.url("hive");
             servers.postgres = Some(pg);
-            url
+            let api = match &config.api_database_url {
+                Some(api) => api.clone(),
+                None => {
+                    let password = secrets
+                        .postgres_api
+                        .get_or_insert_with(users::new_password)
+                        .clone();
+                    crate::with_credentials(&url, "hive_api", &password)?
+                }
+            };
+            (url, Some(api))
         }
     };
-    Ok((nats_url, database_url, servers))
+    secrets.save(&home)?;
+    Ok((
+        Endpoints {
+            nats,
+            database_url,
+            api_database_url,
+        },
+        servers,
+    ))
 }
 
 /// The file in `HIVE_HOME` where a running `hive up` leaves its servers' URLs, for the operators'
@@ -125,16 +223,50 @@ async fn admin_token(
 
 /// Runs the whole hive until SIGTERM or SIGINT.
 pub async fn up(config: Config) -> anyhow::Result<()> {
-    let (nats_url, database_url, mut servers) = backends(&config).await?;
-    let endpoints = config.home.join(ENDPOINTS);
-    let written = serde_json::json!({"nats_url": nats_url, "database_url": database_url});
-    if let Err(e) = std::fs::write(&endpoints, written.to_string()) {
-        tracing::warn!(error = %e, "could not write {}", endpoints.display());
+    let (endpoints, mut servers) = backends(&config).await?;
+    let endpoints_file = config.home.join(ENDPOINTS);
+    // The operators' commands run beside it connect as the admin.
+    let written = serde_json::json!({
+        "nats_url": endpoints.nats(Service::Admin),
+        "database_url": endpoints.database_url,
+    });
+    if let Err(e) = write_private(&endpoints_file, &written.to_string()) {
+        tracing::warn!(error = %e, "could not write {}", endpoints_file.display());
     }
     let result = async {
-        let backends = crate::connect(&config, &nats_url, &database_url, true).await?;
-        let token = admin_token(&backends.tokens, &config.home).await?;
-        let running = crate::run(&config, backends, Parts::ALL, config.http_addr).await?;
+        // Provisioning as the admin: the stream, the buckets, the schema, the API's role, its token.
+        let (token, api_db) = {
+            let admin = crate::connect(
+                &config,
+                endpoints.nats(Service::Admin),
+                &endpoints.database_url,
+                true,
+            )
+            .await?;
+            let api_db = match &endpoints.api_database_url {
+                Some(url) => {
+                    crate::provision_reader(&admin.db, url).await?;
+                    url.clone()
+                }
+                None => {
+                    tracing::warn!(
+                        "the API reads the read models as their owner: set HIVE_API_DATABASE_URL to a \
+                         role that may only read"
+                    );
+                    endpoints.database_url.clone()
+                }
+            };
+            (admin_token(&admin.tokens, &config.home).await?, api_db)
+        };
+        let owner = &endpoints.database_url;
+        let parts = crate::PartBackends {
+            api: crate::connect(&config, endpoints.nats(Service::Api), &api_db, false).await?,
+            projector: crate::connect(&config, endpoints.nats(Service::Projector), owner, false)
+                .await?,
+            scheduler: crate::connect(&config, endpoints.nats(Service::Scheduler), owner, false)
+                .await?,
+        };
+        let running = crate::run(&config, parts, Parts::ALL, config.http_addr).await?;
         let addr = running.addr.expect("the API runs");
         println!("hive is up");
         println!("  API        http://{addr}/  (health: http://{addr}/health)");
@@ -146,16 +278,17 @@ pub async fn up(config: Config) -> anyhow::Result<()> {
             println!("  dashboard  http://{addr}/dashboard  (the admin token is in {token_file})");
         }
         println!(
-            "  NATS       {nats_url}  (stream {})",
+            "  NATS       {}  (stream {})",
+            Config::redacted(endpoints.nats(Service::Admin)),
             config.log().namespace.stream()
         );
-        println!("  PostgreSQL {}", Config::redacted(&database_url));
+        println!("  PostgreSQL {}", Config::redacted(owner));
         println!("  data       {}", config.home.display());
         println!("Ctrl-C or SIGTERM stops it.");
         running.until(crate::termination()).await
     }
     .await;
-    let _ = std::fs::remove_file(&endpoints);
+    let _ = std::fs::remove_file(&endpoints_file);
     servers.stop();
     result
 }

@@ -151,13 +151,28 @@ async fn agent_action(
             ));
         }
     };
+    let deregistering = matches!(command, AgentCommand::Deregister { .. });
     let done = state.log.execute::<Agent>(id, &ctx, command).await?;
     state.progress.saw_append(done.seq);
+    if deregistering {
+        revoke_tokens(&state, id).await;
+    }
     Ok(committed(
         StatusCode::OK,
         done,
         json!({"agent_id": id, "seq": done.seq}),
     ))
+}
+
+/// A deregistered agent's tokens are revoked: nothing may act as it any more. (Its deregistration
+/// stands even if this fails; the failure is logged.)
+async fn revoke_tokens(state: &AppState, agent: Uuid) {
+    match state.grants.revoke_agent(agent).await {
+        Ok(n) => tracing::debug!(%agent, tokens = n, "revoked the deregistered agent's tokens"),
+        Err(e) => {
+            tracing::warn!(%agent, error = ?e, "could not revoke the deregistered agent's tokens")
+        }
+    }
 }
 
 #[utoipa::path(delete, path = "/api/v1/agents/{id}", tag = "agents", summary = "Deregister an agent", params(("id" = Uuid, Path, description = "the entity's id")), responses((status = 200, description = "OK"), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
@@ -171,6 +186,7 @@ async fn deregister(
         .execute::<Agent>(id, &ctx, AgentCommand::Deregister { reason: None })
         .await?;
     state.progress.saw_append(done.seq);
+    revoke_tokens(&state, id).await;
     Ok(committed(
         StatusCode::OK,
         done,

@@ -1,0 +1,239 @@
+//! Least privilege in NATS: one user per service, each allowed only the subjects its work needs.
+//!
+//! Only the command path — the API (commands over HTTP) and the scheduler (assignments, lost agents,
+//! requeues) — may publish events. The projector only reads the log and announces its checkpoints. No
+//! service may create, change, purge or delete the event stream or remove a message from it: that is
+//! the admin's (`hive migrate`, the operators' commands). The tokens bucket is read and written by the
+//! API alone. Each service receives replies on an inbox of its own (`_INBOX_<service>.`), so no
+//! service can read another's answers. The agents' runtimes have no NATS user: they talk HTTP.
+//!
+//! [`server_config`] renders these users as nats-server configuration; `hive up` starts its
+//! nats-server with it, and `compose/nats.conf` is the same text with each password taken from the
+//! environment.
+
+use crate::Namespace;
+
+/// A part of Hive that connects to NATS.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Service {
+    /// The HTTP API (with the spawner).
+    Api,
+    /// The read-model projector.
+    Projector,
+    /// The scheduler.
+    Scheduler,
+    /// Provisioning and the operators' commands: everything.
+    Admin,
+}
+
+/// What a user may publish to and subscribe to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Permissions {
+    /// Subjects it may publish to (wildcards allowed).
+    pub publish: Vec<String>,
+    /// Subjects it may subscribe to.
+    pub subscribe: Vec<String>,
+}
+
+impl Service {
+    /// Every service, in the order the configuration lists them.
+    pub const ALL: [Service; 4] = [
+        Service::Api,
+        Service::Projector,
+        Service::Scheduler,
+        Service::Admin,
+    ];
+
+    /// Its short name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Service::Api => "api",
+            Service::Projector => "projector",
+            Service::Scheduler => "scheduler",
+            Service::Admin => "admin",
+        }
+    }
+
+    /// Its NATS user name.
+    pub fn user(self) -> String {
+        format!("hive-{}", self.name())
+    }
+
+    /// The prefix of the inboxes it receives replies on.
+    pub fn inbox_prefix(self) -> String {
+        format!("_INBOX_{}", self.name())
+    }
+
+    /// The environment variable `compose/nats.conf` takes its password from.
+    pub fn password_variable(self) -> String {
+        format!("HIVE_NATS_{}_PASSWORD", self.name().to_ascii_uppercase())
+    }
+
+    /// What it may do in namespace `ns`.
+    pub fn permissions(self, ns: &Namespace) -> Permissions {
+        let stream = ns.stream();
+        let bucket = |name: String| format!("KV_{name}");
+        let (heartbeats, tokens, lease) = (
+            bucket(ns.heartbeats()),
+            bucket(ns.tokens()),
+            bucket(ns.scheduler_lease()),
+        );
+        let events = ns.subjects().all();
+        let mut publish = vec!["$JS.API.INFO".to_owned()];
+        let mut subscribe = vec![format!("{}.>", self.inbox_prefix())];
+        if self == Service::Admin {
+            return Permissions {
+                publish: vec![">".into()],
+                subscribe: vec![">".into()],
+            };
+        }
+        // Every service reads the log and opens the buckets it is handed (their state only).
+        read_stream(&mut publish, &stream);
+        for b in [&heartbeats, &tokens] {
+            publish.push(format!("$JS.API.STREAM.INFO.{b}"));
+        }
+        // The heartbeats live in memory: after a nats-server restart whoever opens the bucket first
+        // creates it again.
+        recreate(&mut publish, &heartbeats);
+        match self {
+            Service::Api => {
+                publish.push(events.clone());
+                for b in [&heartbeats, &tokens] {
+                    read_stream(&mut publish, b);
+                }
+                publish.push(format!("$KV.{}.>", ns.heartbeats()));
+                publish.push(format!("$KV.{}.>", ns.tokens()));
+                // The spawner follows its agents' events; read-your-writes follows the projections;
+                // an agent's assignment stream follows the scheduler's pushes.
+                subscribe.push(events);
+                subscribe.push(format!("{}.projections.>", ns.as_str()));
+                subscribe.push(format!("{}.assignments.>", ns.as_str()));
+            }
+            Service::Projector => {
+                publish.push(format!("{}.projections.>", ns.as_str()));
+            }
+            Service::Scheduler => {
+                publish.push(events);
+                publish.push(format!("{}.assignments.>", ns.as_str()));
+                read_stream(&mut publish, &heartbeats);
+                read_stream(&mut publish, &lease);
+                publish.push(format!("$JS.API.STREAM.INFO.{lease}"));
+                recreate(&mut publish, &lease);
+                publish.push(format!("$KV.{}.>", ns.scheduler_lease()));
+            }
+            Service::Admin => unreachable!("answered above"),
+        }
+        for list in [&mut publish, &mut subscribe] {
+            list.sort();
+            list.dedup();
+        }
+        Permissions { publish, subscribe }
+    }
+}
+
+/// Reading `stream`: its state, consumers of it (ordered readers, watches), direct gets.
+fn read_stream(publish: &mut Vec<String>, stream: &str) {
+    publish.extend([
+        format!("$JS.API.STREAM.INFO.{stream}"),
+        format!("$JS.API.STREAM.MSG.GET.{stream}"),
+        format!("$JS.API.DIRECT.GET.{stream}"),
+        format!("$JS.API.DIRECT.GET.{stream}.>"),
+        format!("$JS.API.CONSUMER.CREATE.{stream}"),
+        format!("$JS.API.CONSUMER.CREATE.{stream}.>"),
+        format!("$JS.API.CONSUMER.INFO.{stream}.>"),
+        format!("$JS.API.CONSUMER.DELETE.{stream}.>"),
+        format!("$JS.API.CONSUMER.MSG.NEXT.{stream}.>"),
+        format!("$JS.FC.{stream}.>"),
+    ]);
+}
+
+/// Creating `stream` again (a bucket in memory, gone after a restart of its server).
+fn recreate(publish: &mut Vec<String>, stream: &str) {
+    publish.extend([
+        format!("$JS.API.STREAM.CREATE.{stream}"),
+        format!("$JS.API.STREAM.UPDATE.{stream}"),
+    ]);
+}
+
+/// The nats-server `authorization` block for every [`Service`] of namespace `ns`; `password` gives
+/// each one's password as configuration text: a quoted string, or `$VARIABLE` to read it from the
+/// environment.
+pub fn server_config(ns: &Namespace, password: impl Fn(Service) -> String) -> String {
+    let list = |subjects: &[String]| {
+        subjects
+            .iter()
+            .map(|s| format!("\n            \"{s}\""))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let mut out = String::from("authorization {\n  users = [\n");
+    for service in Service::ALL {
+        let permissions = service.permissions(ns);
+        out.push_str(&format!(
+            "    {{\n      user: \"{}\"\n      password: {}\n      permissions: {{\n        \
+             publish: {{\n          allow: [{}\n          ]\n        }}\n        \
+             subscribe: {{\n          allow: [{}\n          ]\n        }}\n      }}\n    }}\n",
+            service.user(),
+            password(service),
+            list(&permissions.publish),
+            list(&permissions.subscribe),
+        ));
+    }
+    out.push_str("  ]\n}\n");
+    out
+}
+
+/// A quoted password literal for [`server_config`].
+pub fn quoted(password: &str) -> String {
+    format!(
+        "\"{}\"",
+        password.replace('\\', "\\\\").replace('"', "\\\"")
+    )
+}
+
+/// A new random password (256 bits, hex).
+pub fn new_password() -> String {
+    use rand::Rng;
+    hex::encode(rand::rng().random::<[u8; 32]>())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_command_path_publishes_events() {
+        let ns = Namespace::new("hive");
+        let publishes = |s: Service| s.permissions(&ns).publish.contains(&"hive.events.>".into());
+        assert!(publishes(Service::Api));
+        assert!(publishes(Service::Scheduler));
+        assert!(!publishes(Service::Projector));
+        for service in [Service::Api, Service::Projector, Service::Scheduler] {
+            let p = service.permissions(&ns);
+            assert!(
+                !p.publish.iter().any(|s| s.contains("HIVE_EVENTS")
+                    && (s.contains("STREAM.CREATE")
+                        || s.contains("STREAM.UPDATE")
+                        || s.contains("STREAM.DELETE")
+                        || s.contains("STREAM.PURGE")
+                        || s.contains("MSG.DELETE"))),
+                "{service:?} may not change the stream"
+            );
+            assert!(!p.publish.iter().any(|s| s == ">" || s == "$JS.API.>"));
+        }
+    }
+
+    #[test]
+    fn the_configuration_names_every_user() {
+        let text = server_config(&Namespace::new("hive"), |s| {
+            format!("${}", s.password_variable())
+        });
+        for service in Service::ALL {
+            assert!(text.contains(&format!("user: \"{}\"", service.user())));
+            assert!(text.contains(&format!(
+                "password: $HIVE_NATS_{}",
+                service.name().to_uppercase()
+            )));
+        }
+    }
+}

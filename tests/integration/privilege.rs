@@ -1,0 +1,188 @@
+//! Least privilege: `hive up` runs each part as its own NATS user, allowed only what that part does, and
+//! the API reads PostgreSQL through a role that may only read. The whole hive works so; and each
+//! user's forbidden moves are refused, changing nothing.
+
+use std::time::Duration;
+
+use async_nats::jetstream;
+use hive_eventlog::Namespace;
+use hive_eventlog::users::Service;
+use hive_tests::World;
+use sea_orm::ConnectionTrait;
+use serde_json::{Value, json};
+
+use crate::auth::hive_up;
+
+/// A JetStream context as `service`, which waits 1 s for answers (a refused request gets none).
+async fn as_service(url: &str, service: Service, password: &str) -> jetstream::Context {
+    let client =
+        async_nats::ConnectOptions::with_user_and_password(service.user(), password.to_owned())
+            .custom_inbox_prefix(service.inbox_prefix())
+            .connect(url)
+            .await
+            .unwrap_or_else(|e| panic!("connect as {}: {e}", service.user()));
+    jetstream::ContextBuilder::new()
+        .timeout(Duration::from_secs(1))
+        .build(client)
+}
+
+#[tokio::test]
+async fn hive_up_runs_each_part_as_a_user_that_may_do_only_its_part() {
+    let world = World::new().await;
+    let home = tempfile::tempdir().unwrap();
+    let reader = hive::with_credentials(&world.database_url, "hive_api_up", "s3cret").unwrap();
+    let (mut up, base, token) = hive_up(
+        &world,
+        home.path(),
+        &[("HIVE_API_DATABASE_URL", reader.clone())],
+    )
+    .await;
+    let http = hive_tests::authorized_client(&token);
+
+    // The whole hive works: an agent spawned through the Agent Hive 2.0 route runs a task that the
+    // scheduler assigned, and the API reads the projected result.
+    let spawned: Value = http
+        .post(format!("{base}/api/agents/spawn"))
+        .json(&json!({"agent_type": "worker", "capabilities": []}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(spawned["agent_id"].is_string(), "{spawned}");
+    let created: Value = http
+        .post(format!("{base}/api/v1/tasks"))
+        .json(&json!({"title": "least privilege"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let task = created["task_id"].as_str().expect("a task").to_owned();
+    let completed = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let view: Value = http
+                .get(format!("{base}/api/v1/tasks/{task}"))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if view["state"] == "completed" {
+                return view;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the task completed");
+    assert_eq!(completed["agent_id"], spawned["agent_id"]);
+
+    // The users' passwords are where hive up keeps them (readable by its owner only).
+    let secrets: Value =
+        serde_json::from_str(&std::fs::read_to_string(home.path().join("secrets.json")).unwrap())
+            .unwrap();
+    let endpoints: Value =
+        serde_json::from_str(&std::fs::read_to_string(home.path().join("endpoints.json")).unwrap())
+            .unwrap();
+    let admin_url = endpoints["nats_url"].as_str().unwrap();
+    let url = format!("nats://{}", admin_url.rsplit('@').next().unwrap());
+    let password = |s: Service| secrets["nats"][s.name()].as_str().unwrap().to_owned();
+    let ns = Namespace::new(&world.config.namespace);
+    let admin = as_service(&url, Service::Admin, &password(Service::Admin)).await;
+    let mut stream = admin.get_stream(ns.stream()).await.unwrap();
+    let before = stream.info().await.unwrap().state.last_sequence;
+    let event_subject = ns
+        .subjects()
+        .all()
+        .replace('>', "task.00000000-0000-0000-0000-000000000000");
+
+    // Only the command path publishes events: the projector may not.
+    let projector = as_service(&url, Service::Projector, &password(Service::Projector)).await;
+    let published = match projector.publish(event_subject, "{}".into()).await {
+        Ok(ack) => ack.await.is_ok(),
+        Err(_) => false,
+    };
+    assert!(!published, "the projector published an event");
+    // No one but the admin deletes or purges the log.
+    let api = as_service(&url, Service::Api, &password(Service::Api)).await;
+    assert!(api.delete_stream(ns.stream()).await.is_err());
+    assert!(
+        api.get_stream(ns.stream())
+            .await
+            .unwrap()
+            .purge()
+            .await
+            .is_err()
+    );
+    // The tokens are the API's alone.
+    let scheduler = as_service(&url, Service::Scheduler, &password(Service::Scheduler)).await;
+    let tokens = scheduler.get_key_value(ns.tokens()).await.unwrap();
+    assert!(tokens.put("x", "{}".into()).await.is_err());
+    assert!(tokens.get("x").await.is_err(), "the scheduler read a token");
+    let tokens = projector.get_key_value(ns.tokens()).await.unwrap();
+    assert!(tokens.put("x", "{}".into()).await.is_err());
+    // Nothing changed.
+    let after = stream.info().await.unwrap().state.last_sequence;
+    assert_eq!(after, before, "no event appended by a refused user");
+    assert!(
+        admin
+            .get_key_value(ns.tokens())
+            .await
+            .unwrap()
+            .get("x")
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    // The API's database role reads and only reads.
+    let db = sea_orm::Database::connect(reader.as_str()).await.unwrap();
+    let count = db
+        .query_one_raw(sea_orm::Statement::from_string(
+            db.get_database_backend(),
+            "SELECT count(*) AS n FROM tasks",
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(count.try_get::<i64>("", "n").unwrap() >= 1);
+    for write in [
+        "UPDATE projection_checkpoints SET seq = 0",
+        "DELETE FROM tasks",
+        "INSERT INTO status_counts (kind, status, count) VALUES ('task', 'x', 1)",
+        "CREATE TABLE intruder (id int)",
+    ] {
+        let refused = db.execute_unprepared(write).await.unwrap_err().to_string();
+        assert!(refused.contains("permission denied"), "{write}: {refused}");
+    }
+
+    // A rebuild swaps in new tables: the API still reads them.
+    let rebuilt = tokio::process::Command::new(hive_tests::agent_program())
+        .args(["projections", "rebuild", "--all"])
+        .env("HIVE_HOME", home.path())
+        .env("HIVE_NAMESPACE", &world.config.namespace)
+        .env("HIVE_LOG", "warn")
+        .output()
+        .await
+        .unwrap();
+    assert!(rebuilt.status.success(), "{rebuilt:?}");
+    let view = http
+        .get(format!("{base}/api/v1/tasks/{task}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(view.status(), 200, "the API reads the rebuilt tables");
+    up.kill().await.unwrap();
+    // The parts themselves were never refused anything: the server refused exactly this test's six
+    // attempts.
+    let server_log = std::fs::read_to_string(home.path().join("nats/nats-server.log")).unwrap();
+    let refused: Vec<&str> = server_log
+        .lines()
+        .filter(|l| l.contains("Violation"))
+        .collect();
+    assert_eq!(refused.len(), 6, "{}", refused.join("\n"));
+}
