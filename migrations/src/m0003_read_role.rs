@@ -13,25 +13,34 @@ impl MigrationName for Migration {
     }
 }
 
-/// Roles belong to the whole server, and databases migrating at once (tests) race to create one.
-const CREATE_ROLE: &str = "DO $$ BEGIN \
+/// Roles belong to the whole server, and databases migrating at once (tests) race to create one. An
+/// owner without the right to create roles (a managed database) gets a notice, not a failure: the
+/// migration must not stop the projector, which migrates at start; the API then reads as the owner.
+/// The default privileges cover tables created later by the role that migrates, which is the one
+/// that rebuilds.
+const READ_ROLE: &str = "DO $$ BEGIN \
     IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'hive_read') THEN \
-        CREATE ROLE hive_read NOLOGIN; \
+        BEGIN \
+            CREATE ROLE hive_read NOLOGIN; \
+        EXCEPTION \
+            WHEN duplicate_object OR unique_violation THEN NULL; \
+            WHEN insufficient_privilege THEN \
+                RAISE NOTICE 'no right to create role hive_read: the API cannot read through it'; \
+                RETURN; \
+        END; \
     END IF; \
-EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; \
+    GRANT USAGE ON SCHEMA public TO hive_read; \
+    GRANT SELECT ON ALL TABLES IN SCHEMA public TO hive_read; \
+    ALTER DEFAULT PRIVILEGES GRANT SELECT ON TABLES TO hive_read; \
 END $$";
 
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        let db = manager.get_connection();
-        db.execute_unprepared(CREATE_ROLE).await?;
-        db.execute_unprepared(
-            "GRANT USAGE ON SCHEMA public TO hive_read; \
-             GRANT SELECT ON ALL TABLES IN SCHEMA public TO hive_read; \
-             ALTER DEFAULT PRIVILEGES GRANT SELECT ON TABLES TO hive_read",
-        )
-        .await?;
+        manager
+            .get_connection()
+            .execute_unprepared(READ_ROLE)
+            .await?;
         Ok(())
     }
 

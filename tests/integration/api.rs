@@ -325,6 +325,13 @@ async fn every_class_of_bad_input_gets_its_4xx() {
     expect_error(r, 422, "validation_failed").await;
     let r = http.post(&tasks).json(&json!({})).send().await.unwrap();
     expect_error(r, 422, "validation_failed").await;
+    // A filter the database cannot hold (a NUL byte, found by the fuzzer) is the request's fault.
+    let r = http
+        .get(hive.url("/api/v1/agents?capability=%00"))
+        .send()
+        .await
+        .unwrap();
+    expect_error(r, 400, "bad_request").await;
     let r = http
         .post(&tasks)
         .json(&json!({"title": "x", "depends_on": [uuid::Uuid::now_v7()]}))

@@ -119,12 +119,17 @@ async fn the_compose_files_are_valid_and_the_dashboard_reads_real_metrics() {
             "{part} connects as {user}"
         );
     }
+    let api = &services["hive-api"]["environment"];
     assert!(
-        services["hive-api"]["environment"]["HIVE_API_DATABASE_URL"]
+        api["HIVE_API_DATABASE_URL"]
             .as_str()
             .unwrap()
             .starts_with("postgres://hive_api:"),
         "the API reads as hive_api"
+    );
+    assert!(
+        api["HIVE_DATABASE_URL"].is_null(),
+        "the API is not given the owner's URL"
     );
 
     let prometheus = yaml(&dir.join("prometheus.yml"));
@@ -391,7 +396,11 @@ async fn the_compose_topology_runs_without_docker() {
         env
     };
     migrate(&as_service(Service::Admin)).await;
-    let env = as_service(Service::Api);
+    // The API is given its read-only role's URL, not the owner's.
+    let env: Vec<(&'static str, String)> = as_service(Service::Api)
+        .into_iter()
+        .filter(|(key, _)| *key != "HIVE_DATABASE_URL")
+        .collect();
 
     let api_port = free_port().unwrap();
     let projector_metrics = free_port().unwrap();

@@ -90,9 +90,11 @@ impl Grants {
         Ok(revoked)
     }
 
-    /// Revokes every token of `agent` (once it is deregistered, nothing may act as it): how many.
+    /// Revokes every token of `agent` (once it is deregistered, nothing may act as it): how many. The
+    /// bucket is listed, not only what this process has seen (another process may have issued one a
+    /// moment ago).
     pub async fn revoke_agent(&self, agent: Uuid) -> Result<usize, ApiError> {
-        let ids: Vec<String> = self
+        let mut ids: Vec<String> = self
             .known
             .read()
             .unwrap_or_else(|e| e.into_inner())
@@ -100,6 +102,11 @@ impl Grants {
             .filter(|(_, grant)| grant.agent_id == Some(agent))
             .map(|(id, _)| id.clone())
             .collect();
+        for (id, grant) in self.tokens.all().await? {
+            if grant.agent_id == Some(agent) && !ids.contains(&id) {
+                ids.push(id);
+            }
+        }
         for id in &ids {
             self.revoke(id).await?;
         }

@@ -206,6 +206,19 @@ impl From<CommandError> for ApiError {
 
 impl From<sea_orm::DbErr> for ApiError {
     fn from(e: sea_orm::DbErr) -> Self {
+        use sea_orm::{DbErr, RuntimeErr};
+        // A value the database cannot take (a NUL byte in a filter, found by the fuzzer; a number out
+        // of range: SQLSTATE class 22, data exceptions) is the request's fault, not an outage.
+        if let DbErr::Query(RuntimeErr::SqlxError(sqlx)) | DbErr::Exec(RuntimeErr::SqlxError(sqlx)) =
+            &e
+            && let Some(db) = sqlx.as_database_error()
+            && db.code().is_some_and(|code| code.starts_with("22"))
+        {
+            return Self::new(
+                Code::BadRequest,
+                format!("a value the read models cannot hold: {}", db.message()),
+            );
+        }
         Self::unavailable("the read-model database", e)
     }
 }

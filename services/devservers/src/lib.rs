@@ -161,8 +161,8 @@ async fn wait_until<F: FnMut() -> bool>(
     }
 }
 
-/// Writes `text` to `path`, readable by its owner only (it may hold passwords).
-fn write_private(path: &Path, text: &str) -> Result<(), DevServerError> {
+/// Writes `text` to `path` anew, readable by its owner only (it may hold passwords or tokens).
+pub fn write_private(path: &Path, text: &str) -> Result<(), DevServerError> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let _ = std::fs::remove_file(path);

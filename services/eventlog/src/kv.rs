@@ -61,6 +61,9 @@ pub(crate) async fn bucket(
         num_replicas: log.replicas(),
         ..Default::default()
     };
+    // Found with other settings: updated (the admin's right, and the scheduler's for its lease);
+    // not found: created (a service's right for a bucket in memory, gone after a restart).
+    let mut missing = false;
     let current = match js.get_key_value(&name).await {
         Ok(store) => store
             .status()
@@ -73,7 +76,10 @@ pub(crate) async fn bucket(
                     && config.storage == storage
             })
             .map(|_| store),
-        Err(_) => None,
+        Err(_) => {
+            missing = true;
+            None
+        }
     };
     let (store, info) = match current {
         // Found with the settings wanted: its info was read just now.
@@ -87,10 +93,15 @@ pub(crate) async fn bucket(
         }
         // Created or updated: the answer may predate the election of its leader, so ask again.
         None => {
-            let store = js
-                .create_or_update_key_value(wanted)
-                .await
-                .map_err(|e| LogError::new("open a bucket", e))?;
+            let store = if missing {
+                js.create_key_value(wanted)
+                    .await
+                    .map_err(|e| LogError::new("create a bucket", e))?
+            } else {
+                js.create_or_update_key_value(wanted)
+                    .await
+                    .map_err(|e| LogError::new("update a bucket's settings", e))?
+            };
             let info = js
                 .get_stream(format!("KV_{name}"))
                 .await

@@ -265,6 +265,17 @@ impl EventLog {
         }
     }
 
+    /// Whether the stream holds an event at `seq`, as its leader says (a replica that lags may not
+    /// have it yet).
+    async fn holds(&self, seq: u64) -> Result<bool, LogError> {
+        use async_nats::jetstream::stream::RawMessageErrorKind;
+        match self.inner.stream.get_raw_message(seq).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => Ok(false),
+            Err(e) => Err(LogError::new("get an event", e)),
+        }
+    }
+
     /// The event at `seq`, if there is one.
     pub async fn get(&self, seq: u64) -> Result<Option<RawEvent>, LogError> {
         match self.inner.stream.direct_get(seq).await {
@@ -422,9 +433,9 @@ fn watched(
                         continue;
                     }
                     if last != u64::MAX && event.seq > last + 1 {
-                        match log.get(last + 1).await {
+                        match log.holds(last + 1).await {
                             // The stream holds what the reader skipped: it is lost.
-                            Ok(Some(_)) => {
+                            Ok(true) => {
                                 metrics::counter!("hive_log_reader_gaps_total").increment(1);
                                 let lost = format!(
                                     "the reader skipped from {last} to {}: the reader is lost",
@@ -432,7 +443,7 @@ fn watched(
                                 );
                                 return Some((Err(LogError::new("read the log", lost)), None));
                             }
-                            Ok(None) => tracing::warn!(
+                            Ok(false) => tracing::warn!(
                                 after = last,
                                 next = event.seq,
                                 "events missing from the log itself"

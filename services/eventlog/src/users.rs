@@ -93,8 +93,8 @@ impl Service {
             publish.push(format!("$JS.API.STREAM.INFO.{b}"));
         }
         // The heartbeats live in memory: after a nats-server restart whoever opens the bucket first
-        // creates it again.
-        recreate(&mut publish, &heartbeats);
+        // creates it again (creates only: changing its settings is the admin's).
+        publish.push(format!("$JS.API.STREAM.CREATE.{heartbeats}"));
         match self {
             Service::Api => {
                 publish.push(events.clone());
@@ -118,6 +118,7 @@ impl Service {
                 read_stream(&mut publish, &heartbeats);
                 read_stream(&mut publish, &lease);
                 publish.push(format!("$JS.API.STREAM.INFO.{lease}"));
+                // Its lease's time to live is the scheduler's setting.
                 recreate(&mut publish, &lease);
                 publish.push(format!("$KV.{}.>", ns.scheduler_lease()));
             }
@@ -147,7 +148,8 @@ fn read_stream(publish: &mut Vec<String>, stream: &str) {
     ]);
 }
 
-/// Creating `stream` again (a bucket in memory, gone after a restart of its server).
+/// Creating `stream` again (a bucket in memory, gone after a restart of its server), or changing its
+/// settings.
 fn recreate(publish: &mut Vec<String>, stream: &str) {
     publish.extend([
         format!("$JS.API.STREAM.CREATE.{stream}"),

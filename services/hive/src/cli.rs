@@ -432,7 +432,12 @@ async fn run_cli(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Serve { part } => {
             let nats = required(&config.nats_url, "HIVE_NATS_URL")?;
-            let db = required(&config.database_url, "HIVE_DATABASE_URL")?;
+            // The API only reads the read models: as its read-only role when there is one (then the
+            // owner's URL need not be given to it at all).
+            let db = match (&part, &config.api_database_url) {
+                (Part::Api, Some(url)) => url.clone(),
+                _ => required(&config.database_url, "HIVE_DATABASE_URL")?,
+            };
 
             let none = Parts {
                 api: false,
@@ -449,11 +454,6 @@ async fn run_cli(cli: Cli) -> anyhow::Result<()> {
                     scheduler: true,
                     ..none
                 },
-            };
-            // The API only reads the read models: as its read-only role when there is one.
-            let db = match (&part, &config.api_database_url) {
-                (Part::Api, Some(url)) => url.clone(),
-                _ => db,
             };
             let backends = connect(&config, &nats, &db, parts.projector).await?;
             let running = run(&config, backends, parts, config.http_addr).await?;

@@ -130,21 +130,28 @@ pub async fn connect(
             .await
             .context("migrate the read models")?;
     }
-    let servers: Vec<&str> = nats_url.split(',').map(str::trim).collect();
+    let given: Vec<&str> = nats_url.split(',').map(str::trim).collect();
     let mut options = async_nats::ConnectOptions::new()
         .name("hive")
         .retry_on_initial_connect();
     // A user in the URL (`nats://hive-api:secret@host:4222`): connect as that user, with the inbox
-    // its permissions allow when it is one of the services' users.
-    if let Some((user, password)) = servers.iter().find_map(|s| credentials(s)) {
-        let service = hive_eventlog::users::Service::ALL
-            .into_iter()
-            .find(|s| s.user() == user);
-        if let Some(service) = service {
-            options = options.custom_inbox_prefix(service.inbox_prefix());
+    // its permissions allow when it is one of the services' users; a user without a password is a
+    // token (`nats://s3cret@host`).
+    match given.iter().find_map(|s| credentials(s)) {
+        Some((user, Some(password))) => {
+            let service = hive_eventlog::users::Service::ALL
+                .into_iter()
+                .find(|s| s.user() == user);
+            if let Some(service) = service {
+                options = options.custom_inbox_prefix(service.inbox_prefix());
+            }
+            options = options.user_and_password(user, password);
         }
-        options = options.user_and_password(user, password.unwrap_or_default());
+        Some((token, None)) => options = options.token(token),
+        None => {}
     }
+    // The servers without their credentials, which the client logs at debug level.
+    let servers: Vec<String> = given.iter().map(|s| without_credentials(s)).collect();
     let client = options
         .connect(servers.as_slice())
         .await
@@ -189,6 +196,18 @@ pub fn credentials(url: &str) -> Option<(String, Option<String>)> {
         .then(|| (decode(parsed.username()), parsed.password().map(decode)))
 }
 
+/// `url` without credentials (as given when it does not parse).
+fn without_credentials(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if !parsed.username().is_empty() => {
+            let _ = parsed.set_password(None);
+            let _ = parsed.set_username("");
+            parsed.into()
+        }
+        _ => url.to_owned(),
+    }
+}
+
 /// `url` with `user` and `password` as its credentials.
 pub fn with_credentials(url: &str, user: &str, password: &str) -> anyhow::Result<String> {
     let mut parsed = url::Url::parse(url).with_context(|| format!("parse {url}"))?;
@@ -201,36 +220,50 @@ pub fn with_credentials(url: &str, user: &str, password: &str) -> anyhow::Result
 
 /// Makes the user of `reader_url` a login role of the read-model database that may only read it (a
 /// member of `hive_read`, which the migrations create), with the URL's password: creates the role, or
-/// sets its password and membership when it exists. `owner` needs the right to create roles.
+/// sets its password and membership when it exists. `owner` needs the right to create roles; without
+/// it, a role made beforehand (by a DBA) is left as it is. The name and password reach the server as
+/// bound values, quoted there (`format` with `%I` and `%L`).
 pub async fn provision_reader(owner: &DatabaseConnection, reader_url: &str) -> anyhow::Result<()> {
+    use sea_orm::TransactionTrait;
     let (user, password) = credentials(reader_url)
         .with_context(|| format!("{} names no user", Config::redacted(reader_url)))?;
-    anyhow::ensure!(
-        !user.is_empty()
-            && user
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'),
-        "the API's database user {user:?} must be letters, digits, '_' and '-'"
-    );
-    let password = password
-        .map(|p| format!(" PASSWORD '{}'", p.replace('\'', "''")))
-        .unwrap_or_default();
-    // Roles belong to the whole server: another migration may create the same one at once.
-    let sql = format!(
-        "DO $$ BEGIN \
-             IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{user}') THEN \
-                 CREATE ROLE \"{user}\" LOGIN{password}; \
+    let txn = owner.begin().await?;
+    txn.execute_raw(Statement::from_sql_and_values(
+        owner.get_database_backend(),
+        "SELECT set_config('hive.reader_user', $1, true), \
+                set_config('hive.reader_password', $2, true)",
+        [user.clone().into(), password.unwrap_or_default().into()],
+    ))
+    .await?;
+    txn.execute_unprepared(
+        "DO $hive$ DECLARE \
+             who text := current_setting('hive.reader_user'); \
+             secret text := current_setting('hive.reader_password'); \
+             login text := CASE WHEN secret = '' THEN 'LOGIN' \
+                                ELSE format('LOGIN PASSWORD %L', secret) END; \
+         BEGIN \
+             IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = who) THEN \
+                 BEGIN \
+                     EXECUTE format('CREATE ROLE %I %s', who, login); \
+                 EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; \
+                 END; \
              ELSE \
-                 ALTER ROLE \"{user}\" LOGIN{password}; \
+                 BEGIN \
+                     EXECUTE format('ALTER ROLE %I %s', who, login); \
+                 EXCEPTION WHEN insufficient_privilege THEN \
+                     RAISE NOTICE 'role % exists; left as it is', who; \
+                 END; \
              END IF; \
-         EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; \
-         END $$; \
-         GRANT hive_read TO \"{user}\""
-    );
-    owner
-        .execute_unprepared(&sql)
-        .await
-        .with_context(|| format!("make {user} a read-only role of the read models"))?;
+             BEGIN \
+                 EXECUTE format('GRANT hive_read TO %I', who); \
+             EXCEPTION WHEN insufficient_privilege THEN \
+                 RAISE NOTICE 'cannot grant hive_read to %; left as it is', who; \
+             END; \
+         END $hive$",
+    )
+    .await
+    .with_context(|| format!("make {user} a read-only role of the read models"))?;
+    txn.commit().await?;
     Ok(())
 }
 
@@ -452,5 +485,30 @@ pub async fn termination() {
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
         _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_are_read_from_urls_and_taken_out_of_them() {
+        let url = with_credentials("nats://127.0.0.1:4222", "hive-api", "p@ss:w/rd").unwrap();
+        assert_eq!(
+            credentials(&url),
+            Some(("hive-api".into(), Some("p@ss:w/rd".into())))
+        );
+        assert_eq!(without_credentials(&url), "nats://127.0.0.1:4222");
+        assert_eq!(
+            credentials("nats://s3cret@host:4222"),
+            Some(("s3cret".into(), None)),
+            "a token"
+        );
+        assert_eq!(credentials("nats://host:4222"), None);
+        assert_eq!(
+            without_credentials("postgres://hive:pw@db:5432/hive"),
+            "postgres://db:5432/hive"
+        );
     }
 }

@@ -94,18 +94,9 @@ impl Secrets {
     }
 }
 
-/// Writes `text` to `path`, readable by its owner only.
+/// Writes `text` (a line) to `path`, readable by its owner only.
 fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let _ = std::fs::remove_file(path);
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .and_then(|mut f| writeln!(f, "{text}"))
-        .with_context(|| format!("write {}", path.display()))
+    Ok(hive_devservers::write_private(path, &format!("{text}\n"))?)
 }
 
 /// The backends: the configured ones, or servers started here. A nats-server started here has a user
@@ -195,8 +186,6 @@ async fn admin_token(
     tokens: &hive_eventlog::Tokens,
     home: &std::path::Path,
 ) -> anyhow::Result<String> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
     let path = home.join(ADMIN_TOKEN);
     if let Ok(kept) = std::fs::read_to_string(&path) {
         let kept = kept.trim().to_owned();
@@ -210,14 +199,7 @@ async fn admin_token(
     }
     let grant = hive_eventlog::Grant::new(hive_eventlog::Role::Admin, "hive up (development)");
     let (token, _) = tokens.issue(&grant).await?;
-    let _ = std::fs::remove_file(&path);
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&path)
-        .and_then(|mut f| writeln!(f, "{token}"))
-        .with_context(|| format!("write {}", path.display()))?;
+    write_private(&path, &token)?;
     Ok(token)
 }
 
