@@ -80,6 +80,9 @@ pub struct AppState {
     pub spawner: Option<hive_spawner::Spawner>,
     /// `/status` computed at a checkpoint, reused until the checkpoint moves.
     pub status_cache: Arc<tokio::sync::Mutex<Option<(u64, serde_json::Value)>>>,
+    /// `/status`'s answer, serialized, with the checkpoint and the log's head it was made at: reads
+    /// ask for it far more often than either moves.
+    pub status_answer: Arc<std::sync::Mutex<Option<(u64, u64, axum::body::Bytes)>>>,
     /// Slots of the requests being worked on ([`overload`]).
     pub in_flight: Arc<tokio::sync::Semaphore>,
     /// Who may call, as what ([`auth`]).
@@ -110,6 +113,7 @@ impl AppState {
             config: Arc::new(config),
             spawner: None,
             status_cache: Arc::default(),
+            status_answer: Arc::default(),
             in_flight,
             closing: Arc::new(tokio::sync::watch::Sender::new(false)),
         })
