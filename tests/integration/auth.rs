@@ -211,30 +211,22 @@ async fn answers_say_why_and_events_name_the_caller() {
     assert_eq!(body["error"]["code"], "unauthenticated");
 
     let viewer = world.token(Role::Viewer).await;
-    let refused: Value = http
-        .post(hive.url("/api/v1/tasks"))
-        .bearer_auth(&viewer)
-        .json(&json!({"title": "no"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let refused = hive_tests::json(
+        http.post(hive.url("/api/v1/tasks"))
+            .bearer_auth(&viewer)
+            .json(&json!({"title": "no"})),
+    )
+    .await;
     assert_eq!(refused["error"]["code"], "forbidden", "{refused}");
 
     // The event names the operator's token, whatever a header claims.
-    let created: Value = http
-        .post(hive.url("/api/v1/tasks"))
-        .bearer_auth(&operator)
-        .header("Hive-Actor", "someone-else")
-        .json(&json!({"title": "by the operator"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let created = hive_tests::json(
+        http.post(hive.url("/api/v1/tasks"))
+            .bearer_auth(&operator)
+            .header("Hive-Actor", "someone-else")
+            .json(&json!({"title": "by the operator"})),
+    )
+    .await;
     let task = created["task_id"].as_str().unwrap();
     let (_, history) = hive
         .get_at(

@@ -298,15 +298,11 @@ async fn twenty_kills_lose_nothing_and_the_hive_recovers_by_itself() {
         },
     )
     .await;
-    let spawned: Value = http
-        .post(format!("{base}/api/v1/agents/spawn"))
-        .json(&json!({"max_concurrent_tasks": 8}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let spawned = hive_tests::json(
+        http.post(format!("{base}/api/v1/agents/spawn"))
+            .json(&json!({"max_concurrent_tasks": 8})),
+    )
+    .await;
     let agent = spawned["agent_id"]
         .as_str()
         .expect("a spawned agent")
@@ -463,14 +459,9 @@ async fn twenty_kills_lose_nothing_and_the_hive_recovers_by_itself() {
             "running",
             "retry_scheduled",
         ] {
-            let open: Value = http
-                .get(format!("{base}/api/v1/tasks?limit=20&status={state}"))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let open =
+                hive_tests::json(http.get(format!("{base}/api/v1/tasks?limit=20&status={state}")))
+                    .await;
             for task in open["items"].as_array().into_iter().flatten() {
                 eprintln!("chaos: not completed: {task}");
             }
@@ -479,30 +470,38 @@ async fn twenty_kills_lose_nothing_and_the_hive_recovers_by_itself() {
         panic!("every acknowledged task completed within 60 s");
     };
     assert_eq!(counts["tasks"]["total"], total, "{counts}");
-    // Quiet the hive (the scheduler, and the API with the agent it spawned), let the projector catch
-    // up, then compare: `hive verify` folds the whole log and compares it with every row.
+    // Quiet the hive (the scheduler, and the API with the agent it spawned), wait for the projector to
+    // reach the log's head, then compare: `hive verify` folds the whole log and compares it with every
+    // row.
     hive.scheduler.kill().await;
     hive.api.kill().await;
-    let mut verified = None;
-    for _ in 0..30 {
-        let run = tokio::process::Command::new(hive_tests::agent_program())
-            .arg("verify")
-            .envs(admin.iter().map(|(k, v)| (*k, v.as_str())))
-            .env("HIVE_LOG", "warn")
-            .kill_on_drop(true)
-            .output();
-        let run = tokio::time::timeout(Duration::from_secs(60), run)
-            .await
-            .expect("hive verify answers within 60 s")
-            .unwrap();
-        let clean = run.status.success();
-        verified = Some(run);
-        if clean {
-            break;
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
-    let verified = verified.unwrap();
+    let head = log.last_seq().await.unwrap();
+    let db = sea_orm::Database::connect(hive.pg.as_ref().unwrap().url("hive"))
+        .await
+        .unwrap();
+    until(
+        Duration::from_secs(60),
+        "the projector at the log's head",
+        || hive.show_logs(),
+        async || {
+            let standing = hive_projector::status::projections(&db, head).await.ok()?;
+            standing
+                .iter()
+                .any(|p| p.name == hive_projector::READ_MODELS && p.checkpoint >= head)
+                .then_some(())
+        },
+    )
+    .await;
+    let verified = tokio::process::Command::new(hive_tests::agent_program())
+        .arg("verify")
+        .envs(admin.iter().map(|(k, v)| (*k, v.as_str())))
+        .env("HIVE_LOG", "warn")
+        .kill_on_drop(true)
+        .output();
+    let verified = tokio::time::timeout(Duration::from_secs(60), verified)
+        .await
+        .expect("hive verify answers within 60 s")
+        .unwrap();
     assert!(
         verified.status.success(),
         "hive verify: {}{}",
@@ -511,10 +510,6 @@ async fn twenty_kills_lose_nothing_and_the_hive_recovers_by_itself() {
     );
     // Each part ran as its own NATS user throughout (buckets in memory created again after each
     // restart of nats-server included), and was never refused anything.
-    let server_log = std::fs::read_to_string(dir_path.join("nats/nats-server.log")).unwrap();
-    let refused: Vec<&str> = server_log
-        .lines()
-        .filter(|l| l.contains("Violation"))
-        .collect();
+    let refused = crate::topology::refusals(&dir_path.join("nats"));
     assert!(refused.is_empty(), "{}", refused.join("\n"));
 }

@@ -9,9 +9,10 @@ use hive_eventlog::Namespace;
 use hive_eventlog::users::Service;
 use hive_tests::World;
 use sea_orm::ConnectionTrait;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::auth::hive_up;
+use crate::topology::{a_spawned_agent_runs_a_task, refusals};
 
 /// A JetStream context as `service`, which waits 1 s for answers (a refused request gets none).
 async fn as_service(url: &str, service: Service, password: &str) -> jetstream::Context {
@@ -41,45 +42,8 @@ async fn hive_up_runs_each_part_as_a_user_that_may_do_only_its_part() {
 
     // The whole hive works: an agent spawned through the Agent Hive 2.0 route runs a task that the
     // scheduler assigned, and the API reads the projected result.
-    let spawned: Value = http
-        .post(format!("{base}/api/agents/spawn"))
-        .json(&json!({"agent_type": "worker", "capabilities": []}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert!(spawned["agent_id"].is_string(), "{spawned}");
-    let created: Value = http
-        .post(format!("{base}/api/v1/tasks"))
-        .json(&json!({"title": "least privilege"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let task = created["task_id"].as_str().expect("a task").to_owned();
-    let completed = tokio::time::timeout(Duration::from_secs(30), async {
-        loop {
-            let view: Value = http
-                .get(format!("{base}/api/v1/tasks/{task}"))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            if view["state"] == "completed" {
-                return view;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await
-    .expect("the task completed");
-    assert_eq!(completed["agent_id"], spawned["agent_id"]);
+    let done = a_spawned_agent_runs_a_task(&http, &base, "/api/agents/spawn", || {}).await;
+    let task = done["task_id"].as_str().expect("a task").to_owned();
 
     // The users' passwords are where hive up keeps them (readable by its owner only).
     let secrets: Value =
@@ -179,10 +143,6 @@ async fn hive_up_runs_each_part_as_a_user_that_may_do_only_its_part() {
     up.kill().await.unwrap();
     // The parts themselves were never refused anything: the server refused exactly this test's six
     // attempts.
-    let server_log = std::fs::read_to_string(home.path().join("nats/nats-server.log")).unwrap();
-    let refused: Vec<&str> = server_log
-        .lines()
-        .filter(|l| l.contains("Violation"))
-        .collect();
+    let refused = refusals(&home.path().join("nats"));
     assert_eq!(refused.len(), 6, "{}", refused.join("\n"));
 }

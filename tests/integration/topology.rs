@@ -333,6 +333,57 @@ pub(crate) fn part(args: &[&str], env: &[(&str, String)], log: &Path) -> Part {
     Part(command.spawn().expect("start a hive part"))
 }
 
+/// What the nats-server storing under `dir` refused its clients (permission violations), from its log.
+pub(crate) fn refusals(dir: &Path) -> Vec<String> {
+    std::fs::read_to_string(dir.join("nats-server.log"))
+        .expect("the nats-server log")
+        .lines()
+        .filter(|l| l.contains("Violation"))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Spawns an agent through the API's route `spawn` (the body both routes take) and creates a task:
+/// the task's view once it is completed (asserted: by that agent).
+pub(crate) async fn a_spawned_agent_runs_a_task(
+    http: &reqwest::Client,
+    base: &str,
+    spawn: &str,
+    on_timeout: impl Fn(),
+) -> Value {
+    let spawned = hive_tests::json(
+        http.post(format!("{base}{spawn}"))
+            .json(&json!({"agent_type": "worker", "capabilities": []})),
+    )
+    .await;
+    assert!(spawned["agent_id"].is_string(), "{spawned}");
+    let created = hive_tests::json(
+        http.post(format!("{base}/api/v1/tasks"))
+            .json(&json!({"title": "run by a spawned agent"})),
+    )
+    .await;
+    let task = created["task_id"].as_str().expect("a task").to_owned();
+    let done: Value = until(
+        Duration::from_secs(30),
+        "the task completed",
+        on_timeout,
+        async || {
+            let view: Value = http
+                .get(format!("{base}/api/v1/tasks/{task}"))
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            (view["state"] == "completed").then_some(view)
+        },
+    )
+    .await;
+    assert_eq!(done["agent_id"], spawned["agent_id"]);
+    done
+}
+
 /// Polls `check` every 50 ms until it answers, at most `within`.
 pub(crate) async fn until<T>(
     within: Duration,
@@ -478,44 +529,7 @@ async fn the_compose_topology_runs_without_docker() {
     assert_eq!(info.config.num_replicas, 3);
 
     // An agent spawned by the API process runs a task the scheduler assigns, through the cluster.
-    let spawned: Value = http
-        .post(format!("{base}/api/v1/agents/spawn"))
-        .json(&json!({}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert!(spawned["agent_id"].is_string(), "{spawned}");
-    let created: Value = http
-        .post(format!("{base}/api/v1/tasks"))
-        .json(&json!({"title": "across the cluster"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let task = created["task_id"].as_str().unwrap().to_owned();
-    let done: Value = until(
-        Duration::from_secs(30),
-        "the task completed",
-        show_logs,
-        async || {
-            let view: Value = http
-                .get(format!("{base}/api/v1/tasks/{task}"))
-                .send()
-                .await
-                .ok()?
-                .json()
-                .await
-                .ok()?;
-            (view["state"] == "completed").then_some(view)
-        },
-    )
-    .await;
-    assert_eq!(done["agent_id"], spawned["agent_id"]);
+    a_spawned_agent_runs_a_task(&http, &base, "/api/v1/agents/spawn", show_logs).await;
 
     // The projector process serves its own metrics.
     let projector: String = http
@@ -533,9 +547,7 @@ async fn the_compose_topology_runs_without_docker() {
     drop(stream);
     // Each part did all of that as its own user, and no node refused any of them anything.
     for n in 0..3 {
-        let log =
-            std::fs::read_to_string(dir.path().join(format!("n{n}/nats-server.log"))).unwrap();
-        let refused: Vec<&str> = log.lines().filter(|l| l.contains("Violation")).collect();
+        let refused = refusals(&dir.path().join(format!("n{n}")));
         assert!(refused.is_empty(), "node {n}: {}", refused.join("\n"));
     }
 }

@@ -123,6 +123,17 @@ pub async fn issue_token(tokens: &hive_eventlog::Tokens, role: hive_eventlog::Ro
         .0
 }
 
+/// Sends `request` and reads its answer's JSON body, whatever the status.
+pub async fn json(request: reqwest::RequestBuilder) -> serde_json::Value {
+    request
+        .send()
+        .await
+        .expect("a request")
+        .json()
+        .await
+        .expect("a JSON answer")
+}
+
 /// A client that sends `token` as its bearer token.
 pub fn authorized_client(token: &str) -> reqwest::Client {
     let mut headers = reqwest::header::HeaderMap::new();

@@ -91,26 +91,16 @@ impl Grants {
     }
 
     /// Revokes every token of `agent` (once it is deregistered, nothing may act as it): how many. The
-    /// bucket is listed, not only what this process has seen (another process may have issued one a
-    /// moment ago).
+    /// bucket is listed, not this process's cache (another process may have issued one a moment ago).
     pub async fn revoke_agent(&self, agent: Uuid) -> Result<usize, ApiError> {
-        let mut ids: Vec<String> = self
-            .known
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .filter(|(_, grant)| grant.agent_id == Some(agent))
-            .map(|(id, _)| id.clone())
-            .collect();
+        let mut revoked = 0;
         for (id, grant) in self.tokens.all().await? {
-            if grant.agent_id == Some(agent) && !ids.contains(&id) {
-                ids.push(id);
+            if grant.agent_id == Some(agent) {
+                self.revoke(&id).await?;
+                revoked += 1;
             }
         }
-        for id in &ids {
-            self.revoke(id).await?;
-        }
-        Ok(ids.len())
+        Ok(revoked)
     }
 
     /// Every token's id and grant.
