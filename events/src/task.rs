@@ -365,6 +365,13 @@ pub enum TaskCommand {
         /// Why.
         reason: String,
     },
+    /// The assigned agent gives it back undone (its runtime restarted, say): queued again.
+    Release {
+        /// Who gives it back.
+        agent_id: AgentId,
+        /// Why.
+        reason: String,
+    },
     /// Another round of attempts for a task that failed for good (an operator's call).
     Retry,
     /// Give up on it.
@@ -398,6 +405,7 @@ impl TaskCommand {
             Self::Fail { .. } => "fail",
             Self::ScheduleRetry { .. } => "retry",
             Self::Requeue { .. } => "requeue",
+            Self::Release { .. } => "release",
             Self::Retry => "retry",
             Self::DeadLetter { .. } => "dead-letter",
             Self::Cancel { .. } => "cancel",
@@ -684,6 +692,12 @@ impl Aggregate for Task {
                 Ok(TaskEvent::TaskRetryScheduled { retry_at })
             }
             (S::Assigned | S::Accepted | S::Running, C::Requeue { reason }) => {
+                check_text("reason", &reason, 1, 2_000)?;
+                Ok(TaskEvent::TaskRequeued { reason })
+            }
+            (S::Assigned | S::Accepted | S::Running, C::Release { agent_id, reason }) => {
+                assignee(agent_id)?;
+                check_text("reason", &reason, 1, 2_000)?;
                 Ok(TaskEvent::TaskRequeued { reason })
             }
             (S::Failed | S::DeadLettered, C::Retry) => Ok(TaskEvent::TaskRetried {}),

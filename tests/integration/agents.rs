@@ -503,3 +503,75 @@ async fn agent_hive_2_clients_spawn_wait_for_ready_and_see_their_task_done() {
     );
     hive.stop().await;
 }
+
+#[tokio::test]
+async fn a_spawned_agent_killed_mid_task_gives_it_back_and_another_agent_completes_it() {
+    let world = World::new().await;
+    let hive = world.full_hive().await;
+    // The first run of the executor hangs; any later one completes at once.
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("ran");
+    let exec = format!(
+        "if [ -e {m} ]; then cat; else touch {m}; exec sleep 60; fi",
+        m = marker.display()
+    );
+    let agents: Vec<String> = futures::future::join_all((0..2).map(|_| {
+        spawn(
+            &hive,
+            json!({"capabilities": ["slow"], "max_concurrent_tasks": 1, "exec": exec}),
+        )
+    }))
+    .await;
+    for agent in &agents {
+        world
+            .wait_for_event(AggregateKind::Agent, agent.parse().unwrap(), "AgentReady")
+            .await;
+    }
+    let task = create_task(
+        &hive,
+        json!({"title": "outlives its runtime", "required_capabilities": ["slow"]}),
+    )
+    .await;
+    let task_uuid: Uuid = task.parse().unwrap();
+    let started = world
+        .wait_for_event(AggregateKind::Task, task_uuid, "TaskStarted")
+        .await;
+    until(|| marker.exists().then_some(())).await;
+    let (_, view) = hive.get_at(&format!("/api/v1/tasks/{task}"), started).await;
+    let first = view["agent_id"].as_str().unwrap().to_owned();
+    let other = agents.iter().find(|a| **a != first).unwrap();
+    let runtime = processes_with(&first);
+    assert_eq!(runtime.len(), 1, "one runtime of {first}");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(runtime[0]), Signal::SIGKILL).unwrap();
+
+    // Its supervisor restarts it at once, long before any heartbeat lapses; the new runtime gives the
+    // task back undone (no failure, no back-off) and the scheduler hands it to the other agent.
+    let done = world
+        .wait_for_event(AggregateKind::Task, task_uuid, "TaskCompleted")
+        .await;
+    let events: Vec<Value> = events_of(&hive, &task, done)
+        .await
+        .into_iter()
+        .filter(|e| e["type"] != "TaskProgressed")
+        .collect();
+    assert_eq!(
+        types(&events),
+        [
+            "TaskCreated",
+            "TaskAssigned",
+            "TaskAccepted",
+            "TaskStarted",
+            "TaskRequeued",
+            "TaskAssigned",
+            "TaskAccepted",
+            "TaskStarted",
+            "TaskCompleted"
+        ]
+    );
+    assert_eq!(events[4]["data"]["reason"], "agent_restarted");
+    assert_eq!(events[4]["actor"], format!("agent:{first}"));
+    assert_eq!(events[5]["data"]["agent_id"], other.as_str());
+    let (_, view) = hive.get_at(&format!("/api/v1/tasks/{task}"), done).await;
+    assert_eq!(view["agent_id"], other.as_str());
+    hive.stop().await;
+}

@@ -127,6 +127,10 @@ fn commands() -> Vec<TaskCommand> {
         C::Requeue {
             reason: "agent_lost".into(),
         },
+        C::Release {
+            agent_id: agent(),
+            reason: "agent_restarted".into(),
+        },
         C::Retry,
         C::DeadLetter {
             reason: "exhausted".into(),
@@ -153,7 +157,9 @@ fn expected(from: Option<TaskStatus>, command: &TaskCommand) -> Option<TaskStatu
         (Some(S::Running), C::Complete { .. }) => Some(S::Completed),
         (Some(S::Assigned | S::Accepted | S::Running), C::Fail { .. }) => Some(S::Failed),
         (Some(S::Failed), C::ScheduleRetry { .. }) => Some(S::RetryScheduled),
-        (Some(S::Assigned | S::Accepted | S::Running), C::Requeue { .. }) => Some(S::Queued),
+        (Some(S::Assigned | S::Accepted | S::Running), C::Requeue { .. } | C::Release { .. }) => {
+            Some(S::Queued)
+        }
         (Some(S::Failed | S::DeadLettered), C::Retry) => Some(S::Queued),
         (Some(S::Failed), C::DeadLetter { .. }) => Some(S::DeadLettered),
         (Some(S::Completed | S::DeadLettered | S::Cancelled), C::Cancel { .. }) => None,
@@ -272,6 +278,22 @@ fn assignment_counts_attempts_and_requeue_releases_the_agent() {
     .unwrap();
     assert_eq!((task.status, task.agent_id), (S::Queued, None));
     assert_eq!(task.reason.as_deref(), Some("agent_lost"));
+}
+
+#[test]
+fn only_the_assigned_agent_releases_its_task() {
+    let task = given(Some(S::Running)).unwrap();
+    let release = |agent_id| TaskCommand::Release {
+        agent_id,
+        reason: "agent_restarted".into(),
+    };
+    assert!(matches!(
+        Task::decide(Some(&task), release(AgentId::new())),
+        Err(DomainError::NotAssignee)
+    ));
+    let task = run(Some(task), [release(agent())]).unwrap();
+    assert_eq!((task.status, task.agent_id), (S::Queued, None));
+    assert_eq!(task.reason.as_deref(), Some("agent_restarted"));
 }
 
 #[test]

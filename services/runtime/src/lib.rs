@@ -146,8 +146,9 @@ pub async fn run(
     Ok(())
 }
 
-/// Fails, as retryable, tasks this agent had accepted or started before (a previous run of it that
-/// died): nobody is working on them any more.
+/// Gives back, undone, the tasks this agent had accepted or started before (a previous run of it that
+/// died): nobody is working on them any more. Released, not failed: they are queued again at once,
+/// with no back-off, for any agent (the scheduler prefers another one).
 async fn give_back_leftovers(client: &Client, agent: Uuid) {
     for status in ["accepted", "running"] {
         let tasks = match client.tasks_of(agent, status).await {
@@ -158,8 +159,8 @@ async fn give_back_leftovers(client: &Client, agent: Uuid) {
             }
         };
         for task in tasks {
-            let body = json!({"error": "the agent's runtime restarted", "retryable": true});
-            if let Err(e) = client.report(task, agent, "fail", body).await {
+            let body = json!({"reason": "agent_restarted"});
+            if let Err(e) = client.report(task, agent, "release", body).await {
                 tracing::warn!(%task, error = %e, "could not give back a task");
             }
         }

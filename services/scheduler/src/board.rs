@@ -78,6 +78,9 @@ struct Open {
     max_attempts: u32,
     last_error_retryable: bool,
     agent_id: Option<AgentId>,
+    /// The agent it was last given to: a task back in the queue (failed, released, requeued) goes to
+    /// another agent when one can take it.
+    last_agent: Option<AgentId>,
     pinned_agent: Option<AgentId>,
     lease_expires_at: Option<DateTime<Utc>>,
     retry_at: Option<DateTime<Utc>>,
@@ -98,6 +101,7 @@ impl Open {
             max_attempts: task.max_attempts,
             last_error_retryable: task.last_error_retryable,
             agent_id: task.agent_id,
+            last_agent: task.agent_id,
             pinned_agent: task.pinned_agent,
             lease_expires_at: task.lease_expires_at,
             retry_at: task.retry_at,
@@ -235,7 +239,10 @@ impl Board {
                         self.cancelled.insert(id);
                     }
                     _ => {
-                        let open = Open::new(next, raw.seq, created_seq);
+                        let mut open = Open::new(next, raw.seq, created_seq);
+                        if open.last_agent.is_none() {
+                            open.last_agent = current.and_then(|o| o.last_agent);
+                        }
                         self.index(id, &open);
                         self.tasks.insert(id, open);
                     }
@@ -292,8 +299,8 @@ impl Board {
     }
 
     /// Assignments due now: every queued task, highest priority then oldest first, to the least-loaded
-    /// ready agent that has its capabilities and room; a task nobody can serve is passed over, not
-    /// waited on. Marks each as in flight.
+    /// ready agent that has its capabilities and room — another than the one it last had, when one can
+    /// take it; a task nobody can serve is passed over, not waited on. Marks each as in flight.
     pub fn assignments(&mut self, now: DateTime<Utc>, policy: &Policy) -> Vec<Action> {
         let mut room: HashMap<Uuid, usize> = self
             .agents
@@ -324,10 +331,11 @@ impl Board {
                 })
                 .map(|(agent, free)| {
                     let max = self.agents[agent].state.max_concurrent_tasks as usize;
-                    (max - free, *agent)
+                    let again = task.last_agent.is_some_and(|a| a.as_uuid() == *agent);
+                    (again, max - free, *agent)
                 })
                 .min();
-            let Some((_, agent)) = best else { continue };
+            let Some((_, _, agent)) = best else { continue };
             let free = room.get_mut(&agent).expect("a candidate has room");
             *free -= 1;
             if *free == 0 {

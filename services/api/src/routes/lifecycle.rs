@@ -1,7 +1,7 @@
-//! Reports on a task (`POST /api/v1/tasks/{id}/{accept|start|progress|complete|fail|cancel|retry}`) and on
+//! Reports on a task (`POST /api/v1/tasks/{id}/{accept|start|progress|complete|fail|release|requeue|cancel|retry}`) and on
 //! an agent (`POST /api/v1/agents/{id}/{heartbeat|drain|deregister}`). Only the assigned agent may report
-//! on its task; it names itself with `agent_id` in the body or the `Hive-Agent-Id` header (tokens bind
-//! that to the caller once authentication lands).
+//! on its task: an agent's token names it; an operator's or admin's token reports for the agent named by
+//! `agent_id` in the body or the `Hive-Agent-Id` header.
 
 use axum::Json;
 use axum::extract::State;
@@ -56,7 +56,7 @@ fn reporter(report: &Report, headers: &HeaderMap) -> ApiResult<AgentId> {
         .ok_or_else(|| ApiError::invalid("agent_id", "required: the reporting agent's id"))
 }
 
-#[utoipa::path(post, path = "/api/v1/tasks/{id}/{action}", tag = "tasks", summary = "Report on a task, or cancel or retry it", params(("id" = Uuid, Path, description = "the entity's id"), ("action" = String, Path, description = "accept, start, progress, complete, fail, cancel or retry")), request_body = Report, responses((status = 200, description = "OK"), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
+#[utoipa::path(post, path = "/api/v1/tasks/{id}/{action}", tag = "tasks", summary = "Report on a task, or cancel or retry it", params(("id" = Uuid, Path, description = "the entity's id"), ("action" = String, Path, description = "accept, start, progress, complete, fail or release (the assigned agent); requeue, cancel or retry")), request_body = Report, responses((status = 200, description = "OK"), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
 async fn task_action(
     State(state): State<AppState>,
     Command(ctx): Command,
@@ -71,11 +71,11 @@ async fn task_action(
     if let Some(agent) = agent {
         if !matches!(
             action.as_str(),
-            "accept" | "start" | "progress" | "complete" | "fail"
+            "accept" | "start" | "progress" | "complete" | "fail" | "release"
         ) {
             return Err(ApiError::new(
                 Code::Forbidden,
-                "an agent token may accept, start, progress, complete or fail its tasks, nothing else",
+                "an agent token may accept, start, progress, complete, fail or release its tasks, nothing else",
             ));
         }
         if report.agent_id.is_some_and(|a| a != agent) {
@@ -109,6 +109,13 @@ async fn task_action(
                 .ok_or_else(|| ApiError::invalid("error", "required: what went wrong"))?,
             retryable: report.retryable.unwrap_or(true),
         },
+        "release" => TaskCommand::Release {
+            agent_id: reporter(&report, &headers)?,
+            reason: report.reason.unwrap_or_else(|| "released".into()),
+        },
+        "requeue" => TaskCommand::Requeue {
+            reason: report.reason.unwrap_or_else(|| "requeued".into()),
+        },
         "cancel" => TaskCommand::Cancel {
             reason: report.reason,
         },
@@ -117,7 +124,7 @@ async fn task_action(
             return Err(ApiError::new(
                 Code::NotFound,
                 format!(
-                    "no task action {other:?}: accept, start, progress, complete, fail, cancel or retry"
+                    "no task action {other:?}: accept, start, progress, complete, fail, release, requeue, cancel or retry"
                 ),
             ));
         }

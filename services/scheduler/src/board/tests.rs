@@ -172,6 +172,38 @@ fn the_least_loaded_agent_wins_and_nobody_goes_over_their_maximum() {
 }
 
 #[test]
+fn a_task_back_in_the_queue_goes_to_another_agent_when_one_has_room() {
+    let mut g = Given::new();
+    let first = g.agent(&[], 1);
+    let task = g.task(5, &[]);
+    assert_eq!(g.assign(), vec![(task, first)]);
+    let other = g.agent(&[], 4);
+    let busy = g.task(5, &[]);
+    assert_eq!(g.assign(), vec![(busy, other)]);
+    // Released by its agent: `first` is free and the least loaded, yet the task goes elsewhere.
+    g.event(
+        AggregateKind::Task,
+        task,
+        &TaskEvent::TaskRequeued {
+            reason: "agent_restarted".into(),
+        },
+    );
+    assert_eq!((g.board.load_of(first), g.board.load_of(other)), (0, 1));
+    assert_eq!(g.assign(), vec![(task, other)]);
+    // With nobody else free, the same agent takes it again rather than nobody.
+    let filler = g.task(9, &[]);
+    assert_eq!(g.assign(), vec![(filler, first)]);
+    g.event(
+        AggregateKind::Task,
+        task,
+        &TaskEvent::TaskRequeued {
+            reason: "agent_lost".into(),
+        },
+    );
+    assert_eq!(g.assign(), vec![(task, other)]);
+}
+
+#[test]
 fn a_pinned_task_waits_for_its_agent() {
     let mut g = Given::new();
     let _other = g.agent(&[], 5);
