@@ -1,6 +1,7 @@
 //! The HTTP API end to end: commands, read-your-writes, health, status, history, dead letters and
 //! every class of bad input.
 
+use hive_eventlog::Role;
 use hive_events::AggregateKind;
 use hive_tests::{TestHive, World};
 use serde_json::{Value, json};
@@ -135,6 +136,35 @@ async fn an_idempotent_retry_answers_the_first_result() {
     assert_eq!(first, again);
     let (_, list) = hive.get_at("/api/v1/tasks", seq(&first)).await;
     assert_eq!(list["items"].as_array().unwrap().len(), 1);
+
+    // The key names one request of one caller to one resource: the same key sent to cancel that
+    // task, or by another caller, is another command (JetStream's duplicate window spans the stream).
+    let task = first["task_id"].as_str().unwrap();
+    let cancel = hive
+        .http
+        .post(hive.url(&format!("/api/v1/tasks/{task}/cancel")))
+        .header("Idempotency-Key", "order-42")
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cancel.status(), 200);
+    assert!(cancel.headers().get("idempotent-replayed").is_none());
+    let cancelled: Value = cancel.json().await.unwrap();
+    assert!(seq(&cancelled) > seq(&first));
+    let other = hive_tests::authorized_client(&world.token(Role::Operator).await);
+    let theirs: Value = hive_tests::json(
+        other
+            .post(hive.url("/api/v1/tasks"))
+            .header("Idempotency-Key", "order-42")
+            .json(&json!({"title": "theirs"})),
+    )
+    .await;
+    assert_ne!(theirs["task_id"], first["task_id"]);
+    let (_, task) = hive
+        .get_at(&format!("/api/v1/tasks/{task}"), seq(&cancelled))
+        .await;
+    assert_eq!(task["state"], "cancelled");
     hive.stop().await;
 }
 
@@ -497,6 +527,76 @@ async fn without_its_database_the_hive_reports_unhealthy_and_reads_answer_503() 
     assert_eq!(response.headers()["retry-after"], "1");
     expect_error(response, 503, "unavailable").await;
     hive.stop().await;
+}
+
+#[tokio::test]
+async fn without_a_projector_reads_wait_at_most_their_bound_and_health_says_it_stalled() {
+    let mut world = World::new().await;
+    world.config.min_seq_timeout_ms = 300;
+    world.config.health_stall_secs = 0.5;
+    let api = world
+        .run(hive::Parts {
+            api: true,
+            projector: false,
+            scheduler: false,
+        })
+        .await;
+    let (status, health) = api.get_at("/health", 0).await;
+    assert_eq!(
+        (status, &health["status"]),
+        (200, &json!("healthy")),
+        "{health}"
+    );
+    let (status, created) = api.post("/api/v1/tasks", json!({"title": "unseen"})).await;
+    assert_eq!(status, 201);
+
+    // Nobody projects: a read that asks for the new event waits its bound, then says so.
+    let started = std::time::Instant::now();
+    let response = api
+        .http
+        .get(api.url("/api/v1/tasks"))
+        .header("Hive-Min-Seq", seq(&created).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert!(started.elapsed() >= std::time::Duration::from_millis(300));
+    assert!(response.headers().contains_key("retry-after"));
+    expect_error(response, 503, "projection_lagging").await;
+
+    // Behind the head and standing still: degraded, however small the lag.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    let health = loop {
+        let (_, health) = api.get_at("/health", 0).await;
+        if health["status"] == "degraded" {
+            break health;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{health}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let projector = &health["components"]["projector"];
+    assert_eq!(projector["status"], "degraded");
+    assert_eq!(projector["details"]["lag_events"], 1);
+    assert!(projector["details"]["stalled_secs"].is_u64(), "{projector}");
+
+    // A projector comes: the read is answered and the hive is healthy again.
+    let projector = world
+        .run(hive::Parts {
+            api: false,
+            projector: true,
+            scheduler: false,
+        })
+        .await;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    while api.get_at("/api/v1/tasks", seq(&created)).await.0 != 200 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the projector caught up"
+        );
+    }
+    let (_, health) = api.get_at("/health", 0).await;
+    assert_eq!(health["status"], "healthy", "{health}");
+    projector.stop().await;
+    api.stop().await;
 }
 
 #[tokio::test]

@@ -142,6 +142,66 @@ async fn concurrent_commands_are_decided_again_and_none_is_lost() {
 }
 
 #[tokio::test]
+async fn a_command_that_keeps_losing_races_gives_up_after_its_attempts_with_a_conflict() {
+    let world = World::new().await;
+    let config = hive_eventlog::LogConfig {
+        namespace: hive_eventlog::Namespace::new(&world.config.namespace),
+        command_attempts: 2,
+        ..Default::default()
+    };
+    let log = hive_eventlog::EventLog::open(world.log().client().clone(), &config)
+        .await
+        .unwrap();
+    let id = TaskId::new().as_uuid();
+    log.create::<Task>(id, &ctx(), new_task()).await.unwrap();
+    let created = log.load::<Task>(id).await.unwrap();
+    let cancel = || TaskCommand::Cancel { reason: None };
+
+    // A writer that decided on a state another writer has since changed loses the race and decides
+    // again on the fresh state (here: the rules refuse to cancel a cancelled task).
+    let stale = created.state.clone().unwrap();
+    let won = log
+        .execute_on::<Task>(id, &ctx(), cancel(), stale.clone(), created.last_seq)
+        .await
+        .unwrap();
+    assert!(!won.duplicate);
+    let again = log
+        .execute_on::<Task>(id, &ctx(), cancel(), stale.clone(), created.last_seq)
+        .await;
+    assert!(
+        matches!(
+            again,
+            Err(CommandError::Domain(DomainError::InvalidTransition { .. }))
+        ),
+        "{again:?}"
+    );
+
+    // With a single attempt there is no deciding again: a stale state is a conflict at once, the
+    // 409 the API answers, and nothing is appended.
+    let once = hive_eventlog::EventLog::open(
+        world.log().client().clone(),
+        &hive_eventlog::LogConfig {
+            command_attempts: 1,
+            ..config
+        },
+    )
+    .await
+    .unwrap();
+    let before = once.load::<Task>(id).await.unwrap().events.len();
+    let conflict = once
+        .execute_on::<Task>(id, &ctx(), cancel(), stale, created.last_seq)
+        .await;
+    assert!(
+        matches!(conflict, Err(CommandError::Conflict { attempts: 1, .. })),
+        "{conflict:?}"
+    );
+    let answer = hive_api::error::ApiError::from(conflict.unwrap_err());
+    assert_eq!(answer.code().status(), 409);
+    assert_eq!(answer.code().as_str(), "conflict");
+    assert_eq!(once.load::<Task>(id).await.unwrap().events.len(), before);
+}
+
+#[tokio::test]
 async fn a_repeated_command_with_the_same_key_returns_the_first_answer_and_appends_nothing() {
     let world = World::new().await;
     let log = world.log();

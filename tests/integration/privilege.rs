@@ -146,3 +146,75 @@ async fn hive_up_runs_each_part_as_a_user_that_may_do_only_its_part() {
     let refused = refusals(&home.path().join("nats"));
     assert_eq!(refused.len(), 6, "{}", refused.join("\n"));
 }
+
+#[tokio::test]
+async fn hive_up_dead_letters_a_malformed_message_published_with_a_nats_client_then_stops_on_sigterm()
+ {
+    let world = World::new().await;
+    let home = tempfile::tempdir().unwrap();
+    let (mut up, base, token) = hive_up(&world, home.path(), &[]).await;
+    let http = hive_tests::authorized_client(&token);
+
+    // An operator publishes garbage straight into the log as the admin user `hive up` keeps in its
+    // home (what `nats pub --server "$(jq -r .nats_url .hive/endpoints.json)"` does).
+    let endpoints: Value =
+        serde_json::from_str(&std::fs::read_to_string(home.path().join("endpoints.json")).unwrap())
+            .unwrap();
+    let url = endpoints["nats_url"].as_str().unwrap();
+    let (user, password) = hive::credentials(url).expect("the admin URL carries its credentials");
+    let admin = async_nats::ConnectOptions::with_user_and_password(user, password.unwrap())
+        .connect(format!("nats://{}", url.rsplit('@').next().unwrap()))
+        .await
+        .unwrap();
+    let subject = Namespace::new(&world.config.namespace)
+        .subjects()
+        .all()
+        .replace('>', &format!("task.{}", uuid::Uuid::new_v4()));
+    admin
+        .publish(subject.clone(), "this is not json {".into())
+        .await
+        .unwrap();
+    admin.flush().await.unwrap();
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let dead = loop {
+        let dead = hive_tests::json(http.get(format!("{base}/api/v1/dead-letters"))).await;
+        if dead["items"].as_array().is_some_and(|i| !i.is_empty()) {
+            break dead;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no dead letter");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(dead["items"][0]["subject"], subject.as_str());
+    assert_eq!(dead["items"][0]["payload"], "this is not json {");
+    // It stays healthy and keeps projecting.
+    let health = reqwest::get(format!("{base}/health")).await.unwrap();
+    assert_eq!(health.status(), 200);
+    assert_eq!(health.json::<Value>().await.unwrap()["status"], "healthy");
+    let created = hive_tests::json(
+        http.post(format!("{base}/api/v1/tasks"))
+            .json(&serde_json::json!({"title": "after the garbage"})),
+    )
+    .await;
+    let task = http
+        .get(format!(
+            "{base}/api/v1/tasks/{}",
+            created["task_id"].as_str().unwrap()
+        ))
+        .header("Hive-Min-Seq", created["seq"].to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(task.status(), 200);
+
+    // SIGTERM stops it cleanly, its nats-server with it.
+    let pid = nix::unistd::Pid::from_raw(up.id().unwrap() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(30), up.wait())
+        .await
+        .expect("hive up stops within 30 s of SIGTERM")
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+    let home_path = home.path().to_str().unwrap();
+    assert_eq!(hive_tests::processes_with(home_path), Vec::<i32>::new());
+}

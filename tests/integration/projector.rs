@@ -101,6 +101,58 @@ async fn a_crash_before_or_after_a_commit_never_loses_or_doubles_an_effect() {
 }
 
 #[tokio::test]
+async fn a_projector_process_killed_while_it_projects_never_loses_or_doubles_an_effect() {
+    let world = World::new().await;
+    let head = scenario(world.log(), 10, 500).await;
+    // A first batch in process, so the process below projects batch by batch (not a bulk rebuild).
+    project_to(&world, 1).await;
+    let checkpoint = || async {
+        read_models(world.db(), "read_models")
+            .await
+            .unwrap()
+            .last_seq
+    };
+    let env = [
+        ("HIVE_NATS_URL", world.nats_url.clone()),
+        ("HIVE_DATABASE_URL", world.database_url.clone()),
+        ("HIVE_NAMESPACE", world.config.namespace.clone()),
+        ("HIVE_PROJECTOR_BATCH_MAX", "100".into()),
+    ];
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let mut kills = 0;
+    let mut last = checkpoint().await;
+    while kills < 3 {
+        let mut projector = crate::topology::part(&["serve", "projector"], &env, log.path());
+        // SIGKILL it as soon as it has committed a batch: it is then writing the next one (or
+        // between a commit and announcing it).
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let now = loop {
+            let now = checkpoint().await;
+            if now > last {
+                break now;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the projector moved"
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        };
+        projector.kill().await;
+        if now >= head {
+            break;
+        }
+        kills += 1;
+        last = checkpoint().await;
+    }
+    assert_eq!(
+        kills, 3,
+        "killed three times before the head ({head} events)"
+    );
+    project_to(&world, head).await;
+    assert_read_models_equal_the_fold(&world).await;
+}
+
+#[tokio::test]
 async fn two_projectors_at_once_still_apply_each_event_once() {
     let world = World::new().await;
     let head = scenario(world.log(), 4, 30).await;

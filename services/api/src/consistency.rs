@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, Method};
@@ -42,6 +42,8 @@ impl Drop for Tasks {
 #[derive(Clone)]
 pub struct Progress {
     checkpoint: watch::Receiver<u64>,
+    /// When the checkpoint last moved.
+    moved_at: Arc<std::sync::Mutex<Instant>>,
     head: Arc<AtomicU64>,
     log: EventLog,
     _tasks: Arc<Tasks>,
@@ -65,16 +67,20 @@ impl Progress {
         let start = read_checkpoint(&db, name).await?;
         let tx = Arc::new(watch::Sender::new(start));
         let head = Arc::new(AtomicU64::new(log.last_seq().await.unwrap_or(start)));
+        let moved_at = Arc::new(std::sync::Mutex::new(Instant::now()));
         let advance = {
-            let tx = tx.clone();
+            let (tx, moved_at) = (tx.clone(), moved_at.clone());
             move |seq: u64| {
-                tx.send_if_modified(|current| {
+                let moved = tx.send_if_modified(|current| {
                     let newer = seq > *current;
                     if newer {
                         *current = seq;
                     }
                     newer
                 });
+                if moved && let Ok(mut at) = moved_at.lock() {
+                    *at = Instant::now();
+                }
             }
         };
         let mut notices = log
@@ -94,6 +100,7 @@ impl Progress {
             }
         });
         let (refresh_log, refresh_head, name) = (log.clone(), head.clone(), name.to_owned());
+        let (refresh_moved, refresh_checkpoint) = (moved_at.clone(), tx.subscribe());
         let refresher = tokio::spawn(async move {
             let mut tick = tokio::time::interval(refresh);
             loop {
@@ -102,12 +109,18 @@ impl Progress {
                     advance(seq);
                 }
                 if let Ok(seq) = refresh_log.last_seq().await {
-                    refresh_head.fetch_max(seq, Ordering::Relaxed);
+                    bump_head(
+                        &refresh_head,
+                        &refresh_moved,
+                        *refresh_checkpoint.borrow(),
+                        seq,
+                    );
                 }
             }
         });
         Ok(Self {
             checkpoint: tx.subscribe(),
+            moved_at,
             head,
             log,
             _tasks: Arc::new(Tasks(vec![listen, refresher])),
@@ -124,6 +137,13 @@ impl Progress {
         *self.checkpoint.borrow()
     }
 
+    /// How long the checkpoint has stood still.
+    pub fn still_for(&self) -> Duration {
+        self.moved_at
+            .lock()
+            .map_or(Duration::ZERO, |at| at.elapsed())
+    }
+
     /// The log's last sequence as last seen (never below the checkpoint).
     pub fn head(&self) -> u64 {
         self.head.load(Ordering::Relaxed).max(self.checkpoint())
@@ -131,13 +151,13 @@ impl Progress {
 
     /// Notes an appended event's sequence.
     pub fn saw_append(&self, seq: u64) {
-        self.head.fetch_max(seq, Ordering::Relaxed);
+        bump_head(&self.head, &self.moved_at, self.checkpoint(), seq);
     }
 
     /// The log's last sequence, asked of the server now.
     pub async fn head_now(&self) -> Result<u64, hive_eventlog::LogError> {
         let seq = self.log.last_seq().await?;
-        self.head.fetch_max(seq, Ordering::Relaxed);
+        bump_head(&self.head, &self.moved_at, self.checkpoint(), seq);
         Ok(seq)
     }
 
@@ -148,6 +168,18 @@ impl Progress {
             tokio::time::timeout(timeout, rx.wait_for(|c| *c >= seq)).await,
             Ok(Ok(_))
         )
+    }
+}
+
+/// Raises the known head to `seq`. When that puts the projection behind after it had caught up, the
+/// stall clock starts now: standing still with nothing to do is not a stall.
+fn bump_head(head: &AtomicU64, moved_at: &std::sync::Mutex<Instant>, checkpoint: u64, seq: u64) {
+    let before = head.fetch_max(seq, Ordering::Relaxed);
+    if seq > before
+        && before <= checkpoint
+        && let Ok(mut at) = moved_at.lock()
+    {
+        *at = Instant::now();
     }
 }
 
@@ -173,11 +205,13 @@ pub async fn read_your_writes(
             return e.into_response();
         }
     }
+    // Read before the handler runs: a batch committed meanwhile may or may not be in the answer, so
+    // only the checkpoint seen before is one the data reflects at least.
+    let reflected = state.progress.checkpoint();
     let mut response = next.run(request).await;
-    response.headers_mut().insert(
-        PROJECTION_SEQ,
-        HeaderValue::from(state.progress.checkpoint()),
-    );
+    response
+        .headers_mut()
+        .insert(PROJECTION_SEQ, HeaderValue::from(reflected));
     response
 }
 

@@ -135,7 +135,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Command {
                     "Idempotency-Key must be 1 to 200 characters",
                 ));
             }
-            ctx.idempotency_key = Some(key.to_owned());
+            ctx.idempotent(&format!("{} {}", parts.method, parts.uri.path()), key);
         }
         Ok(Command(ctx))
     }

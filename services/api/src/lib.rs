@@ -39,6 +39,9 @@ pub struct ApiConfig {
     pub refresh: Duration,
     /// Projector lag (events) above which `/health` says degraded.
     pub degraded_lag: u64,
+    /// How long the checkpoint may stand still behind the log's head before `/health` says the
+    /// projector is stalled (degraded): a projector that died leaves a small lag that never shrinks.
+    pub stall: Duration,
     /// Requests worked on at once before the rest are shed ([`overload`]).
     pub max_in_flight: usize,
     /// Routes (as routed, e.g. `/status`) anyone may read without a token ([`auth`]).
@@ -53,6 +56,7 @@ impl Default for ApiConfig {
             projection: "read_models".into(),
             refresh: Duration::from_millis(500),
             degraded_lag: 10_000,
+            stall: Duration::from_secs(10),
             max_in_flight: 4_096,
             public_reads: vec!["/livez".into(), "/health".into()],
         }

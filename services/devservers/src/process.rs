@@ -58,6 +58,9 @@ impl Child {
     /// Spawns `command`, tied to our life.
     pub fn spawn(mut command: Command, name: &'static str) -> Result<Self, DevServerError> {
         die_with_parent(&mut command);
+        // Its own process group: a Ctrl-C at the terminal signals us alone, and we stop the servers
+        // after the parts that use them, in order.
+        command.process_group(0);
         let (tx, rx) = mpsc::channel();
         keeper()
             .send((command, tx))

@@ -6,13 +6,14 @@ use chrono::{DateTime, Utc};
 use hive_events::aggregate::{Aggregate, EventSchema};
 use hive_events::envelope::{decode_as, encode};
 use hive_events::{Actor, DomainError, EventMeta};
+use sha2::{Digest, Sha256};
 use thiserror::Error;
 use tracing::instrument;
 use uuid::Uuid;
 
 use crate::log::{AppendError, EventLog, LogError, RawEvent};
 
-/// How many times a command is decided again after losing a race before it answers a conflict.
+/// How many times a command is decided after losing races before it answers a conflict, by default.
 pub const MAX_ATTEMPTS: usize = 8;
 
 /// Who sends a command, in which flow, and with which idempotency key.
@@ -24,7 +25,8 @@ pub struct CommandContext {
     pub correlation_id: Uuid,
     /// What caused it directly, if known.
     pub causation_id: Option<Uuid>,
-    /// The client's `Idempotency-Key`: a repeated command with the same key answers the first result.
+    /// The `Nats-Msg-Id` of a command a client may repeat ([`CommandContext::idempotent`]): a
+    /// repeated command with the same id answers the first result and appends nothing.
     pub idempotency_key: Option<String>,
     /// The time the event happens at.
     pub now: DateTime<Utc>,
@@ -40,6 +42,18 @@ impl CommandContext {
             idempotency_key: None,
             now: now_micros(),
         }
+    }
+
+    /// Makes the command idempotent under a client's `key`, scoped to `scope` (who sends it and to
+    /// which resource): JetStream's duplicate window spans the whole stream, so the same key sent by
+    /// another caller, or for another command, must not count as a repeat of this one.
+    pub fn idempotent(&mut self, scope: &str, key: &str) {
+        let mut digest = Sha256::new();
+        for part in [self.actor.as_str(), scope, key] {
+            digest.update(part.len().to_be_bytes());
+            digest.update(part.as_bytes());
+        }
+        self.idempotency_key = Some(format!("idem-{}", hex::encode(digest.finalize())));
     }
 }
 
@@ -191,7 +205,7 @@ impl EventLog {
     {
         let subject = self.subjects().of(A::KIND, id);
         let key = ctx.idempotency_key.as_deref();
-        for _ in 0..MAX_ATTEMPTS {
+        for _ in 0..self.command_attempts() {
             let loaded = match known.take() {
                 Some(known) => known,
                 None => self.load::<A>(id).await?,
@@ -240,7 +254,7 @@ impl EventLog {
         }
         Err(CommandError::Conflict {
             aggregate: A::KIND.as_str(),
-            attempts: MAX_ATTEMPTS,
+            attempts: self.command_attempts(),
         })
     }
 

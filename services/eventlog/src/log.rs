@@ -25,6 +25,8 @@ pub struct LogConfig {
     pub replicas: usize,
     /// Largest event accepted, in bytes.
     pub max_event_bytes: i32,
+    /// How many times a command is decided after losing races before it answers a conflict.
+    pub command_attempts: usize,
 }
 
 impl Default for LogConfig {
@@ -34,6 +36,7 @@ impl Default for LogConfig {
             duplicate_window: Duration::from_secs(10 * 60),
             replicas: 1,
             max_event_bytes: 1024 * 1024,
+            command_attempts: crate::command::MAX_ATTEMPTS,
         }
     }
 }
@@ -109,6 +112,7 @@ struct Inner {
     subjects: Subjects,
     namespace: Namespace,
     replicas: usize,
+    command_attempts: usize,
 }
 
 /// An error unless the stream of `info` has a leader (a stream on one server always has).
@@ -176,6 +180,7 @@ impl EventLog {
                 subjects,
                 namespace: config.namespace.clone(),
                 replicas: config.replicas,
+                command_attempts: config.command_attempts.max(1),
             }),
         })
     }
@@ -183,6 +188,11 @@ impl EventLog {
     /// On how many servers the stream (and each bucket beside it) keeps its data.
     pub fn replicas(&self) -> usize {
         self.inner.replicas
+    }
+
+    /// How many times a command is decided after losing races before it answers a conflict.
+    pub fn command_attempts(&self) -> usize {
+        self.inner.command_attempts
     }
 
     /// The subject scheme.

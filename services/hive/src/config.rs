@@ -38,6 +38,16 @@ pub struct Config {
     pub duplicate_window_secs: u64,
     /// How long a read waits for `Hive-Min-Seq`, in milliseconds (`HIVE_MIN_SEQ_TIMEOUT_MS`).
     pub min_seq_timeout_ms: u64,
+    /// Most events the projector folds into one transaction (`HIVE_PROJECTOR_BATCH_MAX`).
+    pub projector_batch_max: usize,
+    /// How many times a command is decided after losing races on its aggregate before it answers 409
+    /// `conflict` (`HIVE_COMMAND_ATTEMPTS`).
+    pub command_attempts: usize,
+    /// Projector lag, in events, above which `/health` says degraded (`HIVE_HEALTH_DEGRADED_LAG`).
+    pub health_degraded_lag: u64,
+    /// How long the checkpoint may stand still behind the log's head before `/health` says the
+    /// projector is stalled (degraded), in seconds (`HIVE_HEALTH_STALL_SECS`).
+    pub health_stall_secs: f64,
     /// Largest request body in bytes (`HIVE_BODY_LIMIT_BYTES`).
     pub body_limit_bytes: usize,
     /// Database connections per process (`HIVE_DB_POOL`).
@@ -92,6 +102,10 @@ impl Default for Config {
             stream_replicas: 1,
             duplicate_window_secs: 600,
             min_seq_timeout_ms: 2_000,
+            command_attempts: 8,
+            projector_batch_max: 2_000,
+            health_degraded_lag: 10_000,
+            health_stall_secs: 10.0,
             body_limit_bytes: 1024 * 1024,
             db_pool: 20,
             http_max_in_flight: 4_096,
@@ -164,6 +178,7 @@ impl Config {
             namespace: hive_eventlog::Namespace::new(&self.namespace),
             duplicate_window: Duration::from_secs(self.duplicate_window_secs),
             replicas: self.stream_replicas,
+            command_attempts: self.command_attempts,
             ..Default::default()
         }
     }
@@ -172,6 +187,9 @@ impl Config {
     pub fn api(&self) -> hive_api::ApiConfig {
         hive_api::ApiConfig {
             min_seq_timeout: Duration::from_millis(self.min_seq_timeout_ms),
+            degraded_lag: self.health_degraded_lag,
+            stall: Duration::try_from_secs_f64(self.health_stall_secs)
+                .unwrap_or(Duration::from_secs(10)),
             body_limit: self.body_limit_bytes,
             max_in_flight: self.http_max_in_flight,
             public_reads: self

@@ -390,7 +390,10 @@ pub async fn run(
         let projector = Projector::new(
             open_database(&backends.projector.database_url, PROJECTOR_CONNECTIONS).await?,
             backends.projector.log.clone(),
-            ProjectorConfig::default(),
+            ProjectorConfig {
+                batch_max: config.projector_batch_max.max(1),
+                ..ProjectorConfig::default()
+            },
         );
         let shutdown = running.shutdown_signal();
         running.tasks.push((

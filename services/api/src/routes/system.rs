@@ -113,15 +113,20 @@ async fn health(State(state): State<AppState>) -> Response {
     };
     let checkpoint = state.progress.checkpoint();
     let lag = state.progress.head().saturating_sub(checkpoint);
-    let projector_status = if lag <= state.config.degraded_lag {
+    // Behind the head and not moving: the projector is down or stuck, however small the lag.
+    let still = state.progress.still_for();
+    let stalled = lag > 0 && still >= state.config.stall;
+    let projector_status = if lag <= state.config.degraded_lag && !stalled {
         "healthy"
     } else {
         "degraded"
     };
-    let projector = json!({
-        "status": projector_status,
-        "details": {"projection": state.config.projection, "checkpoint": checkpoint, "lag_events": lag}
-    });
+    let mut details =
+        json!({"projection": state.config.projection, "checkpoint": checkpoint, "lag_events": lag});
+    if stalled {
+        details["stalled_secs"] = json!(still.as_secs());
+    }
+    let projector = json!({"status": projector_status, "details": details});
     let statuses = [
         &database["status"],
         &event_store["status"],
