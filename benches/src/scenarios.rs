@@ -942,6 +942,67 @@ pub async fn chains(servers: &Servers, samples: u32) -> anyhow::Result<Vec<Table
         Some(&mut latencies),
         "from the POST; the dashboard's feed",
     ));
+    // A dead agent → its task requeued: agents that heartbeat once, take a task each, and fall silent.
+    // Measured from each one's last heartbeat (acknowledged) to its task's TaskRequeued.
+    let timeout = Duration::from_secs(15);
+    let silent = (samples / 10).max(3);
+    let mut beats = Vec::new();
+    let mut waits = Vec::new();
+    for _ in 0..silent {
+        let registered: serde_json::Value = http
+            .post(format!("{}/api/v1/agents", hive.base))
+            .json(&serde_json::json!({"agent_type": "silent", "capabilities": ["silent-bench"], "max_concurrent_tasks": 1}))
+            .send()
+            .await?
+            .json()
+            .await?;
+        let agent = registered["agent_id"].as_str().unwrap_or_default().to_owned();
+        let beat = format!("{}/api/v1/agents/{agent}/heartbeat", hive.base);
+        anyhow::ensure!(http.post(&beat).send().await?.status().is_success(), "heartbeat");
+        let created = http
+            .post(format!("{}/api/v1/tasks", hive.base))
+            .json(&serde_json::json!({"title": "outlived", "required_capabilities": ["silent-bench"]}))
+            .send()
+            .await?;
+        let created: serde_json::Value = created.json().await?;
+        let task = created["task_id"].as_str().unwrap_or_default().to_owned();
+        let sub = nats
+            .subscribe(log.subjects().of(AggregateKind::Task, task.parse()?))
+            .await?;
+        waits.push((task, sub));
+        beats.push(beat);
+    }
+    // Each agent's last heartbeat comes once its task is assigned to it (the first made it ready).
+    let mut latencies = Latencies::default();
+    let mut last_beats = Vec::new();
+    for (beat, (task, _)) in beats.iter().zip(&waits) {
+        let view = format!("{}/api/v1/tasks/{task}", hive.base);
+        let given = Instant::now() + Duration::from_secs(20);
+        while http.get(&view).send().await?.json::<serde_json::Value>().await?["state"] != "assigned" {
+            anyhow::ensure!(Instant::now() < given, "task {task} not assigned");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        anyhow::ensure!(http.post(beat).send().await?.status().is_success(), "heartbeat");
+        last_beats.push(Instant::now());
+    }
+    let waits = waits.iter_mut().map(|(_, sub)| sub);
+    for (last, sub) in last_beats.into_iter().zip(waits) {
+        tokio::time::timeout(timeout + Duration::from_secs(20), wait_for(sub, "TaskRequeued"))
+            .await
+            .map_err(|_| anyhow::anyhow!("no TaskRequeued"))??;
+        latencies.push(last.elapsed());
+    }
+    rows.push(row(
+        format!("dead agent → its task requeued ({silent} agents)"),
+        None,
+        None,
+        Some(&mut latencies),
+        format!(
+            "from its last heartbeat; timeout {} s, target timeout + 1 s",
+            timeout.as_secs()
+        ),
+    ));
+
     rows.push(memory_row(
         "hive RSS after the chains",
         crate::hive_process::rss_mib(hive.pid()),
