@@ -518,6 +518,55 @@ pub async fn rebuild(servers: &Servers, events: u64) -> anyhow::Result<Vec<Table
         rss: None,
         note: String::new(),
     });
+    // The same over HTTP, as an auditor asks for it: `GET /api/v1/tasks/{id}/events` of a hive on this
+    // log, once its scheduler has folded the log (it reports its queue only when caught up).
+    let hive = crate::hive_process::HiveProcess::start(
+        &servers.nats_url,
+        &servers.database(&namespace),
+        &namespace,
+    )
+    .await?;
+    let http = hive.http();
+    let settled = Instant::now() + Duration::from_secs(300);
+    while !http
+        .get(format!("{}/metrics", hive.base))
+        .send()
+        .await?
+        .text()
+        .await?
+        .contains("hive_scheduler_queue_depth")
+    {
+        anyhow::ensure!(
+            Instant::now() < settled,
+            "the hive's scheduler never caught up"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut latencies = Latencies::default();
+    let began = Instant::now();
+    for _ in 0..picks {
+        let task = *loaded.tasks.choose(&mut rng).expect("tasks");
+        let t = Instant::now();
+        let response = http
+            .get(format!("{}/api/v1/tasks/{task}/events", hive.base))
+            .send()
+            .await?;
+        anyhow::ensure!(response.status() == 200, "history: {}", response.status());
+        let body: serde_json::Value = response.json().await?;
+        latencies.push(t.elapsed());
+        anyhow::ensure!(
+            body["events"].as_array().is_some_and(|e| e.len() >= 6),
+            "a task's history"
+        );
+    }
+    rows.push(row(
+        "one task's history over HTTP (GET /api/v1/tasks/{id}/events)",
+        Some(rate(picks, began.elapsed())),
+        None,
+        Some(&mut latencies),
+        "sequential; the API's whole path, auth included",
+    ));
+    drop(hive);
     rows.push(Row {
         what: "peak RSS of this process (load, project, rebuild, verify)".into(),
         rate: None,
@@ -956,9 +1005,15 @@ pub async fn chains(servers: &Servers, samples: u32) -> anyhow::Result<Vec<Table
             .await?
             .json()
             .await?;
-        let agent = registered["agent_id"].as_str().unwrap_or_default().to_owned();
+        let agent = registered["agent_id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
         let beat = format!("{}/api/v1/agents/{agent}/heartbeat", hive.base);
-        anyhow::ensure!(http.post(&beat).send().await?.status().is_success(), "heartbeat");
+        anyhow::ensure!(
+            http.post(&beat).send().await?.status().is_success(),
+            "heartbeat"
+        );
         let created = http
             .post(format!("{}/api/v1/tasks", hive.base))
             .json(&serde_json::json!({"title": "outlived", "required_capabilities": ["silent-bench"]}))
@@ -978,18 +1033,31 @@ pub async fn chains(servers: &Servers, samples: u32) -> anyhow::Result<Vec<Table
     for (beat, (task, _)) in beats.iter().zip(&waits) {
         let view = format!("{}/api/v1/tasks/{task}", hive.base);
         let given = Instant::now() + Duration::from_secs(20);
-        while http.get(&view).send().await?.json::<serde_json::Value>().await?["state"] != "assigned" {
+        while http
+            .get(&view)
+            .send()
+            .await?
+            .json::<serde_json::Value>()
+            .await?["state"]
+            != "assigned"
+        {
             anyhow::ensure!(Instant::now() < given, "task {task} not assigned");
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        anyhow::ensure!(http.post(beat).send().await?.status().is_success(), "heartbeat");
+        anyhow::ensure!(
+            http.post(beat).send().await?.status().is_success(),
+            "heartbeat"
+        );
         last_beats.push(Instant::now());
     }
     let waits = waits.iter_mut().map(|(_, sub)| sub);
     for (last, sub) in last_beats.into_iter().zip(waits) {
-        tokio::time::timeout(timeout + Duration::from_secs(20), wait_for(sub, "TaskRequeued"))
-            .await
-            .map_err(|_| anyhow::anyhow!("no TaskRequeued"))??;
+        tokio::time::timeout(
+            timeout + Duration::from_secs(20),
+            wait_for(sub, "TaskRequeued"),
+        )
+        .await
+        .map_err(|_| anyhow::anyhow!("no TaskRequeued"))??;
         latencies.push(last.elapsed());
     }
     rows.push(row(
