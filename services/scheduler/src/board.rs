@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use hive_eventlog::RawEvent;
-use hive_events::agent::{Agent, AgentCommand, AgentStatus};
+use hive_events::agent::{Agent, AgentCommand, AgentEvent, AgentStatus};
 use hive_events::envelope::decode;
 use hive_events::subject::Subjects;
 use hive_events::task::{Task, TaskCommand, TaskStatus};
@@ -154,6 +154,9 @@ pub struct Board {
     queue: BTreeSet<(Reverse<u8>, u64, Uuid)>,
     load: HashMap<Uuid, usize>,
     beats: HashMap<Uuid, DateTime<Utc>>,
+    /// Agents that began to drain: one lost meanwhile comes back ready (the fold knows no better), and
+    /// is set draining again before it is given work.
+    draining: HashSet<Uuid>,
     /// Aggregates with a command in flight: nothing more is decided for them until their next event.
     pending: HashSet<Uuid>,
     last_seq: u64,
@@ -186,6 +189,15 @@ impl Board {
         self.pending.remove(&id);
         match envelope.event {
             DomainEvent::Agent(event) => {
+                match &event {
+                    AgentEvent::AgentDraining {} => {
+                        self.draining.insert(id);
+                    }
+                    AgentEvent::AgentDeregistered { .. } => {
+                        self.draining.remove(&id);
+                    }
+                    _ => {}
+                }
                 let current = self.agents.remove(&id);
                 if current.as_ref().is_some_and(|h| h.seq >= raw.seq) {
                     self.agents.extend(current.map(|h| (id, h)));
@@ -382,6 +394,7 @@ impl Board {
                 AgentStatus::Lost if beat.is_some_and(|b| b > agent.updated_at) => {
                     Some(AgentCommand::Recover)
                 }
+                AgentStatus::Ready if self.draining.contains(id) => Some(AgentCommand::Drain),
                 AgentStatus::Ready | AgentStatus::Draining => {
                     let last = beat.unwrap_or(agent.updated_at).max(agent.updated_at);
                     (last + timeout <= now).then(|| AgentCommand::MarkLost {

@@ -204,6 +204,31 @@ fn a_task_back_in_the_queue_goes_to_another_agent_when_one_has_room() {
 }
 
 #[test]
+fn a_draining_agent_that_was_lost_drains_again_when_it_comes_back() {
+    let mut g = Given::new();
+    let agent = g.agent(&[], 2);
+    g.event(AggregateKind::Agent, agent, &AgentEvent::AgentDraining {});
+    g.event(
+        AggregateKind::Agent,
+        agent,
+        &AgentEvent::AgentLost {
+            reason: "heartbeat_timeout".into(),
+        },
+    );
+    g.now += chrono::Duration::seconds(1);
+    g.board.beat(agent, g.now);
+    assert_eq!(g.follow_ups(), vec![(agent, "recover".to_owned())]);
+    g.event(AggregateKind::Agent, agent, &AgentEvent::AgentRecovered {});
+    let _task = g.task(5, &[]);
+    // Back as ready (all the fold knows), it is set draining again, and given nothing meanwhile.
+    assert_eq!(g.follow_ups(), vec![(agent, "drain".to_owned())]);
+    assert!(g.assign().is_empty());
+    g.event(AggregateKind::Agent, agent, &AgentEvent::AgentDraining {});
+    assert!(g.follow_ups().is_empty());
+    assert!(g.assign().is_empty());
+}
+
+#[test]
 fn a_pinned_task_waits_for_its_agent() {
     let mut g = Given::new();
     let _other = g.agent(&[], 5);
