@@ -28,10 +28,16 @@ pub async fn rebuild_projections(backends: &Backends, names: &[String]) -> anyho
             hive_projector::READ_MODELS
         );
         let mut report = reporter(name);
-        let rebuilt = rebuild(&backends.db, &backends.log, name, false, &mut report)
-            .await
-            .with_context(|| format!("rebuild {name}"))?
-            .context("the rebuild did not run")?;
+        let rebuilt = rebuild(
+            &backends.db,
+            &backends.log,
+            name,
+            Default::default(),
+            &mut report,
+        )
+        .await
+        .with_context(|| format!("rebuild {name}"))?
+        .context("the rebuild did not run")?;
         let rate = rebuilt.replayed as f64 / rebuilt.elapsed.as_secs_f64().max(1e-9);
         println!(
             "{name}: rebuilt to seq {} ({} events replayed, {} caught up, {} rows, {} dead letters) in {:.2} s ({rate:.0} events/s); the swap held the tables {} ms",
