@@ -456,7 +456,7 @@ pub async fn rebuild(servers: &Servers, events: u64) -> anyhow::Result<Vec<Table
         &backends.db,
         log,
         hive_projector::READ_MODELS,
-        false,
+        Default::default(),
         |_| {},
     )
     .await?

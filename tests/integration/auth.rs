@@ -368,6 +368,22 @@ pub(crate) async fn hive_up(
     home: &std::path::Path,
     extra: &[(&str, String)],
 ) -> (tokio::process::Child, String, String) {
+    // Its log is shown only when asked for, as the tests' own is.
+    let stderr = match std::env::var_os("HIVE_TEST_LOG") {
+        Some(_) => std::process::Stdio::inherit(),
+        None => std::process::Stdio::null(),
+    };
+    hive_up_with_stderr(world, home, extra, stderr).await
+}
+
+/// [`hive_up`], its stderr (its log) sent to `stderr`; `extra` environment variables override the
+/// defaults.
+pub(crate) async fn hive_up_with_stderr(
+    world: &World,
+    home: &std::path::Path,
+    extra: &[(&str, String)],
+    stderr: std::process::Stdio,
+) -> (tokio::process::Child, String, String) {
     use tokio::io::AsyncBufReadExt;
     let port = hive_devservers::free_port().unwrap();
     let mut command = tokio::process::Command::new(hive_tests::agent_program());
@@ -385,6 +401,7 @@ pub(crate) async fn hive_up(
         .env("HIVE_LOG", "warn")
         .envs(extra.iter().map(|(k, v)| (*k, v.as_str())))
         .stdout(std::process::Stdio::piped())
+        .stderr(stderr)
         .kill_on_drop(true);
     hive_devservers::die_with_parent(command.as_std_mut());
     let mut child = command.spawn().unwrap();
@@ -399,6 +416,8 @@ pub(crate) async fn hive_up(
     })
     .await
     .expect("hive up printed its admin token");
+    // Read the rest, so that no later line of it meets a closed pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     (child, format!("http://127.0.0.1:{port}"), token)
 }
 

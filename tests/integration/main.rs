@@ -3,6 +3,7 @@
 
 mod agents;
 mod api;
+mod audit;
 mod auth;
 mod browser;
 mod chaos;

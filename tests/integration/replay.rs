@@ -1,12 +1,16 @@
-//! Replay: a rebuild while the hive serves, verify against the log, time travel, audit, recovery of a
-//! lost read-model database, and a log that holds two versions of one event.
+//! Replay: a rebuild while the hive serves, verify against the log, recovery of a lost read-model
+//! database through `hive up`, and a log that holds two versions of one event (time travel and audit are
+//! in `audit.rs`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use hive_projector::rebuild::{Stage, rebuild};
+use hive_projector::rebuild::{RebuildOptions, Stage, rebuild};
 use hive_projector::verify::{Difference, verify};
 use hive_tests::{World, scenario};
+
+use crate::audit::{hive_command, load_scripted, scripted};
+use crate::auth::hive_up_with_stderr;
 use sea_orm::ConnectionTrait;
 use serde_json::{Value, json};
 
@@ -17,7 +21,11 @@ fn total_tasks(status: &Value) -> u64 {
         .expect("tasks.total in /status")
 }
 
-#[tokio::test]
+/// The rebuild under load swaps once the shadow is this close to the head.
+const SWAP_LAG: u64 = 10;
+
+// Several threads: the progress callback blocks the rebuild while the others serve and write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rebuild_under_load_never_fails_a_read_and_ends_equal_to_the_log() {
     let world = World::new().await;
     scenario(world.log(), 12, 1_500).await;
@@ -69,9 +77,33 @@ async fn a_rebuild_under_load_never_fails_a_read_and_ends_equal_to_the_log() {
     }
 
     let mut stages = Vec::new();
-    let rebuilt = rebuild(world.db(), world.log(), "read_models", false, |p| {
+    let runtime = tokio::runtime::Handle::current();
+    let (http, url) = (hive.http.clone(), hive.url("/api/v1/tasks"));
+    let burst = 3 * SWAP_LAG;
+    let options = RebuildOptions {
+        swap_lag: SWAP_LAG,
+        ..Default::default()
+    };
+    let rebuilt = rebuild(world.db(), world.log(), "read_models", options, |p| {
         if stages.last() != Some(&p.stage) {
             stages.push(p.stage);
+            // Once the rows are being written, more events than the swap lag arrive for certain
+            // (besides the writer's): the shadow has to catch up before it may swap.
+            if p.stage == Stage::Writing {
+                tokio::task::block_in_place(|| {
+                    runtime.block_on(async {
+                        for n in 0..burst {
+                            let r = http
+                                .post(&url)
+                                .json(&json!({"title": format!("burst {n}")}))
+                                .send()
+                                .await
+                                .unwrap();
+                            assert_eq!(r.status(), 201);
+                        }
+                    })
+                });
+            }
         }
     })
     .await
@@ -82,7 +114,14 @@ async fn a_rebuild_under_load_never_fails_a_read_and_ends_equal_to_the_log() {
         task.await.unwrap();
     }
     assert!(rebuilt.replayed > 5_000, "{rebuilt:?}");
-    assert_eq!(stages.last(), Some(&Stage::Swapping), "{stages:?}");
+    assert!(rebuilt.caught_up >= burst, "{rebuilt:?}");
+    // Replaying is reported only when it lasts long enough.
+    stages.retain(|s| *s != Stage::Replaying);
+    assert_eq!(
+        stages,
+        [Stage::Writing, Stage::CatchingUp, Stage::Swapping],
+        "the rebuild caught up before it swapped"
+    );
     assert_eq!(failed_reads.load(Ordering::Relaxed), 0, "failed reads");
     assert!(reads.load(Ordering::Relaxed) > 0);
 
@@ -150,180 +189,140 @@ async fn verify_names_a_row_corrupted_by_hand() {
     hive.stop().await;
 }
 
-#[tokio::test]
-async fn a_lost_read_model_database_is_rebuilt_on_start() {
-    let mut world = World::new().await;
-    let head = scenario(world.log(), 4, 200).await;
-    let hive = world.hive().await;
-    let (_, before) = hive.get_at("/status", head).await;
-    hive.stop().await;
+/// POSTs `body` to `url`; asserts a 201; answers the log sequence it wrote and the new entity's id.
+async fn created(http: &reqwest::Client, url: String, body: Value) -> (u64, String) {
+    let answer = http.post(&url).json(&body).send().await.unwrap();
+    assert_eq!(answer.status(), 201, "{url}");
+    let answer: Value = answer.json().await.unwrap();
+    let id = ["project_id", "agent_id", "task_id"]
+        .iter()
+        .find_map(|key| answer[key].as_str())
+        .expect("the new entity's id")
+        .to_owned();
+    (answer["seq"].as_u64().expect("its seq"), id)
+}
 
-    // The whole read-model database is dropped; starting again creates, migrates and rebuilds it.
-    world.drop_database().await;
-    world.reconnect().await;
-    let hive = world.hive().await;
-    let (status, after) = hive.get_at("/status", head).await;
-    assert_eq!(status, 200, "{after}");
-    assert_eq!(total_tasks(&after), 200);
-    assert_eq!(after["tasks"], before["tasks"]);
-    assert_eq!(after["agents"], before["agents"]);
-    let report = verify(world.db(), world.log(), "read_models")
+/// GET `url` once the read models reflect `seq`; asserts a 200.
+async fn read_at(http: &reqwest::Client, url: String, seq: u64) -> Value {
+    let answer = http
+        .get(&url)
+        .header("Hive-Min-Seq", seq.to_string())
+        .send()
         .await
         .unwrap();
-    assert_eq!((report.checkpoint, report.differences), (head, vec![]));
-    hive.stop().await;
+    assert_eq!(answer.status(), 200, "{url}");
+    answer.json().await.unwrap()
 }
 
-/// A scripted history with fixed ids and times, stored as raw envelopes: one `TaskCreated` in schema
-/// version 1 (before `pinned_agent`) beside one in version 2, and one poison message.
-mod scripted {
-    use serde_json::{Value, json};
+/// Sends `hive up` SIGTERM; asserts that it exits 0.
+async fn stop_gracefully(up: &mut tokio::process::Child) {
+    let pid = nix::unistd::Pid::from_raw(up.id().expect("hive up runs") as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let status = tokio::time::timeout(std::time::Duration::from_secs(30), up.wait())
+        .await
+        .expect("hive up stops within 30 s of SIGTERM")
+        .unwrap();
+    assert!(status.success(), "hive up exits 0 on SIGTERM: {status}");
+}
 
-    pub const PROJECT: &str = "00000000-0000-0000-0000-0000000000b1";
-    pub const AGENT: &str = "00000000-0000-0000-0000-0000000000a1";
-    pub const T1: &str = "00000000-0000-0000-0000-0000000000c1";
-    pub const T2: &str = "00000000-0000-0000-0000-0000000000c2";
+#[tokio::test]
+async fn a_lost_read_model_database_is_rebuilt_when_hive_up_starts() {
+    let world = World::new().await;
+    let home = tempfile::tempdir().unwrap();
+    // Its own database (created by `hive up`), and its own nats-server, whose data stays in `home`.
+    let database = format!("{}_up", world.database);
+    let env = [
+        ("HIVE_DATABASE_URL", world.database_url_named(&database)),
+        ("HIVE_LOG", "warn,hive_projector::rebuild=info".to_owned()),
+        ("NO_COLOR", "1".to_owned()),
+        // No agent here heartbeats: none may be found lost meanwhile, which would change the counts.
+        ("HIVE_HEARTBEAT_TIMEOUT_SECS", "3600".to_owned()),
+    ];
+    let start = async |run: &str| {
+        let log = home.path().join(format!("{run}.log"));
+        let stderr = std::fs::File::create(&log).unwrap();
+        let (up, base, token) = hive_up_with_stderr(&world, home.path(), &env, stderr.into()).await;
+        (up, base, hive_tests::authorized_client(&token), log)
+    };
 
-    /// The time of the event at `seq`: one second apart from 2026-01-01T00:00:00Z.
-    pub fn time_of(seq: u64) -> String {
-        format!("2026-01-01T00:00:{seq:02}Z")
-    }
-
-    fn event(
-        seq: u64,
-        kind: &str,
-        id: &str,
-        event_type: &str,
-        version: u64,
-        data: Value,
-    ) -> (String, Vec<u8>) {
-        let envelope = json!({
-            "event_id": format!("01900000-0000-7000-8000-{seq:012}"),
-            "type": event_type,
-            "schema_version": version,
-            "aggregate": kind,
-            "aggregate_id": id,
-            "occurred_at": time_of(seq),
-            "correlation_id": "00000000-0000-0000-0000-0000000000f0",
-            "causation_id": null,
-            "actor": if kind == "task" && seq > 5 { "system:scheduler" } else { "operator" },
-            "data": data,
-        });
-        (
-            format!("{kind}.{id}"),
-            serde_json::to_vec(&envelope).unwrap(),
+    let (mut up, base, http, first_log) = start("first").await;
+    let (_, project) = created(
+        &http,
+        format!("{base}/api/v1/projects"),
+        json!({"name": "kept"}),
+    )
+    .await;
+    for n in 0..3 {
+        created(
+            &http,
+            format!("{base}/api/v1/agents"),
+            json!({"name": format!("a{n}"), "agent_type": "worker"}),
         )
+        .await;
     }
+    let task = async |body: Value| created(&http, format!("{base}/api/v1/tasks"), body).await;
+    let (_, first) = task(json!({"title": "t0", "project_id": project})).await;
+    for n in 1..4 {
+        task(json!({"title": format!("t{n}"), "project_id": project})).await;
+    }
+    // Waits for the first (no agent is ready to run it).
+    let (last, _) =
+        task(json!({"title": "t4", "project_id": project, "depends_on": [first]})).await;
+    let before = read_at(&http, format!("{base}/status"), last).await;
+    assert_eq!(
+        (
+            before["agents"]["by_status"]["registered"].as_u64(),
+            before["tasks"]["by_status"]["queued"].as_u64(),
+            before["tasks"]["by_status"]["waiting"].as_u64(),
+            before["log"]["last_seq"].as_u64(),
+        ),
+        (Some(3), Some(4), Some(1), Some(last)),
+        "{before}"
+    );
+    stop_gracefully(&mut up).await;
+    let first_log = std::fs::read_to_string(first_log).unwrap();
+    assert!(
+        !first_log.contains("read models rebuilt"),
+        "nothing to rebuild from an empty log: {first_log}"
+    );
 
-    /// (subject under the namespace's events prefix, payload), in log order: seq 1, 2, ...
-    pub fn history() -> Vec<(String, Vec<u8>)> {
-        let task_v1 = json!({
-            "title": "first", "description": "the v1 one", "task_type": "code", "priority": 8,
-            "required_capabilities": [], "depends_on": [], "waiting_on": [], "project_id": PROJECT,
-            "max_attempts": 1,
-        });
-        let task_v2 = json!({
-            "title": "second", "description": null, "task_type": null, "priority": 5,
-            "required_capabilities": [], "depends_on": [T1], "waiting_on": [T1], "project_id": PROJECT,
-            "pinned_agent": null, "max_attempts": 1,
-        });
-        vec![
-            event(
-                1,
-                "project",
-                PROJECT,
-                "ProjectCreated",
-                1,
-                json!({"name": "audit", "description": null, "project_type": "test"}),
-            ),
-            event(
-                2,
-                "agent",
-                AGENT,
-                "AgentRegistered",
-                1,
-                json!({"name": "a1", "agent_type": "worker", "capabilities": [], "max_concurrent_tasks": 1}),
-            ),
-            event(3, "agent", AGENT, "AgentReady", 1, json!({})),
-            event(4, "task", T1, "TaskCreated", 1, task_v1),
-            event(5, "task", T2, "TaskCreated", 2, task_v2),
-            event(
-                6,
-                "task",
-                T1,
-                "TaskAssigned",
-                1,
-                json!({"agent_id": AGENT, "lease_expires_at": time_of(36)}),
-            ),
-            event(7, "task", T1, "TaskAccepted", 1, json!({})),
-            event(8, "task", T1, "TaskStarted", 1, json!({})),
-            event(
-                9,
-                "task",
-                T1,
-                "TaskProgressed",
-                1,
-                json!({"percent": 50, "message": "halfway"}),
-            ),
-            event(
-                10,
-                "task",
-                T1,
-                "TaskCompleted",
-                1,
-                json!({"result": {"ok": true}}),
-            ),
-            event(11, "task", T2, "TaskQueued", 1, json!({})),
-            event(
-                12,
-                "task",
-                T2,
-                "TaskAssigned",
-                1,
-                json!({"agent_id": AGENT, "lease_expires_at": time_of(42)}),
-            ),
-            event(13, "task", T2, "TaskAccepted", 1, json!({})),
-            event(14, "task", T2, "TaskStarted", 1, json!({})),
-            event(
-                15,
-                "task",
-                T2,
-                "TaskFailed",
-                1,
-                json!({"error": "bad input", "retryable": false}),
-            ),
-            event(
-                16,
-                "task",
-                T2,
-                "TaskDeadLettered",
-                1,
-                json!({"reason": "not retryable"}),
-            ),
-            (format!("task.{T2}"), b"{not json".to_vec()),
-            event(
-                18,
-                "agent",
-                AGENT,
-                "AgentDeregistered",
-                1,
-                json!({"reason": "done"}),
-            ),
-        ]
+    // The whole read-model database is lost; `hive up` creates, migrates and rebuilds it.
+    let admin = sea_orm::Database::connect(world.admin_url()).await.unwrap();
+    admin
+        .execute_unprepared(&format!("DROP DATABASE \"{database}\" WITH (FORCE)"))
+        .await
+        .unwrap();
+    admin.close().await.unwrap();
+    let (mut up, base, http, second_log) = start("second").await;
+    let after = read_at(&http, format!("{base}/status"), last).await;
+    for section in ["agents", "tasks", "log"] {
+        assert_eq!(after[section], before[section], "{section}: {after}");
     }
-}
+    let view = read_at(&http, format!("{base}/api/v1/projects/{project}"), last).await;
+    assert_eq!(view["tasks"]["total"], 5, "{view}");
 
-/// Publishes the scripted history; answers the last sequence.
-async fn load_scripted(world: &World) -> u64 {
-    let prefix = world.log().subjects().all();
-    let prefix = prefix.trim_end_matches(".>");
-    let mut last = 0;
-    for (subject, payload) in scripted::history() {
-        last = world
-            .publish_raw(&format!("{prefix}.{subject}"), payload)
-            .await;
-    }
-    last
+    let verify = tokio::process::Command::new(hive_tests::agent_program())
+        .arg("verify")
+        .env("HIVE_HOME", home.path())
+        .env("HIVE_NAMESPACE", &world.config.namespace)
+        .env("HIVE_LOG", "warn")
+        .env_remove("HIVE_NATS_URL")
+        .env_remove("HIVE_DATABASE_URL")
+        .output()
+        .await
+        .unwrap();
+    let printed = String::from_utf8_lossy(&verify.stdout);
+    assert!(verify.status.success(), "hive verify: {printed}");
+    assert!(printed.contains(": 0 differences"), "{printed}");
+    stop_gracefully(&mut up).await;
+
+    // It was the bulk rebuild that brought it back, not the projector batch by batch.
+    let second_log = std::fs::read_to_string(second_log).unwrap();
+    let rebuilt = second_log
+        .lines()
+        .find(|line| line.contains("read models rebuilt"))
+        .unwrap_or_else(|| panic!("no rebuild logged: {second_log}"));
+    assert!(rebuilt.contains(&format!("checkpoint={last}")), "{rebuilt}");
 }
 
 #[tokio::test]
@@ -368,10 +367,29 @@ async fn a_log_of_two_event_versions_projects_rebuilds_and_verifies_the_same() {
         (Some(head), Some(1))
     );
 
-    rebuild(world.db(), world.log(), "read_models", false, |_| {})
-        .await
-        .unwrap()
-        .unwrap();
+    // The real command, by the projection's name, beside the running hive; its stderr is a pipe, so
+    // it reports in plain lines, not a bar.
+    let rebuilt = hive_command(&world, &["projections", "rebuild", "read_models"]);
+    let (printed, progress) = (
+        String::from_utf8_lossy(&rebuilt.stdout),
+        String::from_utf8_lossy(&rebuilt.stderr),
+    );
+    assert!(rebuilt.status.success(), "{printed}{progress}");
+    assert!(
+        printed.starts_with("read_models: rebuilt to seq 18 (18 events replayed, 0 caught up, 4 rows, 1 dead letters)"),
+        "{printed}"
+    );
+    let lines: Vec<&str> = progress.lines().collect();
+    assert!(
+        lines.contains(&"read_models: writing rows 1/4")
+            && lines.last() == Some(&"read_models: swapping 18/18")
+            && lines.iter().all(|l| l.starts_with("read_models: "))
+            && !progress.contains(['\r', '\u{1b}']),
+        "plain progress lines: {progress:?}"
+    );
+    let help = hive_command(&world, &["projections", "rebuild", "--help"]);
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(help.contains("Safe on a running system"), "{help}");
     let again = verify(world.db(), world.log(), "read_models")
         .await
         .unwrap();
@@ -381,157 +399,4 @@ async fn a_log_of_two_event_versions_projects_rebuilds_and_verifies_the_same() {
         .await;
     assert_eq!(rebuilt, first);
     hive.stop().await;
-}
-
-#[tokio::test]
-async fn time_travel_answers_as_the_hive_was_then() {
-    let world = World::new().await;
-    let head = load_scripted(&world).await;
-    let hive = world.hive().await;
-    hive.get_at("/status", head).await;
-    let task_at = async |id: &str, at: &str| {
-        let (status, body) = hive.get_at(&format!("/api/v1/tasks/{id}?{at}"), 0).await;
-        assert_eq!(status, 200, "{at}: {body}");
-        body
-    };
-    let t1 = scripted::T1;
-    // Worked out by hand from the scripted history.
-    for (seq, state, progress) in [
-        (4, "queued", None),
-        (6, "assigned", None),
-        (8, "running", None),
-        (9, "running", Some(50)),
-        (10, "completed", Some(100)),
-        (18, "completed", Some(100)),
-    ] {
-        let view = task_at(t1, &format!("at_seq={seq}")).await;
-        assert_eq!(view["state"], state, "T1 at {seq}");
-        assert_eq!(
-            view["progress"].as_u64(),
-            progress,
-            "T1's progress at {seq}"
-        );
-    }
-    for (seq, state) in [
-        (5, "waiting"),
-        (10, "waiting"),
-        (11, "queued"),
-        (15, "failed"),
-        (16, "dead_lettered"),
-    ] {
-        let view = task_at(scripted::T2, &format!("at_seq={seq}")).await;
-        assert_eq!(view["state"], state, "T2 at {seq}");
-    }
-    let by_time = task_at(t1, &format!("at_time={}", scripted::time_of(6))).await;
-    assert_eq!(by_time, task_at(t1, "at_seq=6").await);
-    let (status, _) = hive
-        .get_at(&format!("/api/v1/tasks/{t1}?at_seq=3"), 0)
-        .await;
-    assert_eq!(status, 404, "T1 did not exist at 3");
-
-    let (_, agent) = hive
-        .get_at(&format!("/api/v1/agents/{}?at_seq=2", scripted::AGENT), 0)
-        .await;
-    assert_eq!(agent["status"], "registered");
-    let (_, project) = hive
-        .get_at(
-            &format!("/api/v1/projects/{}?at_seq=10", scripted::PROJECT),
-            0,
-        )
-        .await;
-    assert_eq!(
-        project["tasks"]["by_status"],
-        json!({"completed": 1, "waiting": 1})
-    );
-
-    let (_, then) = hive.get_at("/api/v1/system/status?at_seq=9", 0).await;
-    assert_eq!(then["at"]["seq"], 9);
-    assert_eq!(then["tasks"]["total"], 2);
-    assert_eq!(then["tasks"]["by_status"]["running"], 1);
-    assert_eq!(then["tasks"]["by_status"]["waiting"], 1);
-    assert_eq!(then["agents"]["by_status"]["ready"], 1);
-    let (_, end) = hive.get_at("/api/v1/system/status?at_seq=18", 0).await;
-    assert_eq!(end["agents"]["by_status"]["deregistered"], 1);
-    assert_eq!(end["tasks"]["by_status"]["dead_lettered"], 1);
-
-    for bad in [
-        "at_seq=0",
-        "at_seq=19",
-        "at_time=yesterday",
-        "at_seq=3&at_time=2026-01-01T00:00:00Z",
-    ] {
-        let (status, body) = hive.get_at(&format!("/api/v1/tasks/{t1}?{bad}"), 0).await;
-        assert_eq!(
-            (status, body["error"]["code"].as_str()),
-            (400, Some("bad_request")),
-            "{bad}"
-        );
-    }
-    hive.stop().await;
-}
-
-/// Runs the real `hive` program against this world.
-fn hive_command(world: &World, args: &[&str]) -> std::process::Output {
-    std::process::Command::new(hive_tests::agent_program())
-        .args(args)
-        .env("HIVE_NATS_URL", &world.nats_url)
-        .env("HIVE_DATABASE_URL", &world.database_url)
-        .env("HIVE_NAMESPACE", &world.config.namespace)
-        .env("HIVE_HOME", std::env::temp_dir())
-        .env("HIVE_LOG", "warn")
-        .output()
-        .expect("run hive")
-}
-
-/// Runs `hive audit ARGS` against this world; answers its stdout.
-fn hive_audit(world: &World, args: &[&str]) -> String {
-    let output = hive_command(world, &[&["audit"], args].concat());
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).unwrap()
-}
-
-/// Compares `actual` with `tests/golden/<name>`; `HIVE_BLESS=1` writes it instead.
-fn golden(name: &str, actual: &str) {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("golden")
-        .join(name);
-    if std::env::var_os("HIVE_BLESS").is_some() {
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(&path, actual).unwrap();
-    }
-    let expected = std::fs::read_to_string(&path)
-        .unwrap_or_else(|_| panic!("{} is missing: run with HIVE_BLESS=1", path.display()));
-    assert_eq!(actual, expected, "{name} differs from its golden file");
-}
-
-#[tokio::test]
-async fn audit_output_of_a_scripted_history_matches_its_golden_files() {
-    let world = World::new().await;
-    load_scripted(&world).await;
-    golden(
-        "audit-agent.txt",
-        &hive_audit(&world, &["agent", scripted::AGENT]),
-    );
-    golden(
-        "audit-task.jsonl",
-        &hive_audit(&world, &["task", scripted::T2, "--json"]),
-    );
-    golden(
-        "audit-log.txt",
-        &hive_audit(
-            &world,
-            &["log", "--from", "2026-01-01T00:00:09Z", "--to", "12"],
-        ),
-    );
-    golden(
-        "audit-state.json",
-        &hive_audit(
-            &world,
-            &["state", "task", scripted::T1, "--at", &scripted::time_of(9)],
-        ),
-    );
 }

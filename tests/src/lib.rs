@@ -220,6 +220,12 @@ impl World {
         servers().pg.url("postgres")
     }
 
+    /// The URL of database `name` on the test server (created by whoever connects first, as `hive up`
+    /// does).
+    pub fn database_url_named(&self, name: &str) -> String {
+        servers().pg.url(name)
+    }
+
     /// Drops this world's read-model database (closing our connections first).
     pub async fn drop_database(&self) {
         use sea_orm::ConnectionTrait;

@@ -62,7 +62,7 @@ enum Command {
     Audit {
         #[command(subcommand)]
         query: AuditCommand,
-        /// JSON lines instead of a table.
+        /// JSON lines instead of a table (`state`: one compact JSON line instead of pretty JSON).
         #[arg(long, global = true)]
         json: bool,
     },
@@ -137,7 +137,8 @@ enum AuditCommand {
         #[arg(long)]
         to: Option<String>,
     },
-    /// An entity as it was at a sequence or a time, folded from its history.
+    /// An entity as it was at a sequence or a time, folded from its history: its read-model row as
+    /// pretty JSON, or one compact JSON line with --json.
     State {
         /// agent, task or project.
         kind: Kind,
@@ -325,7 +326,10 @@ pub fn main() -> anyhow::Result<()> {
 }
 
 async fn run_cli(cli: Cli) -> anyhow::Result<()> {
+    // The log goes to stderr: stdout carries what a command answers (`--json` lines, a token, a
+    // report), which must stay parseable whatever HIVE_LOG lets through.
     tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("HIVE_LOG")
                 .unwrap_or_else(|_| "info,sqlx=warn,sea_orm=warn,async_nats=warn".into()),
@@ -400,7 +404,7 @@ async fn run_cli(cli: Cli) -> anyhow::Result<()> {
                 } => {
                     let point =
                         hive_eventlog::audit::At::parse(&point).map_err(|e| anyhow::anyhow!(e))?;
-                    return crate::ops::state(log, kind.into(), id, point).await;
+                    return crate::ops::state(log, kind.into(), id, point, json).await;
                 }
             };
             crate::ops::audit(log, query, json).await

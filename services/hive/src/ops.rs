@@ -28,10 +28,16 @@ pub async fn rebuild_projections(backends: &Backends, names: &[String]) -> anyho
             hive_projector::READ_MODELS
         );
         let mut report = reporter(name);
-        let rebuilt = rebuild(&backends.db, &backends.log, name, false, &mut report)
-            .await
-            .with_context(|| format!("rebuild {name}"))?
-            .context("the rebuild did not run")?;
+        let rebuilt = rebuild(
+            &backends.db,
+            &backends.log,
+            name,
+            Default::default(),
+            &mut report,
+        )
+        .await
+        .with_context(|| format!("rebuild {name}"))?
+        .context("the rebuild did not run")?;
         let rate = rebuilt.replayed as f64 / rebuilt.elapsed.as_secs_f64().max(1e-9);
         println!(
             "{name}: rebuilt to seq {} ({} events replayed, {} caught up, {} rows, {} dead letters) in {:.2} s ({rate:.0} events/s); the swap held the tables {} ms",
@@ -73,17 +79,15 @@ fn reporter(name: &str) -> impl FnMut(Progress) {
             Stage::CatchingUp => "catching up",
             Stage::Swapping => "swapping",
         };
-        if stage != Some(p.stage) {
+        let entered = stage != Some(p.stage);
+        if entered {
             stage = Some(p.stage);
             bar.reset();
             bar.set_message(label);
-            if !on_terminal {
-                eprintln!("{name}: {label} ({} to go)", p.total);
-            }
         }
         bar.set_length(p.total);
         bar.set_position(p.done);
-        if !on_terminal && last_line.elapsed() >= Duration::from_secs(2) {
+        if !on_terminal && (entered || last_line.elapsed() >= Duration::from_secs(2)) {
             last_line = std::time::Instant::now();
             eprintln!("{name}: {label} {}/{}", p.done, p.total);
         }
@@ -341,8 +345,15 @@ pub fn table(records: &[Record]) -> String {
     out
 }
 
-/// `hive audit state KIND ID --at SEQ|TIME`: the entity as it was then, as its read-model row.
-pub async fn state(log: &EventLog, kind: AggregateKind, id: Uuid, at: At) -> anyhow::Result<()> {
+/// `hive audit state KIND ID --at SEQ|TIME`: the entity as it was then, as its read-model row: pretty
+/// JSON, or one compact JSON line with `json`.
+pub async fn state(
+    log: &EventLog,
+    kind: AggregateKind,
+    id: Uuid,
+    at: At,
+    json: bool,
+) -> anyhow::Result<()> {
     let history = log.history(kind, id).await?;
     anyhow::ensure!(!history.is_empty(), "no {} {id} in the log", kind.as_str());
     let row = match kind {
@@ -351,7 +362,12 @@ pub async fn state(log: &EventLog, kind: AggregateKind, id: Uuid, at: At) -> any
         AggregateKind::Project => row_json::<Project>(&history, kind, id, at),
     }
     .with_context(|| format!("{} {id} did not exist yet then", kind.as_str()))?;
-    println!("{}", serde_json::to_string_pretty(&row)?);
+    let text = if json {
+        serde_json::to_string(&row)?
+    } else {
+        serde_json::to_string_pretty(&row)?
+    };
+    println!("{text}");
     Ok(())
 }
 

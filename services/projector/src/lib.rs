@@ -132,7 +132,11 @@ impl Projector {
     /// Reads from the committed checkpoint on and projects until the log or the database fails.
     async fn follow(&self, batches: &mut u32) -> Result<(), ProjectorError> {
         if self.config.rebuild_when_empty {
-            rebuild::rebuild(&self.db, &self.log, &self.config.name, true, |_| {}).await?;
+            let options = rebuild::RebuildOptions {
+                only_if_empty: true,
+                ..Default::default()
+            };
+            rebuild::rebuild(&self.db, &self.log, &self.config.name, options, |_| {}).await?;
         }
         let start = {
             let txn = self.db.begin().await?;

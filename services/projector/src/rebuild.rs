@@ -4,7 +4,8 @@
 //!    ones (so names, indexes and sequences are identical), with its own checkpoint.
 //! 2. The log is folded in memory up to the head as it was at the start ([`crate::fold::Folder`]) and
 //!    written to the shadow tables in bulk: multi-row inserts, several at once.
-//! 3. The shadow catches up with the events appended meanwhile, through the projector's own batch path.
+//! 3. The shadow catches up with the events appended meanwhile, through the projector's own batch path,
+//!    until it is at most [`RebuildOptions::swap_lag`] events behind the head.
 //! 4. The swap, in one transaction: lock the live checkpoint table first (the live projector takes it first
 //!    in each of its transactions, so neither can wait on the other), then the other live tables; bring the
 //!    shadow to the live checkpoint; drop the live tables and move the shadow ones into their place; drop
@@ -47,8 +48,8 @@ pub const TABLES: [&str; 6] = [
 const ROWS_PER_INSERT: usize = 1_000;
 /// Events per transaction while the shadow catches up.
 const CATCH_UP_BATCH: usize = 5_000;
-/// The swap happens once the shadow is at most this far behind the head.
-const SWAP_LAG: u64 = 2_000;
+/// The default of [`RebuildOptions::swap_lag`].
+pub const SWAP_LAG: u64 = 2_000;
 /// Advisory-lock key of a running rebuild.
 const REBUILD_LOCK: i64 = 0x4849_5645_5245_4255; // "HIVEREBU"
 
@@ -95,17 +96,37 @@ pub struct Rebuilt {
     pub swap: Duration,
 }
 
-/// Rebuilds the read models of `projection` from the whole log. With `only_if_empty`, does nothing
-/// (answers `None`) unless the projection has no checkpoint yet and the log is not empty: the recovery
-/// of a lost read-model database.
+/// How a rebuild runs.
+#[derive(Clone, Copy, Debug)]
+pub struct RebuildOptions {
+    /// Do nothing (answer `None`) unless the projection has no checkpoint yet and the log is not empty:
+    /// the recovery of a lost read-model database.
+    pub only_if_empty: bool,
+    /// The swap happens once the shadow is at most this many events behind the head; the rest is applied
+    /// inside the swap's transaction, while readers wait. Smaller holds the tables for less time, at the
+    /// cost of more rounds of catching up under heavy writes.
+    pub swap_lag: u64,
+}
+
+impl Default for RebuildOptions {
+    fn default() -> Self {
+        Self {
+            only_if_empty: false,
+            swap_lag: SWAP_LAG,
+        }
+    }
+}
+
+/// Rebuilds the read models of `projection` from the whole log.
 pub async fn rebuild(
     db: &DatabaseConnection,
     log: &EventLog,
     projection: &str,
-    only_if_empty: bool,
+    options: RebuildOptions,
     mut progress: impl FnMut(Progress),
 ) -> Result<Option<Rebuilt>, ProjectorError> {
     let began = Instant::now();
+    let only_if_empty = options.only_if_empty;
     let nothing_to_recover = async {
         Ok::<_, ProjectorError>(
             log.last_seq().await? == 0 || live_checkpoint(db, projection).await? > 0,
@@ -126,7 +147,7 @@ pub async fn rebuild(
         return Ok(None);
     }
     tracing::info!(projection, head, "rebuilding the read models");
-    let result = build(db, &shadow, log, projection, head, &mut progress).await;
+    let result = build(db, &shadow, log, projection, head, options, &mut progress).await;
     if result.is_err() {
         // Leave no half-built shadow behind.
         let _ = shadow
@@ -185,6 +206,7 @@ async fn build(
     log: &EventLog,
     projection: &str,
     head: u64,
+    options: RebuildOptions,
     progress: &mut impl FnMut(Progress),
 ) -> Result<Rebuilt, ProjectorError> {
     shadow
@@ -225,7 +247,7 @@ async fn build(
     let mut at = head;
     loop {
         let target = log.last_seq().await?;
-        if target.saturating_sub(at) <= SWAP_LAG {
+        if target.saturating_sub(at) <= options.swap_lag {
             break;
         }
         while at < target {
