@@ -198,17 +198,63 @@ async fn metrics_parse_as_prometheus_text_and_cover_every_part() {
         .await;
     hive.get_at("/status", poison).await;
 
+    // A real append conflict: the assigned agent reports progress from many clients at once, each
+    // report deciding on the task as it loaded it; all but one lose the race and decide again.
+    let task = id(&created, "task_id");
+    for action in ["accept", "start"] {
+        let (status, body) = hive
+            .post(
+                &format!("/api/v1/tasks/{task}/{action}"),
+                json!({"agent_id": agent}),
+            )
+            .await;
+        assert_eq!(status, 200, "{action}: {body}");
+    }
+    let conflicts = |scrape: &prometheus_parse::Scrape| {
+        scrape
+            .samples
+            .iter()
+            .filter(|s| {
+                s.metric == "hive_append_conflicts_total"
+                    && s.labels.get("aggregate") == Some("task")
+            })
+            .map(|s| match s.value {
+                prometheus_parse::Value::Counter(n) => n,
+                _ => panic!("hive_append_conflicts_total is a counter"),
+            })
+            .sum::<f64>()
+    };
+    let before = conflicts(&hive.scrape().await);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let mut percent = 0;
+    let progress = format!("/api/v1/tasks/{task}/progress");
+    while conflicts(&hive.scrape().await) <= before {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "concurrent reports on one task never lost a race"
+        );
+        let reports = (0..8).map(|_| {
+            percent = (percent + 1) % 100;
+            hive.post(&progress, json!({"agent_id": agent, "percent": percent}))
+        });
+        for (status, body) in futures::future::join_all(reports).await {
+            // 409: one lost every race it was allowed to retry.
+            assert!(status == 200 || status == 409, "{status} {body}");
+        }
+    }
+
     let response = hive.get("/metrics").await;
     assert_eq!(response.status(), 200);
     let text = response.text().await.unwrap();
-    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))
-        .expect("Prometheus text format");
+    // Every line is checked: a sample that the parser could not read would fail here, not vanish.
+    let scrape = hive_tests::exposition::parse(&text);
     let names: std::collections::BTreeSet<&str> =
         scrape.samples.iter().map(|s| s.metric.as_str()).collect();
     for wanted in [
         "hive_http_requests_total",
         "hive_http_request_duration_seconds",
         "hive_commands_appended_total",
+        "hive_append_conflicts_total",
         "hive_projector_batch_size",
         "hive_projector_events_total",
         "hive_dead_letters_total",
