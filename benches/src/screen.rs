@@ -1,8 +1,9 @@
 //! Event → on screen: the dashboard open in headless Chromium while tasks are created through the API,
 //! once on a quiet hive and once beside a steady load of other commands. Each sample is timed from the
-//! moment its command is sent to its line entering the page's live feed, in the frame that paints it
-//! (the page records that itself, so WebDriver's round trips are not counted). The floor: a frame of the
-//! browser, which the feed waits for.
+//! moment its command is sent to two sights, each in the frame that paints it (the page records them
+//! itself, so WebDriver's round trips are not counted): its line entering the page's live feed, and its
+//! task's row entering the queue (or running) table. The floor: a frame of the browser, which both wait
+//! for.
 
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -14,15 +15,22 @@ use crate::hive_process::HiveProcess;
 use crate::report::{Latencies, Table};
 use crate::scenarios::{Servers, row};
 
-/// Records, for each line added to the feed, when it entered the page (epoch ms). The feed adds lines
-/// in a frame's animation callbacks, so they are painted at the end of that same frame.
+/// Records, for each line added to the feed (by seq) and each task row first added to the queue or
+/// running table (by task id), when it entered the page (epoch ms). Both are added in a frame's
+/// animation callbacks, so they are painted at the end of that same frame.
 const RECORD: &str = r#"
-    window.__shown = {};
-    new MutationObserver((records) => {
+    const record = (into, key) => (records) => {
         const at = performance.timeOrigin + performance.now();
-        for (const r of records) for (const n of r.addedNodes)
-            if (n.dataset && n.dataset.seq && !(n.dataset.seq in window.__shown)) window.__shown[n.dataset.seq] = at;
-    }).observe(document.querySelector('#feed'), { childList: true });
+        for (const r of records) for (const n of r.addedNodes) {
+            const id = n.dataset && n.dataset[key];
+            if (id && !(id in into)) into[id] = at;
+        }
+    };
+    window.__shown = {};
+    window.__rows = {};
+    new MutationObserver(record(window.__shown, 'seq')).observe(document.querySelector('#feed'), { childList: true });
+    for (const table of ['#queued tbody', '#running tbody'])
+        new MutationObserver(record(window.__rows, 'taskId')).observe(document.querySelector(table), { childList: true });
 "#;
 
 /// The intervals between 61 frames (ms).
@@ -59,40 +67,49 @@ pub async fn screen(
         .for_each(|ms| frame.push(Duration::from_secs_f64(ms / 1e3)));
 
     let http = hive.http();
-    let (mut quiet, quiet_missed) = sample(&hive, &http, &browser, samples, "quiet").await?;
+    let quiet = sample(&hive, &http, &browser, samples, "quiet").await?;
     let load = Background::start(&hive, background);
-    let (mut loaded, loaded_missed) = sample(&hive, &http, &browser, samples, "loaded").await?;
+    let loaded = sample(&hive, &http, &browser, samples, "loaded").await?;
     let background_done = load.stop().await;
     browser.close().await;
+    let mut rows = vec![row(
+        "a frame of the browser (the floor)",
+        None,
+        None,
+        Some(&mut frame),
+        format!("{} frames", frames.len()),
+    )];
+    for (mut sight, phase, note) in [
+        (quiet, "quiet".to_owned(), "one task every 20 ms".to_owned()),
+        (
+            loaded,
+            format!("beside {background} commands/s"),
+            format!("{background_done} background commands"),
+        ),
+    ] {
+        rows.push(row(
+            format!("command sent → its line in the feed, {phase}"),
+            None,
+            None,
+            Some(&mut sight.line),
+            format!("{note}; {} not shown within 5 s", sight.line_missed),
+        ));
+        rows.push(row(
+            format!("command sent → its row on screen, {phase}"),
+            None,
+            None,
+            Some(&mut sight.row),
+            format!(
+                "the task's row in the queue or running table; {} not shown within 5 s",
+                sight.row_missed
+            ),
+        ));
+    }
     Ok(vec![Table {
         title: format!(
             "event → on screen (the dashboard in headless Chromium; {samples} samples each)"
         ),
-        rows: vec![
-            row(
-                "a frame of the browser (the floor)",
-                None,
-                None,
-                Some(&mut frame),
-                format!("{} frames", frames.len()),
-            ),
-            row(
-                "command sent → its line in the feed, quiet",
-                None,
-                None,
-                Some(&mut quiet),
-                format!("one task every 20 ms; {quiet_missed} not shown within 5 s"),
-            ),
-            row(
-                format!("command sent → its line in the feed, beside {background} commands/s"),
-                None,
-                None,
-                Some(&mut loaded),
-                format!(
-                    "{background_done} background commands; {loaded_missed} not shown within 5 s"
-                ),
-            ),
-        ],
+        rows,
     }])
 }
 
@@ -104,46 +121,73 @@ fn now_ms() -> f64 {
         * 1e3
 }
 
-/// Creates `samples` tasks, one every 20 ms, and reads when each was on screen: the latencies and how
-/// many never showed.
+/// When a phase's tasks were on screen: as a line of the feed, as a row of a table, and how many of
+/// each never showed.
+struct Sight {
+    line: Latencies,
+    line_missed: usize,
+    row: Latencies,
+    row_missed: usize,
+}
+
+/// Creates `samples` tasks, one every 20 ms, and reads when each was on screen.
 async fn sample(
     hive: &HiveProcess,
     http: &reqwest::Client,
     browser: &Browser,
     samples: u32,
     label: &str,
-) -> anyhow::Result<(Latencies, usize)> {
-    let mut sent = HashMap::new();
+) -> anyhow::Result<Sight> {
+    // Sent at (epoch ms), by the feed line's key (seq) and by the row's (task id).
+    let mut by_seq = HashMap::new();
+    let mut by_task = HashMap::new();
     let mut tick = tokio::time::interval(Duration::from_millis(20));
     for n in 0..samples {
         tick.tick().await;
         let at = now_ms();
         let answer = hive.post_task(http, format!("{label} {n}")).await?;
         let seq = answer["seq"].as_u64().context("a created task's seq")?;
-        sent.insert(seq.to_string(), at);
+        let task = answer["task_id"].as_str().context("a created task's id")?;
+        by_seq.insert(seq.to_string(), at);
+        by_task.insert(task.to_owned(), at);
     }
-    // Every line is on screen well within 5 s, or counts as not shown.
+    // Every line and row is on screen well within 5 s, or counts as not shown.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    let shown = loop {
-        let shown: HashMap<String, f64> =
+    let (lines, rows) = loop {
+        let lines: HashMap<String, f64> =
             serde_json::from_value(browser.run("return window.__shown;").await?)?;
-        if sent.keys().all(|seq| shown.contains_key(seq)) || tokio::time::Instant::now() > deadline
-        {
-            break shown;
+        let rows: HashMap<String, f64> =
+            serde_json::from_value(browser.run("return window.__rows;").await?)?;
+        let all = by_seq.keys().all(|seq| lines.contains_key(seq))
+            && by_task.keys().all(|task| rows.contains_key(task));
+        if all || tokio::time::Instant::now() > deadline {
+            break (lines, rows);
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
+    let (line, line_missed) = latencies(&by_seq, &lines);
+    let (row, row_missed) = latencies(&by_task, &rows);
+    Ok(Sight {
+        line,
+        line_missed,
+        row,
+        row_missed,
+    })
+}
+
+/// From sent to shown, for each key sent: the latencies and how many never showed.
+fn latencies(sent: &HashMap<String, f64>, shown: &HashMap<String, f64>) -> (Latencies, usize) {
     let mut latencies = Latencies::default();
     let mut missed = 0;
-    for (seq, at) in &sent {
-        match shown.get(seq) {
+    for (key, at) in sent {
+        match shown.get(key) {
             Some(on_screen) => {
                 latencies.push(Duration::from_secs_f64((on_screen - at).max(0.0) / 1e3))
             }
             None => missed += 1,
         }
     }
-    Ok((latencies, missed))
+    (latencies, missed)
 }
 
 /// Other commands at a steady rate: ten clients, each creating tasks at a tenth of it.

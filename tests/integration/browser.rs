@@ -1,6 +1,7 @@
 //! The dashboard in a real browser: headless Chromium driven through chromedriver (WebDriver). An
 //! agent registered and a task created through the API show up on the open page, without a reload,
-//! within a second; a screenshot of the page is kept in `target/test-artifacts/`.
+//! within a second; a task's row opens its history, the same as the audit API's; a dead letter shows up
+//! as the projector makes it; a screenshot of the page is kept in `target/test-artifacts/`.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -40,18 +41,7 @@ async fn the_dashboard_shows_a_new_agent_and_task_within_a_second_without_reload
     // No scheduler: the task stays in the queue for the page to show.
     let hive = world.hive().await;
     let browser = browser().await;
-    browser
-        .client
-        .goto(&hive.url(&format!("/dashboard#token={}", hive.token)))
-        .await
-        .expect("open the dashboard");
-    // The page is live once its stream said hello.
-    watch(&browser, "#conn.live").await;
-    assert!(
-        seen(&browser, "#conn.live").await.is_some(),
-        "the stream connects"
-    );
-    let loaded_url = browser.client.current_url().await.unwrap();
+    open_dashboard(&browser, &hive).await;
 
     // Watch for rows whose ids are not known yet: any agent row, any queued row.
     watch(&browser, "#agents tbody tr").await;
@@ -98,11 +88,7 @@ async fn the_dashboard_shows_a_new_agent_and_task_within_a_second_without_reload
         "the agent took {agent_ms:.0} ms to show"
     );
     assert!(task_ms < 1_000.0, "the task took {task_ms:.0} ms to show");
-    assert_eq!(
-        browser.client.current_url().await.unwrap(),
-        loaded_url,
-        "no reload"
-    );
+    assert!(not_reloaded(&browser).await, "no reload");
 
     // The counts follow (throttled): the screenshot shows the page settled.
     watch(&browser, r#"#task-counts[data-total="1"]"#).await;
@@ -165,8 +151,9 @@ async fn under_load_the_dashboard_keeps_up_and_agrees_with_the_api() {
 
     // What the page shows is what the API answers.
     let head = world.log().last_seq().await.unwrap();
+    // The page lists newest first.
     let (_, queued) = hive
-        .get_at("/api/v1/tasks?status=queued&limit=50", head)
+        .get_at("/api/v1/tasks?status=queued&limit=50&order=desc", head)
         .await;
     let api_ids: Vec<&str> = queued["items"]
         .as_array()
@@ -204,6 +191,177 @@ async fn under_load_the_dashboard_keeps_up_and_agrees_with_the_api() {
     assert_eq!(shown["queued"], json!(api_ids));
     assert_eq!(shown["agents"], 100, "the first page of agents");
     assert_eq!(shown["more_agents"], true, "and a next page");
+    browser.close().await;
+    hive.stop().await;
+}
+
+/// Opens the dashboard and waits until its stream is live; then marks the window, so that a reload
+/// (which would make a new one) shows.
+async fn open_dashboard(browser: &Browser, hive: &TestHive) {
+    browser
+        .client
+        .goto(&hive.url(&format!("/dashboard#token={}", hive.token)))
+        .await
+        .expect("open the dashboard");
+    watch(browser, "#conn.live").await;
+    assert!(
+        seen(browser, "#conn.live").await.is_some(),
+        "the stream connects"
+    );
+    browser.run("window.__loaded_once = true;").await.unwrap();
+}
+
+/// Clicks the element `selector` finds, finding it again if the page replaced it meanwhile.
+async fn click(browser: &Browser, selector: &str) {
+    use fantoccini::error::{CmdError, ErrorStatus};
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        let clicked = match browser
+            .client
+            .find(fantoccini::Locator::Css(selector))
+            .await
+        {
+            Ok(element) => element.click().await,
+            Err(e) => Err(e),
+        };
+        match clicked {
+            Ok(()) => return,
+            Err(CmdError::Standard(e))
+                if e.error == ErrorStatus::StaleElementReference
+                    && tokio::time::Instant::now() < deadline => {}
+            Err(e) => panic!("click {selector}: {e}"),
+        }
+    }
+}
+
+async fn not_reloaded(browser: &Browser) -> bool {
+    browser
+        .run("return window.__loaded_once === true;")
+        .await
+        .unwrap()
+        == json!(true)
+}
+
+#[tokio::test]
+async fn a_task_row_opens_its_history_and_a_dead_letter_shows_without_reloading() {
+    let world = World::new().await;
+    let hive = world.full_hive().await;
+    let browser = browser().await;
+    open_dashboard(&browser, &hive).await;
+
+    // A task that runs: created, assigned by the scheduler, accepted and started by its agent.
+    let agent = post(&hive, "/api/v1/agents", json!({"agent_type": "historian"})).await;
+    let agent_id = agent["agent_id"].as_str().unwrap().to_owned();
+    post(
+        &hive,
+        &format!("/api/v1/agents/{agent_id}/heartbeat"),
+        json!({}),
+    )
+    .await;
+    let task = post(&hive, "/api/v1/tasks", json!({"title": "has a history"})).await;
+    let task_id = task["task_id"].as_str().unwrap().to_owned();
+    world
+        .wait_for_event(
+            hive_events::AggregateKind::Task,
+            task_id.parse().unwrap(),
+            "TaskAssigned",
+        )
+        .await;
+    for action in ["accept", "start"] {
+        post(
+            &hive,
+            &format!("/api/v1/tasks/{task_id}/{action}"),
+            json!({"agent_id": agent_id}),
+        )
+        .await;
+    }
+    let row = format!(r#"#running tbody tr[data-task-id="{task_id}"]"#);
+    watch(&browser, &row).await;
+    seen(&browser, &row).await.expect("the running task shows");
+
+    // Its row opens its history: the same events as the audit API's, in the same order.
+    click(&browser, &row).await;
+    let panel = format!(r#"#history[data-entity="{task_id}"]:not([hidden])"#);
+    watch(&browser, &panel).await;
+    seen(&browser, &panel).await.expect("the history opens");
+    let (status, audit) = hive
+        .get_at(&format!("/api/v1/tasks/{task_id}/events"), 0)
+        .await;
+    assert_eq!(status, 200, "{audit}");
+    let expected: Vec<Value> = audit["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| json!([e["seq"].to_string(), e["type"]]))
+        .collect();
+    let shown = browser
+        .run(
+            r#"return [...document.querySelectorAll('#history-events tr')]
+                .map(r => [r.dataset.seq, r.children[2].textContent]);"#,
+        )
+        .await
+        .unwrap();
+    assert_eq!(shown, json!(expected));
+    let types: Vec<&str> = expected.iter().map(|e| e[1].as_str().unwrap()).collect();
+    assert_eq!(
+        types,
+        ["TaskCreated", "TaskAssigned", "TaskAccepted", "TaskStarted"]
+    );
+
+    // A heartbeat is no event, yet the agent's row shows it as the bucket records it.
+    let agent_row = format!(r#"#agents tr[data-agent-id="{agent_id}"] td.beat"#);
+    watch(&browser, &agent_row).await;
+    seen(&browser, &agent_row).await.expect("the agent's row");
+    post(
+        &hive,
+        &format!("/api/v1/agents/{agent_id}/heartbeat"),
+        json!({}),
+    )
+    .await;
+    let at = world
+        .heartbeats()
+        .await
+        .last(agent_id.parse().unwrap())
+        .await
+        .unwrap()
+        .expect("a heartbeat")
+        .timestamp_millis();
+    let shown = browser
+        .client
+        .execute_async(
+            r#"const [selector, at, done] = arguments, began = Date.now();
+            (function poll() {
+                const cell = document.querySelector(selector);
+                if (cell && Date.parse(cell.dataset.at) === at) return done(Date.now() - began);
+                if (Date.now() - began > 2000) return done(null);
+                setTimeout(poll, 5);
+            })();"#,
+            vec![json!(agent_row), json!(at)],
+        )
+        .await
+        .unwrap();
+    assert!(shown.is_number(), "the heartbeat at {at} never showed");
+
+    // A message the projector cannot read becomes a dead letter, and the open page shows it.
+    let subject = format!(
+        "{}.task.{}",
+        world.log().subjects().all().trim_end_matches(".>"),
+        uuid::Uuid::now_v7()
+    );
+    let dead = "#dead tbody tr[data-seq]";
+    watch(&browser, dead).await;
+    let sent = now_ms();
+    let poison = world.publish_raw(&subject, "not json").await;
+    let shown_at = seen(&browser, dead).await.expect("the dead letter shows");
+    let seq = browser
+        .run("return document.querySelector('#dead tbody tr').dataset.seq;")
+        .await
+        .unwrap();
+    assert_eq!(seq, json!(poison.to_string()));
+    let ms = shown_at - sent;
+    assert!(ms < 1_000.0, "the dead letter took {ms:.0} ms to show");
+    assert!(not_reloaded(&browser).await, "the page was not reloaded");
+    eprintln!("poison → dead letter on screen: {ms:.0} ms");
     browser.close().await;
     hive.stop().await;
 }

@@ -46,9 +46,14 @@ impl Feed {
 
     /// The next log event, passing over status ticks.
     async fn next_event(&mut self) -> Value {
+        self.next_named("event").await
+    }
+
+    /// The next item named `name`, passing over the others.
+    async fn next_named(&mut self, name: &str) -> Value {
         loop {
-            let (name, data) = self.next().await;
-            if name == "event" {
+            let (named, data) = self.next().await;
+            if named == name {
                 return data;
             }
         }
@@ -117,6 +122,94 @@ async fn the_stream_sends_each_event_once_projected_by_topic_and_entity() {
 }
 
 #[tokio::test]
+async fn heartbeats_are_on_the_stream_by_topic_and_agent() {
+    let world = World::new().await;
+    let hive = world.hive().await;
+    let (_, first) = hive
+        .post("/api/v1/agents", json!({"agent_type": "watched"}))
+        .await;
+    let (_, second) = hive
+        .post("/api/v1/agents", json!({"agent_type": "other"}))
+        .await;
+    let (first, second) = (id(&first, "agent_id"), id(&second, "agent_id"));
+    let mut all = Feed::open(&hive, "?topics=heartbeats").await;
+    let mut one = Feed::open(&hive, &format!("?topics=heartbeat&entity={first}")).await;
+    let mut events = Feed::open(&hive, "?topics=agent,task,project,status").await;
+
+    for agent in [&second, &first] {
+        let (status, body) = hive
+            .post(&format!("/api/v1/agents/{agent}/heartbeat"), json!({}))
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let beat = all.next_named("heartbeat").await;
+    assert_eq!(beat["agent_id"], second.as_str());
+    assert_eq!(
+        all.next_named("heartbeat").await["agent_id"],
+        first.as_str()
+    );
+    // The agent's own stream has its heartbeat only, with the time the bucket holds.
+    let (name, beat) = one.next().await;
+    assert_eq!(
+        (name.as_str(), beat["agent_id"].as_str()),
+        ("heartbeat", Some(first.as_str()))
+    );
+    let at: chrono::DateTime<chrono::Utc> = beat["at"].as_str().unwrap().parse().unwrap();
+    let stored = world
+        .heartbeats()
+        .await
+        .last(first.parse().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(Some(at), stored);
+    // Not asked for, not sent: the first agent's next heartbeat reaches `one` before anything of
+    // `events` but the ticks, and `events` has none.
+    hive.post(&format!("/api/v1/agents/{first}/heartbeat"), json!({}))
+        .await;
+    assert_eq!(one.next().await.0, "heartbeat");
+    hive.post("/api/v1/tasks", json!({"title": "after the beats"}))
+        .await;
+    loop {
+        let (name, _) = events.next().await;
+        assert_ne!(name, "heartbeat");
+        if name == "event" {
+            break;
+        }
+    }
+    hive.stop().await;
+}
+
+#[tokio::test]
+async fn an_idle_stream_still_ticks_every_second() {
+    let world = World::new().await;
+    let hive = world.hive().await;
+    let (_, created) = hive
+        .post("/api/v1/tasks", json!({"title": "then quiet"}))
+        .await;
+    let seq = created["seq"].as_u64().unwrap();
+    let mut ticks = Feed::open(&hive, "?topics=status").await;
+    // The tick of that commit may come first; then nothing happens, and ticks still come.
+    let mut at = None;
+    while at.is_none_or(|c| c < seq) {
+        at = ticks.next_named("status").await["checkpoint"].as_u64();
+    }
+    for _ in 0..2 {
+        let began = std::time::Instant::now();
+        let (name, tick) = tokio::time::timeout(Duration::from_millis(1_500), ticks.next())
+            .await
+            .expect("a status tick within 1.5 s on an idle hive");
+        assert_eq!(name, "status");
+        assert_eq!(tick["checkpoint"].as_u64(), at, "{tick}");
+        assert_eq!(tick["lag"], 0, "{tick}");
+        assert!(
+            began.elapsed() >= Duration::from_millis(500),
+            "idle ticks are spaced"
+        );
+    }
+    hive.stop().await;
+}
+
+#[tokio::test]
 async fn the_dashboard_page_and_the_json_it_starts_from() {
     let world = World::new().await;
     let hive = world.full_hive().await;
@@ -161,6 +254,63 @@ async fn the_dashboard_page_and_the_json_it_starts_from() {
     assert_eq!(start["queued"]["items"][0]["task_id"], task.as_str());
     assert_eq!(start["status"]["tasks"]["total"], 1);
     assert!(!start["events"].as_array().unwrap().is_empty());
+
+    // Newest first, and without the recent events (no log reads) when the caller has its own feed.
+    let (_, newer) = hive
+        .post("/api/v1/agents", json!({"agent_type": "newer"}))
+        .await;
+    let (_, second) = hive
+        .post(
+            "/api/v1/tasks",
+            json!({"title": "second", "required_capabilities": ["fpga"]}),
+        )
+        .await;
+    let (status, page) = hive
+        .get_at(
+            "/dashboard/coordination?order=desc&events=0&agents_limit=1&tasks_limit=1",
+            second["seq"].as_u64().unwrap(),
+        )
+        .await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page["events"], json!([]));
+    assert_eq!(page["agents"]["items"][0]["agent_id"], newer["agent_id"]);
+    assert_eq!(page["queued"]["items"][0]["task_id"], second["task_id"]);
+    // The next page of agents is the older one, with its heartbeat.
+    let cursor = page["agents"]["next_cursor"].as_str().unwrap().to_owned();
+    let (_, older) = hive
+        .get_at(
+            &format!(
+                "/dashboard/coordination?order=desc&events=0&agents_limit=1&agents_cursor={cursor}"
+            ),
+            seq,
+        )
+        .await;
+    assert_eq!(older["agents"]["items"][0]["agent_id"], agent.as_str());
+    assert!(older["agents"]["items"][0]["last_heartbeat"].is_string());
+    assert!(older["agents"]["next_cursor"].is_null());
+    // The task list pages newest first too, by the same cursors.
+    let (_, newest) = hive.get_at("/api/v1/tasks?order=desc&limit=1", seq).await;
+    assert_eq!(newest["items"][0]["task_id"], second["task_id"]);
+    let cursor = newest["next_cursor"].as_str().unwrap();
+    let (_, next) = hive
+        .get_at(
+            &format!("/api/v1/tasks?order=desc&limit=1&cursor={cursor}"),
+            seq,
+        )
+        .await;
+    assert_eq!(next["items"][0]["task_id"], task.as_str());
+    assert!(next["next_cursor"].is_null(), "{next}");
+    for bad in [
+        "/api/v1/tasks?order=sideways",
+        "/api/v1/agents?order=up",
+        "/api/v1/dead-letters?order=1",
+    ] {
+        assert_eq!(hive.get(bad).await.status(), 400, "{bad}");
+    }
+    for bad in ["events=501", "order=sideways", "agents_limit=0"] {
+        let answer = hive.get(&format!("/dashboard/coordination?{bad}")).await;
+        assert_eq!(answer.status(), 400, "{bad}");
+    }
     hive.stop().await;
 }
 
@@ -198,17 +348,63 @@ async fn metrics_parse_as_prometheus_text_and_cover_every_part() {
         .await;
     hive.get_at("/status", poison).await;
 
+    // A real append conflict: the assigned agent reports progress from many clients at once, each
+    // report deciding on the task as it loaded it; all but one lose the race and decide again.
+    let task = id(&created, "task_id");
+    for action in ["accept", "start"] {
+        let (status, body) = hive
+            .post(
+                &format!("/api/v1/tasks/{task}/{action}"),
+                json!({"agent_id": agent}),
+            )
+            .await;
+        assert_eq!(status, 200, "{action}: {body}");
+    }
+    let conflicts = |scrape: &prometheus_parse::Scrape| {
+        scrape
+            .samples
+            .iter()
+            .filter(|s| {
+                s.metric == "hive_append_conflicts_total"
+                    && s.labels.get("aggregate") == Some("task")
+            })
+            .map(|s| match s.value {
+                prometheus_parse::Value::Counter(n) => n,
+                _ => panic!("hive_append_conflicts_total is a counter"),
+            })
+            .sum::<f64>()
+    };
+    let before = conflicts(&hive.scrape().await);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let mut percent = 0;
+    let progress = format!("/api/v1/tasks/{task}/progress");
+    while conflicts(&hive.scrape().await) <= before {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "concurrent reports on one task never lost a race"
+        );
+        let reports = (0..8).map(|_| {
+            percent = (percent + 1) % 100;
+            hive.post(&progress, json!({"agent_id": agent, "percent": percent}))
+        });
+        for (status, body) in futures::future::join_all(reports).await {
+            // 409: one lost every race it was allowed to retry.
+            assert!(status == 200 || status == 409, "{status} {body}");
+        }
+    }
+
     let response = hive.get("/metrics").await;
     assert_eq!(response.status(), 200);
     let text = response.text().await.unwrap();
-    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))
-        .expect("Prometheus text format");
+    // Every line is checked: a sample that the parser could not read would fail here, not vanish.
+    let scrape = hive_tests::exposition::parse(&text);
     let names: std::collections::BTreeSet<&str> =
         scrape.samples.iter().map(|s| s.metric.as_str()).collect();
     for wanted in [
         "hive_http_requests_total",
         "hive_http_request_duration_seconds",
         "hive_commands_appended_total",
+        "hive_append_conflicts_total",
         "hive_projector_batch_size",
         "hive_projector_events_total",
         "hive_dead_letters_total",

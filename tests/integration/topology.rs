@@ -140,6 +140,40 @@ async fn the_compose_files_are_valid_and_the_dashboard_reads_real_metrics() {
         .filter_map(|j| j["job_name"].as_str())
         .collect();
     assert_eq!(jobs, ["hive-api", "hive-projector", "hive-scheduler"]);
+    // Each target is a compose service, at the port it serves /metrics on: the API on its own address,
+    // the others on HIVE_METRICS_ADDR.
+    let metrics_port = |service: &str| -> String {
+        let env = &services
+            .get(service)
+            .unwrap_or_else(|| panic!("prometheus.yml scrapes {service:?}, no compose service"))["environment"];
+        let addr = env["HIVE_HTTP_ADDR"]
+            .as_str()
+            .or(env["HIVE_METRICS_ADDR"].as_str())
+            .unwrap_or_else(|| panic!("{service} serves no /metrics"));
+        addr.rsplit_once(':').unwrap().1.to_owned()
+    };
+    let mut scraped = Vec::new();
+    for job in prometheus["scrape_configs"].as_array().unwrap() {
+        assert!(
+            job["metrics_path"].is_null() || job["metrics_path"] == "/metrics",
+            "{job}"
+        );
+        for target in job["static_configs"].as_array().into_iter().flatten() {
+            for target in target["targets"].as_array().unwrap() {
+                let (host, port) = target.as_str().unwrap().rsplit_once(':').unwrap();
+                assert_eq!(port, metrics_port(host), "{target}");
+                scraped.push(host.to_owned());
+            }
+        }
+        for found in job["dns_sd_configs"].as_array().into_iter().flatten() {
+            for host in found["names"].as_array().unwrap() {
+                let host = host.as_str().unwrap();
+                assert_eq!(found["port"].to_string(), metrics_port(host), "{found}");
+                scraped.push(host.to_owned());
+            }
+        }
+    }
+    assert_eq!(scraped, ["hive-api", "hive-projector", "hive-scheduler"]);
     let datasource = yaml(&dir.join("grafana/provisioning/datasources/prometheus.yml"));
     assert_eq!(
         datasource["datasources"][0]["url"],
@@ -161,6 +195,16 @@ async fn the_compose_files_are_valid_and_the_dashboard_reads_real_metrics() {
         }
     }
     assert!(wanted.len() >= 12, "{wanted:?}");
+    let by_status = dashboard["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|panel| panel["targets"].as_array().unwrap())
+        .filter_map(|target| target["expr"].as_str())
+        .any(|expr| {
+            expr.contains("hive_http_requests_total") && expr.contains("by (route, status)")
+        });
+    assert!(by_status, "an HTTP panel breaks requests down by status");
 
     // Every metric the dashboard plots is one a running hive exports.
     let world = World::new().await;
@@ -476,19 +520,21 @@ async fn the_compose_topology_runs_without_docker() {
         &projector_env,
         &logs.join("projector.log"),
     );
-    let scheduler_env = as_service(Service::Scheduler);
-    let _schedulers = [
-        part(
-            &["serve", "scheduler"],
-            &scheduler_env,
-            &logs.join("scheduler-1.log"),
-        ),
-        part(
-            &["serve", "scheduler"],
-            &scheduler_env,
-            &logs.join("scheduler-2.log"),
-        ),
-    ];
+    // Each scheduler serves its metrics, as compose has them do.
+    let scheduler_metrics = [free_port().unwrap(), free_port().unwrap()];
+    let _schedulers: Vec<_> = scheduler_metrics
+        .iter()
+        .enumerate()
+        .map(|(n, port)| {
+            let mut env = as_service(Service::Scheduler);
+            env.push(("HIVE_METRICS_ADDR", format!("127.0.0.1:{port}")));
+            part(
+                &["serve", "scheduler"],
+                &env,
+                &logs.join(format!("scheduler-{}.log", n + 1)),
+            )
+        })
+        .collect();
     let show_logs = || {
         for name in ["api", "projector", "scheduler-1", "scheduler-2"] {
             let text =
@@ -543,6 +589,43 @@ async fn the_compose_topology_runs_without_docker() {
     assert!(
         projector.contains("hive_projector_events_total"),
         "{projector}"
+    );
+    // So does each scheduler; the active one (whichever holds the lease) measured its queue and the
+    // assignment it made.
+    let mut measured = Vec::new();
+    for port in scheduler_metrics {
+        let text = http
+            .get(format!("http://127.0.0.1:{port}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let scrape = hive_tests::exposition::parse(&text);
+        let depth = scrape
+            .samples
+            .iter()
+            .any(|s| s.metric == "hive_scheduler_queue_depth");
+        let assignments = scrape.samples.iter().find_map(|s| {
+            match (&s.metric[..], &s.value) {
+                (
+                    "hive_scheduler_assignment_latency_seconds",
+                    prometheus_parse::Value::Histogram(h),
+                ) => {
+                    // The +Inf bucket holds them all.
+                    h.iter().map(|bucket| bucket.count).reduce(f64::max)
+                }
+                _ => None,
+            }
+        });
+        measured.push((depth, assignments));
+    }
+    assert!(
+        measured
+            .iter()
+            .any(|(depth, assigned)| *depth && assigned.is_some_and(|n| n >= 1.0)),
+        "no scheduler exported its queue depth and an assignment's latency: {measured:?}"
     );
     drop(stream);
     // Each part did all of that as its own user, and no node refused any of them anything.

@@ -2,6 +2,8 @@
 //! and killed with the process; each test gets its own database and its own NATS namespace (stream
 //! `<NS>_EVENTS`, subjects `<ns>.events.>`), so tests never see each other's data.
 
+pub mod exposition;
+
 use std::net::SocketAddr;
 use std::sync::OnceLock;
 
@@ -406,11 +408,10 @@ impl TestHive {
         )
     }
 
-    /// `/metrics`, parsed as Prometheus text.
+    /// `/metrics`, parsed as Prometheus text, every line of it checked ([`exposition::parse`]).
     pub async fn scrape(&self) -> prometheus_parse::Scrape {
         let text = self.get("/metrics").await.text().await.expect("/metrics");
-        prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))
-            .expect("Prometheus text format")
+        exposition::parse(&text)
     }
 
     /// POST JSON to `path`, returning the status and JSON body.

@@ -1,15 +1,16 @@
 //! The live feed behind `GET /api/v1/stream` and the dashboard: every event appended to the log, released
 //! to subscribers only once the read models have committed it (so a client that reacts to an event by
-//! reading finds it applied), and a status tick (checkpoint, head) after each commit, at most every
-//! [`TICK`].
+//! reading finds it applied); a status tick (checkpoint, head) after each commit, at most every
+//! [`TICK`], and at least every [`IDLE_TICK`] when nothing happens (so a chart of rates falls to zero
+//! and moves on); and each agent's heartbeat as its bucket records it (heartbeats are not events).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use hive_eventlog::EventLog;
 use hive_eventlog::audit::Record;
+use hive_eventlog::{EventLog, Heartbeats};
 use serde::Serialize;
 use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
@@ -18,6 +19,8 @@ use crate::consistency::Progress;
 
 /// Least time between two status ticks.
 pub const TICK: Duration = Duration::from_millis(200);
+/// Most time between two status ticks: an idle hive still ticks.
+pub const IDLE_TICK: Duration = Duration::from_secs(1);
 /// Events held while the projection catches up; beyond it the oldest are dropped (subscribers are told
 /// to resync).
 const MAX_PENDING: usize = 100_000;
@@ -37,15 +40,22 @@ pub enum FeedItem {
         /// The log's last event.
         head: u64,
     },
+    /// An agent's heartbeat.
+    Heartbeat {
+        /// The agent.
+        agent_id: uuid::Uuid,
+        /// When it beat.
+        at: chrono::DateTime<chrono::Utc>,
+    },
     /// Items were lost (the subscriber or the feed fell too far behind): reload.
     Resync,
 }
 
-struct Task(JoinHandle<()>);
+struct Tasks(Vec<JoinHandle<()>>);
 
-impl Drop for Task {
+impl Drop for Tasks {
     fn drop(&mut self) {
-        self.0.abort();
+        self.0.iter().for_each(JoinHandle::abort);
     }
 }
 
@@ -53,18 +63,26 @@ impl Drop for Task {
 #[derive(Clone)]
 pub struct Feed {
     tx: broadcast::Sender<Arc<FeedItem>>,
-    _task: Arc<Task>,
+    _tasks: Arc<Tasks>,
 }
 
 impl Feed {
-    /// Follows the log from its current end, releasing events as `progress` passes them.
-    pub async fn start(log: EventLog, progress: Progress) -> Result<Self, hive_eventlog::LogError> {
+    /// Follows the log from its current end, releasing events as `progress` passes them, and the
+    /// heartbeats bucket.
+    pub async fn start(
+        log: EventLog,
+        progress: Progress,
+        heartbeats: Heartbeats,
+    ) -> Result<Self, hive_eventlog::LogError> {
         let (tx, _) = broadcast::channel(CHANNEL);
         let from = log.last_seq().await? + 1;
-        let task = tokio::spawn(follow(log, progress, tx.clone(), from));
+        let events = tokio::spawn(follow(log, progress, tx.clone(), from));
+        // Followed before the API serves: a heartbeat it takes from now on is on the feed.
+        let first = heartbeats.follow().await?;
+        let beats = tokio::spawn(follow_heartbeats(heartbeats, first, tx.clone()));
         Ok(Self {
             tx,
-            _task: Arc::new(Task(task)),
+            _tasks: Arc::new(Tasks(vec![events, beats])),
         })
     }
 
@@ -97,6 +115,7 @@ async fn follow(
         };
         loop {
             let wait_tick = last_tick + TICK;
+            let idle_tick = last_tick + IDLE_TICK;
             tokio::select! {
                 event = events.next() => {
                     match event {
@@ -126,6 +145,7 @@ async fn follow(
                     tick_due = true;
                 }
                 () = tokio::time::sleep_until(wait_tick), if tick_due => {}
+                () = tokio::time::sleep_until(idle_tick), if !tick_due => tick_due = true,
             }
             let reached = *checkpoint.borrow();
             while pending.front().is_some_and(|raw| raw.seq <= reached) {
@@ -142,6 +162,40 @@ async fn follow(
                 };
                 let _ = tx.send(Arc::new(status));
             }
+        }
+    }
+}
+
+/// Publishes each heartbeat the bucket records (`beats`, then a new watch whenever one ends: its
+/// nats-server restarted, say).
+async fn follow_heartbeats(
+    heartbeats: Heartbeats,
+    beats: impl futures::Stream<Item = hive_eventlog::Beat> + Send,
+    tx: broadcast::Sender<Arc<FeedItem>>,
+) {
+    let publish = |beat: hive_eventlog::Beat| {
+        if tx.receiver_count() > 0 {
+            let _ = tx.send(Arc::new(FeedItem::Heartbeat {
+                agent_id: beat.agent,
+                at: beat.at,
+            }));
+        }
+    };
+    let mut beats = std::pin::pin!(beats);
+    while let Some(beat) = beats.next().await {
+        publish(beat);
+    }
+    loop {
+        tracing::warn!("the heartbeats watch ended; following again");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        match heartbeats.follow().await {
+            Ok(beats) => {
+                let mut beats = std::pin::pin!(beats);
+                while let Some(beat) = beats.next().await {
+                    publish(beat);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "the live feed cannot follow heartbeats"),
         }
     }
 }

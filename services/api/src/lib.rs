@@ -104,7 +104,7 @@ impl AppState {
     ) -> Result<Self, error::ApiError> {
         let progress =
             Progress::follow(db.clone(), log.clone(), &config.projection, config.refresh).await?;
-        let feed = feed::Feed::start(log.clone(), progress.clone()).await?;
+        let feed = feed::Feed::start(log.clone(), progress.clone(), heartbeats.clone()).await?;
         let in_flight = Arc::new(tokio::sync::Semaphore::new(config.max_in_flight.max(1)));
         let grants = auth::Grants::follow(tokens);
         Ok(Self {

@@ -9,13 +9,27 @@ use uuid::Uuid;
 
 use crate::error::{ApiError, Code};
 
-/// A list query in id order, from after `cursor` (the previous page's `next_cursor`), `limit` rows
-/// (1..=500, default 50) plus one that only says whether there is more. Returns the query and the limit.
+/// Which way a list runs: oldest first (the default) or newest first. Ids are UUIDv7, so id order is
+/// creation order.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Order {
+    /// Oldest first.
+    #[default]
+    Asc,
+    /// Newest first.
+    Desc,
+}
+
+/// A list query in id order (`order`), from after `cursor` (the previous page's `next_cursor`), `limit`
+/// rows (1..=500, default 50) plus one that only says whether there is more. Returns the query and the
+/// limit.
 pub fn paged<E: EntityTrait>(
     query: Select<E>,
     id: E::Column,
     limit: Option<u64>,
     cursor: Option<&str>,
+    order: Order,
 ) -> Result<(Select<E>, u64), ApiError> {
     let limit = match limit.unwrap_or(50) {
         n @ 1..=500 => n,
@@ -26,11 +40,18 @@ pub fn paged<E: EntityTrait>(
             ));
         }
     };
-    let mut query = query.order_by_asc(id).limit(limit + 1);
+    let mut query = match order {
+        Order::Asc => query.order_by_asc(id),
+        Order::Desc => query.order_by_desc(id),
+    }
+    .limit(limit + 1);
     if let Some(cursor) = cursor {
         let after = Uuid::parse_str(cursor)
             .map_err(|_| ApiError::new(Code::BadRequest, "cursor is not one we gave"))?;
-        query = query.filter(id.gt(after));
+        query = query.filter(match order {
+            Order::Asc => id.gt(after),
+            Order::Desc => id.lt(after),
+        });
     }
     Ok((query, limit))
 }

@@ -269,6 +269,39 @@ impl Heartbeats {
         Ok(watch.filter_map(|entry| async move { entry.ok().as_ref().and_then(parse_beat) }))
     }
 
+    /// The last heartbeats of `agents` (those that have one), read a few at a time.
+    pub async fn of(
+        &self,
+        agents: impl IntoIterator<Item = Uuid>,
+    ) -> Result<HashMap<Uuid, DateTime<Utc>>, LogError> {
+        /// Reads in flight at once: a page of agents costs a few round trips, not one per agent.
+        const AT_ONCE: usize = 32;
+        let mut beats = HashMap::new();
+        let mut reads = futures::stream::iter(agents)
+            .map(|agent| async move { (agent, self.last(agent).await) })
+            .buffer_unordered(AT_ONCE);
+        while let Some((agent, last)) = reads.next().await {
+            if let Some(at) = last? {
+                beats.insert(agent, at);
+            }
+        }
+        Ok(beats)
+    }
+
+    /// Each heartbeat written from now on, as it comes (none of those before).
+    pub async fn follow(&self) -> Result<impl Stream<Item = Beat> + Send + use<>, LogError> {
+        let watch = self
+            .bucket
+            .run(|store| async move {
+                store
+                    .watch_all()
+                    .await
+                    .map_err(|e| LogError::new("follow heartbeats", e))
+            })
+            .await?;
+        Ok(watch.filter_map(|entry| async move { entry.ok().as_ref().and_then(parse_beat) }))
+    }
+
     /// The current heartbeats.
     pub async fn all(&self) -> Result<HashMap<Uuid, DateTime<Utc>>, LogError> {
         let mut keys = self

@@ -23,7 +23,7 @@ use crate::AppState;
 use crate::error::ErrorBody;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{self, Command, Path, Query};
-use crate::views::{AgentView, List, paged};
+use crate::views::{AgentView, List, Order, paged};
 use hive_eventlog::tokens::Grant;
 
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
@@ -81,9 +81,11 @@ struct Filter {
     // Not a flattened page struct: query strings carry only text, and flatten loses number parsing.
     limit: Option<u64>,
     cursor: Option<String>,
+    #[serde(default)]
+    order: Order,
 }
 
-#[utoipa::path(get, path = "/api/v1/agents", tag = "agents", summary = "List agents", params(("status" = Option<String>, Query, description = "an agent status"), ("capability" = Option<String>, Query, description = "agents that have it"), ("limit" = Option<u64>, Query, description = "1 to 500, default 50"), ("cursor" = Option<String>, Query, description = "the previous page's next_cursor")), responses((status = 200, body = List<AgentView>), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/agents", tag = "agents", summary = "List agents", params(("status" = Option<String>, Query, description = "an agent status"), ("capability" = Option<String>, Query, description = "agents that have it"), ("limit" = Option<u64>, Query, description = "1 to 500, default 50"), ("cursor" = Option<String>, Query, description = "the previous page's next_cursor"), ("order" = Option<String>, Query, description = "asc (oldest first, the default) or desc (newest first)")), responses((status = 200, body = List<AgentView>), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
 async fn list(
     State(state): State<AppState>,
     Query(filter): Query<Filter>,
@@ -93,6 +95,7 @@ async fn list(
         agents::Column::Id,
         filter.limit,
         filter.cursor.as_deref(),
+        filter.order,
     )?;
     if let Some(status) = &filter.status {
         let status = AgentStatus::parse(status).ok_or_else(|| {

@@ -8,6 +8,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{Html, IntoResponse, Response};
+use futures::StreamExt;
 use hive_eventlog::audit::Record;
 use hive_schema::{agents, dead_letters, tasks};
 use sea_orm::{ColumnTrait, EntityTrait, FromQueryResult, QueryFilter, QueryOrder, QuerySelect};
@@ -18,16 +19,17 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::AppState;
-use crate::error::ApiResult;
 #[allow(unused_imports)]
 use crate::error::ErrorBody;
+use crate::error::{ApiError, ApiResult, Code};
 use crate::extract::Query;
-use crate::views::{AgentView, DeadLetterView, List, TaskView, paged};
+use crate::views::{AgentView, DeadLetterView, List, Order, TaskView, paged};
 
 const PAGE: &str = include_str!("../../assets/dashboard.html");
 
-/// Events of the recent past the page starts its feed with.
+/// Events of the recent past the page starts its feed with, by default and at most.
 const RECENT_EVENTS: u64 = 50;
+const MAX_EVENTS: u64 = 500;
 
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -48,6 +50,11 @@ struct Pages {
     agents_limit: Option<u64>,
     /// Tasks per list (default 50).
     tasks_limit: Option<u64>,
+    /// Recent events to start the feed with (default 50; 0: none, and no log reads).
+    events: Option<u64>,
+    /// Which way the agents and task lists run (oldest first by default).
+    #[serde(default)]
+    order: Order,
 }
 
 #[derive(FromQueryResult)]
@@ -58,17 +65,27 @@ struct Load {
 
 /// The state the dashboard starts from: the counts, a page of agents with their load and last
 /// heartbeat, the first queued and running tasks, the latest dead letters and the recent events.
-#[utoipa::path(get, path = "/dashboard/coordination", tag = "dashboard", summary = "The state the dashboard starts from", params(("agents_cursor" = Option<String>, Query, description = "the agents page"), ("agents_limit" = Option<u64>, Query, description = "agents per page"), ("tasks_limit" = Option<u64>, Query, description = "tasks per list")), responses((status = 200, description = "OK"), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
+#[utoipa::path(get, path = "/dashboard/coordination", tag = "dashboard", summary = "The state the dashboard starts from", params(("agents_cursor" = Option<String>, Query, description = "the agents page"), ("agents_limit" = Option<u64>, Query, description = "agents per page"), ("tasks_limit" = Option<u64>, Query, description = "tasks per list"), ("events" = Option<u64>, Query, description = "recent events, 0 to 500 (default 50; 0 skips reading the log)"), ("order" = Option<String>, Query, description = "asc (oldest first, the default) or desc (newest first), for the agents and task lists")), responses((status = 200, description = "OK"), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
 async fn coordination(
     State(state): State<AppState>,
     Query(pages): Query<Pages>,
 ) -> ApiResult<Json<Value>> {
+    let events = match pages.events.unwrap_or(RECENT_EVENTS) {
+        n @ 0..=MAX_EVENTS => n,
+        n => {
+            return Err(ApiError::new(
+                Code::BadRequest,
+                format!("events must be 0 to {MAX_EVENTS}, got {n}"),
+            ));
+        }
+    };
     let status = super::system::status_body(&state).await?;
     let (query, limit) = paged(
         agents::Entity::find(),
         agents::Column::Id,
         Some(pages.agents_limit.unwrap_or(100)),
         pages.agents_cursor.as_deref(),
+        pages.order,
     )?;
     let agents = List::from_rows(
         query.all(&state.db).await?,
@@ -81,7 +98,7 @@ async fn coordination(
         .select_only()
         .column(tasks::Column::AgentId)
         .column_as(tasks::Column::Id.count(), "load")
-        .filter(tasks::Column::AgentId.is_in(ids))
+        .filter(tasks::Column::AgentId.is_in(ids.iter().copied()))
         .filter(tasks::Column::Status.is_in(["assigned", "accepted", "running"]))
         .group_by(tasks::Column::AgentId)
         .into_model::<Load>()
@@ -90,7 +107,8 @@ async fn coordination(
         .into_iter()
         .map(|l| (l.agent_id, l.load))
         .collect();
-    let beats = state.heartbeats.all().await?;
+    // The page's agents only, never the whole fleet's.
+    let beats = state.heartbeats.of(ids).await?;
     let agents_json: Vec<Value> = agents
         .items
         .iter()
@@ -102,8 +120,8 @@ async fn coordination(
         })
         .collect();
     let tasks_limit = pages.tasks_limit.unwrap_or(50);
-    let queued = tasks_in(&state, "queued", tasks_limit).await?;
-    let running = tasks_in(&state, "running", tasks_limit).await?;
+    let queued = tasks_in(&state, "queued", tasks_limit, pages.order).await?;
+    let running = tasks_in(&state, "running", tasks_limit, pages.order).await?;
     let dead: Vec<DeadLetterView> = dead_letters::Entity::find()
         .order_by_desc(dead_letters::Column::Id)
         .limit(20)
@@ -118,18 +136,30 @@ async fn coordination(
         "queued": queued,
         "running": running,
         "dead_letters": dead,
-        "events": recent_events(&state).await?,
+        "events": recent_events(&state, events).await?,
         "links": {
             "stream": "/api/v1/stream",
             "agents": "/api/v1/agents",
             "tasks": "/api/v1/tasks",
+            "dead_letters": "/api/v1/dead-letters",
             "history": "/api/v1/{agents|tasks|projects}/{id}/events",
         },
     })))
 }
 
-async fn tasks_in(state: &AppState, status: &str, limit: u64) -> ApiResult<List<TaskView>> {
-    let (query, limit) = paged(tasks::Entity::find(), tasks::Column::Id, Some(limit), None)?;
+async fn tasks_in(
+    state: &AppState,
+    status: &str,
+    limit: u64,
+    order: Order,
+) -> ApiResult<List<TaskView>> {
+    let (query, limit) = paged(
+        tasks::Entity::find(),
+        tasks::Column::Id,
+        Some(limit),
+        None,
+        order,
+    )?;
     let rows = query
         .filter(tasks::Column::Status.eq(status))
         .all(&state.db)
@@ -137,14 +167,22 @@ async fn tasks_in(state: &AppState, status: &str, limit: u64) -> ApiResult<List<
     Ok(List::from_rows(rows, limit, |t| t.id, TaskView::from))
 }
 
-/// The last events the read models reflect, newest first.
-async fn recent_events(state: &AppState) -> ApiResult<Vec<Record>> {
+/// The last `count` events the read models reflect, newest first, read a few at a time.
+async fn recent_events(state: &AppState, count: u64) -> ApiResult<Vec<Record>> {
+    if count == 0 {
+        return Ok(Vec::new());
+    }
     let last = state.progress.checkpoint();
-    let first = last.saturating_sub(RECENT_EVENTS - 1).max(1);
+    let first = last.saturating_sub(count - 1).max(1);
     let subjects = state.log.subjects();
+    let raws: Vec<_> = futures::stream::iter((first..=last).rev())
+        .map(|seq| state.log.get(seq))
+        .buffered(16)
+        .collect()
+        .await;
     let mut records = Vec::new();
-    for seq in (first..=last).rev() {
-        if let Some(raw) = state.log.get(seq).await? {
+    for raw in raws {
+        if let Some(raw) = raw? {
             records.push(Record::of(&raw, subjects));
         }
     }

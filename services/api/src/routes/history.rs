@@ -17,7 +17,7 @@ use crate::AppState;
 use crate::error::ErrorBody;
 use crate::error::{ApiError, ApiResult, Code};
 use crate::extract::{Path, Query};
-use crate::views::{DeadLetterView, List};
+use crate::views::{DeadLetterView, List, Order};
 
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
     // One route per kind: a static `events` segment outranks the `{action}` of the command routes.
@@ -67,9 +67,11 @@ struct DeadLetterPage {
     limit: Option<u64>,
     /// The `next_cursor` of the previous page.
     cursor: Option<i64>,
+    #[serde(default)]
+    order: Order,
 }
 
-#[utoipa::path(get, path = "/api/v1/dead-letters", tag = "history", summary = "Events the projector could not apply", params(("limit" = Option<u64>, Query, description = "1 to 500"), ("cursor" = Option<i64>, Query, description = "the previous page's next_cursor")), responses((status = 200, body = List<DeadLetterView>), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/dead-letters", tag = "history", summary = "Events the projector could not apply", params(("limit" = Option<u64>, Query, description = "1 to 500"), ("cursor" = Option<i64>, Query, description = "the previous page's next_cursor"), ("order" = Option<String>, Query, description = "asc (oldest first, the default) or desc (newest first)")), responses((status = 200, body = List<DeadLetterView>), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
 async fn dead_letters(
     State(state): State<AppState>,
     Query(page): Query<DeadLetterPage>,
@@ -83,11 +85,17 @@ async fn dead_letters(
             ));
         }
     };
-    let mut query = dead_letters::Entity::find()
-        .order_by_asc(dead_letters::Column::Id)
-        .limit(limit + 1);
+    let id = dead_letters::Column::Id;
+    let mut query = match page.order {
+        Order::Asc => dead_letters::Entity::find().order_by_asc(id),
+        Order::Desc => dead_letters::Entity::find().order_by_desc(id),
+    }
+    .limit(limit + 1);
     if let Some(after) = page.cursor {
-        query = query.filter(dead_letters::Column::Id.gt(after));
+        query = query.filter(match page.order {
+            Order::Asc => id.gt(after),
+            Order::Desc => id.lt(after),
+        });
     }
     let mut rows = query.all(&state.db).await?;
     let more = rows.len() as u64 > limit;

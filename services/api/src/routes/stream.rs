@@ -1,8 +1,9 @@
 //! `GET /api/v1/stream`: server-sent events of the live feed ([`crate::feed`]). `?topics=` picks among
-//! `agent`, `task`, `project` (their events) and `status` (a tick after each commit); `?entity=` keeps
-//! one entity's events. Each log event is an SSE event named `event` whose data is its audit record;
-//! ticks are `status` with `{checkpoint, head}`; `resync` says items were lost and the client should
-//! reload.
+//! `agent`, `task`, `project` (their events), `status` (a tick after each commit, and at least every
+//! second) and `heartbeat` (agents' heartbeats); `?entity=` keeps one entity's events (and one agent's
+//! heartbeats). Each log event is an SSE event named `event` whose data is its audit record; ticks are
+//! `status` with `{checkpoint, head, lag}`; heartbeats are `heartbeat` with `{agent_id, at}`; `resync`
+//! says items were lost and the client should reload.
 
 use std::collections::BTreeSet;
 use std::convert::Infallible;
@@ -29,7 +30,7 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(stream))
 }
 
-const TOPICS: [&str; 4] = ["agent", "task", "project", "status"];
+const TOPICS: [&str; 5] = ["agent", "task", "project", "status", "heartbeat"];
 
 #[derive(Debug, Deserialize)]
 struct Filter {
@@ -39,7 +40,7 @@ struct Filter {
     entity: Option<Uuid>,
 }
 
-#[utoipa::path(get, path = "/api/v1/stream", tag = "dashboard", summary = "Live events once projected, and status ticks (server-sent events)", params(("topics" = Option<String>, Query, description = "comma-separated: agent, task, project, status"), ("entity" = Option<Uuid>, Query, description = "only this entity's events")), responses((status = 200, description = "text/event-stream"), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/stream", tag = "dashboard", summary = "Live events once projected, and status ticks (server-sent events)", params(("topics" = Option<String>, Query, description = "comma-separated: agent, task, project, status, heartbeat"), ("entity" = Option<Uuid>, Query, description = "only this entity's events (an agent's: its heartbeats too)")), responses((status = 200, description = "text/event-stream"), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
 async fn stream(
     State(state): State<AppState>,
     Query(filter): Query<Filter>,
@@ -61,7 +62,7 @@ async fn stream(
                 } else {
                     Err(ApiError::new(
                         Code::BadRequest,
-                        format!("unknown topic {t:?}: agent, task, project or status"),
+                        format!("unknown topic {t:?}: agent, task, project, status or heartbeat"),
                     ))
                 }
             })
@@ -94,6 +95,12 @@ async fn stream(
                         Event::default().event("status").data(body.to_string())
                     })
                 }
+                FeedItem::Heartbeat { agent_id, at } => (topics.contains("heartbeat")
+                    && entity.is_none_or(|id| id == *agent_id))
+                .then(|| {
+                    let body = serde_json::json!({"agent_id": agent_id, "at": at});
+                    Event::default().event("heartbeat").data(body.to_string())
+                }),
                 FeedItem::Resync => Some(Event::default().event("resync").data("{}")),
             },
         };

@@ -25,7 +25,7 @@ use crate::auth::CallerAgent;
 use crate::error::ErrorBody;
 use crate::error::{ApiError, ApiResult, Code};
 use crate::extract::{self, Command, Path, Query};
-use crate::views::{List, TaskView, paged, states_for};
+use crate::views::{List, Order, TaskView, paged, states_for};
 
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -177,9 +177,11 @@ struct Filter {
     // Not a flattened page struct: query strings carry only text, and flatten loses number parsing.
     limit: Option<u64>,
     cursor: Option<String>,
+    #[serde(default)]
+    order: Order,
 }
 
-#[utoipa::path(get, path = "/api/v1/tasks", tag = "tasks", summary = "List tasks", params(("status" = Option<String>, Query, description = "a task state or an Agent Hive 2.0 status"), ("agent_id" = Option<Uuid>, Query, description = "the assigned agent"), ("project_id" = Option<Uuid>, Query, description = "the project"), ("limit" = Option<u64>, Query, description = "1 to 500, default 50"), ("cursor" = Option<String>, Query, description = "the previous page's next_cursor")), responses((status = 200, body = List<TaskView>), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/tasks", tag = "tasks", summary = "List tasks", params(("status" = Option<String>, Query, description = "a task state or an Agent Hive 2.0 status"), ("agent_id" = Option<Uuid>, Query, description = "the assigned agent"), ("project_id" = Option<Uuid>, Query, description = "the project"), ("limit" = Option<u64>, Query, description = "1 to 500, default 50"), ("cursor" = Option<String>, Query, description = "the previous page's next_cursor"), ("order" = Option<String>, Query, description = "asc (oldest first, the default) or desc (newest first)")), responses((status = 200, body = List<TaskView>), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
 async fn list(
     State(state): State<AppState>,
     Query(filter): Query<Filter>,
@@ -189,6 +191,7 @@ async fn list(
         tasks::Column::Id,
         filter.limit,
         filter.cursor.as_deref(),
+        filter.order,
     )?;
     if let Some(status) = &filter.status {
         let states = states_for(status).ok_or_else(|| {
