@@ -12,20 +12,20 @@ use nix::sys::signal::Signal;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-fn id(body: &Value, field: &str) -> String {
+pub(crate) fn id(body: &Value, field: &str) -> String {
     body[field]
         .as_str()
         .unwrap_or_else(|| panic!("{field} in {body}"))
         .to_owned()
 }
 
-async fn spawn(hive: &TestHive, body: Value) -> String {
+pub(crate) async fn spawn(hive: &TestHive, body: Value) -> String {
     let (status, answer) = hive.post("/api/v1/agents/spawn", body).await;
     assert_eq!(status, 201, "{answer}");
     id(&answer, "agent_id")
 }
 
-async fn register(hive: &TestHive) -> String {
+pub(crate) async fn register(hive: &TestHive) -> String {
     let (status, body) = hive
         .post("/api/v1/agents", json!({"agent_type": "worker"}))
         .await;
@@ -33,14 +33,14 @@ async fn register(hive: &TestHive) -> String {
     id(&body, "agent_id")
 }
 
-async fn create_task(hive: &TestHive, body: Value) -> String {
+pub(crate) async fn create_task(hive: &TestHive, body: Value) -> String {
     let (status, created) = hive.post("/api/v1/tasks", body).await;
     assert_eq!(status, 201, "{created}");
     id(&created, "task_id")
 }
 
 /// The task's events once the read models reflect `seq`.
-async fn events_of(hive: &TestHive, task: &str, seq: u64) -> Vec<Value> {
+pub(crate) async fn events_of(hive: &TestHive, task: &str, seq: u64) -> Vec<Value> {
     let (status, history) = hive
         .get_at(&format!("/api/v1/tasks/{task}/events"), seq)
         .await;
@@ -48,7 +48,7 @@ async fn events_of(hive: &TestHive, task: &str, seq: u64) -> Vec<Value> {
     history["events"].as_array().unwrap().clone()
 }
 
-fn types(events: &[Value]) -> Vec<&str> {
+pub(crate) fn types(events: &[Value]) -> Vec<&str> {
     events.iter().filter_map(|e| e["type"].as_str()).collect()
 }
 
@@ -198,7 +198,7 @@ fn alive(pid: i32) -> bool {
 }
 
 /// Waits (at most 20 s) until `check` answers something.
-async fn until<T>(mut check: impl FnMut() -> Option<T>) -> T {
+pub(crate) async fn until<T>(mut check: impl FnMut() -> Option<T>) -> T {
     tokio::time::timeout(Duration::from_secs(20), async {
         loop {
             if let Some(found) = check() {
