@@ -328,6 +328,57 @@ async fn a_spawned_agent_is_restarted_after_a_crash_and_stopped_when_deregistere
 }
 
 #[tokio::test]
+async fn a_spawned_agent_that_keeps_crashing_is_restarted_at_most_max_restarts_times() {
+    const MAX_RESTARTS: usize = 2;
+    let mut world = World::new().await;
+    world.config.spawn_max_restarts = MAX_RESTARTS as u32;
+    world.config.agent_heartbeat_secs = 0.2;
+    // Longer than the back-off before the restart the supervisor would make next (0.2 s doubled per
+    // crash: 0.8 s): if the agent is lost, no runtime of it came back in the meantime.
+    world.config.heartbeat_timeout_secs = 3.0;
+    let hive = world.full_hive().await;
+    let agent = spawn(&hive, json!({})).await;
+    let agent_uuid: Uuid = agent.parse().unwrap();
+    world
+        .wait_for_event(AggregateKind::Agent, agent_uuid, "AgentReady")
+        .await;
+
+    // Each crash (a SIGKILL) is followed by a restart, MAX_RESTARTS times.
+    let mut seen: Vec<i32> = Vec::new();
+    let mut current = until(|| single(&processes_with(&agent))).await;
+    for _ in 0..MAX_RESTARTS {
+        seen.push(current);
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(current), Signal::SIGKILL).unwrap();
+        current = until(|| single(&processes_with(&agent)).filter(|pid| !seen.contains(pid))).await;
+    }
+    // One crash more and it is given up on: no runtime comes back, so the scheduler finds the agent
+    // lost once its heartbeats lapse. It stays registered, and lost, for an operator to deregister.
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(current), Signal::SIGKILL).unwrap();
+    let lost = world
+        .wait_for_event(AggregateKind::Agent, agent_uuid, "AgentLost")
+        .await;
+    assert!(processes_with(&agent).is_empty(), "no runtime came back");
+    let (_, view) = hive.get_at(&format!("/api/v1/agents/{agent}"), lost).await;
+    assert_eq!(view["status"], "lost", "{view}");
+    let response = hive
+        .http
+        .delete(hive.url(&format!("/api/v1/agents/{agent}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    hive.stop().await;
+}
+
+/// The only element of `pids`, if there is exactly one.
+fn single(pids: &[i32]) -> Option<i32> {
+    match pids {
+        [pid] => Some(*pid),
+        _ => None,
+    }
+}
+
+#[tokio::test]
 async fn spawn_refuses_what_it_cannot_do() {
     let world = World::new().await;
     let hive = world.full_hive().await;
