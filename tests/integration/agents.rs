@@ -508,49 +508,86 @@ async fn racing_schedulers_never_assign_a_task_twice() {
 async fn agent_hive_2_clients_spawn_wait_for_ready_and_see_their_task_done() {
     let world = World::new().await;
     let hive = world.full_hive().await;
-    let (status, spawned) = hive
-        .post(
-            "/api/agents/spawn",
-            json!({"agent_type": "claude-code", "capabilities": ["python"]}),
-        )
-        .await;
-    assert_eq!(status, 200, "{spawned}");
-    let agent = id(&spawned, "agent_id");
-    let ready = world
-        .wait_for_event(AggregateKind::Agent, agent.parse().unwrap(), "AgentReady")
-        .await;
-    let (status, answer) = hive
-        .get_at(&format!("/api/agents/{agent}/status"), ready)
-        .await;
-    assert_eq!((status, answer["status"].as_str()), (200, Some("ready")));
-
-    let (status, created) = hive
-        .post(
-            "/api/v1/tasks",
-            json!({"task_type": "code", "description": "write a test", "priority": "high",
-                   "estimated_duration": 30}),
-        )
-        .await;
-    assert_eq!(status, 201, "{created}");
-    let task = id(&created, "task_id");
-    let task_uuid: Uuid = task.parse().unwrap();
-    let assigned = world
-        .wait_for_event(AggregateKind::Task, task_uuid, "TaskAssigned")
-        .await;
-    let (_, view) = hive
-        .get_at(&format!("/api/v1/tasks/{task}"), assigned)
-        .await;
+    // A 2.0 client: plain JSON calls with a bearer token, no Hive header; it learns of progress by
+    // polling.
+    let client = hive_tests::authorized_client(&hive.token);
+    let url = |path: &str| hive.url(path);
+    let spawned = client
+        .post(url("/api/agents/spawn"))
+        .json(&json!({"agent_type": "claude-code", "capabilities": ["python"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(spawned.status(), 200);
+    let agent = id(&spawned.json().await.unwrap(), "agent_id");
+    let answers = poll(&client, &url(&format!("/api/agents/{agent}/status")), |a| {
+        a["status"] == "ready"
+    })
+    .await;
+    let statuses: Vec<&str> = answers
+        .iter()
+        .filter_map(|a| a["status"].as_str())
+        .collect();
     assert!(
-        ["assigned", "in_progress", "completed"].contains(&view["status"].as_str().unwrap()),
-        "{view}"
+        statuses.iter().all(|s| ["registered", "ready"].contains(s)),
+        "{statuses:?}"
     );
-    let done = world
-        .wait_for_event(AggregateKind::Task, task_uuid, "TaskCompleted")
-        .await;
-    let (_, view) = hive.get_at(&format!("/api/v1/tasks/{task}"), done).await;
-    assert_eq!(
-        (view["status"].as_str(), view["state"].as_str()),
-        (Some("completed"), Some("completed"))
-    );
+
+    let created = client
+        .post(url("/api/v1/tasks"))
+        .json(&json!({"task_type": "code", "description": "write a test", "priority": "normal"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(created.status().is_success(), "{}", created.status());
+    let task = id(&created.json().await.unwrap(), "task_id");
+    let task_url = url(&format!("/api/v1/tasks/{task}"));
+    let mut answers = poll(&client, &task_url, |t| {
+        ["assigned", "in_progress", "completed"].contains(&t["status"].as_str().unwrap_or(""))
+    })
+    .await;
+    answers.extend(poll(&client, &task_url, |t| t["status"] == "completed").await);
+    let last = answers.last().unwrap();
+    assert_eq!(last["state"], "completed", "Hive's own state beside it");
+    assert_eq!(last["agent_id"], agent.as_str());
+    // What it saw moved forward through 2.0's lifecycle.
+    let lifecycle = ["pending", "assigned", "in_progress", "completed"];
+    let steps: Vec<usize> = answers
+        .iter()
+        .map(|t| {
+            let status = t["status"].as_str().unwrap_or("");
+            lifecycle
+                .iter()
+                .position(|s| *s == status)
+                .unwrap_or_else(|| panic!("a 2.0 status: {t}"))
+        })
+        .collect();
+    assert!(steps.is_sorted(), "{steps:?}");
     hive.stop().await;
+}
+
+/// GETs `url` every 20 ms, as a 2.0 client polls, until `done` holds for its answer (at most 10 s);
+/// every answer must be a 200. Answers every answer it read.
+async fn poll(client: &reqwest::Client, url: &str, done: impl Fn(&Value) -> bool) -> Vec<Value> {
+    let mut answers = Vec::new();
+    let polled = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let response = client.get(url).send().await.unwrap();
+            let status = response.status();
+            let answer: Value = response.json().await.unwrap_or(Value::Null);
+            assert_eq!(status, 200, "GET {url}: {answer}");
+            let finished = done(&answer);
+            answers.push(answer);
+            if finished {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(
+        polled.is_ok(),
+        "GET {url} never answered what was awaited: {answers:?}"
+    );
+    answers
 }
