@@ -12,20 +12,20 @@ use nix::sys::signal::Signal;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-fn id(body: &Value, field: &str) -> String {
+pub(crate) fn id(body: &Value, field: &str) -> String {
     body[field]
         .as_str()
         .unwrap_or_else(|| panic!("{field} in {body}"))
         .to_owned()
 }
 
-async fn spawn(hive: &TestHive, body: Value) -> String {
+pub(crate) async fn spawn(hive: &TestHive, body: Value) -> String {
     let (status, answer) = hive.post("/api/v1/agents/spawn", body).await;
     assert_eq!(status, 201, "{answer}");
     id(&answer, "agent_id")
 }
 
-async fn register(hive: &TestHive) -> String {
+pub(crate) async fn register(hive: &TestHive) -> String {
     let (status, body) = hive
         .post("/api/v1/agents", json!({"agent_type": "worker"}))
         .await;
@@ -33,14 +33,14 @@ async fn register(hive: &TestHive) -> String {
     id(&body, "agent_id")
 }
 
-async fn create_task(hive: &TestHive, body: Value) -> String {
+pub(crate) async fn create_task(hive: &TestHive, body: Value) -> String {
     let (status, created) = hive.post("/api/v1/tasks", body).await;
     assert_eq!(status, 201, "{created}");
     id(&created, "task_id")
 }
 
 /// The task's events once the read models reflect `seq`.
-async fn events_of(hive: &TestHive, task: &str, seq: u64) -> Vec<Value> {
+pub(crate) async fn events_of(hive: &TestHive, task: &str, seq: u64) -> Vec<Value> {
     let (status, history) = hive
         .get_at(&format!("/api/v1/tasks/{task}/events"), seq)
         .await;
@@ -48,7 +48,7 @@ async fn events_of(hive: &TestHive, task: &str, seq: u64) -> Vec<Value> {
     history["events"].as_array().unwrap().clone()
 }
 
-fn types(events: &[Value]) -> Vec<&str> {
+pub(crate) fn types(events: &[Value]) -> Vec<&str> {
     events.iter().filter_map(|e| e["type"].as_str()).collect()
 }
 
@@ -198,7 +198,7 @@ fn alive(pid: i32) -> bool {
 }
 
 /// Waits (at most 20 s) until `check` answers something.
-async fn until<T>(mut check: impl FnMut() -> Option<T>) -> T {
+pub(crate) async fn until<T>(mut check: impl FnMut() -> Option<T>) -> T {
     tokio::time::timeout(Duration::from_secs(20), async {
         loop {
             if let Some(found) = check() {
@@ -325,6 +325,57 @@ async fn a_spawned_agent_is_restarted_after_a_crash_and_stopped_when_deregistere
     assert_eq!(response.status(), 200);
     until_no_process_with(&agent).await;
     hive.stop().await;
+}
+
+#[tokio::test]
+async fn a_spawned_agent_that_keeps_crashing_is_restarted_at_most_max_restarts_times() {
+    const MAX_RESTARTS: usize = 2;
+    let mut world = World::new().await;
+    world.config.spawn_max_restarts = MAX_RESTARTS as u32;
+    world.config.agent_heartbeat_secs = 0.2;
+    // Longer than the back-off before the restart the supervisor would make next (0.2 s doubled per
+    // crash: 0.8 s): if the agent is lost, no runtime of it came back in the meantime.
+    world.config.heartbeat_timeout_secs = 3.0;
+    let hive = world.full_hive().await;
+    let agent = spawn(&hive, json!({})).await;
+    let agent_uuid: Uuid = agent.parse().unwrap();
+    world
+        .wait_for_event(AggregateKind::Agent, agent_uuid, "AgentReady")
+        .await;
+
+    // Each crash (a SIGKILL) is followed by a restart, MAX_RESTARTS times.
+    let mut seen: Vec<i32> = Vec::new();
+    let mut current = until(|| single(&processes_with(&agent))).await;
+    for _ in 0..MAX_RESTARTS {
+        seen.push(current);
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(current), Signal::SIGKILL).unwrap();
+        current = until(|| single(&processes_with(&agent)).filter(|pid| !seen.contains(pid))).await;
+    }
+    // One crash more and it is given up on: no runtime comes back, so the scheduler finds the agent
+    // lost once its heartbeats lapse. It stays registered, and lost, for an operator to deregister.
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(current), Signal::SIGKILL).unwrap();
+    let lost = world
+        .wait_for_event(AggregateKind::Agent, agent_uuid, "AgentLost")
+        .await;
+    assert!(processes_with(&agent).is_empty(), "no runtime came back");
+    let (_, view) = hive.get_at(&format!("/api/v1/agents/{agent}"), lost).await;
+    assert_eq!(view["status"], "lost", "{view}");
+    let response = hive
+        .http
+        .delete(hive.url(&format!("/api/v1/agents/{agent}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    hive.stop().await;
+}
+
+/// The only element of `pids`, if there is exactly one.
+fn single(pids: &[i32]) -> Option<i32> {
+    match pids {
+        [pid] => Some(*pid),
+        _ => None,
+    }
 }
 
 #[tokio::test]
@@ -457,50 +508,61 @@ async fn racing_schedulers_never_assign_a_task_twice() {
 async fn agent_hive_2_clients_spawn_wait_for_ready_and_see_their_task_done() {
     let world = World::new().await;
     let hive = world.full_hive().await;
-    let (status, spawned) = hive
-        .post(
-            "/api/agents/spawn",
-            json!({"agent_type": "claude-code", "capabilities": ["python"]}),
-        )
-        .await;
-    assert_eq!(status, 200, "{spawned}");
-    let agent = id(&spawned, "agent_id");
-    let ready = world
-        .wait_for_event(AggregateKind::Agent, agent.parse().unwrap(), "AgentReady")
-        .await;
-    let (status, answer) = hive
-        .get_at(&format!("/api/agents/{agent}/status"), ready)
-        .await;
-    assert_eq!((status, answer["status"].as_str()), (200, Some("ready")));
-
-    let (status, created) = hive
-        .post(
-            "/api/v1/tasks",
-            json!({"task_type": "code", "description": "write a test", "priority": "high",
-                   "estimated_duration": 30}),
-        )
-        .await;
-    assert_eq!(status, 201, "{created}");
-    let task = id(&created, "task_id");
-    let task_uuid: Uuid = task.parse().unwrap();
-    let assigned = world
-        .wait_for_event(AggregateKind::Task, task_uuid, "TaskAssigned")
-        .await;
-    let (_, view) = hive
-        .get_at(&format!("/api/v1/tasks/{task}"), assigned)
-        .await;
+    // A 2.0 client: plain JSON calls with a bearer token, no Hive header; it learns of progress by
+    // polling.
+    let client = hive_tests::authorized_client(&hive.token);
+    let url = |path: &str| hive.url(path);
+    let spawned = client
+        .post(url("/api/agents/spawn"))
+        .json(&json!({"agent_type": "claude-code", "capabilities": ["python"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(spawned.status(), 200);
+    let agent = id(&spawned.json().await.unwrap(), "agent_id");
+    let answers = poll(&client, &url(&format!("/api/agents/{agent}/status")), |a| {
+        a["status"] == "ready"
+    })
+    .await;
+    let statuses: Vec<&str> = answers
+        .iter()
+        .filter_map(|a| a["status"].as_str())
+        .collect();
     assert!(
-        ["assigned", "in_progress", "completed"].contains(&view["status"].as_str().unwrap()),
-        "{view}"
+        statuses.iter().all(|s| ["registered", "ready"].contains(s)),
+        "{statuses:?}"
     );
-    let done = world
-        .wait_for_event(AggregateKind::Task, task_uuid, "TaskCompleted")
-        .await;
-    let (_, view) = hive.get_at(&format!("/api/v1/tasks/{task}"), done).await;
-    assert_eq!(
-        (view["status"].as_str(), view["state"].as_str()),
-        (Some("completed"), Some("completed"))
-    );
+
+    let created = client
+        .post(url("/api/v1/tasks"))
+        .json(&json!({"task_type": "code", "description": "write a test", "priority": "normal"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(created.status().is_success(), "{}", created.status());
+    let task = id(&created.json().await.unwrap(), "task_id");
+    let task_url = url(&format!("/api/v1/tasks/{task}"));
+    let mut answers = poll(&client, &task_url, |t| {
+        ["assigned", "in_progress", "completed"].contains(&t["status"].as_str().unwrap_or(""))
+    })
+    .await;
+    answers.extend(poll(&client, &task_url, |t| t["status"] == "completed").await);
+    let last = answers.last().unwrap();
+    assert_eq!(last["state"], "completed", "Hive's own state beside it");
+    assert_eq!(last["agent_id"], agent.as_str());
+    // What it saw moved forward through 2.0's lifecycle.
+    let lifecycle = ["pending", "assigned", "in_progress", "completed"];
+    let steps: Vec<usize> = answers
+        .iter()
+        .map(|t| {
+            let status = t["status"].as_str().unwrap_or("");
+            lifecycle
+                .iter()
+                .position(|s| *s == status)
+                .unwrap_or_else(|| panic!("a 2.0 status: {t}"))
+        })
+        .collect();
+    assert!(steps.is_sorted(), "{steps:?}");
     hive.stop().await;
 }
 
@@ -574,4 +636,29 @@ async fn a_spawned_agent_killed_mid_task_gives_it_back_and_another_agent_complet
     let (_, view) = hive.get_at(&format!("/api/v1/tasks/{task}"), done).await;
     assert_eq!(view["agent_id"], other.as_str());
     hive.stop().await;
+
+/// GETs `url` every 20 ms, as a 2.0 client polls, until `done` holds for its answer (at most 10 s);
+/// every answer must be a 200. Answers every answer it read.
+async fn poll(client: &reqwest::Client, url: &str, done: impl Fn(&Value) -> bool) -> Vec<Value> {
+    let mut answers = Vec::new();
+    let polled = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let response = client.get(url).send().await.unwrap();
+            let status = response.status();
+            let answer: Value = response.json().await.unwrap_or(Value::Null);
+            assert_eq!(status, 200, "GET {url}: {answer}");
+            let finished = done(&answer);
+            answers.push(answer);
+            if finished {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(
+        polled.is_ok(),
+        "GET {url} never answered what was awaited: {answers:?}"
+    );
+    answers
 }

@@ -15,4 +15,5 @@ mod orchestration;
 mod privilege;
 mod projector;
 mod replay;
+mod runtime;
 mod topology;

@@ -1,11 +1,16 @@
 //! Orchestration end to end: the scheduler assigns on events, agents report over HTTP, failures retry
 //! and dead-letter, lost agents give their tasks back, dependencies release their dependents, a standby
-//! scheduler takes over, and Agent Hive 2.0's routes answer.
+//! scheduler takes over (in this process, and as a `hive serve scheduler` process when the leading one
+//! is killed with SIGKILL), and Agent Hive 2.0's routes answer.
+
+use std::time::{Duration, Instant};
 
 use hive_events::AggregateKind;
 use hive_tests::{TestHive, World};
 use serde_json::{Value, json};
 use uuid::Uuid;
+
+use crate::topology::{part, until};
 
 fn id(body: &Value, field: &str) -> String {
     body[field]
@@ -483,4 +488,156 @@ async fn a_scheduler_that_starts_late_still_sees_the_heartbeats_before_it() {
         .await;
     running.abort();
     api.stop().await;
+}
+
+#[tokio::test]
+async fn a_standby_scheduler_process_takes_over_when_the_leader_is_killed() {
+    const TTL: Duration = Duration::from_secs(1);
+    // Beyond the TTL: the standby tries for the lease every TTL/10, and the server expires it on time
+    // give or take a few milliseconds; the rest is for a busy machine.
+    const MARGIN: Duration = Duration::from_millis(1_000);
+    let world = World::new().await;
+    // API and projector here; the schedulers are `hive serve scheduler` processes.
+    let api = world.hive().await;
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path();
+    let env = |extra: &[(&'static str, String)]| {
+        let mut env = vec![
+            ("HIVE_NATS_URL", world.nats_url.clone()),
+            ("HIVE_DATABASE_URL", world.database_url.clone()),
+            ("HIVE_NAMESPACE", world.config.namespace.clone()),
+            ("HIVE_HOME", logs.display().to_string()),
+            ("HIVE_LEADER_TTL_SECS", TTL.as_secs_f64().to_string()),
+        ];
+        env.extend_from_slice(extra);
+        env
+    };
+    let show_logs = || {
+        for name in ["scheduler-1", "scheduler-2"] {
+            let text =
+                std::fs::read_to_string(logs.join(format!("{name}.log"))).unwrap_or_default();
+            eprintln!("--- {name}\n{text}");
+        }
+    };
+    let js = async_nats::jetstream::new(world.log().client());
+    let bucket = world.namespace().scheduler_lease();
+    let holder = async || {
+        let lease = js.get_key_value(&bucket).await.ok()?;
+        let holder = lease.get("leader").await.ok()??;
+        Some(String::from_utf8_lossy(&holder).into_owned())
+    };
+
+    // The first to start leads; the second, started once the first holds the lease, stands by.
+    let mut first = part(
+        &["serve", "scheduler"],
+        &env(&[]),
+        &logs.join("scheduler-1.log"),
+    );
+    let leader = until(Duration::from_secs(30), "a leader", show_logs, holder).await;
+    let standby_metrics = hive_devservers::free_port().unwrap();
+    let _second = part(
+        &["serve", "scheduler"],
+        &env(&[("HIVE_METRICS_ADDR", format!("127.0.0.1:{standby_metrics}"))]),
+        &logs.join("scheduler-2.log"),
+    );
+    let http = reqwest::Client::new();
+    let assignments_by_standby = async || -> Option<f64> {
+        let text = http
+            .get(format!("http://127.0.0.1:{standby_metrics}/metrics"))
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        let scrape =
+            prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).ok()?;
+        let total = scrape
+            .samples
+            .iter()
+            .filter(|s| s.metric == "hive_scheduler_assignments_total")
+            .map(|s| match s.value {
+                prometheus_parse::Value::Counter(n) => n,
+                _ => 0.0,
+            })
+            .sum();
+        Some(total)
+    };
+    // Once it serves its metrics, the standby is connected and trying for the lease.
+    let standby_assigned = until(
+        Duration::from_secs(30),
+        "the standby's metrics",
+        show_logs,
+        assignments_by_standby,
+    )
+    .await;
+    assert_eq!(standby_assigned, 0.0, "the standby assigned nothing");
+
+    let mut agent = api.agent_process(&["--exec", "cat", "--max-concurrent-tasks", "4"]);
+    let create = async |title: &str| -> Uuid {
+        let (status, body) = api.post("/api/v1/tasks", json!({"title": title})).await;
+        assert_eq!(status, 201, "{body}");
+        id(&body, "task_id").parse().unwrap()
+    };
+    let before = create("before the kill").await;
+    world
+        .wait_for_event(AggregateKind::Task, before, "TaskCompleted")
+        .await;
+    assert_eq!(holder().await.as_ref(), Some(&leader), "one leader so far");
+
+    // SIGKILL: the leader cannot release its lease; the standby takes it once it lapses.
+    let killed = Instant::now();
+    first.kill().await;
+    let during = create("created during the takeover").await;
+    let next = until(
+        TTL + MARGIN + Duration::from_secs(5),
+        "a new leader",
+        show_logs,
+        async || holder().await.filter(|h| *h != leader),
+    )
+    .await;
+    let took = killed.elapsed();
+    assert!(took <= TTL + MARGIN, "{next} took over after {took:?}");
+    let after = create("created after the takeover").await;
+    for task in [during, after] {
+        world
+            .wait_for_event(AggregateKind::Task, task, "TaskCompleted")
+            .await;
+    }
+    let standby_assigned = assignments_by_standby().await.unwrap();
+    assert!(
+        standby_assigned >= 2.0,
+        "the standby assigned {standby_assigned}"
+    );
+
+    // Each task was assigned once, in the whole log.
+    let assigned = assignments_in_log(&world).await;
+    for task in [before, during, after] {
+        assert_eq!(assigned.get(&task), Some(&1), "assignments of {task}");
+    }
+    agent.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(agent.exited().await);
+    api.stop().await;
+}
+
+/// How many `TaskAssigned` each task has in the log, from its start to its head now.
+async fn assignments_in_log(world: &World) -> std::collections::HashMap<Uuid, usize> {
+    use futures::StreamExt;
+    let head = world.log().last_seq().await.unwrap();
+    let subjects = world.log().subjects().clone();
+    let mut assigned = std::collections::HashMap::new();
+    let mut events = Box::pin(world.log().read_from(1).await.unwrap());
+    while let Some(event) = events.next().await {
+        let event = event.unwrap();
+        if let Some((AggregateKind::Task, task)) = subjects.parse(&event.subject) {
+            let envelope = hive_events::envelope::decode(&event.payload, None).unwrap();
+            if envelope.event.event_type() == "TaskAssigned" {
+                *assigned.entry(task).or_default() += 1;
+            }
+        }
+        if event.seq >= head {
+            break;
+        }
+    }
+    assigned
 }

@@ -444,17 +444,34 @@ impl TestHive {
 
     /// Runs `hive agent` as its own process against this hive, with `args` after `agent --api <url>`.
     pub fn agent_process(&self, args: &[&str]) -> AgentProcess {
+        self.agent_process_logging(args, "warn", None)
+    }
+
+    /// [`TestHive::agent_process`], logging by `filter` (`HIVE_LOG`) into file `log` if given (else
+    /// the test's output), so that a test can await what only the runtime knows.
+    pub fn agent_process_logging(
+        &self,
+        args: &[&str],
+        filter: &str,
+        log: Option<&std::path::Path>,
+    ) -> AgentProcess {
         let mut command = tokio::process::Command::new(agent_program());
         command
             .arg("agent")
             .arg("--api")
             .arg(&self.base)
             .args(args)
-            .env("HIVE_LOG", "warn")
+            .env("HIVE_LOG", filter)
             // Registers with it, then acts with the agent's own token.
             .env("HIVE_TOKEN", &self.token)
             .stdin(std::process::Stdio::null())
             .kill_on_drop(true);
+        if let Some(log) = log {
+            let file = std::fs::File::create(log).expect("the agent's log file");
+            command
+                .stdout(file.try_clone().expect("the agent's log file"))
+                .stderr(file);
+        }
         hive_devservers::die_with_parent(command.as_std_mut());
         AgentProcess {
             child: command.spawn().expect("start hive agent"),

@@ -5,7 +5,8 @@
 //! (see [`executor`] for its contract), streams its progress and reports the outcome. It runs up to its
 //! `max_concurrent_tasks` at once. On SIGTERM it drains: takes nothing new, lets the running tasks
 //! finish (up to a timeout, after which they are killed and failed as retryable), then deregisters.
-//! When its agent is deregistered by someone else it stops at once.
+//! When its agent is deregistered by someone else it stops at once: its next heartbeat is refused
+//! (with 401 when it acts with the agent's own token, which the deregistration revoked).
 
 pub mod client;
 pub mod executor;
@@ -201,11 +202,16 @@ struct AgentRun<'a> {
 }
 
 impl AgentRun<'_> {
-    /// Heartbeats once. True when the agent is deregistered (or unknown), so the runtime must stop.
+    /// Heartbeats once. True when the agent is deregistered (or unknown), so the runtime must stop:
+    /// 404 or 409, or 401 once its token is refused (deregistering an agent revokes its tokens, and
+    /// without a valid token it could do nothing more anyway).
     async fn beat(&self) -> bool {
         match self.client.heartbeat(self.agent).await {
             Ok(()) => false,
-            Err(e) if matches!(e.status(), Some(404 | 409)) => true,
+            Err(e) if matches!(e.status(), Some(401 | 404 | 409)) => {
+                tracing::debug!(agent = %self.agent, error = %e, "heartbeat refused");
+                true
+            }
             Err(e) => {
                 tracing::warn!(agent = %self.agent, error = %e, "heartbeat failed");
                 false

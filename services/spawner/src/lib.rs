@@ -3,7 +3,9 @@
 //!
 //! - A runtime that exits with status 0 stopped on purpose (it drained and deregistered): it stays
 //!   stopped. Any other exit is a crash: it is restarted with back-off, at most `max_restarts` times in a
-//!   row (the count resets once a run has lasted [`STABLE_RUN`]).
+//!   row (the count resets once a run has lasted [`STABLE_RUN`]). After that it is left stopped and the
+//!   agent is not touched: it stays registered, the scheduler marks it lost once its heartbeats lapse
+//!   (requeueing its tasks), and it stays lost until an operator deregisters it.
 //! - When the agent is deregistered (by anyone), its runtime gets SIGTERM at once: the supervisor
 //!   listens to the agent's event subject.
 //! - [`Spawner::shutdown`] sends SIGTERM to every runtime and waits for them (they drain and

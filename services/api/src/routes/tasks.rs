@@ -5,6 +5,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use hive_eventlog::EventLog;
+use hive_eventlog::audit::At;
 use hive_events::agent::Agent;
 use hive_events::project::Project;
 use hive_events::task::{NewTask, Task, TaskCommand, TaskStatus};
@@ -229,9 +230,15 @@ async fn read(
         let row = row_at::<Task>(&state, hive_events::AggregateKind::Task, id, at).await?;
         return Ok(Json(row.into()));
     }
-    tasks::Entity::find_by_id(id)
-        .one(&state.db)
-        .await?
-        .map(|t| Json(t.into()))
-        .ok_or_else(|| ApiError::not_found("task", id))
+    if let Some(row) = tasks::Entity::find_by_id(id).one(&state.db).await? {
+        return Ok(Json(row.into()));
+    }
+    // Not projected yet: a client reading the task it has just created (as Agent Hive 2.0's clients
+    // do, without `Hive-Min-Seq`) is answered the task as created, from the log. Not as it is now:
+    // the read model, still behind, answers the next read, which must not go back in time.
+    let kind = hive_events::AggregateKind::Task;
+    let created = state.log.history(kind, id).await?.first().map(|e| e.seq);
+    let created = created.ok_or_else(|| ApiError::not_found("task", id))?;
+    let row = row_at::<Task>(&state, kind, id, At::Seq(created)).await?;
+    Ok(Json(row.into()))
 }
