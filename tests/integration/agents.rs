@@ -636,6 +636,7 @@ async fn a_spawned_agent_killed_mid_task_gives_it_back_and_another_agent_complet
     let (_, view) = hive.get_at(&format!("/api/v1/tasks/{task}"), done).await;
     assert_eq!(view["agent_id"], other.as_str());
     hive.stop().await;
+}
 
 /// GETs `url` every 20 ms, as a 2.0 client polls, until `done` holds for its answer (at most 10 s);
 /// every answer must be a 200. Answers every answer it read.
