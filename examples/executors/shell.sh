@@ -4,7 +4,8 @@
 # The contract every executor follows:
 #   - the task's JSON arrives on stdin; $HIVE_TASK_ID, $HIVE_AGENT_ID, $HIVE_API_URL and $HIVE_ATTEMPT
 #     are set;
-#   - each line on stdout is progress; a line starting "NN%" also sets the percentage;
+#   - each line on stdout is progress (a line starting "NN%" also sets the percentage), except a line
+#     that is a JSON object: that is a result;
 #   - exit 0 completes the task, and the last stdout line, when it is a JSON object, is its result;
 #   - any other exit fails it (retried while attempts last); exit 65 fails it for good. The end of stderr
 #     is the error message.

@@ -3,7 +3,8 @@
 //! The contract, for whoever writes an executor:
 //! - it runs under `sh -c "<exec>"`, with the task's JSON on stdin and `HIVE_TASK_ID`, `HIVE_AGENT_ID`,
 //!   `HIVE_API_URL` and `HIVE_ATTEMPT` in its environment;
-//! - each line on stdout is progress; a line beginning `NN%` also sets the percentage;
+//! - each line on stdout is progress (a line beginning `NN%` also sets the percentage), except a line
+//!   that is a JSON object: that is a result, not news of one;
 //! - exit status 0 completes the task, with the last stdout line as the result when it is a JSON object
 //!   (otherwise `{"output": <the end of stdout>}`);
 //! - any other status fails it; status 65 (`EX_DATAERR`: the task itself is wrong) fails it for good,
@@ -66,6 +67,12 @@ impl Progress {
             message: trimmed.to_owned(),
         }
     }
+}
+
+/// Whether `line` is a JSON object: a result, which is not reported as progress.
+fn is_json_object(line: &str) -> bool {
+    let line = line.trim();
+    line.starts_with('{') && serde_json::from_str::<serde_json::Map<String, Value>>(line).is_ok()
 }
 
 /// The last lines of a stream, at most [`TAIL_BYTES`] of them.
@@ -162,7 +169,9 @@ pub async fn run(
         drop(stdin);
     };
     let out = read_lines(stdout, |line| {
-        progress.send_replace(Progress::parse(line));
+        if !is_json_object(line) {
+            progress.send_replace(Progress::parse(line));
+        }
     });
     let err = read_lines(stderr, |_| {});
     let ((), out, err, status) = tokio::join!(feed, out, err, child.wait());
@@ -217,7 +226,9 @@ mod tests {
             run_sh(r#"read task; echo "40% working on $HIVE_TASK_ID"; echo '{"done": true}'"#)
                 .await;
         assert_eq!(outcome, Outcome::Completed(json!({"done": true})));
-        assert_eq!(progress.message, r#"{"done": true}"#);
+        // The result line is not progress: the last progress is the line before it.
+        assert_eq!(progress.percent, Some(40));
+        assert_eq!(progress.message, "working on t1");
     }
 
     #[tokio::test]
@@ -352,5 +363,8 @@ mod tests {
         );
         assert_eq!(Progress::parse("250%").percent, Some(100));
         assert_eq!(Progress::parse("about 5% done").percent, None);
+        assert!(super::is_json_object(r#" {"answer": 42} "#));
+        assert!(!super::is_json_object("{ not json"));
+        assert!(!super::is_json_object("[1, 2]"));
     }
 }
