@@ -340,36 +340,11 @@ mod tests {
     /// The fold refuses exactly the events the rules never decide.
     #[test]
     fn the_fold_accepts_exactly_the_events_the_rules_decide() {
-        let states: Vec<Option<S>> = std::iter::once(None).chain(S::ALL.map(Some)).collect();
-        let decided = |from: Option<S>| -> Vec<AgentEvent> {
-            commands()
-                .into_iter()
-                .filter_map(|c| Agent::decide(given(from).as_ref(), c).ok())
-                .collect()
-        };
-        let mut seen = std::collections::HashSet::new();
-        let samples: Vec<AgentEvent> = states
-            .iter()
-            .flat_map(|s| decided(*s))
-            .filter(|e| seen.insert(e.event_type()))
+        let states: Vec<Option<Agent>> = std::iter::once(None)
+            .chain(S::ALL.map(Some))
+            .map(given)
             .collect();
-        assert_eq!(
-            samples.len(),
-            6,
-            "every kind of agent event is decided somewhere"
-        );
-        for from in &states {
-            let allowed: Vec<&str> = decided(*from).iter().map(|e| e.event_type()).collect();
-            for event in &samples {
-                let folded = Agent::apply(given(*from), event, at());
-                assert_eq!(
-                    folded.is_ok(),
-                    allowed.contains(&event.event_type()),
-                    "{from:?} + {}",
-                    event.event_type()
-                );
-            }
-        }
+        crate::aggregate::assert_fold_accepts_exactly_what_is_decided(&states, commands, 6, at());
     }
 
     #[test]

@@ -164,3 +164,45 @@ pub(crate) fn check_text(
     }
     Ok(())
 }
+
+/// Asserts that `A`'s fold refuses exactly the events its rules never decide: for every given state
+/// and every kind of event (one of each, `kinds` in all, taken from what the `commands` decide), `apply`
+/// accepts it iff some command decides an event of that kind from that state.
+#[cfg(test)]
+pub(crate) fn assert_fold_accepts_exactly_what_is_decided<A: Aggregate>(
+    states: &[Option<A>],
+    commands: impl Fn() -> Vec<A::Command>,
+    kinds: usize,
+    at: DateTime<Utc>,
+) {
+    let decided = |from: &Option<A>| -> Vec<A::Event> {
+        commands()
+            .into_iter()
+            .filter_map(|c| A::decide(from.as_ref(), c).ok())
+            .collect()
+    };
+    let mut seen = std::collections::HashSet::new();
+    let samples: Vec<A::Event> = states
+        .iter()
+        .flat_map(decided)
+        .filter(|e| seen.insert(e.event_type()))
+        .collect();
+    assert_eq!(
+        samples.len(),
+        kinds,
+        "every kind of event is decided somewhere"
+    );
+    for from in states {
+        let allowed: Vec<&str> = decided(from).iter().map(|e| e.event_type()).collect();
+        for event in &samples {
+            let folded = A::apply(from.clone(), event, at);
+            assert_eq!(
+                folded.is_ok(),
+                allowed.contains(&event.event_type()),
+                "{} + {}",
+                A::state_name(from.as_ref()),
+                event.event_type()
+            );
+        }
+    }
+}

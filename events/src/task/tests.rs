@@ -204,41 +204,14 @@ fn every_allowed_and_every_refused_transition() {
     }
 }
 
-/// The fold refuses exactly the events the rules never decide: for every state and every kind of
-/// event, `apply` accepts it iff some command decides an event of that kind from that state.
+/// The fold refuses exactly the events the rules never decide.
 #[test]
 fn the_fold_accepts_exactly_the_events_the_rules_decide() {
-    let states: Vec<Option<S>> = std::iter::once(None).chain(S::ALL.map(Some)).collect();
-    let decided = |from: Option<S>| -> Vec<TaskEvent> {
-        commands()
-            .into_iter()
-            .filter_map(|c| Task::decide(given(from).as_ref(), c).ok())
-            .collect()
-    };
-    // One event of each kind.
-    let mut seen = std::collections::HashSet::new();
-    let samples: Vec<TaskEvent> = states
-        .iter()
-        .flat_map(|s| decided(*s))
-        .filter(|e| seen.insert(e.event_type()))
+    let states: Vec<Option<Task>> = std::iter::once(None)
+        .chain(S::ALL.map(Some))
+        .map(given)
         .collect();
-    assert_eq!(
-        samples.len(),
-        14,
-        "every kind of task event is decided somewhere"
-    );
-    for from in &states {
-        let allowed: Vec<&str> = decided(*from).iter().map(|e| e.event_type()).collect();
-        for event in &samples {
-            let folded = Task::apply(given(*from), event, at());
-            assert_eq!(
-                folded.is_ok(),
-                allowed.contains(&event.event_type()),
-                "{from:?} + {}",
-                event.event_type()
-            );
-        }
-    }
+    crate::aggregate::assert_fold_accepts_exactly_what_is_decided(&states, commands, 14, at());
 }
 
 #[test]
