@@ -577,15 +577,17 @@ async fn the_compose_topology_runs_without_docker() {
     // An agent spawned by the API process runs a task the scheduler assigns, through the cluster.
     a_spawned_agent_runs_a_task(&http, &base, "/api/v1/agents/spawn", show_logs).await;
 
+    let metrics_of = async |port: u16| -> String {
+        http.get(format!("http://127.0.0.1:{port}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
     // The projector process serves its own metrics.
-    let projector: String = http
-        .get(format!("http://127.0.0.1:{projector_metrics}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let projector = metrics_of(projector_metrics).await;
     assert!(
         projector.contains("hive_projector_events_total"),
         "{projector}"
@@ -594,15 +596,7 @@ async fn the_compose_topology_runs_without_docker() {
     // assignment it made.
     let mut measured = Vec::new();
     for port in scheduler_metrics {
-        let text = http
-            .get(format!("http://127.0.0.1:{port}/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        let scrape = hive_tests::exposition::parse(&text);
+        let scrape = hive_tests::exposition::parse(&metrics_of(port).await);
         let depth = scrape
             .samples
             .iter()
