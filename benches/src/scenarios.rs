@@ -1050,15 +1050,21 @@ pub async fn chains(servers: &Servers, samples: u32) -> anyhow::Result<Vec<Table
         );
         last_beats.push(Instant::now());
     }
-    let waits = waits.iter_mut().map(|(_, sub)| sub);
-    for (last, sub) in last_beats.into_iter().zip(waits) {
-        tokio::time::timeout(
-            timeout + Duration::from_secs(20),
-            wait_for(sub, "TaskRequeued"),
-        )
-        .await
-        .map_err(|_| anyhow::anyhow!("no TaskRequeued"))??;
-        latencies.push(last.elapsed());
+    // Awaited together, so each is timed when its own event arrives.
+    let requeues = waits
+        .iter_mut()
+        .zip(last_beats)
+        .map(|((_, sub), last)| async move {
+            tokio::time::timeout(
+                timeout + Duration::from_secs(20),
+                wait_for(sub, "TaskRequeued"),
+            )
+            .await
+            .map_err(|_| anyhow::anyhow!("no TaskRequeued"))??;
+            anyhow::Ok(last.elapsed())
+        });
+    for took in futures::future::join_all(requeues).await {
+        latencies.push(took?);
     }
     rows.push(row(
         format!("dead agent → its task requeued ({silent} agents)"),

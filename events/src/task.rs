@@ -208,9 +208,10 @@ pub enum TaskEvent {
         /// When it is due.
         retry_at: DateTime<Utc>,
     },
-    /// Taken from its agent and queued again.
+    /// Taken from its agent and queued again: by the scheduler, by an operator, or given back by the
+    /// agent itself (its `actor` says which).
     TaskRequeued {
-        /// Why (`agent_lost`, `lease_expired`, ...).
+        /// Why (`agent_lost`, `lease_expired`, `agent_restarted`, an operator's words, ...).
         reason: String,
     },
     /// An operator asked for another round of attempts after it failed for good.
@@ -360,7 +361,8 @@ pub enum TaskCommand {
         /// When it is due.
         retry_at: DateTime<Utc>,
     },
-    /// Take it from its agent and queue it again.
+    /// Take it from its agent and queue it again: the scheduler (its agent lost or deregistered, its
+    /// lease lapsed) or an operator.
     Requeue {
         /// Why.
         reason: String,

@@ -112,6 +112,21 @@ async fn register_create_and_read_back_with_min_seq() {
         .collect();
     assert_eq!(types, ["TaskCreated", "TaskCancelled"]);
     assert_eq!(history["events"][1]["seq"], seq(&cancelled));
+    // `head`: whatever the log holds now, for a client that knows no sequence.
+    let (status, _) = hive
+        .post("/api/v1/tasks", json!({"title": "unseen yet"}))
+        .await;
+    assert_eq!(status, 201);
+    let at_head = hive
+        .http
+        .get(hive.url("/api/v1/tasks?status=queued"))
+        .header("Hive-Min-Seq", "head")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(at_head.status(), 200);
+    let queued: Value = at_head.json().await.unwrap();
+    assert_eq!(queued["items"].as_array().unwrap().len(), 1, "{queued}");
     hive.stop().await;
 }
 

@@ -144,10 +144,8 @@ async fn a_projector_process_killed_while_it_projects_never_loses_or_doubles_an_
         kills += 1;
         last = checkpoint().await;
     }
-    assert_eq!(
-        kills, 3,
-        "killed three times before the head ({head} events)"
-    );
+    // Three kills on this machine; a machine fast enough to project the rest first still killed one.
+    assert!(kills >= 1, "killed before the head ({head} events)");
     project_to(&world, head).await;
     assert_read_models_equal_the_fold(&world).await;
 }

@@ -332,6 +332,71 @@ async fn an_unsupervised_runtime_stops_when_an_operator_deregisters_its_agent() 
     hive.stop().await;
 }
 
+#[tokio::test]
+async fn a_task_an_operator_requeues_is_stopped_on_its_old_agent_and_run_by_another() {
+    let world = World::new().await;
+    let hive = world.full_hive().await;
+    let dir = tempfile::tempdir().unwrap();
+    // The first run prints progress until it is stopped, leaving its pid; a later run completes.
+    let marker = dir.path().join("first");
+    let exec = format!(
+        "read task; if [ -e {m} ]; then echo '{{\"again\": true}}'; \
+         else echo $$ > {m}; while true; do echo tick; sleep 0.05; done; fi",
+        m = marker.display()
+    );
+    let first = register_for(&hive, 1, &["requeue"]).await;
+    let mut first_runtime = hive.agent_process(&["--agent-id", &first, "--exec", &exec]);
+    world
+        .wait_for_event(AggregateKind::Agent, first.parse().unwrap(), "AgentReady")
+        .await;
+    let task = create_task(
+        &hive,
+        json!({"title": "taken back", "required_capabilities": ["requeue"]}),
+    )
+    .await;
+    let task_uuid: Uuid = task.parse().unwrap();
+    world
+        .wait_for_event(AggregateKind::Task, task_uuid, "TaskProgressed")
+        .await;
+    let executor: i32 = until(|| std::fs::read_to_string(&marker).ok()?.trim().parse().ok()).await;
+
+    // Another agent comes; the operator takes the task from the first.
+    let second = register_for(&hive, 1, &["requeue"]).await;
+    let mut second_runtime = hive.agent_process(&["--agent-id", &second, "--exec", &exec]);
+    world
+        .wait_for_event(AggregateKind::Agent, second.parse().unwrap(), "AgentReady")
+        .await;
+    let (status, body) = hive
+        .post(
+            &format!("/api/v1/tasks/{task}/requeue"),
+            json!({"reason": "operator moved it"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+
+    // The old run is stopped (its next progress report was refused); the other agent completes it.
+    until(|| {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(executor), None)
+            .is_err()
+            .then_some(())
+    })
+    .await;
+    let done = world
+        .wait_for_event(AggregateKind::Task, task_uuid, "TaskCompleted")
+        .await;
+    let events = events_of(&hive, &task, done).await;
+    let requeued = events.iter().find(|e| e["type"] == "TaskRequeued").unwrap();
+    assert_eq!(requeued["data"]["reason"], "operator moved it");
+    let (_, view) = hive.get_at(&format!("/api/v1/tasks/{task}"), done).await;
+    assert_eq!(view["agent_id"], second.as_str());
+    assert_eq!(view["result"], json!({"again": true}));
+    for runtime in [&mut first_runtime, &mut second_runtime] {
+        runtime.signal(Signal::SIGTERM);
+        assert!(runtime.exited().await);
+    }
+    hive.stop().await;
+}
+
 /// The id of the agent called `name`, once it has registered.
 async fn until_agent_named(hive: &TestHive, name: &str) -> String {
     tokio::time::timeout(std::time::Duration::from_secs(20), async {

@@ -28,7 +28,8 @@ pub const MIN_SEQ: &str = "hive-min-seq";
 /// The response header naming the sequence a read reflects.
 pub const PROJECTION_SEQ: &str = "hive-projection-seq";
 
-struct Tasks(Vec<JoinHandle<()>>);
+/// Background tasks that end with their owner.
+pub(crate) struct Tasks(pub(crate) Vec<JoinHandle<()>>);
 
 impl Drop for Tasks {
     fn drop(&mut self) {
@@ -193,13 +194,23 @@ pub async fn read_your_writes(
         return next.run(request).await;
     }
     if let Some(value) = request.headers().get(MIN_SEQ) {
-        let Some(min) = value
-            .to_str()
-            .ok()
-            .and_then(|v| v.trim().parse::<u64>().ok())
-        else {
-            return ApiError::new(Code::BadRequest, "Hive-Min-Seq must be a whole number")
-                .into_response();
+        let value = value.to_str().unwrap_or_default().trim();
+        // `head`: whatever the log holds now (a client that knows no sequence, such as a restarted
+        // agent runtime asking what its previous process held).
+        let min = if value == "head" {
+            match state.progress.head_now().await {
+                Ok(head) => Some(head),
+                Err(e) => return ApiError::unavailable("the event log", e).into_response(),
+            }
+        } else {
+            value.parse::<u64>().ok()
+        };
+        let Some(min) = min else {
+            return ApiError::new(
+                Code::BadRequest,
+                "Hive-Min-Seq must be a whole number or `head`",
+            )
+            .into_response();
         };
         if let Err(e) = wait(&state, min).await {
             return e.into_response();

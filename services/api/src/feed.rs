@@ -13,9 +13,8 @@ use hive_eventlog::audit::Record;
 use hive_eventlog::{EventLog, Heartbeats};
 use serde::Serialize;
 use tokio::sync::broadcast;
-use tokio::task::JoinHandle;
 
-use crate::consistency::Progress;
+use crate::consistency::{Progress, Tasks};
 
 /// Least time between two status ticks.
 pub const TICK: Duration = Duration::from_millis(200);
@@ -49,14 +48,6 @@ pub enum FeedItem {
     },
     /// Items were lost (the subscriber or the feed fell too far behind): reload.
     Resync,
-}
-
-struct Tasks(Vec<JoinHandle<()>>);
-
-impl Drop for Tasks {
-    fn drop(&mut self) {
-        self.0.iter().for_each(JoinHandle::abort);
-    }
 }
 
 /// The feed of one API process. Cheap to clone.
@@ -181,20 +172,17 @@ async fn follow_heartbeats(
             }));
         }
     };
-    let mut beats = std::pin::pin!(beats);
-    while let Some(beat) = beats.next().await {
-        publish(beat);
-    }
+    let mut beats = Some(beats.boxed());
     loop {
-        tracing::warn!("the heartbeats watch ended; following again");
+        if let Some(mut following) = beats.take() {
+            while let Some(beat) = following.next().await {
+                publish(beat);
+            }
+            tracing::warn!("the heartbeats watch ended; following again");
+        }
         tokio::time::sleep(Duration::from_secs(1)).await;
         match heartbeats.follow().await {
-            Ok(beats) => {
-                let mut beats = std::pin::pin!(beats);
-                while let Some(beat) = beats.next().await {
-                    publish(beat);
-                }
-            }
+            Ok(again) => beats = Some(again.boxed()),
             Err(e) => tracing::warn!(error = %e, "the live feed cannot follow heartbeats"),
         }
     }

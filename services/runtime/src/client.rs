@@ -39,6 +39,12 @@ impl ClientError {
         }
     }
 
+    /// Hive refused a report because the task is not this agent's to run any more: assigned to
+    /// another (403 `not_assignee`), or no longer running (409 `invalid_transition`).
+    pub fn no_longer_ours(&self) -> bool {
+        matches!(self, Self::Refused { code, .. } if code == "not_assignee" || code == "invalid_transition")
+    }
+
     /// Worth trying again: Hive was unreachable or temporarily unable to answer.
     fn is_transient(&self) -> bool {
         match self {
@@ -132,9 +138,18 @@ impl Client {
 
     /// Sends one GET.
     pub async fn get(&self, path: &str) -> Result<Value, ClientError> {
+        self.read(path, None).await
+    }
+
+    /// GETs `path` once the read models hold at least event `min_seq` (`head`: all the log holds now).
+    async fn read(&self, path: &str, min_seq: Option<&str>) -> Result<Value, ClientError> {
         let url = format!("{}{path}", self.base);
+        let mut request = self.http.get(&url);
+        if let Some(min) = min_seq {
+            request = request.header("Hive-Min-Seq", min);
+        }
         match self
-            .authorized(self.http.get(&url))
+            .authorized(request)
             .timeout(Duration::from_secs(10))
             .send()
             .await
@@ -189,13 +204,11 @@ impl Client {
             .map(drop)
     }
 
-    /// The ids of the agent's tasks in `status`.
+    /// The ids of the agent's tasks in `status`, as of all the log holds now (a task its previous
+    /// process accepted just before it died may not be projected yet).
     pub async fn tasks_of(&self, agent: Uuid, status: &str) -> Result<Vec<Uuid>, ClientError> {
-        let page = self
-            .get(&format!(
-                "/api/v1/tasks?agent_id={agent}&status={status}&limit=500"
-            ))
-            .await?;
+        let path = format!("/api/v1/tasks?agent_id={agent}&status={status}&limit=500");
+        let page = self.read(&path, Some("head")).await?;
         Ok(page["items"]
             .as_array()
             .into_iter()

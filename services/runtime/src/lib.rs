@@ -5,8 +5,10 @@
 //! (see [`executor`] for its contract), streams its progress and reports the outcome. It runs up to its
 //! `max_concurrent_tasks` at once. On SIGTERM it drains: takes nothing new, lets the running tasks
 //! finish (up to a timeout, after which they are killed and failed as retryable), then deregisters.
-//! When its agent is deregistered by someone else it stops at once: its next heartbeat is refused
-//! (with 401 when it acts with the agent's own token, which the deregistration revoked).
+//! When its agent is deregistered by someone else it stops at its next heartbeat, which is refused
+//! (with 401 when it acts with the agent's own token, which the deregistration revoked). A task taken
+//! from it (requeued or cancelled by an operator) stops at its executor's next progress line, whose
+//! report is refused; an executor that prints nothing runs to its end, and its report is refused.
 
 pub mod client;
 pub mod executor;
@@ -139,7 +141,7 @@ pub async fn run(
     };
     reader.abort();
     if deregistered {
-        tracing::info!(%agent, "the agent was deregistered: stopping");
+        tracing::info!(%agent, "the agent was deregistered (or its token revoked): stopping");
         agent_run.running.shutdown().await;
         return Ok(());
     }
@@ -209,7 +211,10 @@ impl AgentRun<'_> {
         match self.client.heartbeat(self.agent).await {
             Ok(()) => false,
             Err(e) if matches!(e.status(), Some(401 | 404 | 409)) => {
-                tracing::debug!(agent = %self.agent, error = %e, "heartbeat refused");
+                tracing::warn!(
+                    agent = %self.agent, error = %e,
+                    "heartbeat refused: the agent was deregistered or its token revoked"
+                );
                 true
             }
             Err(e) => {
@@ -350,7 +355,11 @@ async fn work(client: &Client, agent: Uuid, task: Uuid, exec: &str, assignment: 
     let reporting = report_progress(client, agent, task, lines);
     let outcome = tokio::select! {
         outcome = executor::run(exec, &assignment, &env, &progress) => outcome,
-        () = reporting => unreachable!("progress reporting ends only with the run"),
+        // Dropping the run kills the executor.
+        () = reporting => {
+            tracing::info!(%task, "the task is no longer ours (requeued or cancelled): executor stopped");
+            return;
+        }
     };
     let (action, body) = match outcome {
         Outcome::Completed(result) => ("complete", json!({"result": result})),
@@ -364,7 +373,8 @@ async fn work(client: &Client, agent: Uuid, task: Uuid, exec: &str, assignment: 
     }
 }
 
-/// Reports the latest progress line, at most every [`PROGRESS_EVERY`]. Never ends by itself.
+/// Reports the latest progress line, at most every [`PROGRESS_EVERY`]. Ends only when a report is
+/// refused because the task is no longer this agent's to run (an operator requeued or cancelled it).
 async fn report_progress(
     client: &Client,
     agent: Uuid,
@@ -377,8 +387,10 @@ async fn report_progress(
         }
         let line = lines.borrow_and_update().clone();
         let body = json!({"percent": line.percent, "message": line.message});
-        if let Err(e) = client.report(task, agent, "progress", body).await {
-            tracing::debug!(%task, error = %e, "progress not reported");
+        match client.report(task, agent, "progress", body).await {
+            Ok(()) => {}
+            Err(e) if e.no_longer_ours() => return,
+            Err(e) => tracing::debug!(%task, error = %e, "progress not reported"),
         }
         tokio::time::sleep(PROGRESS_EVERY).await;
     }

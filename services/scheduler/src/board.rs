@@ -317,7 +317,11 @@ impl Board {
         let mut room: HashMap<Uuid, usize> = self
             .agents
             .iter()
-            .filter(|(id, a)| a.state.status == AgentStatus::Ready && !self.pending.contains(id))
+            .filter(|(id, a)| {
+                a.state.status == AgentStatus::Ready
+                    && !self.pending.contains(id)
+                    && !self.draining.contains(id)
+            })
             .filter_map(|(id, a)| {
                 let free =
                     (a.state.max_concurrent_tasks as usize).saturating_sub(self.load_of(*id));

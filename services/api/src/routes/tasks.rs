@@ -19,7 +19,7 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::committed;
-use super::travel::{AtQuery, row_at};
+use super::travel::{AtQuery, row_at, row_from};
 use crate::AppState;
 use crate::auth::CallerAgent;
 #[allow(unused_imports)]
@@ -235,10 +235,16 @@ async fn read(
     }
     // Not projected yet: a client reading the task it has just created (as Agent Hive 2.0's clients
     // do, without `Hive-Min-Seq`) is answered the task as created, from the log. Not as it is now:
-    // the read model, still behind, answers the next read, which must not go back in time.
+    // the read model, still behind, answers the next read, which must not go back in time. A task
+    // created at or below the checkpoint and not in the read models was never projected (its creation
+    // was dead-lettered): not found.
     let kind = hive_events::AggregateKind::Task;
-    let created = state.log.history(kind, id).await?.first().map(|e| e.seq);
-    let created = created.ok_or_else(|| ApiError::not_found("task", id))?;
-    let row = row_at::<Task>(&state, kind, id, At::Seq(created)).await?;
-    Ok(Json(row.into()))
+    let history = state.log.history(kind, id).await?;
+    match history.first() {
+        Some(created) if created.seq > state.progress.checkpoint() => {
+            let row = row_from::<Task>(&history, kind, id, At::Seq(created.seq))?;
+            Ok(Json(row.into()))
+        }
+        _ => Err(ApiError::not_found("task", id)),
+    }
 }

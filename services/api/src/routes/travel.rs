@@ -1,6 +1,7 @@
 //! Time travel: `?at_seq=N` or `?at_time=<RFC 3339>` on an entity's or the hive's status route answers it
 //! as it was then, folded from the log (never from the read models, which only know the present).
 
+use hive_eventlog::RawEvent;
 use hive_eventlog::audit::{At, state_at};
 use hive_events::AggregateKind;
 use hive_projector::fold::{Folded, fold_until};
@@ -60,7 +61,17 @@ pub(crate) async fn row_at<A: ReadModel>(
     at: At,
 ) -> ApiResult<<A::Entity as sea_orm::EntityTrait>::Model> {
     let history = state.log.history(kind, id).await?;
-    match state_at::<A>(&history, kind, id, at) {
+    row_from::<A>(&history, kind, id, at)
+}
+
+/// The read-model row of aggregate `id` as it was at `at`, folded from its `history`.
+pub(crate) fn row_from<A: ReadModel>(
+    history: &[RawEvent],
+    kind: AggregateKind,
+    id: Uuid,
+    at: At,
+) -> ApiResult<<A::Entity as sea_orm::EntityTrait>::Model> {
+    match state_at::<A>(history, kind, id, at) {
         Some((folded, seq)) => Ok(A::to_row(id, &folded, seq)),
         None if history.is_empty() => Err(ApiError::not_found(kind.as_str(), id)),
         None => Err(ApiError::new(
