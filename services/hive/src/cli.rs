@@ -330,6 +330,8 @@ async fn run_cli(cli: Cli) -> anyhow::Result<()> {
     // report), which must stay parseable whatever HIVE_LOG lets through.
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        // Colours only for a person: a log file or a pipe gets plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("HIVE_LOG")
                 .unwrap_or_else(|_| "info,sqlx=warn,sea_orm=warn,async_nats=warn".into()),
