@@ -1093,8 +1093,42 @@ pub async fn chains(servers: &Servers, samples: u32) -> anyhow::Result<Vec<Table
 pub async fn dashboard(servers: &Servers, tasks: u64, agents: u64) -> anyhow::Result<Vec<Table>> {
     let (hive, backends) = servers.hive("dashboard").await?;
     crate::load::load_with_agents(&backends.log, tasks * 6, agents).await?;
-    let head = backends.log.last_seq().await?;
     let http = hive.http();
+    hive.wait_projected(&http, backends.log.last_seq().await?)
+        .await?;
+    // Every agent heartbeats once (the page shows each one's last heartbeat), and the scheduler marks
+    // them ready.
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut url = format!("{}/api/v1/agents?limit=500", hive.base);
+        if let Some(c) = &cursor {
+            url.push_str(&format!("&cursor={c}"));
+        }
+        let page: serde_json::Value = http.get(&url).send().await?.json().await?;
+        for agent in page["items"].as_array().into_iter().flatten() {
+            if let Some(id) = agent["agent_id"].as_str().and_then(|a| a.parse().ok()) {
+                backends.heartbeats.beat(id, chrono::Utc::now()).await?;
+            }
+        }
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    let ready = Instant::now() + Duration::from_secs(60);
+    while http
+        .get(format!("{}/status", hive.base))
+        .send()
+        .await?
+        .json::<serde_json::Value>()
+        .await?["agents"]["by_status"]["ready"]
+        .as_u64()
+        < Some(agents)
+    {
+        anyhow::ensure!(Instant::now() < ready, "the agents never became ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let head = backends.log.last_seq().await?;
     hive.wait_projected(&http, head).await?;
     let mut rows = Vec::new();
     for (what, path) in [
@@ -1121,6 +1155,7 @@ pub async fn dashboard(servers: &Servers, tasks: u64, agents: u64) -> anyhow::Re
             "50 sequential requests",
         ));
     }
+    rows.extend(crate::screen::page_at_scale(&hive, tasks, agents).await?);
     rows.push(memory_row(
         "hive RSS",
         crate::hive_process::rss_mib(hive.pid()),

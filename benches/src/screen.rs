@@ -40,6 +40,124 @@ const FRAMES: &str = r#"
     requestAnimationFrame(frame);
 "#;
 
+/// Polls, once a frame, until the page shows its whole first picture of a big hive: `arguments[1]`
+/// agents with their heartbeats (a full page) and the task counts at `arguments[0]`. Answers the time since the
+/// navigation began (ms), the JS heap (bytes) and the page's element count.
+const WHOLE_PICTURE: &str = r#"
+    const [total, shown, done] = arguments;
+    const check = () => {
+        const agents = document.querySelectorAll('#agents tbody tr');
+        const beats = document.querySelectorAll('#agents tbody td.beat[data-at]');
+        const counted = document.querySelector('#task-counts')?.dataset.total;
+        if (agents.length >= shown && beats.length >= shown && counted == total) {
+            done([performance.now(), performance.memory ? performance.memory.usedJSHeapSize : 0,
+                  document.getElementsByTagName('*').length]);
+        } else if (performance.now() > 20000) {
+            done(`not shown within 20 s: ${agents.length} agents, ${beats.length} heartbeats, ${counted} tasks`);
+        } else requestAnimationFrame(check);
+    };
+    check();
+"#;
+
+/// The dashboard in headless Chromium on a hive of `tasks` tasks and `agents` agents: from navigation
+/// to its whole first picture, then (with more than a page of agents) a click to the next page of
+/// agents until it shows.
+pub async fn page_at_scale(
+    hive: &HiveProcess,
+    tasks: u64,
+    agents: u64,
+) -> anyhow::Result<Vec<crate::report::Row>> {
+    let shown = agents.min(100);
+    // What the counts must show: the hive's own total (the generator makes about `tasks`).
+    let status: serde_json::Value = hive
+        .http()
+        .get(format!("{}/status", hive.base))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let tasks = status["tasks"]["total"].as_u64().unwrap_or(tasks);
+    let browser = Browser::start().await?;
+    browser
+        .client
+        .goto(&format!("{}/dashboard#token={}", hive.base, hive.token))
+        .await?;
+    let answer = browser
+        .client
+        .execute_async(
+            WHOLE_PICTURE,
+            vec![serde_json::json!(tasks), serde_json::json!(shown)],
+        )
+        .await?;
+    let picture: (f64, f64, f64) = serde_json::from_value(answer.clone())
+        .map_err(|_| anyhow::anyhow!("the dashboard's first picture: {answer}"))?;
+    // The next page of agents: from the click to its rows on screen.
+    if agents <= shown {
+        browser.close().await;
+        let mut load = Latencies::default();
+        load.push(Duration::from_secs_f64(picture.0 / 1e3));
+        return Ok(vec![row(
+            "the page in Chromium: navigation → its whole first picture",
+            None,
+            None,
+            Some(&mut load),
+            format!("{shown} agents with heartbeats and the counts of {tasks} tasks"),
+        )]);
+    }
+    let answer = browser
+            .client
+            .execute_async(
+                r#"
+                const done = arguments[0], button = document.querySelector('#agents-next');
+                const check = (first, t0) => {
+                    const row = document.querySelector('#agents tbody tr');
+                    if (row && row.dataset.agentId !== first) done(performance.now() - t0);
+                    else if (performance.now() - t0 > 5000) done(`no next page within 5 s: ${document.querySelector('#agents-page').textContent}`);
+                    else requestAnimationFrame(() => check(first, t0));
+                };
+                // Clicked as a person would: once the button says there is a next page.
+                const click = () => {
+                    if (button.disabled) return requestAnimationFrame(click);
+                    const first = document.querySelector('#agents tbody tr').dataset.agentId;
+                    const t0 = performance.now();
+                    button.click();
+                    check(first, t0);
+                };
+                click();
+                "#,
+                vec![],
+            )
+            .await?;
+    let next_page: f64 = serde_json::from_value(answer.clone())
+        .map_err(|_| anyhow::anyhow!("the next page of agents: {answer}"))?;
+    browser.close().await;
+    let ms = |v: f64| Duration::from_secs_f64(v / 1e3);
+    let mut load = Latencies::default();
+    load.push(ms(picture.0));
+    let mut next = Latencies::default();
+    next.push(ms(next_page));
+    Ok(vec![
+        row(
+            "the page in Chromium: navigation → its whole first picture",
+            None,
+            None,
+            Some(&mut load),
+            format!(
+                "{shown} agents with heartbeats and the counts of {tasks} tasks; JS heap {:.1} MB, {} elements",
+                picture.1 / 1e6,
+                picture.2
+            ),
+        ),
+        row(
+            "the page in Chromium: click → the next page of agents shown",
+            None,
+            None,
+            Some(&mut next),
+            "one sample",
+        ),
+    ])
+}
+
 /// `samples` tasks one every 20 ms, quiet and beside `background` other commands a second.
 pub async fn screen(
     servers: &Servers,
