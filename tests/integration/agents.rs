@@ -199,14 +199,11 @@ fn alive(pid: i32) -> bool {
 
 /// Waits (at most 20 s) until `check` answers something.
 pub(crate) async fn until<T>(mut check: impl FnMut() -> Option<T>) -> T {
-    tokio::time::timeout(Duration::from_secs(20), async {
-        loop {
-            if let Some(found) = check() {
-                return found;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
+    hive_tests::eventually(
+        Duration::from_secs(20),
+        Duration::from_millis(20),
+        async || check(),
+    )
     .await
     .expect("the condition within 20 s")
 }

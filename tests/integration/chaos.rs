@@ -18,12 +18,11 @@ use std::time::{Duration, Instant};
 use hive_devservers::{Durability, NatsServer, Postgres, free_port};
 use hive_eventlog::Namespace;
 use hive_eventlog::users::{self, Service};
-use hive_events::AggregateKind;
 use rand::Rng;
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
-use crate::topology::{Part, migrate, part, until};
+use crate::topology::{Part, assert_each_acknowledged_task_created_once, migrate, part, until};
 
 /// Rounds of each component: 5 components × 4 = 20 kills.
 const ROUNDS_EACH: usize = 4;
@@ -415,22 +414,7 @@ async fn twenty_kills_lose_nothing_and_the_hive_recovers_by_itself() {
         .unwrap();
     let events = log.read_to_head(1).await.unwrap();
     let head = events.last().map_or(0, |e| e.seq);
-    let mut created = BTreeMap::<String, usize>::new();
-    for event in &events {
-        if let Some((AggregateKind::Task, id)) = log.subjects().parse(&event.subject)
-            && serde_json::from_slice::<Value>(&event.payload).unwrap()["type"] == "TaskCreated"
-        {
-            *created.entry(id.to_string()).or_default() += 1;
-        }
-    }
-    for id in &ids {
-        assert_eq!(created.get(*id), Some(&1), "task {id} in the log once");
-    }
-    assert_eq!(
-        created.len(),
-        ids.len(),
-        "no task that was not acknowledged"
-    );
+    assert_each_acknowledged_task_created_once(&events, log.subjects(), &ids);
 
     // Every acknowledged task runs to completion, and the read models reach the log's head.
     let total = ids.len();

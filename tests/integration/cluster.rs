@@ -9,13 +9,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use hive_events::AggregateKind;
 use hive_events::subject::Subjects;
 use hive_tests::World;
 use serde_json::Value;
 use tokio::sync::Mutex;
 
-use crate::topology::{admin_token, cluster, cluster_env, migrate, part, until};
+use crate::topology::{
+    admin_token, assert_each_acknowledged_task_created_once, cluster, cluster_env, migrate, part,
+    until,
+};
 
 /// Acknowledged creations: idempotency key → (task id, when acknowledged).
 type Acked = Arc<Mutex<BTreeMap<String, (String, Instant)>>>;
@@ -186,24 +188,7 @@ async fn killing_the_stream_leader_under_load_loses_nothing_acknowledged() {
     )
     .await;
     let head = events.last().map_or(0, |e| e.seq);
-    let mut created = BTreeMap::<String, usize>::new();
-    for event in &events {
-        if let Some((AggregateKind::Task, id)) = subjects.parse(&event.subject) {
-            let is_creation =
-                serde_json::from_slice::<Value>(&event.payload).unwrap()["type"] == "TaskCreated";
-            if is_creation {
-                *created.entry(id.to_string()).or_default() += 1;
-            }
-        }
-    }
-    for id in &ids {
-        assert_eq!(created.get(*id), Some(&1), "task {id} in the log once");
-    }
-    assert_eq!(
-        created.len(),
-        ids.len(),
-        "no task that was not acknowledged"
-    );
+    assert_each_acknowledged_task_created_once(&events, subjects, &ids);
 
     // The projector catches up through the new leader, and the read models count exactly those.
     let caught_up = Instant::now();

@@ -176,15 +176,19 @@ async fn hive_up_dead_letters_a_malformed_message_published_with_a_nats_client_t
         .unwrap();
     admin.flush().await.unwrap();
 
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    let dead = loop {
-        let dead = hive_tests::json(http.get(format!("{base}/api/v1/dead-letters"))).await;
-        if dead["items"].as_array().is_some_and(|i| !i.is_empty()) {
-            break dead;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "no dead letter");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let dead = hive_tests::eventually(
+        Duration::from_secs(10),
+        Duration::from_millis(20),
+        async || {
+            let dead = hive_tests::json(http.get(format!("{base}/api/v1/dead-letters"))).await;
+            dead["items"]
+                .as_array()
+                .is_some_and(|i| !i.is_empty())
+                .then_some(dead)
+        },
+    )
+    .await
+    .expect("a dead letter");
     assert_eq!(dead["items"][0]["subject"], subject.as_str());
     assert_eq!(dead["items"][0]["payload"], "this is not json {");
     // It stays healthy and keeps projecting.

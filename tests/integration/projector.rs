@@ -125,18 +125,13 @@ async fn a_projector_process_killed_while_it_projects_never_loses_or_doubles_an_
         let mut projector = crate::topology::part(&["serve", "projector"], &env, log.path());
         // SIGKILL it as soon as it has committed a batch: it is then writing the next one (or
         // between a commit and announcing it).
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        let now = loop {
-            let now = checkpoint().await;
-            if now > last {
-                break now;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the projector moved"
-            );
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        };
+        let now = hive_tests::eventually(
+            Duration::from_secs(30),
+            Duration::from_millis(2),
+            async || Some(checkpoint().await).filter(|now| *now > last),
+        )
+        .await
+        .expect("the projector moved");
         projector.kill().await;
         if now >= head {
             break;

@@ -428,23 +428,40 @@ pub(crate) async fn a_spawned_agent_runs_a_task(
     done
 }
 
+/// Asserts that the log's `events` create each of the acknowledged tasks `ids` exactly once and no
+/// other task.
+pub(crate) fn assert_each_acknowledged_task_created_once(
+    events: &[hive_eventlog::RawEvent],
+    subjects: &hive_events::subject::Subjects,
+    ids: &std::collections::HashSet<&str>,
+) {
+    let mut created = std::collections::BTreeMap::<String, usize>::new();
+    for event in events {
+        if let Some((hive_events::AggregateKind::Task, id)) = subjects.parse(&event.subject)
+            && serde_json::from_slice::<Value>(&event.payload).unwrap()["type"] == "TaskCreated"
+        {
+            *created.entry(id.to_string()).or_default() += 1;
+        }
+    }
+    for id in ids {
+        assert_eq!(created.get(*id), Some(&1), "task {id} in the log once");
+    }
+    assert_eq!(
+        created.len(),
+        ids.len(),
+        "no task that was not acknowledged"
+    );
+}
+
 /// Polls `check` every 50 ms until it answers, at most `within`.
 pub(crate) async fn until<T>(
     within: Duration,
     what: &str,
     on_timeout: impl Fn(),
-    mut check: impl AsyncFnMut() -> Option<T>,
+    check: impl AsyncFnMut() -> Option<T>,
 ) -> T {
-    let found = tokio::time::timeout(within, async {
-        loop {
-            if let Some(found) = check().await {
-                return found;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await;
-    found.unwrap_or_else(|_| {
+    let found = hive_tests::eventually(within, Duration::from_millis(50), check).await;
+    found.unwrap_or_else(|| {
         on_timeout();
         panic!("{what} within {within:?}")
     })

@@ -87,6 +87,25 @@ pub fn agent_program() -> std::path::PathBuf {
     program
 }
 
+/// Asks `check` every `every` until it answers, for at most `within`: its answer, or `None` when time
+/// ran out. The one way the tests wait for a condition they cannot be told about.
+pub async fn eventually<T>(
+    within: std::time::Duration,
+    every: std::time::Duration,
+    mut check: impl AsyncFnMut() -> Option<T>,
+) -> Option<T> {
+    tokio::time::timeout(within, async {
+        loop {
+            if let Some(found) = check().await {
+                return found;
+            }
+            tokio::time::sleep(every).await;
+        }
+    })
+    .await
+    .ok()
+}
+
 /// The processes whose command line mentions `needle` (an agent's id, say).
 pub fn processes_with(needle: &str) -> Vec<i32> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
