@@ -1,11 +1,16 @@
 //! The agent aggregate: a worker that advertises capabilities and runs tasks.
 //!
 //! ```text
-//! registered ──ready──▶ ready ──lost──▶ lost ──recovered──▶ ready
-//!     │                   │                │
-//!     └────────────── draining ◀───────────┘ ──▶ deregistered (from any state but deregistered)
+//! registered ──ready──▶ ready ──lost──▶ lost ──recovered──▶ ready (draining, if it had begun to drain)
+//!     │  │                │  ▲            │ ▲
+//!     │  └──────lost──────┼──┼────────────┘ │
+//!     │                   ▼  │              │
+//!     └──────────────▶ draining ──lost──────┘
+//! deregistered: from every state but deregistered.
 //! ```
-//! Whether a ready agent is busy is derived from its load, not stored as a state.
+//! Whether a ready agent is busy is derived from its load, not stored as a state. An agent that began
+//! to drain stays draining through a loss: [`Agent::draining`] survives it, and recovery brings the
+//! agent back draining, never ready.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -14,10 +19,12 @@ use crate::aggregate::{
     Aggregate, AggregateKind, EventSchema, check_text, refuse_command, refuse_event,
 };
 use crate::error::{DomainError, FoldError};
+use crate::policy::Policy;
 use crate::values::{Capability, capability_set};
 
 /// Where an agent is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum AgentStatus {
     /// Known, but its runtime has not reported in yet.
@@ -72,6 +79,8 @@ pub struct Agent {
     pub max_concurrent_tasks: u32,
     /// Where it is in its life.
     pub status: AgentStatus,
+    /// Whether it began to drain: it takes no more work, even after it was lost and came back.
+    pub draining: bool,
     /// When it registered.
     pub registered_at: DateTime<Utc>,
     /// When its last event happened.
@@ -111,7 +120,29 @@ pub enum AgentEvent {
     },
 }
 
+impl AgentEvent {
+    /// The status an agent is in after this event, when the event alone says it: a recovery leads
+    /// back to ready or draining, depending on whether the agent had begun to drain (`None`).
+    pub fn status_after(&self) -> Option<AgentStatus> {
+        Some(match self {
+            Self::AgentRegistered { .. } => AgentStatus::Registered,
+            Self::AgentReady {} => AgentStatus::Ready,
+            Self::AgentLost { .. } => AgentStatus::Lost,
+            Self::AgentRecovered {} => return None,
+            Self::AgentDraining {} => AgentStatus::Draining,
+            Self::AgentDeregistered { .. } => AgentStatus::Deregistered,
+        })
+    }
+}
+
 impl EventSchema for AgentEvent {
+    fn from_domain(event: crate::DomainEvent) -> Option<Self> {
+        match event {
+            crate::DomainEvent::Agent(event) => Some(event),
+            _ => None,
+        }
+    }
+
     fn event_type(&self) -> &'static str {
         match self {
             Self::AgentRegistered { .. } => "AgentRegistered",
@@ -195,23 +226,27 @@ impl Aggregate for Agent {
                     capabilities: capabilities.clone(),
                     max_concurrent_tasks: *max_concurrent_tasks,
                     status: S::Registered,
+                    draining: false,
                     registered_at: at,
                     updated_at: at,
                 }),
                 _ => Err(refuse_event::<Agent>(None, event)),
             };
         };
-        let next = match (agent.status, event) {
-            (S::Registered, E::AgentReady {}) => S::Ready,
-            (S::Registered | S::Ready | S::Draining, E::AgentLost { .. }) => S::Lost,
-            (S::Lost, E::AgentRecovered {}) => S::Ready,
-            (S::Registered | S::Ready | S::Lost, E::AgentDraining {}) => S::Draining,
-            (S::Registered | S::Ready | S::Lost | S::Draining, E::AgentDeregistered { .. }) => {
-                S::Deregistered
-            }
+        // Which event may follow which status; where it leads is the event's own `status_after`.
+        match (agent.status, event) {
+            (S::Registered, E::AgentReady {})
+            | (S::Registered | S::Ready | S::Draining, E::AgentLost { .. })
+            | (S::Lost, E::AgentRecovered {})
+            | (S::Registered | S::Ready | S::Lost | S::Draining, E::AgentDeregistered { .. }) => {}
+            (S::Registered | S::Ready | S::Lost, E::AgentDraining {}) => agent.draining = true,
             _ => return Err(refuse_event(Some(&agent), event)),
-        };
-        agent.status = next;
+        }
+        agent.status = event.status_after().unwrap_or(if agent.draining {
+            S::Draining
+        } else {
+            S::Ready
+        });
         agent.updated_at = at;
         Ok(agent)
     }
@@ -268,164 +303,50 @@ impl Aggregate for Agent {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use AgentStatus as S;
-
-    fn at() -> DateTime<Utc> {
-        "2026-01-02T03:04:05Z".parse().unwrap()
+impl Agent {
+    /// Whether it may be given work now (room permitting): it is ready, not draining, not lost.
+    pub fn takes_work(&self) -> bool {
+        self.status == AgentStatus::Ready
     }
 
-    fn register() -> AgentCommand {
-        AgentCommand::Register {
-            name: Some("builder-1".into()),
-            agent_type: "worker".into(),
-            capabilities: vec!["rust".into(), "git".into()],
-            max_concurrent_tasks: 2,
-        }
-    }
-
-    /// An agent brought to `status` through its real events.
-    fn given(status: Option<AgentStatus>) -> Option<Agent> {
-        let path: &[AgentCommand] = match status {
-            None => return None,
-            Some(S::Registered) => &[],
-            Some(S::Ready) => &[AgentCommand::MarkReady],
-            Some(S::Lost) => &[AgentCommand::MarkLost {
-                reason: "timeout".into(),
-            }],
-            Some(S::Draining) => &[AgentCommand::Drain],
-            Some(S::Deregistered) => &[AgentCommand::Deregister { reason: None }],
-        };
-        let mut agent = None;
-        for command in std::iter::once(register()).chain(path.iter().cloned()) {
-            let event = Agent::decide(agent.as_ref(), command).unwrap();
-            agent = Some(Agent::apply(agent, &event, at()).unwrap());
-        }
-        assert_eq!(agent.as_ref().map(|a| a.status), status);
-        agent
-    }
-
-    fn commands() -> Vec<AgentCommand> {
-        vec![
-            register(),
-            AgentCommand::MarkReady,
-            AgentCommand::MarkLost {
-                reason: "timeout".into(),
-            },
-            AgentCommand::Recover,
-            AgentCommand::Drain,
-            AgentCommand::Deregister {
-                reason: Some("done".into()),
-            },
-        ]
-    }
-
-    /// The transition table: for each state and command, the state it leads to (None: refused).
-    fn expected(from: Option<AgentStatus>, command: &AgentCommand) -> Option<AgentStatus> {
-        use AgentCommand as C;
-        match (from, command) {
-            (None, C::Register { .. }) => Some(S::Registered),
-            (Some(S::Registered), C::MarkReady) => Some(S::Ready),
-            (Some(S::Registered | S::Ready | S::Draining), C::MarkLost { .. }) => Some(S::Lost),
-            (Some(S::Lost), C::Recover) => Some(S::Ready),
-            (Some(S::Registered | S::Ready | S::Lost), C::Drain) => Some(S::Draining),
-            (Some(S::Deregistered), C::Deregister { .. }) => None,
-            (Some(_), C::Deregister { .. }) => Some(S::Deregistered),
+    /// The command its heartbeats make due now: ready at its first heartbeat, recovered at one after
+    /// it was lost, lost when none came for the policy's timeout. `last_beat` is its last heartbeat,
+    /// if any was seen.
+    pub fn due(
+        &self,
+        last_beat: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+        policy: &Policy,
+    ) -> Option<AgentCommand> {
+        match self.status {
+            AgentStatus::Registered if last_beat.is_some_and(|b| b >= self.registered_at) => {
+                Some(AgentCommand::MarkReady)
+            }
+            AgentStatus::Lost if last_beat.is_some_and(|b| b > self.updated_at) => {
+                Some(AgentCommand::Recover)
+            }
+            AgentStatus::Ready | AgentStatus::Draining => self
+                .deadline(last_beat, policy)
+                .is_some_and(|at| at <= now)
+                .then(|| AgentCommand::MarkLost {
+                    reason: "heartbeat_timeout".into(),
+                }),
             _ => None,
         }
     }
 
-    /// The fold refuses exactly the events the rules never decide.
-    #[test]
-    fn the_fold_accepts_exactly_the_events_the_rules_decide() {
-        let states: Vec<Option<Agent>> = std::iter::once(None)
-            .chain(S::ALL.map(Some))
-            .map(given)
-            .collect();
-        crate::aggregate::assert_fold_accepts_exactly_what_is_decided(&states, commands, 6, at());
-    }
-
-    #[test]
-    fn every_allowed_and_every_refused_transition() {
-        let states = std::iter::once(None).chain(S::ALL.into_iter().map(Some));
-        for from in states {
-            for command in commands() {
-                let state = given(from);
-                let name = command.name();
-                let expect = expected(from, &command);
-                let result = Agent::decide(state.as_ref(), command);
-                match expect {
-                    Some(to) => {
-                        let event = result.unwrap_or_else(|e| panic!("{from:?} + {name}: {e}"));
-                        let folded = Agent::apply(state, &event, at()).unwrap();
-                        assert_eq!(folded.status, to, "{from:?} + {name}");
-                    }
-                    None => {
-                        let err = result.expect_err(&format!("{from:?} + {name} must be refused"));
-                        match from {
-                            None => assert_eq!(err, DomainError::NotFound { aggregate: "agent" }),
-                            Some(_) if name == "register" => {
-                                assert_eq!(err, DomainError::AlreadyExists { aggregate: "agent" })
-                            }
-                            Some(s) => assert_eq!(
-                                err,
-                                DomainError::InvalidTransition {
-                                    aggregate: "agent",
-                                    command: name,
-                                    state: s.as_str()
-                                }
-                            ),
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn registration_checks_its_fields() {
-        let bad = |max, agent_type: &str, caps: Vec<String>| AgentCommand::Register {
-            name: None,
-            agent_type: agent_type.into(),
-            capabilities: caps,
-            max_concurrent_tasks: max,
-        };
-        assert!(matches!(
-            Agent::decide(None, bad(0, "w", vec![])),
-            Err(DomainError::Invalid {
-                field: "max_concurrent_tasks",
-                ..
-            })
-        ));
-        assert!(matches!(
-            Agent::decide(None, bad(1, "", vec![])),
-            Err(DomainError::Invalid {
-                field: "agent_type",
-                ..
-            })
-        ));
-        assert!(matches!(
-            Agent::decide(None, bad(1, "w", vec!["No Caps".into()])),
-            Err(DomainError::Invalid {
-                field: "capability",
-                ..
-            })
-        ));
-    }
-
-    #[test]
-    fn an_event_that_cannot_follow_is_a_fold_error_not_a_panic() {
-        let err = Agent::apply(None, &AgentEvent::AgentReady {}, at()).unwrap_err();
-        assert_eq!(err.state, "absent");
-        let ready = given(Some(S::Ready));
-        let registered = AgentEvent::AgentRegistered {
-            name: None,
-            agent_type: "w".into(),
-            capabilities: vec![],
-            max_concurrent_tasks: 1,
-        };
-        assert!(Agent::apply(ready, &registered, at()).is_err());
+    /// When it will be lost unless it heartbeats again (for an agent that can be lost).
+    pub fn deadline(
+        &self,
+        last_beat: Option<DateTime<Utc>>,
+        policy: &Policy,
+    ) -> Option<DateTime<Utc>> {
+        matches!(self.status, AgentStatus::Ready | AgentStatus::Draining).then(|| {
+            let last = last_beat.map_or(self.updated_at, |b| b.max(self.updated_at));
+            last + policy.heartbeat_timeout()
+        })
     }
 }
+
+#[cfg(test)]
+mod tests;

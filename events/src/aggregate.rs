@@ -60,6 +60,9 @@ pub trait EventSchema: Serialize + DeserializeOwned + Clone + fmt::Debug + Send 
     /// The stable type name of this event, as stored.
     fn event_type(&self) -> &'static str;
 
+    /// The event of this schema that `event` is, if it is one.
+    fn from_domain(event: crate::DomainEvent) -> Option<Self>;
+
     /// The schema version this build writes for `event_type`.
     fn current_version(_event_type: &str) -> u16 {
         1

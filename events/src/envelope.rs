@@ -99,6 +99,16 @@ impl DomainEvent {
             Self::Project(e) => e.event_type(),
         }
     }
+
+    /// The name of the status its agent or task is in after it, where the event alone says so (a
+    /// reader of the feed learns a task's new status from here, without folding).
+    pub fn status_after(&self) -> Option<&'static str> {
+        match self {
+            Self::Agent(e) => e.status_after().map(crate::agent::AgentStatus::as_str),
+            Self::Task(e) => Some(e.status_after().as_str()),
+            Self::Project(_) => None,
+        }
+    }
 }
 
 /// A decoded event: metadata, which aggregate instance it belongs to, and the event itself.

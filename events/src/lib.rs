@@ -14,13 +14,17 @@ pub mod aggregate;
 pub mod envelope;
 pub mod error;
 pub mod ids;
+pub mod policy;
 pub mod project;
+pub mod replay;
 pub mod subject;
 pub mod task;
 pub mod values;
+pub mod wire;
 
 pub use aggregate::{Aggregate, AggregateKind};
 pub use envelope::{Actor, DomainEvent, Envelope, EventMeta};
 pub use error::{DecodeError, DomainError, FoldError};
 pub use ids::{AgentId, EventId, ProjectId, TaskId};
+pub use policy::Policy;
 pub use values::{Capability, Priority};

@@ -35,6 +35,13 @@ pub enum ProjectEvent {
 }
 
 impl EventSchema for ProjectEvent {
+    fn from_domain(event: crate::DomainEvent) -> Option<Self> {
+        match event {
+            crate::DomainEvent::Project(event) => Some(event),
+            _ => None,
+        }
+    }
+
     fn event_type(&self) -> &'static str {
         match self {
             Self::ProjectCreated { .. } => "ProjectCreated",

@@ -117,6 +117,7 @@ fn all_events() -> Vec<(AggregateKind, Uuid, DomainEvent)> {
         // New event types go last, so that the metadata of the fixtures before them never changes.
         t(TaskEvent::TaskAccepted {}),
         t(TaskEvent::TaskRetried {}),
+        t(TaskEvent::TaskUnblocked {}),
     ]
 }
 
@@ -253,5 +254,5 @@ fn bad_bytes_are_decode_errors() {
 #[test]
 fn every_event_type_is_covered() {
     let _ = EventSchema::event_type(&AgentEvent::AgentReady {});
-    assert_eq!(all_events().len(), 6 + 14 + 1);
+    assert_eq!(all_events().len(), 6 + 15 + 1);
 }

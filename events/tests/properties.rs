@@ -138,13 +138,6 @@ fn through_the_envelope<E: EventSchema>(
         .collect()
 }
 
-fn holds_an_agent(status: TaskStatus) -> bool {
-    matches!(
-        status,
-        TaskStatus::Assigned | TaskStatus::Accepted | TaskStatus::Running
-    )
-}
-
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(2_000))]
 
@@ -171,13 +164,15 @@ proptest! {
             std::iter::once(create).chain(commands),
             |before, after| {
                 if let Some(before) = before {
+                    let status = before.lifecycle.status;
                     prop_assert!(
-                        !matches!(before.status, TaskStatus::Completed | TaskStatus::Cancelled),
-                        "a {:?} task changed", before.status
+                        !matches!(status, TaskStatus::Completed | TaskStatus::Cancelled),
+                        "a {:?} task changed", status
                     );
                 }
-                if holds_an_agent(after.status) {
-                    prop_assert!(after.agent_id.is_some(), "{:?} without an agent", after.status);
+                let (after, details) = (&after.lifecycle, &after.details);
+                if after.status.holds_agent() {
+                    prop_assert!(after.holder().is_some(), "{:?} without an agent", after.status);
                 }
                 if after.status == TaskStatus::Assigned {
                     prop_assert!(after.lease_expires_at.is_some(), "assigned without a lease");
@@ -185,7 +180,7 @@ proptest! {
                 if after.status == TaskStatus::RetryScheduled {
                     prop_assert!(after.retry_at.is_some(), "a retry without its time");
                 }
-                prop_assert!(after.progress.is_none_or(|p| p <= 100), "progress {:?}", after.progress);
+                prop_assert!(details.progress.is_none_or(|p| p <= 100), "progress {:?}", details.progress);
                 Ok(())
             },
         )?;

@@ -7,6 +7,7 @@ pub use sea_orm_migration::prelude::*;
 mod m0001_read_models;
 mod m0002_pinned_tasks;
 mod m0003_read_role;
+mod m0004_draining_agents;
 
 /// Every migration, in order.
 pub struct Migrator;
@@ -18,6 +19,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0001_read_models::Migration),
             Box::new(m0002_pinned_tasks::Migration),
             Box::new(m0003_read_role::Migration),
+            Box::new(m0004_draining_agents::Migration),
         ]
     }
 }

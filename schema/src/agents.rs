@@ -11,6 +11,7 @@ pub struct Model {
     pub capabilities: Vec<String>,
     pub max_concurrent_tasks: i32,
     pub status: String,
+    pub draining: bool,
     pub registered_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
     pub last_seq: i64,

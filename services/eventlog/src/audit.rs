@@ -3,6 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use hive_events::envelope::decode;
+use hive_events::replay::{Fed, Folded, OnRejected, Replay};
 use hive_events::subject::Subjects;
 use hive_events::{Aggregate, AggregateKind};
 use serde::Serialize;
@@ -96,25 +97,17 @@ impl Record {
     }
 }
 
-/// A point in the log's history.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum At {
-    /// Up to and including this sequence.
-    Seq(u64),
-    /// Up to and including this time (the events' `occurred_at`).
-    Time(DateTime<Utc>),
-}
+/// A point in the log's history: the replay's bound.
+pub use hive_events::replay::Until as At;
 
-impl At {
-    /// Reads `N` (a sequence) or an RFC 3339 time.
-    pub fn parse(text: &str) -> Result<Self, String> {
-        if let Ok(seq) = text.trim().parse::<u64>() {
-            return Ok(Self::Seq(seq));
-        }
-        DateTime::parse_from_rfc3339(text.trim())
-            .map(|t| Self::Time(t.with_timezone(&Utc)))
-            .map_err(|_| format!("{text:?} is neither a sequence number nor an RFC 3339 time"))
+/// Reads `N` (a sequence) or an RFC 3339 time as a point in the log's history.
+pub fn parse_at(text: &str) -> Result<At, String> {
+    if let Ok(seq) = text.trim().parse::<u64>() {
+        return Ok(At::Seq(seq));
     }
+    DateTime::parse_from_rfc3339(text.trim())
+        .map(|t| At::Time(t.with_timezone(&Utc)))
+        .map_err(|_| format!("{text:?} is neither a sequence number nor an RFC 3339 time"))
 }
 
 /// One aggregate folded from its `history` up to `at`: its state and the sequence of the last event
@@ -122,30 +115,18 @@ impl At {
 /// projector passes them over.
 pub fn state_at<A: Aggregate>(
     history: &[RawEvent],
-    kind: AggregateKind,
+    subjects: &Subjects,
     id: Uuid,
     at: At,
 ) -> Option<(A, u64)> {
-    let mut state: Option<(A, u64)> = None;
+    // As of a point in time, the auditor sees what the read models showed: bad events passed over.
+    let replay = Replay::new(subjects.clone(), OnRejected::Skip).until(at);
+    let mut folded = Folded::<A>::new(id);
     for raw in history {
-        if let At::Seq(seq) = at
-            && raw.seq > seq
-        {
-            break;
-        }
-        let Ok(envelope) = hive_events::envelope::decode_as::<A::Event>(&raw.payload, kind, id)
-        else {
-            continue;
-        };
-        if let At::Time(time) = at
-            && envelope.meta.occurred_at > time
-        {
-            break;
-        }
-        let current = state.as_ref().map(|(s, _)| s.clone());
-        if let Ok(next) = A::apply(current, &envelope.event, envelope.meta.occurred_at) {
-            state = Some((next, raw.seq));
+        match replay.feed_stored(&mut folded, raw.seq, &raw.subject, &raw.payload) {
+            Ok(Fed::Past) => break,
+            Ok(_) | Err(_) => {}
         }
     }
-    state
+    folded.state.map(|state| (state, folded.last_seq))
 }

@@ -4,7 +4,8 @@
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use hive_events::aggregate::{Aggregate, EventSchema};
-use hive_events::envelope::{decode_as, encode};
+use hive_events::envelope::encode;
+use hive_events::replay::{Folded, OnRejected, Replay};
 use hive_events::{Actor, DomainError, EventMeta};
 use sha2::{Digest, Sha256};
 use thiserror::Error;
@@ -91,12 +92,15 @@ pub enum CommandError {
         /// How many attempts were made.
         attempts: usize,
     },
-    /// The aggregate's history holds an event this build cannot fold.
-    #[error("the history of this {aggregate} cannot be folded: {reason}")]
+    /// The aggregate's history holds an event this build cannot fold (the projector dead-lettered it):
+    /// no command is decided on a state that passed over a fact.
+    #[error("the history of this {aggregate} holds an event that cannot be folded, at seq {seq}")]
     Corrupt {
         /// Which kind of aggregate.
         aggregate: &'static str,
-        /// What went wrong, at which sequence.
+        /// The sequence of the first event that cannot be folded.
+        seq: u64,
+        /// Why it cannot (for the log and admins; not for the public answer).
         reason: String,
     },
     /// The log failed.
@@ -118,21 +122,20 @@ impl EventLog {
     /// Folds aggregate `A` with `id` from its history.
     pub async fn load<A: Aggregate>(&self, id: Uuid) -> Result<Loaded<A>, CommandError> {
         let events = self.history(A::KIND, id).await?;
-        let corrupt = |seq: u64, reason: String| CommandError::Corrupt {
-            aggregate: A::KIND.as_str(),
-            reason: format!("seq {seq}: {reason}"),
-        };
-        let mut state = None;
+        // A command is never decided on a state that passed over a fact: stop at a bad event.
+        let replay = Replay::new(self.subjects().clone(), OnRejected::Stop);
+        let mut folded = Folded::<A>::new(id);
         for raw in &events {
-            let envelope = decode_as::<A::Event>(&raw.payload, A::KIND, id)
-                .map_err(|e| corrupt(raw.seq, e.to_string()))?;
-            state = Some(
-                A::apply(state, &envelope.event, envelope.meta.occurred_at)
-                    .map_err(|e| corrupt(raw.seq, e.to_string()))?,
-            );
+            replay
+                .feed_stored(&mut folded, raw.seq, &raw.subject, &raw.payload)
+                .map_err(|rejected| CommandError::Corrupt {
+                    aggregate: A::KIND.as_str(),
+                    seq: rejected.seq,
+                    reason: rejected.reason,
+                })?;
         }
         Ok(Loaded {
-            state,
+            state: folded.state,
             last_seq: events.last().map_or(0, |e| e.seq),
             events,
         })

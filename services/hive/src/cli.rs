@@ -169,7 +169,7 @@ impl From<Kind> for hive_events::AggregateKind {
 
 fn at(text: &Option<String>) -> anyhow::Result<Option<hive_eventlog::audit::At>> {
     text.as_deref()
-        .map(hive_eventlog::audit::At::parse)
+        .map(hive_eventlog::audit::parse_at)
         .transpose()
         .map_err(|e| anyhow::anyhow!(e))
 }
@@ -405,7 +405,7 @@ async fn run_cli(cli: Cli) -> anyhow::Result<()> {
                     at: point,
                 } => {
                     let point =
-                        hive_eventlog::audit::At::parse(&point).map_err(|e| anyhow::anyhow!(e))?;
+                        hive_eventlog::audit::parse_at(&point).map_err(|e| anyhow::anyhow!(e))?;
                     return crate::ops::state(log, kind.into(), id, point, json).await;
                 }
             };

@@ -240,6 +240,7 @@ async fn scan(
     }
     let mut events = match from {
         None => Box::pin(log.read_from(1).await?.boxed()),
+        Some(At::End) => return Ok(()),
         Some(At::Seq(seq)) => {
             if seq > head {
                 return Ok(());
@@ -357,9 +358,9 @@ pub async fn state(
     let history = log.history(kind, id).await?;
     anyhow::ensure!(!history.is_empty(), "no {} {id} in the log", kind.as_str());
     let row = match kind {
-        AggregateKind::Agent => row_json::<Agent>(&history, kind, id, at),
-        AggregateKind::Task => row_json::<Task>(&history, kind, id, at),
-        AggregateKind::Project => row_json::<Project>(&history, kind, id, at),
+        AggregateKind::Agent => row_json::<Agent>(&history, log.subjects(), id, at),
+        AggregateKind::Task => row_json::<Task>(&history, log.subjects(), id, at),
+        AggregateKind::Project => row_json::<Project>(&history, log.subjects(), id, at),
     }
     .with_context(|| format!("{} {id} did not exist yet then", kind.as_str()))?;
     let text = if json {
@@ -373,7 +374,7 @@ pub async fn state(
 
 fn row_json<A>(
     history: &[RawEvent],
-    kind: AggregateKind,
+    subjects: &hive_events::subject::Subjects,
     id: Uuid,
     at: At,
 ) -> Option<serde_json::Value>
@@ -381,6 +382,6 @@ where
     A: ReadModel + Aggregate,
     <A::Entity as sea_orm::EntityTrait>::Model: serde::Serialize,
 {
-    let (folded, seq) = state_at::<A>(history, kind, id, at)?;
+    let (folded, seq) = state_at::<A>(history, subjects, id, at)?;
     serde_json::to_value(A::to_row(id, &folded, seq)).ok()
 }

@@ -7,11 +7,11 @@ use std::collections::{BTreeMap, HashMap};
 
 use hive_eventlog::RawEvent;
 use hive_events::agent::Agent;
-use hive_events::envelope::decode;
 use hive_events::project::Project;
+use hive_events::replay::{Fed, Fold, OnRejected, Replay};
 use hive_events::subject::Subjects;
 use hive_events::task::Task;
-use hive_events::{AggregateKind, DomainEvent};
+use hive_events::{AggregateKind, DomainEvent, Envelope};
 use hive_schema::{dead_letters, projection_checkpoints, status_counts};
 use sea_orm::sea_query::{Expr, LockType, OnConflict};
 use sea_orm::{
@@ -117,14 +117,9 @@ impl<A: ReadModel> Slots<A> {
         Ok(Self { entries })
     }
 
-    /// Folds `event` onto its aggregate; on failure the state stays as it was.
-    fn apply(
-        &mut self,
-        id: Uuid,
-        seq: u64,
-        event: &A::Event,
-        at: chrono::DateTime<chrono::Utc>,
-    ) -> Result<(), String> {
+    /// Folds `envelope` onto its aggregate; on failure the state stays as it was.
+    fn apply(&mut self, seq: u64, envelope: Envelope) -> Result<(), String> {
+        let (id, at) = (envelope.aggregate_id, envelope.meta.occurred_at);
         let slot = self
             .entries
             .get_mut(&id)
@@ -132,7 +127,7 @@ impl<A: ReadModel> Slots<A> {
         if let Some(reason) = &slot.unreadable {
             return Err(format!("read-model row unreadable: {reason}"));
         }
-        let next = A::apply(slot.state.clone(), event, at).map_err(|e| e.to_string())?;
+        let next = envelope.event.apply_to(slot.state.clone(), at)?;
         slot.state = Some(next);
         slot.seq = seq;
         slot.dirty = true;
@@ -186,6 +181,23 @@ impl<A: ReadModel> Slots<A> {
     }
 }
 
+/// The rows a batch touches, by kind.
+struct Touched {
+    agents: Slots<Agent>,
+    tasks: Slots<Task>,
+    projects: Slots<Project>,
+}
+
+impl Fold for Touched {
+    fn fold(&mut self, seq: u64, envelope: Envelope) -> Result<(), String> {
+        match envelope.event {
+            DomainEvent::Agent(_) => self.agents.apply(seq, envelope),
+            DomainEvent::Task(_) => self.tasks.apply(seq, envelope),
+            DomainEvent::Project(_) => self.projects.apply(seq, envelope),
+        }
+    }
+}
+
 /// The sequence the projection `name` has committed (0: none), locking its row for this transaction so
 /// that two projector instances never commit the same batch.
 pub async fn lock_checkpoint(txn: &DatabaseTransaction, name: &str) -> Result<u64, DbErr> {
@@ -236,15 +248,12 @@ pub async fn apply_batch(
     }
     outcome.checkpoint = last.seq;
 
+    // An event that cannot be folded is a dead letter, and the projection goes on.
+    let replay = Replay::new(subjects.clone(), OnRejected::Skip);
     // Decode everything first, so each table's touched rows are loaded with one query.
-    let decoded: Vec<Result<_, String>> = fresh
+    let decoded: Vec<_> = fresh
         .iter()
-        .map(|raw| {
-            let (kind, id) = subjects
-                .parse(&raw.subject)
-                .ok_or_else(|| format!("subject {} names no aggregate", raw.subject))?;
-            decode(&raw.payload, Some((kind, id))).map_err(|e| e.to_string())
-        })
+        .map(|raw| replay.decode(raw.seq, &raw.subject, &raw.payload))
         .collect();
     let ids_of = |kind: AggregateKind| {
         let mut ids: Vec<Uuid> = decoded
@@ -257,23 +266,18 @@ pub async fn apply_batch(
         ids.dedup();
         ids
     };
-    let mut agents = Slots::<Agent>::load(txn, ids_of(AggregateKind::Agent)).await?;
-    let mut tasks = Slots::<Task>::load(txn, ids_of(AggregateKind::Task)).await?;
-    let mut projects = Slots::<Project>::load(txn, ids_of(AggregateKind::Project)).await?;
+    let mut touched = Touched {
+        agents: Slots::load(txn, ids_of(AggregateKind::Agent)).await?,
+        tasks: Slots::load(txn, ids_of(AggregateKind::Task)).await?,
+        projects: Slots::load(txn, ids_of(AggregateKind::Project)).await?,
+    };
 
     let mut dead = Vec::new();
     for (raw, decoded) in fresh.iter().zip(decoded) {
-        let applied = decoded.and_then(|envelope| {
-            let (id, at) = (envelope.aggregate_id, envelope.meta.occurred_at);
-            match &envelope.event {
-                DomainEvent::Agent(e) => agents.apply(id, raw.seq, e, at),
-                DomainEvent::Task(e) => tasks.apply(id, raw.seq, e, at),
-                DomainEvent::Project(e) => projects.apply(id, raw.seq, e, at),
-            }
-        });
-        match applied {
-            Ok(()) => outcome.applied += 1,
-            Err(reason) => {
+        match replay.feed(&mut touched, raw.seq, decoded) {
+            Ok(Fed::Folded | Fed::Past) => outcome.applied += 1,
+            Ok(Fed::Skipped(rejected)) | Err(rejected) => {
+                let reason = rejected.reason;
                 tracing::warn!(seq = raw.seq, subject = %raw.subject, %reason, "dead letter");
                 dead.push(dead_letters::ActiveModel {
                     projection: Set(name.to_owned()),
@@ -290,9 +294,9 @@ pub async fn apply_batch(
     outcome.dead_lettered = dead.len();
 
     let mut counts = BTreeMap::new();
-    agents.write(txn, &mut counts).await?;
-    tasks.write(txn, &mut counts).await?;
-    projects.write(txn, &mut counts).await?;
+    touched.agents.write(txn, &mut counts).await?;
+    touched.tasks.write(txn, &mut counts).await?;
+    touched.projects.write(txn, &mut counts).await?;
     write_counts(txn, counts).await?;
     for chunk in statement_chunks(&dead) {
         dead_letters::Entity::insert_many(chunk.to_vec())

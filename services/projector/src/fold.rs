@@ -5,12 +5,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use hive_eventlog::RawEvent;
-use hive_events::DomainEvent;
 use hive_events::agent::Agent;
-use hive_events::envelope::decode;
 use hive_events::project::Project;
+use hive_events::replay::{Fed, Fold, OnRejected, Replay};
 use hive_events::subject::Subjects;
 use hive_events::task::Task;
+use hive_events::{DomainEvent, Envelope};
 use hive_schema::{agents, projects, tasks};
 use uuid::Uuid;
 
@@ -59,30 +59,12 @@ impl<A> Default for States<A> {
 }
 
 impl<A: ReadModel> States<A> {
-    fn apply(
-        &mut self,
-        id: Uuid,
-        seq: u64,
-        event: &A::Event,
-        at: chrono::DateTime<chrono::Utc>,
-    ) -> Result<(), String> {
-        let current = self.states.remove(&id);
-        let (state, last) = match current {
-            Some((state, last)) => (Some(state), last),
-            None => (None, 0),
-        };
-        match A::apply(state.clone(), event, at) {
-            Ok(next) => {
-                self.states.insert(id, (next, seq));
-                Ok(())
-            }
-            Err(e) => {
-                if let Some(state) = state {
-                    self.states.insert(id, (state, last));
-                }
-                Err(e.to_string())
-            }
-        }
+    fn apply(&mut self, seq: u64, envelope: Envelope) -> Result<(), String> {
+        let (id, at) = (envelope.aggregate_id, envelope.meta.occurred_at);
+        let state = self.states.get(&id).map(|(state, _)| state.clone());
+        let next = envelope.event.apply_to(state, at)?;
+        self.states.insert(id, (next, seq));
+        Ok(())
     }
 
     fn rows(
@@ -103,12 +85,28 @@ impl<A: ReadModel> States<A> {
     }
 }
 
-/// Folds the log one event at a time, in order.
-pub struct Folder {
-    subjects: Subjects,
+/// Every aggregate's state, by kind.
+#[derive(Default)]
+struct All {
     agents: States<Agent>,
     tasks: States<Task>,
     projects: States<Project>,
+}
+
+impl Fold for All {
+    fn fold(&mut self, seq: u64, envelope: Envelope) -> Result<(), String> {
+        match envelope.event {
+            DomainEvent::Agent(_) => self.agents.apply(seq, envelope),
+            DomainEvent::Task(_) => self.tasks.apply(seq, envelope),
+            DomainEvent::Project(_) => self.projects.apply(seq, envelope),
+        }
+    }
+}
+
+/// Folds the log one event at a time, in order.
+pub struct Folder {
+    replay: Replay,
+    all: All,
     dead: Vec<DeadLetter>,
     last_seq: u64,
 }
@@ -117,39 +115,40 @@ impl Folder {
     /// An empty fold of the log whose subjects are `subjects`.
     pub fn new(subjects: Subjects) -> Self {
         Self {
-            subjects,
-            agents: States::default(),
-            tasks: States::default(),
-            projects: States::default(),
+            // As the projector: an event that cannot be folded is a dead letter, and the fold goes on.
+            replay: Replay::new(subjects, OnRejected::Skip),
+            all: All::default(),
             dead: Vec::new(),
             last_seq: 0,
         }
     }
 
-    /// Folds the next event of the log.
-    pub fn apply(&mut self, raw: &RawEvent) {
+    /// The same fold, stopping at `at`.
+    pub fn until(mut self, at: hive_eventlog::audit::At) -> Self {
+        self.replay = self.replay.until(at);
+        self
+    }
+
+    /// Folds the next event of the log; false when it lies past the fold's bound (nothing folded).
+    pub fn apply(&mut self, raw: &RawEvent) -> bool {
+        let fed = self
+            .replay
+            .feed_stored(&mut self.all, raw.seq, &raw.subject, &raw.payload);
+        let rejected = match fed {
+            Ok(Fed::Past) => return false,
+            Ok(Fed::Folded) => None,
+            Ok(Fed::Skipped(rejected)) | Err(rejected) => Some(rejected),
+        };
         self.last_seq = raw.seq;
-        let applied = self
-            .subjects
-            .parse(&raw.subject)
-            .ok_or_else(|| format!("subject {} names no aggregate", raw.subject))
-            .and_then(|expected| decode(&raw.payload, Some(expected)).map_err(|e| e.to_string()))
-            .and_then(|e| {
-                let (id, at) = (e.aggregate_id, e.meta.occurred_at);
-                match &e.event {
-                    DomainEvent::Agent(ev) => self.agents.apply(id, raw.seq, ev, at),
-                    DomainEvent::Task(ev) => self.tasks.apply(id, raw.seq, ev, at),
-                    DomainEvent::Project(ev) => self.projects.apply(id, raw.seq, ev, at),
-                }
-            });
-        if let Err(reason) = applied {
+        if let Some(rejected) = rejected {
             self.dead.push(DeadLetter {
                 seq: raw.seq,
                 subject: raw.subject.clone(),
                 payload: raw.payload.to_vec(),
-                reason,
+                reason: rejected.reason,
             });
         }
+        true
     }
 
     /// The last sequence folded.
@@ -164,9 +163,9 @@ impl Folder {
             last_seq: self.last_seq,
             ..Default::default()
         };
-        folded.agents = self.agents.rows(&mut folded.counts);
-        folded.tasks = self.tasks.rows(&mut folded.counts);
-        folded.projects = self.projects.rows(&mut folded.counts);
+        folded.agents = self.all.agents.rows(&mut folded.counts);
+        folded.tasks = self.all.tasks.rows(&mut folded.counts);
+        folded.projects = self.all.projects.rows(&mut folded.counts);
         (folded, self.dead)
     }
 }
@@ -179,11 +178,11 @@ pub async fn fold_until(
 ) -> Result<Folded, hive_eventlog::LogError> {
     use futures::StreamExt;
     use hive_eventlog::audit::At;
-    let mut folder = Folder::new(log.subjects().clone());
+    let mut folder = Folder::new(log.subjects().clone()).until(at);
     let head = log.last_seq().await?;
     let last = match at {
         At::Seq(seq) => seq.min(head),
-        At::Time(_) => head,
+        At::Time(_) | At::End => head,
     };
     if last == 0 {
         return Ok(folder.finish().0);
@@ -191,14 +190,7 @@ pub async fn fold_until(
     let mut events = Box::pin(log.read_from(1).await?);
     while let Some(event) = events.next().await {
         let event = event?;
-        if let At::Time(time) = at
-            && hive_events::envelope::decode(&event.payload, None)
-                .is_ok_and(|e| e.meta.occurred_at > time)
-        {
-            break;
-        }
-        folder.apply(&event);
-        if event.seq >= last {
+        if !folder.apply(&event) || event.seq >= last {
             break;
         }
     }

@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 use hive_events::agent::{Agent, AgentStatus};
 use hive_events::project::Project;
-use hive_events::task::{Task, TaskStatus};
+use hive_events::task::{Details, Lifecycle, Task, TaskStatus};
 use hive_events::{AgentId, Aggregate, Capability, Priority, ProjectId, TaskId};
 use hive_schema::{agents, projects, tasks};
 use sea_orm::EntityTrait;
@@ -62,6 +62,7 @@ impl ReadModel for Agent {
             capabilities: cap_names(&a.capabilities),
             max_concurrent_tasks: i32::try_from(a.max_concurrent_tasks).unwrap_or(i32::MAX),
             status: a.status.as_str().to_owned(),
+            draining: a.draining,
             registered_at: to_micros(a.registered_at),
             updated_at: to_micros(a.updated_at),
             last_seq: seq_of(seq),
@@ -82,6 +83,7 @@ fn agent_from_row(row: agents::Model) -> Result<Agent, String> {
         capabilities: caps(row.capabilities)?,
         max_concurrent_tasks: u32::try_from(row.max_concurrent_tasks).map_err(|e| e.to_string())?,
         status,
+        draining: row.draining,
         registered_at: row.registered_at,
         updated_at: row.updated_at,
     })
@@ -96,32 +98,33 @@ impl ReadModel for Task {
     }
 
     fn status(&self) -> &'static str {
-        self.status.as_str()
+        self.lifecycle.status.as_str()
     }
 
-    fn to_row(id: Uuid, t: &Self, seq: u64) -> tasks::Model {
+    fn to_row(id: Uuid, task: &Self, seq: u64) -> tasks::Model {
+        let (t, d) = (&task.lifecycle, &task.details);
         tasks::Model {
             id,
-            title: t.title.clone(),
-            description: t.description.clone(),
-            task_type: t.task_type.clone(),
+            title: d.title.clone(),
+            description: d.description.clone(),
+            task_type: d.task_type.clone(),
             priority: i16::from(t.priority.get()),
             required_capabilities: cap_names(&t.required_capabilities),
             depends_on: t.depends_on.iter().map(TaskId::as_uuid).collect(),
-            project_id: t.project_id.map(|p| p.as_uuid()),
+            project_id: d.project_id.map(|p| p.as_uuid()),
             pinned_agent: t.pinned_agent.map(|a| a.as_uuid()),
             max_attempts: i32::try_from(t.max_attempts).unwrap_or(i32::MAX),
             attempts: i32::try_from(t.attempts).unwrap_or(i32::MAX),
             status: t.status.as_str().to_owned(),
             agent_id: t.agent_id.map(|a| a.as_uuid()),
             lease_expires_at: t.lease_expires_at.map(to_micros),
-            progress: t.progress.map(i16::from),
-            progress_message: t.progress_message.clone(),
-            result: t.result.clone(),
-            last_error: t.last_error.clone(),
+            progress: d.progress.map(i16::from),
+            progress_message: d.progress_message.clone(),
+            result: d.result.clone(),
+            last_error: d.last_error.clone(),
             last_error_retryable: t.last_error_retryable,
             retry_at: t.retry_at.map(to_micros),
-            reason: t.reason.clone(),
+            reason: d.reason.clone(),
             created_at: to_micros(t.created_at),
             updated_at: to_micros(t.updated_at),
             last_seq: seq_of(seq),
@@ -137,30 +140,33 @@ fn task_from_row(row: tasks::Model) -> Result<Task, String> {
     let status =
         TaskStatus::parse(&row.status).ok_or_else(|| format!("unknown status {:?}", row.status))?;
     let small = |v: i32| u32::try_from(v).map_err(|e| e.to_string());
-    Ok(Task {
-        title: row.title,
-        description: row.description,
-        task_type: row.task_type,
+    let lifecycle = Lifecycle {
+        status,
         priority: Priority::new(i64::from(row.priority)).map_err(|e| e.to_string())?,
         required_capabilities: caps(row.required_capabilities)?,
         depends_on: row.depends_on.into_iter().map(TaskId::from_uuid).collect(),
-        project_id: row.project_id.map(ProjectId::from_uuid),
         pinned_agent: row.pinned_agent.map(AgentId::from_uuid),
         max_attempts: small(row.max_attempts)?,
         attempts: small(row.attempts)?,
-        status,
         agent_id: row.agent_id.map(AgentId::from_uuid),
         lease_expires_at: row.lease_expires_at,
+        last_error_retryable: row.last_error_retryable,
+        retry_at: row.retry_at,
+        created_at: row.created_at,
+        updated_at: row.updated_at,
+    };
+    let details = Details {
+        title: row.title,
+        description: row.description,
+        task_type: row.task_type,
+        project_id: row.project_id.map(ProjectId::from_uuid),
         progress: row.progress.map(|p| p.clamp(0, 100) as u8),
         progress_message: row.progress_message,
         result: row.result,
         last_error: row.last_error,
-        last_error_retryable: row.last_error_retryable,
-        retry_at: row.retry_at,
         reason: row.reason,
-        created_at: row.created_at,
-        updated_at: row.updated_at,
-    })
+    };
+    Ok(Task { lifecycle, details })
 }
 
 impl ReadModel for Project {

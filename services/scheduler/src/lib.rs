@@ -18,12 +18,14 @@ use hive_eventlog::{
 };
 use hive_events::aggregate::EventSchema;
 use hive_events::envelope::decode_as;
-use hive_events::task::{Task, TaskCommand, TaskEvent};
-use hive_events::{Actor, AggregateKind, agent::Agent};
-use serde_json::json;
+use hive_events::task::{Lifecycle, TaskCommand, TaskEvent};
+use hive_events::wire::Assignment;
+use hive_events::{Actor, AggregateKind, TaskId, agent::Agent};
 use tokio::sync::watch;
+use tracing::Instrument;
 
-pub use board::{Action, Board, Policy};
+pub use board::{Action, Board, Cause};
+pub use hive_events::Policy;
 
 /// How soon the scheduler decides again after one of its commands failed.
 const RETRY_AFTER_FAILURE: Duration = Duration::from_millis(200);
@@ -118,11 +120,11 @@ impl Scheduler {
     async fn lead(&self, lease: &mut Lease) -> Result<(), LogError> {
         let head = self.log.last_seq().await?;
         let mut board = Board::default();
+        let replay = board::replay(self.log.subjects().clone());
         let mut events = Box::pin(self.log.read_from(1).await?);
         let mut beats = Box::pin(self.heartbeats.watch().await?);
         let mut renew = tokio::time::interval(self.config.leader_ttl / 3);
         renew.tick().await;
-        let subjects = self.log.subjects().clone();
         let policy = &self.config.policy;
         let mut failed = false;
         loop {
@@ -141,11 +143,11 @@ impl Scheduler {
                     let Some(event) = event else {
                         return Err(LogError::new("read the log", "the reader ended"));
                     };
-                    board.apply(&event?, &subjects);
+                    board.apply(&event?, &replay);
                     // Fold what is already here before deciding anything.
                     for _ in 0..10_000 {
                         match events.next().now_or_never() {
-                            Some(Some(event)) => board.apply(&event?, &subjects),
+                            Some(Some(event)) => board.apply(&event?, &replay),
                             _ => break,
                         }
                     }
@@ -188,97 +190,95 @@ impl Scheduler {
         all_applied
     }
 
+    /// Appends one decision, in the flow of the event that made it due (its correlation id, and that
+    /// event as its causation).
     async fn issue(&self, action: Action) -> (uuid::Uuid, Result<(), CommandError>) {
         let target = action.target();
-        let ctx = CommandContext::new(Actor::new("system:scheduler"));
-        let result = match action {
-            Action::Agent(id, command, state, seq) => self
-                .log
-                .execute_on::<Agent>(id, &ctx, command, state, seq)
-                .await
-                .map(|_| ()),
-            Action::Task(id, command, state, seq) => {
-                let TaskCommand::Assign { agent_id, .. } = command else {
-                    let done = self.log.execute_on::<Task>(id, &ctx, command, *state, seq);
-                    return (target, done.await.map(|_| ()));
-                };
-                let (queued_at, attempt) = (state.updated_at, state.attempts + 1);
-                // The board holds no payload: read what the agent is told from the task's creation,
-                // while the assignment is appended.
-                let (done, created) = tokio::join!(
-                    self.log.execute_on::<Task>(id, &ctx, command, *state, seq),
-                    self.log.first(AggregateKind::Task, id)
-                );
-                if let Ok(done) = &done {
-                    // How long the task waited in the queue: since its last event (it became queued).
-                    let waited = (chrono::Utc::now() - queued_at)
-                        .to_std()
-                        .unwrap_or_default();
-                    metrics::histogram!("hive_scheduler_assignment_latency_seconds")
-                        .record(waited.as_secs_f64());
-                    metrics::counter!("hive_scheduler_assignments_total").increment(1);
-                    match assignment(id, created, attempt, done.seq) {
-                        Ok(body) => self.announce(agent_id.as_uuid(), body).await,
-                        Err(e) => {
-                            tracing::warn!(task = %id, error = %e, "could not read the assigned task")
-                        }
-                    }
+        let cause = action.cause();
+        let mut ctx = CommandContext::new(Actor::new("system:scheduler"));
+        ctx.correlation_id = cause.correlation_id;
+        ctx.causation_id = Some(cause.event_id);
+        let span = tracing::info_span!("decision", %target, correlation_id = %cause.correlation_id);
+        let result = async {
+            match action {
+                Action::Agent(id, command, state, seq, _) => self
+                    .log
+                    .execute_on::<Agent>(id, &ctx, command, state, seq)
+                    .await
+                    .map(|_| ()),
+                Action::Task(id, command, state, seq, _) => {
+                    self.issue_to_task(id, &ctx, command, *state, seq).await
                 }
-                done.map(|_| ())
             }
-        };
+        }
+        .instrument(span)
+        .await;
         (target, result)
     }
 
+    async fn issue_to_task(
+        &self,
+        id: uuid::Uuid,
+        ctx: &CommandContext,
+        command: TaskCommand,
+        state: Lifecycle,
+        seq: u64,
+    ) -> Result<(), CommandError> {
+        let TaskCommand::Assign { agent_id, .. } = command else {
+            let done = self
+                .log
+                .execute_on::<Lifecycle>(id, ctx, command, state, seq);
+            return done.await.map(|_| ());
+        };
+        let (queued_at, attempt) = (state.updated_at, state.attempts + 1);
+        // The board holds no payload: read what the agent is told from the task's creation, while the
+        // assignment is appended.
+        let (done, created) = tokio::join!(
+            self.log
+                .execute_on::<Lifecycle>(id, ctx, command, state, seq),
+            self.log.first(AggregateKind::Task, id)
+        );
+        let done = done?;
+        // How long the task waited in the queue: since its last event (it became queued).
+        let waited = (chrono::Utc::now() - queued_at)
+            .to_std()
+            .unwrap_or_default();
+        metrics::histogram!("hive_scheduler_assignment_latency_seconds")
+            .record(waited.as_secs_f64());
+        metrics::counter!("hive_scheduler_assignments_total").increment(1);
+        match assignment(id, created, attempt, done.seq) {
+            Ok(body) => self.announce(agent_id.as_uuid(), &body).await,
+            Err(e) => tracing::warn!(task = %id, error = %e, "could not read the assigned task"),
+        }
+        Ok(())
+    }
+
     /// Tells the agent's runtime about its new assignment (a push; a lost one lapses and is requeued).
-    async fn announce(&self, agent: uuid::Uuid, body: serde_json::Value) {
+    async fn announce(&self, agent: uuid::Uuid, assignment: &Assignment) {
         let subject = self.log.namespace().assignments(agent);
-        if let Err(e) = self
-            .log
-            .notify(subject, Bytes::from(body.to_string()))
-            .await
-        {
+        let body = match serde_json::to_vec(assignment) {
+            Ok(body) => Bytes::from(body),
+            Err(e) => return tracing::warn!(error = %e, "could not encode an assignment"),
+        };
+        if let Err(e) = self.log.notify(subject, body).await {
             tracing::debug!(error = %e, "could not announce an assignment");
         }
     }
 }
 
-/// What an agent is told of its assignment: the task as it was created, and which attempt this is.
+/// What an agent is told of its assignment, read from the task's first event.
 fn assignment(
     id: uuid::Uuid,
     created: Result<Option<RawEvent>, LogError>,
     attempt: u32,
     seq: u64,
-) -> Result<serde_json::Value, String> {
+) -> Result<Assignment, String> {
     let raw = created
         .map_err(|e| e.to_string())?
         .ok_or("the task has no events")?;
     let envelope =
         decode_as::<TaskEvent>(&raw.payload, AggregateKind::Task, id).map_err(|e| e.to_string())?;
-    let TaskEvent::TaskCreated {
-        title,
-        description,
-        task_type,
-        priority,
-        required_capabilities,
-        project_id,
-        ..
-    } = envelope.event
-    else {
-        return Err(format!(
-            "its first event is {}",
-            envelope.event.event_type()
-        ));
-    };
-    Ok(json!({
-        "task_id": id,
-        "seq": seq,
-        "title": title,
-        "description": description,
-        "task_type": task_type,
-        "priority": priority.get(),
-        "required_capabilities": required_capabilities,
-        "project_id": project_id,
-        "attempt": attempt,
-    }))
+    let first = envelope.event.event_type();
+    Assignment::of_created(TaskId::from_uuid(id), envelope.event, attempt, seq)
+        .ok_or_else(|| format!("its first event is {first}"))
 }

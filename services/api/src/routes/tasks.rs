@@ -8,7 +8,7 @@ use hive_eventlog::EventLog;
 use hive_eventlog::audit::At;
 use hive_events::agent::Agent;
 use hive_events::project::Project;
-use hive_events::task::{NewTask, Task, TaskCommand, TaskStatus};
+use hive_events::task::{Lifecycle, NewTask, Task, TaskCommand, rules};
 use hive_events::{AgentId, Priority, ProjectId, TaskId};
 use hive_schema::tasks;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
@@ -82,29 +82,14 @@ impl Create {
     }
 }
 
-/// Which dependencies are not completed yet; a missing, cancelled or dead-lettered one is refused.
+/// Which dependencies are not completed yet, as the domain decides from their states in the log.
 async fn open_dependencies(log: &EventLog, depends_on: &[Uuid]) -> Result<Vec<TaskId>, ApiError> {
-    let mut waiting = Vec::new();
+    let mut statuses = Vec::with_capacity(depends_on.len());
     for &dep in depends_on {
-        let loaded = log.load::<Task>(dep).await?;
-        match loaded.state.map(|t| t.status) {
-            None => {
-                return Err(ApiError::invalid(
-                    "depends_on",
-                    format!("task {dep} does not exist"),
-                ));
-            }
-            Some(TaskStatus::Completed) => {}
-            Some(s @ (TaskStatus::Cancelled | TaskStatus::DeadLettered | TaskStatus::Blocked)) => {
-                return Err(ApiError::invalid(
-                    "depends_on",
-                    format!("task {dep} is {} and will never complete", s.as_str()),
-                ));
-            }
-            Some(_) => waiting.push(TaskId::from_uuid(dep)),
-        }
+        let loaded = log.load::<Lifecycle>(dep).await?;
+        statuses.push((TaskId::from_uuid(dep), loaded.state.map(|t| t.status)));
     }
-    Ok(waiting)
+    Ok(rules::waiting_on(statuses)?)
 }
 
 #[utoipa::path(post, path = "/api/v1/tasks", tag = "tasks", summary = "Create a task", request_body = Create, responses((status = 201, description = "created: {task_id, seq}"), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
@@ -164,7 +149,7 @@ pub(crate) async fn create_task(
     });
     let done = state
         .log
-        .create::<Task>(TaskId::new().as_uuid(), ctx, command)
+        .create::<Lifecycle>(TaskId::new().as_uuid(), ctx, command)
         .await?;
     state.progress.saw_append(done.seq);
     Ok(done)
@@ -242,7 +227,8 @@ async fn read(
     let history = state.log.history(kind, id).await?;
     match history.first() {
         Some(created) if created.seq > state.progress.checkpoint() => {
-            let row = row_from::<Task>(&history, kind, id, At::Seq(created.seq))?;
+            let subjects = state.log.subjects();
+            let row = row_from::<Task>(&history, subjects, kind, id, At::Seq(created.seq))?;
             Ok(Json(row.into()))
         }
         _ => Err(ApiError::not_found("task", id)),

@@ -2,8 +2,9 @@
 //! as it was then, folded from the log (never from the read models, which only know the present).
 
 use hive_eventlog::RawEvent;
-use hive_eventlog::audit::{At, state_at};
+use hive_eventlog::audit::{At, parse_at, state_at};
 use hive_events::AggregateKind;
+use hive_events::subject::Subjects;
 use hive_projector::fold::{Folded, fold_until};
 use hive_projector::rows::ReadModel;
 use serde::Deserialize;
@@ -42,7 +43,7 @@ impl AtQuery {
                 }
                 Ok(Some(At::Seq(seq)))
             }
-            (None, Some(time)) => match At::parse(time) {
+            (None, Some(time)) => match parse_at(time) {
                 Ok(At::Time(t)) => Ok(Some(At::Time(t))),
                 _ => Err(ApiError::new(
                     Code::BadRequest,
@@ -61,17 +62,18 @@ pub(crate) async fn row_at<A: ReadModel>(
     at: At,
 ) -> ApiResult<<A::Entity as sea_orm::EntityTrait>::Model> {
     let history = state.log.history(kind, id).await?;
-    row_from::<A>(&history, kind, id, at)
+    row_from::<A>(&history, state.log.subjects(), kind, id, at)
 }
 
 /// The read-model row of aggregate `id` as it was at `at`, folded from its `history`.
 pub(crate) fn row_from<A: ReadModel>(
     history: &[RawEvent],
+    subjects: &Subjects,
     kind: AggregateKind,
     id: Uuid,
     at: At,
 ) -> ApiResult<<A::Entity as sea_orm::EntityTrait>::Model> {
-    match state_at::<A>(history, kind, id, at) {
+    match state_at::<A>(history, subjects, id, at) {
         Some((folded, seq)) => Ok(A::to_row(id, &folded, seq)),
         None if history.is_empty() => Err(ApiError::not_found(kind.as_str(), id)),
         None => Err(ApiError::new(
@@ -94,5 +96,6 @@ fn describe(at: At) -> String {
     match at {
         At::Seq(seq) => format!("seq {seq}"),
         At::Time(time) => time.to_rfc3339(),
+        At::End => "the end of the log".into(),
     }
 }

@@ -1,10 +1,11 @@
 //! The scheduling rules, given events and a clock.
 
 use bytes::Bytes;
+use hive_events::Aggregate;
 use hive_events::agent::AgentEvent;
 use hive_events::aggregate::EventSchema;
 use hive_events::envelope::encode;
-use hive_events::task::{NewTask, TaskEvent};
+use hive_events::task::{NewTask, Task, TaskEvent};
 use hive_events::{Actor, AggregateKind, EventMeta, Priority, TaskId};
 
 use super::*;
@@ -38,7 +39,8 @@ impl Given {
             payload: Bytes::from(encode(&meta, kind, id, event)),
             msg_id: None,
         };
-        self.board.apply(&raw, &self.subjects);
+        self.board
+            .apply(&raw, &super::replay(self.subjects.clone()));
     }
 
     fn agent(&mut self, caps: &[&str], max: u32) -> Uuid {
@@ -204,7 +206,7 @@ fn a_task_back_in_the_queue_goes_to_another_agent_when_one_has_room() {
 }
 
 #[test]
-fn a_draining_agent_that_was_lost_drains_again_when_it_comes_back() {
+fn a_draining_agent_that_was_lost_is_given_nothing_when_it_comes_back() {
     let mut g = Given::new();
     let agent = g.agent(&[], 2);
     g.event(AggregateKind::Agent, agent, &AgentEvent::AgentDraining {});
@@ -220,10 +222,7 @@ fn a_draining_agent_that_was_lost_drains_again_when_it_comes_back() {
     assert_eq!(g.follow_ups(), vec![(agent, "recover".to_owned())]);
     g.event(AggregateKind::Agent, agent, &AgentEvent::AgentRecovered {});
     let _task = g.task(5, &[]);
-    // Back as ready (all the fold knows), it is set draining again, and given nothing meanwhile.
-    assert_eq!(g.follow_ups(), vec![(agent, "drain".to_owned())]);
-    assert!(g.assign().is_empty());
-    g.event(AggregateKind::Agent, agent, &AgentEvent::AgentDraining {});
+    // Back draining (the domain keeps the flag through the loss): nothing to decide, nothing given.
     assert!(g.follow_ups().is_empty());
     assert!(g.assign().is_empty());
 }
@@ -291,21 +290,6 @@ fn failures_retry_with_backoff_until_attempts_run_out() {
         },
     );
     assert_eq!(g.follow_ups(), vec![(task, "dead-letter".to_owned())]);
-}
-
-#[test]
-fn backoff_doubles_and_is_capped() {
-    let policy = Policy {
-        retry_base: Duration::from_secs(1),
-        retry_cap: Duration::from_secs(10),
-        ..Policy::default()
-    };
-    let full = |n| backoff(n, &policy, 1.0).num_milliseconds();
-    assert_eq!(
-        (full(1), full(2), full(3), full(4), full(5)),
-        (1000, 2000, 4000, 8000, 10000)
-    );
-    assert_eq!(backoff(3, &policy, 0.0).num_milliseconds(), 2000);
 }
 
 #[test]
@@ -452,4 +436,60 @@ fn a_finished_task_leaves_only_what_its_dependents_need() {
         t.waiting_on = vec![TaskId::from_uuid(dead)];
     });
     assert_eq!(g.follow_ups(), vec![(waits, "block".to_owned())]);
+}
+
+#[test]
+fn retrying_a_dead_lettered_dependency_unblocks_its_dependents_in_turn() {
+    let mut g = Given::new();
+    let dep = g.task_with(5, &[], |t| t.max_attempts = 1);
+    let waits = |g: &mut Given, on: Uuid| {
+        g.task_with(5, &[], |t| {
+            t.depends_on = vec![TaskId::from_uuid(on)];
+            t.waiting_on = vec![TaskId::from_uuid(on)];
+        })
+    };
+    let child = waits(&mut g, dep);
+    let grandchild = waits(&mut g, child);
+    g.agent(&[], 1);
+    g.assign();
+    let failed = TaskEvent::TaskFailed {
+        error: "x".into(),
+        retryable: true,
+    };
+    g.event(AggregateKind::Task, dep, &failed);
+    assert_eq!(g.follow_ups(), vec![(dep, "dead-letter".to_owned())]);
+    let dead = TaskEvent::TaskDeadLettered {
+        reason: "attempts exhausted".into(),
+    };
+    g.event(AggregateKind::Task, dep, &dead);
+    let blocked = |reason: &str| TaskEvent::TaskBlocked {
+        reason: reason.into(),
+    };
+    assert_eq!(g.follow_ups(), vec![(child, "block".to_owned())]);
+    g.event(
+        AggregateKind::Task,
+        child,
+        &blocked("dependency is dead_lettered"),
+    );
+    assert_eq!(g.follow_ups(), vec![(grandchild, "block".to_owned())]);
+    g.event(
+        AggregateKind::Task,
+        grandchild,
+        &blocked("dependency is blocked"),
+    );
+    assert!(g.follow_ups().is_empty(), "blocked, and nothing to do");
+    // An operator retries the dependency: each dependent waits again once what blocked it is not stuck.
+    g.event(AggregateKind::Task, dep, &TaskEvent::TaskRetried {});
+    assert_eq!(g.follow_ups(), vec![(child, "unblock".to_owned())]);
+    g.event(AggregateKind::Task, child, &TaskEvent::TaskUnblocked {});
+    assert_eq!(g.follow_ups(), vec![(grandchild, "unblock".to_owned())]);
+    g.event(
+        AggregateKind::Task,
+        grandchild,
+        &TaskEvent::TaskUnblocked {},
+    );
+    assert!(
+        g.follow_ups().is_empty(),
+        "both wait on their dependency again"
+    );
 }

@@ -1,0 +1,181 @@
+//! The facts of a task's life, as stored, with their versions and upcasters.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::TaskStatus;
+use crate::aggregate::EventSchema;
+use crate::error::DecodeError;
+use crate::ids::{AgentId, ProjectId, TaskId};
+use crate::values::{Capability, Priority};
+
+/// The facts of a task's life.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "data")]
+pub enum TaskEvent {
+    /// A task was created; it is queued at once unless `waiting_on` names dependencies not yet completed.
+    TaskCreated {
+        /// A short title.
+        title: String,
+        /// What to do.
+        description: Option<String>,
+        /// A free-form kind.
+        task_type: Option<String>,
+        /// 1..=10.
+        priority: Priority,
+        /// What an agent must be able to do.
+        required_capabilities: Vec<Capability>,
+        /// Tasks that must complete first.
+        depends_on: Vec<TaskId>,
+        /// Those of `depends_on` not completed when it was created.
+        waiting_on: Vec<TaskId>,
+        /// The project it belongs to.
+        project_id: Option<ProjectId>,
+        /// The only agent that may take it (schema version 2).
+        pinned_agent: Option<AgentId>,
+        /// Attempts before it is dead-lettered.
+        max_attempts: u32,
+    },
+    /// It became ready to be assigned.
+    TaskQueued {},
+    /// It was leased to an agent.
+    TaskAssigned {
+        /// The agent.
+        agent_id: AgentId,
+        /// When the lease lapses unless the agent starts it.
+        lease_expires_at: DateTime<Utc>,
+    },
+    /// Its agent accepted the assignment.
+    TaskAccepted {},
+    /// Its agent started it.
+    TaskStarted {},
+    /// Its agent reported progress.
+    TaskProgressed {
+        /// Percent done, if known.
+        percent: Option<u8>,
+        /// A line of progress.
+        message: Option<String>,
+    },
+    /// Its agent finished it.
+    TaskCompleted {
+        /// What it produced.
+        result: serde_json::Value,
+    },
+    /// The attempt failed.
+    TaskFailed {
+        /// What went wrong.
+        error: String,
+        /// Whether another attempt may succeed.
+        retryable: bool,
+    },
+    /// Another attempt will be queued at `retry_at`.
+    TaskRetryScheduled {
+        /// When it is due.
+        retry_at: DateTime<Utc>,
+    },
+    /// Taken from its agent and queued again: by the scheduler, by an operator, or given back by the
+    /// agent itself (its `actor` says which).
+    TaskRequeued {
+        /// Why (`agent_lost`, `lease_expired`, `agent_restarted`, an operator's words, ...).
+        reason: String,
+    },
+    /// An operator asked for another round of attempts after it failed for good.
+    TaskRetried {},
+    /// Failed for good.
+    TaskDeadLettered {
+        /// Why.
+        reason: String,
+    },
+    /// Cancelled.
+    TaskCancelled {
+        /// Why, if said.
+        reason: Option<String>,
+    },
+    /// It cannot run because a dependency cannot complete.
+    TaskBlocked {
+        /// Why.
+        reason: String,
+    },
+    /// What blocked it can complete again (an operator retried it): it waits on its dependencies again.
+    TaskUnblocked {},
+}
+
+impl TaskEvent {
+    /// The status a task is in after this event: each event leads to one status, whatever the task
+    /// was in before (the fold checks that it may follow). Readers that see an event without the
+    /// task's state — the dashboard's feed — learn the task's new status from here.
+    pub fn status_after(&self) -> TaskStatus {
+        use TaskStatus as S;
+        match self {
+            Self::TaskCreated { waiting_on, .. } if waiting_on.is_empty() => S::Queued,
+            Self::TaskCreated { .. } | Self::TaskUnblocked {} => S::Waiting,
+            Self::TaskQueued {} | Self::TaskRequeued { .. } | Self::TaskRetried {} => S::Queued,
+            Self::TaskAssigned { .. } => S::Assigned,
+            Self::TaskAccepted {} => S::Accepted,
+            Self::TaskStarted {} | Self::TaskProgressed { .. } => S::Running,
+            Self::TaskCompleted { .. } => S::Completed,
+            Self::TaskFailed { .. } => S::Failed,
+            Self::TaskRetryScheduled { .. } => S::RetryScheduled,
+            Self::TaskDeadLettered { .. } => S::DeadLettered,
+            Self::TaskCancelled { .. } => S::Cancelled,
+            Self::TaskBlocked { .. } => S::Blocked,
+        }
+    }
+}
+
+impl EventSchema for TaskEvent {
+    fn from_domain(event: crate::DomainEvent) -> Option<Self> {
+        match event {
+            crate::DomainEvent::Task(event) => Some(event),
+            _ => None,
+        }
+    }
+
+    fn event_type(&self) -> &'static str {
+        match self {
+            Self::TaskCreated { .. } => "TaskCreated",
+            Self::TaskQueued {} => "TaskQueued",
+            Self::TaskAssigned { .. } => "TaskAssigned",
+            Self::TaskAccepted {} => "TaskAccepted",
+            Self::TaskStarted {} => "TaskStarted",
+            Self::TaskProgressed { .. } => "TaskProgressed",
+            Self::TaskCompleted { .. } => "TaskCompleted",
+            Self::TaskFailed { .. } => "TaskFailed",
+            Self::TaskRetryScheduled { .. } => "TaskRetryScheduled",
+            Self::TaskRequeued { .. } => "TaskRequeued",
+            Self::TaskRetried {} => "TaskRetried",
+            Self::TaskDeadLettered { .. } => "TaskDeadLettered",
+            Self::TaskCancelled { .. } => "TaskCancelled",
+            Self::TaskBlocked { .. } => "TaskBlocked",
+            Self::TaskUnblocked {} => "TaskUnblocked",
+        }
+    }
+
+    fn current_version(event_type: &str) -> u16 {
+        match event_type {
+            "TaskCreated" => 2,
+            _ => 1,
+        }
+    }
+
+    fn upcast(
+        event_type: &str,
+        version: u16,
+        mut data: serde_json::Value,
+    ) -> Result<serde_json::Value, DecodeError> {
+        match (event_type, version) {
+            // v2 added `pinned_agent`; a v1 task was never pinned.
+            ("TaskCreated", 1) => {
+                if let Some(fields) = data.as_object_mut() {
+                    fields.insert("pinned_agent".into(), serde_json::Value::Null);
+                }
+                Ok(data)
+            }
+            (t, v) if v == Self::current_version(t) => Ok(data),
+            (t, v) => Err(DecodeError::UnsupportedVersion {
+                event_type: t.to_owned(),
+                version: v,
+            }),
+        }
+    }
+}
