@@ -114,6 +114,12 @@ impl TaskStatus {
         matches!(self, Self::Assigned | Self::Accepted | Self::Running)
     }
 
+    /// Whether its agent has taken it up: accepted or started it. (An assigned task its agent may not
+    /// have seen yet: the assignment is pushed again when the agent reconnects.)
+    pub const fn taken_up(self) -> bool {
+        matches!(self, Self::Accepted | Self::Running)
+    }
+
     /// Whether a task in this status cannot complete as things stand, so a task depending on it cannot
     /// run: cancelled (for good), dead-lettered or blocked (until an operator retries it or what
     /// blocks it).

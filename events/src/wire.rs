@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::DomainError;
 use crate::ids::{AgentId, ProjectId, TaskId};
-use crate::task::{TaskCommand, TaskEvent};
+use crate::task::{Task, TaskCommand, TaskEvent};
 use crate::values::{Capability, Priority};
 
 /// What an agent is told of a task assigned to it: the task as it was created, and which attempt this
@@ -33,6 +33,10 @@ pub struct Assignment {
     pub project_id: Option<ProjectId>,
     /// Which attempt this is, from 1.
     pub attempt: u32,
+    /// The flow the assignment belongs to: the agent's reports on the task send it as
+    /// `X-Correlation-Id`, so everything the task causes is one flow.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correlation_id: Option<uuid::Uuid>,
 }
 
 impl Assignment {
@@ -61,7 +65,33 @@ impl Assignment {
             required_capabilities,
             project_id,
             attempt,
+            correlation_id: None,
         })
+    }
+
+    /// The same assignment, in the flow `correlation_id`.
+    pub fn in_flow(mut self, correlation_id: uuid::Uuid) -> Self {
+        self.correlation_id = Some(correlation_id);
+        self
+    }
+}
+
+impl Assignment {
+    /// The assignment of `task` (assigned now), its last event at `seq`.
+    pub fn of_task(task_id: TaskId, task: &Task, seq: u64) -> Self {
+        let (life, details) = (&task.lifecycle, &task.details);
+        Self {
+            task_id,
+            seq,
+            title: details.title.clone(),
+            description: details.description.clone(),
+            task_type: details.task_type.clone(),
+            priority: life.priority,
+            required_capabilities: life.required_capabilities.clone(),
+            project_id: details.project_id,
+            attempt: life.attempts,
+            correlation_id: None,
+        }
     }
 }
 

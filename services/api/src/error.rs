@@ -37,6 +37,9 @@ pub enum Code {
     NotAssignee,
     /// Other writers kept winning the race.
     Conflict,
+    /// The entity's history holds an event that cannot be folded (a dead letter): no command is
+    /// decided on it until an operator repairs it.
+    CorruptHistory,
     /// `Hive-Min-Seq` was not reached in time.
     ProjectionLagging,
     /// A backing service is down.
@@ -64,6 +67,7 @@ impl Code {
             Self::InvalidTransition => "invalid_transition",
             Self::NotAssignee => "not_assignee",
             Self::Conflict => "conflict",
+            Self::CorruptHistory => "corrupt_history",
             Self::ProjectionLagging => "projection_lagging",
             Self::Unavailable => "unavailable",
             Self::Overloaded => "overloaded",
@@ -82,7 +86,10 @@ impl Code {
             Self::Forbidden => StatusCode::FORBIDDEN,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Self::AlreadyExists | Self::InvalidTransition | Self::Conflict => StatusCode::CONFLICT,
+            Self::AlreadyExists
+            | Self::InvalidTransition
+            | Self::Conflict
+            | Self::CorruptHistory => StatusCode::CONFLICT,
             Self::NotAssignee => StatusCode::FORBIDDEN,
             Self::ProjectionLagging | Self::Unavailable | Self::Overloaded => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -195,9 +202,14 @@ impl From<CommandError> for ApiError {
         match e {
             CommandError::Domain(d) => d.into(),
             CommandError::Conflict { .. } => Self::new(Code::Conflict, e.to_string()),
-            CommandError::Corrupt { .. } => {
-                tracing::error!(error = %e, "corrupt history");
-                Self::new(Code::Conflict, e.to_string())
+            CommandError::Corrupt { ref reason, .. } => {
+                // Why the event cannot be folded is for the log (and the dead letter); the caller
+                // learns which event stops the command.
+                tracing::error!(error = %e, %reason, "corrupt history");
+                Self::new(
+                    Code::CorruptHistory,
+                    format!("{e}; the event is listed at /api/v1/dead-letters"),
+                )
             }
             CommandError::Log(e) => Self::unavailable("the event log", e),
         }

@@ -137,6 +137,10 @@ impl<S: Send + Sync> FromRequestParts<S> for Command {
             }
             ctx.idempotent(&format!("{} {}", parts.method, parts.uri.path()), key);
         }
+        tracing::Span::current().record(
+            "correlation_id",
+            tracing::field::display(ctx.correlation_id),
+        );
         Ok(Command(ctx))
     }
 }

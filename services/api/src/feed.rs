@@ -31,7 +31,7 @@ const CHANNEL: usize = 4_096;
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum FeedItem {
     /// An event, now reflected in the read models.
-    Event(Record),
+    Event(Change),
     /// Where the projection stands.
     Status {
         /// The read models' checkpoint.
@@ -48,6 +48,18 @@ pub enum FeedItem {
     },
     /// Items were lost (the subscriber or the feed fell too far behind): reload.
     Resync,
+}
+
+/// An event on the feed: its record, and the status its agent or task is in after it (as the domain
+/// folds it; absent where the event alone does not say, as for an agent's recovery).
+#[derive(Clone, Debug, Serialize)]
+pub struct Change {
+    /// The event.
+    #[serde(flatten)]
+    pub record: Record,
+    /// The status after it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state: Option<&'static str>,
 }
 
 /// The feed of one API process. Cheap to clone.
@@ -141,7 +153,8 @@ async fn follow(
             let reached = *checkpoint.borrow();
             while pending.front().is_some_and(|raw| raw.seq <= reached) {
                 if let Some(raw) = pending.pop_front() {
-                    let _ = tx.send(Arc::new(FeedItem::Event(Record::of(&raw, &subjects))));
+                    let (record, state) = Record::with_status(&raw, &subjects);
+                    let _ = tx.send(Arc::new(FeedItem::Event(Change { record, state })));
                 }
             }
             if tick_due && last_tick.elapsed() >= TICK {

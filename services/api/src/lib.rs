@@ -153,8 +153,19 @@ pub fn router(state: AppState) -> Router {
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             routes::system::panic_answer,
         ))
-        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .layer(tower_http::trace::TraceLayer::new_for_http().make_span_with(request_span))
         .with_state(state)
+}
+
+/// The span of one HTTP request: its method and path, and the flow a command joins (recorded by the
+/// [`extract::Command`] extractor: the caller's `X-Correlation-Id`, or a new one).
+fn request_span(request: &axum::http::Request<axum::body::Body>) -> tracing::Span {
+    tracing::info_span!(
+        "request",
+        method = %request.method(),
+        path = %request.uri().path(),
+        correlation_id = tracing::field::Empty,
+    )
 }
 
 /// Serves the API on `listener` until `shutdown` resolves, then stops the agents it spawned (they drain

@@ -2,6 +2,8 @@
 //! The JSON shapes of the read models, and the list pagination they share.
 
 use chrono::{DateTime, Utc};
+use hive_events::agent::AgentStatus;
+use hive_events::task::TaskStatus;
 use hive_schema::{agents, dead_letters, projects, tasks};
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Select};
 use serde::Serialize;
@@ -71,8 +73,8 @@ impl<T> List<T> {
         mut rows: Vec<R>,
         limit: u64,
         id: impl Fn(&R) -> Uuid,
-        view: impl Fn(R) -> T,
-    ) -> Self {
+        view: impl Fn(R) -> Result<T, ApiError>,
+    ) -> Result<Self, ApiError> {
         let more = rows.len() as u64 > limit;
         rows.truncate(limit as usize);
         let next_cursor = if more {
@@ -80,10 +82,10 @@ impl<T> List<T> {
         } else {
             None
         };
-        Self {
-            items: rows.into_iter().map(view).collect(),
+        Ok(Self {
+            items: rows.into_iter().map(view).collect::<Result<_, _>>()?,
             next_cursor,
-        }
+        })
     }
 }
 
@@ -95,51 +97,65 @@ pub struct AgentView {
     pub agent_type: String,
     pub capabilities: Vec<String>,
     pub max_concurrent_tasks: i32,
-    pub status: String,
+    pub status: AgentStatus,
     pub registered_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub seq: i64,
 }
 
-impl From<agents::Model> for AgentView {
-    fn from(a: agents::Model) -> Self {
-        Self {
+/// The status stored in a read-model row, which the projector only ever writes from the domain's own
+/// names: another is a broken row, answered as an internal error (and logged), never guessed.
+fn stored<S>(
+    kind: &str,
+    id: Uuid,
+    status: &str,
+    parse: impl Fn(&str) -> Option<S>,
+) -> Result<S, ApiError> {
+    parse(status).ok_or_else(|| {
+        tracing::error!(%id, status, "a read-model row holds an unknown {kind} status");
+        ApiError::new(
+            Code::Internal,
+            format!("the read model of {kind} {id} is unreadable"),
+        )
+    })
+}
+
+impl TryFrom<agents::Model> for AgentView {
+    type Error = ApiError;
+
+    fn try_from(a: agents::Model) -> Result<Self, ApiError> {
+        Ok(Self {
             agent_id: a.id,
             name: a.name,
             agent_type: a.agent_type,
             capabilities: a.capabilities,
             max_concurrent_tasks: a.max_concurrent_tasks,
-            status: a.status,
+            status: stored("agent", a.id, &a.status, AgentStatus::parse)?,
             registered_at: a.registered_at,
             updated_at: a.updated_at,
             seq: a.last_seq,
-        }
+        })
     }
 }
 
-/// Agent Hive 2.0's coarse task status for one of Hive's states.
-pub fn legacy_status(state: &str) -> &'static str {
-    match state {
-        "waiting" | "queued" | "retry_scheduled" => "pending",
-        "assigned" | "accepted" => "assigned",
-        "running" => "in_progress",
-        "completed" => "completed",
-        "failed" | "dead_lettered" | "blocked" => "failed",
-        "cancelled" => "cancelled",
-        _ => "pending",
-    }
+/// The stored names of the states in which a task holds an agent (counts towards its load).
+pub fn holding_states() -> Vec<&'static str> {
+    TaskStatus::ALL
+        .into_iter()
+        .filter(|s| s.holds_agent())
+        .map(TaskStatus::as_str)
+        .collect()
 }
 
 /// The fine states a status filter names: Hive's own state, or an Agent Hive 2.0 status.
 pub fn states_for(filter: &str) -> Option<Vec<&'static str>> {
-    use hive_events::task::TaskStatus;
     if let Some(s) = TaskStatus::parse(filter) {
         return Some(vec![s.as_str()]);
     }
     let states: Vec<_> = TaskStatus::ALL
-        .iter()
-        .map(|s| s.as_str())
-        .filter(|s| legacy_status(s) == filter)
+        .into_iter()
+        .filter(|s| s.agent_hive_2() == filter)
+        .map(TaskStatus::as_str)
         .collect();
     (!states.is_empty()).then_some(states)
 }
@@ -160,7 +176,7 @@ pub struct TaskView {
     /// Agent Hive 2.0's status: pending|assigned|in_progress|completed|failed|cancelled.
     pub status: &'static str,
     /// Hive's own, finer state.
-    pub state: String,
+    pub state: TaskStatus,
     pub agent_id: Option<Uuid>,
     pub attempts: i32,
     pub max_attempts: i32,
@@ -176,9 +192,12 @@ pub struct TaskView {
     pub seq: i64,
 }
 
-impl From<tasks::Model> for TaskView {
-    fn from(t: tasks::Model) -> Self {
-        Self {
+impl TryFrom<tasks::Model> for TaskView {
+    type Error = ApiError;
+
+    fn try_from(t: tasks::Model) -> Result<Self, ApiError> {
+        let state = stored("task", t.id, &t.status, TaskStatus::parse)?;
+        Ok(Self {
             task_id: t.id,
             title: t.title,
             description: t.description,
@@ -188,8 +207,8 @@ impl From<tasks::Model> for TaskView {
             depends_on: t.depends_on,
             project_id: t.project_id,
             pinned_agent: t.pinned_agent,
-            status: legacy_status(&t.status),
-            state: t.status,
+            status: state.agent_hive_2(),
+            state,
             agent_id: t.agent_id,
             attempts: t.attempts,
             max_attempts: t.max_attempts,
@@ -203,7 +222,7 @@ impl From<tasks::Model> for TaskView {
             created_at: t.created_at,
             updated_at: t.updated_at,
             seq: t.last_seq,
-        }
+        })
     }
 }
 

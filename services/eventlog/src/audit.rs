@@ -53,6 +53,12 @@ pub struct Record {
 impl Record {
     /// The record of `raw`.
     pub fn of(raw: &RawEvent, subjects: &Subjects) -> Self {
+        Self::with_status(raw, subjects).0
+    }
+
+    /// The record of `raw`, and the name of the status its agent or task is in after it, where the
+    /// event alone says so ([`hive_events::DomainEvent::status_after`]).
+    pub fn with_status(raw: &RawEvent, subjects: &Subjects) -> (Self, Option<&'static str>) {
         let at = subjects.parse(&raw.subject);
         let stored: Option<Value> = serde_json::from_slice(&raw.payload).ok();
         let mut record = Self {
@@ -69,8 +75,10 @@ impl Record {
             data: Value::Null,
             error: None,
         };
+        let mut status = None;
         match decode(&raw.payload, at) {
             Ok(envelope) => {
+                status = envelope.event.status_after();
                 let stored = stored.unwrap_or_default();
                 record.event_type = Some(envelope.event.event_type().to_owned());
                 record.schema_version = stored["schema_version"].as_u64();
@@ -88,7 +96,7 @@ impl Record {
                 record.error = Some(e.to_string());
             }
         }
-        record
+        (record, status)
     }
 
     /// Whether this event names `agent` in its data (a task's assignment, start, report...).

@@ -142,7 +142,6 @@ impl EventLog {
     }
 
     /// Decides `command` on aggregate `A` with `id` and appends the event.
-    #[instrument(skip(self, ctx, command), fields(aggregate = A::KIND.as_str(), %id, actor = %ctx.actor), err)]
     pub async fn execute<A: Aggregate>(
         &self,
         id: Uuid,
@@ -178,7 +177,6 @@ impl EventLog {
 
     /// Like [`EventLog::execute`] for a command that creates a new aggregate under a fresh id: it skips
     /// loading a history that cannot exist (if the id is taken after all, it falls back to a full load).
-    #[instrument(skip(self, ctx, command), fields(aggregate = A::KIND.as_str(), %id, actor = %ctx.actor), err)]
     pub async fn create<A: Aggregate>(
         &self,
         id: Uuid,
@@ -196,6 +194,8 @@ impl EventLog {
         self.run::<A>(id, ctx, command, Some(fresh)).await
     }
 
+    /// The append boundary: its span carries the aggregate, the actor and the flow.
+    #[instrument(name = "append", skip(self, ctx, command, known), fields(aggregate = A::KIND.as_str(), %id, actor = %ctx.actor, correlation_id = %ctx.correlation_id), err)]
     async fn run<A: Aggregate>(
         &self,
         id: Uuid,

@@ -219,6 +219,7 @@ pub async fn lock_checkpoint(txn: &DatabaseTransaction, name: &str) -> Result<u6
 }
 
 /// Applies `events` (in stream order) inside `txn`. The caller commits.
+#[tracing::instrument(name = "projector_batch", skip_all, fields(projection = name, events = events.len(), first = events.first().map(|e| e.seq), last = events.last().map(|e| e.seq)), err)]
 pub async fn apply_batch(
     txn: &DatabaseTransaction,
     name: &str,
@@ -255,6 +256,13 @@ pub async fn apply_batch(
         .iter()
         .map(|raw| replay.decode(raw.seq, &raw.subject, &raw.payload))
         .collect();
+    if tracing::enabled!(tracing::Level::TRACE) {
+        // Each flow the batch carries, so a trace of one flow finds the batch that projected it.
+        for envelope in decoded.iter().flatten() {
+            let correlation_id = envelope.meta.correlation_id;
+            tracing::trace!(%correlation_id, event = envelope.event.event_type(), "projecting");
+        }
+    }
     let ids_of = |kind: AggregateKind| {
         let mut ids: Vec<Uuid> = decoded
             .iter()

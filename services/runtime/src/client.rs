@@ -4,6 +4,9 @@ use std::time::Duration;
 
 use eventsource_stream::Eventsource;
 use futures::{Stream, StreamExt};
+use hive_events::AgentId;
+use hive_events::task::TaskStatus;
+use hive_events::wire::{Assignment, Report, TaskAction};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -105,13 +108,26 @@ impl Client {
     /// Sends one POST; retries transient failures with back-off under one idempotency key, so a retried
     /// command is applied once.
     pub async fn post(&self, path: &str, body: &Value) -> Result<Value, ClientError> {
+        self.post_in(path, body, None).await
+    }
+
+    /// Like [`Client::post`], in the flow `correlation_id` (sent as `X-Correlation-Id`), if given.
+    pub async fn post_in(
+        &self,
+        path: &str,
+        body: &Value,
+        correlation_id: Option<Uuid>,
+    ) -> Result<Value, ClientError> {
         let url = format!("{}{path}", self.base);
         let key = Uuid::now_v7().to_string();
         let mut backoff = FIRST_BACKOFF;
         let mut attempt = 1;
         loop {
-            let sent = self
-                .authorized(self.http.post(&url))
+            let mut request = self.authorized(self.http.post(&url));
+            if let Some(flow) = correlation_id {
+                request = request.header("X-Correlation-Id", flow.to_string());
+            }
+            let sent = request
                 .header("Idempotency-Key", &key)
                 .timeout(Duration::from_secs(10))
                 .json(body)
@@ -195,18 +211,26 @@ impl Client {
         &self,
         task: Uuid,
         agent: Uuid,
-        action: &str,
-        mut body: Value,
+        action: TaskAction,
+        mut report: Report,
+        flow: Option<Uuid>,
     ) -> Result<(), ClientError> {
-        body["agent_id"] = json!(agent);
-        self.post(&format!("/api/v1/tasks/{task}/{action}"), &body)
+        report.agent_id = Some(AgentId::from_uuid(agent));
+        let body = serde_json::to_value(&report).unwrap_or_default();
+        let action = action.as_str();
+        self.post_in(&format!("/api/v1/tasks/{task}/{action}"), &body, flow)
             .await
             .map(drop)
     }
 
     /// The ids of the agent's tasks in `status`, as of all the log holds now (a task its previous
     /// process accepted just before it died may not be projected yet).
-    pub async fn tasks_of(&self, agent: Uuid, status: &str) -> Result<Vec<Uuid>, ClientError> {
+    pub async fn tasks_of(
+        &self,
+        agent: Uuid,
+        status: TaskStatus,
+    ) -> Result<Vec<Uuid>, ClientError> {
+        let status = status.as_str();
         let path = format!("/api/v1/tasks?agent_id={agent}&status={status}&limit=500");
         let page = self.read(&path, Some("head")).await?;
         Ok(page["items"]
@@ -222,7 +246,7 @@ impl Client {
     pub async fn assignments(
         &self,
         agent: Uuid,
-    ) -> Result<impl Stream<Item = Value> + Send + use<>, ClientError> {
+    ) -> Result<impl Stream<Item = Assignment> + Send + use<>, ClientError> {
         let url = format!("{}/api/v1/agents/{agent}/assignments", self.base);
         let response = match self.authorized(self.http.get(&url)).send().await {
             Ok(response) if response.status().is_success() => response,

@@ -17,7 +17,9 @@ use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 use futures::StreamExt;
-use serde_json::{Value, json};
+use hive_events::task::TaskStatus;
+use hive_events::wire::{Assignment, Report, TaskAction};
+use serde_json::json;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use uuid::Uuid;
@@ -153,7 +155,8 @@ pub async fn run(
 /// died): nobody is working on them any more. Released, not failed: they are queued again at once,
 /// with no back-off, for any agent (the scheduler prefers another one).
 async fn give_back_leftovers(client: &Client, agent: Uuid) {
-    for status in ["accepted", "running"] {
+    let taken_up = TaskStatus::ALL.into_iter().filter(|s| s.taken_up());
+    for status in taken_up {
         let tasks = match client.tasks_of(agent, status).await {
             Ok(tasks) => tasks,
             Err(e) => {
@@ -162,8 +165,14 @@ async fn give_back_leftovers(client: &Client, agent: Uuid) {
             }
         };
         for task in tasks {
-            let body = json!({"reason": "agent_restarted"});
-            if let Err(e) = client.report(task, agent, "release", body).await {
+            let body = Report {
+                reason: Some("agent_restarted".into()),
+                ..Report::default()
+            };
+            if let Err(e) = client
+                .report(task, agent, TaskAction::Release, body, None)
+                .await
+            {
                 tracing::warn!(%task, error = %e, "could not give back a task");
             }
         }
@@ -171,7 +180,7 @@ async fn give_back_leftovers(client: &Client, agent: Uuid) {
 }
 
 /// Reads the assignment stream into `out`, reopening it whenever it ends, until `out` closes.
-async fn read_assignments(client: Client, agent: Uuid, out: mpsc::Sender<Value>) {
+async fn read_assignments(client: Client, agent: Uuid, out: mpsc::Sender<Assignment>) {
     let mut backoff = RECONNECT_MIN;
     while !out.is_closed() {
         match client.assignments(agent).await {
@@ -200,7 +209,7 @@ struct AgentRun<'a> {
     /// The task each running job works on.
     in_flight: HashMap<tokio::task::Id, Uuid>,
     /// Assignments beyond `max_concurrent_tasks`, started as room frees up.
-    waiting: VecDeque<(Uuid, Value)>,
+    waiting: VecDeque<(Uuid, Assignment)>,
 }
 
 impl AgentRun<'_> {
@@ -227,11 +236,8 @@ impl AgentRun<'_> {
     /// Starts work on a pushed assignment unless it is already in hand; without room, it waits for room.
     /// (The scheduler keeps within our limit, except for a moment when two schedulers both believed
     /// they led; a task that waits too long loses its lease and goes to someone else.)
-    fn take(&mut self, assignment: Value) {
-        let Some(task) = assignment["task_id"].as_str().and_then(|t| t.parse().ok()) else {
-            tracing::warn!(%assignment, "an assignment without a task id");
-            return;
-        };
+    fn take(&mut self, assignment: Assignment) {
+        let task = assignment.task_id.as_uuid();
         let in_hand = self.in_flight.values().any(|t| *t == task)
             || self.waiting.iter().any(|(t, _)| *t == task);
         if in_hand {
@@ -245,7 +251,7 @@ impl AgentRun<'_> {
         self.start(task, assignment);
     }
 
-    fn start(&mut self, task: Uuid, assignment: Value) {
+    fn start(&mut self, task: Uuid, assignment: Assignment) {
         let client = self.client.clone();
         let agent = self.agent;
         let exec = self.config.exec.clone();
@@ -306,8 +312,12 @@ impl AgentRun<'_> {
                     tracing::warn!(%agent, left = self.running.len(), "drain timed out: stopping tasks");
                     self.running.shutdown().await;
                     for (_, task) in self.in_flight.drain() {
-                        let body = json!({"error": "the agent stopped before the task finished", "retryable": true});
-                        if let Err(e) = self.client.report(task, agent, "fail", body).await {
+                        let body = Report {
+                            error: Some("the agent stopped before the task finished".into()),
+                            retryable: Some(true),
+                            ..Report::default()
+                        };
+                        if let Err(e) = self.client.report(task, agent, TaskAction::Fail, body, None).await {
                             tracing::warn!(%task, error = %e, "could not give back a task");
                         }
                     }
@@ -329,12 +339,21 @@ impl AgentRun<'_> {
 
 /// Works one task through: accept, start, run the executor while reporting its progress, then complete
 /// or fail it. A refused accept means the task is no longer ours (its lease lapsed): nothing to do.
-async fn work(client: &Client, agent: Uuid, task: Uuid, exec: &str, assignment: Value) {
-    if let Err(e) = client.report(task, agent, "accept", json!({})).await {
+#[tracing::instrument(skip_all, fields(%task, attempt = assignment.attempt, correlation_id = ?assignment.correlation_id))]
+async fn work(client: &Client, agent: Uuid, task: Uuid, exec: &str, assignment: Assignment) {
+    // Every report joins the assignment's flow.
+    let flow = assignment.correlation_id;
+    if let Err(e) = client
+        .report(task, agent, TaskAction::Accept, Report::default(), flow)
+        .await
+    {
         tracing::info!(%task, error = %e, "assignment not accepted");
         return;
     }
-    if let Err(e) = client.report(task, agent, "start", json!({})).await {
+    if let Err(e) = client
+        .report(task, agent, TaskAction::Start, Report::default(), flow)
+        .await
+    {
         tracing::warn!(%task, error = %e, "could not start the task");
         return;
     }
@@ -342,19 +361,18 @@ async fn work(client: &Client, agent: Uuid, task: Uuid, exec: &str, assignment: 
         ("HIVE_TASK_ID", task.to_string()),
         ("HIVE_AGENT_ID", agent.to_string()),
         ("HIVE_API_URL", client.base().to_owned()),
-        (
-            "HIVE_ATTEMPT",
-            assignment["attempt"].as_u64().unwrap_or(1).to_string(),
-        ),
+        ("HIVE_ATTEMPT", assignment.attempt.to_string()),
     ];
     // The executor may call the API as its agent (report progress, read its task).
     if let Some(token) = client.token() {
         env.push(("HIVE_TOKEN", token.to_owned()));
     }
+    // The executor reads the assignment as JSON on its stdin.
+    let input = serde_json::to_value(&assignment).unwrap_or_default();
     let (progress, lines) = watch::channel(Progress::default());
-    let reporting = report_progress(client, agent, task, lines);
+    let reporting = report_progress(client, agent, task, lines, flow);
     let outcome = tokio::select! {
-        outcome = executor::run(exec, &assignment, &env, &progress) => outcome,
+        outcome = executor::run(exec, &input, &env, &progress) => outcome,
         // Dropping the run kills the executor.
         () = reporting => {
             tracing::info!(%task, "the task is no longer ours (requeued or cancelled): executor stopped");
@@ -362,14 +380,27 @@ async fn work(client: &Client, agent: Uuid, task: Uuid, exec: &str, assignment: 
         }
     };
     let (action, body) = match outcome {
-        Outcome::Completed(result) => ("complete", json!({"result": result})),
-        Outcome::Failed { error, retryable } => {
-            ("fail", json!({"error": error, "retryable": retryable}))
-        }
+        Outcome::Completed(result) => (
+            TaskAction::Complete,
+            Report {
+                result: Some(result),
+                ..Report::default()
+            },
+        ),
+        Outcome::Failed { error, retryable } => (
+            TaskAction::Fail,
+            Report {
+                error: Some(error),
+                retryable: Some(retryable),
+                ..Report::default()
+            },
+        ),
     };
-    match client.report(task, agent, action, body).await {
-        Ok(()) => tracing::info!(%task, action, "task reported"),
-        Err(e) => tracing::warn!(%task, action, error = %e, "could not report the task's end"),
+    match client.report(task, agent, action, body, flow).await {
+        Ok(()) => tracing::info!(%task, action = action.as_str(), "task reported"),
+        Err(e) => {
+            tracing::warn!(%task, action = action.as_str(), error = %e, "could not report the task's end")
+        }
     }
 }
 
@@ -380,14 +411,22 @@ async fn report_progress(
     agent: Uuid,
     task: Uuid,
     mut lines: watch::Receiver<Progress>,
+    flow: Option<Uuid>,
 ) {
     loop {
         if lines.changed().await.is_err() {
             std::future::pending::<()>().await;
         }
         let line = lines.borrow_and_update().clone();
-        let body = json!({"percent": line.percent, "message": line.message});
-        match client.report(task, agent, "progress", body).await {
+        let body = Report {
+            percent: line.percent,
+            message: Some(line.message),
+            ..Report::default()
+        };
+        match client
+            .report(task, agent, TaskAction::Progress, body, flow)
+            .await
+        {
             Ok(()) => {}
             Err(e) if e.no_longer_ours() => return,
             Err(e) => tracing::debug!(%task, error = %e, "progress not reported"),

@@ -247,7 +247,10 @@ impl Scheduler {
             .record(waited.as_secs_f64());
         metrics::counter!("hive_scheduler_assignments_total").increment(1);
         match assignment(id, created, attempt, done.seq) {
-            Ok(body) => self.announce(agent_id.as_uuid(), &body).await,
+            Ok(body) => {
+                let body = body.in_flow(ctx.correlation_id);
+                self.announce(agent_id.as_uuid(), &body).await
+            }
             Err(e) => tracing::warn!(task = %id, error = %e, "could not read the assigned task"),
         }
         Ok(())

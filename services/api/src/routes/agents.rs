@@ -114,8 +114,8 @@ async fn list(
         rows,
         limit,
         |r| r.id,
-        AgentView::from,
-    )))
+        AgentView::try_from,
+    )?))
 }
 
 #[utoipa::path(get, path = "/api/v1/agents/{id}", tag = "agents", summary = "An agent (now, or as it was)", params(("id" = Uuid, Path, description = "the entity's id"), ("at_seq" = Option<u64>, Query, description = "as it was at this event"), ("at_time" = Option<String>, Query, description = "as it was at this RFC 3339 time")), responses((status = 200, body = AgentView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
@@ -126,23 +126,23 @@ async fn read(
 ) -> ApiResult<Json<AgentView>> {
     if let Some(at) = at.at(&state).await? {
         let row = row_at::<Agent>(&state, hive_events::AggregateKind::Agent, id, at).await?;
-        return Ok(Json(row.into()));
+        return Ok(Json(row.try_into()?));
     }
-    agents::Entity::find_by_id(id)
-        .one(&state.db)
-        .await?
-        .map(|a| Json(a.into()))
-        .ok_or_else(|| ApiError::not_found("agent", id))
+    let row = agents::Entity::find_by_id(id).one(&state.db).await?;
+    Ok(Json(
+        row.ok_or_else(|| ApiError::not_found("agent", id))?
+            .try_into()?,
+    ))
 }
 
 /// An agent's status: from the read model, or from the log when it is not projected yet (a heartbeat
 /// or status check right after registering).
-pub(crate) async fn status_of(state: &AppState, id: Uuid) -> ApiResult<String> {
+pub(crate) async fn status_of(state: &AppState, id: Uuid) -> ApiResult<AgentStatus> {
     if let Some(row) = agents::Entity::find_by_id(id).one(&state.db).await? {
-        return Ok(row.status);
+        return Ok(AgentView::try_from(row)?.status);
     }
     match state.log.load::<Agent>(id).await?.state {
-        Some(agent) => Ok(agent.status.as_str().to_owned()),
+        Some(agent) => Ok(agent.status),
         None => Err(ApiError::not_found("agent", id)),
     }
 }

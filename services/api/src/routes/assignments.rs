@@ -8,9 +8,12 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::{Stream, StreamExt, stream};
+use hive_events::TaskId;
+use hive_events::task::{Task, TaskStatus};
+use hive_events::wire::Assignment;
+use hive_projector::rows::ReadModel;
 use hive_schema::tasks;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
-use serde_json::json;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
@@ -55,19 +58,23 @@ async fn assignments(
     }
     let current = tasks::Entity::find()
         .filter(tasks::Column::AgentId.eq(agent))
-        .filter(tasks::Column::Status.eq("assigned"))
+        .filter(tasks::Column::Status.eq(TaskStatus::Assigned.as_str()))
         .order_by_asc(tasks::Column::Id)
         .all(&state.db)
         .await?;
-    let backlog = current.into_iter().map(|t| {
-        let body = json!({
-            "task_id": t.id, "seq": t.last_seq, "title": t.title, "description": t.description,
-            "task_type": t.task_type, "priority": t.priority,
-            "required_capabilities": t.required_capabilities, "project_id": t.project_id,
-            "attempt": t.attempts,
-        });
-        Ok(Event::default().event("assignment").data(body.to_string()))
-    });
+    let mut backlog = Vec::with_capacity(current.len());
+    for row in current {
+        let seq = u64::try_from(row.last_seq).unwrap_or_default();
+        let mut assignment = assignment_of(row)?;
+        // The flow it belongs to is the assignment's own (the task's last event).
+        if let Some(event) = state.log.get(seq).await?
+            && let Ok(envelope) = hive_events::envelope::decode(&event.payload, None)
+        {
+            assignment = assignment.in_flow(envelope.meta.correlation_id);
+        }
+        let body = serde_json::to_string(&assignment).unwrap_or_default();
+        backlog.push(Ok(Event::default().event("assignment").data(body)));
+    }
     let pushed = live.map(|message| {
         Ok(Event::default()
             .event("assignment")
@@ -77,8 +84,22 @@ async fn assignments(
     let closed = async move {
         let _ = closing.wait_for(|c| *c).await;
     };
-    let events = stream::iter(backlog.collect::<Vec<_>>())
-        .chain(pushed)
-        .take_until(closed);
+    let events = stream::iter(backlog).chain(pushed).take_until(closed);
     Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+/// The assignment of a task the read models hold as assigned: what the scheduler pushed when it
+/// assigned it.
+fn assignment_of(row: tasks::Model) -> ApiResult<Assignment> {
+    let seq = u64::try_from(row.last_seq).unwrap_or_default();
+    match Task::from_row(row) {
+        (id, Ok(task)) => Ok(Assignment::of_task(TaskId::from_uuid(id), &task, seq)),
+        (id, Err(e)) => {
+            tracing::error!(task = %id, error = %e, "an unreadable read-model row");
+            Err(ApiError::new(
+                Code::Internal,
+                format!("the read model of task {id} is unreadable"),
+            ))
+        }
+    }
 }

@@ -46,7 +46,10 @@ async fn debug_agents(State(state): State<AppState>) -> ApiResult<Json<Value>> {
         .limit(10_000)
         .all(&state.db)
         .await?;
-    let agents: Vec<AgentView> = rows.into_iter().map(AgentView::from).collect();
+    let agents: Vec<AgentView> = rows
+        .into_iter()
+        .map(AgentView::try_from)
+        .collect::<Result<_, _>>()?;
     Ok(Json(json!({"agent_count": agents.len(), "agents": agents})))
 }
 

@@ -23,7 +23,8 @@ use crate::AppState;
 use crate::error::ErrorBody;
 use crate::error::{ApiError, ApiResult, Code};
 use crate::extract::Query;
-use crate::views::{AgentView, DeadLetterView, List, Order, TaskView, paged};
+use crate::views::{AgentView, DeadLetterView, List, Order, TaskView, holding_states, paged};
+use hive_events::task::TaskStatus;
 
 const PAGE: &str = include_str!("../../assets/dashboard.html");
 
@@ -91,15 +92,15 @@ async fn coordination(
         query.all(&state.db).await?,
         limit,
         |a| a.id,
-        AgentView::from,
-    );
+        AgentView::try_from,
+    )?;
     let ids: Vec<Uuid> = agents.items.iter().map(|a| a.agent_id).collect();
     let loads: HashMap<Uuid, i64> = tasks::Entity::find()
         .select_only()
         .column(tasks::Column::AgentId)
         .column_as(tasks::Column::Id.count(), "load")
         .filter(tasks::Column::AgentId.is_in(ids.iter().copied()))
-        .filter(tasks::Column::Status.is_in(["assigned", "accepted", "running"]))
+        .filter(tasks::Column::Status.is_in(holding_states()))
         .group_by(tasks::Column::AgentId)
         .into_model::<Load>()
         .all(&state.db)
@@ -120,8 +121,8 @@ async fn coordination(
         })
         .collect();
     let tasks_limit = pages.tasks_limit.unwrap_or(50);
-    let queued = tasks_in(&state, "queued", tasks_limit, pages.order).await?;
-    let running = tasks_in(&state, "running", tasks_limit, pages.order).await?;
+    let queued = tasks_in(&state, TaskStatus::Queued, tasks_limit, pages.order).await?;
+    let running = tasks_in(&state, TaskStatus::Running, tasks_limit, pages.order).await?;
     let dead: Vec<DeadLetterView> = dead_letters::Entity::find()
         .order_by_desc(dead_letters::Column::Id)
         .limit(20)
@@ -149,7 +150,7 @@ async fn coordination(
 
 async fn tasks_in(
     state: &AppState,
-    status: &str,
+    status: TaskStatus,
     limit: u64,
     order: Order,
 ) -> ApiResult<List<TaskView>> {
@@ -161,10 +162,10 @@ async fn tasks_in(
         order,
     )?;
     let rows = query
-        .filter(tasks::Column::Status.eq(status))
+        .filter(tasks::Column::Status.eq(status.as_str()))
         .all(&state.db)
         .await?;
-    Ok(List::from_rows(rows, limit, |t| t.id, TaskView::from))
+    List::from_rows(rows, limit, |t| t.id, TaskView::try_from)
 }
 
 /// The last `count` events the read models reflect, newest first, read a few at a time.

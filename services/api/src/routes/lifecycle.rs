@@ -9,10 +9,11 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use hive_eventlog::command::now_micros;
 use hive_events::AgentId;
-use hive_events::agent::{Agent, AgentCommand};
-use hive_events::task::{Task, TaskCommand};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use hive_events::DomainError;
+use hive_events::agent::{Agent, AgentCommand, AgentStatus};
+use hive_events::task::Lifecycle;
+use hive_events::wire::{AgentAction, Report, TaskAction};
+use serde_json::json;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
@@ -32,31 +33,19 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(deregister))
 }
 
-/// Everything a report may carry; each action takes what it needs.
-#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
-struct Report {
-    agent_id: Option<Uuid>,
-    percent: Option<u8>,
-    message: Option<String>,
-    result: Option<Value>,
-    error: Option<String>,
-    retryable: Option<bool>,
-    reason: Option<String>,
-}
-
-fn reporter(report: &Report, headers: &HeaderMap) -> ApiResult<AgentId> {
+fn reporter(report: &Report, headers: &HeaderMap) -> Result<AgentId, DomainError> {
     if let Some(id) = report.agent_id {
-        return Ok(AgentId::from_uuid(id));
+        return Ok(id);
     }
     headers
         .get("hive-agent-id")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| Uuid::parse_str(v).ok())
         .map(AgentId::from_uuid)
-        .ok_or_else(|| ApiError::invalid("agent_id", "required: the reporting agent's id"))
+        .ok_or_else(|| DomainError::invalid("agent_id", "required: the reporting agent's id"))
 }
 
-#[utoipa::path(post, path = "/api/v1/tasks/{id}/{action}", tag = "tasks", summary = "Report on a task, or cancel or retry it", params(("id" = Uuid, Path, description = "the entity's id"), ("action" = String, Path, description = "accept, start, progress, complete, fail or release (the assigned agent); requeue, cancel or retry")), request_body = Report, responses((status = 200, description = "OK"), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
+#[utoipa::path(post, path = "/api/v1/tasks/{id}/{action}", tag = "tasks", summary = "Report on a task, or cancel or retry it", params(("id" = Uuid, Path, description = "the entity's id"), ("action" = TaskAction, Path, description = "accept, start, progress, complete, fail or release (the assigned agent); requeue, cancel or retry")), request_body = Report, responses((status = 200, description = "OK"), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
 async fn task_action(
     State(state): State<AppState>,
     Command(ctx): Command,
@@ -65,71 +54,34 @@ async fn task_action(
     headers: HeaderMap,
     OptionalJson(report): OptionalJson<Report>,
 ) -> ApiResult<Response> {
+    let Some(action) = TaskAction::parse(&action) else {
+        let names: Vec<_> = TaskAction::ALL.map(TaskAction::as_str).into();
+        return Err(ApiError::new(
+            Code::NotFound,
+            format!("no task action {action:?}: {}", names.join(", ")),
+        ));
+    };
     let mut report = report.unwrap_or_default();
     // An agent reports for itself only, and only on what it does (the domain then checks the task is
     // assigned to it).
     if let Some(agent) = agent {
-        if !matches!(
-            action.as_str(),
-            "accept" | "start" | "progress" | "complete" | "fail" | "release"
-        ) {
+        if !action.by_assignee() {
             return Err(ApiError::new(
                 Code::Forbidden,
                 "an agent token may accept, start, progress, complete, fail or release its tasks, nothing else",
             ));
         }
-        if report.agent_id.is_some_and(|a| a != agent) {
+        if report.agent_id.is_some_and(|a| a.as_uuid() != agent) {
             return Err(ApiError::new(
                 Code::Forbidden,
                 "an agent token reports only for its own agent",
             ));
         }
-        report.agent_id = Some(agent);
+        report.agent_id = Some(AgentId::from_uuid(agent));
     }
-    let command = match action.as_str() {
-        "accept" => TaskCommand::Accept {
-            agent_id: reporter(&report, &headers)?,
-        },
-        "start" => TaskCommand::Start {
-            agent_id: reporter(&report, &headers)?,
-        },
-        "progress" => TaskCommand::Progress {
-            agent_id: reporter(&report, &headers)?,
-            percent: report.percent,
-            message: report.message,
-        },
-        "complete" => TaskCommand::Complete {
-            agent_id: reporter(&report, &headers)?,
-            result: report.result.unwrap_or(Value::Null),
-        },
-        "fail" => TaskCommand::Fail {
-            agent_id: reporter(&report, &headers)?,
-            error: report
-                .error
-                .ok_or_else(|| ApiError::invalid("error", "required: what went wrong"))?,
-            retryable: report.retryable.unwrap_or(true),
-        },
-        "release" => TaskCommand::Release {
-            agent_id: reporter(&report, &headers)?,
-            reason: report.reason.unwrap_or_else(|| "released".into()),
-        },
-        "requeue" => TaskCommand::Requeue {
-            reason: report.reason.unwrap_or_else(|| "requeued".into()),
-        },
-        "cancel" => TaskCommand::Cancel {
-            reason: report.reason,
-        },
-        "retry" => TaskCommand::Retry,
-        other => {
-            return Err(ApiError::new(
-                Code::NotFound,
-                format!(
-                    "no task action {other:?}: accept, start, progress, complete, fail, release, requeue, cancel or retry"
-                ),
-            ));
-        }
-    };
-    let done = state.log.execute::<Task>(id, &ctx, command).await?;
+    let reporting = reporter(&report, &headers);
+    let command = report.command(action, || reporting)?;
+    let done = state.log.execute::<Lifecycle>(id, &ctx, command).await?;
     state.progress.saw_append(done.seq);
     Ok(committed(
         StatusCode::OK,
@@ -138,23 +90,23 @@ async fn task_action(
     ))
 }
 
-#[utoipa::path(post, path = "/api/v1/agents/{id}/{action}", tag = "agents", summary = "Heartbeat, drain or deregister an agent", params(("id" = Uuid, Path, description = "the entity's id"), ("action" = String, Path, description = "heartbeat, drain or deregister")), request_body = Option<Report>, responses((status = 200, description = "OK"), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
+#[utoipa::path(post, path = "/api/v1/agents/{id}/{action}", tag = "agents", summary = "Heartbeat, drain or deregister an agent", params(("id" = Uuid, Path, description = "the entity's id"), ("action" = AgentAction, Path, description = "heartbeat, drain or deregister")), request_body = Option<Report>, responses((status = 200, description = "OK"), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
 async fn agent_action(
     State(state): State<AppState>,
     Command(ctx): Command,
     Path((id, action)): Path<(Uuid, String)>,
     OptionalJson(report): OptionalJson<Report>,
 ) -> ApiResult<Response> {
-    let command = match action.as_str() {
-        "heartbeat" => return heartbeat(&state, id).await,
-        "drain" => AgentCommand::Drain,
-        "deregister" => AgentCommand::Deregister {
+    let command = match AgentAction::parse(&action) {
+        Some(AgentAction::Heartbeat) => return heartbeat(&state, id).await,
+        Some(AgentAction::Drain) => AgentCommand::Drain,
+        Some(AgentAction::Deregister) => AgentCommand::Deregister {
             reason: report.and_then(|r| r.reason),
         },
-        other => {
+        None => {
             return Err(ApiError::new(
                 Code::NotFound,
-                format!("no agent action {other:?}: heartbeat, drain or deregister"),
+                format!("no agent action {action:?}: heartbeat, drain or deregister"),
             ));
         }
     };
@@ -205,7 +157,7 @@ async fn deregister(
 /// `AgentReady` and one after a lapse into `AgentRecovered`.
 async fn heartbeat(state: &AppState, id: Uuid) -> ApiResult<Response> {
     let status = super::agents::status_of(state, id).await?;
-    if status == "deregistered" {
+    if status == AgentStatus::Deregistered {
         return Err(ApiError::new(
             Code::InvalidTransition,
             format!("agent {id} is deregistered"),

@@ -75,7 +75,8 @@ async fn stream(
                 Some(Event::default().event("resync").data("{}"))
             }
             Ok(item) => match item.as_ref() {
-                FeedItem::Event(record) => {
+                FeedItem::Event(change) => {
+                    let record = &change.record;
                     let topic = record.aggregate.map(|k| k.as_str()).unwrap_or("");
                     let wanted = topics.contains(topic)
                         && entity.is_none_or(|id| record.aggregate_id == Some(id));
@@ -83,7 +84,7 @@ async fn stream(
                         Event::default()
                             .event("event")
                             .id(record.seq.to_string())
-                            .data(serde_json::to_string(record).unwrap_or_default())
+                            .data(serde_json::to_string(change).unwrap_or_default())
                     })
                 }
                 FeedItem::Status { checkpoint, head } => {

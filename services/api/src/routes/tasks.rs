@@ -192,7 +192,12 @@ async fn list(
         query = query.filter(tasks::Column::ProjectId.eq(project));
     }
     let rows = query.all(&state.db).await?;
-    Ok(Json(List::from_rows(rows, limit, |r| r.id, TaskView::from)))
+    Ok(Json(List::from_rows(
+        rows,
+        limit,
+        |r| r.id,
+        TaskView::try_from,
+    )?))
 }
 
 #[utoipa::path(get, path = "/api/v1/tasks/{id}", tag = "tasks", summary = "A task (now, or as it was)", params(("id" = Uuid, Path, description = "the entity's id"), ("at_seq" = Option<u64>, Query, description = "as it was at this event"), ("at_time" = Option<String>, Query, description = "as it was at this RFC 3339 time")), responses((status = 200, body = TaskView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
@@ -213,10 +218,10 @@ async fn read(
     }
     if let Some(at) = at.at(&state).await? {
         let row = row_at::<Task>(&state, hive_events::AggregateKind::Task, id, at).await?;
-        return Ok(Json(row.into()));
+        return Ok(Json(row.try_into()?));
     }
     if let Some(row) = tasks::Entity::find_by_id(id).one(&state.db).await? {
-        return Ok(Json(row.into()));
+        return Ok(Json(row.try_into()?));
     }
     // Not projected yet: a client reading the task it has just created (as Agent Hive 2.0's clients
     // do, without `Hive-Min-Seq`) is answered the task as created, from the log. Not as it is now:
@@ -229,7 +234,7 @@ async fn read(
         Some(created) if created.seq > state.progress.checkpoint() => {
             let subjects = state.log.subjects();
             let row = row_from::<Task>(&history, subjects, kind, id, At::Seq(created.seq))?;
-            Ok(Json(row.into()))
+            Ok(Json(row.try_into()?))
         }
         _ => Err(ApiError::not_found("task", id)),
     }
