@@ -7,54 +7,37 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use hive_events::AggregateKind;
+use hive_tests::api::{create_task, events_of, id, types};
+use hive_tests::wait::{PATIENCE, until};
 use hive_tests::{TestHive, World, processes_with};
 use nix::sys::signal::Signal;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-pub(crate) fn id(body: &Value, field: &str) -> String {
-    body[field]
-        .as_str()
-        .unwrap_or_else(|| panic!("{field} in {body}"))
-        .to_owned()
-}
-
-pub(crate) async fn spawn(hive: &TestHive, body: Value) -> String {
+/// Spawns an agent of `body`; answers its id.
+async fn spawn(hive: &TestHive, body: Value) -> String {
     let (status, answer) = hive.post("/api/v1/agents/spawn", body).await;
     assert_eq!(status, 201, "{answer}");
     id(&answer, "agent_id")
 }
 
-pub(crate) async fn register(hive: &TestHive) -> String {
+/// Registers a worker; answers its id.
+async fn register(hive: &TestHive) -> String {
     let (status, body) = hive
         .post("/api/v1/agents", json!({"agent_type": "worker"}))
         .await;
     assert_eq!(status, 201, "{body}");
     id(&body, "agent_id")
 }
-
-pub(crate) async fn create_task(hive: &TestHive, body: Value) -> String {
-    let (status, created) = hive.post("/api/v1/tasks", body).await;
-    assert_eq!(status, 201, "{created}");
-    id(&created, "task_id")
-}
-
-/// The task's events once the read models reflect `seq`.
-pub(crate) async fn events_of(hive: &TestHive, task: &str, seq: u64) -> Vec<Value> {
-    let (status, history) = hive
-        .get_at(&format!("/api/v1/tasks/{task}/events"), seq)
-        .await;
-    assert_eq!(status, 200, "{history}");
-    history["events"].as_array().unwrap().clone()
-}
-
-pub(crate) fn types(events: &[Value]) -> Vec<&str> {
-    events.iter().filter_map(|e| e["type"].as_str()).collect()
-}
-
 /// Waits (at most 20 s) until no process mentions `needle`.
 async fn until_no_process_with(needle: &str) {
-    until(|| processes_with(needle).is_empty().then_some(())).await;
+    until(
+        PATIENCE,
+        "no process naming it",
+        || {},
+        async || processes_with(needle).is_empty().then_some(()),
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -140,17 +123,28 @@ async fn a_killed_agents_task_is_requeued_and_completed_by_another() {
     world
         .wait_for_event(AggregateKind::Task, task_uuid, "TaskStarted")
         .await;
-    let executor = until(|| {
-        std::fs::read_to_string(&pid_file)
-            .ok()
-            .and_then(|p| p.trim().parse::<i32>().ok())
-    })
+    let executor = until(
+        PATIENCE,
+        "the executor's pid",
+        || {},
+        async || {
+            std::fs::read_to_string(&pid_file)
+                .ok()
+                .and_then(|p| p.trim().parse::<i32>().ok())
+        },
+    )
     .await;
     assert!(alive(executor), "the executor runs");
 
     first_process.signal(Signal::SIGKILL);
     assert!(!first_process.exited().await);
-    until(|| (!alive(executor)).then_some(())).await;
+    until(
+        PATIENCE,
+        "the executor gone",
+        || {},
+        async || (!alive(executor)).then_some(()),
+    )
+    .await;
     world
         .wait_for_event(AggregateKind::Agent, first.parse().unwrap(), "AgentLost")
         .await;
@@ -195,17 +189,6 @@ fn alive(pid: i32) -> bool {
             Some(state != 'Z')
         })
         .unwrap_or(false)
-}
-
-/// Waits (at most 20 s) until `check` answers something.
-pub(crate) async fn until<T>(mut check: impl FnMut() -> Option<T>) -> T {
-    hive_tests::eventually(
-        Duration::from_secs(20),
-        Duration::from_millis(20),
-        async || check(),
-    )
-    .await
-    .expect("the condition within 20 s")
 }
 
 #[tokio::test]
@@ -299,10 +282,15 @@ async fn a_spawned_agent_is_restarted_after_a_crash_and_stopped_when_deregistere
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(first[0]), Signal::SIGKILL).unwrap();
 
     // The supervisor starts it again, and the restarted runtime takes work.
-    let restarted = until(|| {
-        let now = processes_with(&agent);
-        now.iter().any(|pid| !first.contains(pid)).then_some(now)
-    })
+    let restarted = until(
+        PATIENCE,
+        "a restarted runtime",
+        || {},
+        async || {
+            let now = processes_with(&agent);
+            now.iter().any(|pid| !first.contains(pid)).then_some(now)
+        },
+    )
     .await;
     assert_eq!(restarted.len(), 1);
     let task = create_task(&hive, json!({"title": "after the crash"})).await;
@@ -342,11 +330,23 @@ async fn a_spawned_agent_that_keeps_crashing_is_restarted_at_most_max_restarts_t
 
     // Each crash (a SIGKILL) is followed by a restart, MAX_RESTARTS times.
     let mut seen: Vec<i32> = Vec::new();
-    let mut current = until(|| single(&processes_with(&agent))).await;
+    let mut current = until(
+        PATIENCE,
+        "one runtime",
+        || {},
+        async || single(&processes_with(&agent)),
+    )
+    .await;
     for _ in 0..MAX_RESTARTS {
         seen.push(current);
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(current), Signal::SIGKILL).unwrap();
-        current = until(|| single(&processes_with(&agent)).filter(|pid| !seen.contains(pid))).await;
+        current = until(
+            PATIENCE,
+            "one new runtime",
+            || {},
+            async || single(&processes_with(&agent)).filter(|pid| !seen.contains(pid)),
+        )
+        .await;
     }
     // One crash more and it is given up on: no runtime comes back, so the scheduler finds the agent
     // lost once its heartbeats lapse. It stays registered, and lost, for an operator to deregister.
@@ -595,7 +595,13 @@ async fn a_spawned_agent_killed_mid_task_gives_it_back_and_another_agent_complet
     let started = world
         .wait_for_event(AggregateKind::Task, task_uuid, "TaskStarted")
         .await;
-    until(|| marker.exists().then_some(())).await;
+    until(
+        PATIENCE,
+        "the executor's marker",
+        || {},
+        async || marker.exists().then_some(()),
+    )
+    .await;
     let (_, view) = hive.get_at(&format!("/api/v1/tasks/{task}"), started).await;
     let first = view["agent_id"].as_str().unwrap().to_owned();
     let other = agents.iter().find(|a| **a != first).unwrap();

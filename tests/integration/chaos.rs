@@ -22,7 +22,9 @@ use rand::Rng;
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
-use crate::topology::{Part, assert_each_acknowledged_task_created_once, migrate, part, until};
+use hive_tests::cluster::{assert_each_acknowledged_task_created_once, refusals};
+use hive_tests::process::{Part, admin_token, migrate, part};
+use hive_tests::until;
 
 /// Rounds of each component: 5 components × 4 = 20 kills.
 const ROUNDS_EACH: usize = 4;
@@ -264,7 +266,7 @@ async fn twenty_kills_lose_nothing_and_the_hive_recovers_by_itself() {
     // Each part as its own NATS user (the operators' commands as the admin).
     let admin = env_of(&env, Service::Admin);
     migrate(&admin).await;
-    let token = crate::topology::admin_token(&admin).await;
+    let token = admin_token(&admin).await;
     let log = |name: &str| dir_path.join(format!("{name}.log"));
     let mut hive = Hive {
         api: part(&["serve", "api"], &env_of(&env, Service::Api), &log("api")),
@@ -494,6 +496,6 @@ async fn twenty_kills_lose_nothing_and_the_hive_recovers_by_itself() {
     );
     // Each part ran as its own NATS user throughout (buckets in memory created again after each
     // restart of nats-server included), and was never refused anything.
-    let refused = crate::topology::refusals(&dir_path.join("nats"));
+    let refused = refusals(&dir_path.join("nats"));
     assert!(refused.is_empty(), "{}", refused.join("\n"));
 }

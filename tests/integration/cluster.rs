@@ -14,10 +14,9 @@ use hive_tests::World;
 use serde_json::Value;
 use tokio::sync::Mutex;
 
-use crate::topology::{
-    admin_token, assert_each_acknowledged_task_created_once, cluster, cluster_env, migrate, part,
-    until,
-};
+use hive_tests::cluster::{assert_each_acknowledged_task_created_once, cluster, cluster_env};
+use hive_tests::process::{admin_token, migrate, part};
+use hive_tests::until;
 
 /// Acknowledged creations: idempotency key → (task id, when acknowledged).
 type Acked = Arc<Mutex<BTreeMap<String, (String, Instant)>>>;

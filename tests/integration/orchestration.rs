@@ -10,7 +10,8 @@ use hive_tests::{TestHive, World};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::topology::{part, until};
+use hive_tests::process::part;
+use hive_tests::until;
 
 fn id(body: &Value, field: &str) -> String {
     body[field]
