@@ -3,6 +3,7 @@
 
 mod agents;
 mod api;
+mod api_limits;
 mod audit;
 mod auth;
 mod browser;
