@@ -645,23 +645,22 @@ async fn a_spawned_agent_killed_mid_task_gives_it_back_and_another_agent_complet
 /// every answer must be a 200. Answers every answer it read.
 async fn poll(client: &reqwest::Client, url: &str, done: impl Fn(&Value) -> bool) -> Vec<Value> {
     let mut answers = Vec::new();
-    let polled = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
+    let polled = hive_tests::eventually(
+        Duration::from_secs(10),
+        Duration::from_millis(20),
+        async || {
             let response = client.get(url).send().await.unwrap();
             let status = response.status();
             let answer: Value = response.json().await.unwrap_or(Value::Null);
             assert_eq!(status, 200, "GET {url}: {answer}");
             let finished = done(&answer);
             answers.push(answer);
-            if finished {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
+            finished.then_some(())
+        },
+    )
     .await;
     assert!(
-        polled.is_ok(),
+        polled.is_some(),
         "GET {url} never answered what was awaited: {answers:?}"
     );
     answers

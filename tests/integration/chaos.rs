@@ -40,6 +40,8 @@ async fn create(
     priority: u8,
     within: Duration,
 ) -> Option<String> {
+    // A loop of its own, not `hive_tests::eventually`: this runs in spawned tasks, and a generic
+    // async closure's future is not known to be `Send` (rust-lang/rust#110338).
     let give_up = Instant::now() + within;
     while Instant::now() < give_up {
         let answer = http
@@ -62,21 +64,18 @@ async fn create(
 
 /// The time until task `id` is completed, polling its read model.
 async fn completed(http: &reqwest::Client, base: &str, id: &str, within: Duration) -> bool {
-    let give_up = Instant::now() + within;
-    while Instant::now() < give_up {
-        if let Ok(r) = http
+    let done = hive_tests::eventually(within, Duration::from_millis(20), async || {
+        let r = http
             .get(format!("{base}/api/v1/tasks/{id}"))
             .timeout(Duration::from_secs(5))
             .send()
             .await
-            && let Ok(view) = r.json::<Value>().await
-            && view["state"] == "completed"
-        {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    false
+            .ok()?;
+        let view = r.json::<Value>().await.ok()?;
+        (view["state"] == "completed").then_some(())
+    })
+    .await;
+    done.is_some()
 }
 
 /// The components a round kills.
@@ -213,17 +212,21 @@ fn env_of(env: &[(&'static str, String)], service: Service) -> Vec<(&'static str
 /// checkpoint went back and apply those events again (as after a failover to a replica that lagged).
 /// nats-server runs as `hive up` runs it (every write fsync'd before its acknowledgement).
 async fn restart_pg(dir: &Path, port: u16) -> Postgres {
-    let give_up = Instant::now() + Duration::from_secs(30);
-    loop {
-        match Postgres::start(&dir.join("pg"), Some(port), Durability::Throwaway).await {
-            Ok(pg) => return pg,
+    let mut refused = None;
+    let started = hive_tests::eventually(
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        async || match Postgres::start(&dir.join("pg"), Some(port), Durability::Throwaway).await {
+            Ok(pg) => Some(pg),
             // Not yet: its old backends are still exiting.
-            Err(_) if Instant::now() < give_up => {
-                tokio::time::sleep(Duration::from_millis(100)).await;
+            Err(e) => {
+                refused = Some(e);
+                None
             }
-            Err(e) => panic!("postgres did not restart: {e}"),
-        }
-    }
+        },
+    )
+    .await;
+    started.unwrap_or_else(|| panic!("postgres did not restart: {refused:?}"))
 }
 
 #[tokio::test]
@@ -420,24 +423,23 @@ async fn twenty_kills_lose_nothing_and_the_hive_recovers_by_itself() {
 
     // Every acknowledged task runs to completion, and the read models reach the log's head.
     let total = ids.len();
-    let settled = tokio::time::timeout(Duration::from_secs(60), async {
-        loop {
-            if let Ok(r) = http
+    let settled = hive_tests::eventually(
+        Duration::from_secs(60),
+        Duration::from_millis(100),
+        async || {
+            let r = http
                 .get(format!("{base}/status"))
                 .header("Hive-Min-Seq", head.to_string())
                 .send()
                 .await
-                && r.status() == 200
-                && let Ok(counts) = r.json::<Value>().await
-                && counts["tasks"]["by_status"]["completed"] == total
-            {
-                return counts;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    })
+                .ok()?;
+            (r.status() == 200).then_some(())?;
+            let counts = r.json::<Value>().await.ok()?;
+            (counts["tasks"]["by_status"]["completed"] == total).then_some(counts)
+        },
+    )
     .await;
-    let Ok(counts) = settled else {
+    let Some(counts) = settled else {
         for state in [
             "queued",
             "assigned",

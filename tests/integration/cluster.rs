@@ -31,6 +31,8 @@ async fn client(base: String, token: String, n: usize, acked: Acked, stop: Arc<A
     while !stop.load(Ordering::Relaxed) {
         let key = format!("client-{n}-{i}");
         i += 1;
+        // A loop of its own, not `hive_tests::eventually`: this runs in spawned tasks, and a generic
+        // async closure's future is not known to be `Send` (rust-lang/rust#110338).
         let give_up = Instant::now() + Duration::from_secs(45);
         loop {
             let answer = http

@@ -370,23 +370,28 @@ async fn metrics_parse_as_prometheus_text_and_cover_every_part() {
             .sum::<f64>()
     };
     let before = conflicts(&hive.scrape().await);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     let mut percent = 0;
     let progress = format!("/api/v1/tasks/{task}/progress");
-    while conflicts(&hive.scrape().await) <= before {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "concurrent reports on one task never lost a race"
-        );
-        let reports = (0..8).map(|_| {
-            percent = (percent + 1) % 100;
-            hive.post(&progress, json!({"agent_id": agent, "percent": percent}))
-        });
-        for (status, body) in futures::future::join_all(reports).await {
-            // 409: one lost every race it was allowed to retry.
-            assert!(status == 200 || status == 409, "{status} {body}");
-        }
-    }
+    hive_tests::until(
+        hive_tests::wait::PATIENCE,
+        "a race lost by concurrent reports on one task",
+        || {},
+        async || {
+            if conflicts(&hive.scrape().await) > before {
+                return Some(());
+            }
+            let reports = (0..8).map(|_| {
+                percent = (percent + 1) % 100;
+                hive.post(&progress, json!({"agent_id": agent, "percent": percent}))
+            });
+            for (status, body) in futures::future::join_all(reports).await {
+                // 409: one lost every race it was allowed to retry.
+                assert!(status == 200 || status == 409, "{status} {body}");
+            }
+            None
+        },
+    )
+    .await;
 
     let response = hive.get("/metrics").await;
     assert_eq!(response.status(), 200);

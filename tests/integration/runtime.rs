@@ -438,20 +438,19 @@ async fn a_task_an_operator_requeues_is_stopped_on_its_old_agent_and_run_by_anot
 
 /// The id of the agent called `name`, once it has registered.
 async fn until_agent_named(hive: &TestHive, name: &str) -> String {
-    tokio::time::timeout(std::time::Duration::from_secs(20), async {
-        loop {
+    until(
+        PATIENCE,
+        "the agent registered",
+        || {},
+        async || {
             let (_, agents) = hive.get_at("/api/v1/agents", 0).await;
-            let found = agents["items"]
+            agents["items"]
                 .as_array()
                 .into_iter()
                 .flatten()
-                .find(|a| a["name"] == name);
-            if let Some(agent) = found {
-                return id(agent, "agent_id");
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
-    })
+                .find(|a| a["name"] == name)
+                .map(|agent| id(agent, "agent_id"))
+        },
+    )
     .await
-    .expect("the agent registered within 20 s")
 }
