@@ -8,6 +8,8 @@
 //! to completion, and `hive verify` finds the read models equal to the fold of the log. Each part runs
 //! as its own NATS user, as under `hive up`, and is never refused anything. `HIVE_CHAOS_KEEP=1` keeps
 //! the servers' data and the logs.
+//!
+//! Long because it is one scenario with the restartable hive (`Hive`) that only it uses.
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;

@@ -1,6 +1,8 @@
 //! The agent runtime (`hive agent`) as a process, held to its promises: it runs at most
 //! `max_concurrent_tasks` at once, SIGTERM drains it (the running task finishes, nothing new is
 //! taken, then it deregisters and exits 0), and it stops when an operator deregisters its agent.
+//!
+//! Long because its tests share a harness of held executors (`Record`, `release`) only they use.
 
 use std::collections::HashSet;
 use std::path::Path;

@@ -1,6 +1,8 @@
 //! The production topology of `compose/`: its files validated (Docker cannot run here), and the same
 //! topology run without Docker: a 3-node JetStream cluster with the stream on 3 replicas, and the hive's
 //! parts as separate processes (api, projector, two schedulers) of the real binary.
+//!
+//! Long because each test walks the whole compose topology in order: a split would hide it.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
