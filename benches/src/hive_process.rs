@@ -65,18 +65,16 @@ impl HiveProcess {
             .spawn()?;
         let base = format!("http://127.0.0.1:{port}");
         let http = reqwest::Client::new();
-        let healthy = tokio::time::timeout(Duration::from_secs(60), async {
-            loop {
-                if let Ok(r) = http.get(format!("{base}/health")).send().await
-                    && r.status() == 200
-                {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        })
-        .await;
-        anyhow::ensure!(healthy.is_ok(), "hive up did not become healthy");
+        crate::wait::eventually(
+            Duration::from_secs(60),
+            Duration::from_millis(50),
+            "hive up healthy",
+            async || {
+                let healthy = http.get(format!("{base}/health")).send().await;
+                Ok(healthy.is_ok_and(|r| r.status() == 200).then_some(()))
+            },
+        )
+        .await?;
         // `hive up` writes its admin token before it serves.
         let token = std::fs::read_to_string(home.path().join("admin.token"))?
             .trim()

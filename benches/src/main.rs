@@ -6,6 +6,7 @@ mod load;
 mod report;
 mod scenarios;
 mod screen;
+mod wait;
 mod wrk;
 
 use clap::{Parser, Subcommand};

@@ -12,6 +12,19 @@ impl Latencies {
         self.0.push(d);
     }
 
+    /// Runs `op`, recording how long it took: the one way the scenarios time an operation.
+    pub async fn measure<T>(&mut self, op: impl Future<Output = T>) -> T {
+        let began = std::time::Instant::now();
+        let answer = op.await;
+        self.push(began.elapsed());
+        answer
+    }
+
+    /// p50, p99 and max: the figures a [`Row`] shows.
+    pub fn summary(&mut self) -> (Duration, Duration, Duration) {
+        (self.quantile(0.5), self.quantile(0.99), self.quantile(1.0))
+    }
+
     /// The `q` quantile (0..=1).
     pub fn quantile(&mut self, q: f64) -> Duration {
         if self.0.is_empty() {

@@ -269,20 +269,26 @@ async fn sample(
         by_seq.insert(seq.to_string(), at);
         by_task.insert(task.to_owned(), at);
     }
-    // Every line and row is on screen well within 5 s, or counts as not shown.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    let (lines, rows) = loop {
-        let lines: HashMap<String, f64> =
-            serde_json::from_value(browser.run("return window.__shown;").await?)?;
-        let rows: HashMap<String, f64> =
-            serde_json::from_value(browser.run("return window.__rows;").await?)?;
-        let all = by_seq.keys().all(|seq| lines.contains_key(seq))
-            && by_task.keys().all(|task| rows.contains_key(task));
-        if all || tokio::time::Instant::now() > deadline {
-            break (lines, rows);
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    let on_screen = async || -> anyhow::Result<(HashMap<String, f64>, HashMap<String, f64>)> {
+        let lines = serde_json::from_value(browser.run("return window.__shown;").await?)?;
+        let rows = serde_json::from_value(browser.run("return window.__rows;").await?)?;
+        Ok((lines, rows))
     };
+    // Every line and row is on screen well within 5 s, or counts as not shown: running out of time is
+    // no error here, what is on screen then is counted.
+    let _ = crate::wait::eventually(
+        Duration::from_secs(5),
+        Duration::from_millis(50),
+        "every sample on screen",
+        async || {
+            let (lines, rows) = on_screen().await?;
+            let all = by_seq.keys().all(|seq| lines.contains_key(seq))
+                && by_task.keys().all(|task| rows.contains_key(task));
+            Ok(all.then_some(()))
+        },
+    )
+    .await;
+    let (lines, rows) = on_screen().await?;
     let (line, line_missed) = latencies(&by_seq, &lines);
     let (row, row_missed) = latencies(&by_task, &rows);
     Ok(Sight {

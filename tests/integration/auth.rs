@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use hive_eventlog::{CommandContext, Role};
 use hive_events::task::{Task, TaskCommand};
 use hive_events::{Actor, AgentId};
+use hive_tests::process::hive_up;
 use hive_tests::{TestHive, World};
 use serde_json::{Value, json};
 
@@ -359,66 +360,6 @@ async fn a_deregistered_agent_token_is_revoked() {
     let record = format!("/api/v1/agents/{other}");
     assert_eq!(as_agent(&token, reqwest::Method::GET, &record).await, 401);
     hive.stop().await;
-}
-
-/// Runs `hive up` in `home` against the world's database; answers its API's base URL and the admin
-/// token it printed, once it serves.
-pub(crate) async fn hive_up(
-    world: &World,
-    home: &std::path::Path,
-    extra: &[(&str, String)],
-) -> (tokio::process::Child, String, String) {
-    // Its log is shown only when asked for, as the tests' own is.
-    let stderr = match std::env::var_os("HIVE_TEST_LOG") {
-        Some(_) => std::process::Stdio::inherit(),
-        None => std::process::Stdio::null(),
-    };
-    hive_up_with_stderr(world, home, extra, stderr).await
-}
-
-/// [`hive_up`], its stderr (its log) sent to `stderr`; `extra` environment variables override the
-/// defaults.
-pub(crate) async fn hive_up_with_stderr(
-    world: &World,
-    home: &std::path::Path,
-    extra: &[(&str, String)],
-    stderr: std::process::Stdio,
-) -> (tokio::process::Child, String, String) {
-    use tokio::io::AsyncBufReadExt;
-    let port = hive_devservers::free_port().unwrap();
-    let mut command = tokio::process::Command::new(hive_tests::agent_program());
-    command
-        .arg("up")
-        .env("HIVE_HOME", home)
-        .env("HIVE_DATABASE_URL", &world.database_url)
-        .env_remove("HIVE_NATS_URL")
-        .env(
-            "HIVE_NATS_PORT",
-            hive_devservers::free_port().unwrap().to_string(),
-        )
-        .env("HIVE_HTTP_ADDR", format!("127.0.0.1:{port}"))
-        .env("HIVE_NAMESPACE", &world.config.namespace)
-        .env("HIVE_LOG", "warn")
-        .envs(extra.iter().map(|(k, v)| (*k, v.as_str())))
-        .stdout(std::process::Stdio::piped())
-        .stderr(stderr)
-        .kill_on_drop(true);
-    hive_devservers::die_with_parent(command.as_std_mut());
-    let mut child = command.spawn().unwrap();
-    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    let token = tokio::time::timeout(std::time::Duration::from_secs(60), async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            if let Some(token) = line.split("Authorization: Bearer ").nth(1) {
-                return token.split_whitespace().next().unwrap().to_owned();
-            }
-        }
-        panic!("hive up ended without printing its admin token");
-    })
-    .await
-    .expect("hive up printed its admin token");
-    // Read the rest, so that no later line of it meets a closed pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    (child, format!("http://127.0.0.1:{port}"), token)
 }
 
 #[tokio::test]

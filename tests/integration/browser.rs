@@ -214,24 +214,27 @@ async fn open_dashboard(browser: &Browser, hive: &TestHive) {
 /// Clicks the element `selector` finds, finding it again if the page replaced it meanwhile.
 async fn click(browser: &Browser, selector: &str) {
     use fantoccini::error::{CmdError, ErrorStatus};
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
-    loop {
-        let clicked = match browser
-            .client
-            .find(fantoccini::Locator::Css(selector))
-            .await
-        {
-            Ok(element) => element.click().await,
-            Err(e) => Err(e),
-        };
-        match clicked {
-            Ok(()) => return,
-            Err(CmdError::Standard(e))
-                if e.error == ErrorStatus::StaleElementReference
-                    && tokio::time::Instant::now() < deadline => {}
-            Err(e) => panic!("click {selector}: {e}"),
-        }
-    }
+    hive_tests::until(
+        std::time::Duration::from_secs(2),
+        &format!("click {selector}: an element that stays"),
+        || {},
+        async || {
+            let clicked = match browser
+                .client
+                .find(fantoccini::Locator::Css(selector))
+                .await
+            {
+                Ok(element) => element.click().await,
+                Err(e) => Err(e),
+            };
+            match clicked {
+                Ok(()) => Some(()),
+                Err(CmdError::Standard(e)) if e.error == ErrorStatus::StaleElementReference => None,
+                Err(e) => panic!("click {selector}: {e}"),
+            }
+        },
+    )
+    .await
 }
 
 async fn not_reloaded(browser: &Browser) -> bool {

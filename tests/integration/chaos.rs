@@ -8,6 +8,8 @@
 //! to completion, and `hive verify` finds the read models equal to the fold of the log. Each part runs
 //! as its own NATS user, as under `hive up`, and is never refused anything. `HIVE_CHAOS_KEEP=1` keeps
 //! the servers' data and the logs.
+//!
+//! Long because it is one scenario with the restartable hive (`Hive`) that only it uses.
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
@@ -22,7 +24,9 @@ use rand::Rng;
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
-use crate::topology::{Part, assert_each_acknowledged_task_created_once, migrate, part, until};
+use hive_tests::cluster::{assert_each_acknowledged_task_created_once, refusals};
+use hive_tests::process::{Part, admin_token, migrate, part};
+use hive_tests::until;
 
 /// Rounds of each component: 5 components × 4 = 20 kills.
 const ROUNDS_EACH: usize = 4;
@@ -38,6 +42,8 @@ async fn create(
     priority: u8,
     within: Duration,
 ) -> Option<String> {
+    // A loop of its own, not `hive_tests::eventually`: this runs in spawned tasks, and a generic
+    // async closure's future is not known to be `Send` (rust-lang/rust#110338).
     let give_up = Instant::now() + within;
     while Instant::now() < give_up {
         let answer = http
@@ -60,21 +66,18 @@ async fn create(
 
 /// The time until task `id` is completed, polling its read model.
 async fn completed(http: &reqwest::Client, base: &str, id: &str, within: Duration) -> bool {
-    let give_up = Instant::now() + within;
-    while Instant::now() < give_up {
-        if let Ok(r) = http
+    let done = hive_tests::eventually(within, Duration::from_millis(20), async || {
+        let r = http
             .get(format!("{base}/api/v1/tasks/{id}"))
             .timeout(Duration::from_secs(5))
             .send()
             .await
-            && let Ok(view) = r.json::<Value>().await
-            && view["state"] == "completed"
-        {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    false
+            .ok()?;
+        let view = r.json::<Value>().await.ok()?;
+        (view["state"] == "completed").then_some(())
+    })
+    .await;
+    done.is_some()
 }
 
 /// The components a round kills.
@@ -211,17 +214,21 @@ fn env_of(env: &[(&'static str, String)], service: Service) -> Vec<(&'static str
 /// checkpoint went back and apply those events again (as after a failover to a replica that lagged).
 /// nats-server runs as `hive up` runs it (every write fsync'd before its acknowledgement).
 async fn restart_pg(dir: &Path, port: u16) -> Postgres {
-    let give_up = Instant::now() + Duration::from_secs(30);
-    loop {
-        match Postgres::start(&dir.join("pg"), Some(port), Durability::Throwaway).await {
-            Ok(pg) => return pg,
+    let mut refused = None;
+    let started = hive_tests::eventually(
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        async || match Postgres::start(&dir.join("pg"), Some(port), Durability::Throwaway).await {
+            Ok(pg) => Some(pg),
             // Not yet: its old backends are still exiting.
-            Err(_) if Instant::now() < give_up => {
-                tokio::time::sleep(Duration::from_millis(100)).await;
+            Err(e) => {
+                refused = Some(e);
+                None
             }
-            Err(e) => panic!("postgres did not restart: {e}"),
-        }
-    }
+        },
+    )
+    .await;
+    started.unwrap_or_else(|| panic!("postgres did not restart: {refused:?}"))
 }
 
 #[tokio::test]
@@ -264,7 +271,7 @@ async fn twenty_kills_lose_nothing_and_the_hive_recovers_by_itself() {
     // Each part as its own NATS user (the operators' commands as the admin).
     let admin = env_of(&env, Service::Admin);
     migrate(&admin).await;
-    let token = crate::topology::admin_token(&admin).await;
+    let token = admin_token(&admin).await;
     let log = |name: &str| dir_path.join(format!("{name}.log"));
     let mut hive = Hive {
         api: part(&["serve", "api"], &env_of(&env, Service::Api), &log("api")),
@@ -418,24 +425,23 @@ async fn twenty_kills_lose_nothing_and_the_hive_recovers_by_itself() {
 
     // Every acknowledged task runs to completion, and the read models reach the log's head.
     let total = ids.len();
-    let settled = tokio::time::timeout(Duration::from_secs(60), async {
-        loop {
-            if let Ok(r) = http
+    let settled = hive_tests::eventually(
+        Duration::from_secs(60),
+        Duration::from_millis(100),
+        async || {
+            let r = http
                 .get(format!("{base}/status"))
                 .header("Hive-Min-Seq", head.to_string())
                 .send()
                 .await
-                && r.status() == 200
-                && let Ok(counts) = r.json::<Value>().await
-                && counts["tasks"]["by_status"]["completed"] == total
-            {
-                return counts;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    })
+                .ok()?;
+            (r.status() == 200).then_some(())?;
+            let counts = r.json::<Value>().await.ok()?;
+            (counts["tasks"]["by_status"]["completed"] == total).then_some(counts)
+        },
+    )
     .await;
-    let Ok(counts) = settled else {
+    let Some(counts) = settled else {
         for state in [
             "queued",
             "assigned",
@@ -494,6 +500,6 @@ async fn twenty_kills_lose_nothing_and_the_hive_recovers_by_itself() {
     );
     // Each part ran as its own NATS user throughout (buckets in memory created again after each
     // restart of nats-server included), and was never refused anything.
-    let refused = crate::topology::refusals(&dir_path.join("nats"));
+    let refused = refusals(&dir_path.join("nats"));
     assert!(refused.is_empty(), "{}", refused.join("\n"));
 }

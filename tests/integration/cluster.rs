@@ -14,10 +14,9 @@ use hive_tests::World;
 use serde_json::Value;
 use tokio::sync::Mutex;
 
-use crate::topology::{
-    admin_token, assert_each_acknowledged_task_created_once, cluster, cluster_env, migrate, part,
-    until,
-};
+use hive_tests::cluster::{assert_each_acknowledged_task_created_once, cluster, cluster_env};
+use hive_tests::process::{admin_token, migrate, part};
+use hive_tests::until;
 
 /// Acknowledged creations: idempotency key → (task id, when acknowledged).
 type Acked = Arc<Mutex<BTreeMap<String, (String, Instant)>>>;
@@ -32,6 +31,8 @@ async fn client(base: String, token: String, n: usize, acked: Acked, stop: Arc<A
     while !stop.load(Ordering::Relaxed) {
         let key = format!("client-{n}-{i}");
         i += 1;
+        // A loop of its own, not `hive_tests::eventually`: this runs in spawned tasks, and a generic
+        // async closure's future is not known to be `Send` (rust-lang/rust#110338).
         let give_up = Instant::now() + Duration::from_secs(45);
         loop {
             let answer = http

@@ -3,6 +3,7 @@
 
 mod agents;
 mod api;
+mod api_limits;
 mod audit;
 mod auth;
 mod browser;
@@ -10,10 +11,13 @@ mod chaos;
 mod cluster;
 mod dashboard;
 mod fuzz;
+mod leadership;
 mod log;
+mod metrics;
 mod orchestration;
 mod privilege;
 mod projector;
 mod replay;
 mod runtime;
+mod supervision;
 mod topology;

@@ -11,8 +11,9 @@ use hive_tests::World;
 use sea_orm::ConnectionTrait;
 use serde_json::Value;
 
-use crate::auth::hive_up;
-use crate::topology::{a_spawned_agent_runs_a_task, refusals};
+use hive_tests::api::a_spawned_agent_runs_a_task;
+use hive_tests::cluster::refusals;
+use hive_tests::process::hive_up;
 
 /// A JetStream context as `service`, which waits 1 s for answers (a refused request gets none).
 async fn as_service(url: &str, service: Service, password: &str) -> jetstream::Context {

@@ -122,7 +122,7 @@ async fn a_projector_process_killed_while_it_projects_never_loses_or_doubles_an_
     let mut kills = 0;
     let mut last = checkpoint().await;
     while kills < 3 {
-        let mut projector = crate::topology::part(&["serve", "projector"], &env, log.path());
+        let mut projector = hive_tests::process::part(&["serve", "projector"], &env, log.path());
         // SIGKILL it as soon as it has committed a batch: it is then writing the next one (or
         // between a commit and announcing it).
         let now = hive_tests::eventually(

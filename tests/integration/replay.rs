@@ -9,8 +9,8 @@ use hive_projector::rebuild::{RebuildOptions, Stage, rebuild};
 use hive_projector::verify::{Difference, verify};
 use hive_tests::{World, scenario};
 
-use crate::audit::{hive_command, load_scripted, scripted};
-use crate::auth::hive_up_with_stderr;
+use hive_tests::process::{hive_command, hive_up_with_stderr};
+use hive_tests::scripted::{self, load_scripted};
 use sea_orm::ConnectionTrait;
 use serde_json::{Value, json};
 

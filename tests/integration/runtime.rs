@@ -1,6 +1,8 @@
 //! The agent runtime (`hive agent`) as a process, held to its promises: it runs at most
 //! `max_concurrent_tasks` at once, SIGTERM drains it (the running task finishes, nothing new is
 //! taken, then it deregisters and exits 0), and it stops when an operator deregisters its agent.
+//!
+//! Long because its tests share a harness of held executors (`Record`, `release`) only they use.
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -11,7 +13,8 @@ use nix::sys::signal::Signal;
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::agents::{create_task, events_of, id, types, until};
+use hive_tests::api::{create_task, events_of, id, types};
+use hive_tests::wait::{PATIENCE, until};
 
 /// An agent registered through the API for `max` tasks at once with `capabilities` (its runtime, if any,
 /// attaches to it).
@@ -100,21 +103,31 @@ async fn release_one_at_a_time(dir: &Path, tasks: &[String], max: usize) -> Reco
     let mut released = HashSet::new();
     while released.len() < tasks.len() {
         let expected = max.min(tasks.len() - released.len());
-        let record = until(|| {
-            let record = Record::read(dir);
-            let settled = released.iter().all(|t| record.ended.contains(t));
-            (settled && record.running.len() >= expected).then_some(record)
-        })
+        let record = until(
+            PATIENCE,
+            "the released tasks ended and the next ones running",
+            || {},
+            async || {
+                let record = Record::read(dir);
+                let settled = released.iter().all(|t| record.ended.contains(t));
+                (settled && record.running.len() >= expected).then_some(record)
+            },
+        )
         .await;
         assert_eq!(record.running.len(), expected, "{record:?}");
         let next = record.running[0].clone();
         release(dir, &next);
         released.insert(next);
     }
-    until(|| {
-        let record = Record::read(dir);
-        (record.ended.len() == tasks.len()).then_some(record)
-    })
+    until(
+        PATIENCE,
+        "every task ended",
+        || {},
+        async || {
+            let record = Record::read(dir);
+            (record.ended.len() == tasks.len()).then_some(record)
+        },
+    )
     .await
 }
 
@@ -139,7 +152,13 @@ async fn run_more_tasks_than_room(
         tasks.push(create_task(hive, json!({"title": format!("held {n}")})).await);
     }
     // Nothing is released before the runtime has every assignment it is to be given in hand.
-    until(|| (held_back(dir.path()).len() == held_back_at_start).then_some(())).await;
+    until(
+        PATIENCE,
+        "the assignments beyond its room held back",
+        || {},
+        async || (held_back(dir.path()).len() == held_back_at_start).then_some(()),
+    )
+    .await;
     let record = release_one_at_a_time(dir.path(), &tasks, max).await;
     assert_eq!(record.most_at_once, max, "{record:?}");
     assert_eq!(
@@ -223,14 +242,25 @@ async fn sigterm_lets_the_running_task_finish_takes_nothing_new_then_deregisters
             "TaskAssigned",
         )
         .await;
-    until(|| (Record::read(dir.path()).running == [running.clone()]).then_some(())).await;
+    until(
+        PATIENCE,
+        "the first task running",
+        || {},
+        async || (Record::read(dir.path()).running == [running.clone()]).then_some(()),
+    )
+    .await;
     // The runtime has the second in hand, waiting for room.
-    until(|| {
-        held_back(dir.path())
-            .iter()
-            .any(|l| l.contains(&waiting))
-            .then_some(())
-    })
+    until(
+        PATIENCE,
+        "the second task held back",
+        || {},
+        async || {
+            held_back(dir.path())
+                .iter()
+                .any(|l| l.contains(&waiting))
+                .then_some(())
+        },
+    )
     .await;
 
     runtime.signal(Signal::SIGTERM);
@@ -358,7 +388,13 @@ async fn a_task_an_operator_requeues_is_stopped_on_its_old_agent_and_run_by_anot
     world
         .wait_for_event(AggregateKind::Task, task_uuid, "TaskProgressed")
         .await;
-    let executor: i32 = until(|| std::fs::read_to_string(&marker).ok()?.trim().parse().ok()).await;
+    let executor: i32 = until(
+        PATIENCE,
+        "the executor's pid",
+        || {},
+        async || std::fs::read_to_string(&marker).ok()?.trim().parse().ok(),
+    )
+    .await;
 
     // Another agent comes; the operator takes the task from the first.
     let second = register_for(&hive, 1, &["requeue"]).await;
@@ -375,11 +411,16 @@ async fn a_task_an_operator_requeues_is_stopped_on_its_old_agent_and_run_by_anot
     assert_eq!(status, 200, "{body}");
 
     // The old run is stopped (its next progress report was refused); the other agent completes it.
-    until(|| {
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(executor), None)
-            .is_err()
-            .then_some(())
-    })
+    until(
+        PATIENCE,
+        "the old run stopped",
+        || {},
+        async || {
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(executor), None)
+                .is_err()
+                .then_some(())
+        },
+    )
     .await;
     let done = world
         .wait_for_event(AggregateKind::Task, task_uuid, "TaskCompleted")
@@ -399,20 +440,19 @@ async fn a_task_an_operator_requeues_is_stopped_on_its_old_agent_and_run_by_anot
 
 /// The id of the agent called `name`, once it has registered.
 async fn until_agent_named(hive: &TestHive, name: &str) -> String {
-    tokio::time::timeout(std::time::Duration::from_secs(20), async {
-        loop {
+    until(
+        PATIENCE,
+        "the agent registered",
+        || {},
+        async || {
             let (_, agents) = hive.get_at("/api/v1/agents", 0).await;
-            let found = agents["items"]
+            agents["items"]
                 .as_array()
                 .into_iter()
                 .flatten()
-                .find(|a| a["name"] == name);
-            if let Some(agent) = found {
-                return id(agent, "agent_id");
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
-    })
+                .find(|a| a["name"] == name)
+                .map(|agent| id(agent, "agent_id"))
+        },
+    )
     .await
-    .expect("the agent registered within 20 s")
 }

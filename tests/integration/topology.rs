@@ -1,16 +1,19 @@
 //! The production topology of `compose/`: its files validated (Docker cannot run here), and the same
 //! topology run without Docker: a 3-node JetStream cluster with the stream on 3 replicas, and the hive's
 //! parts as separate processes (api, projector, two schedulers) of the real binary.
+//!
+//! Long because each test walks the whole compose topology in order: a split would hide it.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use hive_devservers::{Durability, NatsServer, free_port};
+use hive_devservers::free_port;
 use hive_eventlog::users::Service;
-use hive_tests::{World, agent_program};
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
+use hive_tests::api::a_spawned_agent_runs_a_task;
+use hive_tests::cluster::{cluster_configured, cluster_env, refusals};
+use hive_tests::process::{admin_token, migrate, part};
+use hive_tests::{World, until};
 use serde_json::{Value, json};
 
 fn compose_dir() -> PathBuf {
@@ -248,223 +251,6 @@ async fn the_compose_files_are_valid_and_the_dashboard_reads_real_metrics() {
     let missing: Vec<_> = wanted.difference(&exported).collect();
     assert!(missing.is_empty(), "plotted but not exported: {missing:?}");
     hive.stop().await;
-}
-
-/// Three nats-server processes (`n0`..`n2`) in one JetStream cluster, their stores under `dir`.
-pub(crate) async fn cluster(dir: &Path) -> Vec<NatsServer> {
-    cluster_configured(dir, "").await
-}
-
-/// [`cluster`], each node with `config` (users) in its configuration.
-pub(crate) async fn cluster_configured(dir: &Path, config: &str) -> Vec<NatsServer> {
-    let ports: Vec<u16> = (0..3).map(|_| free_port().unwrap()).collect();
-    let mut nodes = Vec::new();
-    for n in 0..3 {
-        let routes: Vec<String> = (0..3)
-            .filter(|m| *m != n)
-            .map(|m| format!("nats://127.0.0.1:{}", ports[m]))
-            .collect();
-        let args: Vec<String> = [
-            "--server_name",
-            &format!("n{n}"),
-            "--cluster_name",
-            "hive",
-            "--cluster",
-            &format!("nats://127.0.0.1:{}", ports[n]),
-            "--routes",
-            &routes.join(","),
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        nodes.push(
-            NatsServer::start_configured(
-                &dir.join(format!("n{n}")),
-                None,
-                Durability::Throwaway,
-                config,
-                &args,
-            )
-            .await
-            .expect("a cluster node"),
-        );
-    }
-    nodes
-}
-
-/// What the hive's processes are given to run on `nats_url` (a cluster: the stream on 3 replicas) and
-/// the world's database and namespace.
-pub(crate) fn cluster_env(
-    world: &World,
-    nats_url: &str,
-    home: &Path,
-) -> Vec<(&'static str, String)> {
-    vec![
-        ("HIVE_NATS_URL", nats_url.to_owned()),
-        ("HIVE_DATABASE_URL", world.database_url.clone()),
-        ("HIVE_NAMESPACE", world.config.namespace.clone()),
-        ("HIVE_STREAM_REPLICAS", "3".to_owned()),
-        ("HIVE_HOME", home.display().to_string()),
-    ]
-}
-
-/// `hive migrate` with `env`: the schema, the stream and its buckets.
-pub(crate) async fn migrate(env: &[(&str, String)]) {
-    let migrated = tokio::process::Command::new(agent_program())
-        .arg("migrate")
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .env("HIVE_LOG", "warn")
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        migrated.status.success(),
-        "hive migrate: {}",
-        String::from_utf8_lossy(&migrated.stderr)
-    );
-}
-
-/// An admin token issued with `hive tokens issue` in `env`'s hive.
-pub(crate) async fn admin_token(env: &[(&str, String)]) -> String {
-    let issued = tokio::process::Command::new(agent_program())
-        .args(["tokens", "issue", "--role", "admin", "--name", "test"])
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .env("HIVE_LOG", "warn")
-        .output()
-        .await
-        .unwrap();
-    assert!(issued.status.success(), "{issued:?}");
-    let token = String::from_utf8(issued.stdout).unwrap().trim().to_owned();
-    assert!(token.starts_with("hive_"), "{token}");
-    token
-}
-
-/// A process of the real binary; SIGTERM when dropped.
-pub(crate) struct Part(tokio::process::Child);
-
-impl Part {
-    /// Kills it with SIGKILL, as a crash would, and waits for it to exit.
-    pub(crate) async fn kill(&mut self) {
-        let _ = self.0.kill().await;
-    }
-}
-
-impl Drop for Part {
-    fn drop(&mut self) {
-        if let Some(pid) = self.0.id() {
-            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
-        }
-    }
-}
-
-pub(crate) fn part(args: &[&str], env: &[(&str, String)], log: &Path) -> Part {
-    // Appended to: a part started again after a kill keeps its predecessor's lines.
-    let out = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .expect("a log file");
-    let mut command = tokio::process::Command::new(agent_program());
-    command
-        .args(args)
-        .env("HIVE_LOG", "warn")
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .stdin(std::process::Stdio::null())
-        .stdout(out.try_clone().expect("a log file"))
-        .stderr(out)
-        .kill_on_drop(true);
-    hive_devservers::die_with_parent(command.as_std_mut());
-    Part(command.spawn().expect("start a hive part"))
-}
-
-/// What the nats-server storing under `dir` refused its clients (permission violations), from its log.
-pub(crate) fn refusals(dir: &Path) -> Vec<String> {
-    std::fs::read_to_string(dir.join("nats-server.log"))
-        .expect("the nats-server log")
-        .lines()
-        .filter(|l| l.contains("Violation"))
-        .map(str::to_owned)
-        .collect()
-}
-
-/// Spawns an agent through the API's route `spawn` (the body both routes take) and creates a task:
-/// the task's view once it is completed (asserted: by that agent).
-pub(crate) async fn a_spawned_agent_runs_a_task(
-    http: &reqwest::Client,
-    base: &str,
-    spawn: &str,
-    on_timeout: impl Fn(),
-) -> Value {
-    let spawned = hive_tests::json(
-        http.post(format!("{base}{spawn}"))
-            .json(&json!({"agent_type": "worker", "capabilities": []})),
-    )
-    .await;
-    assert!(spawned["agent_id"].is_string(), "{spawned}");
-    let created = hive_tests::json(
-        http.post(format!("{base}/api/v1/tasks"))
-            .json(&json!({"title": "run by a spawned agent"})),
-    )
-    .await;
-    let task = created["task_id"].as_str().expect("a task").to_owned();
-    let done: Value = until(
-        Duration::from_secs(30),
-        "the task completed",
-        on_timeout,
-        async || {
-            let view: Value = http
-                .get(format!("{base}/api/v1/tasks/{task}"))
-                .send()
-                .await
-                .ok()?
-                .json()
-                .await
-                .ok()?;
-            (view["state"] == "completed").then_some(view)
-        },
-    )
-    .await;
-    assert_eq!(done["agent_id"], spawned["agent_id"]);
-    done
-}
-
-/// Asserts that the log's `events` create each of the acknowledged tasks `ids` exactly once and no
-/// other task.
-pub(crate) fn assert_each_acknowledged_task_created_once(
-    events: &[hive_eventlog::RawEvent],
-    subjects: &hive_events::subject::Subjects,
-    ids: &std::collections::HashSet<&str>,
-) {
-    let mut created = std::collections::BTreeMap::<String, usize>::new();
-    for event in events {
-        if let Some((hive_events::AggregateKind::Task, id)) = subjects.parse(&event.subject)
-            && serde_json::from_slice::<Value>(&event.payload).unwrap()["type"] == "TaskCreated"
-        {
-            *created.entry(id.to_string()).or_default() += 1;
-        }
-    }
-    for id in ids {
-        assert_eq!(created.get(*id), Some(&1), "task {id} in the log once");
-    }
-    assert_eq!(
-        created.len(),
-        ids.len(),
-        "no task that was not acknowledged"
-    );
-}
-
-/// Polls `check` every 50 ms until it answers, at most `within`.
-pub(crate) async fn until<T>(
-    within: Duration,
-    what: &str,
-    on_timeout: impl Fn(),
-    check: impl AsyncFnMut() -> Option<T>,
-) -> T {
-    let found = hive_tests::eventually(within, Duration::from_millis(50), check).await;
-    found.unwrap_or_else(|| {
-        on_timeout();
-        panic!("{what} within {within:?}")
-    })
 }
 
 #[tokio::test]

@@ -1,0 +1,308 @@
+//! Chains: end-to-end latencies, one step of the hive after another: agent spawn → ready, task created
+//! → assigned, event → visible in the API, event → SSE client, dead agent → its task requeued.
+
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use hive::Backends;
+use hive_events::AggregateKind;
+
+use super::{Servers, memory_row, row};
+use crate::hive_process::HiveProcess;
+use crate::report::{Latencies, Row, Table, peak_rss_mib};
+use crate::wait::eventually;
+
+/// End-to-end latencies: agent spawn → ready, task created → assigned, event → visible in the API,
+/// event → SSE client, dead agent → its task requeued.
+pub async fn chains(servers: &Servers, samples: u32) -> anyhow::Result<Vec<Table>> {
+    let (hive, backends) = servers.hive("chains").await?;
+    let http = hive.http();
+    let rows = vec![
+        spawn_to_ready(&hive, &http, &backends, (samples / 10).max(3)).await?,
+        created_to_assigned(&hive, &http, &backends, samples).await?,
+        event_to_api(&hive, &http, &backends, samples).await?,
+        event_to_sse(&hive, &http, samples).await?,
+        dead_agent_to_requeued(&hive, &http, &backends, (samples / 10).max(3)).await?,
+        memory_row(
+            "hive RSS after the chains",
+            crate::hive_process::rss_mib(hive.pid()),
+        ),
+        memory_row("hive peak RSS", peak_rss_mib(Some(hive.pid()))),
+    ];
+    Ok(vec![Table {
+        title: "chains".into(),
+        rows,
+    }])
+}
+
+/// Waits (at most 20 s) for an event of `event_type` on `sub`.
+async fn wait_for(sub: &mut async_nats::Subscriber, event_type: &str) -> anyhow::Result<()> {
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(m) = sub.next().await {
+            if hive_events::envelope::decode(&m.payload, None)
+                .is_ok_and(|e| e.event.event_type() == event_type)
+            {
+                return Ok(());
+            }
+        }
+        anyhow::bail!("the subscription ended")
+    })
+    .await
+    .map_err(|_| anyhow::anyhow!("no {event_type} within 20 s"))?
+}
+
+/// Spawn → ready: a real `hive agent` process each time, `spawns` times.
+async fn spawn_to_ready(
+    hive: &HiveProcess,
+    http: &reqwest::Client,
+    backends: &Backends,
+    spawns: u32,
+) -> anyhow::Result<Row> {
+    let log = &backends.log;
+    let mut latencies = Latencies::default();
+    for _ in 0..spawns {
+        let id = uuid::Uuid::now_v7();
+        let mut sub = log
+            .client()
+            .subscribe(log.subjects().of(AggregateKind::Agent, id))
+            .await?;
+        latencies
+            .measure(async {
+                let r = http
+                    .post(format!("{}/api/v1/agents/spawn", hive.base))
+                    .json(&serde_json::json!({"agent_id": id, "exec": "true", "max_concurrent_tasks": 16}))
+                    .send()
+                    .await?;
+                anyhow::ensure!(r.status() == 201, "spawn: {}", r.status());
+                wait_for(&mut sub, "AgentReady").await
+            })
+            .await?;
+    }
+    Ok(row(
+        format!("agent spawn → ready ({spawns} processes)"),
+        None,
+        None,
+        Some(&mut latencies),
+        "Python system's target: 5 s",
+    ))
+}
+
+/// Task created → assigned (the agents spawned before take them).
+async fn created_to_assigned(
+    hive: &HiveProcess,
+    http: &reqwest::Client,
+    backends: &Backends,
+    samples: u32,
+) -> anyhow::Result<Row> {
+    let log = &backends.log;
+    let mut latencies = Latencies::default();
+    let tasks = log
+        .client()
+        .subscribe(format!(
+            "{}.task.*",
+            log.subjects().all().trim_end_matches(".>")
+        ))
+        .await?;
+    let mut tasks = Box::pin(tasks);
+    for n in 0..samples {
+        latencies
+            .measure(async {
+                let created = hive.post_task(http, format!("chain {n}")).await?;
+                let id = created["task_id"].as_str().unwrap_or_default().to_owned();
+                tokio::time::timeout(Duration::from_secs(20), async {
+                    while let Some(m) = tasks.next().await {
+                        if m.subject.ends_with(&id)
+                            && hive_events::envelope::decode(&m.payload, None)
+                                .is_ok_and(|e| e.event.event_type() == "TaskAssigned")
+                        {
+                            return;
+                        }
+                    }
+                })
+                .await?;
+                anyhow::Ok(())
+            })
+            .await?;
+    }
+    Ok(row(
+        format!("task created → assigned ({samples})"),
+        None,
+        None,
+        Some(&mut latencies),
+        "from the POST; Python system's target: 2 s",
+    ))
+}
+
+/// Event → visible in the API: the POST's answer to the projector's checkpoint notice.
+async fn event_to_api(
+    hive: &HiveProcess,
+    http: &reqwest::Client,
+    backends: &Backends,
+    samples: u32,
+) -> anyhow::Result<Row> {
+    let log = &backends.log;
+    let mut notices = log
+        .client()
+        .subscribe(log.namespace().projection_notices("read_models"))
+        .await?;
+    let mut latencies = Latencies::default();
+    for n in 0..samples {
+        let created = hive.post_task(http, format!("visible {n}")).await?;
+        let seq = created["seq"].as_u64().unwrap_or(u64::MAX);
+        latencies
+            .measure(tokio::time::timeout(Duration::from_secs(20), async {
+                while let Some(m) = notices.next().await {
+                    if std::str::from_utf8(&m.payload)
+                        .ok()
+                        .and_then(|s| s.parse::<u64>().ok())
+                        >= Some(seq)
+                    {
+                        return;
+                    }
+                }
+            }))
+            .await?;
+    }
+    Ok(row(
+        format!("event → visible in the API ({samples})"),
+        None,
+        None,
+        Some(&mut latencies),
+        "from the append's ack to the committed checkpoint",
+    ))
+}
+
+/// Event → SSE client: the POST to its `TaskCreated` on the dashboard's stream.
+async fn event_to_sse(
+    hive: &HiveProcess,
+    http: &reqwest::Client,
+    samples: u32,
+) -> anyhow::Result<Row> {
+    let response = http
+        .get(format!("{}/api/v1/stream?topics=task", hive.base))
+        .send()
+        .await?;
+    let mut sse = Box::pin(eventsource_stream::Eventsource::eventsource(
+        response.bytes_stream(),
+    ));
+    let mut latencies = Latencies::default();
+    for n in 0..samples {
+        latencies
+            .measure(async {
+                let created = hive.post_task(http, format!("streamed {n}")).await?;
+                let id = created["task_id"].as_str().unwrap_or_default().to_owned();
+                tokio::time::timeout(Duration::from_secs(20), async {
+                    while let Some(Ok(e)) = sse.next().await {
+                        if e.event == "event"
+                            && e.data.contains(&id)
+                            && e.data.contains("TaskCreated")
+                        {
+                            return;
+                        }
+                    }
+                })
+                .await?;
+                anyhow::Ok(())
+            })
+            .await?;
+    }
+    Ok(row(
+        format!("event → SSE client ({samples})"),
+        None,
+        None,
+        Some(&mut latencies),
+        "from the POST; the dashboard's feed",
+    ))
+}
+
+/// A dead agent → its task requeued: `silent` agents that heartbeat once, take a task each, and fall
+/// silent. Measured from each one's last heartbeat (acknowledged) to its task's TaskRequeued.
+async fn dead_agent_to_requeued(
+    hive: &HiveProcess,
+    http: &reqwest::Client,
+    backends: &Backends,
+    silent: u32,
+) -> anyhow::Result<Row> {
+    let log = &backends.log;
+    let timeout = Duration::from_secs(15);
+    let mut beats = Vec::new();
+    let mut waits = Vec::new();
+    for _ in 0..silent {
+        let registered: serde_json::Value = http
+            .post(format!("{}/api/v1/agents", hive.base))
+            .json(&serde_json::json!({"agent_type": "silent", "capabilities": ["silent-bench"], "max_concurrent_tasks": 1}))
+            .send()
+            .await?
+            .json()
+            .await?;
+        let agent = registered["agent_id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let beat = format!("{}/api/v1/agents/{agent}/heartbeat", hive.base);
+        anyhow::ensure!(
+            http.post(&beat).send().await?.status().is_success(),
+            "heartbeat"
+        );
+        let created = http
+            .post(format!("{}/api/v1/tasks", hive.base))
+            .json(&serde_json::json!({"title": "outlived", "required_capabilities": ["silent-bench"]}))
+            .send()
+            .await?;
+        let created: serde_json::Value = created.json().await?;
+        let task = created["task_id"].as_str().unwrap_or_default().to_owned();
+        let sub = log
+            .client()
+            .subscribe(log.subjects().of(AggregateKind::Task, task.parse()?))
+            .await?;
+        waits.push((task, sub));
+        beats.push(beat);
+    }
+    // Each agent's last heartbeat comes once its task is assigned to it (the first made it ready).
+    let mut last_beats = Vec::new();
+    for (beat, (task, _)) in beats.iter().zip(&waits) {
+        let view = format!("{}/api/v1/tasks/{task}", hive.base);
+        eventually(
+            Duration::from_secs(20),
+            Duration::from_millis(10),
+            &format!("task {task} assigned"),
+            async || {
+                let view: serde_json::Value = http.get(&view).send().await?.json().await?;
+                Ok((view["state"] == "assigned").then_some(()))
+            },
+        )
+        .await?;
+        anyhow::ensure!(
+            http.post(beat).send().await?.status().is_success(),
+            "heartbeat"
+        );
+        last_beats.push(Instant::now());
+    }
+    // Awaited together, so each is timed when its own event arrives.
+    let requeues = waits
+        .iter_mut()
+        .zip(last_beats)
+        .map(|((_, sub), last)| async move {
+            tokio::time::timeout(
+                timeout + Duration::from_secs(20),
+                wait_for(sub, "TaskRequeued"),
+            )
+            .await
+            .map_err(|_| anyhow::anyhow!("no TaskRequeued"))??;
+            anyhow::Ok(last.elapsed())
+        });
+    let mut latencies = Latencies::default();
+    for took in futures::future::join_all(requeues).await {
+        latencies.push(took?);
+    }
+    Ok(row(
+        format!("dead agent → its task requeued ({silent} agents)"),
+        None,
+        None,
+        Some(&mut latencies),
+        format!(
+            "from its last heartbeat; timeout {} s, target timeout + 1 s",
+            timeout.as_secs()
+        ),
+    ))
+}

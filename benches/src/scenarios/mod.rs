@@ -1,0 +1,182 @@
+//! The scenarios, one file each: every one starts what it measures on [`Servers`] (a namespace and a
+//! database of its own), measures it beside the raw limit of the same machine where there is one, and
+//! answers its [`Table`](crate::report::Table)s. The rows they share are built here ([`row`], [`memory_row`], [`wrk_row`]);
+//! latencies are taken with [`Latencies::measure`], waits with [`crate::wait::eventually`].
+
+mod chains;
+mod dashboard;
+mod footprint;
+mod ingest;
+mod overload;
+mod project;
+mod query;
+mod rebuild;
+
+use std::time::Duration;
+
+use hive::Backends;
+use hive_devservers::{Durability, NatsServer, Postgres};
+
+use crate::report::{Latencies, Row};
+
+pub use chains::chains;
+pub use dashboard::dashboard;
+pub use footprint::footprint;
+pub use ingest::ingest;
+pub use overload::overload;
+pub use project::project;
+pub use query::query;
+pub use rebuild::rebuild;
+
+/// The servers a run uses: started here unless given.
+pub struct Servers {
+    /// NATS.
+    pub nats_url: String,
+    /// The database.
+    pub database_url: String,
+    _nats: Option<NatsServer>,
+    _pg: Option<Postgres>,
+    _dir: tempfile::TempDir,
+}
+
+impl Servers {
+    /// Starts what is not given.
+    pub async fn start(
+        nats: Option<String>,
+        db: Option<String>,
+        nats_sync_always: bool,
+    ) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let durability = if nats_sync_always {
+            Durability::Safe
+        } else {
+            Durability::Throwaway
+        };
+        let (nats_url, nats) = match nats {
+            Some(url) => (url, None),
+            None => {
+                let server =
+                    NatsServer::start(&dir.path().join("nats"), None, durability, &[]).await?;
+                (server.url(), Some(server))
+            }
+        };
+        let (database_url, pg) = match db {
+            Some(url) => (url, None),
+            None => {
+                // The durability `hive up` runs with.
+                let pg = Postgres::start(&dir.path().join("pg"), None, Durability::Safe).await?;
+                (pg.url("hive_bench"), Some(pg))
+            }
+        };
+        Ok(Self {
+            nats_url,
+            database_url,
+            _nats: nats,
+            _pg: pg,
+            _dir: dir,
+        })
+    }
+
+    /// The URL of database `name` on the run's PostgreSQL: each scenario has its own.
+    pub fn database(&self, name: &str) -> String {
+        match self.database_url.rsplit_once('/') {
+            Some((server, _)) => format!("{server}/{name}"),
+            None => self.database_url.clone(),
+        }
+    }
+
+    /// A hive process and connected backends for scenario `name`, in a namespace and a database of its
+    /// own.
+    pub async fn hive(
+        &self,
+        name: &str,
+    ) -> anyhow::Result<(crate::hive_process::HiveProcess, Backends)> {
+        let namespace = unique(name);
+        let hive = crate::hive_process::HiveProcess::start(
+            &self.nats_url,
+            &self.database(&namespace),
+            &namespace,
+        )
+        .await?;
+        Ok((hive, self.backends(&namespace).await?))
+    }
+
+    /// Connected, migrated backends in namespace `namespace`, with a database of the same name.
+    pub async fn backends(&self, namespace: &str) -> anyhow::Result<Backends> {
+        let config = hive::Config {
+            namespace: namespace.into(),
+            ..hive::Config::default()
+        };
+        hive::connect(&config, &self.nats_url, &self.database(namespace), true).await
+    }
+}
+
+/// A name no other run of this process used: namespaces and databases are per run.
+pub fn unique(prefix: &str) -> String {
+    static RUNS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{prefix}{}r{run}", std::process::id())
+}
+
+/// `n` operations in `d`, a second.
+fn rate(n: u64, d: Duration) -> f64 {
+    n as f64 / d.as_secs_f64().max(1e-9)
+}
+
+/// A row of `what` at `rate` beside `raw`, its latencies (p50, p99, max) from `lat`.
+pub(crate) fn row(
+    what: impl Into<String>,
+    rate: Option<f64>,
+    raw: Option<f64>,
+    lat: Option<&mut Latencies>,
+    note: impl Into<String>,
+) -> Row {
+    Row {
+        what: what.into(),
+        rate,
+        raw,
+        latency: lat.map(Latencies::summary),
+        rss: None,
+        note: note.into(),
+    }
+}
+
+/// The latencies of `n` GETs of `url` one after the other, each answered 200 and read to its end.
+async fn sequential_gets(http: &reqwest::Client, url: &str, n: usize) -> anyhow::Result<Latencies> {
+    let mut latencies = Latencies::default();
+    for _ in 0..n {
+        latencies
+            .measure(async {
+                let r = http.get(url).send().await?;
+                anyhow::ensure!(r.status() == 200, "{url}: {}", r.status());
+                r.bytes().await?;
+                anyhow::Ok(())
+            })
+            .await?;
+    }
+    Ok(latencies)
+}
+
+/// A row of memory alone.
+fn memory_row(what: &str, mib: f64) -> Row {
+    Row {
+        what: what.into(),
+        rate: None,
+        raw: None,
+        latency: None,
+        rss: Some(mib),
+        note: String::new(),
+    }
+}
+
+/// A row of a wrk run.
+fn wrk_row(what: String, r: &crate::wrk::WrkResult, raw: Option<f64>, note: String) -> Row {
+    Row {
+        what,
+        rate: Some(r.rate),
+        raw,
+        latency: Some((r.p50, r.p99, r.max)),
+        rss: None,
+        note: format!("{} requests, {} errors{note}", r.requests, r.errors),
+    }
+}

@@ -1,0 +1,85 @@
+//! Query: reads under load beside the trivial handler of the same server.
+
+use super::{Servers, memory_row, wrk_row};
+use crate::report::{Table, peak_rss_mib};
+
+/// Reads under load at 10, 50, 100 and 500 clients (wrk), beside the trivial handler of the same
+/// server; the hive's memory idle and under the load.
+pub async fn query(
+    servers: &Servers,
+    tasks: u64,
+    seconds: u32,
+    levels: &[u32],
+) -> anyhow::Result<Vec<Table>> {
+    let (hive, backends) = servers.hive("query").await?;
+    let idle = crate::hive_process::rss_mib(hive.pid());
+    // Data: a log of about `tasks` tasks' lives, projected by the hive.
+    crate::load::load(&backends.log, tasks * 6).await?;
+    let head = backends.log.last_seq().await?;
+    let http = hive.http();
+    hive.wait_projected(&http, head).await?;
+    let projected = crate::hive_process::rss_mib(hive.pid());
+    let one: serde_json::Value = http
+        .get(format!("{}/api/v1/tasks?limit=1", hive.base))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let task = one["items"][0]["task_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let mut rows = Vec::new();
+    for &clients in levels {
+        let trivial = crate::wrk::run(
+            &hive.token,
+            &format!("{}/livez", hive.base),
+            clients,
+            seconds,
+            None,
+        )?;
+        rows.push(wrk_row(
+            format!("GET /livez (trivial), {clients} clients"),
+            &trivial,
+            None,
+            String::new(),
+        ));
+        for path in [
+            "/status".to_owned(),
+            format!("/api/v1/tasks/{task}"),
+            "/api/v1/tasks?status=queued".to_owned(),
+        ] {
+            let r = crate::wrk::run(
+                &hive.token,
+                &format!("{}{path}", hive.base),
+                clients,
+                seconds,
+                None,
+            )?;
+            let shown = if path.starts_with("/api/v1/tasks/") {
+                "/api/v1/tasks/{id}".to_owned()
+            } else {
+                path.clone()
+            };
+            rows.push(wrk_row(
+                format!("GET {shown}, {clients} clients"),
+                &r,
+                Some(trivial.rate),
+                String::new(),
+            ));
+        }
+    }
+    let after = crate::hive_process::rss_mib(hive.pid());
+    for (what, mib) in [
+        ("hive RSS idle (all parts in one process)", idle),
+        ("hive RSS after projecting the data", projected),
+        ("hive RSS after the reads", after),
+        ("hive peak RSS", peak_rss_mib(Some(hive.pid()))),
+    ] {
+        rows.push(memory_row(what, mib));
+    }
+    Ok(vec![Table {
+        title: format!("query ({head} events, {seconds} s per run)"),
+        rows,
+    }])
+}
