@@ -99,7 +99,10 @@ impl TestHive {
             .assignments(agent.parse().expect("an agent id"))
             .await
             .expect("open the assignment stream");
-        Assignments::new(stream)
+        // Read as any client reads them: JSON.
+        Assignments::new(futures::StreamExt::map(stream, |a| {
+            serde_json::to_value(a).expect("an assignment is JSON")
+        }))
     }
 
     /// Runs `hive agent` as its own process against this hive, with `args` after `agent --api <url>`.

@@ -31,7 +31,7 @@ const CHANNEL: usize = 4_096;
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum FeedItem {
     /// An event, now reflected in the read models.
-    Event(Change),
+    Event(Box<Change>),
     /// Where the projection stands.
     Status {
         /// The read models' checkpoint.
@@ -154,7 +154,7 @@ async fn follow(
             while pending.front().is_some_and(|raw| raw.seq <= reached) {
                 if let Some(raw) = pending.pop_front() {
                     let (record, state) = Record::with_status(&raw, &subjects);
-                    let _ = tx.send(Arc::new(FeedItem::Event(Change { record, state })));
+                    let _ = tx.send(Arc::new(FeedItem::Event(Box::new(Change { record, state }))));
                 }
             }
             if tick_due && last_tick.elapsed() >= TICK {

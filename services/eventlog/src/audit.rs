@@ -131,9 +131,9 @@ pub fn state_at<A: Aggregate>(
     let replay = Replay::new(subjects.clone(), OnRejected::Skip).until(at);
     let mut folded = Folded::<A>::new(id);
     for raw in history {
-        match replay.feed_stored(&mut folded, raw.seq, &raw.subject, &raw.payload) {
-            Ok(Fed::Past) => break,
-            Ok(_) | Err(_) => {}
+        let fed = replay.feed_stored(&mut folded, raw.seq, &raw.subject, &raw.payload);
+        if fed == Ok(Fed::Past) {
+            break;
         }
     }
     folded.state.map(|state| (state, folded.last_seq))
