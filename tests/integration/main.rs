@@ -11,6 +11,7 @@ mod chaos;
 mod cluster;
 mod dashboard;
 mod fuzz;
+mod history;
 mod leadership;
 mod log;
 mod metrics;

@@ -154,7 +154,10 @@ async fn follow(
             while pending.front().is_some_and(|raw| raw.seq <= reached) {
                 if let Some(raw) = pending.pop_front() {
                     let (record, state) = Record::with_status(&raw, &subjects);
-                    let _ = tx.send(Arc::new(FeedItem::Event(Box::new(Change { record, state }))));
+                    let _ = tx.send(Arc::new(FeedItem::Event(Box::new(Change {
+                        record,
+                        state,
+                    }))));
                 }
             }
             if tick_due && last_tick.elapsed() >= TICK {

@@ -33,7 +33,12 @@ use hive_eventlog::Committed;
 JetStream; reads come from PostgreSQL read models (send `Hive-Min-Seq` to read your writes). Every error \
 is `{\"error\": {\"code\", \"message\"}}`."
     ),
-    components(schemas(crate::error::ErrorBody))
+    components(schemas(
+        crate::error::ErrorBody,
+        hive_events::wire::TaskAction,
+        hive_events::wire::AgentAction,
+        hive_events::wire::Assignment
+    ))
 )]
 struct ApiDoc;
 
