@@ -1,6 +1,7 @@
 //! Chains: end-to-end latencies, one step of the hive after another: agent spawn → ready, task created
 //! → assigned, event → visible in the API, event → SSE client, dead agent → its task requeued.
 
+use hive_events::task::TaskStatus;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -268,7 +269,8 @@ async fn dead_agent_to_requeued(
             &format!("task {task} assigned"),
             async || {
                 let view: serde_json::Value = http.get(&view).send().await?.json().await?;
-                Ok((view["state"] == "assigned").then_some(()))
+                let state = serde_json::from_value::<TaskStatus>(view["state"].clone())?;
+                Ok(state.holds_agent().then_some(()))
             },
         )
         .await?;

@@ -1,5 +1,6 @@
 //! Footprint: the memory of every hive process, idle and under load.
 
+use hive_events::agent::AgentStatus;
 use std::time::Duration;
 
 use super::{Servers, wrk_row};
@@ -94,7 +95,8 @@ async fn spawn_ready_agents(hive: &HiveProcess, agents: u32) -> anyhow::Result<(
                     .await?
                     .json()
                     .await?;
-                Ok((view["status"] == "ready").then_some(()))
+                let status = serde_json::from_value::<AgentStatus>(view["status"].clone())?;
+                Ok((status == AgentStatus::Ready).then_some(()))
             },
         )
         .await?;
