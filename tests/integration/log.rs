@@ -6,7 +6,7 @@ use bytes::Bytes;
 use hive_eventlog::{AppendError, CommandContext, CommandError};
 use hive_events::agent::{Agent, AgentCommand};
 use hive_events::task::{NewTask, Task, TaskCommand};
-use hive_events::{Actor, AgentId, AggregateKind, DomainError, Priority, TaskId};
+use hive_events::{Actor, AgentId, AggregateKind, DomainError, TaskId};
 use hive_tests::World;
 use tokio::sync::Barrier;
 
@@ -15,18 +15,7 @@ fn ctx() -> CommandContext {
 }
 
 fn new_task() -> TaskCommand {
-    TaskCommand::Create(NewTask {
-        title: "contended".into(),
-        description: None,
-        task_type: None,
-        priority: Priority::NORMAL,
-        required_capabilities: vec![],
-        depends_on: vec![],
-        waiting_on: vec![],
-        project_id: None,
-        pinned_agent: None,
-        max_attempts: 3,
-    })
+    TaskCommand::Create(NewTask::titled("contended"))
 }
 
 #[tokio::test]

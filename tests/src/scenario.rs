@@ -54,16 +54,13 @@ pub async fn scenario(log: &EventLog, agents: usize, tasks: usize) -> u64 {
     let one_task = async |n: usize| {
         let id = TaskId::new().as_uuid();
         let new = NewTask {
-            title: format!("task {n}"),
             description: Some("do it".into()),
             task_type: Some("code".into()),
             priority: Priority::new((n % 10 + 1) as i64).unwrap(),
             required_capabilities: vec!["rust".into()],
-            depends_on: vec![],
-            waiting_on: vec![],
             project_id: Some(ProjectId::from_uuid(project)),
-            pinned_agent: None,
             max_attempts: 2,
+            ..NewTask::titled(format!("task {n}"))
         };
         log.create::<Task>(id, &ctx(), TaskCommand::Create(new))
             .await

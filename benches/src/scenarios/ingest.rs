@@ -6,7 +6,7 @@ use futures::StreamExt;
 use hive_eventlog::EventLog;
 use hive_events::envelope::{EventMeta, encode};
 use hive_events::task::{NewTask, Task, TaskCommand};
-use hive_events::{Actor, AggregateKind, Priority};
+use hive_events::{Actor, AggregateKind};
 
 use super::{Servers, rate, row, unique, wrk_row};
 use crate::report::{Latencies, Row, Table};
@@ -84,18 +84,7 @@ async fn library_commands(log: &EventLog, commands: u64, raw: f64) -> anyhow::Re
             let ctx = &ctx;
             async move {
                 let t = Instant::now();
-                let new = NewTask {
-                    title: format!("bench {n}"),
-                    description: None,
-                    task_type: None,
-                    priority: Priority::NORMAL,
-                    required_capabilities: vec![],
-                    depends_on: vec![],
-                    waiting_on: vec![],
-                    project_id: None,
-                    pinned_agent: None,
-                    max_attempts: 3,
-                };
+                let new = NewTask::titled(format!("bench {n}"));
                 log.create::<Task>(uuid::Uuid::now_v7(), ctx, TaskCommand::Create(new))
                     .await?;
                 Ok(t.elapsed())

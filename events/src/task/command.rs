@@ -34,6 +34,28 @@ pub struct NewTask {
     pub max_attempts: u32,
 }
 
+impl NewTask {
+    /// How many attempts a task gets when its creator names no number.
+    pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
+
+    /// A task with only a title: normal priority, no capabilities, no dependencies, no project, the
+    /// default attempts. Set the other fields on it as needed.
+    pub fn titled(title: impl Into<String>) -> Self {
+        Self {
+            title: title.into(),
+            description: None,
+            task_type: None,
+            priority: Priority::NORMAL,
+            required_capabilities: Vec::new(),
+            depends_on: Vec::new(),
+            waiting_on: Vec::new(),
+            project_id: None,
+            pinned_agent: None,
+            max_attempts: Self::DEFAULT_MAX_ATTEMPTS,
+        }
+    }
+}
+
 /// Orders to a task.
 #[derive(Clone, Debug, PartialEq)]
 pub enum TaskCommand {

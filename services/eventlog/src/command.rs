@@ -118,6 +118,17 @@ pub struct Loaded<A> {
     pub events: Vec<RawEvent>,
 }
 
+impl<A> Loaded<A> {
+    /// A state a caller already knows, folded up to `last_seq` (its events are not at hand).
+    fn known(state: Option<A>, last_seq: u64) -> Self {
+        Self {
+            state,
+            last_seq,
+            events: Vec::new(),
+        }
+    }
+}
+
 impl EventLog {
     /// Folds aggregate `A` with `id` from its history.
     pub async fn load<A: Aggregate>(&self, id: Uuid) -> Result<Loaded<A>, CommandError> {
@@ -167,11 +178,7 @@ impl EventLog {
     where
         A::Command: Clone,
     {
-        let known = Loaded {
-            state: Some(state),
-            last_seq,
-            events: Vec::new(),
-        };
+        let known = Loaded::known(Some(state), last_seq);
         self.run::<A>(id, ctx, command, Some(known)).await
     }
 
@@ -186,12 +193,8 @@ impl EventLog {
     where
         A::Command: Clone,
     {
-        let fresh = Loaded {
-            state: None,
-            last_seq: 0,
-            events: Vec::new(),
-        };
-        self.run::<A>(id, ctx, command, Some(fresh)).await
+        self.run::<A>(id, ctx, command, Some(Loaded::known(None, 0)))
+            .await
     }
 
     /// The append boundary: its span carries the aggregate, the actor and the flow.

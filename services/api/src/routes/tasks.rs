@@ -145,7 +145,7 @@ pub(crate) async fn create_task(
         waiting_on,
         project_id: body.project_id.map(ProjectId::from_uuid),
         pinned_agent: body.pinned_agent.map(AgentId::from_uuid),
-        max_attempts: body.max_attempts.unwrap_or(3),
+        max_attempts: body.max_attempts.unwrap_or(NewTask::DEFAULT_MAX_ATTEMPTS),
     });
     let done = state
         .log

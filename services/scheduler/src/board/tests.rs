@@ -64,16 +64,10 @@ impl Given {
     fn task_with(&mut self, priority: i64, caps: &[&str], edit: impl FnOnce(&mut NewTask)) -> Uuid {
         let id = Uuid::now_v7();
         let mut new = NewTask {
-            title: "t".into(),
-            description: None,
-            task_type: None,
             priority: Priority::new(priority).unwrap(),
             required_capabilities: caps.iter().map(|c| c.to_string()).collect(),
-            depends_on: vec![],
-            waiting_on: vec![],
-            project_id: None,
-            pinned_agent: None,
             max_attempts: 2,
+            ..NewTask::titled("t")
         };
         edit(&mut new);
         let created = Task::decide(None, TaskCommand::Create(new)).unwrap();
