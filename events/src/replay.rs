@@ -9,7 +9,7 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::aggregate::{Aggregate, EventSchema};
+use crate::aggregate::{Aggregate, AggregateKind, EventSchema};
 use crate::envelope::{DomainEvent, Envelope, decode};
 use crate::subject::Subjects;
 
@@ -40,6 +40,9 @@ pub enum Until {
 pub struct Rejected {
     /// Its sequence.
     pub seq: u64,
+    /// The aggregate whose history holds it, as its subject names it (`None`: a subject that names
+    /// no aggregate).
+    pub aggregate: Option<(AggregateKind, Uuid)>,
     /// Why it cannot be folded.
     pub reason: String,
 }
@@ -89,11 +92,14 @@ impl Replay {
     /// Decodes the event stored at `seq` on `subject`: the envelope must name the aggregate its
     /// subject names.
     pub fn decode(&self, seq: u64, subject: &str, payload: &[u8]) -> Result<Envelope, Rejected> {
-        let rejected = |reason| Rejected { seq, reason };
-        let expected = self
-            .subjects
-            .parse(subject)
-            .ok_or_else(|| rejected(format!("subject {subject} names no aggregate")))?;
+        let aggregate = self.subjects.parse(subject);
+        let rejected = |reason| Rejected {
+            seq,
+            aggregate,
+            reason,
+        };
+        let expected =
+            aggregate.ok_or_else(|| rejected(format!("subject {subject} names no aggregate")))?;
         decode(payload, Some(expected)).map_err(|e| rejected(e.to_string()))
     }
 
@@ -116,9 +122,14 @@ impl Replay {
             {
                 return Ok(Fed::Past);
             }
+            let aggregate = Some((envelope.aggregate, envelope.aggregate_id));
             fold.fold(seq, envelope)
                 .map(|()| Fed::Folded)
-                .map_err(|reason| Rejected { seq, reason })
+                .map_err(|reason| Rejected {
+                    seq,
+                    aggregate,
+                    reason,
+                })
         });
         match (folded, self.on_rejected) {
             (Err(rejected), OnRejected::Skip) => Ok(Fed::Skipped(rejected)),

@@ -12,6 +12,7 @@
 
 pub mod client;
 pub mod executor;
+mod work;
 
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
@@ -20,12 +21,12 @@ use futures::StreamExt;
 use hive_events::task::TaskStatus;
 use hive_events::wire::{Assignment, Report, TaskAction};
 use serde_json::json;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use uuid::Uuid;
 
 pub use client::{Client, ClientError};
-use executor::{Outcome, Progress};
+use work::work;
 
 /// How the runtime runs.
 #[derive(Clone, Debug)]
@@ -82,7 +83,7 @@ pub enum RuntimeError {
 const RECONNECT_MIN: Duration = Duration::from_millis(100);
 const RECONNECT_MAX: Duration = Duration::from_secs(5);
 /// Least time between two progress reports of one task (later lines replace earlier unsent ones).
-const PROGRESS_EVERY: Duration = Duration::from_millis(250);
+pub(crate) const PROGRESS_EVERY: Duration = Duration::from_millis(250);
 
 /// Runs until `shutdown` resolves (then drains and deregisters) or the agent is deregistered.
 /// `started` receives the agent's id once it has registered or attached and sent its first heartbeat.
@@ -334,103 +335,5 @@ impl AgentRun<'_> {
             Ok(_) => tracing::info!(%agent, "deregistered"),
             Err(e) => tracing::warn!(%agent, error = %e, "could not deregister"),
         }
-    }
-}
-
-/// Works one task through: accept, start, run the executor while reporting its progress, then complete
-/// or fail it. A refused accept means the task is no longer ours (its lease lapsed): nothing to do.
-#[tracing::instrument(skip_all, fields(%task, attempt = assignment.attempt, correlation_id = ?assignment.correlation_id))]
-async fn work(client: &Client, agent: Uuid, task: Uuid, exec: &str, assignment: Assignment) {
-    // Every report joins the assignment's flow.
-    let flow = assignment.correlation_id;
-    if let Err(e) = client
-        .report(task, agent, TaskAction::Accept, Report::default(), flow)
-        .await
-    {
-        tracing::info!(%task, error = %e, "assignment not accepted");
-        return;
-    }
-    if let Err(e) = client
-        .report(task, agent, TaskAction::Start, Report::default(), flow)
-        .await
-    {
-        tracing::warn!(%task, error = %e, "could not start the task");
-        return;
-    }
-    let mut env = vec![
-        ("HIVE_TASK_ID", task.to_string()),
-        ("HIVE_AGENT_ID", agent.to_string()),
-        ("HIVE_API_URL", client.base().to_owned()),
-        ("HIVE_ATTEMPT", assignment.attempt.to_string()),
-    ];
-    // The executor may call the API as its agent (report progress, read its task).
-    if let Some(token) = client.token() {
-        env.push(("HIVE_TOKEN", token.to_owned()));
-    }
-    // The executor reads the assignment as JSON on its stdin.
-    let input = serde_json::to_value(&assignment).unwrap_or_default();
-    let (progress, lines) = watch::channel(Progress::default());
-    let reporting = report_progress(client, agent, task, lines, flow);
-    let outcome = tokio::select! {
-        outcome = executor::run(exec, &input, &env, &progress) => outcome,
-        // Dropping the run kills the executor.
-        () = reporting => {
-            tracing::info!(%task, "the task is no longer ours (requeued or cancelled): executor stopped");
-            return;
-        }
-    };
-    let (action, body) = match outcome {
-        Outcome::Completed(result) => (
-            TaskAction::Complete,
-            Report {
-                result: Some(result),
-                ..Report::default()
-            },
-        ),
-        Outcome::Failed { error, retryable } => (
-            TaskAction::Fail,
-            Report {
-                error: Some(error),
-                retryable: Some(retryable),
-                ..Report::default()
-            },
-        ),
-    };
-    match client.report(task, agent, action, body, flow).await {
-        Ok(()) => tracing::info!(%task, action = action.as_str(), "task reported"),
-        Err(e) => {
-            tracing::warn!(%task, action = action.as_str(), error = %e, "could not report the task's end")
-        }
-    }
-}
-
-/// Reports the latest progress line, at most every [`PROGRESS_EVERY`]. Ends only when a report is
-/// refused because the task is no longer this agent's to run (an operator requeued or cancelled it).
-async fn report_progress(
-    client: &Client,
-    agent: Uuid,
-    task: Uuid,
-    mut lines: watch::Receiver<Progress>,
-    flow: Option<Uuid>,
-) {
-    loop {
-        if lines.changed().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-        let line = lines.borrow_and_update().clone();
-        let body = Report {
-            percent: line.percent,
-            message: Some(line.message),
-            ..Report::default()
-        };
-        match client
-            .report(task, agent, TaskAction::Progress, body, flow)
-            .await
-        {
-            Ok(()) => {}
-            Err(e) if e.no_longer_ours() => return,
-            Err(e) => tracing::debug!(%task, error = %e, "progress not reported"),
-        }
-        tokio::time::sleep(PROGRESS_EVERY).await;
     }
 }

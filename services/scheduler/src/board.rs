@@ -95,6 +95,9 @@ pub struct Board {
     beats: HashMap<Uuid, DateTime<Utc>>,
     /// Aggregates with a command in flight: nothing more is decided for them until their next event.
     pending: HashSet<Uuid>,
+    /// Aggregates whose history holds an event the domain cannot fold: the command path refuses every
+    /// command on them (`corrupt_history`), so nothing is decided for them any more.
+    corrupt: HashSet<Uuid>,
     last_seq: u64,
 }
 
@@ -172,8 +175,13 @@ impl Board {
         self.last_seq = self.last_seq.max(raw.seq);
         if let Ok(hive_events::replay::Fed::Skipped(rejected)) =
             replay.feed_stored(self, raw.seq, &raw.subject, &raw.payload)
+            && let Some((_, id)) = rejected.aggregate
+            && self.corrupt.insert(id)
         {
-            tracing::debug!(seq = rejected.seq, reason = %rejected.reason, "passed over");
+            tracing::warn!(
+                %id, seq = rejected.seq, reason = %rejected.reason,
+                "a history holds an event that cannot be folded: nothing more is decided for it"
+            );
         }
     }
 
@@ -208,6 +216,12 @@ impl Board {
         self.pending.remove(&id);
     }
 
+    /// Whether nothing is to be decided for `id` now: a command for it is in flight, or its history is
+    /// corrupt.
+    fn settled(&self, id: &Uuid) -> bool {
+        self.pending.contains(id) || self.corrupt.contains(id)
+    }
+
     /// An agent's current load.
     pub fn load_of(&self, agent: Uuid) -> usize {
         self.load.get(&agent).copied().unwrap_or(0)
@@ -225,7 +239,7 @@ impl Board {
         let mut room: HashMap<Uuid, usize> = self
             .agents
             .iter()
-            .filter(|(id, a)| a.state.takes_work() && !self.pending.contains(id))
+            .filter(|(id, a)| a.state.takes_work() && !self.settled(id))
             .filter_map(|(id, a)| {
                 let free =
                     (a.state.max_concurrent_tasks as usize).saturating_sub(self.load_of(*id));
@@ -237,7 +251,7 @@ impl Board {
             if room.is_empty() {
                 break;
             }
-            if self.pending.contains(task_id) {
+            if self.settled(task_id) {
                 continue;
             }
             let task = &self.tasks[task_id];
@@ -283,7 +297,7 @@ impl Board {
     ) -> Vec<Action> {
         let mut actions = Vec::new();
         for (id, held) in &self.agents {
-            if self.pending.contains(id) {
+            if self.settled(id) {
                 continue;
             }
             let beat = self.beats.get(id).copied();
@@ -301,7 +315,7 @@ impl Board {
             }
         };
         for (id, task) in &self.tasks {
-            if self.pending.contains(id) {
+            if self.settled(id) {
                 continue;
             }
             let holder = task

@@ -10,6 +10,8 @@ use axum::http::header;
 use axum::response::{Html, IntoResponse, Response};
 use futures::StreamExt;
 use hive_eventlog::audit::Record;
+
+use crate::feed::Change;
 use hive_schema::{agents, dead_letters, tasks};
 use sea_orm::{ColumnTrait, EntityTrait, FromQueryResult, QueryFilter, QueryOrder, QuerySelect};
 use serde::Deserialize;
@@ -169,7 +171,7 @@ async fn tasks_in(
 }
 
 /// The last `count` events the read models reflect, newest first, read a few at a time.
-async fn recent_events(state: &AppState, count: u64) -> ApiResult<Vec<Record>> {
+async fn recent_events(state: &AppState, count: u64) -> ApiResult<Vec<Change>> {
     if count == 0 {
         return Ok(Vec::new());
     }
@@ -184,7 +186,8 @@ async fn recent_events(state: &AppState, count: u64) -> ApiResult<Vec<Record>> {
     let mut records = Vec::new();
     for raw in raws {
         if let Some(raw) = raw? {
-            records.push(Record::of(&raw, subjects));
+            let (record, state) = Record::with_status(&raw, subjects);
+            records.push(Change { record, state });
         }
     }
     Ok(records)
