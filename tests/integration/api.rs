@@ -1,5 +1,7 @@
 //! The HTTP API end to end: commands, read-your-writes, health, status, history, dead letters and
 //! every class of bad input.
+//!
+//! Long because each test walks one route family end to end; the error paths are in `api_limits`.
 
 use hive_eventlog::Role;
 use hive_events::AggregateKind;

@@ -2,6 +2,8 @@
 //! route — public reads, reads, commands, admin routes, an agent's own routes and another agent's, a
 //! task assigned to the agent and one that is not; the dashboard's cookie; revocation; the actor that
 //! events name.
+//!
+//! Long because the role × route matrix is one table, checked in one place.
 
 use std::collections::BTreeMap;
 

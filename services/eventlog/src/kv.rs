@@ -1,6 +1,9 @@
 //! What lives in JetStream key-value buckets rather than in the log: agents' heartbeats (they would bloat
 //! the log; only the transitions they cause are events), the scheduler's leader lease, and the API's
 //! tokens ([`crate::tokens`]).
+//!
+//! Long because the three buckets share one way to open, reopen after a restarted nats-server and
+//! watch a bucket; splitting it per bucket would copy that.
 
 use std::collections::HashMap;
 use std::time::Duration;

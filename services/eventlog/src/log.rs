@@ -1,4 +1,7 @@
 //! The JetStream stream itself: create, append, load one aggregate, read from a sequence.
+//!
+//! Long because the stream adapter is one type whose operations share its handles, its watched readers
+//! and its error mapping.
 
 use std::time::Duration;
 

@@ -1,5 +1,8 @@
 //! The `hive` command line: a thin front over the library. `main.rs` only calls [`main`], so that the
 //! tests build the very same program.
+//!
+//! Long because it is the whole command-line surface (clap's types are its `--help`); the work is in
+//! `ops`, `up` and the service crates.
 
 use std::time::Duration;
 

@@ -14,6 +14,9 @@
 //!    the lock finds the new checkpoint (at least its own) and skips what the rebuild already applied.
 //!
 //! One rebuild runs at a time (a Postgres advisory lock held by the shadow's connection).
+//!
+//! Long because the rebuild is one procedure in stages that hold each other's invariants (the
+//! locks, the checkpoints); each stage is a function of its own.
 
 use std::time::{Duration, Instant};
 
