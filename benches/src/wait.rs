@@ -1,5 +1,6 @@
 //! Waiting for a condition the bench cannot be told about: [`eventually`] asks a check until it answers
-//! or time runs out. No scenario sleeps to synchronise.
+//! or time runs out, with the workspace's one waiting loop ([`hive_devservers::eventually`]). No
+//! scenario sleeps to synchronise.
 
 use std::time::Duration;
 
@@ -11,14 +12,7 @@ pub async fn eventually<T>(
     what: &str,
     mut check: impl AsyncFnMut() -> anyhow::Result<Option<T>>,
 ) -> anyhow::Result<T> {
-    tokio::time::timeout(within, async {
-        loop {
-            if let Some(found) = check().await? {
-                return Ok(found);
-            }
-            tokio::time::sleep(every).await;
-        }
-    })
-    .await
-    .map_err(|_| anyhow::anyhow!("{what} not within {within:?}"))?
+    let answer =
+        hive_devservers::eventually(within, every, async || check().await.transpose()).await;
+    answer.unwrap_or_else(|| Err(anyhow::anyhow!("{what} not within {within:?}")))
 }

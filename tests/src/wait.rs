@@ -13,22 +13,7 @@ const EVERY: Duration = Duration::from_millis(20);
 
 /// Asks `check` every `every` until it answers, for at most `within`: its answer, or `None` when time
 /// ran out. The one way the tests wait for a condition they cannot be told about.
-pub async fn eventually<T>(
-    within: std::time::Duration,
-    every: std::time::Duration,
-    mut check: impl AsyncFnMut() -> Option<T>,
-) -> Option<T> {
-    tokio::time::timeout(within, async {
-        loop {
-            if let Some(found) = check().await {
-                return found;
-            }
-            tokio::time::sleep(every).await;
-        }
-    })
-    .await
-    .ok()
-}
+pub use hive_devservers::eventually;
 
 /// Asks `check` (every 20 ms) until it answers, for at most `within`; when time runs out, calls
 /// `on_timeout` (to show logs, say: `|| {}` for nothing) and panics naming `what`.

@@ -269,8 +269,9 @@ async fn dead_agent_to_requeued(
             &format!("task {task} assigned"),
             async || {
                 let view: serde_json::Value = http.get(&view).send().await?.json().await?;
-                let state = serde_json::from_value::<TaskStatus>(view["state"].clone())?;
-                Ok(state.holds_agent().then_some(()))
+                // No state yet (not projected): keep asking.
+                let state = serde_json::from_value::<Option<TaskStatus>>(view["state"].clone())?;
+                Ok(state.is_some_and(|s| s.holds_agent()).then_some(()))
             },
         )
         .await?;

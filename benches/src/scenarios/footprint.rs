@@ -95,8 +95,9 @@ async fn spawn_ready_agents(hive: &HiveProcess, agents: u32) -> anyhow::Result<(
                     .await?
                     .json()
                     .await?;
-                let status = serde_json::from_value::<AgentStatus>(view["status"].clone())?;
-                Ok((status == AgentStatus::Ready).then_some(()))
+                // No status yet (not projected): keep asking.
+                let status = serde_json::from_value::<Option<AgentStatus>>(view["status"].clone())?;
+                Ok((status == Some(AgentStatus::Ready)).then_some(()))
             },
         )
         .await?;

@@ -11,6 +11,7 @@
 #[cfg(feature = "browser")]
 pub mod browser;
 mod process;
+mod wait;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -20,6 +21,7 @@ use std::time::Duration;
 use thiserror::Error;
 
 pub use process::{Child, die_with_parent};
+pub use wait::eventually;
 
 /// Why a server could not be started.
 #[derive(Debug, Error)]
