@@ -38,6 +38,16 @@ impl Subjects {
         format!("{}.>", self.prefix)
     }
 
+    /// The wildcard that covers the events of one kind of aggregate, one aggregate, or both named.
+    pub fn matching(&self, kind: Option<AggregateKind>, id: Option<Uuid>) -> String {
+        match (kind, id) {
+            (None, None) => self.all(),
+            (Some(kind), None) => format!("{}.{}.*", self.prefix, kind.as_str()),
+            (None, Some(id)) => format!("{}.*.{id}", self.prefix),
+            (Some(kind), Some(id)) => self.of(kind, id),
+        }
+    }
+
     /// The aggregate kind and id a subject names, if it is one of ours.
     pub fn parse(&self, subject: &str) -> Option<(AggregateKind, Uuid)> {
         let rest = subject.strip_prefix(&self.prefix)?.strip_prefix('.')?;

@@ -190,12 +190,29 @@ async fn without_its_database_the_hive_reports_unhealthy_and_reads_answer_503() 
         .await
         .unwrap();
 
-    let (status, health) = hive.get_at("/health", 0).await;
-    assert_eq!(status, 503, "{health}");
+    // Public: a stable reason, and nothing of the database's own words.
+    let public = reqwest::get(hive.url("/health?detail=1")).await.unwrap();
+    assert_eq!(public.status(), 503);
+    let health: Value = public.json().await.unwrap();
     assert_eq!(health["status"], "unhealthy");
-    assert_eq!(health["components"]["database"]["status"], "unhealthy");
+    let database = &health["components"]["database"];
+    assert_eq!(database["status"], "unhealthy");
+    assert_eq!(
+        database["details"],
+        json!({"reason": "unreachable"}),
+        "{health}"
+    );
     assert_eq!(health["components"]["event_store"]["status"], "healthy");
     assert_eq!(health["summary"]["unhealthy"].as_u64(), Some(1));
+    // An admin who asks sees the detail.
+    let (status, health) = hive.get_at("/health?detail=1", 0).await;
+    assert_eq!(status, 503, "{health}");
+    let detail = &health["components"]["database"]["details"];
+    assert_eq!(detail["reason"], "unreachable");
+    assert!(
+        detail["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{health}"
+    );
 
     let response = hive.get("/api/v1/tasks").await;
     assert_eq!(response.headers()["retry-after"], "1");

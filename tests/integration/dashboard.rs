@@ -3,63 +3,10 @@
 
 use std::time::Duration;
 
-use eventsource_stream::Eventsource;
-use futures::{Stream, StreamExt};
+use hive_tests::World;
 use hive_tests::api::id;
-use hive_tests::{TestHive, World};
-use serde_json::{Value, json};
-
-/// An open `/api/v1/stream`, read as SSE.
-struct Feed {
-    events: std::pin::Pin<Box<dyn Stream<Item = (String, Value)> + Send>>,
-}
-
-impl Feed {
-    async fn open(hive: &TestHive, query: &str) -> Self {
-        let response = hive
-            .http
-            .get(hive.url(&format!("/api/v1/stream{query}")))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 200);
-        let events = response
-            .bytes_stream()
-            .eventsource()
-            .filter_map(|e| async move {
-                let e = e.ok()?;
-                Some((e.event, serde_json::from_str(&e.data).ok()?))
-            });
-        let mut feed = Self {
-            events: Box::pin(events),
-        };
-        assert_eq!(feed.next().await.0, "hello");
-        feed
-    }
-
-    /// The next item (at most 10 s away).
-    async fn next(&mut self) -> (String, Value) {
-        tokio::time::timeout(Duration::from_secs(10), self.events.next())
-            .await
-            .expect("an item within 10 s")
-            .expect("the stream stays open")
-    }
-
-    /// The next log event, passing over status ticks.
-    async fn next_event(&mut self) -> Value {
-        self.next_named("event").await
-    }
-
-    /// The next item named `name`, passing over the others.
-    async fn next_named(&mut self, name: &str) -> Value {
-        loop {
-            let (named, data) = self.next().await;
-            if named == name {
-                return data;
-            }
-        }
-    }
-}
+use hive_tests::sse::Feed;
+use serde_json::json;
 
 #[tokio::test]
 async fn the_stream_sends_each_event_once_projected_by_topic_and_entity() {

@@ -10,6 +10,7 @@ mod browser;
 mod chaos;
 mod cluster;
 mod dashboard;
+mod feed;
 mod fuzz;
 mod history;
 mod leadership;

@@ -369,22 +369,52 @@ impl EventLog {
             .map_err(|e| LogError::new("read the log", e))?;
         let events = messages
             .map_err(|e| LogError::new("read the log", e))
-            .and_then(|message| async move {
-                let info = message
-                    .info()
-                    .map_err(|e| LogError::new("read the log", e))?;
-                let seq = info.stream_sequence;
-                let pending = info.pending;
-                let message = message.split().0;
-                Ok(RawEvent {
-                    pending,
-                    seq,
-                    subject: message.subject.to_string(),
-                    msg_id: msg_id(message.headers.as_ref()),
-                    payload: message.payload,
-                })
-            });
+            .and_then(|message| std::future::ready(raw_of(message)));
         Ok(watched(self.clone(), Box::pin(events), before))
+    }
+
+    /// At most `max` events from `from` on whose subjects match `filter` (a wildcard of
+    /// [`Subjects::matching`]), in order, among those the log holds at the time of the call, and how
+    /// many more matching ones it held then: a page of the log, for readers that come back for the
+    /// next one.
+    pub async fn page(
+        &self,
+        from: u64,
+        filter: String,
+        max: usize,
+    ) -> Result<(Vec<RawEvent>, u64), LogError> {
+        use futures::StreamExt;
+        let consumer = self
+            .inner
+            .stream
+            .create_consumer(jetstream::consumer::pull::OrderedConfig {
+                filter_subject: filter,
+                deliver_policy: jetstream::consumer::DeliverPolicy::ByStartSequence {
+                    start_sequence: from.max(1),
+                },
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| LogError::new("create a reader", e))?;
+        // What matches now; the reader would wait for more after it.
+        let matching = consumer.cached_info().num_pending;
+        let wanted = usize::try_from(matching).unwrap_or(usize::MAX).min(max);
+        if wanted == 0 {
+            return Ok((Vec::new(), 0));
+        }
+        let mut messages = consumer
+            .messages()
+            .await
+            .map_err(|e| LogError::new("read the log", e))?;
+        let mut events = Vec::with_capacity(wanted);
+        while events.len() < wanted {
+            let Some(message) = messages.next().await else {
+                return Err(LogError::new("read the log", "the reader ended"));
+            };
+            let message = message.map_err(|e| LogError::new("read the log", e))?;
+            events.push(raw_of(message)?);
+        }
+        Ok((events, matching - wanted as u64))
     }
 
     /// Every event from `from` up to the log's last event at the time of the call, in order.
@@ -488,6 +518,22 @@ fn msg_id(headers: Option<&async_nats::HeaderMap>) -> Option<String> {
     headers
         .and_then(|h| h.get("Nats-Msg-Id"))
         .map(|v| v.as_str().to_owned())
+}
+
+/// The event a reader delivered.
+fn raw_of(message: jetstream::Message) -> Result<RawEvent, LogError> {
+    let info = message
+        .info()
+        .map_err(|e| LogError::new("read the log", e))?;
+    let (seq, pending) = (info.stream_sequence, info.pending);
+    let message = message.split().0;
+    Ok(RawEvent {
+        pending,
+        seq,
+        subject: message.subject.to_string(),
+        msg_id: msg_id(message.headers.as_ref()),
+        payload: message.payload,
+    })
 }
 
 fn raw(message: jetstream::message::StreamMessage) -> RawEvent {

@@ -4,6 +4,7 @@ pub mod agents;
 pub mod assignments;
 pub mod compat;
 pub mod dashboard;
+pub mod events;
 pub mod history;
 pub mod lifecycle;
 pub mod projections;
@@ -52,6 +53,7 @@ pub fn documented() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(projects::routes())
         .merge(projections::routes())
         .merge(history::routes())
+        .merge(events::routes())
         .merge(lifecycle::routes())
         .merge(assignments::routes())
         .merge(compat::routes())
@@ -123,6 +125,7 @@ mod tests {
             ("assignments.rs", include_str!("assignments.rs")),
             ("compat.rs", include_str!("compat.rs")),
             ("dashboard.rs", include_str!("dashboard.rs")),
+            ("events.rs", include_str!("events.rs")),
             ("history.rs", include_str!("history.rs")),
             ("lifecycle.rs", include_str!("lifecycle.rs")),
             ("projections.rs", include_str!("projections.rs")),

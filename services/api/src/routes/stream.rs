@@ -4,14 +4,21 @@
 //! heartbeats). Each log event is an SSE event named `event` whose data is its audit record; ticks are
 //! `status` with `{checkpoint, head, lag}`; heartbeats are `heartbeat` with `{agent_id, at}`; `resync`
 //! says items were lost and the client should reload.
+//!
+//! Each `event` carries its sequence as its SSE id. A client that reconnects with `Last-Event-ID` (or
+//! `?after_seq=`, for clients that cannot set headers) first gets every event after that one from the
+//! log, then the live feed from where the log left off: none missed, none twice, no `resync`.
 
 use std::collections::BTreeSet;
 use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::extract::State;
+use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
+use futures::stream::BoxStream;
 use futures::{Stream, StreamExt};
+use hive_eventlog::audit::Record;
 use serde::Deserialize;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
@@ -24,7 +31,7 @@ use crate::AppState;
 use crate::error::ErrorBody;
 use crate::error::{ApiError, ApiResult, Code};
 use crate::extract::Query;
-use crate::feed::FeedItem;
+use crate::feed::{Change, FeedItem};
 
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(stream))
@@ -38,13 +45,38 @@ struct Filter {
     topics: Option<String>,
     /// Only this entity's events.
     entity: Option<Uuid>,
+    /// Resume after this event (as `Last-Event-ID`).
+    after_seq: Option<u64>,
 }
 
-#[utoipa::path(get, path = "/api/v1/stream", tag = "dashboard", summary = "Live events once projected, and status ticks (server-sent events)", params(("topics" = Option<String>, Query, description = "comma-separated: agent, task, project, status, heartbeat"), ("entity" = Option<Uuid>, Query, description = "only this entity's events (an agent's: its heartbeats too)")), responses((status = 200, description = "text/event-stream"), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
+/// Where a client resumes: `?after_seq=`, or the `Last-Event-ID` its reconnect sends.
+fn resume_after(filter: &Filter, headers: &HeaderMap) -> ApiResult<Option<u64>> {
+    if let Some(seq) = filter.after_seq {
+        return Ok(Some(seq));
+    }
+    headers
+        .get("last-event-id")
+        .map(|id| {
+            id.to_str()
+                .ok()
+                .and_then(|id| id.trim().parse::<u64>().ok())
+                .ok_or_else(|| {
+                    ApiError::new(
+                        Code::BadRequest,
+                        "Last-Event-ID must be the sequence of an event this stream sent",
+                    )
+                })
+        })
+        .transpose()
+}
+
+#[utoipa::path(get, path = "/api/v1/stream", tag = "dashboard", summary = "Live events once projected, and status ticks (server-sent events)", params(("topics" = Option<String>, Query, description = "comma-separated: agent, task, project, status, heartbeat"), ("entity" = Option<Uuid>, Query, description = "only this entity's events (an agent's: its heartbeats too)"), ("after_seq" = Option<u64>, Query, description = "resume after this event: every later one, from the log, then live"), ("Last-Event-ID" = Option<u64>, Header, description = "as after_seq: what an EventSource sends when it reconnects")), responses((status = 200, description = "text/event-stream"), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
 async fn stream(
     State(state): State<AppState>,
+    headers: HeaderMap,
     Query(filter): Query<Filter>,
 ) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
+    let after = resume_after(&filter, &headers)?;
     let topics: BTreeSet<String> = match &filter.topics {
         None => TOPICS.iter().map(|t| t.to_string()).collect(),
         Some(list) => list
@@ -69,23 +101,35 @@ async fn stream(
             .collect::<Result<_, _>>()?,
     };
     let entity = filter.entity;
-    let items = BroadcastStream::new(state.feed.subscribe()).filter_map(move |item| {
+    let wants = {
+        let topics = topics.clone();
+        move |record: &Record| {
+            let topic = record.aggregate.map(|k| k.as_str()).unwrap_or("");
+            topics.contains(topic) && entity.is_none_or(|id| record.aggregate_id == Some(id))
+        }
+    };
+    // Subscribed before the backlog is read: whatever the feed releases from now on is here, and what
+    // it released before is at or below the checkpoint read next, so the log has it.
+    let live = BroadcastStream::new(state.feed.subscribe());
+    let (backlog, resumed_at) = match after {
+        None => (futures::stream::empty::<Option<Event>>().boxed(), None),
+        Some(after) => {
+            let released = state.progress.checkpoint();
+            let backlog = backlog(&state, after, released, wants.clone()).await?;
+            (backlog, Some(released.max(after)))
+        }
+    };
+    let live_wants = wants.clone();
+    let items = live.filter_map(move |item| {
         let event = match item {
             Err(BroadcastStreamRecvError::Lagged(_)) => {
                 Some(Event::default().event("resync").data("{}"))
             }
             Ok(item) => match item.as_ref() {
                 FeedItem::Event(change) => {
-                    let record = &change.record;
-                    let topic = record.aggregate.map(|k| k.as_str()).unwrap_or("");
-                    let wanted = topics.contains(topic)
-                        && entity.is_none_or(|id| record.aggregate_id == Some(id));
-                    wanted.then(|| {
-                        Event::default()
-                            .event("event")
-                            .id(record.seq.to_string())
-                            .data(serde_json::to_string(change).unwrap_or_default())
-                    })
+                    // A resumed stream sent what the backlog covered already.
+                    let fresh = resumed_at.is_none_or(|at| change.record.seq > at);
+                    (fresh && live_wants(&change.record)).then(|| sse_event(change))
                 }
                 FeedItem::Status { checkpoint, head } => {
                     (topics.contains("status") && entity.is_none()).then(|| {
@@ -105,14 +149,65 @@ async fn stream(
                 FeedItem::Resync => Some(Event::default().event("resync").data("{}")),
             },
         };
-        std::future::ready(event.map(Ok))
+        std::future::ready(event.map(Some))
     });
     // Say hello at once, so a client knows the stream is open before any event.
-    let hello = futures::stream::once(async { Ok(Event::default().event("hello").data("{}")) });
+    let hello = futures::stream::once(async { Some(Event::default().event("hello").data("{}")) });
     let mut closing = state.closing.subscribe();
     let closed = async move {
         let _ = closing.wait_for(|c| *c).await;
     };
-    Ok(Sse::new(hello.chain(items).take_until(closed))
+    let events = hello
+        .chain(backlog)
+        .chain(items)
+        .take_while(|event| std::future::ready(event.is_some()))
+        .filter_map(|event| std::future::ready(event.map(Ok)));
+    Ok(Sse::new(events.take_until(closed))
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+/// The SSE event of one log event: named `event`, its sequence as its id.
+fn sse_event(change: &Change) -> Event {
+    Event::default()
+        .event("event")
+        .id(change.record.seq.to_string())
+        .data(serde_json::to_string(change).unwrap_or_default())
+}
+
+/// The events after `after` up to `released` (what the live feed had released when the client
+/// subscribed) that `wants` keeps, read from the log as the client consumes them. `None` ends the
+/// stream: the log failed mid-way, and the client resumes from the last event it got.
+async fn backlog(
+    state: &AppState,
+    after: u64,
+    released: u64,
+    wants: impl Fn(&Record) -> bool + Send + 'static,
+) -> ApiResult<BoxStream<'static, Option<Event>>> {
+    if after >= released {
+        return Ok(futures::stream::empty().boxed());
+    }
+    let subjects = state.log.subjects().clone();
+    let events = state.log.read_from(after + 1).await?;
+    let backlog = events
+        .take_while(move |raw| {
+            let within = match raw {
+                Ok(raw) => raw.seq <= released,
+                Err(_) => true,
+            };
+            std::future::ready(within)
+        })
+        .filter_map(move |raw| {
+            let event = match raw {
+                Ok(raw) => {
+                    let (record, state) = Record::with_status(&raw, &subjects);
+                    wants(&record).then(|| Some(sse_event(&Change { record, state })))
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "a resumed stream lost the log: ending it");
+                    Some(None)
+                }
+            };
+            std::future::ready(event)
+        });
+    Ok(backlog.boxed())
 }

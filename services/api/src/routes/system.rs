@@ -10,6 +10,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use hive_schema::status_counts;
 use sea_orm::{ConnectionTrait, EntityTrait, Statement};
+use serde::Deserialize;
 use serde_json::{Value, json};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -86,8 +87,36 @@ fn component(ok: bool, details: Value) -> Value {
     json!({"status": if ok { "healthy" } else { "unhealthy" }, "details": details})
 }
 
-#[utoipa::path(get, path = "/health", tag = "system", summary = "Health of the hive and its components", responses((status = 200, description = "healthy or degraded"), (status = 503, description = "unhealthy")))]
-async fn health(State(state): State<AppState>) -> Response {
+/// `/health?detail=1`.
+#[derive(Debug, Default, Deserialize)]
+struct HealthQuery {
+    /// With an admin token: the failing components' own error text.
+    detail: Option<u8>,
+}
+
+/// A component that failed its probe: a stable reason for everyone (`unreachable` or `timeout`);
+/// the backend's own words go to the log, and to an admin who asks with `?detail=1`.
+fn failed(name: &str, outcome: Result<String, ()>, detail: bool) -> Value {
+    let (reason, error) = match outcome {
+        Ok(error) => ("unreachable", error),
+        Err(()) => ("timeout", "no answer within 1s".to_owned()),
+    };
+    tracing::warn!(component = name, %error, "health probe failed");
+    let mut details = json!({"reason": reason});
+    if detail {
+        details["error"] = json!(error);
+    }
+    component(false, details)
+}
+
+#[utoipa::path(get, path = "/health", tag = "system", summary = "Health of the hive and its components", params(("detail" = Option<u8>, Query, description = "1: with an admin token, a failing component's own error text")), responses((status = 200, description = "healthy or degraded"), (status = 503, description = "unhealthy")))]
+async fn health(
+    State(state): State<AppState>,
+    caller: Option<axum::Extension<crate::auth::Caller>>,
+    Query(query): Query<HealthQuery>,
+) -> Response {
+    let admin = caller.is_some_and(|c| c.0.0.role == hive_eventlog::Role::Admin);
+    let detail = admin && query.detail == Some(1);
     let probe = Duration::from_secs(1);
     let db = tokio::time::timeout(
         probe,
@@ -99,8 +128,8 @@ async fn health(State(state): State<AppState>) -> Response {
     .await;
     let database = match db {
         Ok(Ok(_)) => component(true, json!({"backend": "postgres"})),
-        Ok(Err(e)) => component(false, json!({"error": e.to_string()})),
-        Err(_) => component(false, json!({"error": "no answer within 1s"})),
+        Ok(Err(e)) => failed("database", Ok(e.to_string()), detail),
+        Err(_) => failed("database", Err(()), detail),
     };
     let head = tokio::time::timeout(probe, state.progress.head_now()).await;
     let event_store = match &head {
@@ -108,8 +137,8 @@ async fn health(State(state): State<AppState>) -> Response {
             true,
             json!({"stream": state.log.namespace().stream(), "last_seq": seq}),
         ),
-        Ok(Err(e)) => component(false, json!({"error": e.to_string()})),
-        Err(_) => component(false, json!({"error": "no answer within 1s"})),
+        Ok(Err(e)) => failed("event_store", Ok(e.to_string()), detail),
+        Err(_) => failed("event_store", Err(()), detail),
     };
     let checkpoint = state.progress.checkpoint();
     let lag = state.progress.head().saturating_sub(checkpoint);
