@@ -139,3 +139,44 @@ async fn a_stream_resumed_with_last_event_id_misses_nothing_and_repeats_nothing(
     );
     hive.stop().await;
 }
+
+/// The events a resuming client has not seen may still be on their way to the read models: they
+/// reach it once projected, even though they came while nobody listened.
+#[tokio::test]
+async fn a_stream_resumed_while_the_projection_is_behind_gets_every_event_once_projected() {
+    let world = World::new().await;
+    let api = world
+        .run(hive::Parts {
+            api: true,
+            projector: false,
+            scheduler: false,
+        })
+        .await;
+    // Nobody listens and nothing is projected while these are appended.
+    let mut created = Vec::new();
+    for n in 0..5 {
+        let (status, task) = api
+            .post(
+                "/api/v1/tasks",
+                body!({"title": format!("unprojected {n}")}),
+            )
+            .await;
+        assert_eq!(status, 201);
+        created.push(task["seq"].as_u64().unwrap());
+    }
+    let mut feed = Feed::open_with(&api, "?topics=task", Some(0)).await;
+    let projector = world
+        .run(hive::Parts {
+            api: false,
+            projector: true,
+            scheduler: false,
+        })
+        .await;
+    let mut resumed = Vec::new();
+    while resumed.len() < created.len() {
+        resumed.push(feed.next_event().await["seq"].as_u64().unwrap());
+    }
+    assert_eq!(resumed, created);
+    projector.stop().await;
+    api.stop().await;
+}

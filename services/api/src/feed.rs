@@ -103,7 +103,9 @@ async fn follow(
 ) {
     let subjects = log.subjects().clone();
     let mut checkpoint = progress.checkpoint_watch();
-    // Held as stored (cheap, shared bytes) and decoded only on release, and only while someone listens.
+    // Held as stored (cheap, shared bytes) until the read models reach them, whether or not someone
+    // listens (a client that subscribes meanwhile and resumes from the log counts on every event after
+    // the checkpoint coming through here); decoded on release, and only while someone listens.
     let mut pending: VecDeque<hive_eventlog::RawEvent> = VecDeque::new();
     let mut last_tick = tokio::time::Instant::now() - TICK;
     let mut tick_due = false;
@@ -124,10 +126,6 @@ async fn follow(
                     match event {
                         Some(Ok(raw)) => {
                             next = raw.seq + 1;
-                            if tx.receiver_count() == 0 {
-                                pending.clear();
-                                continue;
-                            }
                             pending.push_back(raw);
                             if pending.len() > MAX_PENDING {
                                 pending.pop_front();
@@ -152,7 +150,9 @@ async fn follow(
             }
             let reached = *checkpoint.borrow();
             while pending.front().is_some_and(|raw| raw.seq <= reached) {
-                if let Some(raw) = pending.pop_front() {
+                if let Some(raw) = pending.pop_front()
+                    && tx.receiver_count() > 0
+                {
                     let (record, state) = Record::with_status(&raw, &subjects);
                     let _ = tx.send(Arc::new(FeedItem::Event(Box::new(Change {
                         record,
