@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use async_nats::jetstream;
+use futures::StreamExt;
 use hive_eventlog::Namespace;
 use hive_eventlog::users::Service;
 use hive_tests::World;
@@ -67,7 +68,7 @@ async fn hive_up_runs_each_part_as_a_user_that_may_do_only_its_part() {
 
     // Only the command path publishes events: the projector may not.
     let projector = as_service(&url, Service::Projector, &password(Service::Projector)).await;
-    let published = match projector.publish(event_subject, "{}".into()).await {
+    let published = match projector.publish(event_subject.clone(), "{}".into()).await {
         Ok(ack) => ack.await.is_ok(),
         Err(_) => false,
     };
@@ -90,6 +91,26 @@ async fn hive_up_runs_each_part_as_a_user_that_may_do_only_its_part() {
     assert!(tokens.get("x").await.is_err(), "the scheduler read a token");
     let tokens = projector.get_key_value(ns.tokens()).await.unwrap();
     assert!(tokens.put("x", "{}".into()).await.is_err());
+    // An integrator reads the log with a durable consumer of its own, and does nothing else.
+    let integrator = as_service(&url, Service::Integrator, &password(Service::Integrator)).await;
+    let log = integrator.get_stream(ns.stream()).await.unwrap();
+    let durable = log
+        .create_consumer(jetstream::consumer::pull::Config {
+            durable_name: Some("an-auditor".into()),
+            ..Default::default()
+        })
+        .await
+        .expect("an integrator keeps a durable consumer");
+    let mut batch = durable.fetch().max_messages(3).messages().await.unwrap();
+    let first = batch.next().await.expect("an event").expect("read");
+    assert_eq!(first.info().unwrap().stream_sequence, 1);
+    first.ack().await.expect("an integrator acknowledges");
+    let published = match integrator.publish(event_subject, "{}".into()).await {
+        Ok(ack) => ack.await.is_ok(),
+        Err(_) => false,
+    };
+    assert!(!published, "an integrator published an event");
+    assert!(log.purge().await.is_err(), "an integrator purged the log");
     // Nothing changed.
     let after = stream.info().await.unwrap().state.last_sequence;
     assert_eq!(after, before, "no event appended by a refused user");
@@ -142,10 +163,10 @@ async fn hive_up_runs_each_part_as_a_user_that_may_do_only_its_part() {
         .unwrap();
     assert_eq!(view.status(), 200, "the API reads the rebuilt tables");
     up.kill().await.unwrap();
-    // The parts themselves were never refused anything: the server refused exactly this test's six
+    // The parts themselves were never refused anything: the server refused exactly this test's eight
     // attempts.
     let refused = refusals(&home.path().join("nats"));
-    assert_eq!(refused.len(), 6, "{}", refused.join("\n"));
+    assert_eq!(refused.len(), 8, "{}", refused.join("\n"));
 }
 
 #[tokio::test]

@@ -7,6 +7,10 @@
 //! API alone. Each service receives replies on an inbox of its own (`_INBOX_<service>.`), so no
 //! service can read another's answers. The agents' runtimes have no NATS user: they talk HTTP.
 //!
+//! One user is not a part of Hive: `hive-integrator`, for those who read the log itself. It may read
+//! the event stream and keep durable consumers of its own on it (create, read, acknowledge), and
+//! nothing else: no publishing events, no changing, purging or deleting, no buckets.
+//!
 //! [`server_config`] renders these users as nats-server configuration; `hive up` starts its
 //! nats-server with it, and `compose/nats.conf` is the same text with each password taken from the
 //! environment.
@@ -24,6 +28,8 @@ pub enum Service {
     Scheduler,
     /// Provisioning and the operators' commands: everything.
     Admin,
+    /// Outside readers of the log: read-only, with durable consumers of their own.
+    Integrator,
 }
 
 /// What a user may publish to and subscribe to.
@@ -37,11 +43,12 @@ pub struct Permissions {
 
 impl Service {
     /// Every service, in the order the configuration lists them.
-    pub const ALL: [Service; 4] = [
+    pub const ALL: [Service; 5] = [
         Service::Api,
         Service::Projector,
         Service::Scheduler,
         Service::Admin,
+        Service::Integrator,
     ];
 
     /// Its short name.
@@ -51,6 +58,7 @@ impl Service {
             Service::Projector => "projector",
             Service::Scheduler => "scheduler",
             Service::Admin => "admin",
+            Service::Integrator => "integrator",
         }
     }
 
@@ -87,6 +95,25 @@ impl Service {
                 subscribe: vec![">".into()],
             };
         }
+        if self == Service::Integrator {
+            publish.extend([
+                format!("$JS.API.STREAM.INFO.{stream}"),
+                format!("$JS.API.STREAM.MSG.GET.{stream}"),
+                format!("$JS.API.DIRECT.GET.{stream}"),
+                format!("$JS.API.DIRECT.GET.{stream}.>"),
+                format!("$JS.API.CONSUMER.CREATE.{stream}"),
+                format!("$JS.API.CONSUMER.CREATE.{stream}.>"),
+                format!("$JS.API.CONSUMER.DURABLE.CREATE.{stream}.>"),
+                format!("$JS.API.CONSUMER.INFO.{stream}.>"),
+                format!("$JS.API.CONSUMER.NAMES.{stream}"),
+                format!("$JS.API.CONSUMER.LIST.{stream}"),
+                format!("$JS.API.CONSUMER.MSG.NEXT.{stream}.>"),
+                format!("$JS.ACK.{stream}.>"),
+                format!("$JS.FC.{stream}.>"),
+            ]);
+            publish.sort();
+            return Permissions { publish, subscribe };
+        }
         // Every service reads the log and opens the buckets it is handed (their state only).
         read_stream(&mut publish, &stream);
         for b in [&heartbeats, &tokens] {
@@ -122,7 +149,7 @@ impl Service {
                 recreate(&mut publish, &lease);
                 publish.push(format!("$KV.{}.>", ns.scheduler_lease()));
             }
-            Service::Admin => unreachable!("answered above"),
+            Service::Admin | Service::Integrator => unreachable!("answered above"),
         }
         for list in [&mut publish, &mut subscribe] {
             list.sort();
@@ -223,6 +250,32 @@ mod tests {
             );
             assert!(!p.publish.iter().any(|s| s == ">" || s == "$JS.API.>"));
         }
+    }
+
+    #[test]
+    fn the_integrator_reads_and_acknowledges_only() {
+        let ns = Namespace::new("hive");
+        let p = Service::Integrator.permissions(&ns);
+        assert!(!p.publish.iter().any(|s| s.starts_with("hive.")), "{p:?}");
+        assert!(
+            !p.publish
+                .iter()
+                .any(|s| s.contains("KV_") || s.contains("$KV."))
+        );
+        for forbidden in [
+            "STREAM.CREATE",
+            "STREAM.UPDATE",
+            "STREAM.DELETE",
+            "STREAM.PURGE",
+            "MSG.DELETE",
+            "CONSUMER.DELETE",
+        ] {
+            assert!(
+                !p.publish.iter().any(|s| s.contains(forbidden)),
+                "{forbidden}"
+            );
+        }
+        assert_eq!(p.subscribe, ["_INBOX_integrator.>"]);
     }
 
     #[test]
