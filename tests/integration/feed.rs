@@ -180,3 +180,68 @@ async fn a_stream_resumed_while_the_projection_is_behind_gets_every_event_once_p
     projector.stop().await;
     api.stop().await;
 }
+
+/// `hive audit … --api` with a viewer token, and no NATS or database credentials at all, prints what
+/// reading the log itself prints; `hive audit correlation` shows one flow.
+#[tokio::test]
+async fn audit_through_the_api_with_a_viewer_token_prints_what_the_log_itself_prints() {
+    use hive_tests::scripted;
+    let world = World::new().await;
+    hive_tests::scripted::load_scripted(&world).await;
+    let hive = world.hive().await;
+    let viewer = world.token(Role::Viewer).await;
+    let direct = |args: &[&str]| {
+        let output = hive_tests::process::hive_command(&world, &[&["audit"], args].concat());
+        assert!(output.status.success(), "{output:?}");
+        String::from_utf8(output.stdout).unwrap()
+    };
+    // Run without blocking: the API answering it lives on this test's runtime.
+    let over_http = async |args: &[&str]| {
+        let output = tokio::process::Command::new(hive_tests::agent_program())
+            .arg("audit")
+            .args(args)
+            .args(["--api", &hive.url("")])
+            .env("HIVE_TOKEN", &viewer)
+            .env("HIVE_HOME", std::env::temp_dir())
+            .env("HIVE_LOG", "warn")
+            .env_remove("HIVE_NATS_URL")
+            .env_remove("HIVE_DATABASE_URL")
+            .output()
+            .await
+            .unwrap();
+        assert!(output.status.success(), "{output:?}");
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let flow = "00000000-0000-0000-0000-0000000000f0";
+    for args in [
+        vec!["agent", scripted::AGENT],
+        vec!["task", scripted::T2, "--json"],
+        vec!["project", scripted::PROJECT],
+        vec!["log", "--from", "2026-01-01T00:00:09Z", "--to", "12"],
+        vec![
+            "log",
+            "--from",
+            "3",
+            "--to",
+            "2026-01-01T00:00:07Z",
+            "--json",
+        ],
+        vec!["correlation", flow, "--json"],
+    ] {
+        let expected = direct(&args);
+        assert!(!expected.is_empty(), "{args:?}");
+        assert_eq!(
+            over_http(&args).await,
+            expected,
+            "hive audit {}",
+            args.join(" ")
+        );
+    }
+    let flow_lines = direct(&["correlation", flow, "--json"]);
+    assert!(
+        flow_lines.lines().count() > 10,
+        "the scripted history is one flow"
+    );
+    assert!(flow_lines.lines().all(|l| l.contains(flow)));
+    hive.stop().await;
+}

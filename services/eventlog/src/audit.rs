@@ -12,8 +12,8 @@ use uuid::Uuid;
 
 use crate::RawEvent;
 
-/// One event as an auditor reads it.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+/// One event as an auditor reads it (and as the API answers it).
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
 pub struct Record {
     /// Its position in the log.
     pub seq: u64,
@@ -43,7 +43,7 @@ pub struct Record {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub causation_id: Option<Uuid>,
     /// Its data as stored.
-    #[serde(skip_serializing_if = "Value::is_null")]
+    #[serde(default, skip_serializing_if = "Value::is_null")]
     pub data: Value,
     /// Why it cannot be read, for an event no fold can apply.
     #[serde(skip_serializing_if = "Option::is_none")]

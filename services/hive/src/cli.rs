@@ -60,14 +60,19 @@ enum Command {
     /// publish events. Each password is read from $HIVE_NATS_<SERVICE>_PASSWORD when the server
     /// starts. Services connect as theirs with HIVE_NATS_URL=nats://hive-<service>:<password>@host.
     NatsUsers,
-    /// The log for auditors: an entity's history, an agent's work, a stretch of the log, or an entity
-    /// as it was at a sequence or a time.
+    /// The log for auditors: an entity's history, an agent's work, a stretch of the log, one flow, or
+    /// an entity as it was at a sequence or a time. Reads the log itself (admin NATS credentials), or a
+    /// hive's API with `--api` and a viewer token. Safe on a live hive: it only reads.
     Audit {
         #[command(subcommand)]
         query: AuditCommand,
         /// JSON lines instead of a table (`state`: one compact JSON line instead of pretty JSON).
         #[arg(long, global = true)]
         json: bool,
+        /// Read through this hive's API (e.g. http://127.0.0.1:8080) instead of the log itself; the
+        /// token is HIVE_TOKEN, or $HIVE_HOME/admin.token. (`state` reads the log itself only.)
+        #[arg(long, global = true, env = "HIVE_API_URL")]
+        api: Option<String>,
     },
 }
 
@@ -129,6 +134,12 @@ enum AuditCommand {
     /// A project's history.
     Project {
         /// The project.
+        id: Uuid,
+    },
+    /// One flow: the command a client sent and everything it caused (the scheduler's decisions, the
+    /// agent's reports), in log order, each with its causation.
+    Correlation {
+        /// The flow's correlation id (the `X-Correlation-Id` a client sent, or an event's).
         id: Uuid,
     },
     /// The whole log, or the stretch between two points (sequences or RFC 3339 times, both included).
@@ -306,6 +317,19 @@ enum Part {
     Scheduler,
 }
 
+/// The token for `--api`: HIVE_TOKEN, or the development admin token `hive up` keeps in its home.
+fn api_token(config: &Config) -> anyhow::Result<String> {
+    if let Ok(token) = std::env::var("HIVE_TOKEN")
+        && !token.trim().is_empty()
+    {
+        return Ok(token.trim().to_owned());
+    }
+    let path = config.home.join(crate::up::ADMIN_TOKEN);
+    std::fs::read_to_string(&path)
+        .map(|t| t.trim().to_owned())
+        .map_err(|e| anyhow::anyhow!("no HIVE_TOKEN, and {} cannot be read: {e}", path.display()))
+}
+
 fn required(value: &Option<String>, name: &str) -> anyhow::Result<String> {
     value
         .clone()
@@ -389,15 +413,14 @@ async fn run_cli(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Verify => crate::ops::verify(&backends(&config, false).await?).await,
-        Command::Audit { query, json } => {
-            let backends = backends(&config, false).await?;
-            let log = &backends.log;
+        Command::Audit { query, json, api } => {
             use crate::ops::AuditQuery;
             use hive_events::AggregateKind;
             let query = match query {
                 AuditCommand::Agent { id } => AuditQuery::AgentWork(id),
                 AuditCommand::Task { id } => AuditQuery::Entity(AggregateKind::Task, id),
                 AuditCommand::Project { id } => AuditQuery::Entity(AggregateKind::Project, id),
+                AuditCommand::Correlation { id } => AuditQuery::Correlation(id),
                 AuditCommand::Log { from, to } => AuditQuery::Log {
                     from: at(&from)?,
                     to: at(&to)?,
@@ -407,12 +430,27 @@ async fn run_cli(cli: Cli) -> anyhow::Result<()> {
                     id,
                     at: point,
                 } => {
+                    anyhow::ensure!(
+                        api.is_none(),
+                        "`hive audit state` reads the log itself: leave out --api"
+                    );
                     let point =
                         hive_eventlog::audit::parse_at(&point).map_err(|e| anyhow::anyhow!(e))?;
-                    return crate::ops::state(log, kind.into(), id, point, json).await;
+                    let backends = backends(&config, false).await?;
+                    return crate::ops::state(&backends.log, kind.into(), id, point, json).await;
                 }
             };
-            crate::ops::audit(log, query, json).await
+            let records = match api {
+                Some(url) => {
+                    let client =
+                        hive_runtime::Client::new(&url).with_token(Some(api_token(&config)?));
+                    crate::remote::audit_records(&client, query).await?
+                }
+                None => {
+                    crate::ops::audit_records(&backends(&config, false).await?.log, query).await?
+                }
+            };
+            crate::ops::print_records(&records, json)
         }
         Command::Agent(args) => {
             let runtime = args.config(&config)?;

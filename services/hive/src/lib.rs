@@ -7,6 +7,7 @@ pub mod cli;
 pub mod config;
 mod credentials;
 pub mod ops;
+pub mod remote;
 pub mod up;
 
 use std::net::SocketAddr;

@@ -164,6 +164,8 @@ pub enum AuditQuery {
     Entity(AggregateKind, Uuid),
     /// An agent's own history and that of every task it touched.
     AgentWork(Uuid),
+    /// Every event of one flow (correlation id).
+    Correlation(Uuid),
     /// The log between two points (each end included; open when absent).
     Log {
         /// From this point.
@@ -175,14 +177,18 @@ pub enum AuditQuery {
 
 /// `hive audit ...`: the records, as a table or as JSON lines.
 pub async fn audit(log: &EventLog, query: AuditQuery, json: bool) -> anyhow::Result<()> {
-    let records = audit_records(log, query).await?;
+    print_records(&audit_records(log, query).await?, json)
+}
+
+/// Prints `records` as a table, or as JSON lines.
+pub fn print_records(records: &[Record], json: bool) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     if json {
-        for record in &records {
+        for record in records {
             writeln!(out, "{}", serde_json::to_string(record)?)?;
         }
     } else {
-        write!(out, "{}", table(&records))?;
+        write!(out, "{}", table(records))?;
     }
     Ok(())
 }
@@ -195,6 +201,18 @@ pub async fn audit_records(log: &EventLog, query: AuditQuery) -> anyhow::Result<
             let history = log.history(kind, id).await?;
             anyhow::ensure!(!history.is_empty(), "no {} {id} in the log", kind.as_str());
             Ok(history.iter().map(|r| Record::of(r, &subjects)).collect())
+        }
+        AuditQuery::Correlation(flow) => {
+            let mut records = Vec::new();
+            scan(log, None, None, |raw| {
+                let record = Record::of(raw, &subjects);
+                if record.correlation_id == Some(flow) {
+                    records.push(record);
+                }
+            })
+            .await?;
+            anyhow::ensure!(!records.is_empty(), "no event of flow {flow} in the log");
+            Ok(records)
         }
         AuditQuery::AgentWork(agent) => {
             let own = log.history(AggregateKind::Agent, agent).await?;

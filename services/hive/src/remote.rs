@@ -1,0 +1,97 @@
+//! The auditor's commands through a hive's API (`hive audit … --api URL`), with a viewer token: the
+//! same records as reading the log itself, paged from `GET /api/v1/events` and the entities' histories.
+
+use std::collections::BTreeSet;
+
+use hive_eventlog::audit::{At, Record};
+use hive_events::AggregateKind;
+use hive_runtime::Client;
+use uuid::Uuid;
+
+use crate::ops::AuditQuery;
+
+/// Events asked for a page.
+const PAGE: usize = 1_000;
+
+/// The records `query` selects, read through the API.
+pub async fn audit_records(client: &Client, query: AuditQuery) -> anyhow::Result<Vec<Record>> {
+    match query {
+        AuditQuery::Entity(kind, id) => history(client, kind, id).await,
+        AuditQuery::Correlation(flow) => {
+            let records = log(client, &format!("correlation_id={flow}"), 0, None).await?;
+            anyhow::ensure!(!records.is_empty(), "no event of flow {flow} in the log");
+            Ok(records)
+        }
+        AuditQuery::AgentWork(agent) => {
+            let mut all = history(client, AggregateKind::Agent, agent).await?;
+            let tasks: BTreeSet<Uuid> = log(client, "aggregate=task", 0, None)
+                .await?
+                .into_iter()
+                .filter(|r| r.names_agent(agent))
+                .filter_map(|r| r.aggregate_id)
+                .collect();
+            for task in tasks {
+                all.extend(history(client, AggregateKind::Task, task).await?);
+            }
+            all.sort_by_key(|r| r.seq);
+            Ok(all)
+        }
+        AuditQuery::Log { from, to } => {
+            let mut filter = Vec::new();
+            let after = match from {
+                Some(At::Seq(seq)) => seq.saturating_sub(1),
+                Some(At::Time(time)) => {
+                    filter.push(format!("since={}", query_time(time)));
+                    0
+                }
+                Some(At::End) | None => 0,
+            };
+            let last = match to {
+                Some(At::Seq(seq)) => Some(seq),
+                Some(At::Time(time)) => {
+                    filter.push(format!("until={}", query_time(time)));
+                    None
+                }
+                Some(At::End) | None => None,
+            };
+            log(client, &filter.join("&"), after, last).await
+        }
+    }
+}
+
+/// An RFC 3339 time as a query value (`+` would read as a space).
+fn query_time(time: chrono::DateTime<chrono::Utc>) -> String {
+    time.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+}
+
+/// One entity's history.
+async fn history(client: &Client, kind: AggregateKind, id: Uuid) -> anyhow::Result<Vec<Record>> {
+    let answer = client
+        .get(&format!("/api/v1/{}s/{id}/events", kind.as_str()))
+        .await?;
+    Ok(serde_json::from_value(answer["events"].clone())?)
+}
+
+/// The log after `after` (up to `last`, if given) through `filter`, page by page.
+async fn log(
+    client: &Client,
+    filter: &str,
+    mut after: u64,
+    last: Option<u64>,
+) -> anyhow::Result<Vec<Record>> {
+    let mut records = Vec::new();
+    loop {
+        let path = format!("/api/v1/events?after_seq={after}&limit={PAGE}&{filter}");
+        let page = client.get(&path).await?;
+        let items: Vec<Record> = serde_json::from_value(page["items"].clone())?;
+        let beyond = items
+            .iter()
+            .position(|r| last.is_some_and(|last| r.seq > last));
+        let done = beyond.is_some();
+        records.extend(items.into_iter().take(beyond.unwrap_or(usize::MAX)));
+        after = page["last_seq"].as_u64().unwrap_or(after);
+        if done || page["more"] != true || last.is_some_and(|last| after >= last) {
+            return Ok(records);
+        }
+    }
+}
