@@ -72,7 +72,30 @@ async fn the_log_pages_in_order_with_its_filters_for_a_viewer() {
         .to_owned();
     let by_flow = page(format!("correlation_id={flow}")).await;
     assert_eq!(seqs(&by_flow["items"]), [tasks[0]["seq"].as_u64().unwrap()]);
+    // An entity's history pages the same way.
+    let cancelled = hive
+        .post(&format!("/api/v1/tasks/{first}/cancel"), body!({}))
+        .await
+        .1;
+    let page_of = |path: String| {
+        let viewer = viewer.clone();
+        let url = hive.url(&path);
+        async move { json(viewer.get(url)).await }
+    };
+    let one = page_of(format!("/api/v1/tasks/{first}/events?limit=1")).await;
+    assert_eq!(
+        (seqs(&one["events"]).len(), &one["more"]),
+        (1, &Value::Bool(true))
+    );
+    let after = one["last_seq"].as_u64().unwrap();
+    let rest = page_of(format!(
+        "/api/v1/tasks/{first}/events?after_seq={after}&limit=1"
+    ))
+    .await;
+    assert_eq!(seqs(&rest["events"]), [cancelled["seq"].as_u64().unwrap()]);
+    assert_eq!(rest["more"], false);
     // Nothing after the head; a bad filter is a 400.
+    let head = world.log().last_seq().await.unwrap();
     let none = page(format!("after_seq={head}")).await;
     assert_eq!(
         (none["items"].as_array().unwrap().len(), &none["more"]),

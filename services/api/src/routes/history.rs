@@ -28,27 +28,75 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(dead_letters))
 }
 
-#[utoipa::path(get, path = "/api/v1/agents/{id}/events", tag = "history", summary = "An agent's history from the log", params(("id" = Uuid, Path, description = "the agent")), responses((status = 200, description = "{aggregate, aggregate_id, events}"), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
-async fn agent_events(state: State<AppState>, id: Path<Uuid>) -> ApiResult<Json<Value>> {
-    events(state, id, AggregateKind::Agent).await
+#[utoipa::path(get, path = "/api/v1/agents/{id}/events", tag = "history", summary = "An agent's history from the log", params(("id" = Uuid, Path, description = "the agent"), HistoryPage), responses((status = 200, description = "{aggregate, aggregate_id, events, last_seq, more}"), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
+async fn agent_events(
+    state: State<AppState>,
+    id: Path<Uuid>,
+    page: Query<HistoryPage>,
+) -> ApiResult<Json<Value>> {
+    events(state, id, page, AggregateKind::Agent).await
 }
 
-#[utoipa::path(get, path = "/api/v1/tasks/{id}/events", tag = "history", summary = "A task's history from the log", params(("id" = Uuid, Path, description = "the task")), responses((status = 200, description = "{aggregate, aggregate_id, events}"), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
-async fn task_events(state: State<AppState>, id: Path<Uuid>) -> ApiResult<Json<Value>> {
-    events(state, id, AggregateKind::Task).await
+#[utoipa::path(get, path = "/api/v1/tasks/{id}/events", tag = "history", summary = "A task's history from the log", params(("id" = Uuid, Path, description = "the task"), HistoryPage), responses((status = 200, description = "{aggregate, aggregate_id, events, last_seq, more}"), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
+async fn task_events(
+    state: State<AppState>,
+    id: Path<Uuid>,
+    page: Query<HistoryPage>,
+) -> ApiResult<Json<Value>> {
+    events(state, id, page, AggregateKind::Task).await
 }
 
-#[utoipa::path(get, path = "/api/v1/projects/{id}/events", tag = "history", summary = "A project's history from the log", params(("id" = Uuid, Path, description = "the project")), responses((status = 200, description = "{aggregate, aggregate_id, events}"), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
-async fn project_events(state: State<AppState>, id: Path<Uuid>) -> ApiResult<Json<Value>> {
-    events(state, id, AggregateKind::Project).await
+#[utoipa::path(get, path = "/api/v1/projects/{id}/events", tag = "history", summary = "A project's history from the log", params(("id" = Uuid, Path, description = "the project"), HistoryPage), responses((status = 200, description = "{aggregate, aggregate_id, events, last_seq, more}"), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
+async fn project_events(
+    state: State<AppState>,
+    id: Path<Uuid>,
+    page: Query<HistoryPage>,
+) -> ApiResult<Json<Value>> {
+    events(state, id, page, AggregateKind::Project).await
+}
+
+/// An entity's history a page at a time, as the log is (`GET /api/v1/events`); all of it without
+/// `limit`.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+struct HistoryPage {
+    /// Its events after this sequence.
+    after_seq: Option<u64>,
+    /// 1 to 1,000 events; every one when absent.
+    limit: Option<usize>,
 }
 
 async fn events(
     State(state): State<AppState>,
     Path(id): Path<Uuid>,
+    Query(page): Query<HistoryPage>,
     kind: AggregateKind,
 ) -> ApiResult<Json<Value>> {
-    let history = state.log.history(kind, id).await?;
+    let (history, beyond) = match (page.after_seq, page.limit) {
+        (None, None) => (state.log.history(kind, id).await?, 0),
+        (after, limit) => {
+            let limit = match limit.unwrap_or(1_000) {
+                n @ 1..=1_000 => n,
+                n => {
+                    return Err(ApiError::new(
+                        Code::BadRequest,
+                        format!("limit must be 1 to 1000, got {n}"),
+                    ));
+                }
+            };
+            let subject = state.log.subjects().of(kind, id);
+            let after = after.unwrap_or(0);
+            let page = state.log.page(after + 1, subject, limit).await?;
+            // An entity with no events at all is not there; one with none after `after` is.
+            if page.0.is_empty() && after > 0 && state.log.first(kind, id).await?.is_some() {
+                return Ok(Json(json!({
+                    "aggregate": kind, "aggregate_id": id, "events": [], "last_seq": after,
+                    "more": false,
+                })));
+            }
+            page
+        }
+    };
     if history.is_empty() {
         return Err(ApiError::not_found(kind.as_str(), id));
     }
@@ -57,9 +105,11 @@ async fn events(
         .iter()
         .map(|raw| Record::of(raw, subjects))
         .collect();
-    Ok(Json(
-        json!({"aggregate": kind, "aggregate_id": id, "events": events}),
-    ))
+    let last_seq = events.last().map_or(0, |e| e.seq);
+    Ok(Json(json!({
+        "aggregate": kind, "aggregate_id": id, "events": events, "last_seq": last_seq,
+        "more": beyond > 0,
+    })))
 }
 
 #[derive(Debug, Deserialize)]
