@@ -53,7 +53,7 @@ pub async fn rebuild(servers: &Servers, events: u64) -> anyhow::Result<Vec<Table
     rows.push(read_row);
     rows.extend(project_rebuild_verify(&backends, head, raw_read).await?);
     rows.push(histories_direct(log, &loaded.tasks).await?);
-    rows.push(histories_over_http(servers, &namespace, &loaded.tasks).await?);
+    rows.extend(histories_over_http(servers, &namespace, &loaded.tasks, head, raw_read).await?);
     rows.push(Row {
         what: "peak RSS of this process (load, project, rebuild, verify)".into(),
         rate: None,
@@ -176,7 +176,9 @@ async fn histories_over_http(
     servers: &Servers,
     namespace: &str,
     tasks: &[uuid::Uuid],
-) -> anyhow::Result<Row> {
+    head: u64,
+    raw_read: f64,
+) -> anyhow::Result<Vec<Row>> {
     let hive = crate::hive_process::HiveProcess::start(
         &servers.nats_url,
         &servers.database(namespace),
@@ -219,11 +221,49 @@ async fn histories_over_http(
             "a task's history"
         );
     }
-    Ok(row(
+    let histories = row(
         "one task's history over HTTP (GET /api/v1/tasks/{id}/events)",
         Some(rate(PICKS, began.elapsed())),
         None,
         Some(&mut latencies),
         "sequential; the API's whole path, auth included",
+    );
+    let catch_up = catch_up_over_http(&http, &hive.base, head, raw_read).await?;
+    Ok(vec![histories, catch_up])
+}
+
+/// A reader catching up with the whole log over HTTP, as an integrator would: `GET /api/v1/events`
+/// pages of 1,000, each asked after the last one's `last_seq`, beside the raw ordered read.
+async fn catch_up_over_http(
+    http: &reqwest::Client,
+    base: &str,
+    head: u64,
+    raw_read: f64,
+) -> anyhow::Result<Row> {
+    let mut latencies = Latencies::default();
+    let (mut after, mut events) = (0u64, 0u64);
+    let began = Instant::now();
+    loop {
+        let url = format!("{base}/api/v1/events?after_seq={after}&limit=1000");
+        let page: serde_json::Value = latencies
+            .measure(async {
+                let response = http.get(url).send().await?;
+                anyhow::ensure!(response.status() == 200, "events: {}", response.status());
+                anyhow::Ok(response.json().await?)
+            })
+            .await?;
+        events += page["items"].as_array().map_or(0, |i| i.len() as u64);
+        after = page["last_seq"].as_u64().unwrap_or(after);
+        if page["more"] != true || after >= head {
+            break;
+        }
+    }
+    anyhow::ensure!(events >= head, "read {events} of {head} events");
+    Ok(row(
+        "the log over HTTP (GET /api/v1/events, pages of 1,000, by after_seq)",
+        Some(rate(events, began.elapsed())),
+        Some(raw_read),
+        Some(&mut latencies),
+        format!("{events} events; latencies per page"),
     ))
 }
