@@ -398,22 +398,33 @@ impl EventLog {
             .map_err(|e| LogError::new("create a reader", e))?;
         // What matches now; the reader would wait for more after it.
         let matching = consumer.cached_info().num_pending;
+        let name = consumer.cached_info().name.clone();
         let wanted = usize::try_from(matching).unwrap_or(usize::MAX).min(max);
-        if wanted == 0 {
-            return Ok((Vec::new(), 0));
-        }
-        let mut messages = consumer
-            .messages()
-            .await
-            .map_err(|e| LogError::new("read the log", e))?;
         let mut events = Vec::with_capacity(wanted);
-        while events.len() < wanted {
-            let Some(message) = messages.next().await else {
-                return Err(LogError::new("read the log", "the reader ended"));
-            };
-            let message = message.map_err(|e| LogError::new("read the log", e))?;
-            events.push(raw_of(message)?);
+        let read = async {
+            if wanted == 0 {
+                return Ok(());
+            }
+            let mut messages = consumer
+                .messages()
+                .await
+                .map_err(|e| LogError::new("read the log", e))?;
+            while events.len() < wanted {
+                let Some(message) = messages.next().await else {
+                    return Err(LogError::new("read the log", "the reader ended"));
+                };
+                let message = message.map_err(|e| LogError::new("read the log", e))?;
+                events.push(raw_of(message)?);
+            }
+            Ok(())
         }
+        .await;
+        // A reader per page: gone at once, or pages would pile up consumers on the stream until its
+        // limit (the server drops an idle one only after a while).
+        if let Err(e) = self.inner.stream.delete_consumer(&name).await {
+            tracing::debug!(error = %e, "could not delete a page's reader; it lapses by itself");
+        }
+        read?;
         Ok((events, matching - wanted as u64))
     }
 

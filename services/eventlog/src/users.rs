@@ -96,20 +96,14 @@ impl Service {
             };
         }
         if self == Service::Integrator {
+            // Reading, and durable consumers of its own: no deleting consumers (Hive's readers are
+            // among them).
+            read_only(&mut publish, &stream);
             publish.extend([
-                format!("$JS.API.STREAM.INFO.{stream}"),
-                format!("$JS.API.STREAM.MSG.GET.{stream}"),
-                format!("$JS.API.DIRECT.GET.{stream}"),
-                format!("$JS.API.DIRECT.GET.{stream}.>"),
-                format!("$JS.API.CONSUMER.CREATE.{stream}"),
-                format!("$JS.API.CONSUMER.CREATE.{stream}.>"),
                 format!("$JS.API.CONSUMER.DURABLE.CREATE.{stream}.>"),
-                format!("$JS.API.CONSUMER.INFO.{stream}.>"),
                 format!("$JS.API.CONSUMER.NAMES.{stream}"),
                 format!("$JS.API.CONSUMER.LIST.{stream}"),
-                format!("$JS.API.CONSUMER.MSG.NEXT.{stream}.>"),
                 format!("$JS.ACK.{stream}.>"),
-                format!("$JS.FC.{stream}.>"),
             ]);
             publish.sort();
             return Permissions { publish, subscribe };
@@ -159,8 +153,15 @@ impl Service {
     }
 }
 
-/// Reading `stream`: its state, consumers of it (ordered readers, watches), direct gets.
+/// Reading `stream` as a service: [`read_only`], and deleting consumers (an ordered reader deletes its
+/// own when it resets).
 fn read_stream(publish: &mut Vec<String>, stream: &str) {
+    read_only(publish, stream);
+    publish.push(format!("$JS.API.CONSUMER.DELETE.{stream}.>"));
+}
+
+/// Reading `stream`: its state, consumers of it (ordered readers, watches), direct gets.
+fn read_only(publish: &mut Vec<String>, stream: &str) {
     publish.extend([
         format!("$JS.API.STREAM.INFO.{stream}"),
         format!("$JS.API.STREAM.MSG.GET.{stream}"),
@@ -169,7 +170,6 @@ fn read_stream(publish: &mut Vec<String>, stream: &str) {
         format!("$JS.API.CONSUMER.CREATE.{stream}"),
         format!("$JS.API.CONSUMER.CREATE.{stream}.>"),
         format!("$JS.API.CONSUMER.INFO.{stream}.>"),
-        format!("$JS.API.CONSUMER.DELETE.{stream}.>"),
         format!("$JS.API.CONSUMER.MSG.NEXT.{stream}.>"),
         format!("$JS.FC.{stream}.>"),
     ]);
