@@ -268,3 +268,34 @@ async fn audit_through_the_api_with_a_viewer_token_prints_what_the_log_itself_pr
     assert!(flow_lines.lines().all(|l| l.contains(flow)));
     hive.stop().await;
 }
+
+/// On a quiet log the backlog ends with the last event the feed had released: status ticks follow at
+/// once, not after the next append.
+#[tokio::test]
+async fn a_resumed_stream_on_a_quiet_log_goes_live_after_its_backlog() {
+    let world = World::new().await;
+    let hive = world.hive().await;
+    let mut seqs = Vec::new();
+    for n in 0..3 {
+        let (_, task) = hive
+            .post("/api/v1/tasks", body!({"title": format!("t{n}")}))
+            .await;
+        seqs.push(task["seq"].as_u64().unwrap());
+    }
+    hive.get_at("/status", seqs[2]).await;
+    let mut feed = Feed::open_with(&hive, "?topics=task,status", Some(seqs[0])).await;
+    let mut backlog = Vec::new();
+    while backlog.len() < 2 {
+        let (name, data) = feed.next().await;
+        if name == "event" {
+            backlog.push(data["seq"].as_u64().unwrap());
+        }
+    }
+    assert_eq!(backlog, seqs[1..]);
+    // Nothing is appended any more; the live feed's ticks come through all the same.
+    assert_eq!(
+        feed.next_named("status").await["head"].as_u64(),
+        Some(seqs[2])
+    );
+    hive.stop().await;
+}

@@ -96,7 +96,7 @@ async fn hive_up_runs_each_part_as_a_user_that_may_do_only_its_part() {
     let log = integrator.get_stream(ns.stream()).await.unwrap();
     let durable = log
         .create_consumer(jetstream::consumer::pull::Config {
-            durable_name: Some("an-auditor".into()),
+            durable_name: Some(hive_eventlog::users::INTEGRATOR_CONSUMER.into()),
             ..Default::default()
         })
         .await
@@ -110,6 +110,17 @@ async fn hive_up_runs_each_part_as_a_user_that_may_do_only_its_part() {
         Err(_) => false,
     };
     assert!(!published, "an integrator published an event");
+    // Hive's own readers are not its to read from.
+    let other = log
+        .create_consumer(jetstream::consumer::pull::Config {
+            durable_name: Some("someone-else".into()),
+            ..Default::default()
+        })
+        .await;
+    assert!(
+        other.is_err(),
+        "an integrator made a consumer that is not its own"
+    );
     assert!(log.purge().await.is_err(), "an integrator purged the log");
     // Nothing changed.
     let after = stream.info().await.unwrap().state.last_sequence;
@@ -163,10 +174,10 @@ async fn hive_up_runs_each_part_as_a_user_that_may_do_only_its_part() {
         .unwrap();
     assert_eq!(view.status(), 200, "the API reads the rebuilt tables");
     up.kill().await.unwrap();
-    // The parts themselves were never refused anything: the server refused exactly this test's eight
+    // The parts themselves were never refused anything: the server refused exactly this test's nine
     // attempts.
     let refused = refusals(&home.path().join("nats"));
-    assert_eq!(refused.len(), 8, "{}", refused.join("\n"));
+    assert_eq!(refused.len(), 9, "{}", refused.join("\n"));
 }
 
 #[tokio::test]

@@ -6,6 +6,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -66,6 +67,9 @@ pub struct Change {
 #[derive(Clone)]
 pub struct Feed {
     tx: broadcast::Sender<Arc<FeedItem>>,
+    /// The highest sequence the feed will never release: dropped when the projection fell more than
+    /// [`MAX_PENDING`] events behind, or before its start.
+    dropped_through: Arc<AtomicU64>,
     _tasks: Arc<Tasks>,
 }
 
@@ -78,15 +82,33 @@ impl Feed {
         heartbeats: Heartbeats,
     ) -> Result<Self, hive_eventlog::LogError> {
         let (tx, _) = broadcast::channel(CHANNEL);
-        let from = log.last_seq().await? + 1;
-        let events = tokio::spawn(follow(log, progress, tx.clone(), from));
+        // From what the read models have not reached yet (a client resuming from the log counts on
+        // the feed for everything after the checkpoint), but never more than it may hold.
+        let head = log.last_seq().await?;
+        let unreached = progress.checkpoint() + 1;
+        let from = unreached.max(head.saturating_sub(MAX_PENDING as u64) + 1);
+        let skipped = if from > unreached { from - 1 } else { 0 };
+        let dropped_through = Arc::new(AtomicU64::new(skipped));
+        let events = tokio::spawn(follow(
+            log,
+            progress,
+            tx.clone(),
+            from,
+            dropped_through.clone(),
+        ));
         // Followed before the API serves: a heartbeat it takes from now on is on the feed.
         let first = heartbeats.follow().await?;
         let beats = tokio::spawn(follow_heartbeats(heartbeats, first, tx.clone()));
         Ok(Self {
             tx,
+            dropped_through,
             _tasks: Arc::new(Tasks(vec![events, beats])),
         })
+    }
+
+    /// The highest sequence the feed will never release (0: none so far).
+    pub fn dropped_through(&self) -> u64 {
+        self.dropped_through.load(Ordering::Acquire)
     }
 
     /// A new subscriber, receiving what is released from now on.
@@ -100,6 +122,7 @@ async fn follow(
     progress: Progress,
     tx: broadcast::Sender<Arc<FeedItem>>,
     mut next: u64,
+    dropped_through: Arc<AtomicU64>,
 ) {
     let subjects = log.subjects().clone();
     let mut checkpoint = progress.checkpoint_watch();
@@ -127,8 +150,10 @@ async fn follow(
                         Some(Ok(raw)) => {
                             next = raw.seq + 1;
                             pending.push_back(raw);
-                            if pending.len() > MAX_PENDING {
-                                pending.pop_front();
+                            if pending.len() > MAX_PENDING
+                                && let Some(dropped) = pending.pop_front()
+                            {
+                                dropped_through.fetch_max(dropped.seq, Ordering::AcqRel);
                                 let _ = tx.send(Arc::new(FeedItem::Resync));
                             }
                         }

@@ -32,6 +32,10 @@ pub enum Service {
     Integrator,
 }
 
+/// The one durable consumer the integrator user may create and read from (an integrator that needs
+/// more is given a user of its own by the admin).
+pub const INTEGRATOR_CONSUMER: &str = "integrator";
+
 /// What a user may publish to and subscribe to.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Permissions {
@@ -96,14 +100,21 @@ impl Service {
             };
         }
         if self == Service::Integrator {
-            // Reading, and durable consumers of its own: no deleting consumers (Hive's readers are
-            // among them).
-            read_only(&mut publish, &stream);
+            // Reading, and only through its own durable consumer: Hive's readers are consumers of
+            // the same stream, and one who could pull from them would steal their events.
+            let own = INTEGRATOR_CONSUMER;
             publish.extend([
-                format!("$JS.API.CONSUMER.DURABLE.CREATE.{stream}.>"),
-                format!("$JS.API.CONSUMER.NAMES.{stream}"),
-                format!("$JS.API.CONSUMER.LIST.{stream}"),
-                format!("$JS.ACK.{stream}.>"),
+                format!("$JS.API.STREAM.INFO.{stream}"),
+                format!("$JS.API.STREAM.MSG.GET.{stream}"),
+                format!("$JS.API.DIRECT.GET.{stream}"),
+                format!("$JS.API.DIRECT.GET.{stream}.>"),
+                format!("$JS.API.CONSUMER.CREATE.{stream}.{own}"),
+                format!("$JS.API.CONSUMER.CREATE.{stream}.{own}.>"),
+                format!("$JS.API.CONSUMER.DURABLE.CREATE.{stream}.{own}"),
+                format!("$JS.API.CONSUMER.INFO.{stream}.{own}"),
+                format!("$JS.API.CONSUMER.DELETE.{stream}.{own}"),
+                format!("$JS.API.CONSUMER.MSG.NEXT.{stream}.{own}"),
+                format!("$JS.ACK.{stream}.{own}.>"),
             ]);
             publish.sort();
             return Permissions { publish, subscribe };
@@ -153,15 +164,10 @@ impl Service {
     }
 }
 
-/// Reading `stream` as a service: [`read_only`], and deleting consumers (an ordered reader deletes its
-/// own when it resets).
+/// Reading `stream`: its state, consumers of it (ordered readers, watches; an ordered reader deletes
+/// its own when it resets), direct gets.
 fn read_stream(publish: &mut Vec<String>, stream: &str) {
-    read_only(publish, stream);
     publish.push(format!("$JS.API.CONSUMER.DELETE.{stream}.>"));
-}
-
-/// Reading `stream`: its state, consumers of it (ordered readers, watches), direct gets.
-fn read_only(publish: &mut Vec<String>, stream: &str) {
     publish.extend([
         format!("$JS.API.STREAM.INFO.{stream}"),
         format!("$JS.API.STREAM.MSG.GET.{stream}"),
@@ -268,12 +274,21 @@ mod tests {
             "STREAM.DELETE",
             "STREAM.PURGE",
             "MSG.DELETE",
-            "CONSUMER.DELETE",
+            "CONSUMER.LIST",
+            "CONSUMER.NAMES",
         ] {
             assert!(
                 !p.publish.iter().any(|s| s.contains(forbidden)),
                 "{forbidden}"
             );
+        }
+        // Every consumer operation names its own consumer, never a wildcard over Hive's readers.
+        let consumers = p
+            .publish
+            .iter()
+            .filter(|s| s.contains("CONSUMER") || s.contains("$JS.ACK"));
+        for subject in consumers {
+            assert!(subject.contains(".integrator"), "{subject}");
         }
         assert_eq!(p.subscribe, ["_INBOX_integrator.>"]);
     }

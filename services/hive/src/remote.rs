@@ -44,7 +44,8 @@ pub async fn audit_records(client: &Client, query: AuditQuery) -> anyhow::Result
                     filter.push(format!("since={}", query_time(time)));
                     0
                 }
-                Some(At::End) | None => 0,
+                Some(At::End) => return Ok(Vec::new()),
+                None => 0,
             };
             let last = match to {
                 Some(At::Seq(seq)) => Some(seq),
@@ -80,9 +81,14 @@ async fn log(
     last: Option<u64>,
 ) -> anyhow::Result<Vec<Record>> {
     let mut records = Vec::new();
+    let mut last = last;
     loop {
         let path = format!("/api/v1/events?after_seq={after}&limit={PAGE}&{filter}");
         let page = client.get(&path).await?;
+        // The log as it is now, as reading it directly does: no further than its head at the start.
+        if let Some(head) = page["head"].as_u64() {
+            last = Some(last.map_or(head, |l| l.min(head)));
+        }
         let items: Vec<Record> = serde_json::from_value(page["items"].clone())?;
         let beyond = items
             .iter()

@@ -340,10 +340,17 @@ impl Board {
     /// The next moment something falls due without an event: a back-off ends, a lease or a heartbeat
     /// lapses.
     pub fn next_deadline(&self, policy: &Policy) -> Option<DateTime<Utc>> {
-        let tasks = self.tasks.values().filter_map(|o| o.lifecycle.deadline());
+        // Nothing is decided for a settled aggregate: its deadline would wake the scheduler for
+        // nothing, again and again.
+        let tasks = self
+            .tasks
+            .iter()
+            .filter(|(id, _)| !self.settled(id))
+            .filter_map(|(_, o)| o.lifecycle.deadline());
         let agents = self
             .agents
             .iter()
+            .filter(|(id, _)| !self.settled(id))
             .filter_map(|(id, h)| h.state.deadline(self.beats.get(id).copied(), policy));
         tasks.chain(agents).min()
     }

@@ -65,6 +65,9 @@ struct Page {
     /// Whether more events followed `last_seq` in the log (of the kind and entity asked for) when
     /// this page was read.
     more: bool,
+    /// The log's last sequence just before this page was read: a reader that wants the log as it is
+    /// now, not as it keeps growing, stops there.
+    head: u64,
 }
 
 #[utoipa::path(get, path = "/api/v1/events", tag = "history", summary = "The log in order, a page at a time, filtered", params(Filter), responses((status = 200, body = Page), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 503, body = ErrorBody)))]
@@ -91,6 +94,7 @@ async fn events(
         })?),
     };
     let after = filter.after_seq.unwrap_or(0);
+    let head = state.progress.head_now().await?;
     let subjects = state.log.subjects();
     let wildcard = subjects.matching(kind, filter.aggregate_id);
     // Filters the subject cannot express are applied here, over at most SCAN events.
@@ -100,11 +104,15 @@ async fn events(
         || filter.since.is_some()
         || filter.until.is_some();
     let scan = if narrow { SCAN } else { limit };
-    let (raws, beyond) = state.log.page(after + 1, wildcard, scan).await?;
+    let (raws, beyond) = match after.checked_add(1) {
+        Some(from) => state.log.page(from, wildcard, scan).await?,
+        None => (Vec::new(), 0),
+    };
     let mut page = Page {
         items: Vec::new(),
         last_seq: after,
         more: beyond > 0,
+        head,
     };
     for (n, raw) in raws.iter().enumerate() {
         let (record, status) = Record::with_status(raw, subjects);

@@ -86,7 +86,10 @@ async fn events(
             };
             let subject = state.log.subjects().of(kind, id);
             let after = after.unwrap_or(0);
-            let page = state.log.page(after + 1, subject, limit).await?;
+            let page = match after.checked_add(1) {
+                Some(from) => state.log.page(from, subject, limit).await?,
+                None => (Vec::new(), 0),
+            };
             // An entity with no events at all is not there; one with none after `after` is.
             if page.0.is_empty() && after > 0 && state.log.first(kind, id).await?.is_some() {
                 return Ok(Json(json!({

@@ -49,10 +49,11 @@ struct Filter {
     after_seq: Option<u64>,
 }
 
-/// Where a client resumes: `?after_seq=`, or the `Last-Event-ID` its reconnect sends.
+/// Where a client resumes: the `Last-Event-ID` its reconnect sends, or else `?after_seq=` (an
+/// `EventSource` keeps its URL, so on a reconnect the header is the newer of the two).
 fn resume_after(filter: &Filter, headers: &HeaderMap) -> ApiResult<Option<u64>> {
-    if let Some(seq) = filter.after_seq {
-        return Ok(Some(seq));
+    if !headers.contains_key("last-event-id") {
+        return Ok(filter.after_seq);
     }
     headers
         .get("last-event-id")
@@ -115,7 +116,15 @@ async fn stream(
         None => (futures::stream::empty::<Option<Event>>().boxed(), None),
         Some(after) => {
             let released = state.progress.checkpoint();
-            let backlog = backlog(&state, after, released, wants.clone()).await?;
+            let mut backlog = backlog(&state, after, released, wants.clone()).await?;
+            // Events past the checkpoint that the feed had to drop (the projection fell far behind)
+            // reach this client neither way: say so.
+            if state.feed.dropped_through() > released {
+                let resync = futures::stream::once(async {
+                    Some(Event::default().event("resync").data("{}"))
+                });
+                backlog = backlog.chain(resync).boxed();
+            }
             (backlog, Some(released.max(after)))
         }
     };
@@ -187,27 +196,32 @@ async fn backlog(
         return Ok(futures::stream::empty().boxed());
     }
     let subjects = state.log.subjects().clone();
-    let events = state.log.read_from(after + 1).await?;
-    let backlog = events
-        .take_while(move |raw| {
-            let within = match raw {
-                Ok(raw) => raw.seq <= released,
-                Err(_) => true,
-            };
-            std::future::ready(within)
-        })
-        .filter_map(move |raw| {
-            let event = match raw {
-                Ok(raw) => {
-                    let (record, state) = Record::with_status(&raw, &subjects);
-                    wants(&record).then(|| Some(sse_event(&Change { record, state })))
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "a resumed stream lost the log: ending it");
-                    Some(None)
-                }
-            };
-            std::future::ready(event)
-        });
+    let events = Box::pin(state.log.read_from(after + 1).await?);
+    // The reader follows the log live: end right after the event at `released`, without waiting for
+    // the one after it (on a quiet log, none may come for long).
+    let within = futures::stream::unfold((events, false), move |(mut events, done)| async move {
+        if done {
+            return None;
+        }
+        let raw = events.next().await?;
+        let last = match &raw {
+            Ok(raw) => raw.seq >= released,
+            Err(_) => true,
+        };
+        Some((raw, (events, last)))
+    });
+    let backlog = within.filter_map(move |raw| {
+        let event = match raw {
+            Ok(raw) => {
+                let (record, state) = Record::with_status(&raw, &subjects);
+                wants(&record).then(|| Some(sse_event(&Change { record, state })))
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "a resumed stream lost the log: ending it");
+                Some(None)
+            }
+        };
+        std::future::ready(event)
+    });
     Ok(backlog.boxed())
 }
