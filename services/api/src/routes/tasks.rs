@@ -220,6 +220,9 @@ async fn read(
         let row = row_at::<Task>(&state, hive_events::AggregateKind::Task, id, at).await?;
         return Ok(Json(row.try_into()?));
     }
+    // The checkpoint before the read: one taken after could have moved past the task's creation
+    // between the two, and a task projected meanwhile would be answered not found.
+    let reflected = state.progress.checkpoint();
     if let Some(row) = tasks::Entity::find_by_id(id).one(&state.db).await? {
         return Ok(Json(row.try_into()?));
     }
@@ -231,7 +234,7 @@ async fn read(
     let kind = hive_events::AggregateKind::Task;
     let history = state.log.history(kind, id).await?;
     match history.first() {
-        Some(created) if created.seq > state.progress.checkpoint() => {
+        Some(created) if created.seq > reflected => {
             let subjects = state.log.subjects();
             let row = row_from::<Task>(&history, subjects, kind, id, At::Seq(created.seq))?;
             Ok(Json(row.try_into()?))
