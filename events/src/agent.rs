@@ -88,7 +88,7 @@ pub struct Agent {
 }
 
 /// The facts of an agent's life.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "type", content = "data")]
 pub enum AgentEvent {
     /// An agent was registered.

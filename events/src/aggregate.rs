@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{DecodeError, DomainError, FoldError};
 
 /// The kinds of aggregate; each instance has its own subject in the log.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum AggregateKind {
     /// A worker that runs tasks.

@@ -19,9 +19,9 @@ use crate::project::ProjectEvent;
 use crate::task::TaskEvent;
 
 /// Who caused an event: `operator`, `agent:<id>`, `system:scheduler`, a service's name.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(transparent)]
-pub struct Actor(String);
+pub struct Actor(#[schemars(length(min = 1, max = 128))] String);
 
 impl Actor {
     /// An actor by name; blank names become `anonymous`, long ones are cut to 128 characters.
@@ -124,18 +124,31 @@ pub struct Envelope<E = DomainEvent> {
     pub event: E,
 }
 
-#[derive(Serialize, Deserialize)]
-struct Stored {
+/// An event as stored in the log: the body of every message on `<prefix>.<aggregate>.<aggregate_id>`.
+#[derive(Serialize, Deserialize, schemars::JsonSchema)]
+#[schemars(title = "Envelope")]
+pub(crate) struct Stored {
+    /// The event's own id (a UUID v7, so ids sort by creation time).
     event_id: EventId,
+    /// The event's type, such as `TaskCreated`: says what `data` holds.
     #[serde(rename = "type")]
     event_type: String,
+    /// The version of the type's `data` it was written at; a reader upcasts older versions.
+    #[schemars(range(min = 1))]
     schema_version: u16,
+    /// The kind of aggregate it belongs to (the subject's second-to-last token).
     aggregate: AggregateKind,
+    /// The aggregate's id (the subject's last token).
     aggregate_id: Uuid,
+    /// When it happened (RFC 3339, UTC, to the microsecond).
     occurred_at: DateTime<Utc>,
+    /// The flow it belongs to: shared by a client's command and everything that command caused.
     correlation_id: Uuid,
+    /// The event or request that caused it directly, if known.
     causation_id: Option<Uuid>,
+    /// Who caused it: `operator`, `agent:<id>`, `system:scheduler`, a token's name.
     actor: Actor,
+    /// The event's own fields, by `type` and `schema_version`.
     data: serde_json::Value,
 }
 

@@ -11,6 +11,7 @@
 
 pub mod agent;
 pub mod aggregate;
+pub mod contract;
 pub mod envelope;
 pub mod error;
 pub mod ids;

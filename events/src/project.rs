@@ -20,7 +20,7 @@ pub struct Project {
 }
 
 /// The facts of a project's life.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "type", content = "data")]
 pub enum ProjectEvent {
     /// A project was created.

@@ -8,10 +8,12 @@ use crate::error::DomainError;
 
 /// A task's priority, 1 (lowest) to 10 (highest). The names `low`, `normal`, `medium`, `high` and
 /// `critical` map to 2, 5, 6, 8 and 10.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, schemars::JsonSchema,
+)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(value_type = u8))]
 #[serde(transparent)]
-pub struct Priority(u8);
+pub struct Priority(#[schemars(range(min = 1, max = 10))] u8);
 
 impl Priority {
     /// The priority of a task that names none.
@@ -60,10 +62,10 @@ impl<'de> Deserialize<'de> for Priority {
 
 /// Something an agent can do and a task can require, such as `rust` or `gpu`: 1 to 64 characters of
 /// lower-case letters, digits, `-`, `_`, `.` and `:`.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, schemars::JsonSchema)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(value_type = String))]
 #[serde(transparent)]
-pub struct Capability(String);
+pub struct Capability(#[schemars(length(min = 1, max = 64), pattern(r"^[a-z0-9_.:-]+$"))] String);
 
 impl Capability {
     /// A capability, checked.

@@ -9,6 +9,7 @@ mod auth;
 mod browser;
 mod chaos;
 mod cluster;
+mod contract;
 mod dashboard;
 mod feed;
 mod fuzz;

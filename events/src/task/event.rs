@@ -10,7 +10,7 @@ use crate::ids::{AgentId, ProjectId, TaskId};
 use crate::values::{Capability, Priority};
 
 /// The facts of a task's life.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "type", content = "data")]
 pub enum TaskEvent {
     /// A task was created; it is queued at once unless `waiting_on` names dependencies not yet completed.
@@ -21,7 +21,7 @@ pub enum TaskEvent {
         description: Option<String>,
         /// A free-form kind.
         task_type: Option<String>,
-        /// 1..=10.
+        /// 1 (lowest) to 10 (highest).
         priority: Priority,
         /// What an agent must be able to do.
         required_capabilities: Vec<Capability>,

@@ -175,6 +175,7 @@ fn need(method: &Method, template: &str, public: &[String]) -> Need {
         "/api/v1",
         "/api/v1/",
         "/api/v1/openapi.json",
+        "/api/v1/asyncapi.json",
         "/dashboard",
     ];
     if template == "/api/v1/session" {

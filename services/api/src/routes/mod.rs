@@ -3,6 +3,7 @@
 pub mod agents;
 pub mod assignments;
 pub mod compat;
+pub mod contract;
 pub mod dashboard;
 pub mod events;
 pub mod history;
@@ -48,6 +49,7 @@ pub fn documented() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     use utoipa::OpenApi;
     utoipa_axum::router::OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(system::routes())
+        .merge(contract::routes())
         .merge(agents::routes())
         .merge(tasks::routes())
         .merge(projects::routes())
@@ -124,6 +126,7 @@ mod tests {
             ("agents.rs", include_str!("agents.rs")),
             ("assignments.rs", include_str!("assignments.rs")),
             ("compat.rs", include_str!("compat.rs")),
+            ("contract.rs", include_str!("contract.rs")),
             ("dashboard.rs", include_str!("dashboard.rs")),
             ("events.rs", include_str!("events.rs")),
             ("history.rs", include_str!("history.rs")),

@@ -70,6 +70,7 @@ async fn index() -> Json<Value> {
         "links": {
             "docs": "/api/v1/docs",
             "openapi": "/api/v1/openapi.json",
+            "asyncapi": "/api/v1/asyncapi.json",
             "dashboard": "/dashboard",
             "stream": "/api/v1/stream",
             "metrics": "/metrics",

@@ -1,0 +1,72 @@
+//! The published contract, checked by tools that are not ours: the AsyncAPI document a hive serves is
+//! the one its event types generate, for its own stream, public, and valid for the AsyncAPI initiative's
+//! parser (npm's `@asyncapi/parser`, installed pinned by `scripts/install-deps --test-tools`).
+
+use std::path::PathBuf;
+
+use hive_tests::World;
+use serde_json::Value;
+
+/// Where `scripts/install-deps --test-tools` installs the npm tools' `node_modules`.
+fn asyncapi_modules() -> PathBuf {
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache")
+        });
+    cache.join("hive/asyncapi/node_modules")
+}
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+#[tokio::test]
+async fn the_asyncapi_document_is_public_and_valid_for_the_asyncapi_parser() {
+    let world = World::new().await;
+    let hive = world.hive().await;
+    // No token: the contract is public, as the OpenAPI document is.
+    let response = reqwest::get(hive.url("/api/v1/asyncapi.json"))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let document: Value = response.json().await.unwrap();
+    let namespace = world.namespace();
+    assert_eq!(
+        document,
+        hive_events::contract::asyncapi(&namespace.stream(), &namespace.subjects()),
+    );
+    assert_eq!(
+        document["channels"]["task"]["address"],
+        format!("{}.task.{{aggregate_id}}", namespace.subjects().prefix()),
+        "this deployment's own subjects"
+    );
+
+    let modules = asyncapi_modules();
+    assert!(
+        modules.join("@asyncapi/parser").exists(),
+        "{} is missing: run scripts/install-deps --test-tools",
+        modules.display()
+    );
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), serde_json::to_vec(&document).unwrap()).unwrap();
+    let output = tokio::process::Command::new("node")
+        .arg(repo().join("scripts/validate-asyncapi.cjs"))
+        .arg(file.path())
+        .env("NODE_PATH", &modules)
+        .output()
+        .await
+        .expect("run node");
+    let report = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "the AsyncAPI parser refuses the document:\n{report}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let messages = hive_events::contract::event_types().len();
+    assert!(
+        report.contains(&format!("3 channels, {messages} messages")),
+        "{report}"
+    );
+    hive.stop().await;
+}
