@@ -204,24 +204,25 @@ async fn a_stream_resumed_while_the_projection_is_behind_gets_every_event_once_p
     api.stop().await;
 }
 
-/// `hive audit … --api` with a viewer token, and no NATS or database credentials at all, prints what
-/// reading the log itself prints; `hive audit correlation` shows one flow.
+/// `hive audit … --api` and `hive projections status --api` with a viewer token, and no NATS or
+/// database credentials at all, print what reading the log and the database themselves prints; `hive
+/// audit correlation` shows one flow.
 #[tokio::test]
 async fn audit_through_the_api_with_a_viewer_token_prints_what_the_log_itself_prints() {
     use hive_tests::scripted;
     let world = World::new().await;
-    hive_tests::scripted::load_scripted(&world).await;
+    let head = hive_tests::scripted::load_scripted(&world).await;
     let hive = world.hive().await;
+    hive.get_at("/status", head).await;
     let viewer = world.token(Role::Viewer).await;
     let direct = |args: &[&str]| {
-        let output = hive_tests::process::hive_command(&world, &[&["audit"], args].concat());
+        let output = hive_tests::process::hive_command(&world, args);
         assert!(output.status.success(), "{output:?}");
         String::from_utf8(output.stdout).unwrap()
     };
     // Run without blocking: the API answering it lives on this test's runtime.
     let over_http = async |args: &[&str]| {
         let output = tokio::process::Command::new(hive_tests::agent_program())
-            .arg("audit")
             .args(args)
             .args(["--api", &hive.url("")])
             .env("HIVE_TOKEN", &viewer)
@@ -236,12 +237,21 @@ async fn audit_through_the_api_with_a_viewer_token_prints_what_the_log_itself_pr
         String::from_utf8(output.stdout).unwrap()
     };
     let flow = "00000000-0000-0000-0000-0000000000f0";
+    let at_time = scripted::time_of(9);
     for args in [
-        vec!["agent", scripted::AGENT],
-        vec!["task", scripted::T2, "--json"],
-        vec!["project", scripted::PROJECT],
-        vec!["log", "--from", "2026-01-01T00:00:09Z", "--to", "12"],
+        vec!["audit", "agent", scripted::AGENT],
+        vec!["audit", "task", scripted::T2, "--json"],
+        vec!["audit", "project", scripted::PROJECT],
         vec![
+            "audit",
+            "log",
+            "--from",
+            "2026-01-01T00:00:09Z",
+            "--to",
+            "12",
+        ],
+        vec![
+            "audit",
             "log",
             "--from",
             "3",
@@ -249,23 +259,42 @@ async fn audit_through_the_api_with_a_viewer_token_prints_what_the_log_itself_pr
             "2026-01-01T00:00:07Z",
             "--json",
         ],
-        vec!["correlation", flow, "--json"],
+        vec!["audit", "correlation", flow, "--json"],
+        vec!["audit", "state", "task", scripted::T1, "--at", &at_time],
+        vec![
+            "audit",
+            "state",
+            "task",
+            scripted::T2,
+            "--at",
+            "12",
+            "--json",
+        ],
+        vec!["audit", "state", "agent", scripted::AGENT, "--at", "18"],
+        vec!["audit", "state", "project", scripted::PROJECT, "--at", "18"],
+        vec!["projections", "status"],
+        vec!["projections", "status", "--json"],
     ] {
         let expected = direct(&args);
         assert!(!expected.is_empty(), "{args:?}");
-        assert_eq!(
-            over_http(&args).await,
-            expected,
-            "hive audit {}",
-            args.join(" ")
-        );
+        assert_eq!(over_http(&args).await, expected, "hive {}", args.join(" "));
     }
-    let flow_lines = direct(&["correlation", flow, "--json"]);
+    let flow_lines = direct(&["audit", "correlation", flow, "--json"]);
     assert!(
         flow_lines.lines().count() > 10,
         "the scripted history is one flow"
     );
     assert!(flow_lines.lines().all(|l| l.contains(flow)));
+    let status = direct(&["projections", "status", "--json"]);
+    let status: Value = serde_json::from_str(status.lines().next().unwrap()).unwrap();
+    assert_eq!(
+        (
+            status["checkpoint"].as_u64(),
+            status["dead_letters"].as_u64()
+        ),
+        (Some(head), Some(1)),
+        "the scripted history's unreadable event"
+    );
     hive.stop().await;
 }
 

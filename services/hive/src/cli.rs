@@ -70,7 +70,7 @@ enum Command {
         #[arg(long, global = true)]
         json: bool,
         /// Read through this hive's API (e.g. http://127.0.0.1:8080) instead of the log itself; the
-        /// token is HIVE_TOKEN, or $HIVE_HOME/admin.token. (`state` reads the log itself only.)
+        /// token is HIVE_TOKEN (a viewer's will do), or $HIVE_HOME/admin.token.
         #[arg(long, global = true, env = "HIVE_API_URL")]
         api: Option<String>,
     },
@@ -116,6 +116,10 @@ enum ProjectionsCommand {
         /// JSON lines instead of a table.
         #[arg(long)]
         json: bool,
+        /// Ask this hive's API (e.g. http://127.0.0.1:8080) instead of its database and log; the
+        /// token is HIVE_TOKEN (a viewer's will do), or $HIVE_HOME/admin.token.
+        #[arg(long, env = "HIVE_API_URL")]
+        api: Option<String>,
     },
 }
 
@@ -330,6 +334,11 @@ fn api_token(config: &Config) -> anyhow::Result<String> {
         .map_err(|e| anyhow::anyhow!("no HIVE_TOKEN, and {} cannot be read: {e}", path.display()))
 }
 
+/// A client of the hive at `url`, with [`api_token`].
+fn api_client(config: &Config, url: &str) -> anyhow::Result<hive_runtime::Client> {
+    Ok(hive_runtime::Client::new(url).with_token(Some(api_token(config)?)))
+}
+
 fn required(value: &Option<String>, name: &str) -> anyhow::Result<String> {
     value
         .clone()
@@ -377,9 +386,16 @@ async fn run_cli(cli: Cli) -> anyhow::Result<()> {
                 };
                 crate::ops::rebuild_projections(&backends, &names).await
             }
-            ProjectionsCommand::Status { json } => {
-                let backends = backends(&config, false).await?;
-                crate::ops::projections_status(&backends, json).await
+            ProjectionsCommand::Status { json, api } => {
+                let all = match api {
+                    Some(url) => crate::remote::projections(&api_client(&config, &url)?).await?,
+                    None => {
+                        let backends = backends(&config, false).await?;
+                        let head = backends.log.last_seq().await?;
+                        hive_projector::status::projections(&backends.db, head).await?
+                    }
+                };
+                crate::ops::projections_status(&all, json)
             }
         },
         Command::Tokens { command } => {
@@ -430,21 +446,33 @@ async fn run_cli(cli: Cli) -> anyhow::Result<()> {
                     id,
                     at: point,
                 } => {
-                    anyhow::ensure!(
-                        api.is_none(),
-                        "`hive audit state` reads the log itself: leave out --api"
-                    );
                     let point =
                         hive_eventlog::audit::parse_at(&point).map_err(|e| anyhow::anyhow!(e))?;
-                    let backends = backends(&config, false).await?;
-                    return crate::ops::state(&backends.log, kind.into(), id, point, json).await;
+                    let kind = kind.into();
+                    let subjects = hive_events::subject::Subjects::default();
+                    let history = match api {
+                        Some(url) => {
+                            let client = api_client(&config, &url)?;
+                            crate::remote::raw_history(&client, &subjects, kind, id).await?
+                        }
+                        None => {
+                            let log = backends(&config, false).await?.log;
+                            return crate::ops::state(
+                                &log.history(kind, id).await?,
+                                log.subjects(),
+                                kind,
+                                id,
+                                point,
+                                json,
+                            );
+                        }
+                    };
+                    return crate::ops::state(&history, &subjects, kind, id, point, json);
                 }
             };
             let records = match api {
                 Some(url) => {
-                    let client =
-                        hive_runtime::Client::new(&url).with_token(Some(api_token(&config)?));
-                    crate::remote::audit_records(&client, query).await?
+                    crate::remote::audit_records(&api_client(&config, &url)?, query).await?
                 }
                 None => {
                     crate::ops::audit_records(&backends(&config, false).await?.log, query).await?

@@ -98,11 +98,12 @@ fn reporter(name: &str) -> impl FnMut(Progress) {
 }
 
 /// `hive projections status`.
-pub async fn projections_status(backends: &Backends, json: bool) -> anyhow::Result<()> {
-    let head = backends.log.last_seq().await?;
-    let all = hive_projector::status::projections(&backends.db, head).await?;
+pub fn projections_status(
+    all: &[hive_projector::status::ProjectionStatus],
+    json: bool,
+) -> anyhow::Result<()> {
     if json {
-        for p in &all {
+        for p in all {
             println!("{}", serde_json::to_string(p)?);
         }
         return Ok(());
@@ -366,19 +367,19 @@ pub fn table(records: &[Record]) -> String {
 
 /// `hive audit state KIND ID --at SEQ|TIME`: the entity as it was then, as its read-model row: pretty
 /// JSON, or one compact JSON line with `json`.
-pub async fn state(
-    log: &EventLog,
+pub fn state(
+    history: &[RawEvent],
+    subjects: &hive_events::subject::Subjects,
     kind: AggregateKind,
     id: Uuid,
     at: At,
     json: bool,
 ) -> anyhow::Result<()> {
-    let history = log.history(kind, id).await?;
     anyhow::ensure!(!history.is_empty(), "no {} {id} in the log", kind.as_str());
     let row = match kind {
-        AggregateKind::Agent => row_json::<Agent>(&history, log.subjects(), id, at),
-        AggregateKind::Task => row_json::<Task>(&history, log.subjects(), id, at),
-        AggregateKind::Project => row_json::<Project>(&history, log.subjects(), id, at),
+        AggregateKind::Agent => row_json::<Agent>(history, subjects, id, at),
+        AggregateKind::Task => row_json::<Task>(history, subjects, id, at),
+        AggregateKind::Project => row_json::<Project>(history, subjects, id, at),
     }
     .with_context(|| format!("{} {id} did not exist yet then", kind.as_str()))?;
     let text = if json {

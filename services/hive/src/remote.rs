@@ -1,10 +1,14 @@
-//! The auditor's commands through a hive's API (`hive audit … --api URL`), with a viewer token: the
-//! same records as reading the log itself, paged from `GET /api/v1/events` and the entities' histories.
+//! The auditor's and the operator's reads through a hive's API (`--api URL`), with a viewer token: the
+//! same records as reading the log itself, paged from `GET /api/v1/events` and the entities' histories;
+//! an entity's past state folded here from its history, by the same fold; the projections' standing.
 
 use std::collections::BTreeSet;
 
+use hive_eventlog::RawEvent;
 use hive_eventlog::audit::{At, Record};
 use hive_events::AggregateKind;
+use hive_events::subject::Subjects;
+use hive_projector::status::ProjectionStatus;
 use hive_runtime::Client;
 use uuid::Uuid;
 
@@ -58,6 +62,48 @@ pub async fn audit_records(client: &Client, query: AuditQuery) -> anyhow::Result
             log(client, &filter.join("&"), after, last).await
         }
     }
+}
+
+/// An entity's history as the log holds it, rebuilt from the records the API answers, on `subjects`:
+/// folded by [`crate::ops::state`] exactly as the log's own events are.
+pub async fn raw_history(
+    client: &Client,
+    subjects: &Subjects,
+    kind: AggregateKind,
+    id: Uuid,
+) -> anyhow::Result<Vec<RawEvent>> {
+    let subject = subjects.of(kind, id);
+    history(client, kind, id)
+        .await?
+        .into_iter()
+        .map(|r| {
+            let stored = serde_json::json!({
+                "event_id": r.event_id,
+                "type": r.event_type,
+                "schema_version": r.schema_version,
+                "aggregate": r.aggregate,
+                "aggregate_id": r.aggregate_id,
+                "occurred_at": r.occurred_at,
+                "correlation_id": r.correlation_id,
+                "causation_id": r.causation_id,
+                "actor": r.actor,
+                "data": r.data,
+            });
+            Ok(RawEvent {
+                seq: r.seq,
+                subject: subject.clone(),
+                payload: serde_json::to_vec(&stored)?.into(),
+                msg_id: None,
+                pending: 0,
+            })
+        })
+        .collect()
+}
+
+/// Each projection's standing, as `GET /api/v1/projections` answers it.
+pub async fn projections(client: &Client) -> anyhow::Result<Vec<ProjectionStatus>> {
+    let answer = client.get("/api/v1/projections").await?;
+    Ok(serde_json::from_value(answer["projections"].clone())?)
 }
 
 /// An RFC 3339 time as a query value (`+` would read as a space).
