@@ -221,6 +221,64 @@ async fn without_its_database_the_hive_reports_unhealthy_and_reads_answer_503() 
 }
 
 #[tokio::test]
+async fn without_nats_the_hive_reports_unhealthy_and_commands_answer_503() {
+    use hive_devservers::{Durability, NatsServer};
+    let dir = tempfile::tempdir().unwrap();
+    let mut nats = NatsServer::start(&dir.path().join("nats"), None, Durability::Throwaway, &[])
+        .await
+        .unwrap();
+    let world = World::on_nats(nats.url()).await;
+    let hive = world.hive().await;
+    let (status, _) = hive.get_at("/health", 0).await;
+    assert_eq!(status, 200);
+    nats.stop();
+
+    // Public: a stable reason, and nothing of the client library's own words.
+    let health = hive_tests::eventually(
+        std::time::Duration::from_secs(10),
+        std::time::Duration::from_millis(50),
+        async || {
+            let response = reqwest::get(hive.url("/health?detail=1")).await.unwrap();
+            let code = response.status();
+            let body: Value = response.json().await.unwrap();
+            (code == 503).then_some(body)
+        },
+    )
+    .await
+    .expect("the hive reports that NATS is gone");
+    assert_eq!(health["status"], "unhealthy");
+    let store = &health["components"]["event_store"];
+    assert_eq!(store["status"], "unhealthy", "{health}");
+    let reason = store["details"]["reason"].as_str().unwrap_or_default();
+    assert!(["unreachable", "timeout"].contains(&reason), "{health}");
+    assert_eq!(
+        store["details"].as_object().map(|d| d.len()),
+        Some(1),
+        "only the reason: {health}"
+    );
+    assert_eq!(health["components"]["database"]["status"], "healthy");
+    // An admin who asks sees the detail.
+    let (status, health) = hive.get_at("/health?detail=1", 0).await;
+    assert_eq!(status, 503, "{health}");
+    let detail = &health["components"]["event_store"]["details"];
+    assert!(
+        detail["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{health}"
+    );
+
+    // A command cannot be appended: 503 with Retry-After, in the API's error format.
+    let response = hive_tests::authorized_client(&hive.token)
+        .post(hive.url("/api/v1/tasks"))
+        .json(&json!({"title": "not now"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["retry-after"], "1");
+    expect_error(response, 503, "unavailable").await;
+    hive.stop().await;
+}
+
+#[tokio::test]
 async fn without_a_projector_reads_wait_at_most_their_bound_and_health_says_it_stalled() {
     let mut world = World::new().await;
     world.config.min_seq_timeout_ms = 300;

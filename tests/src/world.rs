@@ -40,6 +40,12 @@ pub struct World {
 impl World {
     /// A new world.
     pub async fn new() -> Self {
+        Self::on_nats(servers().nats_url.clone()).await
+    }
+
+    /// A new world on the NATS server at `nats_url` (one a test starts and stops itself), with the
+    /// run's PostgreSQL.
+    pub async fn on_nats(nats_url: String) -> Self {
         init_tracing();
         let servers = servers();
         let id = uuid::Uuid::new_v4().simple().to_string();
@@ -55,13 +61,13 @@ impl World {
         };
         let database = format!("test_{short}");
         let database_url = servers.pg.url(&database);
-        let backends = hive::connect(&config, &servers.nats_url, &database_url, true)
+        let backends = hive::connect(&config, &nats_url, &database_url, true)
             .await
             .expect("connect the test backends");
         let admin_token = issue_token(&backends.tokens, hive_eventlog::Role::Admin).await;
         Self {
             config,
-            nats_url: servers.nats_url.clone(),
+            nats_url,
             database_url,
             database,
             backends,
