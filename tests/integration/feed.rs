@@ -66,6 +66,21 @@ async fn the_log_pages_in_order_with_its_filters_for_a_viewer() {
     let created = page("type=TaskCreated&limit=3".into()).await;
     assert_eq!(seqs(&created["items"]).len(), 3);
     assert_eq!(created["more"], true);
+    // `next` is the following page, with the same filters.
+    let next = created["next"].as_str().unwrap();
+    let rest = json(viewer.get(hive.url(next))).await;
+    assert_eq!(seqs(&rest["items"]).len(), 2, "{next}");
+    assert!(
+        rest["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["type"] == "TaskCreated")
+    );
+    assert_eq!(
+        (&rest["more"], rest.get("next")),
+        (&Value::Bool(false), None)
+    );
     let flow = one["items"][0]["correlation_id"]
         .as_str()
         .unwrap()

@@ -4,7 +4,7 @@
 //! skipped and nothing comes twice, whether the log grew meanwhile or not.
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{RawQuery, State};
 use chrono::{DateTime, Utc};
 use hive_eventlog::audit::Record;
 use hive_events::AggregateKind;
@@ -68,11 +68,28 @@ struct Page {
     /// The log's last sequence just before this page was read: a reader that wants the log as it is
     /// now, not as it keeps growing, stops there.
     head: u64,
+    /// When `more`: the path and query of the next page (the same filters, `after_seq` this page's
+    /// `last_seq`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next: Option<String>,
+}
+
+/// `query` with `after_seq` set to `after`, the other pairs as they came.
+fn next_page(query: Option<&str>, after: u64) -> String {
+    let mut pairs: Vec<&str> = query
+        .unwrap_or_default()
+        .split('&')
+        .filter(|p| !p.is_empty() && !p.starts_with("after_seq="))
+        .collect();
+    let after = format!("after_seq={after}");
+    pairs.insert(0, &after);
+    format!("/api/v1/events?{}", pairs.join("&"))
 }
 
 #[utoipa::path(get, path = "/api/v1/events", tag = "history", summary = "The log in order, a page at a time, filtered", params(Filter), responses((status = 200, body = Page), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 503, body = ErrorBody)))]
 async fn events(
     State(state): State<AppState>,
+    RawQuery(query): RawQuery,
     Query(filter): Query<Filter>,
 ) -> ApiResult<Json<Page>> {
     let limit = match filter.limit.unwrap_or(100) {
@@ -113,6 +130,7 @@ async fn events(
         last_seq: after,
         more: beyond > 0,
         head,
+        next: None,
     };
     for (n, raw) in raws.iter().enumerate() {
         let (record, status) = Record::with_status(raw, subjects);
@@ -128,7 +146,23 @@ async fn events(
             }
         }
     }
+    if page.more {
+        page.next = Some(next_page(query.as_deref(), page.last_seq));
+    }
     Ok(Json(page))
+}
+
+#[cfg(test)]
+#[test]
+fn the_next_page_keeps_the_filters_and_moves_after_seq() {
+    assert_eq!(next_page(None, 7), "/api/v1/events?after_seq=7");
+    assert_eq!(
+        next_page(
+            Some("aggregate=task&after_seq=3&limit=2&since=2026-01-01T00%3A00%3A00Z"),
+            9
+        ),
+        "/api/v1/events?after_seq=9&aggregate=task&limit=2&since=2026-01-01T00%3A00%3A00Z"
+    );
 }
 
 /// Whether `record` passes the filters the subject could not apply.
