@@ -37,6 +37,20 @@ pub struct Assignment {
     /// `X-Correlation-Id`, so everything the task causes is one flow.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub correlation_id: Option<uuid::Uuid>,
+    /// The assignment's own event (its `TaskAssigned`): the agent's reports on the task send it as
+    /// `X-Causation-Id`, so an audit of the flow shows what each report answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub causation_id: Option<uuid::Uuid>,
+}
+
+/// Where a command stands in a flow: the flow's id (`X-Correlation-Id`) and the event it answers
+/// (`X-Causation-Id`), if known.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Flow {
+    /// The flow.
+    pub correlation_id: uuid::Uuid,
+    /// The event that caused the command, if known.
+    pub causation_id: Option<uuid::Uuid>,
 }
 
 impl Assignment {
@@ -66,13 +80,24 @@ impl Assignment {
             project_id,
             attempt,
             correlation_id: None,
+            causation_id: None,
         })
     }
 
-    /// The same assignment, in the flow `correlation_id`.
-    pub fn in_flow(mut self, correlation_id: uuid::Uuid) -> Self {
+    /// The same assignment, in the flow `correlation_id`, made by event `causation_id` (its
+    /// `TaskAssigned`), if known.
+    pub fn in_flow(mut self, correlation_id: uuid::Uuid, causation_id: Option<uuid::Uuid>) -> Self {
         self.correlation_id = Some(correlation_id);
+        self.causation_id = causation_id;
         self
+    }
+
+    /// The flow the agent's reports on it join, and the assignment's event they answer.
+    pub fn flow(&self) -> Option<Flow> {
+        self.correlation_id.map(|correlation_id| Flow {
+            correlation_id,
+            causation_id: self.causation_id,
+        })
     }
 }
 
@@ -91,6 +116,7 @@ impl Assignment {
             project_id: details.project_id,
             attempt: life.attempts,
             correlation_id: None,
+            causation_id: None,
         }
     }
 }

@@ -139,6 +139,13 @@ async fn audit_output_of_a_scripted_history_matches_its_golden_files() {
         ),
     );
     golden(
+        "audit-correlation.txt",
+        &hive_audit(
+            &world,
+            &["correlation", "00000000-0000-0000-0000-0000000000f0"],
+        ),
+    );
+    golden(
         "audit-state.json",
         &hive_audit(
             &world,

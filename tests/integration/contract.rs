@@ -70,3 +70,45 @@ async fn the_asyncapi_document_is_public_and_valid_for_the_asyncapi_parser() {
     );
     hive.stop().await;
 }
+
+/// The Python that `scripts/install-deps --test-tools` installs beside schemathesis, which brings
+/// `jsonschema`: all an outside client needs to check answers against the documents.
+fn python() -> PathBuf {
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache")
+        });
+    cache.join("hive/schemathesis/bin/python")
+}
+
+/// `tests/contract/outsider.py` was written only from the OpenAPI and AsyncAPI documents, with
+/// Python's standard library and `jsonschema`: it creates work (once under a repeated idempotency
+/// key), follows the feed from sequence N across a cut connection, and audits one flow, checking every
+/// answer and event against the documents as it goes.
+#[tokio::test]
+async fn a_python_client_written_from_the_documents_creates_follows_resumes_and_audits() {
+    let world = World::new().await;
+    let hive = world.full_hive().await;
+    let _agent = hive.agent_process(&["--exec", "cat", "--max-concurrent-tasks", "2"]);
+    let operator = world.token(hive_eventlog::Role::Operator).await;
+    let run = tokio::process::Command::new(python())
+        .arg(repo().join("tests/contract/outsider.py"))
+        .env("HIVE_URL", &hive.base)
+        .env("HIVE_TOKEN", &operator)
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(std::time::Duration::from_secs(120), run)
+        .await
+        .expect("the script ends within 2 minutes")
+        .expect("run python");
+    let report = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{report}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(report.contains("ok: "), "{report}");
+    eprintln!("{report}");
+    hive.stop().await;
+}

@@ -275,6 +275,7 @@ async fn audit_through_the_api_with_a_viewer_token_prints_what_the_log_itself_pr
             "--json",
         ],
         vec!["audit", "correlation", flow, "--json"],
+        vec!["audit", "correlation", flow],
         vec!["audit", "state", "task", scripted::T1, "--at", &at_time],
         vec![
             "audit",

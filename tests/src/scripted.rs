@@ -36,7 +36,8 @@ fn event(
         "aggregate_id": id,
         "occurred_at": time_of(seq),
         "correlation_id": "00000000-0000-0000-0000-0000000000f0",
-        "causation_id": null,
+        // From the sixth event on, each answers the one before it.
+        "causation_id": (seq > 5).then(|| format!("01900000-0000-7000-8000-{:012}", seq - 1)),
         "actor": if kind == "task" && seq > 5 { "system:scheduler" } else { "operator" },
         "data": data,
     });

@@ -128,6 +128,12 @@ impl<S: Send + Sync> FromRequestParts<S> for Command {
             ctx.correlation_id = Uuid::parse_str(id)
                 .map_err(|_| ApiError::new(Code::BadRequest, "X-Correlation-Id must be a UUID"))?;
         }
+        if let Some(id) = header(parts, "x-causation-id")? {
+            ctx.causation_id =
+                Some(Uuid::parse_str(id).map_err(|_| {
+                    ApiError::new(Code::BadRequest, "X-Causation-Id must be a UUID")
+                })?);
+        }
         if let Some(key) = header(parts, "idempotency-key")? {
             if key.is_empty() || key.len() > 200 {
                 return Err(ApiError::new(

@@ -74,6 +74,8 @@ pub struct Committed {
     pub aggregate_id: Uuid,
     /// True when the command had already been applied: nothing new was appended.
     pub duplicate: bool,
+    /// The id of the event appended now (`None` for a repeat).
+    pub event_id: Option<Uuid>,
 }
 
 /// Why a command did not become an event.
@@ -226,6 +228,7 @@ impl EventLog {
                     seq: first.seq,
                     aggregate_id: id,
                     duplicate: true,
+                    event_id: None,
                 });
             }
             let event = A::decide(loaded.state.as_ref(), command.clone())?;
@@ -248,6 +251,7 @@ impl EventLog {
                         seq: appended.seq,
                         aggregate_id: id,
                         duplicate: false,
+                        event_id: Some(meta.event_id.as_uuid()),
                     });
                 }
                 Err(AppendError::Conflict) => {
@@ -275,6 +279,7 @@ impl EventLog {
             seq,
             aggregate_id,
             duplicate: true,
+            event_id: None,
         })
     }
 }

@@ -470,6 +470,7 @@ async fn run_cli(cli: Cli) -> anyhow::Result<()> {
                     return crate::ops::state(&history, &subjects, kind, id, point, json);
                 }
             };
+            let causes = matches!(query, AuditQuery::Correlation(_));
             let records = match api {
                 Some(url) => {
                     crate::remote::audit_records(&api_client(&config, &url)?, query).await?
@@ -478,7 +479,7 @@ async fn run_cli(cli: Cli) -> anyhow::Result<()> {
                     crate::ops::audit_records(&backends(&config, false).await?.log, query).await?
                 }
             };
-            crate::ops::print_records(&records, json)
+            crate::ops::print_records(&records, json, causes)
         }
         Command::Agent(args) => {
             let runtime = args.config(&config)?;

@@ -178,20 +178,47 @@ pub enum AuditQuery {
 
 /// `hive audit ...`: the records, as a table or as JSON lines.
 pub async fn audit(log: &EventLog, query: AuditQuery, json: bool) -> anyhow::Result<()> {
-    print_records(&audit_records(log, query).await?, json)
+    let causes = matches!(query, AuditQuery::Correlation(_));
+    print_records(&audit_records(log, query).await?, json, causes)
 }
 
-/// Prints `records` as a table, or as JSON lines.
-pub fn print_records(records: &[Record], json: bool) -> anyhow::Result<()> {
+/// Prints `records` as a table (with what caused each, for one flow), or as JSON lines.
+pub fn print_records(records: &[Record], json: bool, causes: bool) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     if json {
         for record in records {
             writeln!(out, "{}", serde_json::to_string(record)?)?;
         }
+    } else if causes {
+        write!(out, "{}", flow_table(records))?;
     } else {
         write!(out, "{}", table(records))?;
     }
     Ok(())
+}
+
+/// One flow's records as a table, each with what caused it: `#<seq>` for an event of the flow, the
+/// id of a request or of an event outside it, `-` when unknown.
+pub fn flow_table(records: &[Record]) -> String {
+    let seq_of: std::collections::HashMap<Uuid, u64> = records
+        .iter()
+        .filter_map(|r| Some((r.event_id?, r.seq)))
+        .collect();
+    let causes = records.iter().map(|r| match r.causation_id {
+        Some(cause) => seq_of
+            .get(&cause)
+            .map_or_else(|| cause.to_string(), |seq| format!("#{seq}")),
+        None => "-".to_owned(),
+    });
+    let mut rows = rows(records);
+    for (row, cause) in rows
+        .iter_mut()
+        .zip(std::iter::once("CAUSED BY".to_owned()).chain(causes))
+    {
+        // Before DATA, the last column.
+        row.insert(row.len() - 1, cause);
+    }
+    aligned(&rows)
 }
 
 /// The records a query selects, in log order.
@@ -312,15 +339,21 @@ async fn scan(
 
 /// Records as an aligned table.
 pub fn table(records: &[Record]) -> String {
-    let mut rows = vec![[
-        "SEQ".to_owned(),
-        "OCCURRED AT".to_owned(),
-        "AGGREGATE".to_owned(),
-        "ID".to_owned(),
-        "TYPE".to_owned(),
-        "ACTOR".to_owned(),
-        "DATA".to_owned(),
-    ]];
+    aligned(&rows(records))
+}
+
+/// A header and a row per record: SEQ, OCCURRED AT, AGGREGATE, ID, TYPE, ACTOR, DATA.
+fn rows(records: &[Record]) -> Vec<Vec<String>> {
+    let header = [
+        "SEQ",
+        "OCCURRED AT",
+        "AGGREGATE",
+        "ID",
+        "TYPE",
+        "ACTOR",
+        "DATA",
+    ];
+    let mut rows = vec![header.map(str::to_owned).to_vec()];
     for r in records {
         let data = match (&r.error, r.data.is_null()) {
             (Some(error), _) => format!("unreadable: {error}"),
@@ -332,7 +365,7 @@ pub fn table(records: &[Record]) -> String {
         } else {
             data
         };
-        rows.push([
+        rows.push(vec![
             r.seq.to_string(),
             r.occurred_at
                 .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
@@ -346,14 +379,20 @@ pub fn table(records: &[Record]) -> String {
             data,
         ]);
     }
-    let widths: Vec<usize> = (0..7)
+    rows
+}
+
+/// `rows` with every column but the last padded to its widest cell.
+fn aligned(rows: &[Vec<String>]) -> String {
+    let columns = rows.first().map_or(0, Vec::len);
+    let widths: Vec<usize> = (0..columns)
         .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
         .collect();
     let mut out = String::new();
     for row in rows {
         let mut line = String::new();
         for (c, cell) in row.iter().enumerate() {
-            if c == 6 {
+            if c + 1 == columns {
                 line.push_str(cell);
             } else {
                 line.push_str(&format!("{cell:<width$}  ", width = widths[c]));

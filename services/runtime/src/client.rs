@@ -6,7 +6,7 @@ use eventsource_stream::Eventsource;
 use futures::{Stream, StreamExt};
 use hive_events::AgentId;
 use hive_events::task::TaskStatus;
-use hive_events::wire::{Assignment, Report, TaskAction};
+use hive_events::wire::{Assignment, Flow, Report, TaskAction};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -111,12 +111,12 @@ impl Client {
         self.post_in(path, body, None).await
     }
 
-    /// Like [`Client::post`], in the flow `correlation_id` (sent as `X-Correlation-Id`), if given.
+    /// Like [`Client::post`], in `flow` (sent as `X-Correlation-Id` and `X-Causation-Id`), if given.
     pub async fn post_in(
         &self,
         path: &str,
         body: &Value,
-        correlation_id: Option<Uuid>,
+        flow: Option<Flow>,
     ) -> Result<Value, ClientError> {
         let url = format!("{}{path}", self.base);
         let key = Uuid::now_v7().to_string();
@@ -124,8 +124,11 @@ impl Client {
         let mut attempt = 1;
         loop {
             let mut request = self.authorized(self.http.post(&url));
-            if let Some(flow) = correlation_id {
-                request = request.header("X-Correlation-Id", flow.to_string());
+            if let Some(flow) = flow {
+                request = request.header("X-Correlation-Id", flow.correlation_id.to_string());
+                if let Some(cause) = flow.causation_id {
+                    request = request.header("X-Causation-Id", cause.to_string());
+                }
             }
             let sent = request
                 .header("Idempotency-Key", &key)
@@ -213,7 +216,7 @@ impl Client {
         agent: Uuid,
         action: TaskAction,
         mut report: Report,
-        flow: Option<Uuid>,
+        flow: Option<Flow>,
     ) -> Result<(), ClientError> {
         report.agent_id = Some(AgentId::from_uuid(agent));
         let body = serde_json::to_value(&report).unwrap_or_default();

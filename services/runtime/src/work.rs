@@ -1,7 +1,7 @@
 //! One task worked through by an executor: accept, start, run while reporting progress, then complete
 //! or fail it; every report in the assignment's flow.
 
-use hive_events::wire::{Assignment, Report, TaskAction};
+use hive_events::wire::{Assignment, Flow, Report, TaskAction};
 use tokio::sync::watch;
 use uuid::Uuid;
 
@@ -20,7 +20,7 @@ pub(crate) async fn work(
     assignment: Assignment,
 ) {
     // Every report joins the assignment's flow.
-    let flow = assignment.correlation_id;
+    let flow = assignment.flow();
     if let Err(e) = client
         .report(task, agent, TaskAction::Accept, Report::default(), flow)
         .await
@@ -89,7 +89,7 @@ async fn report_progress(
     agent: Uuid,
     task: Uuid,
     mut lines: watch::Receiver<Progress>,
-    flow: Option<Uuid>,
+    flow: Option<Flow>,
 ) {
     loop {
         if lines.changed().await.is_err() {

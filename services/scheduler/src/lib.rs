@@ -248,7 +248,7 @@ impl Scheduler {
         metrics::counter!("hive_scheduler_assignments_total").increment(1);
         match assignment(id, created, attempt, done.seq) {
             Ok(body) => {
-                let body = body.in_flow(ctx.correlation_id);
+                let body = body.in_flow(ctx.correlation_id, done.event_id);
                 self.announce(agent_id.as_uuid(), &body).await
             }
             Err(e) => tracing::warn!(task = %id, error = %e, "could not read the assigned task"),

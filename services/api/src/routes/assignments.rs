@@ -70,7 +70,9 @@ async fn assignments(
         if let Some(event) = state.log.get(seq).await?
             && let Ok(envelope) = hive_events::envelope::decode(&event.payload, None)
         {
-            assignment = assignment.in_flow(envelope.meta.correlation_id);
+            // The row is assigned as of `seq`: that event is its `TaskAssigned`.
+            let assigned = envelope.meta.event_id.as_uuid();
+            assignment = assignment.in_flow(envelope.meta.correlation_id, Some(assigned));
         }
         let body = serde_json::to_string(&assignment).unwrap_or_default();
         backlog.push(Ok(Event::default().event("assignment").data(body)));
