@@ -7,14 +7,9 @@ use std::path::PathBuf;
 use hive_tests::World;
 use serde_json::Value;
 
-/// Where `scripts/install-deps --test-tools` installs the npm tools' `node_modules`.
+/// Where `scripts/install-deps --test-tools` installs the AsyncAPI parser's `node_modules`.
 fn asyncapi_modules() -> PathBuf {
-    let cache = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache")
-        });
-    cache.join("hive/asyncapi/node_modules")
+    hive_tests::test_tools().join("asyncapi/node_modules")
 }
 
 fn repo() -> PathBuf {
@@ -74,12 +69,7 @@ async fn the_asyncapi_document_is_public_and_valid_for_the_asyncapi_parser() {
 /// The Python that `scripts/install-deps --test-tools` installs beside schemathesis, which brings
 /// `jsonschema`: all an outside client needs to check answers against the documents.
 fn python() -> PathBuf {
-    let cache = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache")
-        });
-    cache.join("hive/schemathesis/bin/python")
+    hive_tests::test_tools().join("schemathesis/bin/python")
 }
 
 /// `tests/contract/outsider.py` was written only from the OpenAPI and AsyncAPI documents, with

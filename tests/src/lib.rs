@@ -21,7 +21,7 @@ pub mod world;
 pub use http::{TestHive, authorized_client, json};
 pub use process::{AgentProcess, processes_with};
 pub use scenario::scenario;
-pub use servers::{agent_program, init_tracing};
+pub use servers::{agent_program, init_tracing, test_tools};
 pub use sse::Assignments;
 pub use wait::{eventually, until};
 pub use world::{World, issue_token};

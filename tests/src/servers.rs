@@ -61,6 +61,17 @@ pub(crate) fn servers() -> &'static Servers {
     })
 }
 
+/// Where `scripts/install-deps --test-tools` installs the outside tools the tests run (schemathesis
+/// and its Python, the AsyncAPI parser): `$XDG_CACHE_HOME/hive`, else `~/.cache/hive`.
+pub fn test_tools() -> std::path::PathBuf {
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache")
+        });
+    cache.join("hive")
+}
+
 /// The `hive` program the tests spawn agents of: `hive-under-test`, which cargo builds beside the test
 /// binary (`target/<profile>/`, one level above `deps/`).
 pub fn agent_program() -> std::path::PathBuf {
