@@ -35,11 +35,16 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Register {
+    #[schema(min_length = 1, max_length = 200)]
     name: Option<String>,
+    #[schema(min_length = 1, max_length = 100)]
     agent_type: String,
     #[serde(default)]
+    #[schema(value_type = Vec<hive_events::Capability>)]
     capabilities: Vec<String>,
+    /// 1 to 1,000 (default 1).
     #[serde(default = "one")]
+    #[schema(minimum = 1, maximum = 1000)]
     max_concurrent_tasks: u32,
 }
 

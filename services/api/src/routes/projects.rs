@@ -33,9 +33,12 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
 /// `POST /api/v1/projects` (Agent Hive 2.0's body: `name`, `description`, `type`).
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 struct Create {
+    #[schema(min_length = 1, max_length = 200)]
     name: String,
+    #[schema(max_length = 20000)]
     description: Option<String>,
     #[serde(rename = "type", alias = "project_type")]
+    #[schema(min_length = 1, max_length = 100)]
     project_type: Option<String>,
 }
 

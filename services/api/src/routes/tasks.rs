@@ -44,18 +44,28 @@ enum PriorityInput {
 /// `POST /api/v1/tasks`: Hive's shape, or Agent Hive 2.0's (`task_type`, `description`, named priority).
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub(crate) struct Create {
+    /// Required unless a description or a task type can name the task.
+    #[schema(min_length = 1, max_length = 500)]
     title: Option<String>,
+    #[schema(max_length = 20000)]
     description: Option<String>,
+    #[schema(min_length = 1, max_length = 100)]
     task_type: Option<String>,
+    /// 1 to 10, or `low`, `normal`, `medium`, `high`, `critical` (default normal, 5).
     priority: Option<PriorityInput>,
     #[serde(default)]
+    #[schema(value_type = Vec<hive_events::Capability>)]
     required_capabilities: Vec<String>,
+    /// Tasks that must complete first (at most 100; each must exist and be able to complete).
     #[serde(default)]
+    #[schema(max_items = 100)]
     depends_on: Vec<Uuid>,
     pub(crate) project_id: Option<Uuid>,
     /// Pins the task to one agent (Agent Hive 2.0's `assigned_agent`).
     #[serde(alias = "assigned_agent")]
     pinned_agent: Option<Uuid>,
+    /// 1 to 100 (default 3).
+    #[schema(minimum = 1, maximum = 100)]
     max_attempts: Option<u32>,
 }
 
