@@ -12,6 +12,7 @@ use crate::error::{DecodeError, DomainError, FoldError};
 
 /// The kinds of aggregate; each instance has its own subject in the log.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum AggregateKind {
     /// A worker that runs tasks.

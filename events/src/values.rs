@@ -63,7 +63,11 @@ impl<'de> Deserialize<'de> for Priority {
 /// Something an agent can do and a task can require, such as `rust` or `gpu`: 1 to 64 characters of
 /// lower-case letters, digits, `-`, `_`, `.` and `:`.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, schemars::JsonSchema)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(value_type = String))]
+#[cfg_attr(
+    feature = "openapi",
+    derive(utoipa::ToSchema),
+    schema(value_type = String, pattern = "^[a-z0-9_.:-]{1,64}$")
+)]
 #[serde(transparent)]
 pub struct Capability(#[schemars(length(min = 1, max = 64), pattern(r"^[a-z0-9_.:-]+$"))] String);
 

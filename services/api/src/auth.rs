@@ -194,6 +194,28 @@ fn need(method: &Method, template: &str, public: &[String]) -> Need {
     if read { Need::Read } else { Need::Command }
 }
 
+/// Who may call route `template` with `method`, in words, for the API's documentation: `None` when
+/// anyone may (a token sent anyway is still checked).
+pub fn requirement(method: &Method, template: &str, public: &[String]) -> Option<String> {
+    let needs = match need(method, template, public) {
+        Need::Public => return None,
+        Need::Admin => return Some("Needs an admin token.".into()),
+        Need::Read => "Needs a token that may read (viewer, operator or admin)",
+        Need::Command => "A command: needs an operator or admin token",
+    };
+    let agent = match (agent_may(method, template), *method == Method::GET) {
+        (None, _) => "",
+        (Some(AgentScope::Itself), _) => ", or the agent's own token",
+        (Some(AgentScope::ItsTask), true) => ", or the token of the agent the task is assigned to",
+        (Some(AgentScope::ItsTask), false) => {
+            ", or the assigned agent's own token for its reports (accept, start, progress, \
+             complete, fail, release)"
+        }
+        (Some(AgentScope::ItsTaskList), _) => ", or an agent's token with `?agent_id=` its own",
+    };
+    Some(format!("{needs}{agent}."))
+}
+
 /// The routes an agent token may use, and only for its own agent (`{id}`), or for a task (handlers
 /// check that it is assigned to the agent).
 fn agent_may(method: &Method, template: &str) -> Option<AgentScope> {

@@ -6,7 +6,6 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use hive_eventlog::CommandError;
 use hive_events::DomainError;
-use serde_json::json;
 
 /// Every error code the API answers with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -51,6 +50,28 @@ pub enum Code {
 }
 
 impl Code {
+    /// Every code.
+    pub const ALL: [Code; 18] = [
+        Self::BadRequest,
+        Self::InvalidJson,
+        Self::UnsupportedMediaType,
+        Self::PayloadTooLarge,
+        Self::ValidationFailed,
+        Self::Unauthenticated,
+        Self::Forbidden,
+        Self::NotFound,
+        Self::MethodNotAllowed,
+        Self::AlreadyExists,
+        Self::InvalidTransition,
+        Self::NotAssignee,
+        Self::Conflict,
+        Self::CorruptHistory,
+        Self::ProjectionLagging,
+        Self::Unavailable,
+        Self::Overloaded,
+        Self::Internal,
+    ];
+
     /// The code's stable name.
     pub const fn as_str(self) -> &'static str {
         match self {
@@ -99,19 +120,36 @@ impl Code {
     }
 }
 
-/// Every error's body, for the API's documentation.
-#[derive(utoipa::ToSchema)]
-#[allow(dead_code)]
+impl serde::Serialize for Code {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl utoipa::PartialSchema for Code {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::Type::String)
+            .enum_values(Some(Self::ALL.map(Code::as_str)))
+            .description(Some(
+                "The error's stable code (docs/api.md lists each with its status).",
+            ))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Code {}
+
+/// Every error's body.
+#[derive(serde::Serialize, utoipa::ToSchema)]
 pub struct ErrorBody {
     error: ErrorDetail,
 }
 
 /// An error's code and message.
-#[derive(utoipa::ToSchema)]
-#[allow(dead_code)]
+#[derive(serde::Serialize, utoipa::ToSchema)]
 pub struct ErrorDetail {
-    /// One of the codes of the table in `error.rs` (`not_found`, `validation_failed`, ...).
-    code: String,
+    code: Code,
     /// What went wrong, for people.
     message: String,
 }
@@ -167,9 +205,15 @@ impl std::error::Error for ApiError {}
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({"error": {"code": self.code.as_str(), "message": self.message}});
-        let mut response = (self.code.status(), axum::Json(body)).into_response();
-        if self.code.status() == StatusCode::SERVICE_UNAVAILABLE {
+        let status = self.code.status();
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code,
+                message: self.message,
+            },
+        };
+        let mut response = (status, axum::Json(body)).into_response();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));

@@ -8,6 +8,9 @@ use axum::http::request::Parts;
 use hive_eventlog::CommandContext;
 use hive_events::Actor;
 use serde::de::DeserializeOwned;
+use utoipa::openapi::Required;
+use utoipa::openapi::path::{Parameter, ParameterBuilder, ParameterIn};
+use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
 use uuid::Uuid;
 
 use crate::error::{ApiError, Code};
@@ -100,8 +103,52 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Query<T> {
 }
 
 /// The context of a command: its actor is the caller the token names ([`crate::auth`]); the
-/// `X-Correlation-Id` and `Idempotency-Key` headers.
+/// `X-Correlation-Id`, `X-Causation-Id` and `Idempotency-Key` headers.
 pub struct Command(pub CommandContext);
+
+/// The headers a command honours, for the API's documentation (`params(Command)` on each command's
+/// route).
+impl utoipa::IntoParams for Command {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        let header = |name: &str, schema: ObjectBuilder, description: &str| {
+            ParameterBuilder::new()
+                .name(name)
+                .parameter_in(ParameterIn::Header)
+                .required(Required::False)
+                .schema(Some(schema))
+                .description(Some(description))
+                .build()
+        };
+        vec![
+            header(
+                "Idempotency-Key",
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .min_length(Some(1))
+                    .max_length(Some(200))
+                    .pattern(Some("^[ -~]+$")),
+                "A repeat with the same key (the same caller, route and resource) answers the first \
+                 result, with `Idempotent-Replayed: true`, and appends nothing. 1 to 200 visible ASCII characters.",
+            ),
+            header(
+                "X-Correlation-Id",
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .format(Some(SchemaFormat::KnownFormat(KnownFormat::Uuid))),
+                "The flow the command joins (a new one when absent): its event records it as \
+                 `correlation_id`, and so does everything the flow causes.",
+            ),
+            header(
+                "X-Causation-Id",
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .format(Some(SchemaFormat::KnownFormat(KnownFormat::Uuid))),
+                "What the command answers (an assignment's `causation_id`, say): its event records \
+                 it as `causation_id`.",
+            ),
+        ]
+    }
+}
 
 fn header<'a>(parts: &'a Parts, name: &str) -> Result<Option<&'a str>, ApiError> {
     parts

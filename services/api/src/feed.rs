@@ -53,12 +53,12 @@ pub enum FeedItem {
 
 /// An event on the feed: its record, and the status its agent or task is in after it (as the domain
 /// folds it; absent where the event alone does not say, as for an agent's recovery).
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct Change {
     /// The event.
     #[serde(flatten)]
     pub record: Record,
-    /// The status after it.
+    /// The status its agent or task is in after it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub state: Option<&'static str>,
 }

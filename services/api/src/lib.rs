@@ -11,6 +11,7 @@ pub mod error;
 pub mod extract;
 pub mod feed;
 pub mod metrics;
+pub mod openapi;
 pub mod overload;
 pub mod routes;
 pub mod views;
@@ -83,7 +84,7 @@ pub struct AppState {
     /// Starts spawned agents' runtimes; absent, `POST /api/v1/agents/spawn` answers 503.
     pub spawner: Option<hive_spawner::Spawner>,
     /// `/status` computed at a checkpoint, reused until the checkpoint moves.
-    pub status_cache: Arc<tokio::sync::Mutex<Option<(u64, serde_json::Value)>>>,
+    pub status_cache: Arc<tokio::sync::Mutex<Option<(u64, routes::system::CountsByKind)>>>,
     /// `/status`'s answer, serialized, with the checkpoint and the log's head it was made at: reads
     /// ask for it far more often than either moves.
     pub status_answer: Arc<std::sync::Mutex<Option<(u64, u64, axum::body::Bytes)>>>,
@@ -135,7 +136,7 @@ pub fn router(state: AppState) -> Router {
     let limit = state.config.body_limit;
     metrics::handle();
     metrics_process::Collector::default().describe();
-    routes::all()
+    routes::all(&state.config.public_reads)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             consistency::read_your_writes,

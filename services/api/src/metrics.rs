@@ -156,19 +156,16 @@ pub(crate) fn routes() -> utoipa_axum::router::OpenApiRouter<AppState> {
     utoipa_axum::router::OpenApiRouter::new().routes(utoipa_axum::routes!(scrape))
 }
 
-#[utoipa::path(get, path = "/metrics", tag = "system", summary = "Prometheus metrics (text format)", responses((status = 200, description = "text/plain; version=0.0.4")))]
+#[utoipa::path(get, path = "/metrics", tag = "system", summary = "Prometheus metrics (text format)", responses((status = 200, description = "The Prometheus text exposition format, version 0.0.4", body = String, content_type = "text/plain")))]
 async fn scrape(State(state): State<AppState>) -> Response {
     let checkpoint = state.progress.checkpoint();
     let head = state.progress.head();
     metrics::gauge!("hive_projection_lag_events").set(head.saturating_sub(checkpoint) as f64);
     metrics::gauge!("hive_log_last_seq").set(head as f64);
     if let Ok(status) = crate::routes::system::status_body(&state).await {
-        for (kind, name) in [("agents", "hive_agents"), ("tasks", "hive_tasks")] {
-            if let Some(by) = status[kind]["by_status"].as_object() {
-                for (status, count) in by {
-                    metrics::gauge!(name, "status" => status.clone())
-                        .set(count.as_f64().unwrap_or(0.0));
-                }
+        for (counts, name) in [(status.agents, "hive_agents"), (status.tasks, "hive_tasks")] {
+            for (status, count) in counts.by_status {
+                metrics::gauge!(name, "status" => status).set(count as f64);
             }
         }
     }

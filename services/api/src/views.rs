@@ -13,7 +13,7 @@ use crate::error::{ApiError, Code};
 
 /// Which way a list runs: oldest first (the default) or newest first. Ids are UUIDv7, so id order is
 /// creation order.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Order {
     /// Oldest first.
@@ -56,6 +56,35 @@ pub fn paged<E: EntityTrait>(
         });
     }
     Ok((query, limit))
+}
+
+/// The answer to a command on a task: the sequence of the event it appended (send it as
+/// `Hive-Min-Seq` to read the change).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct TaskCommitted {
+    pub task_id: Uuid,
+    pub seq: u64,
+}
+
+/// The answer to a command on an agent: the sequence of the event it appended.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct AgentCommitted {
+    pub agent_id: Uuid,
+    pub seq: u64,
+}
+
+/// The answer to a command on a project: the sequence of the event it appended.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ProjectCommitted {
+    pub project_id: Uuid,
+    pub seq: u64,
+}
+
+/// An agent's status (a heartbeat's answer; Agent Hive 2.0's status route).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct AgentStatusView {
+    pub agent_id: Uuid,
+    pub status: AgentStatus,
 }
 
 /// A page of a list.

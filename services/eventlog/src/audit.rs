@@ -14,6 +14,7 @@ use crate::RawEvent;
 
 /// One event as an auditor reads it (and as the API answers it).
 #[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Record {
     /// Its position in the log.
     pub seq: u64,

@@ -19,6 +19,7 @@ use crate::{EventLog, LogError};
 
 /// What a token lets its holder do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// Everything, including spawning agents (which runs a command on the host) and managing tokens.

@@ -9,6 +9,7 @@ use serde::Serialize;
 
 /// One projection's standing.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ProjectionStatus {
     /// Its name.
     pub name: String,

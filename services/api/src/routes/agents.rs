@@ -10,8 +10,7 @@ use hive_schema::agents;
 use sea_orm::sea_query::extension::postgres::PgBinOper;
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
@@ -36,11 +35,16 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Register {
+    #[schema(min_length = 1, max_length = 200)]
     name: Option<String>,
+    #[schema(min_length = 1, max_length = 100)]
     agent_type: String,
     #[serde(default)]
+    #[schema(value_type = Vec<hive_events::Capability>)]
     capabilities: Vec<String>,
+    /// 1 to 1,000 (default 1).
     #[serde(default = "one")]
+    #[schema(minimum = 1, maximum = 1000)]
     max_concurrent_tasks: u32,
 }
 
@@ -48,7 +52,16 @@ fn one() -> u32 {
     1
 }
 
-#[utoipa::path(post, path = "/api/v1/agents", tag = "agents", summary = "Register an agent", request_body = Register, responses((status = 201, description = "registered: {agent_id, seq}"), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
+/// A registered agent, and its own token (shown once; a repeated request gets a new one).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+struct Registered {
+    agent_id: Uuid,
+    seq: u64,
+    /// The agent's own token: it may act as this agent and nothing else.
+    token: String,
+}
+
+#[utoipa::path(post, path = "/api/v1/agents", tag = "agents", summary = "Register an agent", params(Command), request_body = Register, responses((status = 201, description = "Registered", body = Registered, links(("agent" = (operation_id = "read_agent", parameters(("id" = "$response.body#/agent_id")))), ("history" = (operation_id = "agent_events", parameters(("id" = "$response.body#/agent_id")))), ("status" = (operation_id = "agent_status", parameters(("id" = "$response.body#/agent_id")))), ("action" = (operation_id = "agent_action", parameters(("id" = "$response.body#/agent_id")))), ("deregister" = (operation_id = "deregister", parameters(("id" = "$response.body#/agent_id")))))), (status = 422, body = ErrorBody)))]
 async fn register(
     State(state): State<AppState>,
     Command(ctx): Command,
@@ -70,22 +83,35 @@ async fn register(
     Ok(committed(
         StatusCode::CREATED,
         done,
-        json!({"agent_id": done.aggregate_id, "seq": done.seq, "token": token}),
+        Registered {
+            agent_id: done.aggregate_id,
+            seq: done.seq,
+            token,
+        },
     ))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct Filter {
+    /// Agents in this status.
+    #[param(value_type = Option<AgentStatus>)]
     status: Option<String>,
+    /// Agents that have it.
     capability: Option<String>,
     // Not a flattened page struct: query strings carry only text, and flatten loses number parsing.
+    /// 1 to 500, default 50.
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<u64>,
+    /// The previous page's `next_cursor`.
     cursor: Option<String>,
+    /// `asc` (oldest first, the default) or `desc` (newest first).
     #[serde(default)]
+    #[param(value_type = Option<Order>)]
     order: Order,
 }
 
-#[utoipa::path(get, path = "/api/v1/agents", tag = "agents", summary = "List agents", params(("status" = Option<String>, Query, description = "an agent status"), ("capability" = Option<String>, Query, description = "agents that have it"), ("limit" = Option<u64>, Query, description = "1 to 500, default 50"), ("cursor" = Option<String>, Query, description = "the previous page's next_cursor"), ("order" = Option<String>, Query, description = "asc (oldest first, the default) or desc (newest first)")), responses((status = 200, body = List<AgentView>), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/agents", operation_id = "list_agents", tag = "agents", summary = "List agents", params(Filter), responses((status = 200, body = List<AgentView>), (status = 422, description = "an unknown status", body = ErrorBody)))]
 async fn list(
     State(state): State<AppState>,
     Query(filter): Query<Filter>,
@@ -118,7 +144,7 @@ async fn list(
     )?))
 }
 
-#[utoipa::path(get, path = "/api/v1/agents/{id}", tag = "agents", summary = "An agent (now, or as it was)", params(("id" = Uuid, Path, description = "the entity's id"), ("at_seq" = Option<u64>, Query, description = "as it was at this event"), ("at_time" = Option<String>, Query, description = "as it was at this RFC 3339 time")), responses((status = 200, body = AgentView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/agents/{id}", operation_id = "read_agent", tag = "agents", summary = "An agent (now, or as it was)", params(("id" = Uuid, Path, description = "the agent"), AtQuery), responses((status = 200, body = AgentView), (status = 404, description = "no such agent (then)", body = ErrorBody)))]
 async fn read(
     State(state): State<AppState>,
     Path(id): Path<Uuid>,

@@ -19,8 +19,6 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::AppState;
-#[allow(unused_imports)]
-use crate::error::ErrorBody;
 use crate::error::{ApiError, ApiResult, Code};
 use crate::extract::Path;
 
@@ -28,7 +26,7 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(assignments))
 }
 
-#[utoipa::path(get, path = "/api/v1/agents/{id}/assignments", tag = "agents", summary = "The agent's assignments, pushed (server-sent events)", params(("id" = Uuid, Path, description = "the entity's id")), responses((status = 200, description = "text/event-stream of `assignment` events"), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/agents/{id}/assignments", tag = "agents", summary = "The agent's assignments, pushed (server-sent events)", params(("id" = Uuid, Path, description = "the agent")), responses((status = 200, description = "Server-sent events `assignment`, each an `Assignment`: the agent's current assignments first, then each new one", body = String, content_type = "text/event-stream")))]
 async fn assignments(
     State(state): State<AppState>,
     Path(agent): Path<Uuid>,

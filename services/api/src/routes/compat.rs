@@ -7,7 +7,8 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use hive_schema::agents;
 use sea_orm::{EntityTrait, QueryOrder, QuerySelect};
-use serde_json::{Value, json};
+use serde::Serialize;
+use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
@@ -19,7 +20,7 @@ use crate::error::ApiResult;
 #[allow(unused_imports)]
 use crate::error::ErrorBody;
 use crate::extract::{self, Command, Path};
-use crate::views::AgentView;
+use crate::views::{AgentStatusView, AgentView, TaskCommitted};
 
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -29,18 +30,28 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
 }
 
 /// `{"status": "ready"}` once the agent's runtime has reported in; its other states otherwise.
-#[utoipa::path(get, path = "/api/agents/{id}/status", tag = "agent hive 2.0", summary = "An agent's status", params(("id" = Uuid, Path, description = "the entity's id")), responses((status = 200, description = "OK"), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/agents/{id}/status", tag = "agent hive 2.0", summary = "An agent's status", params(("id" = Uuid, Path, description = "the agent")), responses((status = 200, body = AgentStatusView), (status = 404, description = "no such agent", body = ErrorBody), (status = 409, description = "corrupt_history: an agent not projected yet whose history cannot be folded", body = ErrorBody)))]
 async fn agent_status(
     State(state): State<AppState>,
     Path(id): Path<Uuid>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<AgentStatusView>> {
     let status = super::agents::status_of(&state, id).await?;
-    Ok(Json(json!({"agent_id": id, "status": status})))
+    Ok(Json(AgentStatusView {
+        agent_id: id,
+        status,
+    }))
+}
+
+/// Every agent, as Agent Hive 2.0 listed them.
+#[derive(Debug, Serialize, ToSchema)]
+struct DebugAgents {
+    agent_count: usize,
+    agents: Vec<AgentView>,
 }
 
 /// Every agent (the first 10,000), as Agent Hive 2.0's debugging route listed them.
-#[utoipa::path(get, path = "/debug-agents", tag = "agent hive 2.0", summary = "Every agent: {agent_count, agents}", responses((status = 200, description = "OK"), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
-async fn debug_agents(State(state): State<AppState>) -> ApiResult<Json<Value>> {
+#[utoipa::path(get, path = "/debug-agents", tag = "agent hive 2.0", summary = "Every agent (the first 10,000)", responses((status = 200, body = DebugAgents)))]
+async fn debug_agents(State(state): State<AppState>) -> ApiResult<Json<DebugAgents>> {
     let rows = agents::Entity::find()
         .order_by_asc(agents::Column::Id)
         .limit(10_000)
@@ -50,10 +61,13 @@ async fn debug_agents(State(state): State<AppState>) -> ApiResult<Json<Value>> {
         .into_iter()
         .map(AgentView::try_from)
         .collect::<Result<_, _>>()?;
-    Ok(Json(json!({"agent_count": agents.len(), "agents": agents})))
+    Ok(Json(DebugAgents {
+        agent_count: agents.len(),
+        agents,
+    }))
 }
 
-#[utoipa::path(post, path = "/api/v1/projects/{id}/tasks", tag = "agent hive 2.0", summary = "A task in a project", params(("id" = Uuid, Path, description = "the entity's id")), request_body = Create, responses((status = 201, description = "created: {task_id, seq}"), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
+#[utoipa::path(post, path = "/api/v1/projects/{id}/tasks", tag = "agent hive 2.0", summary = "A task in a project", params(("id" = Uuid, Path, description = "the project"), Command), request_body = Create, responses((status = 201, description = "Created", body = TaskCommitted, links(("task" = (operation_id = "read_task", parameters(("id" = "$response.body#/task_id")))), ("history" = (operation_id = "task_events", parameters(("id" = "$response.body#/task_id")))))), (status = 409, description = "corrupt_history: the project's, the pinned agent's or a dependency's history cannot be folded", body = ErrorBody), (status = 422, description = "a field, or a project, pinned agent or dependency that does not exist or cannot complete", body = ErrorBody)))]
 async fn project_task(
     State(state): State<AppState>,
     Command(ctx): Command,
@@ -65,6 +79,9 @@ async fn project_task(
     Ok(committed(
         StatusCode::CREATED,
         done,
-        json!({"task_id": done.aggregate_id, "seq": done.seq}),
+        TaskCommitted {
+            task_id: done.aggregate_id,
+            seq: done.seq,
+        },
     ))
 }

@@ -12,17 +12,17 @@ use futures::StreamExt;
 use hive_eventlog::audit::Record;
 
 use crate::feed::Change;
+use chrono::{DateTime, Utc};
 use hive_schema::{agents, dead_letters, tasks};
 use sea_orm::{ColumnTrait, EntityTrait, FromQueryResult, QueryFilter, QueryOrder, QuerySelect};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
+use super::system::Status;
 use crate::AppState;
-#[allow(unused_imports)]
-use crate::error::ErrorBody;
 use crate::error::{ApiError, ApiResult, Code};
 use crate::extract::Query;
 use crate::views::{AgentView, DeadLetterView, List, Order, TaskView, holding_states, paged};
@@ -40,24 +40,68 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(coordination))
 }
 
-#[utoipa::path(get, path = "/dashboard", tag = "dashboard", summary = "The live dashboard (HTML)", responses((status = 200, description = "text/html")))]
+#[utoipa::path(get, path = "/dashboard", tag = "dashboard", summary = "The live dashboard (HTML)", responses((status = 200, description = "The page", body = String, content_type = "text/html")))]
 async fn page() -> Response {
     ([(header::CACHE_CONTROL, "no-cache")], Html(PAGE)).into_response()
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct Pages {
-    /// The agents page to start from.
+    /// The agents page to start from (the previous page's `next_cursor`).
     agents_cursor: Option<String>,
-    /// Agents per page (default 100).
+    /// Agents per page, 1 to 500 (default 100).
+    #[param(minimum = 1, maximum = 500)]
     agents_limit: Option<u64>,
-    /// Tasks per list (default 50).
+    /// Tasks per list, 1 to 500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
     tasks_limit: Option<u64>,
-    /// Recent events to start the feed with (default 50; 0: none, and no log reads).
+    /// Recent events to start the feed with, 0 to 500 (default 50; 0: none, and no log reads).
+    #[param(maximum = 500)]
     events: Option<u64>,
-    /// Which way the agents and task lists run (oldest first by default).
+    /// Which way the agents and task lists run: `asc` (oldest first, the default) or `desc`.
     #[serde(default)]
+    #[param(value_type = Option<Order>)]
     order: Order,
+}
+
+/// The state the dashboard starts from.
+#[derive(Debug, Serialize, ToSchema)]
+struct Coordination {
+    /// The hive's counts, the log's head and the projection's standing, as `/status`.
+    status: Status,
+    /// A page of agents.
+    agents: List<AgentLoad>,
+    /// The first queued tasks.
+    queued: List<TaskView>,
+    /// The first running tasks.
+    running: List<TaskView>,
+    /// The 20 latest dead letters, newest first.
+    dead_letters: Vec<DeadLetterView>,
+    /// The recent events the read models reflect, newest first.
+    events: Vec<Change>,
+    links: CoordinationLinks,
+}
+
+/// An agent with its load and its last heartbeat.
+#[derive(Debug, Serialize, ToSchema)]
+struct AgentLoad {
+    #[serde(flatten)]
+    agent: AgentView,
+    /// Tasks it holds (assigned, accepted or running).
+    load: i64,
+    /// Its last heartbeat; none yet: null.
+    last_heartbeat: Option<DateTime<Utc>>,
+}
+
+/// Where the dashboard goes on from.
+#[derive(Debug, Serialize, ToSchema)]
+struct CoordinationLinks {
+    stream: &'static str,
+    agents: &'static str,
+    tasks: &'static str,
+    dead_letters: &'static str,
+    history: &'static str,
 }
 
 #[derive(FromQueryResult)]
@@ -68,11 +112,11 @@ struct Load {
 
 /// The state the dashboard starts from: the counts, a page of agents with their load and last
 /// heartbeat, the first queued and running tasks, the latest dead letters and the recent events.
-#[utoipa::path(get, path = "/dashboard/coordination", tag = "dashboard", summary = "The state the dashboard starts from", params(("agents_cursor" = Option<String>, Query, description = "the agents page"), ("agents_limit" = Option<u64>, Query, description = "agents per page"), ("tasks_limit" = Option<u64>, Query, description = "tasks per list"), ("events" = Option<u64>, Query, description = "recent events, 0 to 500 (default 50; 0 skips reading the log)"), ("order" = Option<String>, Query, description = "asc (oldest first, the default) or desc (newest first), for the agents and task lists")), responses((status = 200, description = "OK"), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
+#[utoipa::path(get, path = "/dashboard/coordination", tag = "dashboard", summary = "The state the dashboard starts from", params(Pages), responses((status = 200, body = Coordination)))]
 async fn coordination(
     State(state): State<AppState>,
     Query(pages): Query<Pages>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Coordination>> {
     let events = match pages.events.unwrap_or(RECENT_EVENTS) {
         n @ 0..=MAX_EVENTS => n,
         n => {
@@ -112,16 +156,18 @@ async fn coordination(
         .collect();
     // The page's agents only, never the whole fleet's.
     let beats = state.heartbeats.of(ids).await?;
-    let agents_json: Vec<Value> = agents
-        .items
-        .iter()
-        .map(|a| {
-            let mut v = serde_json::to_value(a).unwrap_or_default();
-            v["load"] = json!(loads.get(&a.agent_id).copied().unwrap_or(0));
-            v["last_heartbeat"] = json!(beats.get(&a.agent_id));
-            v
-        })
-        .collect();
+    let agents = List {
+        items: agents
+            .items
+            .into_iter()
+            .map(|agent| AgentLoad {
+                load: loads.get(&agent.agent_id).copied().unwrap_or(0),
+                last_heartbeat: beats.get(&agent.agent_id).copied(),
+                agent,
+            })
+            .collect(),
+        next_cursor: agents.next_cursor,
+    };
     let tasks_limit = pages.tasks_limit.unwrap_or(50);
     let queued = tasks_in(&state, TaskStatus::Queued, tasks_limit, pages.order).await?;
     let running = tasks_in(&state, TaskStatus::Running, tasks_limit, pages.order).await?;
@@ -133,21 +179,21 @@ async fn coordination(
         .into_iter()
         .map(DeadLetterView::from)
         .collect();
-    Ok(Json(json!({
-        "status": status,
-        "agents": {"items": agents_json, "next_cursor": agents.next_cursor},
-        "queued": queued,
-        "running": running,
-        "dead_letters": dead,
-        "events": recent_events(&state, events).await?,
-        "links": {
-            "stream": "/api/v1/stream",
-            "agents": "/api/v1/agents",
-            "tasks": "/api/v1/tasks",
-            "dead_letters": "/api/v1/dead-letters",
-            "history": "/api/v1/{agents|tasks|projects}/{id}/events",
+    Ok(Json(Coordination {
+        status,
+        agents,
+        queued,
+        running,
+        dead_letters: dead,
+        events: recent_events(&state, events).await?,
+        links: CoordinationLinks {
+            stream: "/api/v1/stream",
+            agents: "/api/v1/agents",
+            tasks: "/api/v1/tasks",
+            dead_letters: "/api/v1/dead-letters",
+            history: "/api/v1/{agents|tasks|projects}/{id}/events",
         },
-    })))
+    }))
 }
 
 async fn tasks_in(

@@ -14,8 +14,6 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::AppState;
-#[allow(unused_imports)]
-use crate::error::ErrorBody;
 use crate::error::{ApiError, ApiResult, Code};
 use crate::extract::Query;
 use crate::feed::Change;
@@ -35,8 +33,10 @@ struct Filter {
     /// Events after this sequence (0, the default: from the start).
     after_seq: Option<u64>,
     /// 1 to 1,000 events, default 100.
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
     /// Only this kind's events: `agent`, `task` or `project`.
+    #[param(value_type = Option<AggregateKind>)]
     aggregate: Option<String>,
     /// Only this entity's events.
     aggregate_id: Option<Uuid>,
@@ -58,7 +58,6 @@ struct Filter {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 struct Page {
     /// The events that matched, in order.
-    #[schema(value_type = Vec<Object>)]
     items: Vec<Change>,
     /// The last sequence this page examined: ask `after_seq=` it for the next page.
     last_seq: u64,
@@ -86,7 +85,7 @@ fn next_page(query: Option<&str>, after: u64) -> String {
     format!("/api/v1/events?{}", pairs.join("&"))
 }
 
-#[utoipa::path(get, path = "/api/v1/events", tag = "history", summary = "The log in order, a page at a time, filtered", params(Filter), responses((status = 200, body = Page), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 503, body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/events", tag = "history", summary = "The log in order, a page at a time, filtered", params(Filter), responses((status = 200, body = Page)))]
 async fn events(
     State(state): State<AppState>,
     RawQuery(query): RawQuery,

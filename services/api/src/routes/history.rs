@@ -6,8 +6,8 @@ use hive_eventlog::audit::Record;
 use hive_events::AggregateKind;
 use hive_schema::dead_letters;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
@@ -28,30 +28,30 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(dead_letters))
 }
 
-#[utoipa::path(get, path = "/api/v1/agents/{id}/events", tag = "history", summary = "An agent's history from the log", params(("id" = Uuid, Path, description = "the agent"), HistoryPage), responses((status = 200, description = "{aggregate, aggregate_id, events, last_seq, more}"), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/agents/{id}/events", tag = "history", summary = "An agent's history from the log", params(("id" = Uuid, Path, description = "the agent"), HistoryPage), responses((status = 200, body = History), (status = 404, description = "no such agent", body = ErrorBody)))]
 async fn agent_events(
     state: State<AppState>,
     id: Path<Uuid>,
     page: Query<HistoryPage>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<History>> {
     events(state, id, page, AggregateKind::Agent).await
 }
 
-#[utoipa::path(get, path = "/api/v1/tasks/{id}/events", tag = "history", summary = "A task's history from the log", params(("id" = Uuid, Path, description = "the task"), HistoryPage), responses((status = 200, description = "{aggregate, aggregate_id, events, last_seq, more}"), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/tasks/{id}/events", tag = "history", summary = "A task's history from the log", params(("id" = Uuid, Path, description = "the task"), HistoryPage), responses((status = 200, body = History), (status = 404, description = "no such task", body = ErrorBody)))]
 async fn task_events(
     state: State<AppState>,
     id: Path<Uuid>,
     page: Query<HistoryPage>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<History>> {
     events(state, id, page, AggregateKind::Task).await
 }
 
-#[utoipa::path(get, path = "/api/v1/projects/{id}/events", tag = "history", summary = "A project's history from the log", params(("id" = Uuid, Path, description = "the project"), HistoryPage), responses((status = 200, description = "{aggregate, aggregate_id, events, last_seq, more}"), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/projects/{id}/events", tag = "history", summary = "A project's history from the log", params(("id" = Uuid, Path, description = "the project"), HistoryPage), responses((status = 200, body = History), (status = 404, description = "no such project", body = ErrorBody)))]
 async fn project_events(
     state: State<AppState>,
     id: Path<Uuid>,
     page: Query<HistoryPage>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<History>> {
     events(state, id, page, AggregateKind::Project).await
 }
 
@@ -63,7 +63,21 @@ struct HistoryPage {
     /// Its events after this sequence.
     after_seq: Option<u64>,
     /// 1 to 1,000 events; every one when absent.
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
+}
+
+/// An entity's history (or a page of it), from the log.
+#[derive(Debug, Serialize, ToSchema)]
+struct History {
+    aggregate: AggregateKind,
+    aggregate_id: Uuid,
+    /// Its events, in order, each with its `seq`.
+    events: Vec<Record>,
+    /// The last event's sequence (a page with none: the `after_seq` asked for).
+    last_seq: u64,
+    /// Whether more of its events follow (a page).
+    more: bool,
 }
 
 async fn events(
@@ -71,7 +85,7 @@ async fn events(
     Path(id): Path<Uuid>,
     Query(page): Query<HistoryPage>,
     kind: AggregateKind,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<History>> {
     let (history, beyond) = match (page.after_seq, page.limit) {
         (None, None) => (state.log.history(kind, id).await?, 0),
         (after, limit) => {
@@ -92,10 +106,13 @@ async fn events(
             };
             // An entity with no events at all is not there; one with none after `after` is.
             if page.0.is_empty() && after > 0 && state.log.first(kind, id).await?.is_some() {
-                return Ok(Json(json!({
-                    "aggregate": kind, "aggregate_id": id, "events": [], "last_seq": after,
-                    "more": false,
-                })));
+                return Ok(Json(History {
+                    aggregate: kind,
+                    aggregate_id: id,
+                    events: Vec::new(),
+                    last_seq: after,
+                    more: false,
+                }));
             }
             page
         }
@@ -109,22 +126,30 @@ async fn events(
         .map(|raw| Record::of(raw, subjects))
         .collect();
     let last_seq = events.last().map_or(0, |e| e.seq);
-    Ok(Json(json!({
-        "aggregate": kind, "aggregate_id": id, "events": events, "last_seq": last_seq,
-        "more": beyond > 0,
-    })))
+    Ok(Json(History {
+        aggregate: kind,
+        aggregate_id: id,
+        events,
+        last_seq,
+        more: beyond > 0,
+    }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct DeadLetterPage {
+    /// 1 to 500, default 50.
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<u64>,
     /// The `next_cursor` of the previous page.
     cursor: Option<i64>,
+    /// `asc` (oldest first, the default) or `desc` (newest first).
     #[serde(default)]
+    #[param(value_type = Option<Order>)]
     order: Order,
 }
 
-#[utoipa::path(get, path = "/api/v1/dead-letters", tag = "history", summary = "Events the projector could not apply", params(("limit" = Option<u64>, Query, description = "1 to 500"), ("cursor" = Option<i64>, Query, description = "the previous page's next_cursor"), ("order" = Option<String>, Query, description = "asc (oldest first, the default) or desc (newest first)")), responses((status = 200, body = List<DeadLetterView>), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/dead-letters", tag = "history", summary = "Events the projector could not apply, with the reason", params(DeadLetterPage), responses((status = 200, body = List<DeadLetterView>)))]
 async fn dead_letters(
     State(state): State<AppState>,
     Query(page): Query<DeadLetterPage>,

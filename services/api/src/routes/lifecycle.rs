@@ -13,7 +13,6 @@ use hive_events::DomainError;
 use hive_events::agent::{Agent, AgentCommand, AgentStatus};
 use hive_events::task::Lifecycle;
 use hive_events::wire::{AgentAction, Report, TaskAction};
-use serde_json::json;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
@@ -25,6 +24,7 @@ use crate::auth::CallerAgent;
 use crate::error::ErrorBody;
 use crate::error::{ApiError, ApiResult, Code};
 use crate::extract::{Command, OptionalJson, Path};
+use crate::views::{AgentCommitted, AgentStatusView, TaskCommitted};
 
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -45,7 +45,7 @@ fn reporter(report: &Report, headers: &HeaderMap) -> Result<AgentId, DomainError
         .ok_or_else(|| DomainError::invalid("agent_id", "required: the reporting agent's id"))
 }
 
-#[utoipa::path(post, path = "/api/v1/tasks/{id}/{action}", tag = "tasks", summary = "Report on a task, or cancel or retry it", params(("id" = Uuid, Path, description = "the entity's id"), ("action" = TaskAction, Path, description = "accept, start, progress, complete, fail or release (the assigned agent); requeue, cancel or retry")), request_body = Report, responses((status = 200, description = "OK"), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
+#[utoipa::path(post, path = "/api/v1/tasks/{id}/{action}", tag = "tasks", summary = "Report on a task, or cancel or retry it", params(("id" = Uuid, Path, description = "the task"), ("action" = TaskAction, Path, description = "accept, start, progress, complete, fail or release (the assigned agent); requeue, cancel or retry"), ("Hive-Agent-Id" = Option<Uuid>, Header, description = "the reporting agent, when the body names none (an operator's or admin's token reporting for it)"), Command), request_body = Option<Report>, responses((status = 200, body = TaskCommitted), (status = 403, description = "not_assignee: the agent is not the task's; or an agent token that may not", body = ErrorBody), (status = 404, description = "no such task, or no such action", body = ErrorBody), (status = 409, description = "invalid_transition, conflict or corrupt_history", body = ErrorBody), (status = 422, body = ErrorBody)))]
 async fn task_action(
     State(state): State<AppState>,
     Command(ctx): Command,
@@ -86,11 +86,14 @@ async fn task_action(
     Ok(committed(
         StatusCode::OK,
         done,
-        json!({"task_id": id, "seq": done.seq}),
+        TaskCommitted {
+            task_id: id,
+            seq: done.seq,
+        },
     ))
 }
 
-#[utoipa::path(post, path = "/api/v1/agents/{id}/{action}", tag = "agents", summary = "Heartbeat, drain or deregister an agent", params(("id" = Uuid, Path, description = "the entity's id"), ("action" = AgentAction, Path, description = "heartbeat, drain or deregister")), request_body = Option<Report>, responses((status = 200, description = "OK"), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
+#[utoipa::path(post, path = "/api/v1/agents/{id}/{action}", tag = "agents", summary = "Heartbeat, drain or deregister an agent", description = "A heartbeat is kept in a bucket, not the log: it answers the agent's status and appends nothing (so an `Idempotency-Key` repeats nothing). A drain or deregistration answers the event it appended.", params(("id" = Uuid, Path, description = "the agent"), ("action" = AgentAction, Path, description = "heartbeat, drain or deregister"), Command), request_body = Option<Report>, responses((status = 200, body = AgentActionAnswer), (status = 404, description = "no such agent, or no such action", body = ErrorBody), (status = 409, description = "invalid_transition, conflict or corrupt_history", body = ErrorBody)))]
 async fn agent_action(
     State(state): State<AppState>,
     Command(ctx): Command,
@@ -119,8 +122,20 @@ async fn agent_action(
     Ok(committed(
         StatusCode::OK,
         done,
-        json!({"agent_id": id, "seq": done.seq}),
+        AgentActionAnswer::Committed(AgentCommitted {
+            agent_id: id,
+            seq: done.seq,
+        }),
     ))
+}
+
+/// What an agent's action answers: a heartbeat the agent's status; a drain or deregistration the
+/// event it appended.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
+enum AgentActionAnswer {
+    Beat(AgentStatusView),
+    Committed(AgentCommitted),
 }
 
 /// A deregistered agent's tokens are revoked: nothing may act as it any more. (Its deregistration
@@ -134,7 +149,7 @@ async fn revoke_tokens(state: &AppState, agent: Uuid) {
     }
 }
 
-#[utoipa::path(delete, path = "/api/v1/agents/{id}", tag = "agents", summary = "Deregister an agent", params(("id" = Uuid, Path, description = "the entity's id")), responses((status = 200, description = "OK"), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
+#[utoipa::path(delete, path = "/api/v1/agents/{id}", tag = "agents", summary = "Deregister an agent", params(("id" = Uuid, Path, description = "the agent"), Command), responses((status = 200, body = AgentCommitted), (status = 404, description = "no such agent", body = ErrorBody), (status = 409, description = "invalid_transition, conflict or corrupt_history", body = ErrorBody)))]
 async fn deregister(
     State(state): State<AppState>,
     Command(ctx): Command,
@@ -149,7 +164,10 @@ async fn deregister(
     Ok(committed(
         StatusCode::OK,
         done,
-        json!({"agent_id": id, "seq": done.seq}),
+        AgentCommitted {
+            agent_id: id,
+            seq: done.seq,
+        },
     ))
 }
 
@@ -165,6 +183,9 @@ async fn heartbeat(state: &AppState, id: Uuid) -> ApiResult<Response> {
     }
     state.heartbeats.beat(id, now_micros()).await?;
     Ok(axum::response::IntoResponse::into_response(Json(
-        json!({"agent_id": id, "status": status}),
+        AgentActionAnswer::Beat(AgentStatusView {
+            agent_id: id,
+            status,
+        }),
     )))
 }

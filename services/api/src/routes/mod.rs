@@ -6,6 +6,7 @@ pub mod compat;
 pub mod contract;
 pub mod dashboard;
 pub mod events;
+pub mod health;
 pub mod history;
 pub mod lifecycle;
 pub mod projections;
@@ -35,8 +36,13 @@ use hive_eventlog::Committed;
 JetStream; reads come from PostgreSQL read models (send `Hive-Min-Seq` to read your writes). Every error \
 is `{\"error\": {\"code\", \"message\"}}`."
     ),
+    // Named here: the schemas that parameters name (their references are not collected), and those
+    // that no annotation's body reaches (an assignment is pushed as a server-sent event).
     components(schemas(
         crate::error::ErrorBody,
+        crate::views::Order,
+        hive_events::AggregateKind,
+        hive_events::agent::AgentStatus,
         hive_events::wire::TaskAction,
         hive_events::wire::AgentAction,
         hive_events::wire::Assignment
@@ -44,12 +50,14 @@ is `{\"error\": {\"code\", \"message\"}}`."
 )]
 struct ApiDoc;
 
-/// Every documented route, and the OpenAPI document that describes exactly them.
+/// Every documented route, and the OpenAPI document that describes exactly them, as their annotations
+/// do ([`crate::openapi::document`] adds what the layers around them do).
 pub fn documented() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     use utoipa::OpenApi;
     utoipa_axum::router::OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(system::routes())
         .merge(contract::routes())
+        .merge(health::routes())
         .merge(agents::routes())
         .merge(tasks::routes())
         .merge(projects::routes())
@@ -67,32 +75,15 @@ pub fn documented() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .split_for_parts()
 }
 
-/// All routes, `GET /api/v1/openapi.json` and the interactive docs at `/api/v1/docs`; unknown paths and
-/// methods answer in the API's error format.
-pub fn all() -> Router<AppState> {
-    let (routes, mut openapi) = documented();
-    openapi.paths.paths.insert(
-        "/api/v1/openapi.json".into(),
-        utoipa::openapi::path::PathItem::new(
-            utoipa::openapi::HttpMethod::Get,
-            utoipa::openapi::path::OperationBuilder::new()
-                .summary(Some("This document"))
-                .tag("system")
-                .response("200", utoipa::openapi::Response::new("OpenAPI 3.1 JSON")),
-        ),
-    );
-    openapi.paths.paths.insert(
-        "/api/v1/docs".into(),
-        utoipa::openapi::path::PathItem::new(
-            utoipa::openapi::HttpMethod::Get,
-            utoipa::openapi::path::OperationBuilder::new()
-                .summary(Some("Interactive documentation (Swagger UI)"))
-                .tag("system")
-                .response("200", utoipa::openapi::Response::new("text/html")),
-        ),
-    );
+/// All routes, `GET /api/v1/openapi.json` (for a server whose public reads are `public`) and the
+/// interactive docs at `/api/v1/docs`; unknown paths and methods answer in the API's error format.
+pub fn all(public: &[String]) -> Router<AppState> {
+    let (routes, openapi) = documented();
     let docs: Router<AppState> = utoipa_swagger_ui::SwaggerUi::new("/api/v1/docs")
-        .url("/api/v1/openapi.json", openapi)
+        .external_url_unchecked(
+            "/api/v1/openapi.json",
+            crate::openapi::document(openapi, public),
+        )
         .into();
     routes
         .merge(docs)
@@ -129,6 +120,7 @@ mod tests {
             ("contract.rs", include_str!("contract.rs")),
             ("dashboard.rs", include_str!("dashboard.rs")),
             ("events.rs", include_str!("events.rs")),
+            ("health.rs", include_str!("health.rs")),
             ("history.rs", include_str!("history.rs")),
             ("lifecycle.rs", include_str!("lifecycle.rs")),
             ("projections.rs", include_str!("projections.rs")),
@@ -151,6 +143,19 @@ mod tests {
                 undocumented <= allowed,
                 "{name} registers a route with .route("
             );
+        }
+        // A command's headers are documented where its handler takes them.
+        for (name, source) in sources {
+            for annotated in source.split("#[utoipa::path(").skip(1) {
+                let (annotation, rest) = annotated.split_once(")]\n").unwrap();
+                let signature = rest.split_once('{').unwrap().0;
+                if signature.contains("Command") {
+                    assert!(
+                        annotation.contains("Command)") || annotation.contains("Command,"),
+                        "{name}: a handler takes Command without params(Command):\n{signature}"
+                    );
+                }
+            }
         }
         let modules = include_str!("mod.rs");
         for module in modules.lines().filter_map(|l| l.strip_prefix("pub mod ")) {

@@ -11,7 +11,6 @@ use hive_events::{AggregateKind, ProjectId};
 use hive_schema::{projects, tasks};
 use sea_orm::{ColumnTrait, EntityTrait, FromQueryResult, QueryFilter, QuerySelect};
 use serde::Deserialize;
-use serde_json::json;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
@@ -23,7 +22,7 @@ use crate::AppState;
 use crate::error::ErrorBody;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{self, Command, Path, Query};
-use crate::views::{ProjectView, TaskCounts};
+use crate::views::{ProjectCommitted, ProjectView, TaskCounts};
 
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -34,13 +33,16 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
 /// `POST /api/v1/projects` (Agent Hive 2.0's body: `name`, `description`, `type`).
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 struct Create {
+    #[schema(min_length = 1, max_length = 200)]
     name: String,
+    #[schema(max_length = 20000)]
     description: Option<String>,
     #[serde(rename = "type", alias = "project_type")]
+    #[schema(min_length = 1, max_length = 100)]
     project_type: Option<String>,
 }
 
-#[utoipa::path(post, path = "/api/v1/projects", tag = "projects", summary = "Create a project", request_body = Create, responses((status = 201, description = "created: {project_id, seq}"), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
+#[utoipa::path(post, path = "/api/v1/projects", operation_id = "create_project", tag = "projects", summary = "Create a project", params(Command), request_body = Create, responses((status = 201, description = "Created", body = ProjectCommitted, links(("project" = (operation_id = "read_project", parameters(("id" = "$response.body#/project_id")))), ("history" = (operation_id = "project_events", parameters(("id" = "$response.body#/project_id")))), ("task" = (operation_id = "project_task", parameters(("id" = "$response.body#/project_id")))))), (status = 422, body = ErrorBody)))]
 async fn create(
     State(state): State<AppState>,
     Command(ctx): Command,
@@ -59,7 +61,10 @@ async fn create(
     Ok(committed(
         StatusCode::CREATED,
         done,
-        json!({"project_id": done.aggregate_id, "seq": done.seq}),
+        ProjectCommitted {
+            project_id: done.aggregate_id,
+            seq: done.seq,
+        },
     ))
 }
 
@@ -69,7 +74,7 @@ struct StatusCount {
     count: i64,
 }
 
-#[utoipa::path(get, path = "/api/v1/projects/{id}", tag = "projects", summary = "A project with its task counts (now, or as it was)", params(("id" = Uuid, Path, description = "the entity's id"), ("at_seq" = Option<u64>, Query, description = "as it was at this event"), ("at_time" = Option<String>, Query, description = "as it was at this RFC 3339 time")), responses((status = 200, body = ProjectView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/projects/{id}", operation_id = "read_project", tag = "projects", summary = "A project with its task counts (now, or as it was)", params(("id" = Uuid, Path, description = "the project"), AtQuery), responses((status = 200, body = ProjectView), (status = 404, description = "no such project (then)", body = ErrorBody)))]
 async fn read(
     State(state): State<AppState>,
     Path(id): Path<Uuid>,

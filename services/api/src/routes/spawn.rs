@@ -8,8 +8,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use hive_events::agent::{Agent, AgentCommand, AgentStatus};
 use hive_spawner::{SpawnError, Spec};
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
@@ -27,7 +26,7 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(spawn_v2))
 }
 
-#[utoipa::path(post, path = "/api/v1/agents/spawn", tag = "agents", summary = "Register an agent and start a supervised `hive agent` for it", request_body = SpawnBody, responses((status = 201, description = "spawned: {agent_id, seq}"), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
+#[utoipa::path(post, path = "/api/v1/agents/spawn", tag = "agents", summary = "Register an agent and start a supervised `hive agent` for it", params(Command), request_body = SpawnBody, responses((status = 201, description = "Spawned", body = Spawned), (status = 409, description = "already_exists: its runtime runs here already; invalid_transition: a deregistered agent; corrupt_history", body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, description = "unavailable: this API does not spawn, or the process could not start", body = ErrorBody)))]
 async fn spawn_v1(
     state: State<AppState>,
     ctx: Command,
@@ -37,7 +36,7 @@ async fn spawn_v1(
 }
 
 /// Agent Hive 2.0 answered 200.
-#[utoipa::path(post, path = "/api/agents/spawn", tag = "agent hive 2.0", summary = "Spawn an agent (answers 200)", request_body = SpawnBody, responses((status = 200, description = "spawned: {agent_id}"), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
+#[utoipa::path(post, path = "/api/agents/spawn", tag = "agent hive 2.0", summary = "Spawn an agent (answers 200)", params(Command), request_body = SpawnBody, responses((status = 200, description = "Spawned", body = Spawned), (status = 409, description = "already_exists: its runtime runs here already; invalid_transition: a deregistered agent; corrupt_history", body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, description = "unavailable: this API does not spawn, or the process could not start", body = ErrorBody)))]
 async fn spawn_v2(
     state: State<AppState>,
     ctx: Command,
@@ -49,17 +48,30 @@ async fn spawn_v2(
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct SpawnBody {
+    #[schema(min_length = 1, max_length = 200)]
     name: Option<String>,
     #[serde(default = "worker")]
+    #[schema(min_length = 1, max_length = 100)]
     agent_type: String,
     #[serde(default)]
+    #[schema(value_type = Vec<hive_events::Capability>)]
     capabilities: Vec<String>,
+    /// 1 to 1,000 (default 1).
     #[serde(default = "one")]
+    #[schema(minimum = 1, maximum = 1000)]
     max_concurrent_tasks: u32,
     /// Attach to this registered agent, or register one with this id.
     agent_id: Option<Uuid>,
     /// The executor; the configured default when absent.
     exec: Option<String>,
+}
+
+/// A spawned agent.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+struct Spawned {
+    agent_id: Uuid,
+    /// Its registration's sequence; null when it was registered before.
+    seq: Option<u64>,
 }
 
 fn worker() -> String {
@@ -110,7 +122,10 @@ async fn spawn(
             (body.max_concurrent_tasks, Some(done.seq), done.duplicate)
         }
     };
-    let answer = json!({"agent_id": agent, "seq": seq});
+    let answer = Spawned {
+        agent_id: agent,
+        seq,
+    };
     // The runtime's own token: it may act as this agent and nothing else.
     let (token, _) = state.grants.issue(Grant::agent(agent)).await?;
     let spec = Spec {

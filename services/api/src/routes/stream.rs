@@ -27,8 +27,6 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::AppState;
-#[allow(unused_imports)]
-use crate::error::ErrorBody;
 use crate::error::{ApiError, ApiResult, Code};
 use crate::extract::Query;
 use crate::feed::{Change, FeedItem};
@@ -39,13 +37,14 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
 
 const TOPICS: [&str; 5] = ["agent", "task", "project", "status", "heartbeat"];
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct Filter {
-    /// Comma-separated topics; all when absent.
+    /// Comma-separated: agent, task, project, status, heartbeat; all when absent.
     topics: Option<String>,
-    /// Only this entity's events.
+    /// Only this entity's events (an agent's: its heartbeats too).
     entity: Option<Uuid>,
-    /// Resume after this event (as `Last-Event-ID`).
+    /// Resume after this event: every later one, from the log, then live (as `Last-Event-ID`).
     after_seq: Option<u64>,
 }
 
@@ -71,7 +70,7 @@ fn resume_after(filter: &Filter, headers: &HeaderMap) -> ApiResult<Option<u64>> 
         .transpose()
 }
 
-#[utoipa::path(get, path = "/api/v1/stream", tag = "dashboard", summary = "Live events once projected, and status ticks (server-sent events)", params(("topics" = Option<String>, Query, description = "comma-separated: agent, task, project, status, heartbeat"), ("entity" = Option<Uuid>, Query, description = "only this entity's events (an agent's: its heartbeats too)"), ("after_seq" = Option<u64>, Query, description = "resume after this event: every later one, from the log, then live"), ("Last-Event-ID" = Option<u64>, Header, description = "as after_seq: what an EventSource sends when it reconnects")), responses((status = 200, description = "text/event-stream"), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/stream", tag = "dashboard", summary = "Live events once projected, and status ticks (server-sent events)", params(Filter, ("Last-Event-ID" = Option<u64>, Header, description = "as after_seq: what an EventSource sends when it reconnects")), responses((status = 200, description = "Server-sent events: `hello`, then `event` (an audit record with `state`; its `seq` as the SSE id), `status` (`{checkpoint, head, lag}`), `heartbeat` (`{agent_id, at}`) and `resync`", body = String, content_type = "text/event-stream")))]
 async fn stream(
     State(state): State<AppState>,
     headers: HeaderMap,

@@ -1,191 +1,159 @@
-//! `/`, `/api/v1/`, `/health` and `/status`.
+//! `/`, `/api/v1/` and `/status`.
 
 use std::any::Any;
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use hive_schema::status_counts;
-use sea_orm::{ConnectionTrait, EntityTrait, Statement};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use sea_orm::EntityTrait;
+use serde::Serialize;
+use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::travel::{AtQuery, hive_at};
 use crate::AppState;
-#[allow(unused_imports)]
-use crate::error::ErrorBody;
 use crate::error::{ApiError, ApiResult, Code};
 use crate::extract::Query;
 
-const VERSION: &str = env!("CARGO_PKG_VERSION");
+pub(crate) const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(index_root))
         .routes(routes!(index_v1))
         .routes(routes!(index_v1_slash))
-        .routes(routes!(health))
-        .routes(routes!(livez))
         .routes(routes!(status))
         .routes(routes!(system_status))
 }
 
-/// The trivial handler: no state, no I/O. Liveness probes use it, and the benchmarks measure the HTTP
-/// stack's own limit with it.
-#[utoipa::path(get, path = "/livez", tag = "system", summary = "Liveness: the process answers", responses((status = 200, description = "ok")))]
-async fn livez() -> &'static str {
-    "ok"
+/// What this is, and where to go from here.
+#[derive(Serialize, ToSchema)]
+struct Index {
+    /// `hive`.
+    name: &'static str,
+    description: &'static str,
+    /// This server's version.
+    version: &'static str,
+    links: Links,
 }
 
-#[utoipa::path(get, path = "/", tag = "system", summary = "Name, version and links", responses((status = 200, description = "OK")))]
-async fn index_root() -> Json<Value> {
-    index().await
+/// The main routes.
+#[derive(Serialize, ToSchema)]
+struct Links {
+    docs: &'static str,
+    openapi: &'static str,
+    asyncapi: &'static str,
+    dashboard: &'static str,
+    stream: &'static str,
+    metrics: &'static str,
+    health: &'static str,
+    status: &'static str,
+    agents: &'static str,
+    tasks: &'static str,
+    projects: &'static str,
+    dead_letters: &'static str,
 }
 
-#[utoipa::path(get, path = "/api/v1", tag = "system", summary = "Name, version and links", responses((status = 200, description = "OK")))]
-async fn index_v1() -> Json<Value> {
-    index().await
+#[utoipa::path(get, path = "/", tag = "system", summary = "Name, version and links", responses((status = 200, body = Index)))]
+async fn index_root() -> Json<Index> {
+    index()
 }
 
-#[utoipa::path(get, path = "/api/v1/", tag = "system", summary = "Name, version and links", responses((status = 200, description = "OK")))]
-async fn index_v1_slash() -> Json<Value> {
-    index().await
+#[utoipa::path(get, path = "/api/v1", tag = "system", summary = "Name, version and links", responses((status = 200, body = Index)))]
+async fn index_v1() -> Json<Index> {
+    index()
 }
 
-#[utoipa::path(get, path = "/api/v1/system/status", tag = "system", summary = "Agents and tasks by status (now, or as it was)", params(("at_seq" = Option<u64>, Query, description = "as it was at this event"), ("at_time" = Option<String>, Query, description = "as it was at this RFC 3339 time")), responses((status = 200, description = "OK"), (status = 400, body = ErrorBody), (status = 503, body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/", tag = "system", summary = "Name, version and links", responses((status = 200, body = Index)))]
+async fn index_v1_slash() -> Json<Index> {
+    index()
+}
+
+fn index() -> Json<Index> {
+    Json(Index {
+        name: "hive",
+        description: "Control plane for fleets of autonomous agents",
+        version: VERSION,
+        links: Links {
+            docs: "/api/v1/docs",
+            openapi: "/api/v1/openapi.json",
+            asyncapi: "/api/v1/asyncapi.json",
+            dashboard: "/dashboard",
+            stream: "/api/v1/stream",
+            metrics: "/metrics",
+            health: "/health",
+            status: "/api/v1/system/status",
+            agents: "/api/v1/agents",
+            tasks: "/api/v1/tasks",
+            projects: "/api/v1/projects",
+            dead_letters: "/api/v1/dead-letters",
+        },
+    })
+}
+
+/// The hive's agents and tasks by status: now, with the log's head and the projection's standing, or
+/// as it was at an event or a time (`at`, without `log` and `projection`).
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub(crate) struct Status {
+    pub(crate) agents: Counts,
+    pub(crate) tasks: Counts,
+    /// Now: the log's head.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    log: Option<LogHead>,
+    /// Now: where the read models stand.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    projection: Option<Standing>,
+    /// As it was: the last event folded (for a time, the last that occurred at or before it; 0
+    /// before the first).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    at: Option<AtSeq>,
+}
+
+/// One kind's entities counted by status, every status present.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct Counts {
+    /// All of them.
+    pub total: i64,
+    /// By status name.
+    pub by_status: BTreeMap<String, i64>,
+}
+
+/// The agents' and the tasks' counts.
+pub type CountsByKind = (Counts, Counts);
+
+/// The log's head.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub(crate) struct LogHead {
+    /// The log's last sequence.
+    pub(crate) last_seq: u64,
+}
+
+/// Where the read models stand.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+struct Standing {
+    /// The projection's name.
+    name: String,
+    /// Its checkpoint: the last event the read models reflect.
+    seq: u64,
+    /// Events it has yet to apply.
+    lag: u64,
+}
+
+/// The point a past status was folded to.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+struct AtSeq {
+    seq: u64,
+}
+
+#[utoipa::path(get, path = "/api/v1/system/status", tag = "system", summary = "Agents and tasks by status (now, or as it was)", params(AtQuery), responses((status = 200, body = Status)))]
 async fn system_status(state: State<AppState>, at: Query<AtQuery>) -> ApiResult<Response> {
     status(state, at).await
 }
 
-async fn index() -> Json<Value> {
-    Json(json!({
-        "name": "hive",
-        "description": "Control plane for fleets of autonomous agents",
-        "version": VERSION,
-        "links": {
-            "docs": "/api/v1/docs",
-            "openapi": "/api/v1/openapi.json",
-            "asyncapi": "/api/v1/asyncapi.json",
-            "dashboard": "/dashboard",
-            "stream": "/api/v1/stream",
-            "metrics": "/metrics",
-            "health": "/health",
-            "status": "/api/v1/system/status",
-            "agents": "/api/v1/agents",
-            "tasks": "/api/v1/tasks",
-            "projects": "/api/v1/projects",
-            "dead_letters": "/api/v1/dead-letters",
-        }
-    }))
-}
-
-fn component(ok: bool, details: Value) -> Value {
-    json!({"status": if ok { "healthy" } else { "unhealthy" }, "details": details})
-}
-
-/// `/health?detail=1`.
-#[derive(Debug, Default, Deserialize)]
-struct HealthQuery {
-    /// With an admin token: the failing components' own error text.
-    detail: Option<u8>,
-}
-
-/// A component that failed its probe: a stable reason for everyone (`unreachable` or `timeout`);
-/// the backend's own words go to the log, and to an admin who asks with `?detail=1`.
-fn failed(name: &str, outcome: Result<String, ()>, detail: bool) -> Value {
-    let (reason, error) = match outcome {
-        Ok(error) => ("unreachable", error),
-        Err(()) => ("timeout", "no answer within 1s".to_owned()),
-    };
-    tracing::warn!(component = name, %error, "health probe failed");
-    let mut details = json!({"reason": reason});
-    if detail {
-        details["error"] = json!(error);
-    }
-    component(false, details)
-}
-
-#[utoipa::path(get, path = "/health", tag = "system", summary = "Health of the hive and its components", params(("detail" = Option<u8>, Query, description = "1: with an admin token, a failing component's own error text")), responses((status = 200, description = "healthy or degraded"), (status = 503, description = "unhealthy")))]
-async fn health(
-    State(state): State<AppState>,
-    caller: Option<axum::Extension<crate::auth::Caller>>,
-    Query(query): Query<HealthQuery>,
-) -> Response {
-    let admin = caller.is_some_and(|c| c.0.0.role == hive_eventlog::Role::Admin);
-    let detail = admin && query.detail == Some(1);
-    let probe = Duration::from_secs(1);
-    let db = tokio::time::timeout(
-        probe,
-        state.db.query_one_raw(Statement::from_string(
-            state.db.get_database_backend(),
-            "SELECT 1",
-        )),
-    )
-    .await;
-    let database = match db {
-        Ok(Ok(_)) => component(true, json!({"backend": "postgres"})),
-        Ok(Err(e)) => failed("database", Ok(e.to_string()), detail),
-        Err(_) => failed("database", Err(()), detail),
-    };
-    let head = tokio::time::timeout(probe, state.progress.head_now()).await;
-    let event_store = match &head {
-        Ok(Ok(seq)) => component(
-            true,
-            json!({"stream": state.log.namespace().stream(), "last_seq": seq}),
-        ),
-        Ok(Err(e)) => failed("event_store", Ok(e.to_string()), detail),
-        Err(_) => failed("event_store", Err(()), detail),
-    };
-    let checkpoint = state.progress.checkpoint();
-    let lag = state.progress.head().saturating_sub(checkpoint);
-    // Behind the head and not moving: the projector is down or stuck, however small the lag.
-    let still = state.progress.still_for();
-    let stalled = lag > 0 && still >= state.config.stall;
-    let projector_status = if lag <= state.config.degraded_lag && !stalled {
-        "healthy"
-    } else {
-        "degraded"
-    };
-    let mut details =
-        json!({"projection": state.config.projection, "checkpoint": checkpoint, "lag_events": lag});
-    if stalled {
-        details["stalled_secs"] = json!(still.as_secs());
-    }
-    let projector = json!({"status": projector_status, "details": details});
-    let statuses = [
-        &database["status"],
-        &event_store["status"],
-        &projector["status"],
-    ];
-    let healthy = statuses.iter().filter(|s| **s == "healthy").count();
-    let overall = if database["status"] != "healthy" || event_store["status"] != "healthy" {
-        "unhealthy"
-    } else if projector_status != "healthy" {
-        "degraded"
-    } else {
-        "healthy"
-    };
-    let body = json!({
-        "status": overall,
-        "version": VERSION,
-        "timestamp": chrono::Utc::now(),
-        "components": {"database": database, "event_store": event_store, "projector": projector},
-        "summary": {"healthy": healthy, "unhealthy": statuses.len() - healthy, "total": statuses.len()},
-    });
-    let code = if overall == "unhealthy" {
-        StatusCode::SERVICE_UNAVAILABLE
-    } else {
-        StatusCode::OK
-    };
-    (code, Json(body)).into_response()
-}
-
-#[utoipa::path(get, path = "/status", tag = "system", summary = "Agents and tasks by status, log head, projection lag", params(("at_seq" = Option<u64>, Query, description = "as it was at this event"), ("at_time" = Option<String>, Query, description = "as it was at this RFC 3339 time")), responses((status = 200, description = "OK"), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
+#[utoipa::path(get, path = "/status", tag = "system", summary = "Agents and tasks by status, log head, projection lag (now, or as it was)", params(AtQuery), responses((status = 200, body = Status)))]
 async fn status(State(state): State<AppState>, Query(at): Query<AtQuery>) -> ApiResult<Response> {
     if let Some(at) = at.at(&state).await? {
         let hive = hive_at(&state, at).await?;
@@ -193,9 +161,15 @@ async fn status(State(state): State<AppState>, Query(at): Query<AtQuery>) -> Api
         for ((kind, status), count) in hive.counts {
             by_kind.entry(kind).or_default().insert(status, count);
         }
-        let mut body = counts_json(by_kind);
-        body["at"] = json!({"seq": hive.last_seq});
-        return Ok(Json(body).into_response());
+        let (agents, tasks) = counts(by_kind);
+        return Ok(Json(Status {
+            agents,
+            tasks,
+            log: None,
+            projection: None,
+            at: Some(AtSeq { seq: hive.last_seq }),
+        })
+        .into_response());
     }
     // The same answer, already serialized, while neither the checkpoint nor the head moves.
     let key = (state.progress.checkpoint(), state.progress.head());
@@ -210,10 +184,10 @@ async fn status(State(state): State<AppState>, Query(at): Query<AtQuery>) -> Api
         Some(answer) => answer,
         None => {
             let body = status_body(&state).await?;
-            let answer = axum::body::Bytes::from(body.to_string());
+            let answer = axum::body::Bytes::from(serde_json::to_vec(&body).unwrap_or_default());
             let made = (
-                body["projection"]["seq"].as_u64(),
-                body["log"]["last_seq"].as_u64(),
+                body.projection.as_ref().map(|p| p.seq),
+                body.log.as_ref().map(|l| l.last_seq),
             );
             if made == (Some(key.0), Some(key.1)) {
                 *state
@@ -232,10 +206,10 @@ async fn status(State(state): State<AppState>, Query(at): Query<AtQuery>) -> Api
 }
 
 /// The hive's counts now, with the log's head and the projection's standing.
-pub(crate) async fn status_body(state: &AppState) -> ApiResult<Value> {
+pub(crate) async fn status_body(state: &AppState) -> ApiResult<Status> {
     let checkpoint = state.progress.checkpoint();
     let mut cache = state.status_cache.lock().await;
-    let counts = match cache.as_ref() {
+    let (agents, tasks) = match cache.as_ref() {
         Some((at, counts)) if *at == checkpoint => counts.clone(),
         _ => {
             let counts = count_statuses(state).await?;
@@ -245,13 +219,20 @@ pub(crate) async fn status_body(state: &AppState) -> ApiResult<Value> {
     };
     drop(cache);
     let head = state.progress.head();
-    let mut body = counts;
-    body["log"] = json!({"last_seq": head});
-    body["projection"] = json!({"name": state.config.projection, "seq": checkpoint, "lag": head.saturating_sub(checkpoint)});
-    Ok(body)
+    Ok(Status {
+        agents,
+        tasks,
+        log: Some(LogHead { last_seq: head }),
+        projection: Some(Standing {
+            name: state.config.projection.clone(),
+            seq: checkpoint,
+            lag: head.saturating_sub(checkpoint),
+        }),
+        at: None,
+    })
 }
 
-async fn count_statuses(state: &AppState) -> ApiResult<Value> {
+async fn count_statuses(state: &AppState) -> ApiResult<CountsByKind> {
     let rows = status_counts::Entity::find().all(&state.db).await?;
     let mut by_kind: BTreeMap<String, BTreeMap<String, i64>> = BTreeMap::new();
     for row in rows {
@@ -260,17 +241,17 @@ async fn count_statuses(state: &AppState) -> ApiResult<Value> {
             .or_default()
             .insert(row.status, row.count);
     }
-    Ok(counts_json(by_kind))
+    Ok(counts(by_kind))
 }
 
-/// `{agents: {total, by_status}, tasks: {total, by_status}}` with every status present.
-fn counts_json(by_kind: BTreeMap<String, BTreeMap<String, i64>>) -> Value {
+/// The agents' and the tasks' counts, with every status present.
+fn counts(by_kind: BTreeMap<String, BTreeMap<String, i64>>) -> CountsByKind {
     let section = |kind: &str, all: &[&str]| {
         let counts = by_kind.get(kind).cloned().unwrap_or_default();
         let mut by_status: BTreeMap<String, i64> = all.iter().map(|s| (s.to_string(), 0)).collect();
         by_status.extend(counts);
         let total: i64 = by_status.values().sum();
-        json!({"total": total, "by_status": by_status})
+        Counts { total, by_status }
     };
     let agents: Vec<_> = hive_events::agent::AgentStatus::ALL
         .iter()
@@ -280,7 +261,7 @@ fn counts_json(by_kind: BTreeMap<String, BTreeMap<String, i64>>) -> Value {
         .iter()
         .map(|s| s.as_str())
         .collect();
-    json!({"agents": section("agent", &agents), "tasks": section("task", &tasks)})
+    (section("agent", &agents), section("task", &tasks))
 }
 
 /// The answer when a handler panics: a 500 in the API's format, with nothing of the panic in it.

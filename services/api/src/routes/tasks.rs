@@ -13,7 +13,6 @@ use hive_events::{AgentId, Priority, ProjectId, TaskId};
 use hive_schema::tasks;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use serde::Deserialize;
-use serde_json::json;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
@@ -26,7 +25,7 @@ use crate::auth::CallerAgent;
 use crate::error::ErrorBody;
 use crate::error::{ApiError, ApiResult, Code};
 use crate::extract::{self, Command, Path, Query};
-use crate::views::{List, Order, TaskView, paged, states_for};
+use crate::views::{List, Order, TaskCommitted, TaskView, paged, states_for};
 
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -45,18 +44,28 @@ enum PriorityInput {
 /// `POST /api/v1/tasks`: Hive's shape, or Agent Hive 2.0's (`task_type`, `description`, named priority).
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub(crate) struct Create {
+    /// Required unless a description or a task type can name the task.
+    #[schema(min_length = 1, max_length = 500)]
     title: Option<String>,
+    #[schema(max_length = 20000)]
     description: Option<String>,
+    #[schema(min_length = 1, max_length = 100)]
     task_type: Option<String>,
+    /// 1 to 10, or `low`, `normal`, `medium`, `high`, `critical` (default normal, 5).
     priority: Option<PriorityInput>,
     #[serde(default)]
+    #[schema(value_type = Vec<hive_events::Capability>)]
     required_capabilities: Vec<String>,
+    /// Tasks that must complete first (at most 100; each must exist and be able to complete).
     #[serde(default)]
+    #[schema(max_items = 100)]
     depends_on: Vec<Uuid>,
     pub(crate) project_id: Option<Uuid>,
     /// Pins the task to one agent (Agent Hive 2.0's `assigned_agent`).
     #[serde(alias = "assigned_agent")]
     pinned_agent: Option<Uuid>,
+    /// 1 to 100 (default 3).
+    #[schema(minimum = 1, maximum = 100)]
     max_attempts: Option<u32>,
 }
 
@@ -92,7 +101,7 @@ async fn open_dependencies(log: &EventLog, depends_on: &[Uuid]) -> Result<Vec<Ta
     Ok(rules::waiting_on(statuses)?)
 }
 
-#[utoipa::path(post, path = "/api/v1/tasks", tag = "tasks", summary = "Create a task", request_body = Create, responses((status = 201, description = "created: {task_id, seq}"), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
+#[utoipa::path(post, path = "/api/v1/tasks", operation_id = "create_task", tag = "tasks", summary = "Create a task", params(Command), request_body = Create, responses((status = 201, description = "Created", body = TaskCommitted, links(("task" = (operation_id = "read_task", parameters(("id" = "$response.body#/task_id")))), ("history" = (operation_id = "task_events", parameters(("id" = "$response.body#/task_id")))), ("report" = (operation_id = "task_action", parameters(("id" = "$response.body#/task_id")))))), (status = 409, description = "corrupt_history: the project's, the pinned agent's or a dependency's history cannot be folded", body = ErrorBody), (status = 422, description = "a field, or a project, pinned agent or dependency that does not exist or cannot complete", body = ErrorBody)))]
 async fn create(
     State(state): State<AppState>,
     Command(ctx): Command,
@@ -102,7 +111,10 @@ async fn create(
     Ok(committed(
         StatusCode::CREATED,
         done,
-        json!({"task_id": done.aggregate_id, "seq": done.seq}),
+        TaskCommitted {
+            task_id: done.aggregate_id,
+            seq: done.seq,
+        },
     ))
 }
 
@@ -155,19 +167,28 @@ pub(crate) async fn create_task(
     Ok(done)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct Filter {
+    /// A task state (`queued`, `running`, ...) or an Agent Hive 2.0 status (`pending`, `in_progress`, ...).
     status: Option<String>,
+    /// The assigned agent (an agent token must name itself).
     agent_id: Option<Uuid>,
+    /// The project.
     project_id: Option<Uuid>,
     // Not a flattened page struct: query strings carry only text, and flatten loses number parsing.
+    /// 1 to 500, default 50.
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<u64>,
+    /// The previous page's `next_cursor`.
     cursor: Option<String>,
+    /// `asc` (oldest first, the default) or `desc` (newest first).
     #[serde(default)]
+    #[param(value_type = Option<Order>)]
     order: Order,
 }
 
-#[utoipa::path(get, path = "/api/v1/tasks", tag = "tasks", summary = "List tasks", params(("status" = Option<String>, Query, description = "a task state or an Agent Hive 2.0 status"), ("agent_id" = Option<Uuid>, Query, description = "the assigned agent"), ("project_id" = Option<Uuid>, Query, description = "the project"), ("limit" = Option<u64>, Query, description = "1 to 500, default 50"), ("cursor" = Option<String>, Query, description = "the previous page's next_cursor"), ("order" = Option<String>, Query, description = "asc (oldest first, the default) or desc (newest first)")), responses((status = 200, body = List<TaskView>), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/tasks", operation_id = "list_tasks", tag = "tasks", summary = "List tasks", params(Filter), responses((status = 200, body = List<TaskView>), (status = 422, description = "an unknown status", body = ErrorBody)))]
 async fn list(
     State(state): State<AppState>,
     Query(filter): Query<Filter>,
@@ -200,7 +221,7 @@ async fn list(
     )?))
 }
 
-#[utoipa::path(get, path = "/api/v1/tasks/{id}", tag = "tasks", summary = "A task (now, or as it was)", params(("id" = Uuid, Path, description = "the entity's id"), ("at_seq" = Option<u64>, Query, description = "as it was at this event"), ("at_time" = Option<String>, Query, description = "as it was at this RFC 3339 time")), responses((status = 200, body = TaskView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/tasks/{id}", operation_id = "read_task", tag = "tasks", summary = "A task (now, or as it was)", params(("id" = Uuid, Path, description = "the task"), AtQuery), responses((status = 200, body = TaskView), (status = 404, description = "no such task (then)", body = ErrorBody)))]
 async fn read(
     State(state): State<AppState>,
     CallerAgent(agent): CallerAgent,

@@ -6,8 +6,7 @@ use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use hive_eventlog::tokens::{Grant, Role};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -35,7 +34,36 @@ struct Issue {
     name: String,
 }
 
-#[utoipa::path(post, path = "/api/v1/tokens", tag = "tokens", summary = "Issue a token (admin); it is shown once", request_body = Issue, responses((status = 201, description = "Created: `token` (shown once), `token_id`, `role`, `name`"), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
+/// A token just issued: the only time it is shown.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+struct Issued {
+    /// `hive_` and 64 hex digits.
+    token: String,
+    /// Its id (the SHA-256 of the token), to revoke it by.
+    token_id: String,
+    role: Role,
+    name: String,
+}
+
+/// A token's id and grant (never the token).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+struct TokenView {
+    token_id: String,
+    role: Role,
+    /// Who holds it.
+    name: String,
+    /// The agent an agent token belongs to.
+    agent_id: Option<uuid::Uuid>,
+    issued_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// Every token.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+struct Tokens {
+    items: Vec<TokenView>,
+}
+
+#[utoipa::path(post, path = "/api/v1/tokens", tag = "tokens", summary = "Issue a token (admin); it is shown once", request_body = Issue, responses((status = 201, description = "Issued", body = Issued, links(("revoke" = (operation_id = "revoke", parameters(("id" = "$response.body#/token_id")))))), (status = 422, description = "an unknown role, an agent's, or a name that is not 1 to 100 characters", body = ErrorBody)))]
 async fn issue(
     State(state): State<AppState>,
     extract::Json(body): extract::Json<Issue>,
@@ -57,27 +85,35 @@ async fn issue(
     let (token, id) = state.grants.issue(Grant::new(role, name)).await?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({"token": token, "token_id": id, "role": role, "name": name})),
+        Json(Issued {
+            token,
+            token_id: id,
+            role,
+            name: name.to_owned(),
+        }),
     )
         .into_response())
 }
 
-#[utoipa::path(get, path = "/api/v1/tokens", tag = "tokens", summary = "Every token's id and grant (admin); never the tokens", responses((status = 200, description = "OK"), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 503, body = ErrorBody)))]
-async fn list(State(state): State<AppState>) -> ApiResult<Json<Value>> {
-    let items: Vec<Value> = state
+#[utoipa::path(get, path = "/api/v1/tokens", operation_id = "list_tokens", tag = "tokens", summary = "Every token's id and grant (admin); never the tokens", responses((status = 200, body = Tokens)))]
+async fn list(State(state): State<AppState>) -> ApiResult<Json<Tokens>> {
+    let items = state
         .grants
         .all()
         .await?
         .into_iter()
-        .map(|(id, g)| {
-            json!({"token_id": id, "role": g.role, "name": g.name, "agent_id": g.agent_id,
-                   "issued_at": g.issued_at})
+        .map(|(id, g)| TokenView {
+            token_id: id,
+            role: g.role,
+            name: g.name,
+            agent_id: g.agent_id,
+            issued_at: g.issued_at,
         })
         .collect();
-    Ok(Json(json!({ "items": items })))
+    Ok(Json(Tokens { items }))
 }
 
-#[utoipa::path(delete, path = "/api/v1/tokens/{id}", tag = "tokens", summary = "Revoke a token (admin)", params(("id" = String, Path, description = "the token's id")), responses((status = 204, description = "Revoked"), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
+#[utoipa::path(delete, path = "/api/v1/tokens/{id}", tag = "tokens", summary = "Revoke a token (admin)", params(("id" = String, Path, description = "the token's id")), responses((status = 204, description = "Revoked"), (status = 404, description = "no such token", body = ErrorBody)))]
 async fn revoke(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<StatusCode> {
     if id.len() != 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(ApiError::not_found("token", id));
@@ -97,7 +133,7 @@ struct Session {
     token: String,
 }
 
-#[utoipa::path(post, path = "/api/v1/session", tag = "tokens", summary = "Trade a token for the dashboard's cookie (good for reads only)", request_body = Session, responses((status = 204, description = "The cookie is set"), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
+#[utoipa::path(post, path = "/api/v1/session", tag = "tokens", summary = "Trade a token for the dashboard's cookie (good for reads only)", request_body = Session, responses((status = 204, description = "The cookie is set", headers(("Set-Cookie" = String, description = "`hive_token=…; HttpOnly; SameSite=Strict; Path=/`: good for reads only"))), (status = 401, description = "unauthenticated: the token is not valid", body = ErrorBody)))]
 async fn session(
     State(state): State<AppState>,
     extract::Json(body): extract::Json<Session>,

@@ -14,9 +14,14 @@ use crate::AppState;
 use crate::error::{ApiError, ApiResult, Code};
 
 /// `?at_seq=` / `?at_time=`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct AtQuery {
+    /// As it was at this event (not beyond the log's last).
+    #[param(minimum = 1)]
     at_seq: Option<u64>,
+    /// As it was at this RFC 3339 time (not with `at_seq`).
+    #[param(format = DateTime)]
     at_time: Option<String>,
 }
 
