@@ -94,7 +94,7 @@ impl TestHive {
 
     /// The agent's assignment stream (server-sent events), read by the agent runtime's own client.
     pub async fn assignments(&self, agent: &str) -> Assignments {
-        let stream = hive_runtime::Client::new(&self.base)
+        let stream = hive_client::Client::new(&self.base)
             .with_token(Some(self.token.clone()))
             .assignments(agent.parse().expect("an agent id"))
             .await

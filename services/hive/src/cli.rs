@@ -335,8 +335,8 @@ fn api_token(config: &Config) -> anyhow::Result<String> {
 }
 
 /// A client of the hive at `url`, with [`api_token`].
-fn api_client(config: &Config, url: &str) -> anyhow::Result<hive_runtime::Client> {
-    Ok(hive_runtime::Client::new(url).with_token(Some(api_token(config)?)))
+fn api_client(config: &Config, url: &str) -> anyhow::Result<hive_client::Client> {
+    Ok(hive_client::Client::new(url).with_token(Some(api_token(config)?)))
 }
 
 fn required(value: &Option<String>, name: &str) -> anyhow::Result<String> {

@@ -4,12 +4,12 @@
 
 use std::collections::BTreeSet;
 
+use hive_client::Client;
 use hive_eventlog::RawEvent;
 use hive_eventlog::audit::{At, Record};
 use hive_events::AggregateKind;
 use hive_events::subject::Subjects;
 use hive_projector::status::ProjectionStatus;
-use hive_runtime::Client;
 use uuid::Uuid;
 
 use crate::ops::AuditQuery;

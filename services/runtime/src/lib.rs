@@ -10,7 +10,8 @@
 //! from it (requeued or cancelled by an operator) stops at its executor's next progress line, whose
 //! report is refused; an executor that prints nothing runs to its end, and its report is refused.
 
-pub mod client;
+/// The HTTP client the runtime talks to the API with: [`hive_client`].
+pub use hive_client as client;
 pub mod executor;
 mod work;
 

@@ -1,4 +1,7 @@
-//! The runtime's side of Hive's HTTP API: registration, heartbeats, reports and the assignment stream.
+//! Hive's Rust client of its HTTP API: commands sent with an idempotency key and retried on transient
+//! failures under the same key, reads, an agent's registration, heartbeats and reports, and its
+//! assignment stream. The agent runtime (`hive agent`), the CLI's commands against an API and the
+//! integration tests use it.
 
 use std::time::Duration;
 
