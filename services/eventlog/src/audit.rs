@@ -57,6 +57,35 @@ impl Record {
         Self::with_status(raw, subjects).0
     }
 
+    /// The event this record was made of, on `subjects`: [`Record::of`] undone, so that a history
+    /// read as records (through the API) folds as the log's own events do. A record of an
+    /// unreadable event gives bytes that are still unreadable.
+    pub fn raw(&self, subjects: &Subjects) -> RawEvent {
+        let stored = serde_json::json!({
+            "event_id": self.event_id,
+            "type": self.event_type,
+            "schema_version": self.schema_version,
+            "aggregate": self.aggregate,
+            "aggregate_id": self.aggregate_id,
+            "occurred_at": self.occurred_at,
+            "correlation_id": self.correlation_id,
+            "causation_id": self.causation_id,
+            "actor": self.actor,
+            "data": self.data,
+        });
+        let subject = match (self.aggregate, self.aggregate_id) {
+            (Some(kind), Some(id)) => subjects.of(kind, id),
+            _ => subjects.all(),
+        };
+        RawEvent {
+            seq: self.seq,
+            subject,
+            payload: serde_json::to_vec(&stored).unwrap_or_default().into(),
+            msg_id: None,
+            pending: 0,
+        }
+    }
+
     /// The record of `raw`, and the name of the status its agent or task is in after it, where the
     /// event alone says so ([`hive_events::DomainEvent::status_after`]).
     pub fn with_status(raw: &RawEvent, subjects: &Subjects) -> (Self, Option<&'static str>) {

@@ -72,32 +72,8 @@ pub async fn raw_history(
     kind: AggregateKind,
     id: Uuid,
 ) -> anyhow::Result<Vec<RawEvent>> {
-    let subject = subjects.of(kind, id);
-    history(client, kind, id)
-        .await?
-        .into_iter()
-        .map(|r| {
-            let stored = serde_json::json!({
-                "event_id": r.event_id,
-                "type": r.event_type,
-                "schema_version": r.schema_version,
-                "aggregate": r.aggregate,
-                "aggregate_id": r.aggregate_id,
-                "occurred_at": r.occurred_at,
-                "correlation_id": r.correlation_id,
-                "causation_id": r.causation_id,
-                "actor": r.actor,
-                "data": r.data,
-            });
-            Ok(RawEvent {
-                seq: r.seq,
-                subject: subject.clone(),
-                payload: serde_json::to_vec(&stored)?.into(),
-                msg_id: None,
-                pending: 0,
-            })
-        })
-        .collect()
+    let records = history(client, kind, id).await?;
+    Ok(records.iter().map(|r| r.raw(subjects)).collect())
 }
 
 /// Each projection's standing, as `GET /api/v1/projections` answers it.
