@@ -160,3 +160,30 @@ fn commands_take_their_idempotency_key_and_flow() {
     // Tokens are not commands on the log: no key is honoured there.
     assert!(headers("post", "/api/v1/tokens").is_empty());
 }
+
+/// The committed copy (`docs/contract/openapi.json`, from which the Python client's models are
+/// generated) is the document the server serves; `HIVE_BLESS=1` rewrites it.
+#[test]
+fn the_committed_openapi_document_is_the_served_one() {
+    let generated = doc();
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/contract/openapi.json");
+    if std::env::var_os("HIVE_BLESS").is_some() {
+        let mut text = serde_json::to_string_pretty(&generated).unwrap();
+        text.push('\n');
+        std::fs::write(&path, text).unwrap();
+    }
+    let on_disk: Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap_or_else(|e| {
+            panic!("{}: {e}; run with HIVE_BLESS=1 to write it", path.display())
+        }))
+        .unwrap();
+    assert!(
+        on_disk == generated,
+        "{} is not the document the API serves: a route changed without its published contract. \
+         Run `HIVE_BLESS=1 cargo test -p hive-api openapi`, regenerate the Python client's models \
+         (clients/python/scripts/generate), and check that the change is compatible (docs/api.md, \
+         \"Versioning\").",
+        path.display()
+    );
+}
