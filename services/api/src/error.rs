@@ -7,138 +7,13 @@ use axum::response::{IntoResponse, Response};
 use hive_eventlog::CommandError;
 use hive_events::DomainError;
 
-/// Every error code the API answers with.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Code {
-    /// A malformed request (header, query, path).
-    BadRequest,
-    /// The body is not valid JSON.
-    InvalidJson,
-    /// The body is not declared as JSON.
-    UnsupportedMediaType,
-    /// The body is larger than the limit.
-    PayloadTooLarge,
-    /// A field is missing or not acceptable.
-    ValidationFailed,
-    /// No token, or one that is not valid.
-    Unauthenticated,
-    /// The token's role may not do this.
-    Forbidden,
-    /// No such entity or route.
-    NotFound,
-    /// The route exists, not with this method.
-    MethodNotAllowed,
-    /// The entity exists already.
-    AlreadyExists,
-    /// The entity's state does not allow the command.
-    InvalidTransition,
-    /// Only the assigned agent may report on the task.
-    NotAssignee,
-    /// Other writers kept winning the race.
-    Conflict,
-    /// The entity's history holds an event that cannot be folded (a dead letter): no command is
-    /// decided on it until an operator repairs it.
-    CorruptHistory,
-    /// `Hive-Min-Seq` was not reached in time.
-    ProjectionLagging,
-    /// A backing service is down.
-    Unavailable,
-    /// More requests at once than the API works on; try again shortly.
-    Overloaded,
-    /// A bug of ours.
-    Internal,
+/// Every error code the API answers with: the table its clients read too ([`hive_events::wire::ErrorCode`]).
+pub use hive_events::wire::ErrorCode as Code;
+
+/// The status `code` answers with.
+fn status_of(code: Code) -> StatusCode {
+    StatusCode::from_u16(code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
 }
-
-impl Code {
-    /// Every code.
-    pub const ALL: [Code; 18] = [
-        Self::BadRequest,
-        Self::InvalidJson,
-        Self::UnsupportedMediaType,
-        Self::PayloadTooLarge,
-        Self::ValidationFailed,
-        Self::Unauthenticated,
-        Self::Forbidden,
-        Self::NotFound,
-        Self::MethodNotAllowed,
-        Self::AlreadyExists,
-        Self::InvalidTransition,
-        Self::NotAssignee,
-        Self::Conflict,
-        Self::CorruptHistory,
-        Self::ProjectionLagging,
-        Self::Unavailable,
-        Self::Overloaded,
-        Self::Internal,
-    ];
-
-    /// The code's stable name.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::BadRequest => "bad_request",
-            Self::InvalidJson => "invalid_json",
-            Self::UnsupportedMediaType => "unsupported_media_type",
-            Self::PayloadTooLarge => "payload_too_large",
-            Self::ValidationFailed => "validation_failed",
-            Self::Unauthenticated => "unauthenticated",
-            Self::Forbidden => "forbidden",
-            Self::NotFound => "not_found",
-            Self::MethodNotAllowed => "method_not_allowed",
-            Self::AlreadyExists => "already_exists",
-            Self::InvalidTransition => "invalid_transition",
-            Self::NotAssignee => "not_assignee",
-            Self::Conflict => "conflict",
-            Self::CorruptHistory => "corrupt_history",
-            Self::ProjectionLagging => "projection_lagging",
-            Self::Unavailable => "unavailable",
-            Self::Overloaded => "overloaded",
-            Self::Internal => "internal",
-        }
-    }
-
-    /// The HTTP status it answers with.
-    pub const fn status(self) -> StatusCode {
-        match self {
-            Self::BadRequest | Self::InvalidJson => StatusCode::BAD_REQUEST,
-            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::ValidationFailed => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::Unauthenticated => StatusCode::UNAUTHORIZED,
-            Self::Forbidden => StatusCode::FORBIDDEN,
-            Self::NotFound => StatusCode::NOT_FOUND,
-            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Self::AlreadyExists
-            | Self::InvalidTransition
-            | Self::Conflict
-            | Self::CorruptHistory => StatusCode::CONFLICT,
-            Self::NotAssignee => StatusCode::FORBIDDEN,
-            Self::ProjectionLagging | Self::Unavailable | Self::Overloaded => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
-            Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-        }
-    }
-}
-
-impl serde::Serialize for Code {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(self.as_str())
-    }
-}
-
-impl utoipa::PartialSchema for Code {
-    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-        utoipa::openapi::ObjectBuilder::new()
-            .schema_type(utoipa::openapi::Type::String)
-            .enum_values(Some(Self::ALL.map(Code::as_str)))
-            .description(Some(
-                "The error's stable code (docs/api.md lists each with its status).",
-            ))
-            .into()
-    }
-}
-
-impl utoipa::ToSchema for Code {}
 
 /// Every error's body.
 #[derive(serde::Serialize, utoipa::ToSchema)]
@@ -205,7 +80,7 @@ impl std::error::Error for ApiError {}
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status = self.code.status();
+        let status = status_of(self.code);
         let body = ErrorBody {
             error: ErrorDetail {
                 code: self.code,

@@ -1,7 +1,12 @@
 //! The messages the parts exchange that are not events: the assignment the scheduler pushes to an
 //! agent's runtime, and the reports and orders sent to a task or an agent through the API. The
 //! scheduler, the API (whose OpenAPI schemas derive from these types, with the `openapi` feature) and
-//! the runtime all use these, so the three can never disagree on a field.
+//! the runtime all use these, so the three can never disagree on a field. The API's error codes
+//! ([`ErrorCode`]) are here too, so that its clients read the table the API answers from.
+
+mod code;
+
+pub use code::ErrorCode;
 
 use serde::{Deserialize, Serialize};
 
