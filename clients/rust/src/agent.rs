@@ -1,0 +1,140 @@
+//! Agents: register, read, list, heartbeat, drain, deregister, spawn; and an agent's assignment stream.
+
+use futures::{Stream, StreamExt};
+use hive_events::wire::Assignment;
+use reqwest::Method;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::{Client, ClientError};
+
+impl Client {
+    /// Registers a new agent; answers its id and its own token.
+    pub async fn register(
+        &self,
+        name: Option<&str>,
+        agent_type: &str,
+        capabilities: &[String],
+        max_concurrent_tasks: u32,
+    ) -> Result<(Uuid, Option<String>), ClientError> {
+        let body = json!({
+            "name": name, "agent_type": agent_type, "capabilities": capabilities,
+            "max_concurrent_tasks": max_concurrent_tasks,
+        });
+        let answer = self.register_agent(&body).await?;
+        let id = uuid_of(&answer, "agent_id", "/api/v1/agents")?;
+        Ok((id, answer["token"].as_str().map(str::to_owned)))
+    }
+
+    /// Registers an agent of `body` (`{name?, agent_type, capabilities, max_concurrent_tasks}`):
+    /// `{agent_id, seq, token}`.
+    pub async fn register_agent(&self, body: &Value) -> Result<Value, ClientError> {
+        self.post("/api/v1/agents", body).await
+    }
+
+    /// The agent `id`.
+    pub async fn agent(&self, id: Uuid) -> Result<Value, ClientError> {
+        self.get(&format!("/api/v1/agents/{id}")).await
+    }
+
+    /// A page of agents: `query` as `GET /api/v1/agents` takes it (`status`, `capability`, `limit`,
+    /// `cursor`, `order`): `{items, next_cursor}`.
+    pub async fn agents(&self, query: &[(&str, &str)]) -> Result<Value, ClientError> {
+        self.get(&with_query("/api/v1/agents", query)).await
+    }
+
+    /// Reports the agent alive.
+    pub async fn heartbeat(&self, agent: Uuid) -> Result<(), ClientError> {
+        self.post(&format!("/api/v1/agents/{agent}/heartbeat"), &json!({}))
+            .await
+            .map(drop)
+    }
+
+    /// Drains the agent: it takes no new task. `{agent_id, seq}`.
+    pub async fn drain(&self, agent: Uuid) -> Result<Value, ClientError> {
+        self.post(&format!("/api/v1/agents/{agent}/drain"), &json!({}))
+            .await
+    }
+
+    /// Deregisters the agent (its tokens are revoked). `{agent_id, seq}`.
+    pub async fn deregister(&self, agent: Uuid) -> Result<Value, ClientError> {
+        self.command(Method::DELETE, &format!("/api/v1/agents/{agent}"))
+            .send()
+            .await
+    }
+
+    /// Spawns an agent of `body` (`{agent_type?, capabilities?, max_concurrent_tasks?, name?,
+    /// agent_id?, exec?}`): a supervised `hive agent` process. `{agent_id, seq}`.
+    pub async fn spawn(&self, body: &Value) -> Result<Value, ClientError> {
+        self.post("/api/v1/agents/spawn", body).await
+    }
+
+    /// The agent's assignments as Hive pushes them (server-sent events), those already assigned first.
+    /// Ends when the connection does.
+    pub async fn assignments(
+        &self,
+        agent: Uuid,
+    ) -> Result<impl Stream<Item = Assignment> + Send + use<>, ClientError> {
+        let response = self
+            .request(Method::GET, &format!("/api/v1/agents/{agent}/assignments"))
+            .send()
+            .await?;
+        if !response.status().is_success() {
+            return Err(response
+                .answer()
+                .await
+                .err()
+                .unwrap_or_else(|| ClientError::BadAnswer {
+                    url: format!("/api/v1/agents/{agent}/assignments"),
+                    reason: "a redirect".into(),
+                }));
+        }
+        Ok(response
+            .sse()
+            .take_while(|event| std::future::ready(event.is_ok()))
+            .filter_map(|event| async move {
+                let event = event.ok()?;
+                (event.event == "assignment")
+                    .then(|| serde_json::from_str(&event.data).ok())
+                    .flatten()
+            }))
+    }
+}
+
+/// `path` with `query` (values percent-encoded).
+pub(crate) fn with_query(path: &str, query: &[(&str, &str)]) -> String {
+    if query.is_empty() {
+        return path.to_owned();
+    }
+    let mut url = reqwest::Url::parse("http://hive/").expect("a URL");
+    url.query_pairs_mut().extend_pairs(query);
+    format!("{path}?{}", url.query().unwrap_or(""))
+}
+
+/// The id `field` of an answer.
+pub(crate) fn uuid_of(answer: &Value, field: &str, url: &str) -> Result<Uuid, ClientError> {
+    answer[field]
+        .as_str()
+        .and_then(|id| id.parse().ok())
+        .ok_or_else(|| ClientError::BadAnswer {
+            url: url.to_owned(),
+            reason: format!("no {field} in {answer}"),
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_query;
+
+    #[test]
+    fn queries_are_encoded() {
+        assert_eq!(with_query("/a", &[]), "/a");
+        assert_eq!(
+            with_query(
+                "/a",
+                &[("status", "ready"), ("since", "2026-01-01T00:00:00+01:00")]
+            ),
+            "/a?status=ready&since=2026-01-01T00%3A00%3A00%2B01%3A00"
+        );
+    }
+}

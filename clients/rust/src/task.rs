@@ -1,0 +1,80 @@
+//! Tasks: create, read, list, cancel, retry; an agent's reports on its tasks.
+
+use hive_events::AgentId;
+use hive_events::task::TaskStatus;
+use hive_events::wire::{Flow, Report, TaskAction};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::agent::with_query;
+use crate::{Client, ClientError, MinSeq};
+
+impl Client {
+    /// Creates a task of `body` (`{title, description?, priority?, required_capabilities?, depends_on?,
+    /// project_id?, max_attempts?, …}`): `{task_id, seq}`.
+    pub async fn create_task(&self, body: &Value) -> Result<Value, ClientError> {
+        self.post("/api/v1/tasks", body).await
+    }
+
+    /// The task `id`.
+    pub async fn task(&self, id: Uuid) -> Result<Value, ClientError> {
+        self.get(&format!("/api/v1/tasks/{id}")).await
+    }
+
+    /// A page of tasks: `query` as `GET /api/v1/tasks` takes it (`status`, `agent_id`, `project_id`,
+    /// `limit`, `cursor`, `order`): `{items, next_cursor}`.
+    pub async fn tasks(&self, query: &[(&str, &str)]) -> Result<Value, ClientError> {
+        self.get(&with_query("/api/v1/tasks", query)).await
+    }
+
+    /// Cancels the task, for `reason` if given: `{task_id, seq}`.
+    pub async fn cancel(&self, task: Uuid, reason: Option<&str>) -> Result<Value, ClientError> {
+        let body = match reason {
+            Some(reason) => json!({ "reason": reason }),
+            None => json!({}),
+        };
+        self.post(&format!("/api/v1/tasks/{task}/cancel"), &body)
+            .await
+    }
+
+    /// Gives a failed or dead-lettered task a new round of attempts: `{task_id, seq}`.
+    pub async fn retry(&self, task: Uuid) -> Result<Value, ClientError> {
+        self.post(&format!("/api/v1/tasks/{task}/retry"), &json!({}))
+            .await
+    }
+
+    /// Reports on a task as `agent`: `action` is accept, start, progress, complete or fail.
+    pub async fn report(
+        &self,
+        task: Uuid,
+        agent: Uuid,
+        action: TaskAction,
+        mut report: Report,
+        flow: Option<Flow>,
+    ) -> Result<(), ClientError> {
+        report.agent_id = Some(AgentId::from_uuid(agent));
+        let body = serde_json::to_value(&report).unwrap_or_default();
+        let action = action.as_str();
+        self.post_in(&format!("/api/v1/tasks/{task}/{action}"), &body, flow)
+            .await
+            .map(drop)
+    }
+
+    /// The ids of the agent's tasks in `status`, as of all the log holds now (a task its previous
+    /// process accepted just before it died may not be projected yet).
+    pub async fn tasks_of(
+        &self,
+        agent: Uuid,
+        status: TaskStatus,
+    ) -> Result<Vec<Uuid>, ClientError> {
+        let status = status.as_str();
+        let path = format!("/api/v1/tasks?agent_id={agent}&status={status}&limit=500");
+        let page = self.get_at(&path, MinSeq::Head).await?;
+        Ok(page["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|t| t["task_id"].as_str()?.parse().ok())
+            .collect())
+    }
+}
