@@ -2,6 +2,7 @@
 //! `supervision`), a killed agent's task finishes elsewhere, failures retry then dead-letter, a dependency chain runs in
 //! order, and Agent Hive 2.0's clients work unchanged.
 
+use hive_client::Method;
 use std::time::Duration;
 
 use hive_events::AggregateKind;
@@ -255,10 +256,10 @@ async fn agent_hive_2_clients_spawn_wait_for_ready_and_see_their_task_done() {
     let hive = world.full_hive().await;
     // A 2.0 client: plain JSON calls with a bearer token, no Hive header; it learns of progress by
     // polling.
-    let client = hive_tests::authorized_client(&hive.token);
+    let client = hive_tests::authorized_client(&hive.base, &hive.token);
     let url = |path: &str| hive.url(path);
     let spawned = client
-        .post(url("/api/agents/spawn"))
+        .request(Method::POST, &url("/api/agents/spawn"))
         .json(&json!({"agent_type": "claude-code", "capabilities": ["python"]}))
         .send()
         .await
@@ -279,7 +280,7 @@ async fn agent_hive_2_clients_spawn_wait_for_ready_and_see_their_task_done() {
     );
 
     let created = client
-        .post(url("/api/v1/tasks"))
+        .request(Method::POST, &url("/api/v1/tasks"))
         .json(&json!({"task_type": "code", "description": "write a test", "priority": "normal"}))
         .send()
         .await
@@ -313,13 +314,17 @@ async fn agent_hive_2_clients_spawn_wait_for_ready_and_see_their_task_done() {
 
 /// GETs `url` every 20 ms, as a 2.0 client polls, until `done` holds for its answer (at most 10 s);
 /// every answer must be a 200. Answers every answer it read.
-async fn poll(client: &reqwest::Client, url: &str, done: impl Fn(&Value) -> bool) -> Vec<Value> {
+async fn poll(
+    client: &hive_client::Client,
+    url: &str,
+    done: impl Fn(&Value) -> bool,
+) -> Vec<Value> {
     let mut answers = Vec::new();
     let polled = hive_tests::eventually(
         Duration::from_secs(10),
         Duration::from_millis(20),
         async || {
-            let response = client.get(url).send().await.unwrap();
+            let response = client.request(Method::GET, url).send().await.unwrap();
             let status = response.status();
             let answer: Value = response.json().await.unwrap_or(Value::Null);
             assert_eq!(status, 200, "GET {url}: {answer}");

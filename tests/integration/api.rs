@@ -3,6 +3,7 @@
 //!
 //! Long because each test walks one route family end to end; the error paths are in `api_limits`.
 
+use hive_client::Method;
 use hive_eventlog::Role;
 use hive_events::AggregateKind;
 use hive_tests::{TestHive, World};
@@ -45,7 +46,7 @@ async fn register_create_and_read_back_with_min_seq() {
     let task = created["task_id"].as_str().unwrap();
     let response = hive
         .http
-        .get(hive.url(&format!("/api/v1/tasks/{task}")))
+        .request(Method::GET, &format!("/api/v1/tasks/{task}"))
         .header("Hive-Min-Seq", seq(&created).to_string())
         .send()
         .await
@@ -121,7 +122,7 @@ async fn register_create_and_read_back_with_min_seq() {
     assert_eq!(status, 201);
     let at_head = hive
         .http
-        .get(hive.url("/api/v1/tasks?status=queued"))
+        .request(Method::GET, "/api/v1/tasks?status=queued")
         .header("Hive-Min-Seq", "head")
         .send()
         .await
@@ -138,7 +139,7 @@ async fn an_idempotent_retry_answers_the_first_result() {
     let hive = world.hive().await;
     let send = || {
         hive.http
-            .post(hive.url("/api/v1/tasks"))
+            .request(Method::POST, "/api/v1/tasks")
             .header("Idempotency-Key", "order-42")
             .json(&json!({"title": "once"}))
             .send()
@@ -159,7 +160,7 @@ async fn an_idempotent_retry_answers_the_first_result() {
     let task = first["task_id"].as_str().unwrap();
     let cancel = hive
         .http
-        .post(hive.url(&format!("/api/v1/tasks/{task}/cancel")))
+        .request(Method::POST, &format!("/api/v1/tasks/{task}/cancel"))
         .header("Idempotency-Key", "order-42")
         .json(&json!({}))
         .send()
@@ -169,10 +170,10 @@ async fn an_idempotent_retry_answers_the_first_result() {
     assert!(cancel.headers().get("idempotent-replayed").is_none());
     let cancelled: Value = cancel.json().await.unwrap();
     assert!(seq(&cancelled) > seq(&first));
-    let other = hive_tests::authorized_client(&world.token(Role::Operator).await);
+    let other = hive_tests::authorized_client(&hive.base, &world.token(Role::Operator).await);
     let theirs: Value = hive_tests::json(
         other
-            .post(hive.url("/api/v1/tasks"))
+            .request(Method::POST, "/api/v1/tasks")
             .header("Idempotency-Key", "order-42")
             .json(&json!({"title": "theirs"})),
     )
@@ -379,9 +380,9 @@ async fn the_openapi_document_names_every_route_and_each_one_answers() {
                     ),
             );
             let request = match method.as_str() {
-                "get" => hive.http.get(&url),
-                "post" => hive.http.post(&url).json(&json!({})),
-                "delete" => hive.http.delete(&url),
+                "get" => hive.http.request(Method::GET, &url),
+                "post" => hive.http.request(Method::POST, &url).json(&json!({})),
+                "delete" => hive.http.request(Method::DELETE, &url),
                 other => panic!("{other} {path}: an unexpected method"),
             };
             let response = request.send().await.unwrap();

@@ -1,7 +1,7 @@
 //! The HTTP API at its limits: every class of bad input (a table of requests and the errors they must
 //! get), no database, no projector, and more requests than it has slots for.
 
-use reqwest::Method;
+use hive_client::Method;
 use serde_json::{Value, json};
 
 use hive_tests::{TestHive, World};
@@ -11,7 +11,7 @@ fn seq(body: &Value) -> u64 {
     body["seq"].as_u64().expect("a seq in the answer")
 }
 
-async fn expect_error(response: reqwest::Response, status: u16, code: &str) {
+async fn expect_error(response: hive_client::Response, status: u16, code: &str) {
     assert_eq!(response.status().as_u16(), status);
     let body: Value = response.json().await.expect("an error body in JSON");
     assert_eq!(body["error"]["code"], code, "{body}");
@@ -72,7 +72,7 @@ impl Bad {
 async fn check(hive: &TestHive, rows: Vec<Bad>) {
     for row in rows {
         let name = format!("row `{}` ({} {})", row.what, row.method, row.path);
-        let mut request = hive.http.request(row.method.clone(), hive.url(&row.path));
+        let mut request = hive.http.request(row.method.clone(), &row.path);
         for (header, value) in &row.headers {
             request = request.header(*header, *value);
         }
@@ -154,7 +154,7 @@ async fn every_class_of_bad_input_gets_its_4xx() {
     );
     assert_eq!(
         hive.http
-            .post(hive.url(&cancel))
+            .request(Method::POST, &hive.url(&cancel))
             .send()
             .await
             .unwrap()
@@ -191,7 +191,13 @@ async fn without_its_database_the_hive_reports_unhealthy_and_reads_answer_503() 
         .unwrap();
 
     // Public: a stable reason, and nothing of the database's own words.
-    let public = reqwest::get(hive.url("/health?detail=1")).await.unwrap();
+    let public = hive
+        .http
+        .request(Method::GET, "/health?detail=1")
+        .token(None)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(public.status(), 503);
     let health: Value = public.json().await.unwrap();
     assert_eq!(health["status"], "unhealthy");
@@ -238,7 +244,13 @@ async fn without_nats_the_hive_reports_unhealthy_and_commands_answer_503() {
         std::time::Duration::from_secs(10),
         std::time::Duration::from_millis(50),
         async || {
-            let response = reqwest::get(hive.url("/health?detail=1")).await.unwrap();
+            let response = hive
+                .http
+                .request(Method::GET, "/health?detail=1")
+                .token(None)
+                .send()
+                .await
+                .unwrap();
             let code = response.status();
             let body: Value = response.json().await.unwrap();
             (code == 503).then_some(body)
@@ -267,8 +279,8 @@ async fn without_nats_the_hive_reports_unhealthy_and_commands_answer_503() {
     );
 
     // A command cannot be appended: 503 with Retry-After, in the API's error format.
-    let response = hive_tests::authorized_client(&hive.token)
-        .post(hive.url("/api/v1/tasks"))
+    let response = hive_tests::authorized_client(&hive.base, &hive.token)
+        .request(Method::POST, "/api/v1/tasks")
         .json(&json!({"title": "not now"}))
         .send()
         .await
@@ -303,7 +315,7 @@ async fn without_a_projector_reads_wait_at_most_their_bound_and_health_says_it_s
     let started = std::time::Instant::now();
     let response = api
         .http
-        .get(api.url("/api/v1/tasks"))
+        .request(Method::GET, &api.url("/api/v1/tasks"))
         .header("Hive-Min-Seq", seq(&created).to_string())
         .send()
         .await
@@ -369,7 +381,7 @@ async fn more_requests_than_slots_are_shed_at_once_and_the_api_recovers() {
     let waiting = {
         let (http, url) = (hive.http.clone(), hive.url("/api/v1/tasks"));
         tokio::spawn(async move {
-            http.get(url)
+            http.request(Method::GET, &url)
                 .header("Hive-Min-Seq", seq.to_string())
                 .send()
                 .await

@@ -5,6 +5,7 @@
 //!
 //! Long because the role × route matrix is one table, checked in one place.
 
+use hive_client::Method;
 use std::collections::BTreeMap;
 
 use hive_eventlog::{CommandContext, Role};
@@ -23,15 +24,15 @@ struct Probe {
 }
 
 async fn send(hive: &TestHive, probe: &Probe, token: Option<&str>) -> u16 {
-    let http = reqwest::Client::new();
-    let url = hive.url(&probe.path);
-    let mut request = match probe.method {
-        "GET" => http.get(url),
-        "POST" => http.post(url),
+    let http = hive_client::Client::new(&hive.base);
+    let method = match probe.method {
+        "GET" => Method::GET,
+        "POST" => Method::POST,
         _ => unreachable!(),
     };
+    let mut request = http.request(method, &probe.path).token(None);
     if let Some(token) = token {
-        request = request.bearer_auth(token);
+        request = request.bearer(token);
     }
     if let Some(body) = &probe.body {
         request = request.json(body);
@@ -201,9 +202,9 @@ async fn answers_say_why_and_events_name_the_caller() {
     let world = World::new().await;
     let hive = world.hive().await;
     let operator = world.token(Role::Operator).await;
-    let http = reqwest::Client::new();
+    let http = hive_client::Client::new(&hive.base);
 
-    let none = http.get(hive.url("/status")).send().await.unwrap();
+    let none = http.request(Method::GET, "/status").send().await.unwrap();
     assert_eq!(none.status(), 401);
     assert_eq!(
         none.headers()["www-authenticate"],
@@ -215,8 +216,8 @@ async fn answers_say_why_and_events_name_the_caller() {
 
     let viewer = world.token(Role::Viewer).await;
     let refused = hive_tests::json(
-        http.post(hive.url("/api/v1/tasks"))
-            .bearer_auth(&viewer)
+        http.request(Method::POST, "/api/v1/tasks")
+            .bearer(&viewer)
             .json(&json!({"title": "no"})),
     )
     .await;
@@ -224,8 +225,8 @@ async fn answers_say_why_and_events_name_the_caller() {
 
     // The event names the operator's token, whatever a header claims.
     let created = hive_tests::json(
-        http.post(hive.url("/api/v1/tasks"))
-            .bearer_auth(&operator)
+        http.request(Method::POST, "/api/v1/tasks")
+            .bearer(&operator)
             .header("Hive-Actor", "someone-else")
             .json(&json!({"title": "by the operator"})),
     )
@@ -249,18 +250,18 @@ async fn the_dashboard_cookie_reads_but_never_commands_and_revocation_is_at_once
     let world = World::new().await;
     let hive = world.hive().await;
     let viewer = world.token(Role::Viewer).await;
-    let http = reqwest::Client::new();
+    let http = hive_client::Client::new(&hive.base);
 
     // A bad token gets no cookie.
     let bad = http
-        .post(hive.url("/api/v1/session"))
+        .request(Method::POST, "/api/v1/session")
         .json(&json!({"token": "hive_nope"}))
         .send()
         .await
         .unwrap();
     assert_eq!(bad.status(), 401);
     let session = http
-        .post(hive.url("/api/v1/session"))
+        .request(Method::POST, "/api/v1/session")
         .json(&json!({ "token": world.admin_token }))
         .send()
         .await
@@ -273,14 +274,14 @@ async fn the_dashboard_cookie_reads_but_never_commands_and_revocation_is_at_once
     );
     let pair = cookie.split(';').next().unwrap().to_owned();
     let read = http
-        .get(hive.url("/status"))
+        .request(Method::GET, "/status")
         .header("cookie", &pair)
         .send()
         .await
         .unwrap();
     assert_eq!(read.status(), 200, "the cookie reads");
     let command = http
-        .post(hive.url("/api/v1/tasks"))
+        .request(Method::POST, "/api/v1/tasks")
         .header("cookie", &pair)
         .json(&json!({"title": "forged"}))
         .send()
@@ -304,13 +305,13 @@ async fn the_dashboard_cookie_reads_but_never_commands_and_revocation_is_at_once
         "tokens are never shown again"
     );
     let ok = |token: &str| {
-        let request = http.get(hive.url("/status")).bearer_auth(token);
+        let request = http.request(Method::GET, "/status").bearer(token);
         async move { request.send().await.unwrap().status().as_u16() }
     };
     assert_eq!(ok(&viewer).await, 200);
     let revoked = hive
         .http
-        .delete(hive.url(&format!("/api/v1/tokens/{id}")))
+        .request(Method::DELETE, &format!("/api/v1/tokens/{id}"))
         .send()
         .await
         .unwrap();
@@ -334,33 +335,28 @@ async fn the_dashboard_cookie_reads_but_never_commands_and_revocation_is_at_once
 async fn a_deregistered_agent_token_is_revoked() {
     let world = World::new().await;
     let hive = world.hive().await;
-    let as_agent = |token: &str, method: reqwest::Method, path: &str| {
-        let request = reqwest::Client::new()
-            .request(method, hive.url(path))
-            .bearer_auth(token);
+    let as_agent = |token: &str, method: Method, path: &str| {
+        let request = hive.http.request(method, path).bearer(token);
         async move { request.send().await.unwrap().status().as_u16() }
     };
     let (agent, token) = register(&hive).await;
     let record = format!("/api/v1/agents/{agent}");
     // Its token works (it deregisters itself with it), then no more.
     let deregister = format!("/api/v1/agents/{agent}/deregister");
-    assert_eq!(
-        as_agent(&token, reqwest::Method::POST, &deregister).await,
-        200
-    );
-    assert_eq!(as_agent(&token, reqwest::Method::GET, &record).await, 401);
+    assert_eq!(as_agent(&token, Method::POST, &deregister).await, 200);
+    assert_eq!(as_agent(&token, Method::GET, &record).await, 401);
     // The same when an operator deregisters it.
     let (other, token) = register(&hive).await;
     let (status, _) = hive
         .http
-        .delete(hive.url(&format!("/api/v1/agents/{other}")))
+        .request(Method::DELETE, &format!("/api/v1/agents/{other}"))
         .send()
         .await
         .map(|r| (r.status().as_u16(), ()))
         .unwrap();
     assert_eq!(status, 200);
     let record = format!("/api/v1/agents/{other}");
-    assert_eq!(as_agent(&token, reqwest::Method::GET, &record).await, 401);
+    assert_eq!(as_agent(&token, Method::GET, &record).await, 401);
     hive.stop().await;
 }
 
@@ -377,20 +373,17 @@ async fn hive_up_prints_a_development_admin_token_and_keeps_it_in_its_home() {
         0o600,
         "readable by its owner only"
     );
-    let http = reqwest::Client::new();
+    let http = hive_client::Client::new(&base);
     let status = |token: Option<String>| {
-        let mut request = http.get(format!("{base}/status"));
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
+        let request = http.request(Method::GET, "/status").token(token.as_deref());
         async move { request.send().await.unwrap().status().as_u16() }
     };
     assert_eq!(status(None).await, 401);
     assert_eq!(status(Some(token.clone())).await, 200);
     // The Agent Hive 2.0 routes work with it too.
     assert_eq!(
-        http.get(format!("{base}/debug-agents"))
-            .bearer_auth(&token)
+        http.request(Method::GET, "/debug-agents")
+            .bearer(&token)
             .send()
             .await
             .unwrap()

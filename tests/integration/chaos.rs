@@ -11,6 +11,7 @@
 //!
 //! Long because it is one scenario with the restartable hive (`Hive`) that only it uses.
 
+use hive_client::Method;
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
@@ -36,7 +37,7 @@ type Acked = Arc<Mutex<BTreeMap<String, String>>>;
 
 /// Creates a task under `key` with `priority`, retrying (same key) until it is acknowledged: its id.
 async fn create(
-    http: &reqwest::Client,
+    http: &hive_client::Client,
     base: &str,
     key: &str,
     priority: u8,
@@ -47,7 +48,7 @@ async fn create(
     let give_up = Instant::now() + within;
     while Instant::now() < give_up {
         let answer = http
-            .post(format!("{base}/api/v1/tasks"))
+            .request(Method::POST, &format!("{base}/api/v1/tasks"))
             .header("Idempotency-Key", key)
             .json(&json!({ "title": key, "priority": priority }))
             .timeout(Duration::from_secs(5))
@@ -65,10 +66,10 @@ async fn create(
 }
 
 /// The time until task `id` is completed, polling its read model.
-async fn completed(http: &reqwest::Client, base: &str, id: &str, within: Duration) -> bool {
+async fn completed(http: &hive_client::Client, base: &str, id: &str, within: Duration) -> bool {
     let done = hive_tests::eventually(within, Duration::from_millis(20), async || {
         let r = http
-            .get(format!("{base}/api/v1/tasks/{id}"))
+            .request(Method::GET, &format!("{base}/api/v1/tasks/{id}"))
             .timeout(Duration::from_secs(5))
             .send()
             .await
@@ -293,19 +294,23 @@ async fn twenty_kills_lose_nothing_and_the_hive_recovers_by_itself() {
         pg_port,
     };
     let base = format!("http://127.0.0.1:{api_port}");
-    let http = hive_tests::authorized_client(&token);
+    let http = hive_tests::authorized_client(&base, &token);
     until(
         Duration::from_secs(60),
         "a healthy API",
         || hive.show_logs(),
         async || {
-            let r = http.get(format!("{base}/health")).send().await.ok()?;
+            let r = http
+                .request(Method::GET, &format!("{base}/health"))
+                .send()
+                .await
+                .ok()?;
             (r.status() == 200).then_some(())
         },
     )
     .await;
     let spawned = hive_tests::json(
-        http.post(format!("{base}/api/v1/agents/spawn"))
+        http.request(Method::POST, &format!("{base}/api/v1/agents/spawn"))
             .json(&json!({"max_concurrent_tasks": 8})),
     )
     .await;
@@ -338,7 +343,10 @@ async fn twenty_kills_lose_nothing_and_the_hive_recovers_by_itself() {
         let (http, base, stop, reads) = (http.clone(), base.clone(), stop.clone(), reads.clone());
         load.push(tokio::spawn(async move {
             while !stop.load(Ordering::Relaxed) {
-                if let Ok(r) = http.get(format!("{base}/status")).send().await
+                if let Ok(r) = http
+                    .request(Method::GET, &format!("{base}/status"))
+                    .send()
+                    .await
                     && r.status() == 200
                 {
                     reads.fetch_add(1, Ordering::Relaxed);
@@ -430,7 +438,7 @@ async fn twenty_kills_lose_nothing_and_the_hive_recovers_by_itself() {
         Duration::from_millis(100),
         async || {
             let r = http
-                .get(format!("{base}/status"))
+                .request(Method::GET, &format!("{base}/status"))
                 .header("Hive-Min-Seq", head.to_string())
                 .send()
                 .await
@@ -449,9 +457,11 @@ async fn twenty_kills_lose_nothing_and_the_hive_recovers_by_itself() {
             "running",
             "retry_scheduled",
         ] {
-            let open =
-                hive_tests::json(http.get(format!("{base}/api/v1/tasks?limit=20&status={state}")))
-                    .await;
+            let open = hive_tests::json(http.request(
+                Method::GET,
+                &format!("/api/v1/tasks?limit=20&status={state}"),
+            ))
+            .await;
             for task in open["items"].as_array().into_iter().flatten() {
                 eprintln!("chaos: not completed: {task}");
             }

@@ -4,6 +4,7 @@
 //! Writes continue once a new leader is elected, every acknowledged task is in the log exactly once,
 //! and the read models count exactly those.
 
+use hive_client::Method;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,29 +24,23 @@ type Acked = Arc<Mutex<BTreeMap<String, (String, Instant)>>>;
 
 /// Creates tasks until `stop`, each request retried with its key until it is acknowledged.
 async fn client(base: String, token: String, n: usize, acked: Acked, stop: Arc<AtomicBool>) {
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap();
+    let http = hive_tests::authorized_client(&base, &token);
     let mut i = 0;
     while !stop.load(Ordering::Relaxed) {
         let key = format!("client-{n}-{i}");
         i += 1;
         // A loop of its own, not `hive_tests::eventually`: this runs in spawned tasks, and a generic
-        // async closure's future is not known to be `Send` (rust-lang/rust#110338).
+        // async closure's future is not known to be `Send` (rust-lang/rust#110338). The client
+        // retries under the key itself; this loop outlasts a leader's election.
         let give_up = Instant::now() + Duration::from_secs(45);
         loop {
             let answer = http
-                .post(format!("{base}/api/v1/tasks"))
-                .header("Idempotency-Key", &key)
-                .bearer_auth(&token)
+                .command(Method::POST, "/api/v1/tasks")
+                .idempotency_key(&key)
                 .json(&serde_json::json!({ "title": key }))
                 .send()
                 .await;
-            if let Ok(r) = answer
-                && r.status().is_success()
-                && let Ok(body) = r.json::<Value>().await
-            {
+            if let Ok(body) = answer {
                 let id = body["task_id"].as_str().unwrap().to_owned();
                 acked.lock().await.insert(key, (id, Instant::now()));
                 break;
@@ -84,13 +79,17 @@ async fn killing_the_stream_leader_under_load_loses_nothing_acknowledged() {
     };
     let base = format!("http://127.0.0.1:{api_port}");
     let token = admin_token(&env).await;
-    let http = hive_tests::authorized_client(&token);
+    let http = hive_tests::authorized_client(&base, &token);
     until(
         Duration::from_secs(60),
         "a healthy API",
         show_logs,
         async || {
-            let r = http.get(format!("{base}/health")).send().await.ok()?;
+            let r = http
+                .request(Method::GET, &format!("{base}/health"))
+                .send()
+                .await
+                .ok()?;
             (r.status() == 200).then_some(())
         },
     )
@@ -199,7 +198,7 @@ async fn killing_the_stream_leader_under_load_loses_nothing_acknowledged() {
         show_logs,
         async || {
             let r = http
-                .get(format!("{base}/status"))
+                .request(Method::GET, &format!("{base}/status"))
                 .header("Hive-Min-Seq", head.to_string())
                 .send()
                 .await

@@ -2,6 +2,7 @@
 //! the one its event types generate, for its own stream, public, and valid for the AsyncAPI initiative's
 //! parser (npm's `@asyncapi/parser`, installed pinned by `scripts/install-deps --test-tools`).
 
+use hive_client::Method;
 use std::path::PathBuf;
 
 use hive_tests::World;
@@ -21,7 +22,11 @@ async fn the_asyncapi_document_is_public_and_valid_for_the_asyncapi_parser() {
     let world = World::new().await;
     let hive = world.hive().await;
     // No token: the contract is public, as the OpenAPI document is.
-    let response = reqwest::get(hive.url("/api/v1/asyncapi.json"))
+    let response = hive
+        .http
+        .request(Method::GET, "/api/v1/asyncapi.json")
+        .token(None)
+        .send()
         .await
         .unwrap();
     assert_eq!(response.status(), 200);

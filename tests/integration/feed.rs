@@ -1,6 +1,7 @@
 //! Reading the log from outside: `GET /api/v1/events` page by page with its filters, and a live stream
 //! that resumes after the last event a client saw, with nothing missed and nothing twice.
 
+use hive_client::Method;
 use std::collections::BTreeSet;
 
 use hive_eventlog::Role;
@@ -33,11 +34,11 @@ async fn the_log_pages_in_order_with_its_filters_for_a_viewer() {
         tasks.push(task);
     }
     let head = world.log().last_seq().await.unwrap();
-    let viewer = authorized_client(&world.token(Role::Viewer).await);
+    let viewer = authorized_client(&hive.base, &world.token(Role::Viewer).await);
     let page = |query: String| {
         let viewer = viewer.clone();
         let url = hive.url(&format!("/api/v1/events?{query}"));
-        async move { json(viewer.get(url)).await }
+        async move { json(viewer.request(Method::GET, &url)).await }
     };
 
     // Two at a time, following last_seq: every event once, in order.
@@ -68,7 +69,7 @@ async fn the_log_pages_in_order_with_its_filters_for_a_viewer() {
     assert_eq!(created["more"], true);
     // `next` is the following page, with the same filters.
     let next = created["next"].as_str().unwrap();
-    let rest = json(viewer.get(hive.url(next))).await;
+    let rest = json(viewer.request(Method::GET, next)).await;
     assert_eq!(seqs(&rest["items"]).len(), 2, "{next}");
     assert!(
         rest["items"]
@@ -95,7 +96,7 @@ async fn the_log_pages_in_order_with_its_filters_for_a_viewer() {
     let page_of = |path: String| {
         let viewer = viewer.clone();
         let url = hive.url(&path);
-        async move { json(viewer.get(url)).await }
+        async move { json(viewer.request(Method::GET, &url)).await }
     };
     let one = page_of(format!("/api/v1/tasks/{first}/events?limit=1")).await;
     assert_eq!(
@@ -117,7 +118,7 @@ async fn the_log_pages_in_order_with_its_filters_for_a_viewer() {
         (0, &Value::Bool(false))
     );
     let bad = viewer
-        .get(hive.url("/api/v1/events?aggregate=robot"))
+        .request(Method::GET, "/api/v1/events?aggregate=robot")
         .send()
         .await
         .unwrap();

@@ -3,6 +3,7 @@
 //! that starts late still sees the heartbeats sent before it, and schedulers racing for the lease never
 //! assign a task twice.
 
+use hive_client::Method;
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
@@ -150,10 +151,11 @@ async fn a_standby_scheduler_process_takes_over_when_the_leader_is_killed() {
         &env(&[("HIVE_METRICS_ADDR", format!("127.0.0.1:{standby_metrics}"))]),
         &logs.join("scheduler-2.log"),
     );
-    let http = reqwest::Client::new();
+    // The scheduler's own metrics endpoint: no token.
+    let http = hive_client::Client::new(&format!("http://127.0.0.1:{standby_metrics}"));
     let assignments_by_standby = async || -> Option<f64> {
         let text = http
-            .get(format!("http://127.0.0.1:{standby_metrics}/metrics"))
+            .request(Method::GET, "/metrics")
             .send()
             .await
             .ok()?

@@ -1,5 +1,6 @@
 //! The event log and the command path: optimistic concurrency, idempotency, history.
 
+use hive_client::Method;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -273,7 +274,9 @@ async fn history_and_replay_come_back_in_order() {
 
 /// Whether the nats-server at `monitoring` fsyncs every JetStream write before acknowledging it.
 async fn syncs_every_write(monitoring: &str) -> bool {
-    let varz: serde_json::Value = reqwest::get(format!("{monitoring}/varz"))
+    let varz: serde_json::Value = hive_client::Client::new(monitoring)
+        .request(Method::GET, "/varz")
+        .send()
         .await
         .unwrap()
         .json()

@@ -2,6 +2,7 @@
 //! the API reads PostgreSQL through a role that may only read. The whole hive works so; and each
 //! user's forbidden moves are refused, changing nothing.
 
+use hive_client::Method;
 use std::time::Duration;
 
 use async_nats::jetstream;
@@ -40,11 +41,11 @@ async fn hive_up_runs_each_part_as_a_user_that_may_do_only_its_part() {
         &[("HIVE_API_DATABASE_URL", reader.clone())],
     )
     .await;
-    let http = hive_tests::authorized_client(&token);
+    let http = hive_tests::authorized_client(&base, &token);
 
     // The whole hive works: an agent spawned through the Agent Hive 2.0 route runs a task that the
     // scheduler assigned, and the API reads the projected result.
-    let done = a_spawned_agent_runs_a_task(&http, &base, "/api/agents/spawn", || {}).await;
+    let done = a_spawned_agent_runs_a_task(&http, "/api/agents/spawn", || {}).await;
     let task = done["task_id"].as_str().expect("a task").to_owned();
 
     // The users' passwords are where hive up keeps them (readable by its owner only).
@@ -168,7 +169,7 @@ async fn hive_up_runs_each_part_as_a_user_that_may_do_only_its_part() {
         .unwrap();
     assert!(rebuilt.status.success(), "{rebuilt:?}");
     let view = http
-        .get(format!("{base}/api/v1/tasks/{task}"))
+        .request(Method::GET, &format!("{base}/api/v1/tasks/{task}"))
         .send()
         .await
         .unwrap();
@@ -186,7 +187,7 @@ async fn hive_up_dead_letters_a_malformed_message_published_with_a_nats_client_t
     let world = World::new().await;
     let home = tempfile::tempdir().unwrap();
     let (mut up, base, token) = hive_up(&world, home.path(), &[]).await;
-    let http = hive_tests::authorized_client(&token);
+    let http = hive_tests::authorized_client(&base, &token);
 
     // An operator publishes garbage straight into the log as the admin user `hive up` keeps in its
     // home (what `nats pub --server "$(jq -r .nats_url .hive/endpoints.json)"` does).
@@ -213,7 +214,7 @@ async fn hive_up_dead_letters_a_malformed_message_published_with_a_nats_client_t
         Duration::from_secs(10),
         Duration::from_millis(20),
         async || {
-            let dead = hive_tests::json(http.get(format!("{base}/api/v1/dead-letters"))).await;
+            let dead = hive_tests::json(http.request(Method::GET, "/api/v1/dead-letters")).await;
             dead["items"]
                 .as_array()
                 .is_some_and(|i| !i.is_empty())
@@ -225,19 +226,27 @@ async fn hive_up_dead_letters_a_malformed_message_published_with_a_nats_client_t
     assert_eq!(dead["items"][0]["subject"], subject.as_str());
     assert_eq!(dead["items"][0]["payload"], "this is not json {");
     // It stays healthy and keeps projecting.
-    let health = reqwest::get(format!("{base}/health")).await.unwrap();
+    let health = http
+        .request(Method::GET, "/health")
+        .token(None)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(health.status(), 200);
     assert_eq!(health.json::<Value>().await.unwrap()["status"], "healthy");
     let created = hive_tests::json(
-        http.post(format!("{base}/api/v1/tasks"))
+        http.request(Method::POST, "/api/v1/tasks")
             .json(&serde_json::json!({"title": "after the garbage"})),
     )
     .await;
     let task = http
-        .get(format!(
-            "{base}/api/v1/tasks/{}",
-            created["task_id"].as_str().unwrap()
-        ))
+        .request(
+            Method::GET,
+            &format!(
+                "{base}/api/v1/tasks/{}",
+                created["task_id"].as_str().unwrap()
+            ),
+        )
         .header("Hive-Min-Seq", created["seq"].to_string())
         .send()
         .await

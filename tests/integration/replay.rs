@@ -4,6 +4,7 @@
 //!
 //! Long because each replay test needs a hive brought to a state by a scripted history first.
 
+use hive_client::Method;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -44,7 +45,7 @@ async fn a_rebuild_under_load_never_fails_a_read_and_ends_equal_to_the_log() {
         load.push(tokio::spawn(async move {
             let mut highest = 0;
             while !stop.load(Ordering::Relaxed) {
-                match http.get(&url).send().await {
+                match http.request(Method::GET, &url).send().await {
                     Ok(r) if r.status() == 200 => {
                         let total = total_tasks(&r.json().await.unwrap());
                         assert!(
@@ -67,7 +68,7 @@ async fn a_rebuild_under_load_never_fails_a_read_and_ends_equal_to_the_log() {
             let mut n = 0;
             while !stop.load(Ordering::Relaxed) {
                 let r = http
-                    .post(&url)
+                    .request(Method::POST, &url)
                     .json(&json!({"title": format!("during the rebuild {n}")}))
                     .send()
                     .await
@@ -96,7 +97,7 @@ async fn a_rebuild_under_load_never_fails_a_read_and_ends_equal_to_the_log() {
                     runtime.block_on(async {
                         for n in 0..burst {
                             let r = http
-                                .post(&url)
+                                .request(Method::POST, &url)
                                 .json(&json!({"title": format!("burst {n}")}))
                                 .send()
                                 .await
@@ -192,8 +193,13 @@ async fn verify_names_a_row_corrupted_by_hand() {
 }
 
 /// POSTs `body` to `url`; asserts a 201; answers the log sequence it wrote and the new entity's id.
-async fn created(http: &reqwest::Client, url: String, body: Value) -> (u64, String) {
-    let answer = http.post(&url).json(&body).send().await.unwrap();
+async fn created(http: &hive_client::Client, url: String, body: Value) -> (u64, String) {
+    let answer = http
+        .request(Method::POST, &url)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(answer.status(), 201, "{url}");
     let answer: Value = answer.json().await.unwrap();
     let id = ["project_id", "agent_id", "task_id"]
@@ -205,9 +211,9 @@ async fn created(http: &reqwest::Client, url: String, body: Value) -> (u64, Stri
 }
 
 /// GET `url` once the read models reflect `seq`; asserts a 200.
-async fn read_at(http: &reqwest::Client, url: String, seq: u64) -> Value {
+async fn read_at(http: &hive_client::Client, url: String, seq: u64) -> Value {
     let answer = http
-        .get(&url)
+        .request(Method::GET, &url)
         .header("Hive-Min-Seq", seq.to_string())
         .send()
         .await
@@ -244,7 +250,8 @@ async fn a_lost_read_model_database_is_rebuilt_when_hive_up_starts() {
         let log = home.path().join(format!("{run}.log"));
         let stderr = std::fs::File::create(&log).unwrap();
         let (up, base, token) = hive_up_with_stderr(&world, home.path(), &env, stderr.into()).await;
-        (up, base, hive_tests::authorized_client(&token), log)
+        let http = hive_tests::authorized_client(&base, &token);
+        (up, base, http, log)
     };
 
     let (mut up, base, http, first_log) = start("first").await;

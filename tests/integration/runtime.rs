@@ -4,6 +4,7 @@
 //!
 //! Long because its tests share a harness of held executors (`Record`, `release`) only they use.
 
+use hive_client::Method;
 use std::collections::HashSet;
 use std::path::Path;
 
@@ -353,7 +354,7 @@ async fn an_unsupervised_runtime_stops_when_an_operator_deregisters_its_agent() 
     // does.
     let response = hive
         .http
-        .delete(hive.url(&format!("/api/v1/agents/{agent}")))
+        .request(Method::DELETE, &format!("/api/v1/agents/{agent}"))
         .send()
         .await
         .unwrap();

@@ -2,6 +2,7 @@
 //! stopped when deregistered, spawn refusing what it cannot do, and a spawned agent killed mid-task
 //! giving the task back to another agent.
 
+use hive_client::Method;
 use hive_events::AggregateKind;
 use hive_tests::api::{create_task, events_of, spawn, types};
 use hive_tests::wait::{PATIENCE, until};
@@ -55,7 +56,7 @@ async fn a_spawned_agent_is_restarted_after_a_crash_and_stopped_when_deregistere
     // Deregistering the agent stops its runtime for good.
     let response = hive
         .http
-        .delete(hive.url(&format!("/api/v1/agents/{agent}")))
+        .request(Method::DELETE, &format!("/api/v1/agents/{agent}"))
         .send()
         .await
         .unwrap();
@@ -111,7 +112,7 @@ async fn a_spawned_agent_that_keeps_crashing_is_restarted_at_most_max_restarts_t
     assert_eq!(view["status"], "lost", "{view}");
     let response = hive
         .http
-        .delete(hive.url(&format!("/api/v1/agents/{agent}")))
+        .request(Method::DELETE, &format!("/api/v1/agents/{agent}"))
         .send()
         .await
         .unwrap();

@@ -4,6 +4,7 @@
 //!
 //! Long because each test walks the whole compose topology in order: a split would hide it.
 
+use hive_client::Method;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -346,14 +347,19 @@ async fn the_compose_topology_runs_without_docker() {
         }
     };
 
-    let http = hive_tests::authorized_client(&admin_token(&as_service(Service::Admin)).await);
     let base = format!("http://127.0.0.1:{api_port}");
+    let http =
+        hive_tests::authorized_client(&base, &admin_token(&as_service(Service::Admin)).await);
     let health: Value = until(
         Duration::from_secs(60),
         "a healthy API",
         show_logs,
         async || {
-            let r = http.get(format!("{base}/health")).send().await.ok()?;
+            let r = http
+                .request(Method::GET, &format!("{base}/health"))
+                .send()
+                .await
+                .ok()?;
             (r.status() == 200).then_some(())?;
             r.json().await.ok()
         },
@@ -378,10 +384,10 @@ async fn the_compose_topology_runs_without_docker() {
     assert_eq!(info.config.num_replicas, 3);
 
     // An agent spawned by the API process runs a task the scheduler assigns, through the cluster.
-    a_spawned_agent_runs_a_task(&http, &base, "/api/v1/agents/spawn", show_logs).await;
+    a_spawned_agent_runs_a_task(&http, "/api/v1/agents/spawn", show_logs).await;
 
     let metrics_of = async |port: u16| -> String {
-        http.get(format!("http://127.0.0.1:{port}/metrics"))
+        http.request(Method::GET, &format!("http://127.0.0.1:{port}/metrics"))
             .send()
             .await
             .unwrap()

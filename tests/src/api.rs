@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use hive_client::Method;
 use hive_events::AggregateKind;
 use uuid::Uuid;
 
@@ -44,19 +45,18 @@ pub fn types(events: &[Value]) -> Vec<&str> {
 /// Spawns an agent through the API's route `spawn` (the body both routes take) and creates a task:
 /// the task's view once it is completed (asserted: by that agent).
 pub async fn a_spawned_agent_runs_a_task(
-    http: &reqwest::Client,
-    base: &str,
+    http: &hive_client::Client,
     spawn: &str,
     on_timeout: impl Fn(),
 ) -> Value {
     let spawned = crate::json(
-        http.post(format!("{base}{spawn}"))
+        http.request(Method::POST, spawn)
             .json(&json!({"agent_type": "worker", "capabilities": []})),
     )
     .await;
     assert!(spawned["agent_id"].is_string(), "{spawned}");
     let created = crate::json(
-        http.post(format!("{base}/api/v1/tasks"))
+        http.request(Method::POST, "/api/v1/tasks")
             .json(&json!({"title": "run by a spawned agent"})),
     )
     .await;
@@ -67,7 +67,7 @@ pub async fn a_spawned_agent_runs_a_task(
         on_timeout,
         async || {
             let view: Value = http
-                .get(format!("{base}/api/v1/tasks/{task}"))
+                .request(Method::GET, &format!("/api/v1/tasks/{task}"))
                 .send()
                 .await
                 .ok()?

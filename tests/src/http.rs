@@ -2,6 +2,7 @@
 //! the tests talk to it with.
 
 use hive::Running;
+use hive_client::Method;
 
 use crate::exposition;
 use crate::process::AgentProcess;
@@ -9,7 +10,7 @@ use crate::servers::agent_program;
 use crate::sse::Assignments;
 
 /// Sends `request` and reads its answer's JSON body, whatever the status.
-pub async fn json(request: reqwest::RequestBuilder) -> serde_json::Value {
+pub async fn json(request: hive_client::Request) -> serde_json::Value {
     request
         .send()
         .await
@@ -19,17 +20,9 @@ pub async fn json(request: reqwest::RequestBuilder) -> serde_json::Value {
         .expect("a JSON answer")
 }
 
-/// A client that sends `token` as its bearer token.
-pub fn authorized_client(token: &str) -> reqwest::Client {
-    let mut headers = reqwest::header::HeaderMap::new();
-    headers.insert(
-        reqwest::header::AUTHORIZATION,
-        format!("Bearer {token}").parse().expect("a header value"),
-    );
-    reqwest::Client::builder()
-        .default_headers(headers)
-        .build()
-        .expect("an HTTP client")
+/// A client of the API at `base` that sends `token` as its bearer token.
+pub fn authorized_client(base: &str, token: &str) -> hive_client::Client {
+    hive_client::Client::new(base).with_token(Some(token.to_owned()))
 }
 
 /// A running hive (API and/or projector) for one test.
@@ -37,8 +30,9 @@ pub struct TestHive {
     pub(crate) running: Running,
     /// `http://127.0.0.1:<port>`.
     pub base: String,
-    /// A client that sends [`TestHive::token`].
-    pub http: reqwest::Client,
+    /// A client that sends [`TestHive::token`]: its raw requests ([`hive_client::Client::request`])
+    /// check the HTTP layer, its commands and reads what a user's client does.
+    pub http: hive_client::Client,
     /// The admin token its client sends.
     pub token: String,
 }
@@ -49,16 +43,20 @@ impl TestHive {
         format!("{}{path}", self.base)
     }
 
-    /// GET `path`, asserting nothing.
-    pub async fn get(&self, path: &str) -> reqwest::Response {
-        self.http.get(self.url(path)).send().await.expect("GET")
+    /// GET `path` once (a raw request), asserting nothing.
+    pub async fn get(&self, path: &str) -> hive_client::Response {
+        self.http
+            .request(Method::GET, path)
+            .send()
+            .await
+            .expect("GET")
     }
 
     /// GET `path` once the read models reflect `seq`, returning the status and JSON body.
     pub async fn get_at(&self, path: &str, seq: u64) -> (u16, serde_json::Value) {
         let response = self
             .http
-            .get(self.url(path))
+            .request(Method::GET, path)
             .header("Hive-Min-Seq", seq.to_string())
             .send()
             .await
@@ -80,7 +78,7 @@ impl TestHive {
     pub async fn post(&self, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
         let response = self
             .http
-            .post(self.url(path))
+            .request(Method::POST, path)
             .json(&body)
             .send()
             .await
@@ -94,8 +92,8 @@ impl TestHive {
 
     /// The agent's assignment stream (server-sent events), read by the agent runtime's own client.
     pub async fn assignments(&self, agent: &str) -> Assignments {
-        let stream = hive_client::Client::new(&self.base)
-            .with_token(Some(self.token.clone()))
+        let stream = self
+            .http
             .assignments(agent.parse().expect("an agent id"))
             .await
             .expect("open the assignment stream");

@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use eventsource_stream::Eventsource;
 use futures::Stream;
+use hive_client::Method;
 use serde_json::Value;
 
 use crate::http::TestHive;
@@ -47,19 +47,18 @@ impl Feed {
 
     /// Like [`Feed::open`], resuming after the event `last_event_id` (sent as `Last-Event-ID`).
     pub async fn open_with(hive: &TestHive, query: &str, last_event_id: Option<u64>) -> Self {
-        let mut request = hive.http.get(hive.url(&format!("/api/v1/stream{query}")));
+        let mut request = hive
+            .http
+            .request(Method::GET, &format!("/api/v1/stream{query}"));
         if let Some(id) = last_event_id {
             request = request.header("Last-Event-ID", id.to_string());
         }
         let response = request.send().await.unwrap();
         assert_eq!(response.status(), 200);
-        let events = response
-            .bytes_stream()
-            .eventsource()
-            .filter_map(|e| async move {
-                let e = e.ok()?;
-                Some((e.event, serde_json::from_str(&e.data).ok()?))
-            });
+        let events = response.sse().filter_map(|e| async move {
+            let e = e.ok()?;
+            Some((e.event, serde_json::from_str(&e.data).ok()?))
+        });
         let mut feed = Self {
             events: Box::pin(events),
         };

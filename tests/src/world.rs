@@ -226,8 +226,8 @@ impl World {
             .unwrap_or_default();
         TestHive {
             running,
+            http: authorized_client(&base, &self.admin_token),
             base,
-            http: authorized_client(&self.admin_token),
             token: self.admin_token.clone(),
         }
     }

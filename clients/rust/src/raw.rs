@@ -63,6 +63,12 @@ impl Request {
         self
     }
 
+    /// Sends `token` instead of the client's.
+    pub fn bearer(mut self, token: &str) -> Self {
+        self.token = Some(token.to_owned());
+        self
+    }
+
     /// Sends `token` instead of the client's (`None`: no `Authorization` at all).
     pub fn token(mut self, token: Option<&str>) -> Self {
         self.token = token.map(str::to_owned);
