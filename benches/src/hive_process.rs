@@ -1,6 +1,7 @@
 //! The hive under test as its own process (the `hive` binary built beside `hive-bench`), so its memory
 //! is its own and the load generator does not share its CPU budget in-process.
 
+use hive_client::Method;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -64,13 +65,13 @@ impl HiveProcess {
             .stdin(Stdio::null())
             .spawn()?;
         let base = format!("http://127.0.0.1:{port}");
-        let http = reqwest::Client::new();
+        let http = hive_client::Client::new(&base);
         crate::wait::eventually(
             Duration::from_secs(60),
             Duration::from_millis(50),
             "hive up healthy",
             async || {
-                let healthy = http.get(format!("{base}/health")).send().await;
+                let healthy = http.request(Method::GET, "/health").send().await;
                 Ok(healthy.is_ok_and(|r| r.status() == 200).then_some(()))
             },
         )
@@ -89,15 +90,8 @@ impl HiveProcess {
     }
 
     /// A client that sends the admin token.
-    pub fn http(&self) -> reqwest::Client {
-        let mut headers = reqwest::header::HeaderMap::new();
-        if let Ok(value) = format!("Bearer {}", self.token).parse() {
-            headers.insert(reqwest::header::AUTHORIZATION, value);
-        }
-        reqwest::Client::builder()
-            .default_headers(headers)
-            .build()
-            .unwrap_or_default()
+    pub fn http(&self) -> hive_client::Client {
+        hive_client::Client::new(&self.base).with_token(Some(self.token.clone()))
     }
 
     /// The hive's pid (under a wrapper, the wrapper's child that runs the hive binary).
@@ -124,12 +118,16 @@ impl HiveProcess {
     }
 
     /// Waits (at most 15 minutes) until its read models reflect event `head`.
-    pub async fn wait_projected(&self, http: &reqwest::Client, head: u64) -> anyhow::Result<()> {
+    pub async fn wait_projected(
+        &self,
+        http: &hive_client::Client,
+        head: u64,
+    ) -> anyhow::Result<()> {
         let began = std::time::Instant::now();
         loop {
             // Each request waits up to Hive-Min-Seq's timeout before answering 503.
             let r = http
-                .get(format!("{}/status", self.base))
+                .request(Method::GET, "/status")
                 .header("Hive-Min-Seq", head.to_string())
                 .send()
                 .await?;
@@ -146,11 +144,11 @@ impl HiveProcess {
     /// Creates a task titled `title` through the API; answers `{task_id, seq}`.
     pub async fn post_task(
         &self,
-        http: &reqwest::Client,
+        http: &hive_client::Client,
         title: String,
     ) -> anyhow::Result<serde_json::Value> {
         Ok(http
-            .post(format!("{}/api/v1/tasks", self.base))
+            .request(Method::POST, "/api/v1/tasks")
             .json(&serde_json::json!({ "title": title }))
             .send()
             .await?

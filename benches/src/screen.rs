@@ -5,6 +5,7 @@
 //! task's row entering the queue (or running) table. The floor: a frame of the browser, which both wait
 //! for.
 
+use hive_client::Method;
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -71,7 +72,7 @@ pub async fn page_at_scale(
     // What the counts must show: the hive's own total (the generator makes about `tasks`).
     let status: serde_json::Value = hive
         .http()
-        .get(format!("{}/status", hive.base))
+        .request(Method::GET, "/status")
         .send()
         .await?
         .json()
@@ -251,7 +252,7 @@ struct Sight {
 /// Creates `samples` tasks, one every 20 ms, and reads when each was on screen.
 async fn sample(
     hive: &HiveProcess,
-    http: &reqwest::Client,
+    http: &hive_client::Client,
     browser: &Browser,
     samples: u32,
     label: &str,
@@ -326,7 +327,7 @@ impl Background {
         let period = Duration::from_secs_f64(10.0 / f64::from(per_second.max(1)));
         let clients = (0..10)
             .map(|client| {
-                let (base, stopped, http) = (hive.base.clone(), stopped.clone(), hive.http());
+                let (stopped, http) = (stopped.clone(), hive.http());
                 tokio::spawn(async move {
                     let mut tick = tokio::time::interval(period);
                     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -336,7 +337,7 @@ impl Background {
                         let body =
                             serde_json::json!({"title": format!("background {client} {sent}")});
                         if http
-                            .post(format!("{base}/api/v1/tasks"))
+                            .request(Method::POST, "/api/v1/tasks")
                             .json(&body)
                             .send()
                             .await

@@ -1,6 +1,7 @@
 //! Chains: end-to-end latencies, one step of the hive after another: agent spawn → ready, task created
 //! → assigned, event → visible in the API, event → SSE client, dead agent → its task requeued.
 
+use hive_client::Method;
 use hive_events::task::TaskStatus;
 use std::time::{Duration, Instant};
 
@@ -19,7 +20,7 @@ pub async fn chains(servers: &Servers, samples: u32) -> anyhow::Result<Vec<Table
     let (hive, backends) = servers.hive("chains").await?;
     let http = hive.http();
     let rows = vec![
-        spawn_to_ready(&hive, &http, &backends, (samples / 10).max(3)).await?,
+        spawn_to_ready(&http, &backends, (samples / 10).max(3)).await?,
         created_to_assigned(&hive, &http, &backends, samples).await?,
         event_to_api(&hive, &http, &backends, samples).await?,
         event_to_sse(&hive, &http, samples).await?,
@@ -54,8 +55,7 @@ async fn wait_for(sub: &mut async_nats::Subscriber, event_type: &str) -> anyhow:
 
 /// Spawn → ready: a real `hive agent` process each time, `spawns` times.
 async fn spawn_to_ready(
-    hive: &HiveProcess,
-    http: &reqwest::Client,
+    http: &hive_client::Client,
     backends: &Backends,
     spawns: u32,
 ) -> anyhow::Result<Row> {
@@ -70,7 +70,7 @@ async fn spawn_to_ready(
         latencies
             .measure(async {
                 let r = http
-                    .post(format!("{}/api/v1/agents/spawn", hive.base))
+                    .request(Method::POST, "/api/v1/agents/spawn")
                     .json(&serde_json::json!({"agent_id": id, "exec": "true", "max_concurrent_tasks": 16}))
                     .send()
                     .await?;
@@ -91,7 +91,7 @@ async fn spawn_to_ready(
 /// Task created → assigned (the agents spawned before take them).
 async fn created_to_assigned(
     hive: &HiveProcess,
-    http: &reqwest::Client,
+    http: &hive_client::Client,
     backends: &Backends,
     samples: u32,
 ) -> anyhow::Result<Row> {
@@ -137,7 +137,7 @@ async fn created_to_assigned(
 /// Event → visible in the API: the POST's answer to the projector's checkpoint notice.
 async fn event_to_api(
     hive: &HiveProcess,
-    http: &reqwest::Client,
+    http: &hive_client::Client,
     backends: &Backends,
     samples: u32,
 ) -> anyhow::Result<Row> {
@@ -176,16 +176,14 @@ async fn event_to_api(
 /// Event → SSE client: the POST to its `TaskCreated` on the dashboard's stream.
 async fn event_to_sse(
     hive: &HiveProcess,
-    http: &reqwest::Client,
+    http: &hive_client::Client,
     samples: u32,
 ) -> anyhow::Result<Row> {
     let response = http
-        .get(format!("{}/api/v1/stream?topics=task", hive.base))
+        .request(Method::GET, "/api/v1/stream?topics=task")
         .send()
         .await?;
-    let mut sse = Box::pin(eventsource_stream::Eventsource::eventsource(
-        response.bytes_stream(),
-    ));
+    let mut sse = Box::pin(response.sse());
     let mut latencies = Latencies::default();
     for n in 0..samples {
         latencies
@@ -220,7 +218,7 @@ async fn event_to_sse(
 /// silent. Measured from each one's last heartbeat (acknowledged) to its task's TaskRequeued.
 async fn dead_agent_to_requeued(
     hive: &HiveProcess,
-    http: &reqwest::Client,
+    http: &hive_client::Client,
     backends: &Backends,
     silent: u32,
 ) -> anyhow::Result<Row> {
@@ -230,7 +228,7 @@ async fn dead_agent_to_requeued(
     let mut waits = Vec::new();
     for _ in 0..silent {
         let registered: serde_json::Value = http
-            .post(format!("{}/api/v1/agents", hive.base))
+            .request(Method::POST, "/api/v1/agents")
             .json(&serde_json::json!({"agent_type": "silent", "capabilities": ["silent-bench"], "max_concurrent_tasks": 1}))
             .send()
             .await?
@@ -242,11 +240,15 @@ async fn dead_agent_to_requeued(
             .to_owned();
         let beat = format!("{}/api/v1/agents/{agent}/heartbeat", hive.base);
         anyhow::ensure!(
-            http.post(&beat).send().await?.status().is_success(),
+            http.request(Method::POST, &beat)
+                .send()
+                .await?
+                .status()
+                .is_success(),
             "heartbeat"
         );
         let created = http
-            .post(format!("{}/api/v1/tasks", hive.base))
+            .request(Method::POST, "/api/v1/tasks")
             .json(&serde_json::json!({"title": "outlived", "required_capabilities": ["silent-bench"]}))
             .send()
             .await?;
@@ -268,7 +270,12 @@ async fn dead_agent_to_requeued(
             Duration::from_millis(10),
             &format!("task {task} assigned"),
             async || {
-                let view: serde_json::Value = http.get(&view).send().await?.json().await?;
+                let view: serde_json::Value = http
+                    .request(Method::GET, &view)
+                    .send()
+                    .await?
+                    .json()
+                    .await?;
                 // No state yet (not projected): keep asking.
                 let state = serde_json::from_value::<Option<TaskStatus>>(view["state"].clone())?;
                 Ok(state.is_some_and(|s| s.holds_agent()).then_some(()))
@@ -276,7 +283,11 @@ async fn dead_agent_to_requeued(
         )
         .await?;
         anyhow::ensure!(
-            http.post(beat).send().await?.status().is_success(),
+            http.request(Method::POST, beat)
+                .send()
+                .await?
+                .status()
+                .is_success(),
             "heartbeat"
         );
         last_beats.push(Instant::now());

@@ -1,5 +1,6 @@
 //! Dashboard: its reads on a big hive.
 
+use hive_client::Method;
 use std::time::Duration;
 
 use super::{Servers, memory_row, row, sequential_gets};
@@ -23,7 +24,7 @@ pub async fn dashboard(servers: &Servers, tasks: u64, agents: u64) -> anyhow::Re
         "every agent ready",
         async || {
             let status: serde_json::Value = http
-                .get(format!("{}/status", hive.base))
+                .request(Method::GET, "/status")
                 .send()
                 .await?
                 .json()
@@ -73,7 +74,7 @@ pub async fn dashboard(servers: &Servers, tasks: u64, agents: u64) -> anyhow::Re
 /// Every agent of the hive heartbeats once (the page shows each one's last heartbeat), page by page.
 async fn heartbeat_every_agent(
     hive: &HiveProcess,
-    http: &reqwest::Client,
+    http: &hive_client::Client,
     backends: &hive::Backends,
 ) -> anyhow::Result<()> {
     let mut cursor: Option<String> = None;
@@ -82,7 +83,7 @@ async fn heartbeat_every_agent(
         if let Some(c) = &cursor {
             url.push_str(&format!("&cursor={c}"));
         }
-        let page: serde_json::Value = http.get(&url).send().await?.json().await?;
+        let page: serde_json::Value = http.request(Method::GET, &url).send().await?.json().await?;
         for agent in page["items"].as_array().into_iter().flatten() {
             if let Some(id) = agent["agent_id"].as_str().and_then(|a| a.parse().ok()) {
                 backends.heartbeats.beat(id, chrono::Utc::now()).await?;

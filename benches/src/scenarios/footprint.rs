@@ -1,5 +1,6 @@
 //! Footprint: the memory of every hive process, idle and under load.
 
+use hive_client::Method;
 use hive_events::agent::AgentStatus;
 use std::time::Duration;
 
@@ -77,7 +78,7 @@ async fn spawn_ready_agents(hive: &HiveProcess, agents: u32) -> anyhow::Result<(
     let http = hive.http();
     for _ in 0..agents {
         let r = http
-            .post(format!("{}/api/v1/agents/spawn", hive.base))
+            .request(Method::POST, "/api/v1/agents/spawn")
             .json(&serde_json::json!({"exec": "true", "max_concurrent_tasks": 4}))
             .send()
             .await?;
@@ -90,7 +91,7 @@ async fn spawn_ready_agents(hive: &HiveProcess, agents: u32) -> anyhow::Result<(
             &format!("agent {id} ready"),
             async || {
                 let view: serde_json::Value = http
-                    .get(format!("{}/api/v1/agents/{id}", hive.base))
+                    .request(Method::GET, &format!("/api/v1/agents/{id}"))
                     .send()
                     .await?
                     .json()

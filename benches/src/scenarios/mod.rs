@@ -12,6 +12,7 @@ mod project;
 mod query;
 mod rebuild;
 
+use hive_client::Method;
 use std::time::Duration;
 
 use hive::Backends;
@@ -142,12 +143,16 @@ pub(crate) fn row(
 }
 
 /// The latencies of `n` GETs of `url` one after the other, each answered 200 and read to its end.
-async fn sequential_gets(http: &reqwest::Client, url: &str, n: usize) -> anyhow::Result<Latencies> {
+async fn sequential_gets(
+    http: &hive_client::Client,
+    url: &str,
+    n: usize,
+) -> anyhow::Result<Latencies> {
     let mut latencies = Latencies::default();
     for _ in 0..n {
         latencies
             .measure(async {
-                let r = http.get(url).send().await?;
+                let r = http.request(Method::GET, url).send().await?;
                 anyhow::ensure!(r.status() == 200, "{url}: {}", r.status());
                 r.bytes().await?;
                 anyhow::Ok(())

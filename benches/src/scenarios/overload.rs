@@ -33,7 +33,7 @@ pub async fn overload(
             format!(", of which {} shed (503 overloaded)", r.non_2xx),
         ));
     }
-    let mut after = sequential_gets(&http, &format!("{}/status", hive.base), 20).await?;
+    let mut after = sequential_gets(&http, "/status", 20).await?;
     rows.push(row(
         "GET /status once the load stops",
         None,

@@ -2,6 +2,7 @@
 
 use super::{Servers, memory_row, wrk_row};
 use crate::report::{Table, peak_rss_mib};
+use hive_client::Method;
 
 /// Reads under load at 10, 50, 100 and 500 clients (wrk), beside the trivial handler of the same
 /// server; the hive's memory idle and under the load.
@@ -20,7 +21,7 @@ pub async fn query(
     hive.wait_projected(&http, head).await?;
     let projected = crate::hive_process::rss_mib(hive.pid());
     let one: serde_json::Value = http
-        .get(format!("{}/api/v1/tasks?limit=1", hive.base))
+        .request(Method::GET, "/api/v1/tasks?limit=1")
         .send()
         .await?
         .json()
@@ -31,13 +32,7 @@ pub async fn query(
         .to_owned();
     let mut rows = Vec::new();
     for &clients in levels {
-        let trivial = crate::wrk::run(
-            &hive.token,
-            &format!("{}/livez", hive.base),
-            clients,
-            seconds,
-            None,
-        )?;
+        let trivial = crate::wrk::run(&hive.token, "/livez", clients, seconds, None)?;
         rows.push(wrk_row(
             format!("GET /livez (trivial), {clients} clients"),
             &trivial,

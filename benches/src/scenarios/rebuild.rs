@@ -1,6 +1,7 @@
 //! Rebuild: load a log, read it raw, project it, rebuild the read models from it, verify them, and read
 //! single histories (directly and over HTTP).
 
+use hive_client::Method;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -192,7 +193,7 @@ async fn histories_over_http(
         "the hive's scheduler caught up",
         async || {
             let metrics = http
-                .get(format!("{}/metrics", hive.base))
+                .request(Method::GET, "/metrics")
                 .send()
                 .await?
                 .text()
@@ -209,7 +210,7 @@ async fn histories_over_http(
         let body: serde_json::Value = latencies
             .measure(async {
                 let response = http
-                    .get(format!("{}/api/v1/tasks/{task}/events", hive.base))
+                    .request(Method::GET, &format!("/api/v1/tasks/{task}/events"))
                     .send()
                     .await?;
                 anyhow::ensure!(response.status() == 200, "history: {}", response.status());
@@ -235,7 +236,7 @@ async fn histories_over_http(
 /// A reader catching up with the whole log over HTTP, as an integrator would: `GET /api/v1/events`
 /// pages of 1,000, each asked after the last one's `last_seq`, beside the raw ordered read.
 async fn catch_up_over_http(
-    http: &reqwest::Client,
+    http: &hive_client::Client,
     base: &str,
     head: u64,
     raw_read: f64,
@@ -247,7 +248,7 @@ async fn catch_up_over_http(
         let url = format!("{base}/api/v1/events?after_seq={after}&limit=1000");
         let page: serde_json::Value = latencies
             .measure(async {
-                let response = http.get(url).send().await?;
+                let response = http.request(Method::GET, &url).send().await?;
                 anyhow::ensure!(response.status() == 200, "events: {}", response.status());
                 anyhow::Ok(response.json().await?)
             })
