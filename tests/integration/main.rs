@@ -8,6 +8,7 @@ mod audit;
 mod auth;
 mod browser;
 mod chaos;
+mod client;
 mod cluster;
 mod contract;
 mod dashboard;

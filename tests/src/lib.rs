@@ -3,7 +3,8 @@
 //! [`World`] ([`world`]): its own database and its own NATS namespace (stream `<NS>_EVENTS`, subjects
 //! `<ns>.events.>`) on them, so tests never see each other's data. On a world a test starts a hive
 //! in-process ([`TestHive`], [`http`]) or the real binary as processes ([`process`], on a JetStream
-//! [`cluster`] if it likes), talks to it over HTTP ([`api`], [`sse`], [`exposition`]), fills its log
+//! [`cluster`] if it likes), talks to it over HTTP ([`api`], [`sse`], [`exposition`]; through a
+//! [`proxy`] that can cut connections, if it likes), fills its log
 //! ([`scenario`] generated, [`scripted`] fixed), and waits for what it expects ([`wait`]).
 
 pub mod api;
@@ -11,6 +12,7 @@ pub mod cluster;
 pub mod exposition;
 pub mod http;
 pub mod process;
+pub mod proxy;
 pub mod scenario;
 pub mod scripted;
 pub mod servers;

@@ -89,9 +89,7 @@ fn query_time(time: chrono::DateTime<chrono::Utc>) -> String {
 
 /// One entity's history.
 async fn history(client: &Client, kind: AggregateKind, id: Uuid) -> anyhow::Result<Vec<Record>> {
-    let answer = client
-        .get(&format!("/api/v1/{}s/{id}/events", kind.as_str()))
-        .await?;
+    let answer = client.history(kind, id).await?;
     Ok(serde_json::from_value(answer["events"].clone())?)
 }
 
