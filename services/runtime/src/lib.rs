@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use hive_events::task::TaskStatus;
-use hive_events::wire::{Assignment, Report, TaskAction};
+use hive_events::wire::{Assignment, ErrorCode, Report, TaskAction};
 use serde_json::json;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -216,12 +216,18 @@ struct AgentRun<'a> {
 
 impl AgentRun<'_> {
     /// Heartbeats once. True when the agent is deregistered (or unknown), so the runtime must stop:
-    /// 404 or 409, or 401 once its token is refused (deregistering an agent revokes its tokens, and
-    /// without a valid token it could do nothing more anyway).
+    /// `not_found` or `invalid_transition`, or `unauthenticated` once its token is refused
+    /// (deregistering an agent revokes its tokens, and without a valid token it could do nothing more
+    /// anyway).
     async fn beat(&self) -> bool {
+        const GONE: [ErrorCode; 3] = [
+            ErrorCode::Unauthenticated,
+            ErrorCode::NotFound,
+            ErrorCode::InvalidTransition,
+        ];
         match self.client.heartbeat(self.agent).await {
             Ok(()) => false,
-            Err(e) if matches!(e.status(), Some(401 | 404 | 409)) => {
+            Err(e) if GONE.into_iter().any(|code| e.is(code)) => {
                 tracing::warn!(
                     agent = %self.agent, error = %e,
                     "heartbeat refused: the agent was deregistered or its token revoked"
