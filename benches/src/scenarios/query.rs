@@ -32,7 +32,13 @@ pub async fn query(
         .to_owned();
     let mut rows = Vec::new();
     for &clients in levels {
-        let trivial = crate::wrk::run(&hive.token, "/livez", clients, seconds, None)?;
+        let trivial = crate::wrk::run(
+            &hive.token,
+            &format!("{}/livez", hive.base),
+            clients,
+            seconds,
+            None,
+        )?;
         rows.push(wrk_row(
             format!("GET /livez (trivial), {clients} clients"),
             &trivial,
