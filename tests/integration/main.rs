@@ -12,6 +12,7 @@ mod client;
 mod cluster;
 mod contract;
 mod dashboard;
+mod docs;
 mod feed;
 mod fuzz;
 mod history;

@@ -29,6 +29,8 @@ use std::time::Duration;
 pub use command::{Command, MinSeq};
 pub use error::{ClientError, Code};
 pub use events::EventFilter;
+/// The kinds of aggregate an [`EventFilter`] names.
+pub use hive_events::AggregateKind;
 pub use hive_events::wire::ErrorCode;
 pub use raw::{Request, Response, SseEvent};
 /// HTTP names the low-level request uses, so that its callers need no HTTP crate of their own.
