@@ -278,7 +278,7 @@ class AgentRegistered(BaseModel):
     type: Literal["AgentRegistered"]
 
 
-class Aggregate(Enum):
+class Aggregate(str, Enum):
     """
     The kind of aggregate it belongs to (the subject's second-to-last token).
     """

@@ -9,7 +9,7 @@ from uuid import UUID
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, RootModel
 
 
-class AgentAction(Enum):
+class AgentAction(str, Enum):
     """
     What can be done to an agent through `POST /api/v1/agents/{id}/{action}`.
     """
@@ -35,7 +35,7 @@ class AgentId(RootModel[UUID]):
     """
 
 
-class AgentStatus(Enum):
+class AgentStatus(str, Enum):
     """
     Where an agent is in its life.
     """
@@ -72,7 +72,7 @@ class AgentView(BaseModel):
     updated_at: AwareDatetime
 
 
-class AggregateKind(Enum):
+class AggregateKind(str, Enum):
     """
     The kinds of aggregate; each instance has its own subject in the log.
     """
@@ -98,7 +98,7 @@ class Capability(RootModel[str]):
     """
 
 
-class Code(Enum):
+class Code(str, Enum):
     """
     The error's stable code (docs/api.md lists each with its status).
     """
@@ -123,7 +123,7 @@ class Code(Enum):
     internal = "internal"
 
 
-class Condition(Enum):
+class Condition(str, Enum):
     """
     How a component, or the hive, is.
     """
@@ -229,7 +229,7 @@ class ErrorDetail(BaseModel):
     """
 
 
-class Failure(Enum):
+class Failure(str, Enum):
     """
     Why a probe failed.
     """
@@ -358,7 +358,7 @@ class LogHead(BaseModel):
     """
 
 
-class Order(Enum):
+class Order(str, Enum):
     """
     Which way a list runs: oldest first (the default) or newest first. Ids are UUIDv7, so id order is
     creation order.
@@ -553,7 +553,7 @@ class Report(BaseModel):
     """
 
 
-class Role(Enum):
+class Role(str, Enum):
     """
     What a token lets its holder do.
     """
@@ -653,7 +653,7 @@ class Summary(BaseModel):
     unhealthy: Annotated[int, Field(ge=0)]
 
 
-class TaskAction(Enum):
+class TaskAction(str, Enum):
     """
     What can be done to a task through `POST /api/v1/tasks/{id}/{action}`.
     """
@@ -699,7 +699,7 @@ class TaskId(RootModel[UUID]):
     """
 
 
-class TaskStatus(Enum):
+class TaskStatus(str, Enum):
     """
     Where a task is in its life.
     """
