@@ -8,7 +8,7 @@ import sys
 # Whole words, in this order.
 SUBSTITUTIONS = [
     ("AsyncClient", "Client"),
-    ("AsyncIterator", "Iterator"),
+    ("AsyncGenerator", "Generator"),
     ("AsyncByteStream", "SyncByteStream"),
     ("__aenter__", "__enter__"),
     ("__aexit__", "__exit__"),

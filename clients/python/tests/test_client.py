@@ -36,7 +36,9 @@ def test_commands_then_reads_see_their_writes(admin: Client, capability: str) ->
     assert history.last_seq == cancelled.seq
 
 
-def test_agents_register_heartbeat_drain_deregister(hive: Hive, admin: Client, capability: str) -> None:
+def test_agents_register_heartbeat_drain_deregister(
+    hive: Hive, admin: Client, capability: str
+) -> None:
     registered = admin.register_agent([capability], max_concurrent_tasks=2, name="py-agent")
     agent = admin.get_agent(registered.agent_id)
     assert (agent.capabilities, agent.max_concurrent_tasks) == ([capability], 2)
@@ -98,8 +100,11 @@ def test_the_async_client_has_the_same_surface(hive: Hive) -> None:
             )
             assert client.seen_seq == max(t.seq for t in tasks)
             assert (await client.get_project(project.project_id)).tasks.total == 5
-            seen = [c.seq async for c in client.events(project.seq, follow=False)
-                    if c.aggregate_id in {t.task_id for t in tasks}]
+            seen = [
+                c.seq
+                async for c in client.events(project.seq, follow=False)
+                if c.aggregate_id in {t.task_id for t in tasks}
+            ]
             assert seen == sorted(t.seq for t in tasks)
 
     asyncio.run(main())

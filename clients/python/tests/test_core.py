@@ -44,10 +44,17 @@ def test_errors_are_typed_by_status_with_the_apis_code() -> None:
         "not_found",
         "task t not found",
     )
-    for status, kind in [(400, errors.InvalidInput), (401, errors.Unauthorized),
-                         (403, errors.Forbidden), (409, errors.Conflict), (422, errors.InvalidInput),
-                         (429, errors.Unavailable), (503, errors.Unavailable),
-                         (500, errors.ServerError), (418, errors.HiveError)]:
+    for status, kind in [
+        (400, errors.InvalidInput),
+        (401, errors.Unauthorized),
+        (403, errors.Forbidden),
+        (409, errors.Conflict),
+        (422, errors.InvalidInput),
+        (429, errors.Unavailable),
+        (503, errors.Unavailable),
+        (500, errors.ServerError),
+        (418, errors.HiveError),
+    ]:
         with pytest.raises(kind):
             core.answer(request, status, {}, b"")
     with pytest.raises(errors.Unavailable) as busy:
@@ -70,7 +77,7 @@ def test_only_busy_or_lost_is_retried_and_within_bounds() -> None:
 
 def test_sse_decoder_follows_the_standard() -> None:
     decoder = SSEDecoder()
-    lines = [": comment", "event: event", "id: 5", "data: {\"a\":", "data: 1}", "", "", "data: x", ""]
+    lines = [": comment", "event: event", "id: 5", 'data: {"a":', "data: 1}", "", "", "data: x", ""]
     events = [e for e in map(decoder.feed, lines) if e is not None]
     assert events == [
         ServerSentEvent("event", '{"a":\n1}', "5"),
@@ -81,7 +88,11 @@ def test_sse_decoder_follows_the_standard() -> None:
 def test_the_cursor_pages_then_streams_without_repeats() -> None:
     core = Core(token=None)
     cursor = EventsCursor(10, aggregate="task", page_size=2)
-    assert cursor.page_request(core).params == {"after_seq": "10", "limit": "2", "aggregate": "task"}
+    assert cursor.page_request(core).params == {
+        "after_seq": "10",
+        "limit": "2",
+        "aggregate": "task",
+    }
     page = {"items": [change(11), change(12)], "last_seq": 12, "more": True, "head": 20}
     assert [c.seq for c in cursor.on_page(Answer(200, {}, page))] == [11, 12]
     page = {"items": [change(14)], "last_seq": 20, "more": False, "head": 20}

@@ -18,8 +18,9 @@ from hive_client import (
     Unauthorized,
     Unavailable,
 )
+from hive_client.testing import free_port
 
-from .conftest import Hive, free_port
+from .conftest import Hive
 
 
 def test_refusals_raise_typed_errors(hive: Hive, admin: Client, viewer_token: str) -> None:
@@ -45,9 +46,9 @@ def test_refusals_raise_typed_errors(hive: Hive, admin: Client, viewer_token: st
 
 
 def test_a_hive_out_of_reach_is_a_connection_error() -> None:
-    with Client(f"http://127.0.0.1:{free_port()}", "t", max_attempts=2, backoff=0.01) as client:
-        with pytest.raises(ConnectionFailed) as lost:
-            client.create_task("nowhere")
+    client = Client(f"http://127.0.0.1:{free_port()}", "t", max_attempts=2, backoff=0.01)
+    with client, pytest.raises(ConnectionFailed) as lost:
+        client.create_task("nowhere")
     assert lost.value.status is None and lost.value.code == "connection"
 
 
@@ -78,8 +79,11 @@ class Flaky(httpx.BaseTransport):
             self.keys.append(request.headers["idempotency-key"])
             first = len(self.keys) == 1
         if first and self.fault == "busy":
-            return httpx.Response(503, headers={"Retry-After": "0.2"},
-                                  json={"error": {"code": "overloaded", "message": "busy"}})
+            return httpx.Response(
+                503,
+                headers={"Retry-After": "0.2"},
+                json={"error": {"code": "overloaded", "message": "busy"}},
+            )
         response = self.inner.handle_request(request)
         if first and self.fault == "lost":
             response.read()
@@ -103,10 +107,13 @@ def test_retries_are_bounded(hive: Hive) -> None:
 
         def handle_request(self, request: httpx.Request) -> httpx.Response:
             Busy.calls += 1
-            return httpx.Response(503, headers={"Retry-After": "0"},
-                                  json={"error": {"code": "unavailable", "message": "down"}})
+            return httpx.Response(
+                503,
+                headers={"Retry-After": "0"},
+                json={"error": {"code": "unavailable", "message": "down"}},
+            )
 
-    with Client(hive.url, "t", transport=Busy(), max_attempts=3) as client:
-        with pytest.raises(Unavailable) as busy:
-            client.create_task("never")
+    client = Client(hive.url, "t", transport=Busy(), max_attempts=3)
+    with client, pytest.raises(Unavailable) as busy:
+        client.create_task("never")
     assert Busy.calls == 3 and busy.value.code == "unavailable"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from dataclasses import replace
 from types import TracebackType
 from typing import Any, TypeVar
@@ -300,7 +300,7 @@ class AsyncClient:
         body = {"reason": reason} if reason else {}
         return await self._post(AgentCommitted, path, body, idempotency_key)
 
-    async def assignments(self, agent_id: Id) -> AsyncIterator[Assignment]:
+    async def assignments(self, agent_id: Id) -> AsyncGenerator[Assignment]:
         """The agent's assignment stream (`GET /api/v1/agents/{id}/assignments`): its current
         assignments, then each new one, until the connection ends (the caller reopens it)."""
         request = self._core.read(
@@ -475,7 +475,7 @@ class AsyncClient:
         correlation_id: Id | None = None,
         follow: bool = True,
         page_size: int = 1000,
-    ) -> AsyncIterator[Change]:
+    ) -> AsyncGenerator[Change]:
         """Every event of the log after `after_seq` that the filters keep, once each, in order: the
         log's pages until caught up, then (with `follow`) the live stream, reconnected after a lost
         connection from the last event seen (`Last-Event-ID`). Without `follow`, it ends caught up."""

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Generator, Mapping
 from dataclasses import replace
 from types import TracebackType
 from typing import Any, TypeVar
@@ -297,7 +297,7 @@ class Client:
         body = {"reason": reason} if reason else {}
         return self._post(AgentCommitted, path, body, idempotency_key)
 
-    def assignments(self, agent_id: Id) -> Iterator[Assignment]:
+    def assignments(self, agent_id: Id) -> Generator[Assignment]:
         """The agent's assignment stream (`GET /api/v1/agents/{id}/assignments`): its current
         assignments, then each new one, until the connection ends (the caller reopens it)."""
         request = self._core.read(
@@ -472,7 +472,7 @@ class Client:
         correlation_id: Id | None = None,
         follow: bool = True,
         page_size: int = 1000,
-    ) -> Iterator[Change]:
+    ) -> Generator[Change]:
         """Every event of the log after `after_seq` that the filters keep, once each, in order: the
         log's pages until caught up, then (with `follow`) the live stream, reconnected after a lost
         connection from the last event seen (`Last-Event-ID`). Without `follow`, it ends caught up."""
