@@ -5,11 +5,12 @@
 Without --url (or HIVE_URL) it starts a hive of its own (`hive_client.testing.LocalHive`: HIVE_BIN,
 $CARGO_TARGET_DIR/debug/hive or ./target/debug/hive). Scenarios, each raw first, then the client:
 - create tasks one after another (`Client.create_task` / `httpx.Client.post`);
-- create tasks N at a time (`AsyncClient.create_task` / `httpx.AsyncClient.post`, N workers);
+- create tasks N at a time (`AsyncClient.create_task` / `httpx.AsyncClient.post`, N workers: 4, 32);
 - catch up on the log (`Client.events(follow=False)` / paging `/api/v1/events` with httpx + json).
 Latencies: per request; for the catch-up, per 1,000 events (a page). Overhead: the client's time per
 operation over raw's. Peak RSS: of this process so far (it only grows), after each row.
-`--smoke` runs tiny counts (the test suite runs it so the harness never rots).
+`--runs N` runs it all N times on one hive and shows each row's median run. `--smoke` runs tiny
+counts (the test suite runs it so the harness never rots).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import contextlib
 import json
 import os
 import resource
+import statistics
 import sys
 import time
 import uuid
@@ -28,16 +30,16 @@ from dataclasses import dataclass
 
 import httpx
 
-from hive_client import AsyncClient, Client
+from hive_client import AsyncClient, Client, HiveError
 from hive_client.testing import LocalHive
 
 
-@dataclass
+@dataclass(order=True)
 class Row:
+    seconds: float  # first: rows of one scenario order by time, so the median run is the median
     scenario: str
     who: str
     count: int
-    seconds: float
     latencies: list[float]
     rss_mib: float
 
@@ -57,7 +59,7 @@ def rss_mib() -> float:
 
 
 def row(scenario: str, who: str, count: int, started: float, latencies: list[float]) -> Row:
-    return Row(scenario, who, count, time.perf_counter() - started, latencies, rss_mib())
+    return Row(time.perf_counter() - started, scenario, who, count, latencies, rss_mib())
 
 
 def task_body(n: int) -> dict[str, object]:
@@ -196,9 +198,10 @@ def table(rows: list[Row]) -> str:
 
 
 def run(url: str, token: str, smoke: bool) -> list[Row]:
-    sequential_n, concurrent_n, workers = (20, 40, 4) if smoke else (2000, 5000, 32)
+    sequential_n, concurrent_n, spreads = (20, 40, (4,)) if smoke else (2000, 3000, (4, 32))
     rows = sequential(url, token, sequential_n)
-    rows += asyncio.run(concurrent(url, token, concurrent_n, workers))
+    for workers in spreads:
+        rows += asyncio.run(concurrent(url, token, concurrent_n, workers))
     rows += catch_up(url, token, 2000 if smoke else 1_000_000)
     return rows
 
@@ -208,6 +211,7 @@ def main() -> int:
     parser.add_argument("--url", default=os.environ.get("HIVE_URL"))
     parser.add_argument("--token", default=os.environ.get("HIVE_TOKEN"))
     parser.add_argument("--smoke", action="store_true", help="tiny counts: checks the harness runs")
+    parser.add_argument("--runs", type=int, default=1, help="runs; each row is the median run")
     args = parser.parse_args()
     if args.url and not args.token:
         parser.error("--token (or HIVE_TOKEN) is needed with --url")
@@ -216,7 +220,12 @@ def main() -> int:
         if not url:
             local = stack.enter_context(LocalHive())
             url, token = local.url, local.admin_token
-        rows = run(url, token, args.smoke)
+        try:
+            runs = [run(url, token, args.smoke) for _ in range(max(1, args.runs))]
+        except (HiveError, httpx.HTTPError) as e:
+            print(f"bench: {url}: {e}", file=sys.stderr)
+            return 2
+    rows = [statistics.median_low(same) for same in zip(*runs, strict=True)]
     print(table(rows))
     if any(r.count == 0 for r in rows):
         print("a scenario ran nothing", file=sys.stderr)
