@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import threading
 
+import pytest
+
 from hive_client import AsyncClient
-from hive_client.agent import Task, TaskFailed, Worker
+from hive_client.agent import Task, TaskFailed, Worker, run
 
 from .conftest import Hive
 
@@ -103,3 +105,42 @@ def test_an_async_handler_runs_on_the_loop(
         await asyncio.wait_for(running, timeout=15)
 
     asyncio.run(main())
+
+
+def test_a_drain_that_times_out_gives_the_task_back(
+    hive: Hive, operator_token: str, capability: str
+) -> None:
+    release = threading.Event()
+    started = threading.Event()
+
+    def stuck(task: Task) -> None:
+        started.set()
+        release.wait(30)
+
+    async def main() -> None:
+        worker = Worker(
+            stuck,
+            capabilities=[capability],
+            url=hive.url,
+            token=operator_token,
+            heartbeat_interval=0.5,
+            drain_timeout=0.5,
+        )
+        stop = asyncio.Event()
+        running = asyncio.create_task(worker.run(stop))
+        async with AsyncClient(hive.url, hive.admin_token) as client:
+            task = await client.create_task("stuck", required_capabilities=[capability])
+            await asyncio.to_thread(started.wait, 30)
+            stop.set()
+            await asyncio.wait_for(running, timeout=15)
+            history = await client.history("task", task.task_id)
+            failed = [e for e in history.events if e.type == "TaskFailed"]
+            assert failed and failed[0].data["retryable"] is True
+        release.set()
+
+    asyncio.run(main())
+
+
+def test_run_exits_with_the_refusal(hive: Hive) -> None:
+    with pytest.raises(SystemExit, match="unauthenticated"):
+        run(lambda task: None, url=hive.url, token="hive_" + "0" * 64, capabilities=["py-nobody"])

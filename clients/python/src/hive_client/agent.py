@@ -109,7 +109,7 @@ class Worker:
         self.drain_timeout = drain_timeout
         self.started = asyncio.Event()
         self._in_hand: set[str] = set()
-        self._running: set[asyncio.Task[None]] = set()
+        self._running: dict[asyncio.Task[None], Task] = {}
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
         stop = stop or asyncio.Event()
@@ -139,16 +139,29 @@ class Worker:
         reader.cancel()
         if gone.is_set():
             log.warning("agent %s was deregistered (or its token revoked): stopping", agent)
-            for job in self._running:
+            for job in list(self._running):
                 job.cancel()
         else:
             log.info("agent %s draining (%d running)", agent, len(self._running))
             with contextlib.suppress(errors.HiveError):
                 await client.drain_agent(agent)
             if self._running:
-                _, late = await asyncio.wait(self._running, timeout=self.drain_timeout)
+                _, late = await asyncio.wait(list(self._running), timeout=self.drain_timeout)
                 for job in late:
+                    # Given back for another attempt (a handler in a thread cannot be stopped: its
+                    # result, if it ever comes, is dropped).
+                    task = self._running.pop(job, None)
                     job.cancel()
+                    if task is None or job.done():
+                        continue  # it ended meanwhile, and reported itself
+                    with contextlib.suppress(errors.HiveError):
+                        await client.report(
+                            task.assignment,
+                            agent,
+                            "fail",
+                            retryable=True,
+                            error="the agent stopped before the task finished",
+                        )
             with contextlib.suppress(errors.HiveError):
                 await client.deregister_agent(agent, reason="the agent's runtime stopped")
         beat.cancel()
@@ -178,9 +191,10 @@ class Worker:
                         continue
                     self._in_hand.add(task_id)
                     await room.acquire()
-                    job = asyncio.create_task(self._work(client, Task(assignment, agent), room))
-                    self._running.add(job)
-                    job.add_done_callback(self._running.discard)
+                    task = Task(assignment, agent)
+                    job = asyncio.create_task(self._work(client, task, room))
+                    self._running[job] = task
+                    job.add_done_callback(lambda done: self._running.pop(done, None))
             except errors.HiveError as e:
                 log.warning("assignment stream: %s", e)
             except Exception as e:  # httpx's stream errors: reopen
@@ -248,7 +262,8 @@ def _as_result(value: Any) -> dict[str, Any] | None:
 
 
 def run(handler: Handler, **options: Any) -> None:
-    """Runs a `Worker(handler, **options)` until SIGTERM or SIGINT (then drains and deregisters)."""
+    """Runs a `Worker(handler, **options)` until SIGTERM or SIGINT (then drains and deregisters).
+    A refusal it cannot go on without (a bad token, no hive) exits with its message."""
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -258,4 +273,8 @@ def run(handler: Handler, **options: Any) -> None:
                 loop.add_signal_handler(signum, stop.set)
         await Worker(handler, **options).run(stop)
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except errors.HiveError as e:
+        # A refusal the worker cannot go on without (registration, its first heartbeat): say it plainly.
+        raise SystemExit(f"hive_client.agent: {e}") from None
