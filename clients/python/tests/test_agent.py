@@ -135,7 +135,9 @@ def test_a_drain_that_times_out_gives_the_task_back(
             await asyncio.wait_for(running, timeout=15)
             history = await client.history("task", task.task_id)
             failed = [e for e in history.events if e.type == "TaskFailed"]
-            assert failed and failed[0].data["retryable"] is True
+            assert (
+                failed and isinstance(failed[0].data, dict) and failed[0].data["retryable"] is True
+            )
         release.set()
 
     asyncio.run(main())
