@@ -52,7 +52,7 @@ def test_the_worker_runs_tasks_end_to_end(hive: Hive, operator_token: str, capab
             ended: dict[str, str] = {}
             async for change in client.events(head.last_seq if head else 0, aggregate="task"):
                 if change.aggregate_id in tasks and change.type in TERMINAL:
-                    ended[tasks[change.aggregate_id]] = str(change.type)
+                    ended.setdefault(tasks[change.aggregate_id], str(change.type))
                     if len(ended) == len(tasks):
                         break
             assert ended == {

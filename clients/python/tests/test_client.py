@@ -11,6 +11,8 @@ from hive_client import AsyncClient, Client, InvalidInput, models
 
 from .conftest import Hive
 
+NOBODY = "py-nobody"  # a capability no agent has: these tasks stay queued
+
 
 def test_commands_then_reads_see_their_writes(admin: Client, capability: str) -> None:
     project = admin.create_project("py-client", description="tests", type="test")
@@ -96,13 +98,18 @@ def test_the_async_client_has_the_same_surface(hive: Hive) -> None:
         async with AsyncClient(hive.url, hive.admin_token) as client:
             project = await client.create_project("async")
             tasks = await asyncio.gather(
-                *(client.create_task(f"a{n}", project_id=project.project_id) for n in range(5))
+                *(
+                    client.create_task(
+                        f"a{n}", project_id=project.project_id, required_capabilities=[NOBODY]
+                    )
+                    for n in range(5)
+                )
             )
             assert client.seen_seq == max(t.seq for t in tasks)
             assert (await client.get_project(project.project_id)).tasks.total == 5
             seen = [
                 c.seq
-                async for c in client.events(project.seq, follow=False)
+                async for c in client.events(project.seq, type="TaskCreated", follow=False)
                 if c.aggregate_id in {t.task_id for t in tasks}
             ]
             assert seen == sorted(t.seq for t in tasks)

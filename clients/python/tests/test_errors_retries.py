@@ -54,8 +54,18 @@ def test_a_hive_out_of_reach_is_a_connection_error() -> None:
 
 def test_a_repeated_key_appends_once_and_says_replayed(admin: Client) -> None:
     key = str(uuid.uuid4())
-    first = admin.request("POST", "/api/v1/tasks", json={"title": "once"}, idempotency_key=key)
-    again = admin.request("POST", "/api/v1/tasks", json={"title": "once"}, idempotency_key=key)
+    first = admin.request(
+        "POST",
+        "/api/v1/tasks",
+        json={"title": "once", "required_capabilities": ["py-nobody"]},
+        idempotency_key=key,
+    )
+    again = admin.request(
+        "POST",
+        "/api/v1/tasks",
+        json={"title": "once", "required_capabilities": ["py-nobody"]},
+        idempotency_key=key,
+    )
     assert first.body == again.body
     assert (first.replayed, again.replayed) == (False, True)
     history = admin.history("task", first.body["task_id"])
@@ -95,7 +105,7 @@ class Flaky(httpx.BaseTransport):
 def test_a_retried_command_is_never_doubled(hive: Hive, fault: str) -> None:
     transport = Flaky(fault)
     with Client(hive.url, hive.admin_token, transport=transport, backoff=0.01) as client:
-        task = client.create_task(f"retried after {fault}")
+        task = client.create_task(f"retried after {fault}", required_capabilities=["py-nobody"])
         assert len(transport.keys) == 2 and transport.keys[0] == transport.keys[1]
         assert [e.type for e in client.history("task", task.task_id).events] == ["TaskCreated"]
         assert client.get_task(task.task_id).title == f"retried after {fault}"
