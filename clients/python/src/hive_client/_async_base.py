@@ -1,6 +1,6 @@
 """The transport of `AsyncClient`: the requests the sans-IO core builds, sent with httpx and tried
-again as the core's policy says. The sync `_sync_base.py` is written from this file by
-scripts/generate (scripts/unasync.py): edit this one."""
+again as the core's policy says. scripts/generate writes the sync module from the async one
+(scripts/unasync.py): edit the async one."""
 
 from __future__ import annotations
 

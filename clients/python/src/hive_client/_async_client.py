@@ -1,6 +1,6 @@
 """`AsyncClient`: the asynchronous client of Hive's API, its methods per resource over the transport
-(`_async_base.py`) and the log's readers (`_async_log.py`). The sync `Client` is written from this
-file by scripts/generate (scripts/unasync.py): edit this one."""
+(`_async_base.py`) and the log's readers (`_async_log.py`). scripts/generate writes the sync module
+from the async one (scripts/unasync.py): edit the async one."""
 
 from __future__ import annotations
 

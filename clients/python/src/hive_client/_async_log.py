@@ -1,6 +1,6 @@
 """The log and the streams of `AsyncClient`: an entity's history, `events()` (the log's pages, then
-its live stream, resumed after a lost connection), an agent's assignments. The sync `_sync_log.py`
-is written from this file by scripts/generate (scripts/unasync.py): edit this one."""
+its live stream, resumed after a lost connection), an agent's assignments. scripts/generate writes
+the sync module from the async one (scripts/unasync.py): edit the async one."""
 
 from __future__ import annotations
 
