@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import uuid
 
 import pytest
 
-from hive_client import AUTO, errors
+from hive_client import AUTO, errors, events, typed_event
 from hive_client._core import Answer, Core, EventsCursor, ServerSentEvent, SSEDecoder
+from hive_client.models import Change
 
 
 def change(seq: int, kind: str = "TaskCreated") -> dict[str, object]:
@@ -125,3 +127,23 @@ def test_the_cursor_refuses_bad_input() -> None:
     cursor.paging = False
     ignored = ServerSentEvent("event", json.dumps(change(1)), "1")
     assert cursor.on_sse(ignored) is None and cursor.after == 1
+
+
+def test_an_event_type_this_client_does_not_know_reads_as_an_envelope() -> None:
+    fields = {
+        "seq": 3,
+        "type": "TaskTeleported",
+        "schema_version": 1,
+        "aggregate": "task",
+        "aggregate_id": str(uuid.uuid4()),
+        "event_id": str(uuid.uuid4()),
+        "correlation_id": str(uuid.uuid4()),
+        "causation_id": None,
+        "actor": "operator",
+        "occurred_at": "2026-12-03T12:00:00Z",
+        "data": {"to": "mars"},
+    }
+    known = typed_event(Change.model_validate({**fields, "type": "TaskQueued", "data": {}}))
+    assert isinstance(known, events.TaskQueued)
+    unknown = typed_event(Change.model_validate(fields))
+    assert type(unknown) is events.Envelope and unknown.data == {"to": "mars"}
