@@ -131,7 +131,7 @@ class _SyncBase:
             raise ValueError(f"path must start with '/': {path!r}")
         if method in ("GET", "HEAD"):
             request = self._core.read(path, params, min_seq=min_seq, headers=headers)
-            request = Request(method, request.path, request.params, request.headers)
+            request = replace(request, method=method)
         else:
             request = self._core.command(
                 method, path, json, idempotency_key=idempotency_key, headers=headers
