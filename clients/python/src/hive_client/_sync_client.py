@@ -16,7 +16,8 @@ from .models import (
     AgentStatusView,
     AgentView,
     Assignment,
-    Create,
+    CreateProject,
+    CreateTask,
     Health,
     Issued,
     ListAgentView,
@@ -168,7 +169,7 @@ class Client(_SyncLog):
     ) -> TaskCommitted:
         """`POST /api/v1/tasks`. `priority`: 1..10 or low, normal, medium, high, critical."""
         body = model(
-            Create,
+            CreateTask,
             {
                 "title": title,
                 "description": description,
@@ -265,11 +266,7 @@ class Client(_SyncLog):
         idempotency_key: str | None = None,
     ) -> ProjectCommitted:
         """`POST /api/v1/projects`."""
-        body = {
-            k: v
-            for k, v in {"name": name, "description": description, "type": type}.items()
-            if v is not None
-        }
+        body = model(CreateProject, {"name": name, "description": description, "type": type})
         return self._post(ProjectCommitted, "/api/v1/projects", body, idempotency_key)
 
     def get_project(self, project_id: Id, *, min_seq: MinSeq = AUTO) -> ProjectView:

@@ -160,6 +160,16 @@ class Counts(BaseModel):
     """
 
 
+class CreateProject(BaseModel):
+    """
+    `POST /api/v1/projects` (Agent Hive 2.0's body: `name`, `description`, `type`).
+    """
+
+    description: Annotated[str | None, Field(max_length=20000)] = None
+    name: Annotated[str, Field(max_length=200, min_length=1)]
+    type: Annotated[str | None, Field(max_length=100, min_length=1)] = None
+
+
 class DeadLetterView(BaseModel):
     """
     An event a projection could not apply.
@@ -854,7 +864,7 @@ class Change(Record):
     """
 
 
-class Create(BaseModel):
+class CreateTask(BaseModel):
     """
     `POST /api/v1/tasks`: Hive's shape, or Agent Hive 2.0's (`task_type`, `description`, named priority).
     """

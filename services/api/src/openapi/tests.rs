@@ -187,3 +187,23 @@ fn the_committed_openapi_document_is_the_served_one() {
         path.display()
     );
 }
+
+/// utoipa names a body's schema after its type, and two types of one name (each route's `Create`)
+/// would share one entry, the last merged: each command's documented body must be its own.
+#[test]
+fn each_command_documents_its_own_body() {
+    let doc = doc();
+    let body = |path: &str| {
+        let reference = doc["paths"][path]["post"]["requestBody"]["content"]["application/json"]
+            ["schema"]["$ref"]
+            .as_str()
+            .unwrap_or_else(|| panic!("POST {path} has a body"))
+            .trim_start_matches("#/components/schemas/")
+            .to_owned();
+        doc["components"]["schemas"][&reference]["properties"].clone()
+    };
+    assert!(body("/api/v1/tasks").get("title").is_some());
+    assert!(body("/api/v1/projects").get("name").is_some());
+    assert!(body("/api/v1/projects").get("title").is_none());
+    assert!(body("/api/v1/agents").get("agent_type").is_some());
+}

@@ -32,6 +32,7 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
 
 /// `POST /api/v1/projects` (Agent Hive 2.0's body: `name`, `description`, `type`).
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(as = CreateProject)]
 struct Create {
     #[schema(min_length = 1, max_length = 200)]
     name: String,

@@ -43,6 +43,7 @@ enum PriorityInput {
 
 /// `POST /api/v1/tasks`: Hive's shape, or Agent Hive 2.0's (`task_type`, `description`, named priority).
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(as = CreateTask)]
 pub(crate) struct Create {
     /// Required unless a description or a task type can name the task.
     #[schema(min_length = 1, max_length = 500)]
