@@ -9,16 +9,18 @@ import uuid
 from hive_client import Client, typed_event
 from hive_client import events as ev
 
-from .conftest import Hive, wait_until
+from .conftest import Hive
 from .proxy import Proxy
 
 
 def test_events_survive_cut_connections_without_gap_or_repeat(
-    hive: Hive, admin: Client, proxy: Proxy
+    hive: Hive, admin: Client, proxy: Proxy, capability: str
 ) -> None:
     head = admin.status(min_seq=None).log
     after = head.last_seq if head else 0
-    before = [admin.create_task(f"backlog {n}") for n in range(12)]
+    # Tasks no agent can take: the log holds what this test writes (and whatever else happens then).
+    mine = [capability]
+    before = [admin.create_task(f"backlog {n}", required_capabilities=mine) for n in range(12)]
     later: list[uuid.UUID] = []
     seen: list[int] = []
     cuts = 0
@@ -28,7 +30,9 @@ def test_events_survive_cut_connections_without_gap_or_repeat(
         for change in client.events(after, aggregate="task", page_size=5):
             seen.append(change.seq)
             if len(seen) >= len(before) and len(later) < 30:
-                later.append(admin.create_task(f"live {len(later)}").task_id)
+                later.append(
+                    admin.create_task(f"live {len(later)}", required_capabilities=mine).task_id
+                )
             if cuts < 3 and len(seen) >= 16 + 6 * cuts and len(proxy.streams()) > cuts:
                 assert proxy.cut() >= 1, "a live stream to cut"
                 cuts += 1
@@ -79,21 +83,25 @@ def test_each_event_reads_as_its_own_type(admin: Client) -> None:
     assert change.seq == task.seq and change.state == "queued"
 
 
-def test_a_follower_sees_new_events_live(hive: Hive, admin: Client) -> None:
-    after = admin.create_task("marker").seq
-    got: list[str] = []
+def test_a_follower_sees_new_events_live(hive: Hive, admin: Client, capability: str) -> None:
+    after = admin.create_task("marker", required_capabilities=[capability]).seq
+    got: list[tuple[uuid.UUID | None, str]] = []
 
     def follow() -> None:
         with hive.client() as reader:
             for change in reader.events(after, aggregate="task"):
-                got.append(str(change.type))
-                if len(got) == 2:
+                got.append((change.aggregate_id, str(change.type)))
+                if len(live) == 2 and got[-1][0] == live[-1]:
                     return
 
+    live: list[uuid.UUID] = []
     follower = threading.Thread(target=follow)
     follower.start()
-    admin.create_task("live 1")
-    admin.create_task("live 2")
-    wait_until(lambda: len(got) == 2, timeout=20, what="two live events")
-    follower.join(timeout=10)
-    assert got == ["TaskCreated", "TaskCreated"]
+    for n in (1, 2):
+        live.append(admin.create_task(f"live {n}", required_capabilities=[capability]).task_id)
+    follower.join(timeout=20)
+    assert not follower.is_alive(), f"the follower saw both new tasks live: {got}"
+    assert [(i, t) for i, t in got if i in live] == [
+        (live[0], "TaskCreated"),
+        (live[1], "TaskCreated"),
+    ]
