@@ -27,6 +27,41 @@ def test_quickstart_example(hive: Hive) -> None:
     assert "project progress: 100%" in done.stdout
 
 
+def test_the_quickstart_runs_from_a_fresh_venv_with_the_package_installed(
+    hive: Hive, tmp_path: Path
+) -> None:
+    """As a user does it: `pip install ./clients/python` (a built package, not this checkout's
+    sources) into a new venv, then the quick start from a directory that is not the checkout."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    python = venv / "bin" / "python"
+    installed = subprocess.run(
+        [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", str(HERE)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert installed.returncode == 0, installed.stdout + installed.stderr
+    where = subprocess.run(
+        [str(python), "-c", "import hive_client; print(hive_client.__file__)"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert str(venv) in where.stdout, f"imported from the venv, not the checkout: {where.stdout}"
+    done = subprocess.run(
+        [str(python), str(HERE / "examples" / "quickstart.py")],
+        cwd=tmp_path,
+        env=hive.env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "project progress: 100%" in done.stdout
+
+
 def test_agent_example(hive: Hive, admin: Client, operator_token: str, capability: str) -> None:
     log = hive.home / f"agent-{capability}.log"
     with open(log, "w") as out:
