@@ -78,17 +78,9 @@ impl Client {
         let response = self
             .request(Method::GET, &format!("/api/v1/agents/{agent}/assignments"))
             .send()
+            .await?
+            .succeeded()
             .await?;
-        if !response.status().is_success() {
-            return Err(response
-                .answer()
-                .await
-                .err()
-                .unwrap_or_else(|| ClientError::BadAnswer {
-                    url: format!("/api/v1/agents/{agent}/assignments"),
-                    reason: "a redirect".into(),
-                }));
-        }
         Ok(response
             .sse()
             .take_while(|event| std::future::ready(event.is_ok()))

@@ -205,17 +205,9 @@ impl Follow {
             .request(Method::GET, &self.filter.stream_path())
             .header("Last-Event-ID", self.last.to_string())
             .send()
+            .await?
+            .succeeded()
             .await?;
-        if !response.status().is_success() {
-            return Err(response
-                .answer()
-                .await
-                .err()
-                .unwrap_or_else(|| ClientError::BadAnswer {
-                    url: self.filter.stream_path(),
-                    reason: "a redirect".into(),
-                }));
-        }
         self.live = Some(response.sse().boxed());
         Ok(())
     }

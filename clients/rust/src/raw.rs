@@ -161,6 +161,18 @@ impl Response {
         })
     }
 
+    /// Itself if its status is a success (a stream to read), else the error its body carries.
+    pub async fn succeeded(self) -> Result<Self, ClientError> {
+        if self.status().is_success() {
+            return Ok(self);
+        }
+        let url = self.url().to_owned();
+        Err(self.answer().await.err().unwrap_or(ClientError::BadAnswer {
+            url,
+            reason: "a redirect".into(),
+        }))
+    }
+
     /// Its body as it arrives.
     pub fn bytes_stream(self) -> impl Stream<Item = Result<Bytes, ClientError>> + Send + use<> {
         let url = self.url().to_owned();
