@@ -208,3 +208,40 @@ async fn events_of_one_agent_are_its_events_and_never_its_heartbeats() {
     assert_eq!(after["aggregate_id"], agent.to_string());
     hive.stop().await;
 }
+
+/// A connection that goes silent without closing (its peer gone, a NAT that forgot it) is taken for
+/// dead after the client's `silence`, and `events()` goes on over a new one from where it was.
+#[tokio::test]
+async fn events_leave_a_silent_connection_and_go_on_from_where_they_were() {
+    let world = World::new().await;
+    let hive = world.hive().await;
+    let proxy = Proxy::to(&hive.base).await;
+    let follower = hive_tests::authorized_client(&proxy.url(), &hive.token)
+        .with_silence(Duration::from_millis(500));
+    let first = hive
+        .http
+        .create_task(&json!({"title": "before"}))
+        .await
+        .unwrap();
+    let mut events = Box::pin(follower.events(0, EventFilter::aggregate(AggregateKind::Task)));
+    assert_eq!(next(&mut events).await["seq"], first["seq"]);
+
+    // Once the stream is open, it falls silent, and the log goes on.
+    let (seen, later) = tokio::join!(next(&mut events), async {
+        hive_tests::eventually(
+            Duration::from_secs(10),
+            Duration::from_millis(10),
+            async || (proxy.requests_to("/api/v1/stream") == 1).then_some(()),
+        )
+        .await;
+        assert!(proxy.stall() >= 1, "the stream's connection to stall");
+        hive.http
+            .create_task(&json!({"title": "while silent"}))
+            .await
+            .unwrap()
+    });
+    assert_eq!(seen["seq"], later["seq"], "{seen}");
+    assert_eq!(seen["type"], "TaskCreated");
+    assert_eq!(proxy.requests_to("/api/v1/stream"), 2, "one reconnect");
+    hive.stop().await;
+}

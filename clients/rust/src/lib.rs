@@ -38,6 +38,10 @@ pub use reqwest::{Method, StatusCode, header};
 
 /// How many times a command or read is sent before its transient failure is answered.
 const ATTEMPTS: u32 = 8;
+/// How long a stream may go without a byte before it is taken for dead: the API sends a keep-alive
+/// every 15 s, so a connection silent this long lost its peer without being closed (a host gone, a
+/// NAT that forgot it), and waiting on it would wait forever.
+const SILENCE: Duration = Duration::from_secs(40);
 
 /// A client of one Hive API. Clones share the connection pool and the sequence their commands reached.
 #[derive(Clone, Debug)]
@@ -48,6 +52,7 @@ pub struct Client {
     /// The highest `seq` a command of this client (or a clone) was answered with.
     written: Arc<AtomicU64>,
     attempts: u32,
+    silence: Duration,
 }
 
 impl Client {
@@ -62,6 +67,7 @@ impl Client {
             token: None,
             written: Arc::default(),
             attempts: ATTEMPTS,
+            silence: SILENCE,
         }
     }
 
@@ -76,6 +82,14 @@ impl Client {
     /// answering its transient failure.
     pub fn with_attempts(mut self, attempts: u32) -> Self {
         self.attempts = attempts.max(1);
+        self
+    }
+
+    /// The same client, taking a stream (server-sent events) for dead after `silence` without a byte
+    /// (default 40 s; the API sends a keep-alive every 15 s): the stream then ends with an error, and
+    /// [`Client::events`] reconnects.
+    pub fn with_silence(mut self, silence: Duration) -> Self {
+        self.silence = silence;
         self
     }
 

@@ -21,6 +21,7 @@ pub struct Request {
     url: String,
     inner: reqwest::RequestBuilder,
     token: Option<String>,
+    silence: Duration,
 }
 
 impl Request {
@@ -30,6 +31,7 @@ impl Request {
             inner: client.http.request(method, &url),
             url,
             token: client.token.clone(),
+            silence: client.silence,
         }
     }
 
@@ -82,7 +84,10 @@ impl Request {
             None => self.inner,
         };
         match request.send().await {
-            Ok(inner) => Ok(Response { inner }),
+            Ok(inner) => Ok(Response {
+                inner,
+                silence: self.silence,
+            }),
             Err(source) => Err(ClientError::Unreachable {
                 url: self.url,
                 source,
@@ -95,6 +100,8 @@ impl Request {
 #[derive(Debug)]
 pub struct Response {
     inner: reqwest::Response,
+    /// How long its body may go without a byte when read as a stream of events.
+    silence: Duration,
 }
 
 impl Response {
@@ -185,10 +192,31 @@ impl Response {
     }
 
     /// Its body read as server-sent events. Ends when the connection does (an error first, if it
-    /// broke).
+    /// broke), or with an error once it has been silent for the client's `silence`
+    /// ([`Client::with_silence`]).
     pub fn sse(self) -> impl Stream<Item = Result<SseEvent, ClientError>> + Send + use<> {
         let url = self.url().to_owned();
-        self.inner.bytes_stream().eventsource().map(move |event| {
+        let silence = self.silence;
+        let bytes = self
+            .inner
+            .bytes_stream()
+            .map(|chunk| chunk.map_err(std::io::Error::other));
+        // Each chunk awaited at most `silence`; a silent connection yields one error and ends.
+        let alive = futures::stream::unfold(Some(bytes), move |bytes| async move {
+            let mut bytes = bytes?;
+            match tokio::time::timeout(silence, bytes.next()).await {
+                Ok(Some(chunk)) => Some((chunk, Some(bytes))),
+                Ok(None) => None,
+                Err(_) => Some((
+                    Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("no byte for {silence:?}: the connection is taken for dead"),
+                    )),
+                    None,
+                )),
+            }
+        });
+        alive.eventsource().map(move |event| {
             event
                 .map(|e| SseEvent {
                     event: e.event,
