@@ -157,6 +157,69 @@ impl HiveProcess {
     }
 }
 
+/// One part of the hive as its own process (`hive serve api|projector|scheduler`) on a run's servers;
+/// stopped with SIGTERM when dropped.
+pub struct Served {
+    child: Child,
+    /// `http://127.0.0.1:<port>` (the API's; unused by the other parts).
+    pub base: String,
+}
+
+impl Served {
+    /// Starts `hive serve <part>` in `namespace`; for the API, waits until it listens.
+    pub async fn start(
+        part: &str,
+        nats_url: &str,
+        database_url: &str,
+        namespace: &str,
+    ) -> anyhow::Result<Self> {
+        let port = hive_devservers::free_port()?;
+        let base = format!("http://127.0.0.1:{port}");
+        let child = hive_command()?
+            .args(["serve", part])
+            .env("HIVE_NATS_URL", nats_url)
+            .env("HIVE_DATABASE_URL", database_url)
+            .env("HIVE_NAMESPACE", namespace)
+            .env("HIVE_HTTP_ADDR", format!("127.0.0.1:{port}"))
+            .env(
+                "HIVE_LOG",
+                std::env::var("HIVE_BENCH_HIVE_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdin(Stdio::null())
+            .spawn()?;
+        let served = Self { child, base };
+        if part == "api" {
+            let http = hive_client::Client::new(&served.base);
+            crate::wait::eventually(
+                Duration::from_secs(600),
+                Duration::from_millis(5),
+                "hive serve api listening",
+                async || {
+                    let live = http.request(Method::GET, "/livez").send().await;
+                    Ok(live.is_ok_and(|r| r.status() == 200).then_some(()))
+                },
+            )
+            .await?;
+        }
+        Ok(served)
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let _ = self.child.wait();
+    }
+}
+
+/// A command running the `hive` binary next to this one.
+pub fn hive_command() -> anyhow::Result<Command> {
+    Ok(Command::new(hive_binary()?))
+}
+
 impl Drop for HiveProcess {
     fn drop(&mut self) {
         // Under a wrapper, stop the hive and let the wrapper finish its report.

@@ -112,6 +112,14 @@ enum Scenario {
         #[arg(long, default_value_t = 1_000)]
         background: u32,
     },
+    /// Start-up on a long history: `hive up`, a standby scheduler taking over cold, an API alone and
+    /// `hive audit agent`, each timed from its spawn on a log of `events` events (nearly all of
+    /// finished tasks), loaded and projected first.
+    Startup {
+        /// Events in the log.
+        #[arg(long, default_value_t = 100_000)]
+        events: u64,
+    },
     /// Every scenario, tiny: proves the harness runs and produces its figures (CI).
     Smoke,
 }
@@ -166,6 +174,7 @@ async fn run(
             samples,
             background,
         } => screen::screen(servers, samples, background).await,
+        Scenario::Startup { events } => scenarios::startup(servers, events).await,
         Scenario::Smoke => {
             let mut tables = scenarios::rebuild(servers, 2_000).await?;
             tables.extend(scenarios::ingest(servers, 500, 1).await?);
@@ -176,6 +185,7 @@ async fn run(
             tables.extend(scenarios::overload(servers, 200, 50, 1).await?);
             tables.extend(scenarios::dashboard(servers, 100, 10).await?);
             tables.extend(screen::screen(servers, 5, 50).await?);
+            tables.extend(scenarios::startup(servers, 2_000).await?);
             Ok(tables)
         }
     }

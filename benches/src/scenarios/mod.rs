@@ -11,6 +11,7 @@ mod overload;
 mod project;
 mod query;
 mod rebuild;
+mod startup;
 
 use hive_client::Method;
 use std::time::Duration;
@@ -28,6 +29,7 @@ pub use overload::overload;
 pub use project::project;
 pub use query::query;
 pub use rebuild::rebuild;
+pub use startup::startup;
 
 /// The servers a run uses: started here unless given.
 pub struct Servers {

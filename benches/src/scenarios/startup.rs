@@ -1,0 +1,231 @@
+//! Start-up on a long history (issue 16: start-up should follow open work, not history). A log of
+//! `events` events, nearly all of tasks long finished, is loaded and projected first, as a hive that
+//! ran for a long time leaves it; then each part starts as its own process on it and is timed from its
+//! spawn to its first useful act:
+//! - `hive up`: healthy; the log's last task read correctly; a task created once healthy assigned to a
+//!   live agent (the scheduler has folded the log);
+//! - a standby scheduler taking over cold (`hive serve scheduler`, the previous leader gone): a task
+//!   waiting for it assigned;
+//! - an API alone (`hive serve api`): its first correct answer;
+//! - `hive audit agent`: one agent's history and that of every task it touched.
+
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use hive_client::{Client, MinSeq};
+use hive_eventlog::audit::Record;
+use hive_events::AggregateKind;
+use serde_json::json;
+use uuid::Uuid;
+
+use super::project::project_backlog;
+use super::{Servers, unique};
+use crate::hive_process::{HiveProcess, Served};
+use crate::report::{Row, Table};
+use crate::wait::eventually;
+
+/// How long any one start may take before the run fails.
+const PATIENCE: Duration = Duration::from_secs(600);
+
+/// A row of one duration (shown as its latency).
+fn took(what: &str, d: Duration, note: String) -> Row {
+    Row {
+        what: what.into(),
+        rate: None,
+        raw: None,
+        latency: Some((d, d, d)),
+        rss: None,
+        note,
+    }
+}
+
+/// Load and project `events`, then start each part on them.
+pub async fn startup(servers: &Servers, events: u64) -> anyhow::Result<Vec<Table>> {
+    let namespace = unique("startup");
+    let backends = servers.backends(&namespace).await?;
+    let log = &backends.log;
+    let loaded = crate::load::load(log, events).await?;
+    let head = log.last_seq().await?;
+    project_backlog(&backends, head).await?;
+    let last_task = *loaded.tasks.last().expect("a task");
+    let some_agent = first_agent(log).await?;
+    let database = servers.database(&namespace);
+    let mut rows = Vec::new();
+
+    // `hive up`, every part in one process.
+    let began = Instant::now();
+    let hive = HiveProcess::start(&servers.nats_url, &database, &namespace).await?;
+    let healthy = began.elapsed();
+    let http = hive.http();
+    read_correctly(&http, last_task).await?;
+    let answered = began.elapsed();
+    let agent = LiveAgent::register(&http).await?;
+    let task = agent.task_for(&http).await?;
+    assigned(log, task).await?;
+    let scheduled = began.elapsed();
+    let token = hive.token.clone();
+    drop(hive); // SIGTERM: its scheduler gives up its lease as it stops
+    rows.push(took("hive up: spawn → healthy", healthy, String::new()));
+    rows.push(took(
+        "hive up: spawn → the log's last task read correctly",
+        answered,
+        String::new(),
+    ));
+    rows.push(took(
+        "hive up: spawn → a task created once healthy is assigned",
+        scheduled,
+        "to a live agent registered then: the scheduler has folded the log".into(),
+    ));
+
+    // A standby scheduler taking over cold: the API and the projector run, a task waits for it.
+    let api = Served::start("api", &servers.nats_url, &database, &namespace).await?;
+    let _projector = Served::start("projector", &servers.nats_url, &database, &namespace).await?;
+    let http = Client::new(&api.base).with_token(Some(token.clone()));
+    agent.keep_alive(&http);
+    let waiting = agent.task_for(&http).await?;
+    let began = Instant::now();
+    let _scheduler = Served::start("scheduler", &servers.nats_url, &database, &namespace).await?;
+    assigned(log, waiting).await?;
+    rows.push(took(
+        "standby scheduler taking over cold: spawn → a waiting task assigned",
+        began.elapsed(),
+        "hive serve scheduler; the previous leader released its lease".into(),
+    ));
+
+    // An API alone, started beside the running one.
+    let began = Instant::now();
+    let second = Served::start("api", &servers.nats_url, &database, &namespace).await?;
+    let http = Client::new(&second.base).with_token(Some(token));
+    read_correctly(&http, last_task).await?;
+    rows.push(took(
+        "API alone: spawn → first correct answer",
+        began.elapsed(),
+        "hive serve api: GET the log's last task (Hive-Min-Seq: head)".into(),
+    ));
+
+    // An auditor's question about one agent.
+    let began = Instant::now();
+    let audit = crate::hive_process::hive_command()?
+        .args(["audit", "agent", &some_agent.to_string(), "--json"])
+        .env("HIVE_NATS_URL", &servers.nats_url)
+        .env("HIVE_DATABASE_URL", &database)
+        .env("HIVE_NAMESPACE", &namespace)
+        .env("HIVE_LOG", "warn")
+        .output()?;
+    anyhow::ensure!(
+        audit.status.success(),
+        "hive audit agent: {}",
+        String::from_utf8_lossy(&audit.stderr)
+    );
+    let output = String::from_utf8_lossy(&audit.stdout);
+    let records = serde_json::from_str::<Vec<serde_json::Value>>(&output)
+        .map_or_else(|_| output.lines().count(), |all| all.len());
+    rows.push(took(
+        "hive audit agent (one of the log's agents)",
+        began.elapsed(),
+        format!("{records} records of the agent and its tasks"),
+    ));
+
+    Ok(vec![Table {
+        title: format!(
+            "start-up on a log of {head} events ({} tasks, nearly all finished)",
+            loaded.tasks.len()
+        ),
+        rows,
+    }])
+}
+
+/// The agent the log's first event registered.
+async fn first_agent(log: &hive_eventlog::EventLog) -> anyhow::Result<Uuid> {
+    let mut events = Box::pin(log.read_from(1).await?);
+    let first = events
+        .next()
+        .await
+        .ok_or_else(|| anyhow::anyhow!("an empty log"))??;
+    let subject = first.subject.rsplit('.').next().unwrap_or_default();
+    Ok(subject.parse()?)
+}
+
+/// Waits until `task` reads as the loader left it: completed.
+async fn read_correctly(http: &Client, task: Uuid) -> anyhow::Result<()> {
+    eventually(
+        PATIENCE,
+        Duration::from_millis(5),
+        "a correct answer",
+        async || {
+            let path = format!("/api/v1/tasks/{task}");
+            Ok(match http.get_at(&path, MinSeq::Head).await {
+                Ok(found) => (found["status"] == "completed").then_some(()),
+                Err(_) => None, // not listening yet, or not caught up
+            })
+        },
+    )
+    .await
+}
+
+/// Waits until the log holds `task`'s assignment.
+async fn assigned(log: &hive_eventlog::EventLog, task: Uuid) -> anyhow::Result<()> {
+    eventually(
+        PATIENCE,
+        Duration::from_millis(5),
+        "the assignment",
+        async || {
+            let history = log.history(AggregateKind::Task, task).await?;
+            let subjects = log.subjects();
+            Ok(history
+                .iter()
+                .any(|raw| Record::of(raw, subjects).event_type.as_deref() == Some("TaskAssigned"))
+                .then_some(()))
+        },
+    )
+    .await
+}
+
+/// An agent of a capability of its own, kept alive by heartbeats, so the tasks that need it wait
+/// for the scheduler and for nothing else.
+struct LiveAgent {
+    id: Uuid,
+    capability: String,
+}
+
+impl LiveAgent {
+    async fn register(http: &Client) -> anyhow::Result<Self> {
+        let capability = format!("startup-{}", Uuid::now_v7().simple());
+        let body = json!({"agent_type": "worker", "capabilities": [capability],
+                          "max_concurrent_tasks": 10});
+        let id = http.register_agent(&body).await?["agent_id"]
+            .as_str()
+            .and_then(|id| id.parse().ok())
+            .ok_or_else(|| anyhow::anyhow!("no agent id"))?;
+        let agent = Self { id, capability };
+        agent.keep_alive(http);
+        Ok(agent)
+    }
+
+    /// Heartbeats every second through `http`, for as long as this process runs.
+    fn keep_alive(&self, http: &Client) {
+        let (http, id) = (http.clone(), self.id);
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                every.tick().await;
+                // A refusal (the API stopping) ends it; another API keeps it alive then.
+                if http.heartbeat(id).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+
+    /// A new task only this agent can take.
+    async fn task_for(&self, http: &Client) -> anyhow::Result<Uuid> {
+        let created = http
+            .create_task(&json!({"title": "after start-up",
+                                 "required_capabilities": [self.capability]}))
+            .await?;
+        created["task_id"]
+            .as_str()
+            .and_then(|id| id.parse().ok())
+            .ok_or_else(|| anyhow::anyhow!("no task id"))
+    }
+}
