@@ -126,6 +126,7 @@ pub async fn startup(servers: &Servers, events: u64) -> anyhow::Result<Vec<Table
         format!("{records} records of the agent and its tasks"),
     ));
 
+    rows.push(storage(&backends, head).await?);
     Ok(vec![Table {
         title: format!(
             "start-up on a log of {head} events ({} tasks, nearly all finished)",
@@ -133,6 +134,45 @@ pub async fn startup(servers: &Servers, events: u64) -> anyhow::Result<Vec<Table
         ),
         rows,
     }])
+}
+
+/// What the history costs to keep: the stream's bytes (JetStream's count, as stored) and the read
+/// models' database.
+async fn storage(backends: &hive::Backends, head: u64) -> anyhow::Result<Row> {
+    use sea_orm::ConnectionTrait;
+    let log = &backends.log;
+    let js = async_nats::jetstream::new(log.client());
+    let stream = js
+        .get_stream(log.namespace().stream())
+        .await?
+        .info()
+        .await?
+        .state
+        .bytes;
+    let database = backends
+        .db
+        .query_one_raw(sea_orm::Statement::from_string(
+            backends.db.get_database_backend(),
+            "SELECT pg_database_size(current_database()) AS bytes",
+        ))
+        .await?
+        .map(|row| row.try_get::<i64>("", "bytes"))
+        .transpose()?
+        .unwrap_or_default();
+    let mib = |bytes: f64| bytes / (1024.0 * 1024.0);
+    Ok(Row {
+        what: "storage: the log, the read models".into(),
+        rate: None,
+        raw: None,
+        latency: None,
+        rss: None,
+        note: format!(
+            "stream {:.0} MiB ({:.0} bytes an event), read-model database {:.0} MiB",
+            mib(stream as f64),
+            stream as f64 / head.max(1) as f64,
+            mib(database as f64)
+        ),
+    })
 }
 
 /// The agent the log's first event registered.
