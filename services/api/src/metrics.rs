@@ -120,6 +120,10 @@ fn describe() {
         "time from a task becoming queued to its assignment"
     );
     describe_counter!("hive_scheduler_assignments_total", "assignments made");
+    describe_gauge!(
+        "hive_leader",
+        "1 while this process runs the part named by label part as its active instance (the scheduler: holds the lease), 0 while it stands by"
+    );
     describe_gauge!("hive_agents", "agents by status");
     describe_gauge!("hive_tasks", "tasks by status");
     // Counters exist from the start (at zero), so dashboards and alerts see them before the first event.

@@ -51,6 +51,12 @@ impl Default for SchedulerConfig {
     }
 }
 
+/// `hive_leader{part="scheduler"}`: 1 while this instance holds the lease, else 0 (the alert on no
+/// leader sums it over the instances).
+fn leader_gauge() -> metrics::Gauge {
+    metrics::gauge!("hive_leader", "part" => "scheduler")
+}
+
 /// The scheduler.
 pub struct Scheduler {
     log: EventLog,
@@ -70,6 +76,12 @@ impl Scheduler {
         }
     }
 
+    /// Tells the watchers and the `hive_leader{part="scheduler"}` gauge whether this instance leads.
+    fn set_leading(&self, leading: bool) {
+        self.leading.send_replace(leading);
+        leader_gauge().set(if leading { 1.0 } else { 0.0 });
+    }
+
     /// True while this instance is the active scheduler.
     pub fn leading(&self) -> watch::Receiver<bool> {
         self.leading.subscribe()
@@ -79,6 +91,8 @@ impl Scheduler {
     /// if it loses it.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), LogError> {
         let mut shutdown = std::pin::pin!(shutdown.fuse());
+        // A standby exports 0, so "no scheduler leads" is a sum of 0 rather than no series.
+        leader_gauge().set(0.0);
         let poll = self.config.leader_ttl / 10;
         // A cluster still electing its leaders cannot create the bucket yet: keep trying.
         let mut lease = loop {
@@ -94,16 +108,16 @@ impl Scheduler {
         loop {
             if lease.try_acquire().await {
                 tracing::info!(instance = %self.config.instance, "leading the scheduling");
-                self.leading.send_replace(true);
+                self.set_leading(true);
                 let result = tokio::select! {
                     () = &mut shutdown => {
                         lease.release().await;
-                        self.leading.send_replace(false);
+                        self.set_leading(false);
                         return Ok(());
                     }
                     result = self.lead(&mut lease) => result,
                 };
-                self.leading.send_replace(false);
+                self.set_leading(false);
                 if let Err(e) = result {
                     tracing::warn!(error = %e, "scheduler interrupted");
                     lease.release().await;
