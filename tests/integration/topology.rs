@@ -526,6 +526,61 @@ async fn the_compose_topology_runs_without_docker() {
             .any(|(depth, assigned)| *depth && assigned.is_some_and(|n| n >= 1.0)),
         "no scheduler exported its queue depth and an assignment's latency: {measured:?}"
     );
+    // What the alerts on leadership read: the one projector is active, and exactly one of the two
+    // schedulers leads, the other exports 0 (so the rule's sum is 1).
+    let leader = |text: &str, part: &str| -> Vec<f64> {
+        hive_tests::exposition::parse(text)
+            .samples
+            .into_iter()
+            .filter(|s| s.metric == "hive_leader" && s.labels.get("part") == Some(part))
+            .filter_map(|s| match s.value {
+                prometheus_parse::Value::Gauge(v) | prometheus_parse::Value::Untyped(v) => Some(v),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(leader(&projector, "projector"), [1.0], "{projector}");
+    let mut leading = Vec::new();
+    for port in scheduler_metrics {
+        leading.extend(leader(&metrics_of(port).await, "scheduler"));
+    }
+    leading.sort_by(f64::total_cmp);
+    assert_eq!(leading, [0.0, 1.0], "hive_leader of the two schedulers");
+    // What the alerts on stream replicas read: the NATS exporter (`-jsz all`) asks each node's
+    // monitoring port for this, and each node reports its own copy of the event stream; once the
+    // writes are replicated, all three are at the same sequence.
+    let copies: Vec<u64> = until(
+        Duration::from_secs(20),
+        "three copies of the event stream at one sequence",
+        show_logs,
+        async || {
+            let mut copies = Vec::new();
+            for node in &nodes {
+                let url = format!(
+                    "{}/jsz?consumers=true&config=true&raft=true",
+                    node.monitoring_url()
+                );
+                let jsz: Value = http
+                    .request(Method::GET, &url)
+                    .send()
+                    .await
+                    .ok()?
+                    .json()
+                    .await
+                    .ok()?;
+                let last_seq = jsz["account_details"]
+                    .as_array()?
+                    .iter()
+                    .flat_map(|account| account["stream_detail"].as_array().into_iter().flatten())
+                    .find(|stream| stream["name"] == "HIVE_EVENTS")?["state"]["last_seq"]
+                    .as_u64()?;
+                copies.push(last_seq);
+            }
+            (copies.iter().all(|seq| *seq == copies[0])).then_some(copies)
+        },
+    )
+    .await;
+    assert!(copies[0] > 0, "{copies:?}");
     drop(stream);
     // Each part did all of that as its own user, and no node refused any of them anything.
     for n in 0..3 {
