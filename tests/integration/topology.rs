@@ -4,9 +4,9 @@
 //!
 //! Long because each test walks the whole compose topology in order: a split would hide it. Its
 //! monitoring (Prometheus' configuration, the alert rules and their tests, the dashboard's queries) is
-//! checked with promtool in `alerts`.
+//! checked with promtool in `monitoring`.
 
-mod alerts;
+mod monitoring;
 
 use hive_client::Method;
 use std::collections::BTreeSet;
@@ -283,14 +283,14 @@ async fn the_compose_files_are_valid_and_the_dashboard_reads_real_metrics() {
     )
     .expect("the Grafana dashboard is JSON");
     // Hive's metrics the dashboard plots and the alert rules read (the exporters' are checked in
-    // `alerts`).
+    // `monitoring`).
     let mut wanted = BTreeSet::new();
     for panel in dashboard["panels"].as_array().unwrap() {
         for target in panel["targets"].as_array().unwrap() {
             wanted.extend(metrics_in(target["expr"].as_str().unwrap()));
         }
     }
-    for rule in alerts::alert_rules() {
+    for rule in monitoring::alert_rules() {
         wanted.extend(metrics_in(rule["expr"].as_str().unwrap()));
     }
     wanted.retain(|name| name.starts_with("hive_") || name.starts_with("process_"));
@@ -348,51 +348,6 @@ async fn the_compose_files_are_valid_and_the_dashboard_reads_real_metrics() {
     let missing: Vec<_> = wanted.difference(&exported).collect();
     assert!(missing.is_empty(), "read but not exported: {missing:?}");
     hive.stop().await;
-
-    // compose's postgres-monitor makes hive_exporter, the PostgreSQL exporter's role, and is safe to
-    // run again; the role reads the server's statistics and none of Hive's tables.
-    let psql = hive_devservers::postgres_bin_dir().unwrap().join("psql");
-    let run_psql = |url: &str, args: &[&str]| {
-        std::process::Command::new(&psql)
-            .arg(url)
-            .args(["-v", "ON_ERROR_STOP=1", "-X", "-q", "-t"])
-            .args(args)
-            .output()
-            .expect("run psql")
-    };
-    let role_sql = dir.join("exporter-role.sql");
-    for _ in 0..2 {
-        let made = run_psql(
-            &world.database_url,
-            &[
-                "-v",
-                "password=exporter-secret",
-                "-f",
-                role_sql.to_str().unwrap(),
-            ],
-        );
-        assert!(
-            made.status.success(),
-            "exporter-role.sql: {}",
-            String::from_utf8_lossy(&made.stderr)
-        );
-    }
-    let exporter =
-        hive::with_credentials(&world.database_url, "hive_exporter", "exporter-secret").unwrap();
-    let stats = run_psql(
-        &exporter,
-        &["-c", "SELECT sum(numbackends) FROM pg_stat_database"],
-    );
-    assert!(
-        stats.status.success(),
-        "{}",
-        String::from_utf8_lossy(&stats.stderr)
-    );
-    let hive_rows = run_psql(&exporter, &["-c", "SELECT count(*) FROM agents"]);
-    assert!(
-        String::from_utf8_lossy(&hive_rows.stderr).contains("permission denied"),
-        "hive_exporter reads Hive's tables: {hive_rows:?}"
-    );
 }
 
 #[tokio::test]

@@ -2,13 +2,16 @@
 //! `scripts/install-deps --test-tools`) finds `prometheus.yml` and the alert rules valid, runs the rules'
 //! unit tests (`compose/alerts.test.yml`: each alert fires where it should, stays quiet where it should
 //! not, and says what it should), and parses every query of the Grafana dashboard. Hive's own metrics
-//! in those queries are checked against a running hive by `the_compose_files_are_valid_and_the_dashboard_reads_real_metrics`;
-//! the exporters' cannot be (no exporter runs here): their names are checked against the list below.
+//! in those queries are checked against a running hive by the parent module's
+//! `the_compose_files_are_valid_and_the_dashboard_reads_real_metrics`; the exporters' cannot be (no
+//! exporter runs here): their names are checked against the list below.
+//! The SQL that makes the PostgreSQL exporter's role runs on the test's PostgreSQL.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use hive_tests::World;
 use serde_json::{Value, json};
 
 use super::{compose_dir, metrics_in, yaml};
@@ -181,4 +184,54 @@ fn every_query_of_the_dashboard_and_the_rules_parses_and_reads_known_metrics() {
             "the dashboard reads no {prefix}* series"
         );
     }
+}
+
+/// compose's postgres-monitor makes hive_exporter, the PostgreSQL exporter's role, and is safe to run
+/// again; the role reads the server's statistics and none of Hive's tables.
+#[tokio::test]
+async fn the_postgres_exporter_role_reads_statistics_only() {
+    let world = World::new().await; // its database migrated: Hive's tables
+    let dir = compose_dir();
+    let psql = hive_devservers::postgres_bin_dir().unwrap().join("psql");
+    let run_psql = |url: &str, args: &[&str]| {
+        std::process::Command::new(&psql)
+            .arg(url)
+            .args(["-v", "ON_ERROR_STOP=1", "-X", "-q", "-t"])
+            .args(args)
+            .output()
+            .expect("run psql")
+    };
+    let role_sql = dir.join("exporter-role.sql");
+    for _ in 0..2 {
+        let made = run_psql(
+            &world.database_url,
+            &[
+                "-v",
+                "password=exporter-secret",
+                "-f",
+                role_sql.to_str().unwrap(),
+            ],
+        );
+        assert!(
+            made.status.success(),
+            "exporter-role.sql: {}",
+            String::from_utf8_lossy(&made.stderr)
+        );
+    }
+    let exporter =
+        hive::with_credentials(&world.database_url, "hive_exporter", "exporter-secret").unwrap();
+    let stats = run_psql(
+        &exporter,
+        &["-c", "SELECT sum(numbackends) FROM pg_stat_database"],
+    );
+    assert!(
+        stats.status.success(),
+        "{}",
+        String::from_utf8_lossy(&stats.stderr)
+    );
+    let hive_rows = run_psql(&exporter, &["-c", "SELECT count(*) FROM agents"]);
+    assert!(
+        String::from_utf8_lossy(&hive_rows.stderr).contains("permission denied"),
+        "hive_exporter reads Hive's tables: {hive_rows:?}"
+    );
 }
