@@ -528,24 +528,32 @@ async fn the_compose_topology_runs_without_docker() {
     );
     // What the alerts on leadership read: the one projector is active, and exactly one of the two
     // schedulers leads, the other exports 0 (so the rule's sum is 1).
-    let leader = |text: &str, part: &str| -> Vec<f64> {
+    let leader = |text: &str, metric: &str| -> Vec<f64> {
         hive_tests::exposition::parse(text)
             .samples
             .into_iter()
-            .filter(|s| s.metric == "hive_leader" && s.labels.get("part") == Some(part))
+            .filter(|s| s.metric == metric)
             .filter_map(|s| match s.value {
                 prometheus_parse::Value::Gauge(v) | prometheus_parse::Value::Untyped(v) => Some(v),
                 _ => None,
             })
             .collect()
     };
-    assert_eq!(leader(&projector, "projector"), [1.0], "{projector}");
+    assert_eq!(
+        leader(&projector, "hive_projector_leading"),
+        [1.0],
+        "{projector}"
+    );
     let mut leading = Vec::new();
     for port in scheduler_metrics {
-        leading.extend(leader(&metrics_of(port).await, "scheduler"));
+        leading.extend(leader(&metrics_of(port).await, "hive_scheduler_leading"));
     }
     leading.sort_by(f64::total_cmp);
-    assert_eq!(leading, [0.0, 1.0], "hive_leader of the two schedulers");
+    assert_eq!(
+        leading,
+        [0.0, 1.0],
+        "hive_scheduler_leading of the two schedulers"
+    );
     // What the alerts on stream replicas read: the NATS exporter (`-jsz all`) asks each node's
     // monitoring port for this, and each node reports its own copy of the event stream; once the
     // writes are replicated, all three are at the same sequence.

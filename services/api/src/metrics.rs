@@ -106,6 +106,14 @@ fn describe() {
         "the projector's committed sequence"
     );
     describe_gauge!(
+        "hive_projector_leading",
+        "1 while this projector is the one that folds (there is one), 0 while it stands by"
+    );
+    describe_gauge!(
+        "hive_scheduler_leading",
+        "1 while this scheduler holds the lease and schedules, 0 while it stands by"
+    );
+    describe_gauge!(
         "hive_projection_lag_events",
         "events the read models are behind the log"
     );
@@ -120,10 +128,6 @@ fn describe() {
         "time from a task becoming queued to its assignment"
     );
     describe_counter!("hive_scheduler_assignments_total", "assignments made");
-    describe_gauge!(
-        "hive_leader",
-        "1 while this process runs the part named by label part as its active instance (the scheduler: holds the lease), 0 while it stands by"
-    );
     describe_gauge!("hive_agents", "agents by status");
     describe_gauge!("hive_tasks", "tasks by status");
     // Counters exist from the start (at zero), so dashboards and alerts see them before the first event.

@@ -51,12 +51,6 @@ impl Default for SchedulerConfig {
     }
 }
 
-/// `hive_leader{part="scheduler"}`: 1 while this instance holds the lease, else 0 (the alert on no
-/// leader sums it over the instances).
-fn leader_gauge() -> metrics::Gauge {
-    metrics::gauge!("hive_leader", "part" => "scheduler")
-}
-
 /// The scheduler.
 pub struct Scheduler {
     log: EventLog,
@@ -76,12 +70,6 @@ impl Scheduler {
         }
     }
 
-    /// Tells the watchers and the `hive_leader{part="scheduler"}` gauge whether this instance leads.
-    fn set_leading(&self, leading: bool) {
-        self.leading.send_replace(leading);
-        leader_gauge().set(if leading { 1.0 } else { 0.0 });
-    }
-
     /// True while this instance is the active scheduler.
     pub fn leading(&self) -> watch::Receiver<bool> {
         self.leading.subscribe()
@@ -91,9 +79,9 @@ impl Scheduler {
     /// if it loses it.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), LogError> {
         let mut shutdown = std::pin::pin!(shutdown.fuse());
-        // A standby exports 0, so "no scheduler leads" is a sum of 0 rather than no series.
-        leader_gauge().set(0.0);
         let poll = self.config.leader_ttl / 10;
+        // Standing by until the lease is ours (the gauge exists from the start).
+        self.set_leading(false);
         // A cluster still electing its leaders cannot create the bucket yet: keep trying.
         let mut lease = loop {
             match Lease::open(&self.log, &self.config.instance, self.config.leader_ttl).await {
@@ -128,6 +116,11 @@ impl Scheduler {
                 () = tokio::time::sleep(poll) => {}
             }
         }
+    }
+
+    fn set_leading(&self, leading: bool) {
+        self.leading.send_replace(leading);
+        metrics::gauge!("hive_scheduler_leading").set(if leading { 1.0 } else { 0.0 });
     }
 
     /// Leads until the lease is lost (Ok) or the log fails (Err).
