@@ -109,6 +109,8 @@ async fn metrics_parse_as_prometheus_text_and_cover_every_part() {
         "hive_scheduler_assignment_latency_seconds",
         "hive_agents",
         "hive_tasks",
+        "hive_scheduler_leading",
+        "hive_projector_leading",
         "process_resident_memory_bytes",
     ] {
         assert!(names.contains(wanted), "{wanted} missing from /metrics");

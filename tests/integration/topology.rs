@@ -2,7 +2,11 @@
 //! topology run without Docker: a 3-node JetStream cluster with the stream on 3 replicas, and the hive's
 //! parts as separate processes (api, projector, two schedulers) of the real binary.
 //!
-//! Long because each test walks the whole compose topology in order: a split would hide it.
+//! Long because each test walks the whole compose topology in order: a split would hide it. Its
+//! monitoring (Prometheus' configuration, the alert rules and their tests, the dashboard's queries) is
+//! checked with promtool in `monitoring`.
+
+mod monitoring;
 
 use hive_client::Method;
 use std::collections::BTreeSet;
@@ -29,7 +33,8 @@ fn yaml(path: &Path) -> Value {
     serde_json::to_value(value).expect("YAML as JSON")
 }
 
-/// The metric names a PromQL expression reads (histogram series named by their family).
+/// The metric names a PromQL expression reads (histogram series named by their family): Hive's
+/// (`hive_*`, `process_*`), the NATS and PostgreSQL exporters' and Prometheus' `ALERTS`.
 fn metrics_in(expr: &str) -> BTreeSet<String> {
     let mut names = BTreeSet::new();
     let mut word = String::new();
@@ -37,7 +42,11 @@ fn metrics_in(expr: &str) -> BTreeSet<String> {
         if c.is_ascii_alphanumeric() || c == '_' {
             word.push(c);
         } else {
-            if word.starts_with("hive_") || word.starts_with("process_") {
+            if ["hive_", "process_", "jetstream_", "gnatsd_", "pg_"]
+                .iter()
+                .any(|prefix| word.starts_with(prefix))
+                || word == "ALERTS"
+            {
                 let family = word
                     .trim_end_matches("_bucket")
                     .trim_end_matches("_sum")
@@ -80,6 +89,11 @@ async fn the_compose_files_are_valid_and_the_dashboard_reads_real_metrics() {
         "hive-scheduler",
         "prometheus",
         "grafana",
+        "nats-exporter-1",
+        "nats-exporter-2",
+        "nats-exporter-3",
+        "postgres-monitor",
+        "postgres-exporter",
     ] {
         assert!(services.contains_key(name), "service {name}");
     }
@@ -143,16 +157,50 @@ async fn the_compose_files_are_valid_and_the_dashboard_reads_real_metrics() {
         .iter()
         .filter_map(|j| j["job_name"].as_str())
         .collect();
-    assert_eq!(jobs, ["hive-api", "hive-projector", "hive-scheduler"]);
+    assert_eq!(
+        jobs,
+        [
+            "hive-api",
+            "hive-projector",
+            "hive-scheduler",
+            "nats",
+            "postgres"
+        ]
+    );
+    assert_eq!(prometheus["rule_files"], json!(["alerts.yml"]));
+    let mounts = services["prometheus"]["volumes"].to_string();
+    assert!(
+        mounts.contains("./alerts.yml:/etc/prometheus/alerts.yml"),
+        "{mounts}"
+    );
     // Each target is a compose service, at the port it serves /metrics on: the API on its own address,
-    // the others on HIVE_METRICS_ADDR.
+    // the others on HIVE_METRICS_ADDR, the NATS exporters on `-port`, PostgreSQL's on
+    // `--web.listen-address`.
     let metrics_port = |service: &str| -> String {
-        let env = &services
+        let service_def = services
             .get(service)
-            .unwrap_or_else(|| panic!("prometheus.yml scrapes {service:?}, no compose service"))["environment"];
+            .unwrap_or_else(|| panic!("prometheus.yml scrapes {service:?}, no compose service"));
+        let env = &service_def["environment"];
+        let args: Vec<&str> = service_def["command"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        let flag = args
+            .iter()
+            .position(|arg| *arg == "-port")
+            .map(|at| format!(":{}", args[at + 1]))
+            .or_else(|| {
+                args.iter()
+                    .find_map(|arg| arg.strip_prefix("--web.listen-address="))
+                    .map(str::to_owned)
+            });
         let addr = env["HIVE_HTTP_ADDR"]
             .as_str()
             .or(env["HIVE_METRICS_ADDR"].as_str())
+            .map(str::to_owned)
+            .or(flag)
             .unwrap_or_else(|| panic!("{service} serves no /metrics"));
         addr.rsplit_once(':').unwrap().1.to_owned()
     };
@@ -177,7 +225,49 @@ async fn the_compose_files_are_valid_and_the_dashboard_reads_real_metrics() {
             }
         }
     }
-    assert_eq!(scraped, ["hive-api", "hive-projector", "hive-scheduler"]);
+    assert_eq!(
+        scraped,
+        [
+            "hive-api",
+            "hive-projector",
+            "hive-scheduler",
+            "nats-exporter-1",
+            "nats-exporter-2",
+            "nats-exporter-3",
+            "postgres-exporter"
+        ]
+    );
+    // Each NATS exporter watches its own node, with the JetStream metrics on.
+    for n in 1..=3 {
+        let command = services[format!("nats-exporter-{n}").as_str()]["command"].to_string();
+        assert!(
+            command.contains(&format!("\"http://nats-{n}:8222\"")) && command.contains("\"-jsz\""),
+            "{command}"
+        );
+    }
+    // The PostgreSQL exporter reads as hive_exporter (statistics only), its password from compose/.env.
+    let exporter = &services["postgres-exporter"]["environment"];
+    assert_eq!(exporter["DATA_SOURCE_USER"], "hive_exporter");
+    assert!(
+        exporter["DATA_SOURCE_PASS"]
+            .as_str()
+            .unwrap()
+            .starts_with("${HIVE_PG_EXPORTER_PASSWORD:?")
+    );
+    // Every password compose asks compose/.env for is one README's recipe makes.
+    let compose_text = std::fs::read_to_string(dir.join("docker-compose.yml")).unwrap();
+    let readme = std::fs::read_to_string(dir.join("../README.md")).unwrap();
+    let made = readme
+        .find("> compose/.env")
+        .expect("README makes compose/.env");
+    let recipe = &readme[readme[..made].rfind("for v in").unwrap()..made];
+    for variable in compose_text.split("${").skip(1) {
+        let variable = variable.split([':', '}']).next().unwrap();
+        assert!(
+            recipe.contains(variable),
+            "README's compose/.env lacks {variable}"
+        );
+    }
     let datasource = yaml(&dir.join("grafana/provisioning/datasources/prometheus.yml"));
     assert_eq!(
         datasource["datasources"][0]["url"],
@@ -192,12 +282,18 @@ async fn the_compose_files_are_valid_and_the_dashboard_reads_real_metrics() {
         &std::fs::read_to_string(dir.join("grafana/dashboards/hive.json")).unwrap(),
     )
     .expect("the Grafana dashboard is JSON");
+    // Hive's metrics the dashboard plots and the alert rules read (the exporters' are checked in
+    // `monitoring`).
     let mut wanted = BTreeSet::new();
     for panel in dashboard["panels"].as_array().unwrap() {
         for target in panel["targets"].as_array().unwrap() {
             wanted.extend(metrics_in(target["expr"].as_str().unwrap()));
         }
     }
+    for rule in monitoring::alert_rules() {
+        wanted.extend(metrics_in(rule["expr"].as_str().unwrap()));
+    }
+    wanted.retain(|name| name.starts_with("hive_") || name.starts_with("process_"));
     assert!(wanted.len() >= 12, "{wanted:?}");
     let by_status = dashboard["panels"]
         .as_array()
@@ -210,7 +306,7 @@ async fn the_compose_files_are_valid_and_the_dashboard_reads_real_metrics() {
         });
     assert!(by_status, "an HTTP panel breaks requests down by status");
 
-    // Every metric the dashboard plots is one a running hive exports.
+    // Every metric of Hive's the dashboard plots or an alert reads is one a running hive exports.
     let world = World::new().await;
     let hive = world.full_hive().await;
     let (_, agent) = hive
@@ -250,7 +346,7 @@ async fn the_compose_files_are_valid_and_the_dashboard_reads_real_metrics() {
         .map(|s| s.metric)
         .collect();
     let missing: Vec<_> = wanted.difference(&exported).collect();
-    assert!(missing.is_empty(), "plotted but not exported: {missing:?}");
+    assert!(missing.is_empty(), "read but not exported: {missing:?}");
     hive.stop().await;
 }
 
@@ -430,6 +526,69 @@ async fn the_compose_topology_runs_without_docker() {
             .any(|(depth, assigned)| *depth && assigned.is_some_and(|n| n >= 1.0)),
         "no scheduler exported its queue depth and an assignment's latency: {measured:?}"
     );
+    // What the alerts on leadership read: the one projector is active, and exactly one of the two
+    // schedulers leads, the other exports 0 (so the rule's sum is 1).
+    let leader = |text: &str, metric: &str| -> Vec<f64> {
+        hive_tests::exposition::parse(text)
+            .samples
+            .into_iter()
+            .filter(|s| s.metric == metric)
+            .filter_map(|s| match s.value {
+                prometheus_parse::Value::Gauge(v) | prometheus_parse::Value::Untyped(v) => Some(v),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(
+        leader(&projector, "hive_projector_leading"),
+        [1.0],
+        "{projector}"
+    );
+    let mut leading = Vec::new();
+    for port in scheduler_metrics {
+        leading.extend(leader(&metrics_of(port).await, "hive_scheduler_leading"));
+    }
+    leading.sort_by(f64::total_cmp);
+    assert_eq!(
+        leading,
+        [0.0, 1.0],
+        "hive_scheduler_leading of the two schedulers"
+    );
+    // What the alerts on stream replicas read: the NATS exporter (`-jsz all`) asks each node's
+    // monitoring port for this, and each node reports its own copy of the event stream; once the
+    // writes are replicated, all three are at the same sequence.
+    let copies: Vec<u64> = until(
+        Duration::from_secs(20),
+        "three copies of the event stream at one sequence",
+        show_logs,
+        async || {
+            let mut copies = Vec::new();
+            for node in &nodes {
+                let url = format!(
+                    "{}/jsz?consumers=true&config=true&raft=true",
+                    node.monitoring_url()
+                );
+                let jsz: Value = http
+                    .request(Method::GET, &url)
+                    .send()
+                    .await
+                    .ok()?
+                    .json()
+                    .await
+                    .ok()?;
+                let last_seq = jsz["account_details"]
+                    .as_array()?
+                    .iter()
+                    .flat_map(|account| account["stream_detail"].as_array().into_iter().flatten())
+                    .find(|stream| stream["name"] == "HIVE_EVENTS")?["state"]["last_seq"]
+                    .as_u64()?;
+                copies.push(last_seq);
+            }
+            (copies.iter().all(|seq| *seq == copies[0])).then_some(copies)
+        },
+    )
+    .await;
+    assert!(copies[0] > 0, "{copies:?}");
     drop(stream);
     // Each part did all of that as its own user, and no node refused any of them anything.
     for n in 0..3 {

@@ -106,6 +106,14 @@ fn describe() {
         "the projector's committed sequence"
     );
     describe_gauge!(
+        "hive_projector_leading",
+        "1 while this projector is the one that folds (there is one), 0 while it stands by"
+    );
+    describe_gauge!(
+        "hive_scheduler_leading",
+        "1 while this scheduler holds the lease and schedules, 0 while it stands by"
+    );
+    describe_gauge!(
         "hive_projection_lag_events",
         "events the read models are behind the log"
     );

@@ -301,6 +301,8 @@ pub async fn run(
     addr: SocketAddr,
 ) -> anyhow::Result<Running> {
     let backends: PartBackends = backends.into();
+    // The metrics recorder first: a gauge a part sets once as it starts (its leading) is not lost.
+    hive_api::metrics::handle();
     let (stop, _) = watch::channel(false);
     let mut running = Running {
         addr: None,

@@ -107,6 +107,8 @@ impl Projector {
     /// the log or the database are retried with back-off; they never skip an event.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ProjectorError> {
         let mut shutdown = std::pin::pin!(shutdown.fuse());
+        // The one projector folds (the alert on no projector leading reads this).
+        metrics::gauge!("hive_projector_leading").set(1.0);
         let mut batches = 0u32;
         let mut backoff = Duration::from_millis(50);
         loop {
