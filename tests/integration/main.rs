@@ -24,5 +24,6 @@ mod privilege;
 mod projector;
 mod replay;
 mod runtime;
+mod standby;
 mod supervision;
 mod topology;

@@ -106,6 +106,18 @@ fn describe() {
         "the projector's committed sequence"
     );
     describe_gauge!(
+        "hive_projector_leading",
+        "1 while this projector holds the lease and folds, 0 while it stands by"
+    );
+    describe_counter!(
+        "hive_projector_checkpoint_conflicts_total",
+        "batches refused because another projector had moved the checkpoint"
+    );
+    describe_gauge!(
+        "hive_scheduler_leading",
+        "1 while this scheduler holds the lease and schedules, 0 while it stands by"
+    );
+    describe_gauge!(
         "hive_projection_lag_events",
         "events the read models are behind the log"
     );

@@ -66,7 +66,8 @@ pub struct Config {
     pub retry_base_secs: f64,
     /// The longest retry back-off in seconds (`HIVE_RETRY_CAP_SECS`).
     pub retry_cap_secs: f64,
-    /// How long the active scheduler's lease lasts unrenewed, in seconds (`HIVE_LEADER_TTL_SECS`).
+    /// How long the active scheduler's lease, and the active projector's, last unrenewed, in seconds
+    /// (`HIVE_LEADER_TTL_SECS`): a standby takes over within about this.
     pub leader_ttl_secs: f64,
     /// The executor of agents spawned without one, run under `sh -c` per task (`HIVE_AGENT_EXEC`).
     /// The default, `cat`, answers each task with the task itself.
@@ -214,6 +215,15 @@ impl Config {
                 retry_cap: secs(self.retry_cap_secs),
             },
             leader_ttl: secs(self.leader_ttl_secs),
+            ..Default::default()
+        }
+    }
+
+    /// The projector's settings: it folds only while it holds its lease (standbys wait for it).
+    pub fn projector(&self) -> hive_projector::ProjectorConfig {
+        hive_projector::ProjectorConfig {
+            batch_max: self.projector_batch_max.max(1),
+            leader_ttl: Some(Duration::from_secs_f64(self.leader_ttl_secs)),
             ..Default::default()
         }
     }

@@ -80,6 +80,8 @@ impl Scheduler {
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), LogError> {
         let mut shutdown = std::pin::pin!(shutdown.fuse());
         let poll = self.config.leader_ttl / 10;
+        // Standing by until the lease is ours (the gauge exists from the start).
+        self.set_leading(false);
         // A cluster still electing its leaders cannot create the bucket yet: keep trying.
         let mut lease = loop {
             match Lease::open(&self.log, &self.config.instance, self.config.leader_ttl).await {
@@ -94,16 +96,16 @@ impl Scheduler {
         loop {
             if lease.try_acquire().await {
                 tracing::info!(instance = %self.config.instance, "leading the scheduling");
-                self.leading.send_replace(true);
+                self.set_leading(true);
                 let result = tokio::select! {
                     () = &mut shutdown => {
                         lease.release().await;
-                        self.leading.send_replace(false);
+                        self.set_leading(false);
                         return Ok(());
                     }
                     result = self.lead(&mut lease) => result,
                 };
-                self.leading.send_replace(false);
+                self.set_leading(false);
                 if let Err(e) = result {
                     tracing::warn!(error = %e, "scheduler interrupted");
                     lease.release().await;
@@ -114,6 +116,11 @@ impl Scheduler {
                 () = tokio::time::sleep(poll) => {}
             }
         }
+    }
+
+    fn set_leading(&self, leading: bool) {
+        self.leading.send_replace(leading);
+        metrics::gauge!("hive_scheduler_leading").set(if leading { 1.0 } else { 0.0 });
     }
 
     /// Leads until the lease is lost (Ok) or the log fails (Err).
