@@ -23,6 +23,7 @@ mod orchestration;
 mod privilege;
 mod projector;
 mod replay;
+mod replicas;
 mod runtime;
 mod standby;
 mod supervision;

@@ -24,6 +24,10 @@ pub struct Config {
     /// API uses `database_url`, except under a PostgreSQL that `hive up` started, where it makes
     /// `hive_api`.
     pub api_database_url: Option<String>,
+    /// Whether the API's database is a replica of the projector's (`HIVE_API_DATABASE_REPLICA`): the API
+    /// then follows the checkpoint the replica has replayed, not the projector's notices. Unset: asked
+    /// of the database (a physical streaming replica is in recovery); set it for a logical replica.
+    pub api_database_replica: Option<bool>,
     /// Where the API listens (`HIVE_HTTP_ADDR`).
     pub http_addr: SocketAddr,
     /// Preferred port of a nats-server started by `hive up` (`HIVE_NATS_PORT`; 0: any free port).
@@ -96,6 +100,7 @@ impl Default for Config {
             nats_url: None,
             database_url: None,
             api_database_url: None,
+            api_database_replica: None,
             http_addr: "127.0.0.1:8080".parse().expect("a valid default address"),
             nats_port: 4222,
             pg_port: 5433,
@@ -200,6 +205,7 @@ impl Config {
                 .filter(|p| !p.is_empty())
                 .map(str::to_owned)
                 .collect(),
+            database_replica: self.api_database_replica,
             ..Default::default()
         }
     }
