@@ -69,7 +69,7 @@ pub(crate) async fn bucket(
         num_replicas: log.replicas(),
         ..Default::default()
     };
-    // Found with other settings: updated (the admin's right, and the scheduler's for its lease);
+    // Found with other settings: updated (the admin's right, and the scheduler's and the projector's for their leases);
     // not found: created (a service's right for a bucket in memory, gone after a restart).
     let mut missing = false;
     let current = match js.get_key_value(&name).await {
