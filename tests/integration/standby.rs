@@ -172,6 +172,7 @@ async fn a_standby_projector_process_takes_over_from_the_checkpoint_when_the_lea
     .await;
     let took = killed.elapsed();
     assert!(took <= TTL + MARGIN, "the standby took over after {took:?}");
+    eprintln!("the standby took over {took:?} after the kill");
     // It projects what came meanwhile and after, from the checkpoint on.
     let head_after_takeover = world.log().last_seq().await.unwrap();
     until(
@@ -213,6 +214,67 @@ async fn a_standby_projector_process_takes_over_from_the_checkpoint_when_the_lea
     listener.abort();
     drop(projectors);
     api.stop().await;
+}
+
+#[tokio::test]
+async fn projectors_whose_lease_is_taken_away_again_and_again_still_project_exactly() {
+    let world = World::new().await;
+    let config = hive_projector::ProjectorConfig {
+        batch_max: 7,
+        rebuild_when_empty: false,
+        leader_ttl: Some(Duration::from_millis(600)),
+        ..Default::default()
+    };
+    let projectors: Vec<_> = (0..2)
+        .map(|n| {
+            let config = hive_projector::ProjectorConfig {
+                instance: format!("projector-{n}"),
+                ..config.clone()
+            };
+            let projector =
+                hive_projector::Projector::new(world.db().clone(), world.log().clone(), config);
+            tokio::spawn(projector.run(std::future::pending()))
+        })
+        .collect();
+    // Take the lease away from whoever holds it while the log grows: the other one takes it while
+    // the deposed leader still folds until its next renewal, so two fold at once for a moment.
+    let js = async_nats::jetstream::new(world.log().client());
+    let bucket = world.namespace().projector_lease();
+    let lease = until(
+        Duration::from_secs(20),
+        "the projector's lease bucket",
+        || {},
+        async || js.get_key_value(&bucket).await.ok(),
+    )
+    .await;
+    let thief = tokio::spawn(async move {
+        let mut handovers = 0;
+        for _ in 0..8 {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            if lease.delete("leader").await.is_ok() {
+                handovers += 1;
+            }
+        }
+        handovers
+    });
+    let head = hive_tests::scenario(world.log(), 6, 60).await;
+    let handovers = thief.await.unwrap();
+    assert!(handovers >= 3, "the lease was taken {handovers} times");
+    let head = head.max(world.log().last_seq().await.unwrap());
+    until(
+        Duration::from_secs(30),
+        "the projection at the log's head",
+        || {},
+        async || (checkpoint(&world).await == head).then_some(()),
+    )
+    .await;
+    let report = hive_projector::verify::verify(world.db(), world.log(), READ_MODELS)
+        .await
+        .unwrap();
+    assert!(report.differences.is_empty(), "{:#?}", report.differences);
+    for projector in projectors {
+        projector.abort();
+    }
 }
 
 #[tokio::test]
