@@ -23,6 +23,8 @@ mod orchestration;
 mod privilege;
 mod projector;
 mod replay;
+mod replicas;
 mod runtime;
+mod standby;
 mod supervision;
 mod topology;

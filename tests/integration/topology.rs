@@ -1,6 +1,7 @@
 //! The production topology of `compose/`: its files validated (Docker cannot run here), and the same
 //! topology run without Docker: a 3-node JetStream cluster with the stream on 3 replicas, and the hive's
-//! parts as separate processes (api, projector, two schedulers) of the real binary.
+//! parts as separate processes of the real binary, two of each (the APIs side by side, as compose runs
+//! them behind its nginx load balancer, whose configuration is checked against the compose file).
 //!
 //! Long because each test walks the whole compose topology in order: a split would hide it. Its
 //! monitoring (Prometheus' configuration, the alert rules and their tests, the dashboard's queries) is
@@ -59,6 +60,54 @@ fn metrics_in(expr: &str) -> BTreeSet<String> {
     names
 }
 
+/// The load balancer: the official nginx image with `compose/nginx.conf`, the one published port,
+/// sending every request to the API replicas at the port they listen on, server-sent events unbuffered.
+fn assert_load_balanced(dir: &Path, services: &serde_json::Map<String, Value>) {
+    let lb = &services["hive-lb"];
+    assert!(lb["image"].as_str().unwrap().starts_with("nginx:"), "{lb}");
+    assert_eq!(
+        lb["volumes"],
+        json!(["./nginx.conf:/etc/nginx/nginx.conf:ro"])
+    );
+    assert_eq!(lb["ports"], json!(["8080:8080"]));
+    assert!(
+        services["hive-api"]["ports"].is_null(),
+        "the replicas publish no port of their own"
+    );
+    let api_port = services["hive-api"]["environment"]["HIVE_HTTP_ADDR"]
+        .as_str()
+        .unwrap()
+        .rsplit_once(':')
+        .unwrap()
+        .1;
+    let conf = std::fs::read_to_string(dir.join("nginx.conf")).unwrap();
+    // Its directives, comments left out.
+    let directives: Vec<String> = conf
+        .lines()
+        .map(|line| line.split('#').next().unwrap().trim().to_owned())
+        .filter(|line| !line.is_empty())
+        .collect();
+    let has = |wanted: &str| directives.iter().any(|d| d == wanted);
+    assert_eq!(
+        conf.matches('{').count(),
+        conf.matches('}').count(),
+        "balanced blocks"
+    );
+    assert!(has("upstream hive_api {"), "{directives:#?}");
+    assert!(has(&format!("server hive-api:{api_port} resolve;")));
+    assert!(has("listen 8080;"));
+    assert!(has("proxy_pass http://hive_api;"));
+    assert!(
+        has("proxy_buffering off;"),
+        "server-sent events pass unbuffered"
+    );
+    assert!(has("resolver 127.0.0.11 valid=5s ipv6=off;"));
+    for directive in &directives {
+        let ends = directive.ends_with(';') || directive.ends_with('{') || directive == "}";
+        assert!(ends, "an unterminated directive: {directive}");
+    }
+}
+
 #[tokio::test]
 async fn the_compose_files_are_valid_and_the_dashboard_reads_real_metrics() {
     let dir = compose_dir();
@@ -85,6 +134,7 @@ async fn the_compose_files_are_valid_and_the_dashboard_reads_real_metrics() {
         "postgres",
         "migrate",
         "hive-api",
+        "hive-lb",
         "hive-projector",
         "hive-scheduler",
         "prometheus",
@@ -149,6 +199,13 @@ async fn the_compose_files_are_valid_and_the_dashboard_reads_real_metrics() {
         api["HIVE_DATABASE_URL"].is_null(),
         "the API is not given the owner's URL"
     );
+
+    // Scaled out: two of each part (the APIs behind the load balancer, one projector and one
+    // scheduler active at a time).
+    for part in ["hive-api", "hive-projector", "hive-scheduler"] {
+        assert_eq!(services[part]["deploy"]["replicas"], 2, "{part}");
+    }
+    assert_load_balanced(&dir, services);
 
     let prometheus = yaml(&dir.join("prometheus.yml"));
     let jobs: Vec<&str> = prometheus["scrape_configs"]
@@ -397,29 +454,39 @@ async fn the_compose_topology_runs_without_docker() {
         .filter(|(key, _)| *key != "HIVE_DATABASE_URL")
         .collect();
 
-    let api_port = free_port().unwrap();
-    let projector_metrics = free_port().unwrap();
+    // Two API replicas, as compose runs them behind its load balancer, and two projectors.
+    let api_ports = [free_port().unwrap(), free_port().unwrap()];
+    let projector_metrics = [free_port().unwrap(), free_port().unwrap()];
     let with = |extra: &[(&'static str, String)]| {
         let mut all = env.clone();
         all.extend_from_slice(extra);
         all
     };
     let logs = dir.path();
-    let _api = part(
-        &["serve", "api"],
-        &with(&[("HIVE_HTTP_ADDR", format!("127.0.0.1:{api_port}"))]),
-        &logs.join("api.log"),
-    );
-    let mut projector_env = as_service(Service::Projector);
-    projector_env.push((
-        "HIVE_METRICS_ADDR",
-        format!("127.0.0.1:{projector_metrics}"),
-    ));
-    let _projector = part(
-        &["serve", "projector"],
-        &projector_env,
-        &logs.join("projector.log"),
-    );
+    let _apis: Vec<_> = api_ports
+        .iter()
+        .enumerate()
+        .map(|(n, port)| {
+            part(
+                &["serve", "api"],
+                &with(&[("HIVE_HTTP_ADDR", format!("127.0.0.1:{port}"))]),
+                &logs.join(format!("api-{}.log", n + 1)),
+            )
+        })
+        .collect();
+    let _projectors: Vec<_> = projector_metrics
+        .iter()
+        .enumerate()
+        .map(|(n, port)| {
+            let mut env = as_service(Service::Projector);
+            env.push(("HIVE_METRICS_ADDR", format!("127.0.0.1:{port}")));
+            part(
+                &["serve", "projector"],
+                &env,
+                &logs.join(format!("projector-{}.log", n + 1)),
+            )
+        })
+        .collect();
     // Each scheduler serves its metrics, as compose has them do.
     let scheduler_metrics = [free_port().unwrap(), free_port().unwrap()];
     let _schedulers: Vec<_> = scheduler_metrics
@@ -436,32 +503,42 @@ async fn the_compose_topology_runs_without_docker() {
         })
         .collect();
     let show_logs = || {
-        for name in ["api", "projector", "scheduler-1", "scheduler-2"] {
+        for name in [
+            "api-1",
+            "api-2",
+            "projector-1",
+            "projector-2",
+            "scheduler-1",
+            "scheduler-2",
+        ] {
             let text =
                 std::fs::read_to_string(logs.join(format!("{name}.log"))).unwrap_or_default();
             eprintln!("--- {name}\n{text}");
         }
     };
 
-    let base = format!("http://127.0.0.1:{api_port}");
-    let http =
-        hive_tests::authorized_client(&base, &admin_token(&as_service(Service::Admin)).await);
-    let health: Value = until(
-        Duration::from_secs(60),
-        "a healthy API",
-        show_logs,
-        async || {
-            let r = http
-                .request(Method::GET, &format!("{base}/health"))
-                .send()
-                .await
-                .ok()?;
-            (r.status() == 200).then_some(())?;
-            r.json().await.ok()
-        },
-    )
-    .await;
-    assert_eq!(health["status"], "healthy", "{health}");
+    let token = admin_token(&as_service(Service::Admin)).await;
+    let bases = api_ports.map(|port| format!("http://127.0.0.1:{port}"));
+    let base = &bases[0];
+    let http = hive_tests::authorized_client(base, &token);
+    for base in &bases {
+        let health: Value = until(
+            Duration::from_secs(60),
+            "a healthy API",
+            show_logs,
+            async || {
+                let r = http
+                    .request(Method::GET, &format!("{base}/health"))
+                    .send()
+                    .await
+                    .ok()?;
+                (r.status() == 200).then_some(())?;
+                r.json().await.ok()
+            },
+        )
+        .await;
+        assert_eq!(health["status"], "healthy", "{health}");
+    }
 
     // The stream is replicated on all three nodes.
     let admin = async_nats::ConnectOptions::with_user_and_password(
@@ -491,12 +568,39 @@ async fn the_compose_topology_runs_without_docker() {
             .await
             .unwrap()
     };
-    // The projector process serves its own metrics.
-    let projector = metrics_of(projector_metrics).await;
-    assert!(
-        projector.contains("hive_projector_events_total"),
-        "{projector}"
-    );
+    // A write through one API replica is read through the other at once.
+    let (created, seq) = {
+        let body = http
+            .create_task(&json!({"title": "through api-1"}))
+            .await
+            .unwrap();
+        (
+            body["task_id"].as_str().unwrap().to_owned(),
+            body["seq"].as_u64().unwrap(),
+        )
+    };
+    let other = hive_tests::authorized_client(&bases[1], &token);
+    let read = other
+        .request(Method::GET, &format!("/api/v1/tasks/{created}"))
+        .header("Hive-Min-Seq", seq.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read.status(), 200);
+    // Each projector process serves its own metrics; one of them folds.
+    let mut leading = 0.0;
+    for port in projector_metrics {
+        let scrape = hive_tests::exposition::parse(&metrics_of(port).await);
+        leading += scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == "hive_projector_leading")
+            .map_or(0.0, |s| match s.value {
+                prometheus_parse::Value::Gauge(v) => v,
+                _ => 0.0,
+            });
+    }
+    assert_eq!(leading, 1.0, "one projector leads");
     // So does each scheduler; the active one (whichever holds the lease) measured its queue and the
     // assignment it made.
     let mut measured = Vec::new();
@@ -526,7 +630,7 @@ async fn the_compose_topology_runs_without_docker() {
             .any(|(depth, assigned)| *depth && assigned.is_some_and(|n| n >= 1.0)),
         "no scheduler exported its queue depth and an assignment's latency: {measured:?}"
     );
-    // What the alerts on leadership read: the one projector is active, and exactly one of the two
+    // What the alerts on leadership read (the projectors' is checked above): exactly one of the two
     // schedulers leads, the other exports 0 (so the rule's sum is 1).
     let leader = |text: &str, metric: &str| -> Vec<f64> {
         hive_tests::exposition::parse(text)
@@ -539,11 +643,6 @@ async fn the_compose_topology_runs_without_docker() {
             })
             .collect()
     };
-    assert_eq!(
-        leader(&projector, "hive_projector_leading"),
-        [1.0],
-        "{projector}"
-    );
     let mut leading = Vec::new();
     for port in scheduler_metrics {
         leading.extend(leader(&metrics_of(port).await, "hive_scheduler_leading"));

@@ -207,7 +207,6 @@ impl World {
 
     /// Starts `parts` of a hive on this world, the API on a free port.
     pub async fn run(&self, parts: Parts) -> TestHive {
-        let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
         let mut backends = hive::PartBackends::from(self.backends.clone());
         // The API reads as `hive up` runs it: through a role that may only read.
         if parts.api {
@@ -217,6 +216,13 @@ impl World {
                 .expect("connect as the API's read-only role");
             backends.api.database_url = url;
         }
+        self.run_with(backends, parts).await
+    }
+
+    /// Starts `parts` of a hive on `backends` as given (a replica as the API's database, say), the API
+    /// on a free port.
+    pub async fn run_with(&self, backends: hive::PartBackends, parts: Parts) -> TestHive {
+        let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
         let running = hive::run(&self.config, backends, parts, addr)
             .await
             .expect("start the hive");

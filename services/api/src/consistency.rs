@@ -4,6 +4,12 @@
 //!
 //! The checkpoint is followed without polling the database per request: the projector announces each
 //! commit on NATS, and a slow refresh from `projection_checkpoints` covers a lost notice.
+//!
+//! The checkpoint is always the one the API's own connection reads: on a PostgreSQL replica
+//! (`HIVE_API_DATABASE_URL` naming a standby), a notice says only that the primary has committed
+//! that far, which the replica may not have replayed yet. So on a replica a notice is a hint: the
+//! checkpoint is read again through the API's connection, and again every [`REPLICA_POLL`] while the
+//! replica is behind what was announced; `Hive-Min-Seq` waits for the replica, never for the primary.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,6 +34,9 @@ pub const MIN_SEQ: &str = "hive-min-seq";
 /// The response header naming the sequence a read reflects.
 pub const PROJECTION_SEQ: &str = "hive-projection-seq";
 
+/// How often the checkpoint is read again from a replica that has not yet replayed an announced one.
+pub const REPLICA_POLL: Duration = Duration::from_millis(5);
+
 /// Background tasks that end with their owner.
 pub(crate) struct Tasks(pub(crate) Vec<JoinHandle<()>>);
 
@@ -47,7 +56,24 @@ pub struct Progress {
     moved_at: Arc<std::sync::Mutex<Instant>>,
     head: Arc<AtomicU64>,
     log: EventLog,
+    /// Whether notices are hints to read the checkpoint again (a replica) rather than the checkpoint.
+    on_replica: bool,
     _tasks: Arc<Tasks>,
+}
+
+/// Whether `db` is a physical replica: a standby replays the primary's WAL and is in recovery.
+pub async fn is_replica(db: &DatabaseConnection) -> Result<bool, sea_orm::DbErr> {
+    use sea_orm::{ConnectionTrait, Statement};
+    let row = db
+        .query_one_raw(Statement::from_string(
+            db.get_database_backend(),
+            "SELECT pg_is_in_recovery() AS replica",
+        ))
+        .await?;
+    Ok(match row {
+        Some(row) => row.try_get::<bool>("", "replica")?,
+        None => false,
+    })
 }
 
 async fn read_checkpoint(db: &DatabaseConnection, name: &str) -> Result<u64, sea_orm::DbErr> {
@@ -58,13 +84,23 @@ async fn read_checkpoint(db: &DatabaseConnection, name: &str) -> Result<u64, sea
 }
 
 impl Progress {
-    /// Follows projection `name`'s checkpoint in `db`, as announced on NATS by its projector.
+    /// Follows projection `name`'s checkpoint in `db`, as announced on NATS by its projector. With
+    /// `on_replica` (`None`: asked of `db`, [`is_replica`]), an announced checkpoint is believed only
+    /// once `db` has it.
     pub async fn follow(
         db: DatabaseConnection,
         log: EventLog,
         name: &str,
         refresh: Duration,
+        on_replica: Option<bool>,
     ) -> Result<Self, ApiError> {
+        let on_replica = match on_replica {
+            Some(told) => told,
+            None => is_replica(&db).await?,
+        };
+        if on_replica {
+            tracing::info!("the read models are read from a replica: checkpoints are read from it");
+        }
         let start = read_checkpoint(&db, name).await?;
         let tx = Arc::new(watch::Sender::new(start));
         let head = Arc::new(AtomicU64::new(log.last_seq().await.unwrap_or(start)));
@@ -89,17 +125,54 @@ impl Progress {
             .subscribe(log.namespace().projection_notices(name))
             .await
             .map_err(|e| ApiError::unavailable("the event log", e))?;
+        // On a replica, what was announced (the primary's checkpoint), for the confirmer to reach.
+        let announced = Arc::new(watch::Sender::new(start));
         let on_notice = advance.clone();
+        let hint = announced.clone();
         let listen = tokio::spawn(async move {
             while let Some(message) = notices.next().await {
                 if let Some(seq) = std::str::from_utf8(&message.payload)
                     .ok()
-                    .and_then(|s| s.parse().ok())
+                    .and_then(|s| s.parse::<u64>().ok())
                 {
-                    on_notice(seq);
+                    if on_replica {
+                        hint.send_if_modified(|known| {
+                            let newer = seq > *known;
+                            *known = (*known).max(seq);
+                            newer
+                        });
+                    } else {
+                        on_notice(seq);
+                    }
                 }
             }
         });
+        let mut tasks = vec![listen];
+        if on_replica {
+            let (db, name, advance) = (db.clone(), name.to_owned(), advance.clone());
+            let (mut announced, confirmed) = (announced.subscribe(), tx.subscribe());
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    let target = *announced.borrow_and_update();
+                    if *confirmed.borrow() >= target {
+                        if announced.changed().await.is_err() {
+                            return;
+                        }
+                        continue;
+                    }
+                    match read_checkpoint(&db, &name).await {
+                        Ok(seq) => advance(seq),
+                        Err(e) => {
+                            tracing::debug!(error = %e, "could not read the replica's checkpoint")
+                        }
+                    }
+                    if *confirmed.borrow() < target {
+                        // The replica has not replayed it yet: it will soon, and tells no one.
+                        tokio::time::sleep(REPLICA_POLL).await;
+                    }
+                }
+            }));
+        }
         let (refresh_log, refresh_head, name) = (log.clone(), head.clone(), name.to_owned());
         let (refresh_moved, refresh_checkpoint) = (moved_at.clone(), tx.subscribe());
         let refresher = tokio::spawn(async move {
@@ -124,8 +197,18 @@ impl Progress {
             moved_at,
             head,
             log,
-            _tasks: Arc::new(Tasks(vec![listen, refresher])),
+            on_replica,
+            _tasks: Arc::new(Tasks({
+                tasks.push(refresher);
+                tasks
+            })),
         })
+    }
+
+    /// Whether the read models are read from a replica, whose own checkpoint is followed rather than
+    /// the projector's notices.
+    pub fn on_replica(&self) -> bool {
+        self.on_replica
     }
 
     /// A receiver that sees each new checkpoint.

@@ -47,6 +47,9 @@ pub struct ApiConfig {
     pub max_in_flight: usize,
     /// Routes (as routed, e.g. `/status`) anyone may read without a token ([`auth`]).
     pub public_reads: Vec<String>,
+    /// Whether the database is a replica of the projector's, whose own checkpoint `Hive-Min-Seq` must
+    /// wait for ([`consistency`]); `None`: asked of the database (a physical standby is in recovery).
+    pub database_replica: Option<bool>,
 }
 
 impl Default for ApiConfig {
@@ -60,6 +63,7 @@ impl Default for ApiConfig {
             stall: Duration::from_secs(10),
             max_in_flight: 4_096,
             public_reads: vec!["/livez".into(), "/health".into()],
+            database_replica: None,
         }
     }
 }
@@ -103,8 +107,14 @@ impl AppState {
         tokens: hive_eventlog::Tokens,
         config: ApiConfig,
     ) -> Result<Self, error::ApiError> {
-        let progress =
-            Progress::follow(db.clone(), log.clone(), &config.projection, config.refresh).await?;
+        let progress = Progress::follow(
+            db.clone(),
+            log.clone(),
+            &config.projection,
+            config.refresh,
+            config.database_replica,
+        )
+        .await?;
         let feed = feed::Feed::start(log.clone(), progress.clone(), heartbeats.clone()).await?;
         let in_flight = Arc::new(tokio::sync::Semaphore::new(config.max_in_flight.max(1)));
         let grants = auth::Grants::follow(tokens);

@@ -107,7 +107,11 @@ fn describe() {
     );
     describe_gauge!(
         "hive_projector_leading",
-        "1 while this projector is the one that folds (there is one), 0 while it stands by"
+        "1 while this projector holds the lease and folds, 0 while it stands by"
+    );
+    describe_counter!(
+        "hive_projector_checkpoint_conflicts_total",
+        "batches refused because another projector had moved the checkpoint"
     );
     describe_gauge!(
         "hive_scheduler_leading",

@@ -367,6 +367,38 @@ impl Postgres {
         Ok(Self { child, port })
     }
 
+    /// Starts a streaming replica of `primary` on a data directory under `dir` (copied from it with
+    /// `pg_basebackup`, which also makes it a standby following the primary), and waits until it
+    /// accepts queries: a read-only copy that replays the primary's commits a moment later.
+    pub async fn start_replica(
+        primary: &Postgres,
+        dir: &Path,
+        durability: Durability,
+    ) -> Result<Self, DevServerError> {
+        let data = dir.join("data");
+        std::fs::create_dir_all(dir).map_err(io(format!("create {}", dir.display())))?;
+        let user = process::unprivileged_user(dir)?;
+        let mut backup = Command::new(postgres_bin_dir()?.join("pg_basebackup"));
+        backup
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &primary.port.to_string(),
+                "-U",
+                "postgres",
+            ])
+            .arg("-D")
+            .arg(&data)
+            // -R: standby.signal and the primary's address, so the copy starts as its replica.
+            .args(["-R", "-X", "stream", "-c", "fast"]);
+        if durability == Durability::Throwaway {
+            backup.arg("--no-sync");
+        }
+        process::run_as(backup, user, &dir.join("basebackup.log"), "pg_basebackup")?;
+        Self::start(dir, None, durability).await
+    }
+
     /// The URL of database `db` as the `postgres` superuser.
     pub fn url(&self, db: &str) -> String {
         format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)

@@ -1,6 +1,6 @@
 //! What lives in JetStream key-value buckets rather than in the log: agents' heartbeats (they would bloat
-//! the log; only the transitions they cause are events), the scheduler's leader lease, and the API's
-//! tokens ([`crate::tokens`]).
+//! the log; only the transitions they cause are events), the leader leases of the scheduler and the
+//! projector, and the API's tokens ([`crate::tokens`]).
 //!
 //! Long because the three buckets share one way to open, reopen after a restarted nats-server and
 //! watch a bucket; splitting it per bucket would copy that.
@@ -36,6 +36,11 @@ impl Namespace {
     pub fn scheduler_lease(&self) -> String {
         format!("{}_scheduler", self.as_str())
     }
+
+    /// The projector lease bucket's name.
+    pub fn projector_lease(&self) -> String {
+        format!("{}_projector", self.as_str())
+    }
 }
 
 fn context(log: &EventLog) -> jetstream::Context {
@@ -64,7 +69,7 @@ pub(crate) async fn bucket(
         num_replicas: log.replicas(),
         ..Default::default()
     };
-    // Found with other settings: updated (the admin's right, and the scheduler's for its lease);
+    // Found with other settings: updated (the admin's right, and the scheduler's and the projector's for their leases);
     // not found: created (a service's right for a bucket in memory, gone after a restart).
     let mut missing = false;
     let current = match js.get_key_value(&name).await {
@@ -337,19 +342,55 @@ pub struct Lease {
     revision: Option<u64>,
 }
 
+/// Which part's leadership a [`Lease`] decides: each has a bucket of its own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LeaseOf {
+    /// The scheduler's (`<ns>_scheduler`).
+    Scheduler,
+    /// The read-model projector's (`<ns>_projector`).
+    Projector,
+}
+
+impl LeaseOf {
+    /// Its bucket's name in namespace `ns`.
+    pub fn bucket(self, ns: &Namespace) -> String {
+        match self {
+            LeaseOf::Scheduler => ns.scheduler_lease(),
+            LeaseOf::Projector => ns.projector_lease(),
+        }
+    }
+
+    fn description(self) -> &'static str {
+        match self {
+            LeaseOf::Scheduler => "Which Hive scheduler is active",
+            LeaseOf::Projector => "Which Hive projector is active",
+        }
+    }
+}
+
 const LEADER: &str = "leader";
 
 impl Lease {
-    /// Opens the lease bucket for `holder`.
+    /// Opens the scheduler's lease bucket for `holder`.
     pub async fn open(
+        log: &EventLog,
+        holder: impl Into<String>,
+        ttl: Duration,
+    ) -> Result<Self, LogError> {
+        Self::open_of(LeaseOf::Scheduler, log, holder, ttl).await
+    }
+
+    /// Opens the lease bucket of `of` for `holder`.
+    pub async fn open_of(
+        of: LeaseOf,
         log: &EventLog,
         holder: impl Into<String>,
         ttl: Duration,
     ) -> Result<Self, LogError> {
         let bucket = Bucket::open(
             log,
-            log.namespace().scheduler_lease(),
-            "Which Hive scheduler is active",
+            of.bucket(log.namespace()),
+            of.description(),
             ttl,
             jetstream::stream::StorageType::Memory,
         )
@@ -408,7 +449,7 @@ impl Lease {
                 true
             }
             Err(e) => {
-                tracing::warn!(error = %e, "lost the scheduler lease");
+                tracing::warn!(error = %e, bucket = %self.bucket.name, "lost the lease");
                 self.revision = None;
                 false
             }

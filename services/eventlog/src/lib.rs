@@ -14,7 +14,7 @@ pub mod tokens;
 pub mod users;
 
 pub use command::{CommandContext, CommandError, Committed};
-pub use kv::{Beat, Heartbeats, Lease};
+pub use kv::{Beat, Heartbeats, Lease, LeaseOf};
 pub use log::{AppendError, EventLog, LogConfig, LogError, RawEvent};
 pub use tokens::{Grant, Role, Tokens};
 

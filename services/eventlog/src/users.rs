@@ -85,10 +85,11 @@ impl Service {
     pub fn permissions(self, ns: &Namespace) -> Permissions {
         let stream = ns.stream();
         let bucket = |name: String| format!("KV_{name}");
-        let (heartbeats, tokens, lease) = (
+        let (heartbeats, tokens, lease, projector_lease) = (
             bucket(ns.heartbeats()),
             bucket(ns.tokens()),
             bucket(ns.scheduler_lease()),
+            bucket(ns.projector_lease()),
         );
         let events = ns.subjects().all();
         let mut publish = vec!["$JS.API.INFO".to_owned()];
@@ -143,16 +144,15 @@ impl Service {
             }
             Service::Projector => {
                 publish.push(format!("{}.projections.>", ns.as_str()));
+                // One projector folds at a time: its lease, whose time to live is its setting.
+                lease_bucket(&mut publish, &projector_lease, &ns.projector_lease());
             }
             Service::Scheduler => {
                 publish.push(events);
                 publish.push(format!("{}.assignments.>", ns.as_str()));
                 read_stream(&mut publish, &heartbeats);
-                read_stream(&mut publish, &lease);
-                publish.push(format!("$JS.API.STREAM.INFO.{lease}"));
                 // Its lease's time to live is the scheduler's setting.
-                recreate(&mut publish, &lease);
-                publish.push(format!("$KV.{}.>", ns.scheduler_lease()));
+                lease_bucket(&mut publish, &lease, &ns.scheduler_lease());
             }
             Service::Admin | Service::Integrator => unreachable!("answered above"),
         }
@@ -179,6 +179,14 @@ fn read_stream(publish: &mut Vec<String>, stream: &str) {
         format!("$JS.API.CONSUMER.MSG.NEXT.{stream}.>"),
         format!("$JS.FC.{stream}.>"),
     ]);
+}
+
+/// Holding a lease in bucket `name` (stream `stream`): reading and writing its key, and creating the
+/// bucket again (it lives in memory) or changing its time to live.
+fn lease_bucket(publish: &mut Vec<String>, stream: &str, name: &str) {
+    read_stream(publish, stream);
+    recreate(publish, stream);
+    publish.push(format!("$KV.{name}.>"));
 }
 
 /// Creating `stream` again (a bucket in memory, gone after a restart of its server), or changing its
@@ -256,6 +264,21 @@ mod tests {
             );
             assert!(!p.publish.iter().any(|s| s == ">" || s == "$JS.API.>"));
         }
+    }
+
+    #[test]
+    fn each_leader_holds_only_its_own_lease() {
+        let ns = Namespace::new("hive");
+        let may = |s: Service, subject: &str| s.permissions(&ns).publish.contains(&subject.into());
+        assert!(may(Service::Scheduler, "$KV.hive_scheduler.>"));
+        assert!(!may(Service::Scheduler, "$KV.hive_projector.>"));
+        assert!(may(Service::Projector, "$KV.hive_projector.>"));
+        assert!(may(
+            Service::Projector,
+            "$JS.API.STREAM.CREATE.KV_hive_projector"
+        ));
+        assert!(!may(Service::Projector, "$KV.hive_scheduler.>"));
+        assert!(!may(Service::Api, "$KV.hive_projector.>"));
     }
 
     #[test]

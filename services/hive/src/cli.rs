@@ -315,7 +315,8 @@ impl AgentArgs {
 enum Part {
     /// The HTTP API.
     Api,
-    /// The read-model projector (migrates the database at start).
+    /// The read-model projector (migrates the database at start); run several for standbys (one folds
+    /// at a time).
     Projector,
     /// The scheduler; run several for standbys (one is active at a time).
     Scheduler,

@@ -24,6 +24,10 @@ pub struct Config {
     /// API uses `database_url`, except under a PostgreSQL that `hive up` started, where it makes
     /// `hive_api`.
     pub api_database_url: Option<String>,
+    /// Whether the API's database is a replica of the projector's (`HIVE_API_DATABASE_REPLICA`): the API
+    /// then follows the checkpoint the replica has replayed, not the projector's notices. Unset: asked
+    /// of the database (a physical streaming replica is in recovery); set it for a logical replica.
+    pub api_database_replica: Option<bool>,
     /// Where the API listens (`HIVE_HTTP_ADDR`).
     pub http_addr: SocketAddr,
     /// Preferred port of a nats-server started by `hive up` (`HIVE_NATS_PORT`; 0: any free port).
@@ -66,7 +70,8 @@ pub struct Config {
     pub retry_base_secs: f64,
     /// The longest retry back-off in seconds (`HIVE_RETRY_CAP_SECS`).
     pub retry_cap_secs: f64,
-    /// How long the active scheduler's lease lasts unrenewed, in seconds (`HIVE_LEADER_TTL_SECS`).
+    /// How long the active scheduler's lease, and the active projector's, last unrenewed, in seconds
+    /// (`HIVE_LEADER_TTL_SECS`): a standby takes over within about this.
     pub leader_ttl_secs: f64,
     /// The executor of agents spawned without one, run under `sh -c` per task (`HIVE_AGENT_EXEC`).
     /// The default, `cat`, answers each task with the task itself.
@@ -95,6 +100,7 @@ impl Default for Config {
             nats_url: None,
             database_url: None,
             api_database_url: None,
+            api_database_replica: None,
             http_addr: "127.0.0.1:8080".parse().expect("a valid default address"),
             nats_port: 4222,
             pg_port: 5433,
@@ -199,6 +205,7 @@ impl Config {
                 .filter(|p| !p.is_empty())
                 .map(str::to_owned)
                 .collect(),
+            database_replica: self.api_database_replica,
             ..Default::default()
         }
     }
@@ -214,6 +221,15 @@ impl Config {
                 retry_cap: secs(self.retry_cap_secs),
             },
             leader_ttl: secs(self.leader_ttl_secs),
+            ..Default::default()
+        }
+    }
+
+    /// The projector's settings: it folds only while it holds its lease (standbys wait for it).
+    pub fn projector(&self) -> hive_projector::ProjectorConfig {
+        hive_projector::ProjectorConfig {
+            batch_max: self.projector_batch_max.max(1),
+            leader_ttl: Some(Duration::from_secs_f64(self.leader_ttl_secs)),
             ..Default::default()
         }
     }

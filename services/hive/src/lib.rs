@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 use anyhow::Context;
 use hive_eventlog::EventLog;
 use hive_migrations::MigratorTrait;
-use hive_projector::{Projector, ProjectorConfig};
+use hive_projector::Projector;
 use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, Statement};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -309,14 +309,29 @@ pub async fn run(
         stop,
         tasks: Vec::new(),
     };
+    // The recorder first: the parts record from their start (the leadership gauges once, then on
+    // each change).
+    hive_api::metrics::handle();
+    if let (false, Some(metrics_addr)) = (parts.api, config.metrics_addr) {
+        let listener = tokio::net::TcpListener::bind(metrics_addr)
+            .await
+            .with_context(|| format!("listen on {metrics_addr} for /metrics"))?;
+        let shutdown = running.shutdown_signal();
+        running.tasks.push((
+            "metrics",
+            tokio::spawn(async move {
+                axum::serve(listener, hive_api::metrics::standalone())
+                    .with_graceful_shutdown(shutdown)
+                    .await
+                    .map_err(Into::into)
+            }),
+        ));
+    }
     if parts.projector {
         let projector = Projector::new(
             open_database(&backends.projector.database_url, PROJECTOR_CONNECTIONS).await?,
             backends.projector.log.clone(),
-            ProjectorConfig {
-                batch_max: config.projector_batch_max.max(1),
-                ..ProjectorConfig::default()
-            },
+            config.projector(),
         );
         let shutdown = running.shutdown_signal();
         running.tasks.push((
@@ -334,21 +349,6 @@ pub async fn run(
         running.tasks.push((
             "scheduler",
             tokio::spawn(async move { scheduler.run(shutdown).await.map_err(Into::into) }),
-        ));
-    }
-    if let (false, Some(metrics_addr)) = (parts.api, config.metrics_addr) {
-        let listener = tokio::net::TcpListener::bind(metrics_addr)
-            .await
-            .with_context(|| format!("listen on {metrics_addr} for /metrics"))?;
-        let shutdown = running.shutdown_signal();
-        running.tasks.push((
-            "metrics",
-            tokio::spawn(async move {
-                axum::serve(listener, hive_api::metrics::standalone())
-                    .with_graceful_shutdown(shutdown)
-                    .await
-                    .map_err(Into::into)
-            }),
         ));
     }
     if parts.api {

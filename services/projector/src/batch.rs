@@ -2,6 +2,8 @@
 //! all in ONE transaction: a crash before the commit leaves nothing, a crash after it leaves everything,
 //! and events at or below the committed checkpoint are skipped, so redelivery is harmless. A batch that
 //! starts beyond the checkpoint (the database lost commits) is refused: the projector resumes from it.
+//! The checkpoint moves only from the value the batch locked and read ([`write_checkpoint`]), so two
+//! projectors overlapping during a failover cannot both project one event.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -315,7 +317,7 @@ pub async fn apply_batch(
             .exec_without_returning(txn)
             .await?;
     }
-    write_checkpoint(txn, name, outcome.checkpoint).await?;
+    write_checkpoint(txn, name, committed, outcome.checkpoint).await?;
     Ok(outcome)
 }
 
@@ -349,27 +351,34 @@ async fn write_counts(
     Ok(())
 }
 
-/// Sets the projection's checkpoint inside `txn`.
+/// Moves the projection's checkpoint from `from` to `to` inside `txn`, and fails when it is not at
+/// `from` any more: the row is locked by [`lock_checkpoint`] in the same transaction, so this cannot
+/// happen while every writer takes the lock, and if one ever did not (two projectors overlapping
+/// during a failover, a tool writing the row), its batch fails instead of projecting events twice.
 pub async fn write_checkpoint(
     txn: &DatabaseTransaction,
     name: &str,
-    seq: u64,
+    from: u64,
+    to: u64,
 ) -> Result<(), DbErr> {
-    projection_checkpoints::Entity::insert(projection_checkpoints::ActiveModel {
-        name: Set(name.to_owned()),
-        seq: Set(i64::try_from(seq).unwrap_or(i64::MAX)),
-        updated_at: Set(chrono::Utc::now()),
-    })
-    .on_conflict(
-        OnConflict::column(projection_checkpoints::Column::Name)
-            .update_columns([
-                projection_checkpoints::Column::Seq,
-                projection_checkpoints::Column::UpdatedAt,
-            ])
-            .to_owned(),
-    )
-    .exec_without_returning(txn)
-    .await?;
+    let as_i64 = |seq: u64| i64::try_from(seq).unwrap_or(i64::MAX);
+    let moved = projection_checkpoints::Entity::update_many()
+        .col_expr(projection_checkpoints::Column::Seq, Expr::value(as_i64(to)))
+        .col_expr(
+            projection_checkpoints::Column::UpdatedAt,
+            Expr::value(chrono::Utc::now()),
+        )
+        .filter(projection_checkpoints::Column::Name.eq(name))
+        .filter(projection_checkpoints::Column::Seq.eq(as_i64(from)))
+        .exec(txn)
+        .await?;
+    if moved.rows_affected != 1 {
+        metrics::counter!("hive_projector_checkpoint_conflicts_total").increment(1);
+        return Err(DbErr::Custom(format!(
+            "the checkpoint of {name} is no longer {from}: another projector moved it; resuming \
+             from it"
+        )));
+    }
     Ok(())
 }
 

@@ -6,6 +6,12 @@
 //! in one transaction ([`batch`]). After each commit it announces the checkpoint on a watch channel and on
 //! NATS, which is what read-your-writes waits for. An event it cannot apply (bad bytes, unknown type,
 //! impossible transition) becomes a dead letter and the projector moves on.
+//!
+//! With [`ProjectorConfig::leader_ttl`] set (as `hive` runs it), only the holder of the projector's lease
+//! (a key in JetStream KV, [`hive_eventlog::Lease`]) folds; other instances stand by and take over from
+//! the checkpoint once the lease lapses. Two instances folding at once (a deposed leader's last batch)
+//! still project each event once: every batch locks the checkpoint row and writes the new checkpoint
+//! only over the one it read ([`batch`]).
 
 pub mod batch;
 pub mod fold;
@@ -18,7 +24,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::{FutureExt, StreamExt};
-use hive_eventlog::{EventLog, LogError, RawEvent};
+use hive_eventlog::{EventLog, Lease, LeaseOf, LogError, RawEvent};
 use sea_orm::{DatabaseConnection, DbErr, TransactionTrait};
 use thiserror::Error;
 use tokio::sync::watch;
@@ -52,6 +58,11 @@ pub struct ProjectorConfig {
     /// With no checkpoint yet and events in the log (a new or lost read-model database), rebuild in bulk
     /// ([`rebuild`]) before following the log, instead of applying the whole log batch by batch.
     pub rebuild_when_empty: bool,
+    /// Fold only while holding the projector's lease, which lasts this long unrenewed (a standby takes
+    /// over within about this); `None`: fold at once, with no lease (one instance, or a test).
+    pub leader_ttl: Option<Duration>,
+    /// This instance's name in the lease.
+    pub instance: String,
 }
 
 impl Default for ProjectorConfig {
@@ -61,6 +72,12 @@ impl Default for ProjectorConfig {
             batch_max: 2_000,
             crash_at: None,
             rebuild_when_empty: true,
+            leader_ttl: None,
+            instance: format!(
+                "projector-{}-{}",
+                std::process::id(),
+                uuid::Uuid::new_v4().simple()
+            ),
         }
     }
 }
@@ -85,6 +102,7 @@ pub struct Projector {
     log: EventLog,
     config: ProjectorConfig,
     checkpoint: watch::Sender<u64>,
+    leading: watch::Sender<bool>,
 }
 
 impl Projector {
@@ -95,7 +113,13 @@ impl Projector {
             log,
             config,
             checkpoint: watch::Sender::new(0),
+            leading: watch::Sender::new(false),
         }
+    }
+
+    /// True while this instance folds (it holds the lease, or runs without one).
+    pub fn leading(&self) -> watch::Receiver<bool> {
+        self.leading.subscribe()
     }
 
     /// The committed checkpoint, updated after every commit.
@@ -104,26 +128,99 @@ impl Projector {
     }
 
     /// Runs until `shutdown` resolves (then returns `Ok`) or a failure stops it. Transient failures of
-    /// the log or the database are retried with back-off; they never skip an event.
+    /// the log or the database are retried with back-off; they never skip an event. With a lease
+    /// ([`ProjectorConfig::leader_ttl`]), it folds only while it holds it, and waits for it otherwise.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ProjectorError> {
         let mut shutdown = std::pin::pin!(shutdown.fuse());
-        // The one projector folds (the alert on no projector leading reads this).
-        metrics::gauge!("hive_projector_leading").set(1.0);
         let mut batches = 0u32;
+        let Some(ttl) = self.config.leader_ttl else {
+            self.set_leading(true);
+            let result = tokio::select! {
+                () = &mut shutdown => Ok(()),
+                result = self.project(&mut batches) => result,
+            };
+            self.set_leading(false);
+            return result;
+        };
+        let poll = ttl / 10;
+        // Standing by until the lease is ours (the gauge exists from the start).
+        self.set_leading(false);
+        // A cluster still electing its leaders cannot create the bucket yet: keep trying.
+        let mut lease = loop {
+            match Lease::open_of(LeaseOf::Projector, &self.log, &self.config.instance, ttl).await {
+                Ok(lease) => break lease,
+                Err(e) => tracing::warn!(error = %e, "the lease bucket is not ready; retrying"),
+            }
+            tokio::select! {
+                () = &mut shutdown => return Ok(()),
+                () = tokio::time::sleep(poll) => {}
+            }
+        };
+        loop {
+            if lease.try_acquire().await {
+                tracing::info!(instance = %self.config.instance, "leading the projection");
+                self.set_leading(true);
+                let result = tokio::select! {
+                    () = &mut shutdown => {
+                        lease.release().await;
+                        self.set_leading(false);
+                        return Ok(());
+                    }
+                    result = self.lead(&mut lease, ttl, &mut batches) => result,
+                };
+                self.set_leading(false);
+                if let Err(e) = result {
+                    lease.release().await;
+                    return Err(e);
+                }
+                tracing::warn!(instance = %self.config.instance, "lost the projector lease; standing by");
+            }
+            tokio::select! {
+                () = &mut shutdown => return Ok(()),
+                () = tokio::time::sleep(poll) => {}
+            }
+        }
+    }
+
+    fn set_leading(&self, leading: bool) {
+        self.leading.send_replace(leading);
+        metrics::gauge!("hive_projector_leading").set(if leading { 1.0 } else { 0.0 });
+    }
+
+    /// Projects while the lease holds, renewing it every `ttl / 3`: Ok when it is lost (the projection
+    /// stops at once, a batch in flight rolled back), Err when a crash point is reached.
+    async fn lead(
+        &self,
+        lease: &mut Lease,
+        ttl: Duration,
+        batches: &mut u32,
+    ) -> Result<(), ProjectorError> {
+        let mut renew = tokio::time::interval(ttl / 3);
+        renew.tick().await;
+        let project = self.project(batches);
+        let mut project = std::pin::pin!(project);
+        loop {
+            tokio::select! {
+                result = &mut project => return result,
+                _ = renew.tick() => {
+                    if !lease.renew().await {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Projects from the checkpoint on, resuming from it after each transient failure; returns only
+    /// when a crash point is reached.
+    async fn project(&self, batches: &mut u32) -> Result<(), ProjectorError> {
         let mut backoff = Duration::from_millis(50);
         loop {
-            let result = tokio::select! {
-                () = &mut shutdown => return Ok(()),
-                result = self.follow(&mut batches) => result,
-            };
-            match result {
+            match self.follow(batches).await {
                 Err(ProjectorError::Crashed(point)) => return Err(ProjectorError::Crashed(point)),
                 Err(e) => {
                     tracing::warn!(error = %e, ?backoff, "projector interrupted; resuming from the checkpoint");
-                    tokio::select! {
-                        () = &mut shutdown => return Ok(()),
-                        () = tokio::time::sleep(backoff) => {}
-                    }
+                    tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(2));
                 }
                 Ok(()) => backoff = Duration::from_millis(50),
@@ -196,7 +293,16 @@ impl Projector {
         metrics::counter!("hive_projector_events_total").increment(outcome.applied as u64);
         metrics::counter!("hive_dead_letters_total").increment(outcome.dead_lettered as u64);
         metrics::gauge!("hive_projector_checkpoint").set(outcome.checkpoint as f64);
-        self.checkpoint.send_replace(outcome.checkpoint);
+        let moved = self.checkpoint.send_if_modified(|seq| {
+            let newer = outcome.checkpoint > *seq;
+            *seq = (*seq).max(outcome.checkpoint);
+            newer
+        });
+        if outcome.applied + outcome.dead_lettered == 0 || !moved {
+            // Every event was at or below the checkpoint (another instance projected them): nothing
+            // moved, so nothing to announce.
+            return Ok(());
+        }
         let notice = self.log.namespace().projection_notices(&self.config.name);
         if let Err(e) = self
             .log

@@ -375,8 +375,8 @@ async fn write_fold(
             .await?;
     }
     let txn = shadow.begin().await?;
-    lock_checkpoint(&txn, projection).await?;
-    write_checkpoint(&txn, projection, folded.last_seq).await?;
+    let from = lock_checkpoint(&txn, projection).await?;
+    write_checkpoint(&txn, projection, from, folded.last_seq).await?;
     txn.commit().await?;
     Ok(written)
 }
