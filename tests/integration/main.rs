@@ -6,6 +6,7 @@ mod api;
 mod api_limits;
 mod audit;
 mod auth;
+mod backup;
 mod browser;
 mod chaos;
 mod client;

@@ -4,9 +4,12 @@
 //! aggregate's subject (`Nats-Expected-Last-Subject-Sequence`) and idempotency (`Nats-Msg-Id`), loads one
 //! aggregate's history, and reads the log in order from any sequence. [`command`] is the write path on top:
 //! load, fold, decide, append, and on a lost race reload and decide again, a bounded number of times.
+//! [`backup`] takes a consistent backup of the stream and the tokens from a live hive and restores
+//! one into an empty stream, every event at its own sequence.
 //! [`Namespace`] names everything a deployment (or a test) owns in NATS, so tests never share a stream.
 
 pub mod audit;
+pub mod backup;
 pub mod command;
 pub mod kv;
 pub mod log;

@@ -118,6 +118,24 @@ struct Inner {
     command_attempts: usize,
 }
 
+/// The stream's settings for `config`.
+pub(crate) fn stream_config(config: &LogConfig) -> jetstream::stream::Config {
+    jetstream::stream::Config {
+        name: config.namespace.stream(),
+        description: Some("Hive's event log: the only source of truth".into()),
+        subjects: vec![config.namespace.subjects().all()],
+        storage: jetstream::stream::StorageType::File,
+        retention: jetstream::stream::RetentionPolicy::Limits,
+        num_replicas: config.replicas,
+        duplicate_window: config.duplicate_window,
+        max_message_size: config.max_event_bytes,
+        allow_direct: true,
+        deny_delete: true,
+        deny_purge: true,
+        ..Default::default()
+    }
+}
+
 /// An error unless the stream of `info` has a leader (a stream on one server always has).
 pub(crate) fn led(info: &jetstream::stream::Info) -> Result<(), LogError> {
     match &info.cluster {
@@ -138,20 +156,7 @@ impl EventLog {
             .max_ack_inflight(4096)
             .build(client);
         let subjects = config.namespace.subjects();
-        let stream_config = jetstream::stream::Config {
-            name: config.namespace.stream(),
-            description: Some("Hive's event log: the only source of truth".into()),
-            subjects: vec![subjects.all()],
-            storage: jetstream::stream::StorageType::File,
-            retention: jetstream::stream::RetentionPolicy::Limits,
-            num_replicas: config.replicas,
-            duplicate_window: config.duplicate_window,
-            max_message_size: config.max_event_bytes,
-            allow_direct: true,
-            deny_delete: true,
-            deny_purge: true,
-            ..Default::default()
-        };
+        let stream_config = stream_config(config);
         // Create or update only when the settings differ: on a cluster, services that all create the
         // same stream at once wait for each other's answers.
         let current = match js.get_stream(config.namespace.stream()).await {
@@ -211,6 +216,11 @@ impl EventLog {
     /// The NATS client underneath.
     pub fn client(&self) -> async_nats::Client {
         self.inner.js.client()
+    }
+
+    /// The stream's handle (for the backup, which reads it whole).
+    pub(crate) fn stream(&self) -> &jetstream::stream::Stream {
+        &self.inner.stream
     }
 
     /// Appends `payload` to `subject` if the subject's last event is still `expected` (0: none yet).
