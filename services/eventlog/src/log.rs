@@ -155,7 +155,6 @@ impl EventLog {
             .timeout(Duration::from_secs(5))
             .max_ack_inflight(4096)
             .build(client);
-        let subjects = config.namespace.subjects();
         let stream_config = stream_config(config);
         // Create or update only when the settings differ: on a cluster, services that all create the
         // same stream at once wait for each other's answers.
@@ -181,16 +180,43 @@ impl EventLog {
                     .map_err(|e| LogError::new("open the stream", e))?
             }
         };
-        Ok(Self {
+        Ok(Self::of(js, stream, config, config.replicas))
+    }
+
+    /// Connects to the stream as it is, changing nothing (an error if there is none): for the
+    /// operators' commands that only read, which must not bring its settings to theirs. The replicas
+    /// are the stream's own, so the buckets opened beside it keep theirs too.
+    pub async fn open_existing(
+        client: async_nats::Client,
+        config: &LogConfig,
+    ) -> Result<Self, LogError> {
+        let js = jetstream::ContextBuilder::new()
+            .timeout(Duration::from_secs(5))
+            .build(client);
+        let stream = js
+            .get_stream(config.namespace.stream())
+            .await
+            .map_err(|e| LogError::new("open the stream", e))?;
+        let replicas = stream.cached_info().config.num_replicas;
+        Ok(Self::of(js, stream, config, replicas))
+    }
+
+    fn of(
+        js: jetstream::Context,
+        stream: jetstream::stream::Stream,
+        config: &LogConfig,
+        replicas: usize,
+    ) -> Self {
+        Self {
             inner: std::sync::Arc::new(Inner {
                 js,
                 stream,
-                subjects,
+                subjects: config.namespace.subjects(),
                 namespace: config.namespace.clone(),
-                replicas: config.replicas,
+                replicas,
                 command_attempts: config.command_attempts.max(1),
             }),
-        })
+        }
     }
 
     /// On how many servers the stream (and each bucket beside it) keeps its data.

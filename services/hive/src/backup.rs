@@ -17,7 +17,8 @@ use crate::Config;
 /// into `dir`. Safe on a live hive: it only reads, while writes go on.
 pub async fn backup(config: &Config, nats_url: &str, dir: &Path) -> anyhow::Result<Manifest> {
     let client = crate::nats_client(nats_url).await?;
-    let log = EventLog::open(client, &config.log())
+    // As it is: a backup only reads, so it must not bring the stream's settings to this config's.
+    let log = EventLog::open_existing(client, &config.log())
         .await
         .context("open the event log")?;
     let tokens = Tokens::open(&log).await.context("open the tokens bucket")?;

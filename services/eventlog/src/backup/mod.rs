@@ -10,6 +10,7 @@
 //! message deleted before the backup) is kept by appending a filler and deleting it, and a leading gap
 //! by setting the empty stream's first sequence.
 
+mod append;
 mod restore;
 mod take;
 

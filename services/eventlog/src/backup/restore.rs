@@ -12,16 +12,18 @@ use std::path::Path;
 use std::time::Duration;
 
 use async_nats::HeaderMap;
-use async_nats::jetstream::{self, ErrorCode, context::PublishErrorKind};
+use async_nats::jetstream::{self, ErrorCode};
 use bytes::Bytes;
 
+use super::append::{Appender, Message};
 use super::{BackupError, EVENTS, Manifest, Progress, Record, TOKENS, TokenRecord, lines, verify};
 use crate::log::{led, stream_config};
 use crate::{EventLog, LogConfig, LogError, Namespace, Tokens};
 
 /// The duplicate window while restoring: JetStream's shortest.
 const RESTORE_WINDOW: Duration = Duration::from_millis(100);
-/// How long a restore waits for a new stream's leader (a cluster elects one).
+/// How long a restore waits for JetStream and then for the new stream to have a leader (a cluster
+/// elects them).
 const LEADER_PATIENCE: Duration = Duration::from_secs(30);
 
 /// What a restore did.
@@ -78,7 +80,14 @@ pub async fn restore(
 
     let from = prefix(&Namespace::new(&manifest.namespace));
     let to = prefix(&config.namespace);
-    let filler = format!("{to}restore-gap");
+    let filler = |seq| Message {
+        seq,
+        subject: format!("{to}restore-gap"),
+        headers: HeaderMap::new(),
+        payload: Bytes::new(),
+        filler: true,
+    };
+    let mut appender = Appender::new(js.clone(), stream.clone(), RESTORE_WINDOW);
     let total = manifest.messages;
     let mut next = manifest.first_seq.max(1);
     let (mut events, mut gaps) = (0, 0);
@@ -92,7 +101,7 @@ pub async fn restore(
             )));
         }
         while next < record.seq {
-            gap(&js, &stream, &filler, next).await?;
+            appender.push(filler(next)).await?;
             (next, gaps) = (next + 1, gaps + 1);
         }
         let subject = match record.subject.strip_prefix(&from) {
@@ -104,14 +113,15 @@ pub async fn restore(
                 )));
             }
         };
-        append(
-            &js,
-            subject,
-            headers(&record)?,
-            record.bytes()?.into(),
-            record.seq,
-        )
-        .await?;
+        appender
+            .push(Message {
+                seq: record.seq,
+                subject,
+                headers: headers(&record)?,
+                payload: record.bytes()?.into(),
+                filler: false,
+            })
+            .await?;
         (next, events) = (record.seq + 1, events + 1);
         if events % 1024 == 0 {
             progress(Progress {
@@ -121,9 +131,10 @@ pub async fn restore(
         }
     }
     while next <= manifest.last_seq {
-        gap(&js, &stream, &filler, next).await?;
+        appender.push(filler(next)).await?;
         (next, gaps) = (next + 1, gaps + 1);
     }
+    appender.finish().await?;
     progress(Progress {
         done: events,
         total,
@@ -162,7 +173,15 @@ pub async fn restore(
         }
     }
     let log = EventLog::open(client, config).await?;
-    let bucket = Tokens::open(&log).await?;
+    // A bucket made just now on a cluster has no leader for a moment.
+    let started = std::time::Instant::now();
+    let bucket = loop {
+        match Tokens::open(&log).await {
+            Ok(bucket) => break bucket,
+            Err(e) if started.elapsed() > LEADER_PATIENCE => return Err(e.into()),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    };
     let mut tokens = 0;
     for token in lines::<TokenRecord>(&dir.join(TOKENS))? {
         let token = token?;
@@ -187,15 +206,23 @@ fn prefix(namespace: &Namespace) -> String {
 /// Deletes stream `name` if it is there and empty, or holds events and `force` is given; refuses
 /// otherwise. Whether there was one.
 async fn clear(js: &jetstream::Context, name: &str, force: bool) -> Result<bool, BackupError> {
-    let stream = match js.get_stream(name).await {
-        Ok(stream) => stream,
-        Err(e) => {
-            if let jetstream::context::GetStreamErrorKind::JetStream(js_error) = e.kind()
-                && js_error.error_code() == ErrorCode::STREAM_NOT_FOUND
-            {
-                return Ok(false);
+    // A cluster that has just started answers nothing until it has elected its leaders: ask again.
+    let started = std::time::Instant::now();
+    let stream = loop {
+        match js.get_stream(name).await {
+            Ok(stream) => break stream,
+            Err(e) => {
+                if let jetstream::context::GetStreamErrorKind::JetStream(js_error) = e.kind()
+                    && js_error.error_code() == ErrorCode::STREAM_NOT_FOUND
+                {
+                    return Ok(false);
+                }
+                if started.elapsed() > LEADER_PATIENCE {
+                    return Err(LogError::new("look for the stream", e).into());
+                }
+                tracing::warn!(error = %e, "JetStream is not ready; asking again");
+                tokio::time::sleep(Duration::from_millis(200)).await;
             }
-            return Err(LogError::new("look for the stream", e).into());
         }
     };
     let state = stream
@@ -250,84 +277,4 @@ fn headers(record: &Record) -> Result<HeaderMap, BackupError> {
         headers.append(header, value.as_str());
     }
     Ok(headers)
-}
-
-/// Appends one event at sequence `seq`.
-async fn append(
-    js: &jetstream::Context,
-    subject: String,
-    headers: HeaderMap,
-    payload: Bytes,
-    seq: u64,
-) -> Result<(), BackupError> {
-    /// A repeated `Nats-Msg-Id` is dropped until the restore window has passed since its first.
-    const DUPLICATE_ATTEMPTS: u32 = 20;
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        let publish = jetstream::message::PublishMessage::build()
-            .payload(payload.clone())
-            .headers(headers.clone())
-            .expected_last_sequence(seq - 1);
-        let ack = js
-            .send_publish(subject.clone(), publish)
-            .await
-            .map_err(|e| LogError::new("publish", e))?
-            .await;
-        match ack {
-            Ok(ack) if ack.duplicate && attempt < DUPLICATE_ATTEMPTS => {
-                tokio::time::sleep(RESTORE_WINDOW).await;
-            }
-            Ok(ack) if ack.duplicate || ack.sequence != seq => {
-                return Err(BackupError::Sequence {
-                    expected: seq,
-                    actual: ack.sequence,
-                    why: "the stream took it as a repeat of an earlier Nats-Msg-Id".into(),
-                });
-            }
-            Ok(_) => return Ok(()),
-            Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {
-                return Err(BackupError::Sequence {
-                    expected: seq,
-                    actual: 0,
-                    why: format!(
-                        "the stream's last sequence is not {}: something else writes to it (stop every \
-                         hive service on it while restoring)",
-                        seq - 1
-                    ),
-                });
-            }
-            Err(e) => return Err(LogError::new("restore an event", e).into()),
-        }
-    }
-}
-
-/// Keeps sequence `seq` empty: a filler appended there and deleted at once.
-async fn gap(
-    js: &jetstream::Context,
-    stream: &jetstream::stream::Stream,
-    filler: &str,
-    seq: u64,
-) -> Result<(), BackupError> {
-    let publish = jetstream::message::PublishMessage::build()
-        .payload(Bytes::new())
-        .expected_last_sequence(seq - 1);
-    let ack = js
-        .send_publish(filler.to_owned(), publish)
-        .await
-        .map_err(|e| LogError::new("publish", e))?
-        .await
-        .map_err(|e| LogError::new("keep a gap", e))?;
-    if ack.sequence != seq {
-        return Err(BackupError::Sequence {
-            expected: seq,
-            actual: ack.sequence,
-            why: "a gap's filler".into(),
-        });
-    }
-    stream
-        .delete_message(seq)
-        .await
-        .map_err(|e| LogError::new("keep a gap", e))?;
-    Ok(())
 }
