@@ -1,6 +1,8 @@
 //! Backup and restore: a backup taken while commands keep coming restores, in another namespace, every
 //! event it holds at its own sequence with its bytes and message id, read models equal to the
 //! original's and tokens that still work; a stream that holds events and a damaged backup are refused.
+//! The restore's harder cases (gaps, repeated message ids, a cluster, `hive up`'s home) are in
+//! `restore.rs`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -15,7 +17,7 @@ use hive_tests::{World, authorized_client, scenario, until};
 use serde_json::json;
 
 /// `world`'s configuration with its servers named, as an operator's would be.
-fn config_of(world: &World) -> hive::Config {
+pub(crate) fn config_of(world: &World) -> hive::Config {
     hive::Config {
         nats_url: Some(world.nats_url.clone()),
         database_url: Some(world.database_url.clone()),
@@ -24,7 +26,10 @@ fn config_of(world: &World) -> hive::Config {
 }
 
 /// A backup of `world` in a new directory of `tmp`.
-async fn back_up(world: &World, tmp: &tempfile::TempDir) -> (std::path::PathBuf, Manifest) {
+pub(crate) async fn back_up(
+    world: &World,
+    tmp: &tempfile::TempDir,
+) -> (std::path::PathBuf, Manifest) {
     let dir = tmp.path().join("backup");
     let manifest = hive::backup::backup(&world.config, &world.nats_url, &dir)
         .await
@@ -297,171 +302,4 @@ async fn a_backup_whose_files_do_not_match_their_checksums_is_refused() {
         backup::verify(&dir),
         Err(BackupError::NoManifest { .. })
     ));
-}
-
-#[tokio::test]
-async fn sequences_deleted_before_the_backup_stay_empty_after_the_restore() {
-    // A stream of a namespace made without Hive's denials, so messages can be purged and deleted.
-    let target = World::new().await;
-    let id = uuid::Uuid::new_v4().simple().to_string();
-    let namespace = hive_eventlog::Namespace::new(format!("g{}", &id[..12]));
-    // JetStream's shortest duplicate window: two events with one Nats-Msg-Id, as a log has when a key
-    // comes back after the window.
-    let log_config = hive_eventlog::LogConfig {
-        namespace: namespace.clone(),
-        duplicate_window: Duration::from_millis(100),
-        ..Default::default()
-    };
-    let client = hive::nats_client(&target.nats_url).await.unwrap();
-    let js = async_nats::jetstream::new(client.clone());
-    let stream = js
-        .create_stream(async_nats::jetstream::stream::Config {
-            name: namespace.stream(),
-            subjects: vec![namespace.subjects().all()],
-            duplicate_window: log_config.duplicate_window,
-            max_message_size: log_config.max_event_bytes,
-            allow_direct: true,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    let log = hive_eventlog::EventLog::open(client, &log_config)
-        .await
-        .unwrap();
-    let scenario_head = scenario(&log, 1, 4).await;
-    assert!(scenario_head > 8);
-    let subject = log
-        .subjects()
-        .of(hive_events::AggregateKind::Task, uuid::Uuid::new_v4());
-    let publish_once = async || {
-        let publish = async_nats::jetstream::message::PublishMessage::build()
-            .payload("not an event".into())
-            .message_id("the same key");
-        let ack = js.send_publish(subject.clone(), publish).await.unwrap();
-        ack.await.unwrap()
-    };
-    assert!(!publish_once().await.duplicate);
-    let head = until(
-        Duration::from_secs(10),
-        "the window to pass",
-        || {},
-        async || {
-            let ack = publish_once().await;
-            (!ack.duplicate).then_some(ack.sequence)
-        },
-    )
-    .await;
-    assert_eq!(head, scenario_head + 2);
-    stream.purge().sequence(3).await.unwrap();
-    // Not the last one: Hive's readers take a stream whose last sequence holds nothing for a lost
-    // reader (a Hive log denies deletes, so it never has one).
-    for seq in [5, 6] {
-        assert!(stream.delete_message(seq).await.unwrap());
-    }
-
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("backup");
-    let source = hive::Config {
-        namespace: namespace.as_str().to_owned(),
-        ..target.config.clone()
-    };
-    let manifest = hive::backup::backup(&source, &target.nats_url, &dir)
-        .await
-        .unwrap();
-    assert_eq!(
-        (manifest.first_seq, manifest.last_seq, manifest.messages),
-        (3, head, head - 4)
-    );
-
-    let restored = hive::backup::restore(&config_of(&target), &dir, false)
-        .await
-        .unwrap();
-    assert_eq!((restored.events, restored.gaps), (head - 4, 2));
-    let state = js
-        .get_stream(target.namespace().stream())
-        .await
-        .unwrap()
-        .get_info()
-        .await
-        .unwrap()
-        .state;
-    assert_eq!(
-        (state.first_sequence, state.last_sequence, state.messages),
-        (3, head, head - 4)
-    );
-    let before = log.read_to_head(1).await.unwrap();
-    let after = target.log().read_to_head(1).await.unwrap();
-    let seqs = |events: &[RawEvent]| events.iter().map(|e| e.seq).collect::<Vec<_>>();
-    assert_eq!(seqs(&after), seqs(&before));
-    assert!(!seqs(&after).contains(&5) && seqs(&after)[0] == 3);
-    for (a, b) in before.iter().zip(&after) {
-        assert_eq!(
-            (&b.payload, &b.msg_id),
-            (&a.payload, &a.msg_id),
-            "event {}",
-            a.seq
-        );
-    }
-    let repeated = |events: &[RawEvent]| {
-        events
-            .iter()
-            .filter(|e| e.msg_id.as_deref() == Some("the same key"))
-            .map(|e| e.seq)
-            .collect::<Vec<_>>()
-    };
-    assert_eq!(repeated(&after), [head - 1, head]);
-    js.delete_stream(namespace.stream()).await.unwrap();
-}
-
-#[tokio::test]
-async fn a_backup_restores_into_a_cluster_on_the_configured_replicas() {
-    let original = World::new().await;
-    let head = scenario(original.log(), 2, 20).await;
-    let tmp = tempfile::tempdir().unwrap();
-    let (dir, manifest) = back_up(&original, &tmp).await;
-    assert_eq!(manifest.last_seq, head);
-
-    let nodes = hive_tests::cluster::cluster(&tmp.path().join("cluster")).await;
-    let cluster_url = nodes.iter().map(|n| n.url()).collect::<Vec<_>>().join(",");
-    // The target's database and namespace, its stream on the cluster.
-    let target = World::new().await;
-    let config = hive::Config {
-        nats_url: Some(cluster_url.clone()),
-        stream_replicas: 3,
-        ..config_of(&target)
-    };
-    let restored = hive::backup::restore(&config, &dir, false).await.unwrap();
-    assert_eq!(restored.events, manifest.messages);
-
-    let client = hive::nats_client(&cluster_url).await.unwrap();
-    let log = hive_eventlog::EventLog::open_existing(client, &config.log())
-        .await
-        .unwrap();
-    assert_eq!(log.replicas(), 3);
-    let info = async_nats::jetstream::new(log.client())
-        .get_stream(config.log().namespace.stream())
-        .await
-        .unwrap()
-        .get_info()
-        .await
-        .unwrap();
-    let cluster = info.cluster.expect("a clustered stream");
-    assert!(cluster.leader.is_some() && cluster.replicas.len() == 2);
-    let before = original.log().read_to_head(1).await.unwrap();
-    let after = log.read_to_head(1).await.unwrap();
-    assert_eq!(after.len(), before.len());
-    for (a, b) in before.iter().zip(&after) {
-        assert_eq!(
-            (b.seq, &b.payload, &b.msg_id),
-            (a.seq, &a.payload, &a.msg_id)
-        );
-    }
-    let tokens = hive_eventlog::Tokens::open(&log).await.unwrap();
-    let id = hive_eventlog::tokens::id_of(&original.admin_token);
-    assert!(tokens.grant(&id).await.unwrap().is_some());
-    let report = hive_projector::verify::verify(target.db(), &log, hive_projector::READ_MODELS)
-        .await
-        .unwrap();
-    assert!(report.differences.is_empty(), "{:?}", report.differences);
-    assert_eq!(report.checkpoint, head);
 }

@@ -24,6 +24,7 @@ mod orchestration;
 mod privilege;
 mod projector;
 mod replay;
+mod restore;
 mod runtime;
 mod supervision;
 mod topology;
