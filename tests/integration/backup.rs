@@ -256,9 +256,23 @@ async fn a_backup_under_load_restores_every_event_at_its_sequence_in_a_new_names
 #[tokio::test]
 async fn restoring_over_a_stream_that_holds_events_is_refused_unless_forced() {
     let original = World::new().await;
-    scenario(original.log(), 2, 10).await;
+    let last = scenario(original.log(), 2, 10).await;
     let tmp = tempfile::tempdir().unwrap();
-    let (dir, manifest) = back_up(&original, &tmp).await;
+    // With the real program, as an operator would.
+    let dir = tmp.path().join("backup");
+    let taken = hive_command(&original, &["backup", dir.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&taken.stdout);
+    assert!(taken.status.success(), "{stdout}");
+    assert!(
+        stdout.starts_with(&format!("backed up {last} events (sequences 1..={last})")),
+        "{stdout}"
+    );
+    let manifest = backup::verify(&dir).unwrap();
+    assert_eq!(manifest.last_seq, last);
+    // Into a directory that holds files: refused.
+    let again = hive_command(&original, &["backup", dir.to_str().unwrap()]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("is not empty"));
 
     let busy = World::new().await;
     let head = scenario(busy.log(), 1, 3).await;
