@@ -104,6 +104,14 @@ async fn a_backup_under_load_restores_every_event_at_its_sequence_in_a_new_names
     );
     assert_eq!(manifest.namespace, original.config.namespace);
     assert!(manifest.tokens >= 1);
+    for file in [backup::EVENTS, backup::TOKENS, backup::MANIFEST] {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.join(file))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{file} is its owner's only");
+    }
     let on_disk = std::fs::read_to_string(dir.join(backup::EVENTS)).unwrap();
     assert_eq!(on_disk.lines().count() as u64, manifest.messages);
 

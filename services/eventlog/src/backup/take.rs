@@ -27,8 +27,15 @@ struct Hashed {
 }
 
 impl Hashed {
+    /// A new file, readable by its owner only: events hold what clients sent, tokens who may call.
     fn create(path: &Path) -> Result<Self, BackupError> {
-        let file = std::fs::File::create_new(path).map_err(io(path))?;
+        use std::os::unix::fs::OpenOptionsExt;
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(io(path))?;
         Ok(Self {
             file: std::io::BufWriter::new(file),
             hash: Sha256::new(),
@@ -170,7 +177,11 @@ pub async fn take(
     let partial = dir.join(format!("{MANIFEST}.partial"));
     let text = serde_json::to_string_pretty(&manifest)
         .map_err(|e| BackupError::Malformed(format!("encode the manifest: {e}")))?;
-    std::fs::write(&partial, text + "\n").map_err(io(&partial))?;
+    let mut file = Hashed::create(&partial)?;
+    file.file
+        .write_all((text + "\n").as_bytes())
+        .map_err(io(&partial))?;
+    file.finish()?;
     std::fs::rename(&partial, &path).map_err(io(&path))?;
     Ok(manifest)
 }
