@@ -30,14 +30,18 @@ impl Namespace {
     /// A namespace: a single subject token of letters, digits, `-` and `_`.
     pub fn new(name: impl Into<String>) -> Self {
         let name = name.into();
-        assert!(
-            !name.is_empty()
-                && name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
-            "a namespace is one token of letters, digits, '-' and '_': {name:?}"
-        );
-        Self(name)
+        Self::parse(&name).unwrap_or_else(|| {
+            panic!("a namespace is one token of letters, digits, '-' and '_': {name:?}")
+        })
+    }
+
+    /// `name` as a namespace, if it is one (a single subject token of letters, digits, `-` and `_`).
+    pub fn parse(name: &str) -> Option<Self> {
+        (!name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
+        .then(|| Self(name.to_owned()))
     }
 
     /// The namespace's token.

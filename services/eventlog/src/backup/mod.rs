@@ -242,10 +242,35 @@ pub fn verify(dir: &Path) -> Result<Manifest, BackupError> {
             manifest.format
         )));
     }
+    // The manifest is the one file no checksum covers: what it names must at least make sense.
+    match crate::Namespace::parse(&manifest.namespace) {
+        Some(namespace) if namespace.stream() == manifest.stream => {}
+        _ => {
+            return Err(no_manifest(format!(
+                "namespace {:?} and stream {:?} do not go together",
+                manifest.namespace, manifest.stream
+            )));
+        }
+    }
+    if manifest.last_seq < manifest.first_seq.saturating_sub(1) {
+        return Err(no_manifest(format!(
+            "first sequence {} after last sequence {}",
+            manifest.first_seq, manifest.last_seq
+        )));
+    }
     for name in [EVENTS, TOKENS] {
         if !manifest.files.contains_key(name) {
             return Err(no_manifest(format!("{name} is not listed")));
         }
+    }
+    if let Some(other) = manifest
+        .files
+        .keys()
+        .find(|n| ![EVENTS, TOKENS].contains(&n.as_str()))
+    {
+        return Err(no_manifest(format!(
+            "it lists {other:?}, no file of a backup"
+        )));
     }
     for (name, sum) in &manifest.files {
         let file = dir.join(name);
@@ -338,6 +363,31 @@ mod tests {
         )
         .unwrap();
         assert_eq!(verify(&dir).unwrap(), manifest);
+        // The manifest itself must make sense: its stream is its namespace's, its files a backup's.
+        let write = |m: &Manifest| {
+            std::fs::write(dir.join(MANIFEST), serde_json::to_string(m).unwrap()).unwrap()
+        };
+        for odd in [
+            Manifest {
+                stream: "OTHER_EVENTS".into(),
+                ..manifest.clone()
+            },
+            Manifest {
+                namespace: "a.b".into(),
+                ..manifest.clone()
+            },
+            Manifest {
+                files: [("../x".to_owned(), manifest.files[EVENTS].clone())]
+                    .into_iter()
+                    .chain(manifest.files.clone())
+                    .collect(),
+                ..manifest.clone()
+            },
+        ] {
+            write(&odd);
+            assert!(matches!(verify(&dir), Err(BackupError::NoManifest { .. })));
+        }
+        write(&manifest);
         std::fs::write(dir.join(EVENTS), "{ }\n").unwrap();
         let refused = verify(&dir).unwrap_err();
         assert!(
