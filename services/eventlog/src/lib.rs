@@ -4,9 +4,12 @@
 //! aggregate's subject (`Nats-Expected-Last-Subject-Sequence`) and idempotency (`Nats-Msg-Id`), loads one
 //! aggregate's history, and reads the log in order from any sequence. [`command`] is the write path on top:
 //! load, fold, decide, append, and on a lost race reload and decide again, a bounded number of times.
+//! [`backup`] takes a consistent backup of the stream and the tokens from a live hive and restores
+//! one into an empty stream, every event at its own sequence.
 //! [`Namespace`] names everything a deployment (or a test) owns in NATS, so tests never share a stream.
 
 pub mod audit;
+pub mod backup;
 pub mod command;
 pub mod kv;
 pub mod log;
@@ -27,14 +30,18 @@ impl Namespace {
     /// A namespace: a single subject token of letters, digits, `-` and `_`.
     pub fn new(name: impl Into<String>) -> Self {
         let name = name.into();
-        assert!(
-            !name.is_empty()
-                && name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
-            "a namespace is one token of letters, digits, '-' and '_': {name:?}"
-        );
-        Self(name)
+        Self::parse(&name).unwrap_or_else(|| {
+            panic!("a namespace is one token of letters, digits, '-' and '_': {name:?}")
+        })
+    }
+
+    /// `name` as a namespace, if it is one (a single subject token of letters, digits, `-` and `_`).
+    pub fn parse(name: &str) -> Option<Self> {
+        (!name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
+        .then(|| Self(name.to_owned()))
     }
 
     /// The namespace's token.

@@ -118,6 +118,24 @@ struct Inner {
     command_attempts: usize,
 }
 
+/// The stream's settings for `config`.
+pub(crate) fn stream_config(config: &LogConfig) -> jetstream::stream::Config {
+    jetstream::stream::Config {
+        name: config.namespace.stream(),
+        description: Some("Hive's event log: the only source of truth".into()),
+        subjects: vec![config.namespace.subjects().all()],
+        storage: jetstream::stream::StorageType::File,
+        retention: jetstream::stream::RetentionPolicy::Limits,
+        num_replicas: config.replicas,
+        duplicate_window: config.duplicate_window,
+        max_message_size: config.max_event_bytes,
+        allow_direct: true,
+        deny_delete: true,
+        deny_purge: true,
+        ..Default::default()
+    }
+}
+
 /// An error unless the stream of `info` has a leader (a stream on one server always has).
 pub(crate) fn led(info: &jetstream::stream::Info) -> Result<(), LogError> {
     match &info.cluster {
@@ -137,21 +155,7 @@ impl EventLog {
             .timeout(Duration::from_secs(5))
             .max_ack_inflight(4096)
             .build(client);
-        let subjects = config.namespace.subjects();
-        let stream_config = jetstream::stream::Config {
-            name: config.namespace.stream(),
-            description: Some("Hive's event log: the only source of truth".into()),
-            subjects: vec![subjects.all()],
-            storage: jetstream::stream::StorageType::File,
-            retention: jetstream::stream::RetentionPolicy::Limits,
-            num_replicas: config.replicas,
-            duplicate_window: config.duplicate_window,
-            max_message_size: config.max_event_bytes,
-            allow_direct: true,
-            deny_delete: true,
-            deny_purge: true,
-            ..Default::default()
-        };
+        let stream_config = stream_config(config);
         // Create or update only when the settings differ: on a cluster, services that all create the
         // same stream at once wait for each other's answers.
         let current = match js.get_stream(config.namespace.stream()).await {
@@ -176,16 +180,43 @@ impl EventLog {
                     .map_err(|e| LogError::new("open the stream", e))?
             }
         };
-        Ok(Self {
+        Ok(Self::of(js, stream, config, config.replicas))
+    }
+
+    /// Connects to the stream as it is, changing nothing (an error if there is none): for the
+    /// operators' commands that only read, which must not bring its settings to theirs. The replicas
+    /// are the stream's own, so the buckets opened beside it keep theirs too.
+    pub async fn open_existing(
+        client: async_nats::Client,
+        config: &LogConfig,
+    ) -> Result<Self, LogError> {
+        let js = jetstream::ContextBuilder::new()
+            .timeout(Duration::from_secs(5))
+            .build(client);
+        let stream = js
+            .get_stream(config.namespace.stream())
+            .await
+            .map_err(|e| LogError::new("open the stream", e))?;
+        let replicas = stream.cached_info().config.num_replicas;
+        Ok(Self::of(js, stream, config, replicas))
+    }
+
+    fn of(
+        js: jetstream::Context,
+        stream: jetstream::stream::Stream,
+        config: &LogConfig,
+        replicas: usize,
+    ) -> Self {
+        Self {
             inner: std::sync::Arc::new(Inner {
                 js,
                 stream,
-                subjects,
+                subjects: config.namespace.subjects(),
                 namespace: config.namespace.clone(),
-                replicas: config.replicas,
+                replicas,
                 command_attempts: config.command_attempts.max(1),
             }),
-        })
+        }
     }
 
     /// On how many servers the stream (and each bucket beside it) keeps its data.
@@ -211,6 +242,11 @@ impl EventLog {
     /// The NATS client underneath.
     pub fn client(&self) -> async_nats::Client {
         self.inner.js.client()
+    }
+
+    /// The stream's handle (for the backup, which reads it whole).
+    pub(crate) fn stream(&self) -> &jetstream::stream::Stream {
+        &self.inner.stream
     }
 
     /// Appends `payload` to `subject` if the subject's last event is still `expected` (0: none yet).

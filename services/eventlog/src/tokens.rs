@@ -193,6 +193,39 @@ impl Tokens {
         }))
     }
 
+    /// Every token's id and stored grant, as stored (for a backup).
+    pub(crate) async fn raw_entries(&self) -> Result<Vec<(String, Bytes)>, LogError> {
+        let mut keys = self
+            .store
+            .keys()
+            .await
+            .map_err(|e| LogError::new("list tokens", e))?;
+        let mut entries = Vec::new();
+        while let Some(key) = keys.next().await {
+            let key = key.map_err(|e| LogError::new("list tokens", e))?;
+            let value = self
+                .store
+                .get(&key)
+                .await
+                .map_err(|e| LogError::new("read a token", e))?;
+            // Revoked since it was listed: not in the backup.
+            if let Some(value) = value {
+                entries.push((key, value));
+            }
+        }
+        entries.sort();
+        Ok(entries)
+    }
+
+    /// Stores `value` under token id `id` as it is (for a restore).
+    pub(crate) async fn put_raw(&self, id: &str, value: Bytes) -> Result<(), LogError> {
+        self.store
+            .put(id, value)
+            .await
+            .map_err(|e| LogError::new("restore a token", e))?;
+        Ok(())
+    }
+
     /// Every token's id and grant.
     pub async fn all(&self) -> Result<Vec<(String, Grant)>, LogError> {
         let mut keys = self

@@ -49,6 +49,29 @@ enum Command {
     /// Fold the whole log in memory and compare it with the read models, row by row and field by
     /// field; print each difference and exit non-zero on any.
     Verify,
+    /// Back up the event log and the tokens bucket into DIR (a new or empty directory): every event up
+    /// to the log's last when the backup begins, with its sequence, subject, headers and bytes, and a
+    /// manifest.json with each file's SHA-256. Safe on a live hive: it only reads, and writes go on
+    /// meanwhile (those appended after it began are left for the next backup). Needs the admin's
+    /// HIVE_NATS_URL (or a running `hive up` in HIVE_HOME).
+    Backup {
+        /// Where to write it.
+        dir: std::path::PathBuf,
+    },
+    /// Restore a backup into an empty event stream (HIVE_NAMESPACE's, with HIVE_STREAM_REPLICAS
+    /// replicas), each event at its own sequence, and its tokens; then rebuild the read models from
+    /// it. A backup whose files do not match its manifest's checksums is refused. Runs on the servers
+    /// `hive up` would use: the configured ones, or those under HIVE_HOME, started for the restore.
+    /// NOT safe on a live hive: stop every service on the namespace first (refused beside a running
+    /// `hive up`).
+    Restore {
+        /// The backup's directory.
+        dir: std::path::PathBuf,
+        /// Restore even if the stream holds events: delete the stream (every event in it, for good)
+        /// and the tokens bucket first. Without it, a stream that is not empty is left untouched.
+        #[arg(long)]
+        force: bool,
+    },
     /// API tokens: issue one (shown once), list them, revoke one. Needs HIVE_NATS_URL (or a running
     /// `hive up` in HIVE_HOME).
     Tokens {
@@ -196,20 +219,25 @@ fn at(text: &Option<String>) -> anyhow::Result<Option<hive_eventlog::audit::At>>
 /// its endpoints file).
 async fn backends(config: &Config, migrate: bool) -> anyhow::Result<crate::Backends> {
     let running = crate::up::endpoints(&config.home);
-    let nats = config
-        .nats_url
-        .clone()
-        .or_else(|| running.as_ref().map(|r| r.0.clone()));
+    let nats = nats_url(config)?;
     let db = config
         .database_url
         .clone()
         .or_else(|| running.as_ref().map(|r| r.1.clone()));
-    let nats = required(&nats, "HIVE_NATS_URL (or a running `hive up` in HIVE_HOME)")?;
     let db = required(
         &db,
         "HIVE_DATABASE_URL (or a running `hive up` in HIVE_HOME)",
     )?;
     connect(config, &nats, &db, migrate).await
+}
+
+/// The configured NATS URL, or that of a running `hive up` in the same `HIVE_HOME`.
+fn nats_url(config: &Config) -> anyhow::Result<String> {
+    let nats = config
+        .nats_url
+        .clone()
+        .or_else(|| crate::up::endpoints(&config.home).map(|r| r.0));
+    required(&nats, "HIVE_NATS_URL (or a running `hive up` in HIVE_HOME)")
 }
 
 /// The nats-server users of namespace `ns`, passwords from the server's environment (what
@@ -427,6 +455,14 @@ async fn run_cli(cli: Cli) -> anyhow::Result<()> {
                     println!("revoked {id}");
                 }
             }
+            Ok(())
+        }
+        Command::Backup { dir } => {
+            crate::backup::backup(&config, &nats_url(&config)?, &dir).await?;
+            Ok(())
+        }
+        Command::Restore { dir, force } => {
+            crate::backup::restore(&config, &dir, force).await?;
             Ok(())
         }
         Command::Verify => crate::ops::verify(&backends(&config, false).await?).await,

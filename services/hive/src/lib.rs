@@ -3,6 +3,7 @@
 //! projector on those backends, and [`up`] does all of it, starting nats-server and PostgreSQL itself for
 //! whichever URL is not configured. `main.rs` is only the command-line front.
 
+pub mod backup;
 pub mod cli;
 pub mod config;
 mod credentials;
@@ -117,23 +118,8 @@ pub async fn ensure_database(url: &str) -> anyhow::Result<()> {
 /// How long a starting service waits for JetStream to accept its stream and buckets.
 const START_PATIENCE: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// Connects to NATS and PostgreSQL and opens the event log. With `migrate`, the database is created if
-/// missing and brought to the latest schema first.
-pub async fn connect(
-    config: &Config,
-    nats_url: &str,
-    database_url: &str,
-    migrate: bool,
-) -> anyhow::Result<Backends> {
-    if migrate {
-        ensure_database(database_url).await?;
-    }
-    let db = open_database(database_url, config.db_pool).await?;
-    if migrate {
-        hive_migrations::Migrator::up(&db, None)
-            .await
-            .context("migrate the read models")?;
-    }
+/// A NATS client of `nats_url` (servers comma-separated; a user and password, or a token, in the URL).
+pub async fn nats_client(nats_url: &str) -> anyhow::Result<async_nats::Client> {
     let given: Vec<&str> = nats_url.split(',').map(str::trim).collect();
     let mut options = async_nats::ConnectOptions::new()
         .name("hive")
@@ -156,10 +142,30 @@ pub async fn connect(
     }
     // The servers without their credentials, which the client logs at debug level.
     let servers: Vec<String> = given.iter().map(|s| without_credentials(s)).collect();
-    let client = options
+    options
         .connect(servers.as_slice())
         .await
-        .with_context(|| format!("connect to NATS at {}", Config::redacted(nats_url)))?;
+        .with_context(|| format!("connect to NATS at {}", Config::redacted(nats_url)))
+}
+
+/// Connects to NATS and PostgreSQL and opens the event log. With `migrate`, the database is created if
+/// missing and brought to the latest schema first.
+pub async fn connect(
+    config: &Config,
+    nats_url: &str,
+    database_url: &str,
+    migrate: bool,
+) -> anyhow::Result<Backends> {
+    if migrate {
+        ensure_database(database_url).await?;
+    }
+    let db = open_database(database_url, config.db_pool).await?;
+    if migrate {
+        hive_migrations::Migrator::up(&db, None)
+            .await
+            .context("migrate the read models")?;
+    }
+    let client = nats_client(nats_url).await?;
     // A JetStream cluster that is still electing its leaders answers "timed out": keep trying a while,
     // as a service started beside its servers must. The stream is ready once its state can be read.
     let log = patiently("the event log", async || {
