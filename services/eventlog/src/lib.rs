@@ -13,12 +13,14 @@ pub mod backup;
 pub mod command;
 pub mod kv;
 pub mod log;
+pub mod patience;
 pub mod tokens;
 pub mod users;
 
 pub use command::{CommandContext, CommandError, Committed};
 pub use kv::{Beat, Heartbeats, Lease, LeaseOf};
 pub use log::{AppendError, EventLog, LogConfig, LogError, RawEvent};
+pub use patience::patiently;
 pub use tokens::{Grant, Role, Tokens};
 
 /// The names a deployment owns in NATS: `<ns>.events.>` in stream `<NS>_EVENTS`, projection notices on

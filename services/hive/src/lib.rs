@@ -62,24 +62,12 @@ async fn open_database(url: &str, connections: u32) -> anyhow::Result<DatabaseCo
 /// queries in every connection of the shared pool.
 const PROJECTOR_CONNECTIONS: u32 = 2;
 
-/// Runs `attempt` until it succeeds, backing off, for up to [`START_PATIENCE`]; then returns its error.
+/// [`hive_eventlog::patiently`] for up to [`START_PATIENCE`].
 async fn patiently<T, E: std::fmt::Display>(
     what: &str,
-    mut attempt: impl AsyncFnMut() -> Result<T, E>,
+    attempt: impl AsyncFnMut() -> Result<T, E>,
 ) -> Result<T, E> {
-    let started = std::time::Instant::now();
-    let mut backoff = std::time::Duration::from_millis(200);
-    loop {
-        match attempt().await {
-            Ok(done) => return Ok(done),
-            Err(e) if started.elapsed() < START_PATIENCE => {
-                tracing::warn!(error = %e, "{what} is not ready; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(std::time::Duration::from_secs(5));
-            }
-            Err(e) => return Err(e),
-        }
-    }
+    hive_eventlog::patiently(what, START_PATIENCE, attempt).await
 }
 
 /// Creates database `url` names if it does not exist yet (connecting to the `postgres` database of the

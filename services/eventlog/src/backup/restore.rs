@@ -18,7 +18,7 @@ use bytes::Bytes;
 use super::append::{Appender, Message};
 use super::{BackupError, EVENTS, Manifest, Progress, Record, TOKENS, TokenRecord, lines, verify};
 use crate::log::{led, stream_config};
-use crate::{EventLog, LogConfig, LogError, Namespace, Tokens};
+use crate::{EventLog, LogConfig, LogError, Namespace, Tokens, patiently};
 
 /// The duplicate window while restoring: JetStream's shortest.
 const RESTORE_WINDOW: Duration = Duration::from_millis(100);
@@ -174,14 +174,10 @@ pub async fn restore(
     }
     let log = EventLog::open(client, config).await?;
     // A bucket made just now on a cluster has no leader for a moment.
-    let started = std::time::Instant::now();
-    let bucket = loop {
-        match Tokens::open(&log).await {
-            Ok(bucket) => break bucket,
-            Err(e) if started.elapsed() > LEADER_PATIENCE => return Err(e.into()),
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    };
+    let bucket = patiently("the tokens bucket", LEADER_PATIENCE, async || {
+        Tokens::open(&log).await
+    })
+    .await?;
     let mut tokens = 0;
     for token in lines::<TokenRecord>(&dir.join(TOKENS))? {
         let token = token?;
@@ -207,23 +203,22 @@ fn prefix(namespace: &Namespace) -> String {
 /// otherwise. Whether there was one.
 async fn clear(js: &jetstream::Context, name: &str, force: bool) -> Result<bool, BackupError> {
     // A cluster that has just started answers nothing until it has elected its leaders: ask again.
-    let started = std::time::Instant::now();
-    let stream = loop {
+    let stream = patiently("JetStream", LEADER_PATIENCE, async || {
         match js.get_stream(name).await {
-            Ok(stream) => break stream,
-            Err(e) => {
-                if let jetstream::context::GetStreamErrorKind::JetStream(js_error) = e.kind()
-                    && js_error.error_code() == ErrorCode::STREAM_NOT_FOUND
+            Ok(stream) => Ok(Some(stream)),
+            Err(e) => match e.kind() {
+                jetstream::context::GetStreamErrorKind::JetStream(js_error)
+                    if js_error.error_code() == ErrorCode::STREAM_NOT_FOUND =>
                 {
-                    return Ok(false);
+                    Ok(None)
                 }
-                if started.elapsed() > LEADER_PATIENCE {
-                    return Err(LogError::new("look for the stream", e).into());
-                }
-                tracing::warn!(error = %e, "JetStream is not ready; asking again");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
+                _ => Err(LogError::new("look for the stream", e)),
+            },
         }
+    })
+    .await?;
+    let Some(stream) = stream else {
+        return Ok(false);
     };
     let state = stream
         .get_info()
@@ -249,18 +244,15 @@ async fn led_stream(
     js: &jetstream::Context,
     name: &str,
 ) -> Result<jetstream::stream::Stream, BackupError> {
-    let started = std::time::Instant::now();
-    loop {
+    patiently("the new stream's leader", LEADER_PATIENCE, async || {
         let stream = js
             .get_stream(name)
             .await
             .map_err(|e| LogError::new("open the stream", e))?;
-        match led(stream.cached_info()) {
-            Ok(()) => return Ok(stream),
-            Err(e) if started.elapsed() > LEADER_PATIENCE => return Err(e.into()),
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    }
+        led(stream.cached_info()).map(|()| stream)
+    })
+    .await
+    .map_err(Into::into)
 }
 
 /// The headers an event is appended with: its own but the publish-time conditions
