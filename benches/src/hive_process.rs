@@ -50,19 +50,9 @@ impl HiveProcess {
             }
             None => Command::new(hive_binary()?),
         };
-        let child = command
-            .arg("up")
-            .env("HIVE_NATS_URL", nats_url)
-            .env("HIVE_DATABASE_URL", database_url)
-            .env("HIVE_NAMESPACE", namespace)
-            .env("HIVE_HTTP_ADDR", format!("127.0.0.1:{port}"))
+        let child = on_servers(command.arg("up"), nats_url, database_url, namespace, port)
             .env("HIVE_HOME", home.path())
-            .env(
-                "HIVE_LOG",
-                std::env::var("HIVE_BENCH_HIVE_LOG").unwrap_or_else(|_| "warn".into()),
-            )
             .env("HIVE_AGENT_LOG_FILTER", "error")
-            .stdin(Stdio::null())
             .spawn()?;
         let base = format!("http://127.0.0.1:{port}");
         let http = hive_client::Client::new(&base);
@@ -175,18 +165,14 @@ impl Served {
     ) -> anyhow::Result<Self> {
         let port = hive_devservers::free_port()?;
         let base = format!("http://127.0.0.1:{port}");
-        let child = hive_command()?
-            .args(["serve", part])
-            .env("HIVE_NATS_URL", nats_url)
-            .env("HIVE_DATABASE_URL", database_url)
-            .env("HIVE_NAMESPACE", namespace)
-            .env("HIVE_HTTP_ADDR", format!("127.0.0.1:{port}"))
-            .env(
-                "HIVE_LOG",
-                std::env::var("HIVE_BENCH_HIVE_LOG").unwrap_or_else(|_| "warn".into()),
-            )
-            .stdin(Stdio::null())
-            .spawn()?;
+        let child = on_servers(
+            hive_command()?.args(["serve", part]),
+            nats_url,
+            database_url,
+            namespace,
+            port,
+        )
+        .spawn()?;
         let served = Self { child, base };
         if part == "api" {
             let http = hive_client::Client::new(&served.base);
@@ -213,6 +199,27 @@ impl Drop for Served {
         );
         let _ = self.child.wait();
     }
+}
+
+/// `command` set to run on a run's servers in `namespace`, its API (if it has one) on `port`, logging
+/// as `HIVE_BENCH_HIVE_LOG` says (default: warnings).
+fn on_servers<'c>(
+    command: &'c mut Command,
+    nats_url: &str,
+    database_url: &str,
+    namespace: &str,
+    port: u16,
+) -> &'c mut Command {
+    command
+        .env("HIVE_NATS_URL", nats_url)
+        .env("HIVE_DATABASE_URL", database_url)
+        .env("HIVE_NAMESPACE", namespace)
+        .env("HIVE_HTTP_ADDR", format!("127.0.0.1:{port}"))
+        .env(
+            "HIVE_LOG",
+            std::env::var("HIVE_BENCH_HIVE_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .stdin(Stdio::null())
 }
 
 /// A command running the `hive` binary next to this one.
