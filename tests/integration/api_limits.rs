@@ -126,6 +126,7 @@ async fn every_class_of_bad_input_gets_its_4xx() {
         bad("a priority out of range", M::POST, tasks, Json(json!({"title": "x", "priority": 11})), invalid),
         bad("a title that is a number", M::POST, tasks, Json(json!({"title": 5})), invalid),
         bad("no title", M::POST, tasks, Json(json!({})), invalid),
+        bad("an array for an object", M::POST, tasks, Json(json!(["x"])), invalid),
         // A filter the database cannot hold (a NUL byte, found by the fuzzer) is the request's fault.
         bad("a NUL byte in a filter", M::GET, "/api/v1/agents?capability=%00", Empty, bad_request),
         bad("an unknown dependency", M::POST, tasks, Json(json!({"title": "x", "depends_on": [unknown]})), invalid),
@@ -163,6 +164,8 @@ async fn every_class_of_bad_input_gets_its_4xx() {
     );
     #[rustfmt::skip]
     let rows = vec![
+        // An optional body is an object or null; `[]` once passed as a report with every field left out.
+        bad("an array for a report", M::POST, cancel.clone(), Json(json!([])), invalid),
         bad("a cancel of a cancelled task", M::POST, cancel, Empty, (409, "invalid_transition")),
         bad("a cancel of an unknown task", M::POST, format!("/api/v1/tasks/{unknown}/cancel"), Empty, not_found),
     ];
