@@ -66,8 +66,8 @@ impl AgentStatus {
     }
 }
 
-/// An agent's state, folded from its events.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// An agent's state, folded from its events. Serialized only in snapshots ([`crate::aggregate::FOLD_VERSION`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Agent {
     /// A human name, if given.
     pub name: Option<String>,

@@ -88,10 +88,18 @@ pub trait EventSchema: Serialize + DeserializeOwned + Clone + fmt::Debug + Send 
 
 /// An aggregate: a state folded from its events, and the rules that turn a command into the next event.
 ///
+/// The version of the folds' meaning. A snapshot (a state, or the scheduler's board, saved with the
+/// sequence it covers) records it and is trusted only by a build of the same version: bump it whenever
+/// an `apply`, an upcaster or the shape of a folded state changes, and every snapshot is folded again
+/// from the log instead.
+pub const FOLD_VERSION: u32 = 1;
+
 /// Every command yields exactly one event. That keeps each append atomic on its own (one publish with
 /// optimistic concurrency on the subject); follow-ups that a fact makes due (requeue a failed task, queue
 /// a task whose dependencies completed) are new commands decided by the services that react to events.
-pub trait Aggregate: Sized + Clone + fmt::Debug + Send + Sync {
+pub trait Aggregate:
+    Sized + Clone + fmt::Debug + Send + Sync + Serialize + DeserializeOwned
+{
     /// The events of this aggregate.
     type Event: EventSchema;
     /// The commands this aggregate accepts.

@@ -7,7 +7,7 @@ use crate::aggregate::{Aggregate, AggregateKind, EventSchema, check_text, refuse
 use crate::error::{DomainError, FoldError};
 
 /// A project's state.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Project {
     /// Its name.
     pub name: String,

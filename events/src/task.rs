@@ -142,7 +142,7 @@ impl TaskStatus {
 }
 
 /// What the rules never read: what the task is about, and what it reported.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Details {
     /// A short title.
     pub title: String,
@@ -215,7 +215,7 @@ impl Details {
 }
 
 /// A task's whole state, folded from its events: its lifecycle and its details.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Task {
     /// What the rules read.
     pub lifecycle: Lifecycle,

@@ -145,6 +145,7 @@ async fn every_class_of_bad_input_gets_its_4xx() {
         bad("a Hive-Min-Seq that is a word", M::GET, "/status", Empty, bad_request).header("Hive-Min-Seq", "soon"),
         bad("a Hive-Min-Seq past the log's head", M::GET, "/status", Empty, bad_request).header("Hive-Min-Seq", "999999"),
         bad("an empty Idempotency-Key", M::POST, tasks, Json(json!({"title": "x"})), bad_request).header("Idempotency-Key", ""),
+        bad("a tab in an Idempotency-Key", M::POST, tasks, Json(json!({"title": "x"})), bad_request).header("Idempotency-Key", "a\tb"),
     ];
     check(&hive, rows).await;
 

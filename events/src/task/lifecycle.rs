@@ -12,7 +12,7 @@ use crate::values::{Capability, Priority};
 
 /// A task as its rules see it: its status and everything a decision reads. A task's title,
 /// description and reports are in [`super::Details`].
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Lifecycle {
     /// Where it is in its life.
     pub status: TaskStatus,

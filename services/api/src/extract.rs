@@ -212,10 +212,13 @@ impl<S: Send + Sync> FromRequestParts<S> for Command {
                 })?);
         }
         if let Some(key) = header(parts, "idempotency-key")? {
-            if key.is_empty() || key.len() > 200 {
+            // A header value may also hold tabs, which the documented pattern leaves out (found by the
+            // fuzzer).
+            if key.is_empty() || key.len() > 200 || !key.bytes().all(|b| (b' '..=b'~').contains(&b))
+            {
                 return Err(ApiError::new(
                     Code::BadRequest,
-                    "Idempotency-Key must be 1 to 200 characters",
+                    "Idempotency-Key must be 1 to 200 visible ASCII characters or spaces",
                 ));
             }
             ctx.idempotent(&format!("{} {}", parts.method, parts.uri.path()), key);
