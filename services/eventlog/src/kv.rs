@@ -41,6 +41,17 @@ impl Namespace {
     pub fn projector_lease(&self) -> String {
         format!("{}_projector", self.as_str())
     }
+
+    /// The bucket of aggregates' snapshots (a long history's state at a sequence; derived, never
+    /// trusted over the log).
+    pub fn aggregate_snapshots(&self) -> String {
+        format!("{}_snapshots", self.as_str())
+    }
+
+    /// The object store of the scheduler's board snapshots (derived, never trusted over the log).
+    pub fn board_snapshots(&self) -> String {
+        format!("{}_board", self.as_str())
+    }
 }
 
 fn context(log: &EventLog) -> jetstream::Context {
