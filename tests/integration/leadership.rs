@@ -260,6 +260,8 @@ async fn racing_schedulers_never_assign_a_task_twice() {
     const AGENTS: usize = 8;
     let mut world = World::new().await;
     world.config.leader_ttl_secs = 0.6;
+    // Each new leader starts from a snapshot taken by one of the two while the other also acted.
+    world.config.scheduler_snapshot_every = 50;
     let api = world.hive().await;
     let mut leading = Vec::new();
     let mut schedulers = Vec::new();
@@ -285,8 +287,7 @@ async fn racing_schedulers_never_assign_a_task_twice() {
     let thief = {
         let handovers = handovers.clone();
         tokio::spawn(async move {
-            // A bounded number of times, so that the run converges however slow the machine is (each
-            // new leader folds the log from the start).
+            // A bounded number of times, so that the run converges however slow the machine is.
             for _ in 0..12 {
                 tokio::time::sleep(Duration::from_millis(250)).await;
                 if lease.delete("leader").await.is_ok() {
@@ -348,5 +349,97 @@ async fn racing_schedulers_never_assign_a_task_twice() {
     for scheduler in schedulers {
         scheduler.abort();
     }
+    api.stop().await;
+}
+
+#[tokio::test]
+async fn a_new_leader_starts_from_the_boards_snapshot_and_trusts_none_of_another_history() {
+    use hive_scheduler::Snapshots;
+    let mut world = World::new().await;
+    world.config.leader_ttl_secs = 0.6;
+    world.config.scheduler_snapshot_every = 1;
+    let api = world
+        .run(hive::Parts {
+            api: true,
+            projector: true,
+            scheduler: false,
+        })
+        .await;
+    let lead = async |world: &World| {
+        let scheduler = hive_scheduler::Scheduler::new(
+            world.log().clone(),
+            world.heartbeats().await,
+            world.config.scheduler(),
+        );
+        let mut leading = scheduler.leading();
+        let running = tokio::spawn(scheduler.run(std::future::pending()));
+        leading.wait_for(|l| *l).await.unwrap();
+        running
+    };
+    let snapshots = Snapshots::open(world.log()).await.unwrap();
+    // The first leader makes an agent ready, assigns it a task and saves its board.
+    let first = lead(&world).await;
+    let agent = ready_agent(&api, &world, &[], 5).await;
+    let mut assignments = api.assignments(&agent).await;
+    let one = create_task(&api, json!({"title": "one"})).await;
+    assert_eq!(assignments.next().await["task_id"], one.as_str());
+    let assigned = world.log().last_seq().await.unwrap();
+    let saved = until(
+        Duration::from_secs(10),
+        "a snapshot covering the assignment",
+        || {},
+        async || {
+            let board = snapshots.load().await.unwrap()?;
+            (board.last_seq() >= assigned).then_some(board)
+        },
+    )
+    .await;
+    assert_eq!(
+        saved.load_of(agent.parse().unwrap()),
+        1,
+        "the board holds the assignment"
+    );
+    let encoded = snapshots.encode(&saved).await.unwrap().unwrap();
+
+    // The next leader starts from it and assigns the next task (its board knows the agent's load).
+    first.abort();
+    let second = lead(&world).await;
+    let two = create_task(&api, json!({"title": "two"})).await;
+    assert_eq!(assignments.next().await["task_id"], two.as_str());
+    second.abort();
+
+    // What is not trusted: bytes that are no snapshot, another build's folds, a snapshot pinned to
+    // an event the log does not hold (another history, or a sequence beyond the log's end).
+    let text = String::from_utf8(encoded).unwrap();
+    let digest = serde_json::from_str::<serde_json::Value>(&text).unwrap()["covered"]["digest"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let version = format!("\"fold_version\":{}", hive_events::aggregate::FOLD_VERSION);
+    let untrusted = [
+        "not a board".to_owned(),
+        text.replace(&version, "\"fold_version\":999"),
+        text.replace(&digest, &"0".repeat(64)),
+    ];
+    for bytes in &untrusted {
+        assert_ne!(bytes, &text);
+        snapshots.save(bytes.as_bytes()).await.unwrap();
+        assert!(
+            snapshots.load().await.unwrap().is_none(),
+            "trusted: {bytes:.80}"
+        );
+    }
+    snapshots.save(text.as_bytes()).await.unwrap();
+    assert!(
+        snapshots.load().await.unwrap().is_some(),
+        "the snapshot itself is trusted"
+    );
+
+    // With a snapshot it cannot trust, a leader folds the log from the start and still schedules.
+    snapshots.save(untrusted[2].as_bytes()).await.unwrap();
+    let third = lead(&world).await;
+    let three = create_task(&api, json!({"title": "three"})).await;
+    assert_eq!(assignments.next().await["task_id"], three.as_str());
+    third.abort();
     api.stop().await;
 }

@@ -38,7 +38,10 @@ async fn hive_up_runs_each_part_as_a_user_that_may_do_only_its_part() {
     let (mut up, base, token) = hive_up(
         &world,
         home.path(),
-        &[("HIVE_API_DATABASE_URL", reader.clone())],
+        &[
+            ("HIVE_API_DATABASE_URL", reader.clone()),
+            ("HIVE_SCHEDULER_SNAPSHOT_EVERY", "1".to_owned()),
+        ],
     )
     .await;
     let http = hive_tests::authorized_client(&base, &token);
@@ -62,6 +65,18 @@ async fn hive_up_runs_each_part_as_a_user_that_may_do_only_its_part() {
     let admin = as_service(&url, Service::Admin, &password(Service::Admin)).await;
     let mut stream = admin.get_stream(ns.stream()).await.unwrap();
     let before = stream.info().await.unwrap().state.last_sequence;
+    // The scheduler, as its own user, saves its board's snapshot.
+    let snapshot = async || {
+        let boards = admin.get_object_store(ns.board_snapshots()).await.ok()?;
+        boards.get("board").await.ok().map(|_| ())
+    };
+    hive_tests::until(
+        Duration::from_secs(10),
+        "the board's snapshot",
+        || {},
+        snapshot,
+    )
+    .await;
     let event_subject = ns
         .subjects()
         .all()

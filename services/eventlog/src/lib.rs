@@ -13,6 +13,7 @@ pub mod backup;
 pub mod command;
 pub mod kv;
 pub mod log;
+pub mod objects;
 pub mod patience;
 pub mod tokens;
 pub mod users;
@@ -20,6 +21,7 @@ pub mod users;
 pub use command::{CommandContext, CommandError, Committed};
 pub use kv::{Beat, Heartbeats, Lease, LeaseOf};
 pub use log::{AppendError, EventLog, LogConfig, LogError, RawEvent};
+pub use objects::{Covered, Objects};
 pub use patience::patiently;
 pub use tokens::{Grant, Role, Tokens};
 

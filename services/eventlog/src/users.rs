@@ -153,6 +153,13 @@ impl Service {
                 read_stream(&mut publish, &heartbeats);
                 // Its lease's time to live is the scheduler's setting.
                 lease_bucket(&mut publish, &lease, &ns.scheduler_lease());
+                // Its board's snapshot: the object store's stream (created by whoever leads first),
+                // its chunks and metadata, and the purge of a replaced snapshot's chunks.
+                let board = format!("OBJ_{}", ns.board_snapshots());
+                read_stream(&mut publish, &board);
+                recreate(&mut publish, &board);
+                publish.push(format!("$JS.API.STREAM.PURGE.{board}"));
+                publish.push(format!("$O.{}.>", ns.board_snapshots()));
             }
             Service::Admin | Service::Integrator => unreachable!("answered above"),
         }

@@ -73,6 +73,10 @@ pub struct Config {
     /// How long the active scheduler's lease, and the active projector's, last unrenewed, in seconds
     /// (`HIVE_LEADER_TTL_SECS`): a standby takes over within about this.
     pub leader_ttl_secs: f64,
+    /// How many events the active scheduler folds between two snapshots of its board, at least
+    /// (`HIVE_SCHEDULER_SNAPSHOT_EVERY`; more when the board is larger, so a snapshot costs at most about
+    /// one event's work per event folded): what a new leader folds beyond the last snapshot.
+    pub scheduler_snapshot_every: u64,
     /// The executor of agents spawned without one, run under `sh -c` per task (`HIVE_AGENT_EXEC`).
     /// The default, `cat`, answers each task with the task itself.
     pub agent_exec: String,
@@ -121,6 +125,7 @@ impl Default for Config {
             retry_base_secs: 1.0,
             retry_cap_secs: 300.0,
             leader_ttl_secs: 5.0,
+            scheduler_snapshot_every: hive_scheduler::SNAPSHOT_EVERY,
             agent_exec: "cat".into(),
             agent_heartbeat_secs: 5.0,
             agent_drain_timeout_secs: 30.0,
@@ -221,6 +226,7 @@ impl Config {
                 retry_cap: secs(self.retry_cap_secs),
             },
             leader_ttl: secs(self.leader_ttl_secs),
+            snapshot_every: self.scheduler_snapshot_every.max(1),
             ..Default::default()
         }
     }

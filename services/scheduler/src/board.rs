@@ -14,6 +14,7 @@ use hive_events::replay::{Fold, OnRejected, Replay};
 use hive_events::subject::Subjects;
 use hive_events::task::{Lifecycle, TaskCommand, TaskStatus};
 use hive_events::{AgentId, DomainEvent, Envelope, Policy};
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 /// A command the board finds due, with the state it was decided on, that state's last sequence, and
@@ -28,7 +29,7 @@ pub enum Action {
 
 /// The event a follow-up answers: the aggregate's last event, whose flow (correlation id) the
 /// follow-up joins and whose id it records as its causation.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Cause {
     /// The flow the event belongs to.
     pub correlation_id: Uuid,
@@ -54,6 +55,7 @@ impl Action {
     }
 }
 
+#[derive(Serialize, Deserialize)]
 struct Held<A> {
     state: A,
     seq: u64,
@@ -62,6 +64,7 @@ struct Held<A> {
 
 /// An open task as the board holds it: the lifecycle the rules read (never its title, description or
 /// reports), and what the board indexes it by.
+#[derive(Serialize, Deserialize)]
 struct Open {
     lifecycle: Lifecycle,
     /// The sequence of its last event.
@@ -163,7 +166,60 @@ impl Fold for Board {
     }
 }
 
+/// What a snapshot keeps of a board: what the log made it. Its indexes (the queue, the loads) are
+/// rebuilt from it; heartbeats come from their bucket and commands in flight are not kept.
+#[derive(Serialize)]
+pub struct Image<'a> {
+    tasks: &'a HashMap<Uuid, Box<Open>>,
+    cancelled: &'a HashSet<Uuid>,
+    agents: &'a HashMap<Uuid, Held<Agent>>,
+    corrupt: &'a HashSet<Uuid>,
+    last_seq: u64,
+}
+
+/// An [`Image`] read back.
+#[derive(Deserialize)]
+pub struct Restored {
+    tasks: HashMap<Uuid, Box<Open>>,
+    cancelled: HashSet<Uuid>,
+    agents: HashMap<Uuid, Held<Agent>>,
+    corrupt: HashSet<Uuid>,
+    last_seq: u64,
+}
+
 impl Board {
+    /// What a snapshot keeps of it.
+    pub fn image(&self) -> Image<'_> {
+        Image {
+            tasks: &self.tasks,
+            cancelled: &self.cancelled,
+            agents: &self.agents,
+            corrupt: &self.corrupt,
+            last_seq: self.last_seq,
+        }
+    }
+
+    /// The board a snapshot kept, its indexes rebuilt.
+    pub fn restore(image: Restored) -> Self {
+        let mut board = Board {
+            cancelled: image.cancelled,
+            agents: image.agents,
+            corrupt: image.corrupt,
+            last_seq: image.last_seq,
+            ..Board::default()
+        };
+        for (id, open) in image.tasks {
+            board.index(id, &open);
+            board.tasks.insert(id, open);
+        }
+        board
+    }
+
+    /// How many aggregates it holds: what a snapshot of it costs.
+    pub fn size(&self) -> usize {
+        self.tasks.len() + self.agents.len() + self.cancelled.len()
+    }
+
     /// The last sequence folded.
     pub fn last_seq(&self) -> u64 {
         self.last_seq

@@ -8,6 +8,7 @@
 //! aggregate: even two schedulers at once could never assign one task twice.
 
 pub mod board;
+pub mod snapshot;
 
 use std::time::Duration;
 
@@ -26,6 +27,7 @@ use tracing::Instrument;
 
 pub use board::{Action, Board, Cause};
 pub use hive_events::Policy;
+pub use snapshot::{SNAPSHOT_EVERY, Snapshots};
 
 /// How soon the scheduler decides again after one of its commands failed.
 const RETRY_AFTER_FAILURE: Duration = Duration::from_millis(200);
@@ -39,6 +41,8 @@ pub struct SchedulerConfig {
     pub leader_ttl: Duration,
     /// This instance's name in the lease.
     pub instance: String,
+    /// How many events it folds between two snapshots of its board, at least ([`SNAPSHOT_EVERY`]).
+    pub snapshot_every: u64,
 }
 
 impl Default for SchedulerConfig {
@@ -47,6 +51,7 @@ impl Default for SchedulerConfig {
             policy: Policy::default(),
             leader_ttl: Duration::from_secs(5),
             instance: format!("scheduler-{}", uuid::Uuid::new_v4().simple()),
+            snapshot_every: SNAPSHOT_EVERY,
         }
     }
 }
@@ -126,9 +131,11 @@ impl Scheduler {
     /// Leads until the lease is lost (Ok) or the log fails (Err).
     async fn lead(&self, lease: &mut Lease) -> Result<(), LogError> {
         let head = self.log.last_seq().await?;
-        let mut board = Board::default();
+        let snapshots = Snapshots::open(&self.log).await?;
+        let mut board = self.board_to_start(&snapshots).await?;
+        let mut saving = Saving::after(board.last_seq());
         let replay = board::replay(self.log.subjects().clone());
-        let mut events = Box::pin(self.log.read_from(1).await?);
+        let mut events = Box::pin(self.log.read_from(board.last_seq() + 1).await?);
         let mut beats = Box::pin(self.heartbeats.watch().await?);
         let mut renew = tokio::time::interval(self.config.leader_ttl / 3);
         renew.tick().await;
@@ -147,16 +154,11 @@ impl Scheduler {
             }
             tokio::select! {
                 event = events.next() => {
-                    let Some(event) = event else {
-                        return Err(LogError::new("read the log", "the reader ended"));
-                    };
-                    board.apply(&event?, &replay);
-                    // Fold what is already here before deciding anything.
-                    for _ in 0..10_000 {
-                        match events.next().now_or_never() {
-                            Some(Some(event)) => board.apply(&event?, &replay),
-                            _ => break,
-                        }
+                    if let Err(e) = fold_ready(&mut board, event, &mut events, &replay) {
+                        // A reader that failed (or stalled) is replaced, reading on after what the
+                        // board holds: nothing is folded twice or passed over.
+                        tracing::warn!(error = %e, after = board.last_seq(), "the scheduler's log reader failed; reading on");
+                        events = Box::pin(self.log.read_from(board.last_seq() + 1).await?);
                     }
                 }
                 Some(beat) = beats.next() => board.beat(beat.agent, beat.at),
@@ -169,6 +171,29 @@ impl Scheduler {
             }
             if board.last_seq() >= head {
                 failed = !self.act(&mut board).await;
+                saving
+                    .consider(&board, &snapshots, self.config.snapshot_every)
+                    .await;
+            }
+        }
+    }
+
+    /// The board to lead with: the snapshot's, when there is one to trust, else an empty one (the
+    /// whole log is folded).
+    async fn board_to_start(&self, snapshots: &Snapshots) -> Result<Board, LogError> {
+        match snapshots.load().await {
+            Ok(Some(board)) => {
+                tracing::info!(
+                    covers = board.last_seq(),
+                    aggregates = board.size(),
+                    "the board starts from its snapshot"
+                );
+                Ok(board)
+            }
+            Ok(None) => Ok(Board::default()),
+            Err(e) => {
+                tracing::warn!(error = %e, "the board's snapshot cannot be read; folding the log from the start");
+                Ok(Board::default())
             }
         }
     }
@@ -273,6 +298,85 @@ impl Scheduler {
         if let Err(e) = self.log.notify(subject, body).await {
             tracing::debug!(error = %e, "could not announce an assignment");
         }
+    }
+}
+
+/// Folds `first` and every event already delivered after it (up to 10,000) before anything is
+/// decided. An error when the reader failed or ended.
+fn fold_ready<S>(
+    board: &mut Board,
+    first: Option<Result<RawEvent, LogError>>,
+    events: &mut S,
+    replay: &hive_events::replay::Replay,
+) -> Result<(), LogError>
+where
+    S: futures::Stream<Item = Result<RawEvent, LogError>> + Unpin,
+{
+    let Some(event) = first else {
+        return Err(LogError::new("read the log", "the reader ended"));
+    };
+    board.apply(&event?, replay);
+    for _ in 0..10_000 {
+        match events.next().now_or_never() {
+            Some(Some(event)) => board.apply(&event?, replay),
+            _ => break,
+        }
+    }
+    Ok(())
+}
+
+/// The board's snapshots as the leader takes them: one at a time, stored in the background, once the
+/// board folded at least `every` events past the last one, and no sooner than ten times what the last
+/// one cost after it (a large board is saved less often, so its snapshots cost at most a tenth of the
+/// scheduler's time).
+struct Saving {
+    /// The sequence the last snapshot covers.
+    saved: u64,
+    /// When the next one may be taken.
+    next: std::time::Instant,
+    /// The snapshot being stored: when it finishes, what it cost.
+    storing: Option<tokio::task::JoinHandle<Duration>>,
+}
+
+impl Saving {
+    fn after(saved: u64) -> Self {
+        Self {
+            saved,
+            next: std::time::Instant::now(),
+            storing: None,
+        }
+    }
+
+    async fn consider(&mut self, board: &Board, snapshots: &Snapshots, every: u64) {
+        if board.last_seq() < self.saved.saturating_add(every) {
+            return;
+        }
+        if let Some(storing) = self.storing.take_if(|s| s.is_finished()) {
+            let cost = storing.await.unwrap_or_default();
+            self.next += cost * 10;
+        }
+        if self.storing.is_some() || std::time::Instant::now() < self.next {
+            return;
+        }
+        let started = std::time::Instant::now();
+        let encoded = match snapshots.encode(board).await {
+            Ok(Some(encoded)) => encoded,
+            Ok(None) => return,
+            Err(e) => return tracing::warn!(error = %e, "could not take the board's snapshot"),
+        };
+        (self.saved, self.next) = (board.last_seq(), std::time::Instant::now());
+        let (snapshots, covers) = (snapshots.clone(), self.saved);
+        self.storing = Some(tokio::spawn(async move {
+            match snapshots.save(&encoded).await {
+                Ok(()) => {
+                    metrics::counter!("hive_scheduler_snapshots_saved_total").increment(1);
+                    metrics::gauge!("hive_scheduler_snapshot_seq").set(covers as f64);
+                    tracing::debug!(covers, bytes = encoded.len(), took = ?started.elapsed(), "the board's snapshot is saved");
+                }
+                Err(e) => tracing::warn!(error = %e, "could not save the board's snapshot"),
+            }
+            started.elapsed()
+        }));
     }
 }
 

@@ -252,3 +252,65 @@ fn nothing_is_decided_for_a_task_whose_history_cannot_be_folded() {
     );
     assert!(g.follow_ups().is_empty());
 }
+
+/// The board a snapshot of `board` gives back.
+fn through_a_snapshot(board: &Board) -> Board {
+    let bytes = serde_json::to_vec(&board.image()).unwrap();
+    Board::restore(serde_json::from_slice(&bytes).unwrap())
+}
+
+#[test]
+fn a_board_restored_from_its_snapshot_decides_as_the_one_it_was_taken_of() {
+    let mut g = Given::new();
+    let full = g.agent(&[], 1);
+    let other = g.agent(&["rust"], 3);
+    let held = g.task(5, &[]);
+    let rust = g.task(7, &["rust"]);
+    assert_eq!(g.assign(), vec![(rust, other), (held, full)]);
+    let queued: Vec<Uuid> = (0..4).map(|p| g.task(p + 1, &[])).collect();
+    let _dependent = g.task_with(9, &[], |t| t.depends_on = vec![TaskId::from_uuid(held)]);
+    let cancelled = g.task(3, &[]);
+    g.event(
+        AggregateKind::Task,
+        cancelled,
+        &TaskEvent::TaskCancelled { reason: None },
+    );
+    let poisoned = g.task(9, &[]);
+    g.event(AggregateKind::Task, poisoned, &TaskEvent::TaskQueued {});
+    g.event(AggregateKind::Agent, other, &AgentEvent::AgentDraining {});
+    g.board.beat(other, g.now);
+
+    let mut restored = through_a_snapshot(&g.board);
+    restored.beat(full, g.now);
+    restored.beat(other, g.now);
+    assert_eq!(restored.last_seq(), g.board.last_seq());
+    assert_eq!(restored.size(), g.board.size());
+    assert_eq!(
+        restored.queued().collect::<Vec<_>>(),
+        g.board.queued().collect::<Vec<_>>()
+    );
+    assert!(g.board.queued().any(|t| queued.contains(&t)));
+    for agent in [full, other] {
+        assert_eq!(restored.load_of(agent), g.board.load_of(agent));
+    }
+    assert_eq!(
+        restored.next_deadline(&g.policy),
+        g.board.next_deadline(&g.policy)
+    );
+    // Later on, both decide the same: a lease lapses, the agents' heartbeats lapse too.
+    let later = g.now + chrono::Duration::hours(1);
+    let decided = |board: &mut Board| {
+        let mut actions: Vec<String> = board
+            .follow_ups(later, &g.policy, || 0.5)
+            .into_iter()
+            .chain(board.assignments(later, &g.policy))
+            .map(|a| format!("{a:?}"))
+            .collect();
+        actions.sort();
+        actions
+    };
+    let expected = decided(&mut g.board);
+    assert!(!expected.is_empty());
+    assert_eq!(decided(&mut restored), expected);
+    assert!(!expected.iter().any(|a| a.contains(&poisoned.to_string())));
+}

@@ -1,0 +1,100 @@
+//! Large derived values kept beside the log in a JetStream object store: the scheduler's board
+//! snapshot, which may outgrow a key-value entry (a message is at most 1 MiB by default; the store
+//! chunks it and checks each object's SHA-256 digest on read).
+//!
+//! Nothing here is a source of truth: a value that cannot be read is the caller's to ignore.
+
+use async_nats::jetstream::{self, object_store};
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncReadExt;
+
+use crate::{EventLog, LogError};
+
+/// An object store of derived values.
+#[derive(Clone)]
+pub struct Objects {
+    store: object_store::ObjectStore,
+}
+
+impl Objects {
+    /// Opens bucket `name`, creating it (file storage, the log's replicas, compressed) when it is
+    /// missing.
+    pub async fn open(log: &EventLog, name: String, description: &str) -> Result<Self, LogError> {
+        let js = jetstream::new(log.client());
+        let store = match js.get_object_store(&name).await {
+            Ok(store) => store,
+            Err(_) => js
+                .create_object_store(object_store::Config {
+                    bucket: name,
+                    description: Some(description.into()),
+                    storage: jetstream::stream::StorageType::File,
+                    num_replicas: log.replicas(),
+                    compression: true,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| LogError::new("create an object store", e))?,
+        };
+        Ok(Self { store })
+    }
+
+    /// Stores `value` under `name`, replacing the previous one (whose chunks the store purges).
+    pub async fn put(&self, name: &str, value: &[u8]) -> Result<(), LogError> {
+        let mut reader = value;
+        self.store
+            .put(name, &mut reader)
+            .await
+            .map(|_| ())
+            .map_err(|e| LogError::new("store an object", e))
+    }
+
+    /// The value under `name`; `None` when there is none. An error when it cannot be read whole, or
+    /// its digest does not match.
+    pub async fn get(&self, name: &str) -> Result<Option<Vec<u8>>, LogError> {
+        let mut object = match self.store.get(name).await {
+            Ok(object) => object,
+            Err(e) if e.kind() == object_store::GetErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(LogError::new("get an object", e)),
+        };
+        let mut value = Vec::with_capacity(usize::try_from(object.info().size).unwrap_or(0));
+        object
+            .read_to_end(&mut value)
+            .await
+            .map_err(|e| LogError::new("read an object", e))?;
+        Ok(Some(value))
+    }
+}
+
+/// What pins a snapshot to the history it was folded from: the event at the sequence it covers, its
+/// subject and the SHA-256 of its stored bytes. A snapshot is trusted only while the log still holds
+/// that very event there (a stream re-created or restored from another history does not).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Covered {
+    /// The last sequence folded into the snapshot.
+    pub seq: u64,
+    /// The subject of the event at `seq`.
+    pub subject: String,
+    /// The hex SHA-256 of that event's stored bytes.
+    pub digest: String,
+}
+
+impl Covered {
+    /// The pin of the log's event at `seq`; `None` when the log holds none there.
+    pub async fn of(log: &EventLog, seq: u64) -> Result<Option<Self>, LogError> {
+        Ok(log.get(seq).await?.map(|raw| Self {
+            seq,
+            digest: digest(&raw.payload),
+            subject: raw.subject,
+        }))
+    }
+
+    /// Whether the log still holds, at this sequence, the event this pin was taken of.
+    pub async fn holds(&self, log: &EventLog) -> Result<bool, LogError> {
+        Ok(Self::of(log, self.seq).await?.as_ref() == Some(self))
+    }
+}
+
+fn digest(payload: &Bytes) -> String {
+    hex::encode(Sha256::digest(payload))
+}

@@ -1,0 +1,139 @@
+//! The board's snapshot: the active scheduler saves its board, with the sequence it covers, in an
+//! object store beside the log every [`SNAPSHOT_EVERY`] events or more; a new leader starts from it and
+//! folds only the events after it, so taking over costs what is open, not what happened.
+//!
+//! A snapshot is derived, never trusted over the log. It is used only when it decodes, was written by
+//! a build whose folds mean the same ([`FOLD_VERSION`]), and the log still holds, at the sequence it
+//! covers, the very event it was folded up to (its subject and digest: a stream re-created or restored
+//! from another history does not). Anything else is logged, counted and passed over: the board is
+//! folded from the log's first event, as without a snapshot.
+
+use hive_eventlog::{Covered, EventLog, LogError, Objects};
+use hive_events::aggregate::FOLD_VERSION;
+use serde::{Deserialize, Serialize};
+
+use crate::board::{Board, Image, Restored};
+
+/// How many events the scheduler folds between two snapshots, at least.
+pub const SNAPSHOT_EVERY: u64 = 10_000;
+
+/// The object the snapshot is stored under.
+const OBJECT: &str = "board";
+
+#[derive(Serialize)]
+struct Saving<'a> {
+    fold_version: u32,
+    covered: &'a Covered,
+    board: Image<'a>,
+}
+
+#[derive(Deserialize)]
+struct Saved {
+    fold_version: u32,
+    covered: Covered,
+    board: Restored,
+}
+
+/// Where the board's snapshot is kept.
+#[derive(Clone)]
+pub struct Snapshots {
+    log: EventLog,
+    objects: Objects,
+}
+
+/// Why a snapshot was passed over.
+#[derive(Debug, thiserror::Error)]
+pub enum Untrusted {
+    /// Its bytes are not a snapshot of this build's board.
+    #[error("it does not decode: {0}")]
+    Undecodable(#[from] serde_json::Error),
+    /// Another build's folds wrote it.
+    #[error("it was folded by fold version {0}, this build's is {FOLD_VERSION}")]
+    OtherFolds(u32),
+    /// The log does not hold, at the sequence it covers, the event it was folded up to.
+    #[error("the log does not hold the event at seq {0} that it was folded up to")]
+    OtherHistory(u64),
+    /// Its board claims another sequence than the event it names.
+    #[error("its board covers seq {board}, its pin seq {pin}")]
+    Inconsistent {
+        /// What the board says.
+        board: u64,
+        /// What the pin says.
+        pin: u64,
+    },
+}
+
+impl Snapshots {
+    /// The store of `log`'s namespace, created if missing.
+    pub async fn open(log: &EventLog) -> Result<Self, LogError> {
+        let name = log.namespace().board_snapshots();
+        let objects =
+            Objects::open(log, name, "The scheduler's board, folded from the log").await?;
+        Ok(Self {
+            log: log.clone(),
+            objects,
+        })
+    }
+
+    /// The board the last snapshot holds, when there is one it can trust; `Ok(None)` when there is
+    /// none, or none to trust (the reason logged and counted).
+    pub async fn load(&self) -> Result<Option<Board>, LogError> {
+        let Some(bytes) = self.objects.get(OBJECT).await? else {
+            return Ok(None);
+        };
+        match self.trust(&bytes).await? {
+            Ok(board) => Ok(Some(board)),
+            Err(why) => {
+                metrics::counter!("hive_scheduler_snapshots_ignored_total").increment(1);
+                tracing::warn!(reason = %why, "the board's snapshot is not trusted; folding the log from the start");
+                Ok(None)
+            }
+        }
+    }
+
+    async fn trust(&self, bytes: &[u8]) -> Result<Result<Board, Untrusted>, LogError> {
+        let saved: Saved = match serde_json::from_slice(bytes) {
+            Ok(saved) => saved,
+            Err(e) => return Ok(Err(e.into())),
+        };
+        if saved.fold_version != FOLD_VERSION {
+            return Ok(Err(Untrusted::OtherFolds(saved.fold_version)));
+        }
+        if !saved.covered.holds(&self.log).await? {
+            return Ok(Err(Untrusted::OtherHistory(saved.covered.seq)));
+        }
+        let board = Board::restore(saved.board);
+        if board.last_seq() != saved.covered.seq {
+            return Ok(Err(Untrusted::Inconsistent {
+                board: board.last_seq(),
+                pin: saved.covered.seq,
+            }));
+        }
+        Ok(Ok(board))
+    }
+
+    /// The snapshot of `board`, encoded, pinned to the log's event at the board's last sequence;
+    /// `None` when the board folded nothing yet (or the log no longer holds that event).
+    pub async fn encode(&self, board: &Board) -> Result<Option<Vec<u8>>, LogError> {
+        if board.last_seq() == 0 {
+            return Ok(None);
+        }
+        let Some(covered) = Covered::of(&self.log, board.last_seq()).await? else {
+            return Ok(None);
+        };
+        let saving = Saving {
+            fold_version: FOLD_VERSION,
+            covered: &covered,
+            board: board.image(),
+        };
+        serde_json::to_vec(&saving)
+            .map(Some)
+            .map_err(|e| LogError::new("encode the board's snapshot", e))
+    }
+
+    /// Stores an encoded snapshot in place of the last one (any bytes: what cannot be trusted is found
+    /// out on load).
+    pub async fn save(&self, encoded: &[u8]) -> Result<(), LogError> {
+        self.objects.put(OBJECT, encoded).await
+    }
+}
