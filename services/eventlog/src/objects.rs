@@ -57,7 +57,7 @@ impl Objects {
             Err(e) if e.kind() == object_store::GetErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(LogError::new("get an object", e)),
         };
-        let mut value = Vec::with_capacity(usize::try_from(object.info().size).unwrap_or(0));
+        let mut value = Vec::with_capacity(object.info().size);
         object
             .read_to_end(&mut value)
             .await
