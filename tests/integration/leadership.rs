@@ -374,7 +374,7 @@ async fn a_new_leader_starts_from_the_boards_snapshot_and_trusts_none_of_another
         let mut leading = scheduler.leading();
         let running = tokio::spawn(scheduler.run(std::future::pending()));
         leading.wait_for(|l| *l).await.unwrap();
-        running
+        running.abort_handle()
     };
     let snapshots = Snapshots::open(world.log()).await.unwrap();
     // The first leader makes an agent ready, assigns it a task and saves its board.
