@@ -119,6 +119,10 @@ enum Scenario {
         /// Events in the log.
         #[arg(long, default_value_t = 100_000)]
         events: u64,
+        /// Start with no snapshot of the scheduler's board (the first start after an upgrade): the
+        /// scheduler folds the whole log. By default the snapshot a leader leaves at worst is there.
+        #[arg(long)]
+        cold: bool,
     },
     /// Every scenario, tiny: proves the harness runs and produces its figures (CI).
     Smoke,
@@ -174,7 +178,7 @@ async fn run(
             samples,
             background,
         } => screen::screen(servers, samples, background).await,
-        Scenario::Startup { events } => scenarios::startup(servers, events).await,
+        Scenario::Startup { events, cold } => scenarios::startup(servers, events, cold).await,
         Scenario::Smoke => {
             let mut tables = scenarios::rebuild(servers, 2_000).await?;
             tables.extend(scenarios::ingest(servers, 500, 1).await?);
@@ -185,7 +189,7 @@ async fn run(
             tables.extend(scenarios::overload(servers, 200, 50, 1).await?);
             tables.extend(scenarios::dashboard(servers, 100, 10).await?);
             tables.extend(screen::screen(servers, 5, 50).await?);
-            tables.extend(scenarios::startup(servers, 2_000).await?);
+            tables.extend(scenarios::startup(servers, 2_000, false).await?);
             Ok(tables)
         }
     }

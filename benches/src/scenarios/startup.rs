@@ -8,6 +8,10 @@
 //!   waiting for it assigned;
 //! - an API alone (`hive serve api`): its first correct answer;
 //! - `hive audit agent`: one agent's history and that of every task it touched.
+//!
+//! A hive that ran on such a log has a snapshot of its scheduler's board: by default the run leaves the
+//! oldest one a leader may leave, [`hive_scheduler::SNAPSHOT_EVERY`] − 1 events before the head, so the
+//! scheduler folds the longest tail it can meet. `cold`: no snapshot (the first start after an upgrade).
 
 use std::time::{Duration, Instant};
 
@@ -40,7 +44,7 @@ fn took(what: &str, d: Duration, note: String) -> Row {
 }
 
 /// Load and project `events`, then start each part on them.
-pub async fn startup(servers: &Servers, events: u64) -> anyhow::Result<Vec<Table>> {
+pub async fn startup(servers: &Servers, events: u64, cold: bool) -> anyhow::Result<Vec<Table>> {
     let namespace = unique("startup");
     let backends = servers.backends(&namespace).await?;
     let log = &backends.log;
@@ -51,6 +55,17 @@ pub async fn startup(servers: &Servers, events: u64) -> anyhow::Result<Vec<Table
     let some_agent = first_agent(log).await?;
     let database = servers.database(&namespace);
     let mut rows = Vec::new();
+    let snapshots = hive_scheduler::Snapshots::open(log).await?;
+    let (snapshot, left) = if cold {
+        ("none: the scheduler folds the whole log".to_owned(), None)
+    } else {
+        let (covers, encoded) = leave_a_snapshot(log, head).await?;
+        let said = format!(
+            "the board at seq {covers}: the scheduler folds {} events",
+            head - covers
+        );
+        (said, Some(encoded))
+    };
 
     // `hive up`, every part in one process.
     let began = Instant::now();
@@ -83,6 +98,12 @@ pub async fn startup(servers: &Servers, events: u64) -> anyhow::Result<Vec<Table
     let http = Client::new(&api.base).with_token(Some(token.clone()));
     agent.keep_alive(&http);
     let waiting = agent.task_for(&http).await?;
+    // The standby meets the same old snapshot (hive up's scheduler may have saved a newer one), or
+    // none.
+    match &left {
+        Some(encoded) => snapshots.save(encoded).await?,
+        None => snapshots.save(b"none").await?,
+    }
     let began = Instant::now();
     let _scheduler = Served::start("scheduler", &servers.nats_url, &database, &namespace).await?;
     assigned(log, waiting).await?;
@@ -129,7 +150,7 @@ pub async fn startup(servers: &Servers, events: u64) -> anyhow::Result<Vec<Table
     rows.push(storage(&backends, head).await?);
     Ok(vec![Table {
         title: format!(
-            "start-up on a log of {head} events ({} tasks, nearly all finished)",
+            "start-up on a log of {head} events ({} tasks, nearly all finished); snapshot: {snapshot}",
             loaded.tasks.len()
         ),
         rows,
@@ -173,6 +194,34 @@ async fn storage(backends: &hive::Backends, head: u64) -> anyhow::Result<Row> {
             mib(database as f64)
         ),
     })
+}
+
+/// Leaves the snapshot of the scheduler's board that a leader on this log may have left at worst, the
+/// longest tail before the head it would not yet have saved: [`hive_scheduler::SNAPSHOT_EVERY`] − 1
+/// events. The sequence it covers, and the snapshot.
+async fn leave_a_snapshot(
+    log: &hive_eventlog::EventLog,
+    head: u64,
+) -> anyhow::Result<(u64, Vec<u8>)> {
+    use hive_scheduler::{Board, SNAPSHOT_EVERY, Snapshots};
+    let covers = head.saturating_sub(SNAPSHOT_EVERY - 1).max(1);
+    let replay = hive_scheduler::board::replay(log.subjects().clone());
+    let mut board = Board::default();
+    let mut events = Box::pin(log.read_from(1).await?);
+    while board.last_seq() < covers {
+        let event = events
+            .next()
+            .await
+            .ok_or_else(|| anyhow::anyhow!("the log ended at {}", board.last_seq()))??;
+        board.apply(&event, &replay);
+    }
+    let snapshots = Snapshots::open(log).await?;
+    let encoded = snapshots
+        .encode(&board)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("no snapshot of an empty board"))?;
+    snapshots.save(&encoded).await?;
+    Ok((covers, encoded))
 }
 
 /// The agent the log's first event registered.
