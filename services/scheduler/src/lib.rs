@@ -131,8 +131,16 @@ impl Scheduler {
     /// Leads until the lease is lost (Ok) or the log fails (Err).
     async fn lead(&self, lease: &mut Lease) -> Result<(), LogError> {
         let head = self.log.last_seq().await?;
-        let snapshots = Snapshots::open(&self.log).await?;
-        let mut board = self.board_to_start(&snapshots).await?;
+        // Without its store (not ready yet on a cluster electing its leaders), the scheduler still
+        // schedules: it folds the log from the start and saves nothing.
+        let snapshots = Snapshots::open(&self.log)
+            .await
+            .inspect_err(|e| tracing::warn!(error = %e, "the board's snapshots cannot be opened; folding the log from the start"))
+            .ok();
+        let mut board = match &snapshots {
+            Some(snapshots) => Self::board_to_start(snapshots).await,
+            None => Board::default(),
+        };
         let mut saving = Saving::after(board.last_seq());
         let replay = board::replay(self.log.subjects().clone());
         let mut events = Box::pin(self.log.read_from(board.last_seq() + 1).await?);
@@ -171,16 +179,18 @@ impl Scheduler {
             }
             if board.last_seq() >= head {
                 failed = !self.act(&mut board).await;
-                saving
-                    .consider(&board, &snapshots, self.config.snapshot_every)
-                    .await;
+                if let Some(snapshots) = &snapshots {
+                    saving
+                        .consider(&board, snapshots, self.config.snapshot_every)
+                        .await;
+                }
             }
         }
     }
 
     /// The board to lead with: the snapshot's, when there is one to trust, else an empty one (the
     /// whole log is folded).
-    async fn board_to_start(&self, snapshots: &Snapshots) -> Result<Board, LogError> {
+    async fn board_to_start(snapshots: &Snapshots) -> Board {
         match snapshots.load().await {
             Ok(Some(board)) => {
                 tracing::info!(
@@ -188,12 +198,12 @@ impl Scheduler {
                     aggregates = board.size(),
                     "the board starts from its snapshot"
                 );
-                Ok(board)
+                board
             }
-            Ok(None) => Ok(Board::default()),
+            Ok(None) => Board::default(),
             Err(e) => {
                 tracing::warn!(error = %e, "the board's snapshot cannot be read; folding the log from the start");
-                Ok(Board::default())
+                Board::default()
             }
         }
     }
