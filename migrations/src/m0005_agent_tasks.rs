@@ -9,8 +9,8 @@
 //! scan the log up to `agent_tasks_after` for older work, until `hive projections rebuild` fills the
 //! index and sets it to 0. The projector moves `agent_tasks_through` with each checkpoint it writes;
 //! should a projector of an earlier version (which does not keep the index) move the checkpoint
-//! meanwhile, the next batch finds `agent_tasks_through` behind it and begins the index again after
-//! that gap, so the index never claims what it does not hold.
+//! meanwhile, the next batch finds `agent_tasks_through` behind it and begins the index again (empty)
+//! after that gap, so the index holds exactly what the stretch it claims names.
 
 use sea_orm_migration::prelude::*;
 

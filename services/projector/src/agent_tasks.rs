@@ -9,7 +9,8 @@
 //!
 //! The stretch of the log the index covers is kept in the projection's checkpoint row: the events
 //! after `agent_tasks_after` (0 but on a database upgraded in place, migration m0005) up to
-//! `agent_tasks_through` (the checkpoint). [`held`] reads both with the rows, in one snapshot, so a
+//! `agent_tasks_through` (the checkpoint). The index holds exactly what that stretch names, so
+//! `hive verify` can compare it row by row; [`held`] reads both with the rows, in one snapshot, so a
 //! reader knows exactly which events it must still read from the log.
 
 use std::collections::BTreeMap;
@@ -52,6 +53,20 @@ pub async fn write(txn: &impl ConnectionTrait, holdings: &Holdings) -> Result<()
             .exec_without_returning(txn)
             .await?;
     }
+    Ok(())
+}
+
+/// Empties the index inside `txn`, for a batch that finds it does not reach the checkpoint: a
+/// projector of an earlier version, which keeps no index, moved the checkpoint since (a rolling
+/// upgrade). The batch then indexes from its own first event on, and [`crate::batch::write_checkpoint`]
+/// records that the index begins there, so it holds exactly what the stretch it claims names, and
+/// readers read the rest from the log.
+pub async fn begin_again(txn: &impl ConnectionTrait) -> Result<(), DbErr> {
+    tracing::warn!(
+        "the checkpoint moved without the agent_tasks index (a projector of an earlier version): \
+         the index begins again here; `hive projections rebuild` indexes the whole log"
+    );
+    agent_tasks::Entity::delete_many().exec(txn).await?;
     Ok(())
 }
 

@@ -208,6 +208,16 @@ impl Fold for Touched {
 /// The sequence the projection `name` has committed (0: none), locking its row for this transaction so
 /// that two projector instances never commit the same batch.
 pub async fn lock_checkpoint(txn: &DatabaseTransaction, name: &str) -> Result<u64, DbErr> {
+    Ok(lock_checkpoint_row(txn, name)
+        .await?
+        .map_or(0, |r| u64::try_from(r.seq).unwrap_or(0)))
+}
+
+/// [`lock_checkpoint`], answering the whole row.
+async fn lock_checkpoint_row(
+    txn: &DatabaseTransaction,
+    name: &str,
+) -> Result<Option<projection_checkpoints::Model>, DbErr> {
     // `FOR UPDATE` locks nothing while the row does not exist, so make sure it does: a concurrent
     // instance's insert then waits for ours to commit and finds it.
     projection_checkpoints::Entity::insert(projection_checkpoints::ActiveModel {
@@ -220,11 +230,10 @@ pub async fn lock_checkpoint(txn: &DatabaseTransaction, name: &str) -> Result<u6
     .on_conflict_do_nothing_on([projection_checkpoints::Column::Name])
     .exec_without_returning(txn)
     .await?;
-    let row = projection_checkpoints::Entity::find_by_id(name.to_owned())
+    projection_checkpoints::Entity::find_by_id(name.to_owned())
         .lock(LockType::Update)
         .one(txn)
-        .await?;
-    Ok(row.map_or(0, |r| u64::try_from(r.seq).unwrap_or(0)))
+        .await
 }
 
 /// Applies `events` (in stream order) inside `txn`. The caller commits.
@@ -235,7 +244,13 @@ pub async fn apply_batch(
     subjects: &Subjects,
     events: &[RawEvent],
 ) -> Result<BatchOutcome, DbErr> {
-    let committed = lock_checkpoint(txn, name).await?;
+    let row = lock_checkpoint_row(txn, name).await?;
+    let committed = row
+        .as_ref()
+        .map_or(0, |r| u64::try_from(r.seq).unwrap_or(0));
+    // A projector of an earlier version, which keeps no index, moved the checkpoint last (during an
+    // upgrade): the index misses what it projected, so it begins again with this batch.
+    let index_behind = row.is_some_and(|r| r.agent_tasks_through != r.seq);
     let fresh: Vec<&RawEvent> = events.iter().filter(|e| e.seq > committed).collect();
     let mut outcome = BatchOutcome {
         checkpoint: committed,
@@ -316,6 +331,9 @@ pub async fn apply_batch(
     touched.tasks.write(txn, &mut counts).await?;
     touched.projects.write(txn, &mut counts).await?;
     write_counts(txn, counts).await?;
+    if index_behind {
+        agent_tasks::begin_again(txn).await?;
+    }
     agent_tasks::write(txn, &touched.holdings).await?;
     for chunk in statement_chunks(&dead) {
         dead_letters::Entity::insert_many(chunk.to_vec())
@@ -367,7 +385,8 @@ async fn write_counts(
 ///
 /// The `agent_tasks` index, written in the same transaction, now reaches `to` as well. It covered the
 /// log up to `from` unless a projector of an earlier version, which does not keep it, moved the
-/// checkpoint last (during an upgrade): then the index begins again at `from`, after the gap.
+/// checkpoint last (during an upgrade): then the index begins again after `from`
+/// ([`agent_tasks::begin_again`]).
 pub async fn write_checkpoint(
     txn: &DatabaseTransaction,
     name: &str,
