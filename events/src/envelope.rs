@@ -124,6 +124,18 @@ pub struct Envelope<E = DomainEvent> {
     pub event: E,
 }
 
+impl Envelope<DomainEvent> {
+    /// The task and the agent this event names as the task's holder, if it names one
+    /// ([`TaskEvent::agent_named`]: an assignment). Both readers that ask which agents held which
+    /// tasks — `hive audit agent` over the log, and the projector's index of them — ask here.
+    pub fn holding(&self) -> Option<(Uuid, crate::AgentId)> {
+        match &self.event {
+            DomainEvent::Task(event) => Some((self.aggregate_id, event.agent_named()?)),
+            DomainEvent::Agent(_) | DomainEvent::Project(_) => None,
+        }
+    }
+}
+
 /// An event as stored in the log: the body of every message on `<prefix>.<aggregate>.<aggregate_id>`.
 #[derive(Serialize, Deserialize, schemars::JsonSchema)]
 #[schemars(title = "Envelope")]

@@ -180,6 +180,28 @@ fn every_fixture_on_disk_still_decodes() {
     assert_eq!(count, all_events().len() + 1);
 }
 
+/// The agent an event names as its task's holder is the `agent_id` its stored data carries: the rule
+/// an auditor reads off a record's data and the one the projector's index applies to decoded events
+/// are the same, for every stored event type and version.
+#[test]
+fn the_agent_an_event_names_is_its_stored_data_agent_id() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let bytes = std::fs::read(&path).unwrap();
+        let stored: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        let in_data = stored["data"]["agent_id"]
+            .as_str()
+            .map(|id| AgentId::from_uuid(id.parse().unwrap()));
+        let named = decode(&bytes, None)
+            .unwrap()
+            .holding()
+            .map(|(_, agent)| agent);
+        let task = stored["aggregate"] == "task";
+        assert_eq!(named, in_data.filter(|_| task), "{}", path.display());
+    }
+}
+
 #[test]
 fn task_created_v1_upcasts_to_v2_without_a_pinned_agent() {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");

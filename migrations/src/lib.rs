@@ -8,6 +8,7 @@ mod m0001_read_models;
 mod m0002_pinned_tasks;
 mod m0003_read_role;
 mod m0004_draining_agents;
+mod m0005_agent_tasks;
 
 /// Every migration, in order.
 pub struct Migrator;
@@ -20,6 +21,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0002_pinned_tasks::Migration),
             Box::new(m0003_read_role::Migration),
             Box::new(m0004_draining_agents::Migration),
+            Box::new(m0005_agent_tasks::Migration),
         ]
     }
 }

@@ -1,4 +1,7 @@
 //! The last stream sequence each projection has committed; written in the same transaction as its rows.
+//! For the read models, also the stretch of the log their `agent_tasks` index covers: the events after
+//! `agent_tasks_after` up to `agent_tasks_through` (normally 0 and the checkpoint itself; see
+//! migration m0005).
 use sea_orm::entity::prelude::*;
 
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
@@ -8,6 +11,8 @@ pub struct Model {
     pub name: String,
     pub seq: i64,
     pub updated_at: DateTimeUtc,
+    pub agent_tasks_after: i64,
+    pub agent_tasks_through: i64,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -2,6 +2,8 @@
 //! they were at a sequence or a time (over HTTP and with `hive audit state`), and `hive audit`'s output
 //! compared with golden files.
 
+mod agent_work;
+
 use hive_tests::World;
 use hive_tests::process::hive_command;
 use hive_tests::scripted::{self, load_scripted};

@@ -45,6 +45,12 @@ async fn assert_read_models_equal_the_fold(world: &World) {
     assert_eq!(actual.counts, expected.counts, "status counts");
     assert_eq!(actual.agents, expected.agents, "agents");
     assert_eq!(actual.projects, expected.projects, "projects");
+    assert_eq!(actual.agent_tasks, expected.agent_tasks, "agent_tasks");
+    assert_eq!(
+        (actual.agent_tasks_after, actual.agent_tasks_through),
+        (expected.agent_tasks_after, expected.agent_tasks_through),
+        "the stretch of the log agent_tasks covers"
+    );
     assert_eq!(actual.tasks.len(), expected.tasks.len(), "task count");
     for (id, row) in &expected.tasks {
         assert_eq!(actual.tasks.get(id), Some(row), "task {id}");

@@ -355,7 +355,8 @@ async fn a_log_of_two_event_versions_projects_rebuilds_and_verifies_the_same() {
         (report.checkpoint, report.differences.clone()),
         (head, vec![])
     );
-    assert_eq!(report.rows, 4);
+    // An agent, a project, two tasks, and the agent's holding of each.
+    assert_eq!(report.rows, 6);
     let (_, dead) = hive.get_at("/api/v1/dead-letters", head).await;
     assert_eq!(dead["items"][0]["seq"], 17);
     let (_, projections) = hive.get_at("/api/v1/projections", head).await;

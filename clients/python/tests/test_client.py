@@ -68,6 +68,11 @@ def test_a_failed_task_is_retried(admin: Client, capability: str) -> None:
         assert own.get_task(task.task_id).status == "failed"
     admin.retry_task(task.task_id)
     assert admin.get_task(task.task_id).state in ("queued", "assigned")
+    # The agent held it: the index of its tasks says so, up to the checkpoint the read reflects.
+    held = admin.list_agent_tasks(agent.agent_id)
+    assert [t.task_id for t in held.items] == [task.task_id]
+    assert held.items[0].first_seq == assignment.seq
+    assert held.indexed_after == 0 and held.indexed_through >= admin.seen_seq
     admin.deregister_agent(agent.agent_id)
 
 

@@ -1,4 +1,5 @@
-//! Agents: register, read, list, heartbeat, drain, deregister, spawn; and an agent's assignment stream.
+//! Agents: register, read, list, heartbeat, drain, deregister, spawn; an agent's assignment stream,
+//! and the tasks it ever held.
 
 use futures::{Stream, StreamExt};
 use hive_events::wire::Assignment;
@@ -41,6 +42,57 @@ impl Client {
     /// `cursor`, `order`): `{items, next_cursor}`.
     pub async fn agents(&self, query: &[(&str, &str)]) -> Result<Value, ClientError> {
         self.get(&with_query("/api/v1/agents", query)).await
+    }
+
+    /// A page of the tasks the agent ever held: `query` as `GET /api/v1/agents/{id}/tasks` takes it
+    /// (`limit`, `cursor`, `order`): `{items, next_cursor, indexed_after, indexed_through}`.
+    pub async fn agent_tasks(
+        &self,
+        agent: Uuid,
+        query: &[(&str, &str)],
+    ) -> Result<Value, ClientError> {
+        self.get(&with_query(&format!("/api/v1/agents/{agent}/tasks"), query))
+            .await
+    }
+
+    /// Every task the agent ever held, as the projector's index holds them, page by page, and the
+    /// stretch of the log the pages cover together ([`TasksHeld`]).
+    pub async fn tasks_held(&self, agent: Uuid) -> Result<TasksHeld, ClientError> {
+        let url = format!("/api/v1/agents/{agent}/tasks");
+        let mut held = TasksHeld::default();
+        let mut cursor: Option<String> = None;
+        for page in 0u64.. {
+            let mut query = vec![("limit", "500")];
+            if let Some(cursor) = &cursor {
+                query.push(("cursor", cursor));
+            }
+            let answer = self.agent_tasks(agent, &query).await?;
+            let seq = |field: &str| {
+                answer[field]
+                    .as_u64()
+                    .ok_or_else(|| ClientError::BadAnswer {
+                        url: url.clone(),
+                        reason: format!("no {field} in {answer}"),
+                    })
+            };
+            // The index only grows (a rebuild swaps in one that covers all the old one did, and
+            // more), and each page goes on in first-held order from the one before: with the
+            // first page's end and the latest beginning, what a page may have missed stays
+            // outside the stretch.
+            let (after, through) = (seq("indexed_after")?, seq("indexed_through")?);
+            held.indexed_after = held.indexed_after.max(after);
+            if page == 0 {
+                held.indexed_through = through;
+            }
+            for item in answer["items"].as_array().into_iter().flatten() {
+                held.tasks.push(uuid_of(item, "task_id", &url)?);
+            }
+            match answer["next_cursor"].as_str() {
+                Some(next) => cursor = Some(next.to_owned()),
+                None => break,
+            }
+        }
+        Ok(held)
     }
 
     /// Reports the agent alive.
@@ -91,6 +143,18 @@ impl Client {
                     .flatten()
             }))
     }
+}
+
+/// Every task an agent ever held, as [`Client::tasks_held`] read them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TasksHeld {
+    /// The tasks, in the order the agent first held each.
+    pub tasks: Vec<Uuid>,
+    /// They are every task the events after this sequence assigned to the agent (0: from the
+    /// log's start; more on a database upgraded in place and not rebuilt since) ...
+    pub indexed_after: u64,
+    /// ... up to and including this one: the log's task events outside that stretch may name more.
+    pub indexed_through: u64,
 }
 
 /// `path` with `query` (values percent-encoded).

@@ -26,6 +26,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+pub use agent::TasksHeld;
 pub use command::{Command, MinSeq};
 pub use error::{ClientError, Code};
 pub use events::EventFilter;

@@ -121,6 +121,31 @@ impl TaskEvent {
             Self::TaskBlocked { .. } => S::Blocked,
         }
     }
+
+    /// The agent this event names as the task's holder, if it names one: an assignment names the
+    /// agent it leases the task to. The rest of that holding (accepted, started, progress, completed,
+    /// failed, requeued) names the agent only in its `actor`, or not at all, so the assignments are
+    /// what tells which agents ever held a task: the audit of an agent and the index the projector
+    /// keeps of it (`agent_tasks`) both ask here.
+    pub fn agent_named(&self) -> Option<AgentId> {
+        match self {
+            Self::TaskAssigned { agent_id, .. } => Some(*agent_id),
+            Self::TaskCreated { .. }
+            | Self::TaskQueued {}
+            | Self::TaskAccepted {}
+            | Self::TaskStarted {}
+            | Self::TaskProgressed { .. }
+            | Self::TaskCompleted { .. }
+            | Self::TaskFailed { .. }
+            | Self::TaskRetryScheduled { .. }
+            | Self::TaskRequeued { .. }
+            | Self::TaskRetried {}
+            | Self::TaskDeadLettered { .. }
+            | Self::TaskCancelled { .. }
+            | Self::TaskBlocked { .. }
+            | Self::TaskUnblocked {} => None,
+        }
+    }
 }
 
 impl EventSchema for TaskEvent {

@@ -225,6 +225,7 @@ fn agent_may(method: &Method, template: &str) -> Option<AgentScope> {
             "/api/v1/agents/{id}"
             | "/api/v1/agents/{id}/assignments"
             | "/api/v1/agents/{id}/events"
+            | "/api/v1/agents/{id}/tasks"
             | "/api/agents/{id}/status",
         )
         | ("POST", "/api/v1/agents/{id}/{action}")

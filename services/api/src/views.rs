@@ -308,6 +308,31 @@ impl ProjectView {
     }
 }
 
+/// A page of the tasks an agent ever held, from the projector's index of them (`agent_tasks`), and
+/// the stretch of the log that index covers: a reader that must miss none reads the log's task events
+/// outside it (up to `indexed_after`, after `indexed_through`).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct HeldTasks {
+    /// The tasks, in the order the agent was first assigned each (oldest first, unless `order=desc`).
+    pub items: Vec<HeldTask>,
+    /// The cursor of the next page; absent on the last one.
+    pub next_cursor: Option<String>,
+    /// The index holds the tasks the events after this sequence assigned: 0 (the whole log), but on a
+    /// database upgraded in place and not rebuilt since, whose older assignments are not in it.
+    pub indexed_after: u64,
+    /// ... up to and including this one: the read models' checkpoint, read with the items (later
+    /// assignments are not in them yet).
+    pub indexed_through: u64,
+}
+
+/// A task an agent held.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct HeldTask {
+    pub task_id: Uuid,
+    /// The sequence of the first event that assigned it to the agent (the page's cursor).
+    pub first_seq: u64,
+}
+
 /// An event a projection could not apply.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct DeadLetterView {

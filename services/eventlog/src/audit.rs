@@ -61,6 +61,21 @@ impl Record {
     /// read as records (through the API) folds as the log's own events do. A record of an
     /// unreadable event gives bytes that are still unreadable.
     pub fn raw(&self, subjects: &Subjects) -> RawEvent {
+        let subject = match (self.aggregate, self.aggregate_id) {
+            (Some(kind), Some(id)) => subjects.of(kind, id),
+            _ => subjects.all(),
+        };
+        RawEvent {
+            seq: self.seq,
+            subject,
+            payload: self.stored().into(),
+            msg_id: None,
+            pending: 0,
+        }
+    }
+
+    /// The stored bytes this record was made of (an unreadable event's are still unreadable).
+    fn stored(&self) -> Vec<u8> {
         let stored = serde_json::json!({
             "event_id": self.event_id,
             "type": self.event_type,
@@ -73,17 +88,7 @@ impl Record {
             "actor": self.actor,
             "data": self.data,
         });
-        let subject = match (self.aggregate, self.aggregate_id) {
-            (Some(kind), Some(id)) => subjects.of(kind, id),
-            _ => subjects.all(),
-        };
-        RawEvent {
-            seq: self.seq,
-            subject,
-            payload: serde_json::to_vec(&stored).unwrap_or_default().into(),
-            msg_id: None,
-            pending: 0,
-        }
+        serde_json::to_vec(&stored).unwrap_or_default()
     }
 
     /// The record of `raw`, and the name of the status its agent or task is in after it, where the
@@ -129,10 +134,38 @@ impl Record {
         (record, status)
     }
 
-    /// Whether this event names `agent` in its data (a task's assignment, start, report...).
+    /// Whether this event names `agent` as its task's holder ([`Record::holding`]).
     pub fn names_agent(&self, agent: Uuid) -> bool {
-        self.data["agent_id"].as_str() == Some(agent.to_string().as_str())
+        self.holding().is_some_and(|(_, holder)| holder == agent)
     }
+
+    /// The task and the agent this event names as the task's holder, if it names one: the rule of
+    /// [`holding`], asked of the event this record was made of (a record read through the API
+    /// carries no decoded event, so it is decoded again from its stored form).
+    pub fn holding(&self) -> Option<(Uuid, Uuid)> {
+        if self.error.is_some() {
+            return None;
+        }
+        let (Some(AggregateKind::Task), Some(task)) = (self.aggregate, self.aggregate_id) else {
+            return None;
+        };
+        let envelope = decode(&self.stored(), Some((AggregateKind::Task, task))).ok()?;
+        let (task, agent) = envelope.holding()?;
+        Some((task, agent.as_uuid()))
+    }
+}
+
+/// The task and the agent a stored event names as the task's holder, if it names one: a task's event
+/// on its own subject, readable, that names an agent ([`hive_events::Envelope::holding`]: an
+/// assignment), decoded as the projector decodes it. The rule by which `hive audit agent` finds an
+/// agent's tasks in the log is the one the projector keeps its index of them by (`agent_tasks`), so
+/// the two cannot disagree.
+pub fn holding(raw: &RawEvent, subjects: &Subjects) -> Option<(Uuid, Uuid)> {
+    let at @ Some((AggregateKind::Task, _)) = subjects.parse(&raw.subject) else {
+        return None;
+    };
+    let (task, agent) = decode(&raw.payload, at).ok()?.holding()?;
+    Some((task, agent.as_uuid()))
 }
 
 /// A point in the log's history: the replay's bound.
@@ -167,4 +200,100 @@ pub fn state_at<A: Aggregate>(
         }
     }
     folded.state.map(|state| (state, folded.last_seq))
+}
+
+#[cfg(test)]
+mod tests {
+    use hive_events::agent::AgentEvent;
+    use hive_events::envelope::encode;
+    use hive_events::task::TaskEvent;
+    use hive_events::{Actor, AgentId, EventMeta};
+
+    use super::*;
+
+    fn stored(seq: u64, kind: AggregateKind, id: Uuid, payload: Vec<u8>) -> RawEvent {
+        RawEvent {
+            seq,
+            subject: Subjects::default().of(kind, id),
+            payload: payload.into(),
+            msg_id: None,
+            pending: 0,
+        }
+    }
+
+    fn meta() -> EventMeta {
+        EventMeta::new(
+            Utc::now(),
+            Uuid::now_v7(),
+            None,
+            Actor::new("system:scheduler"),
+        )
+    }
+
+    /// The rule the log is scanned by, the one a record answers (read from the log, or through the
+    /// API as JSON), and the one the projector indexes by are one.
+    #[test]
+    fn an_assignment_names_its_agent_wherever_it_is_read_from() {
+        let subjects = Subjects::default();
+        let (task, agent) = (Uuid::now_v7(), Uuid::now_v7());
+        let assigned = TaskEvent::TaskAssigned {
+            agent_id: AgentId::from_uuid(agent),
+            lease_expires_at: Utc::now(),
+        };
+        let raw = stored(
+            7,
+            AggregateKind::Task,
+            task,
+            encode(&meta(), AggregateKind::Task, task, &assigned),
+        );
+        assert_eq!(holding(&raw, &subjects), Some((task, agent)));
+        let record = Record::of(&raw, &subjects);
+        assert_eq!(record.holding(), Some((task, agent)));
+        assert!(record.names_agent(agent) && !record.names_agent(Uuid::now_v7()));
+        let through_the_api: Record =
+            serde_json::from_str(&serde_json::to_string(&record).unwrap()).unwrap();
+        assert_eq!(through_the_api.holding(), Some((task, agent)));
+        let envelope = decode(&raw.payload, subjects.parse(&raw.subject)).unwrap();
+        assert_eq!(
+            envelope.holding(),
+            Some((task, AgentId::from_uuid(agent))),
+            "the projector's"
+        );
+
+        // The same assignment on another task's subject is unreadable there: it names nobody.
+        let elsewhere = RawEvent {
+            subject: subjects.of(AggregateKind::Task, Uuid::now_v7()),
+            ..raw.clone()
+        };
+        assert_eq!(holding(&elsewhere, &subjects), None);
+        assert_eq!(Record::of(&elsewhere, &subjects).holding(), None);
+
+        // Other events name no holder: a task's start, an agent's own event.
+        let started = stored(
+            8,
+            AggregateKind::Task,
+            task,
+            encode(
+                &meta(),
+                AggregateKind::Task,
+                task,
+                &TaskEvent::TaskStarted {},
+            ),
+        );
+        let ready = stored(
+            9,
+            AggregateKind::Agent,
+            agent,
+            encode(
+                &meta(),
+                AggregateKind::Agent,
+                agent,
+                &AgentEvent::AgentReady {},
+            ),
+        );
+        for raw in [started, ready] {
+            assert_eq!(holding(&raw, &subjects), None);
+            assert!(!Record::of(&raw, &subjects).names_agent(agent));
+        }
+    }
 }

@@ -85,7 +85,10 @@ enum Command {
     NatsUsers,
     /// The log for auditors: an entity's history, an agent's work, a stretch of the log, one flow, or
     /// an entity as it was at a sequence or a time. Reads the log itself (admin NATS credentials), or a
-    /// hive's API with `--api` and a viewer token. Safe on a live hive: it only reads.
+    /// hive's API with `--api` and a viewer token. An agent's work finds the agent's tasks in the read
+    /// models' index of them (HIVE_DATABASE_URL), and reads the log's task events only where the index
+    /// does not reach; without the database, in the whole log (slower). Safe on a live hive: it only
+    /// reads.
     Audit {
         #[command(subcommand)]
         query: AuditCommand,
@@ -148,7 +151,7 @@ enum ProjectionsCommand {
 
 #[derive(Subcommand)]
 enum AuditCommand {
-    /// An agent's history and that of every task it touched, in log order.
+    /// An agent's history and that of every task it was ever assigned, in log order.
     Agent {
         /// The agent.
         id: Uuid,
@@ -218,17 +221,21 @@ fn at(text: &Option<String>) -> anyhow::Result<Option<hive_eventlog::audit::At>>
 /// Connects to the configured servers (those of a running `hive up` in the same `HIVE_HOME` are found in
 /// its endpoints file).
 async fn backends(config: &Config, migrate: bool) -> anyhow::Result<crate::Backends> {
-    let running = crate::up::endpoints(&config.home);
     let nats = nats_url(config)?;
-    let db = config
-        .database_url
-        .clone()
-        .or_else(|| running.as_ref().map(|r| r.1.clone()));
+    let db = database_url(config);
     let db = required(
         &db,
         "HIVE_DATABASE_URL (or a running `hive up` in HIVE_HOME)",
     )?;
     connect(config, &nats, &db, migrate).await
+}
+
+/// The configured read-model database's URL, or that of a running `hive up` in the same `HIVE_HOME`.
+fn database_url(config: &Config) -> Option<String> {
+    config
+        .database_url
+        .clone()
+        .or_else(|| crate::up::endpoints(&config.home).map(|r| r.1))
 }
 
 /// The configured NATS URL, or that of a running `hive up` in the same `HIVE_HOME`.
@@ -493,7 +500,7 @@ async fn run_cli(cli: Cli) -> anyhow::Result<()> {
                             crate::remote::raw_history(&client, &subjects, kind, id).await?
                         }
                         None => {
-                            let log = backends(&config, false).await?.log;
+                            let log = crate::open_log(&config, &nats_url(&config)?).await?;
                             return crate::ops::state(
                                 &log.history(kind, id).await?,
                                 log.subjects(),
@@ -513,7 +520,15 @@ async fn run_cli(cli: Cli) -> anyhow::Result<()> {
                     crate::remote::audit_records(&api_client(&config, &url)?, query).await?
                 }
                 None => {
-                    crate::ops::audit_records(&backends(&config, false).await?.log, query).await?
+                    let log = crate::open_log(&config, &nats_url(&config)?).await?;
+                    // Only an agent's work reads the read models: its index of the agent's tasks.
+                    let db = match query {
+                        AuditQuery::AgentWork(_) => {
+                            crate::agent_work::index(database_url(&config).as_deref()).await
+                        }
+                        _ => None,
+                    };
+                    crate::ops::audit_records(&log, db.as_ref(), query).await?
                 }
             };
             crate::ops::print_records(&records, json, causes)

@@ -3,6 +3,7 @@
 //! projector on those backends, and [`up`] does all of it, starting nats-server and PostgreSQL itself for
 //! whichever URL is not configured. `main.rs` is only the command-line front.
 
+pub mod agent_work;
 pub mod backup;
 pub mod cli;
 pub mod config;
@@ -153,16 +154,7 @@ pub async fn connect(
             .await
             .context("migrate the read models")?;
     }
-    let client = nats_client(nats_url).await?;
-    // A JetStream cluster that is still electing its leaders answers "timed out": keep trying a while,
-    // as a service started beside its servers must. The stream is ready once its state can be read.
-    let log = patiently("the event log", async || {
-        let log = EventLog::open(client.clone(), &config.log()).await?;
-        log.ready().await?;
-        Ok::<_, hive_eventlog::LogError>(log)
-    })
-    .await
-    .context("open the event log")?;
+    let log = open_log(config, nats_url).await?;
     let heartbeats = patiently("the heartbeat bucket", async || {
         hive_eventlog::Heartbeats::open(&log, HEARTBEATS_KEPT).await
     })
@@ -180,6 +172,26 @@ pub async fn connect(
         heartbeats,
         tokens,
     })
+}
+
+/// The event log alone, for the commands that only read it (`hive audit`).
+pub async fn open_log(config: &Config, nats_url: &str) -> anyhow::Result<EventLog> {
+    let client = nats_client(nats_url).await?;
+    // A JetStream cluster that is still electing its leaders answers "timed out": keep trying a while,
+    // as a service started beside its servers must. The stream is ready once its state can be read.
+    patiently("the event log", async || {
+        let log = EventLog::open(client.clone(), &config.log()).await?;
+        log.ready().await?;
+        Ok::<_, hive_eventlog::LogError>(log)
+    })
+    .await
+    .context("open the event log")
+}
+
+/// A small pool to the read-model database at `url`, for a command that only reads it, without
+/// creating or migrating it.
+pub async fn open_reader(url: &str) -> anyhow::Result<DatabaseConnection> {
+    open_database(url, 2).await
 }
 
 /// The backends of each part: the same for all, or, as `hive up` connects them, each part as its own

@@ -1,11 +1,10 @@
 //! The operators' and auditors' commands: `hive projections rebuild|status`, `hive verify`, `hive audit`.
 
-use std::collections::BTreeSet;
 use std::io::{IsTerminal, Write};
 use std::time::Duration;
 
 use anyhow::Context;
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use hive_eventlog::audit::{At, Record, state_at};
 use hive_eventlog::{EventLog, RawEvent};
 use hive_events::agent::Agent;
@@ -14,6 +13,7 @@ use hive_events::task::Task;
 use hive_events::{Aggregate, AggregateKind};
 use hive_projector::rebuild::{Progress, Stage, rebuild};
 use hive_projector::rows::ReadModel;
+use sea_orm::DatabaseConnection;
 use uuid::Uuid;
 
 use crate::Backends;
@@ -176,10 +176,16 @@ pub enum AuditQuery {
     },
 }
 
-/// `hive audit ...`: the records, as a table or as JSON lines.
-pub async fn audit(log: &EventLog, query: AuditQuery, json: bool) -> anyhow::Result<()> {
+/// `hive audit ...`: the records, as a table or as JSON lines; an agent's tasks are found through the
+/// index of `db`, if given ([`crate::agent_work`]).
+pub async fn audit(
+    log: &EventLog,
+    db: Option<&DatabaseConnection>,
+    query: AuditQuery,
+    json: bool,
+) -> anyhow::Result<()> {
     let causes = matches!(query, AuditQuery::Correlation(_));
-    print_records(&audit_records(log, query).await?, json, causes)
+    print_records(&audit_records(log, db, query).await?, json, causes)
 }
 
 /// Prints `records` as a table (with what caused each, for one flow), or as JSON lines.
@@ -221,8 +227,16 @@ pub fn flow_table(records: &[Record]) -> String {
     aligned(&rows)
 }
 
-/// The records a query selects, in log order.
-pub async fn audit_records(log: &EventLog, query: AuditQuery) -> anyhow::Result<Vec<Record>> {
+/// Task histories read at once by `hive audit agent`.
+const HISTORIES_AT_ONCE: usize = 8;
+
+/// The records a query selects, in log order; an agent's tasks are found through the index of `db`,
+/// if given, and in the log's task events otherwise ([`crate::agent_work::tasks_held`]).
+pub async fn audit_records(
+    log: &EventLog,
+    db: Option<&DatabaseConnection>,
+    query: AuditQuery,
+) -> anyhow::Result<Vec<Record>> {
     let subjects = log.subjects().clone();
     match query {
         AuditQuery::Entity(kind, id) => {
@@ -245,19 +259,15 @@ pub async fn audit_records(log: &EventLog, query: AuditQuery) -> anyhow::Result<
         AuditQuery::AgentWork(agent) => {
             let own = log.history(AggregateKind::Agent, agent).await?;
             anyhow::ensure!(!own.is_empty(), "no agent {agent} in the log");
-            // Every task that names the agent, found in one pass over the log.
-            let mut tasks = BTreeSet::new();
-            scan(log, None, None, |raw| {
-                let record = Record::of(raw, &subjects);
-                if record.aggregate == Some(AggregateKind::Task) && record.names_agent(agent) {
-                    tasks.extend(record.aggregate_id);
-                }
-            })
-            .await?;
+            let tasks = crate::agent_work::tasks_held(log, db, agent).await?;
+            // Each task's history by its subject, a few at a time.
+            let histories: Vec<Vec<RawEvent>> = futures::stream::iter(tasks)
+                .map(|task| log.history(AggregateKind::Task, task))
+                .buffer_unordered(HISTORIES_AT_ONCE)
+                .try_collect()
+                .await?;
             let mut all: Vec<RawEvent> = own;
-            for task in tasks {
-                all.extend(log.history(AggregateKind::Task, task).await?);
-            }
+            all.extend(histories.into_iter().flatten());
             all.sort_by_key(|r| r.seq);
             Ok(all.iter().map(|r| Record::of(r, &subjects)).collect())
         }

@@ -1,10 +1,12 @@
 //! The auditor's and the operator's reads through a hive's API (`--api URL`), with a viewer token: the
-//! same records as reading the log itself, paged from `GET /api/v1/events` and the entities' histories;
-//! an entity's past state folded here from its history, by the same fold; the projections' standing.
+//! same records as reading the log itself, paged from `GET /api/v1/events` and the entities' histories
+//! (an agent's tasks from `GET /api/v1/agents/{id}/tasks`, and the log only where that index does not
+//! reach); an entity's past state folded here from its history, by the same fold; the projections'
+//! standing.
 
 use std::collections::BTreeSet;
 
-use hive_client::Client;
+use hive_client::{Client, ErrorCode, TasksHeld};
 use hive_eventlog::RawEvent;
 use hive_eventlog::audit::{At, Record};
 use hive_events::AggregateKind;
@@ -28,13 +30,7 @@ pub async fn audit_records(client: &Client, query: AuditQuery) -> anyhow::Result
         }
         AuditQuery::AgentWork(agent) => {
             let mut all = history(client, AggregateKind::Agent, agent).await?;
-            let tasks: BTreeSet<Uuid> = log(client, "aggregate=task", 0, None)
-                .await?
-                .into_iter()
-                .filter(|r| r.names_agent(agent))
-                .filter_map(|r| r.aggregate_id)
-                .collect();
-            for task in tasks {
+            for task in tasks_held(client, agent).await? {
                 all.extend(history(client, AggregateKind::Task, task).await?);
             }
             all.sort_by_key(|r| r.seq);
@@ -62,6 +58,33 @@ pub async fn audit_records(client: &Client, query: AuditQuery) -> anyhow::Result
             log(client, &filter.join("&"), after, last).await
         }
     }
+}
+
+/// Every task `agent` ever held: the tasks `GET /api/v1/agents/{id}/tasks` answers from the index,
+/// and those the log's task events name outside the stretch of the log the index covers (its tail
+/// after the checkpoint; on a database upgraded in place, its beginning), by the rule the index is
+/// kept by ([`Record::holding`]). An agent the read models do not know yet (or an API without the
+/// route) has no index to read: every task event of the log is read instead.
+async fn tasks_held(client: &Client, agent: Uuid) -> anyhow::Result<BTreeSet<Uuid>> {
+    let held = match client.tasks_held(agent).await {
+        Err(e) if e.is(ErrorCode::NotFound) => TasksHeld::default(),
+        held => held?,
+    };
+    let mut tasks: BTreeSet<Uuid> = held.tasks.into_iter().collect();
+    let mut outside = vec![(held.indexed_through, None)];
+    if held.indexed_after > 0 {
+        outside.push((0, Some(held.indexed_after)));
+    }
+    for (after, last) in outside {
+        for record in log(client, "aggregate=task", after, last).await? {
+            if let Some((task, holder)) = record.holding()
+                && holder == agent
+            {
+                tasks.insert(task);
+            }
+        }
+    }
+    Ok(tasks)
 }
 
 /// An entity's history as the log holds it, rebuilt from the records the API answers, on `subjects`:

@@ -1,7 +1,8 @@
-//! One batch of events becomes read-model rows, status-count deltas, dead letters and the new checkpoint,
-//! all in ONE transaction: a crash before the commit leaves nothing, a crash after it leaves everything,
-//! and events at or below the committed checkpoint are skipped, so redelivery is harmless. A batch that
-//! starts beyond the checkpoint (the database lost commits) is refused: the projector resumes from it.
+//! One batch of events becomes read-model rows, status-count deltas, the agents' holdings of tasks
+//! ([`crate::agent_tasks`]), dead letters and the new checkpoint, all in ONE transaction: a crash
+//! before the commit leaves nothing, a crash after it leaves everything, and events at or below the
+//! committed checkpoint are skipped, so redelivery is harmless. A batch that starts beyond the
+//! checkpoint (the database lost commits) is refused: the projector resumes from it.
 //! The checkpoint moves only from the value the batch locked and read ([`write_checkpoint`]), so two
 //! projectors overlapping during a failover cannot both project one event.
 
@@ -22,6 +23,7 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
+use crate::agent_tasks::{self, Holdings};
 use crate::rows::ReadModel;
 
 /// Rows per INSERT at most: the widest table has 23 columns, and a statement takes at most 65,535
@@ -183,15 +185,18 @@ impl<A: ReadModel> Slots<A> {
     }
 }
 
-/// The rows a batch touches, by kind.
+/// The rows a batch touches, by kind, and the holdings it names.
 struct Touched {
     agents: Slots<Agent>,
     tasks: Slots<Task>,
     projects: Slots<Project>,
+    holdings: Holdings,
 }
 
 impl Fold for Touched {
     fn fold(&mut self, seq: u64, envelope: Envelope) -> Result<(), String> {
+        // Whether or not the fold applies it: the index holds what the log names.
+        agent_tasks::note(&mut self.holdings, seq, &envelope);
         match envelope.event {
             DomainEvent::Agent(_) => self.agents.apply(seq, envelope),
             DomainEvent::Task(_) => self.tasks.apply(seq, envelope),
@@ -203,21 +208,32 @@ impl Fold for Touched {
 /// The sequence the projection `name` has committed (0: none), locking its row for this transaction so
 /// that two projector instances never commit the same batch.
 pub async fn lock_checkpoint(txn: &DatabaseTransaction, name: &str) -> Result<u64, DbErr> {
+    Ok(lock_checkpoint_row(txn, name)
+        .await?
+        .map_or(0, |r| u64::try_from(r.seq).unwrap_or(0)))
+}
+
+/// [`lock_checkpoint`], answering the whole row.
+async fn lock_checkpoint_row(
+    txn: &DatabaseTransaction,
+    name: &str,
+) -> Result<Option<projection_checkpoints::Model>, DbErr> {
     // `FOR UPDATE` locks nothing while the row does not exist, so make sure it does: a concurrent
     // instance's insert then waits for ours to commit and finds it.
     projection_checkpoints::Entity::insert(projection_checkpoints::ActiveModel {
         name: Set(name.to_owned()),
         seq: Set(0),
         updated_at: Set(chrono::Utc::now()),
+        agent_tasks_after: Set(0),
+        agent_tasks_through: Set(0),
     })
     .on_conflict_do_nothing_on([projection_checkpoints::Column::Name])
     .exec_without_returning(txn)
     .await?;
-    let row = projection_checkpoints::Entity::find_by_id(name.to_owned())
+    projection_checkpoints::Entity::find_by_id(name.to_owned())
         .lock(LockType::Update)
         .one(txn)
-        .await?;
-    Ok(row.map_or(0, |r| u64::try_from(r.seq).unwrap_or(0)))
+        .await
 }
 
 /// Applies `events` (in stream order) inside `txn`. The caller commits.
@@ -228,7 +244,13 @@ pub async fn apply_batch(
     subjects: &Subjects,
     events: &[RawEvent],
 ) -> Result<BatchOutcome, DbErr> {
-    let committed = lock_checkpoint(txn, name).await?;
+    let row = lock_checkpoint_row(txn, name).await?;
+    let committed = row
+        .as_ref()
+        .map_or(0, |r| u64::try_from(r.seq).unwrap_or(0));
+    // A projector of an earlier version, which keeps no index, moved the checkpoint last (during an
+    // upgrade): the index misses what it projected, so it begins again with this batch.
+    let index_behind = row.is_some_and(|r| r.agent_tasks_through != r.seq);
     let fresh: Vec<&RawEvent> = events.iter().filter(|e| e.seq > committed).collect();
     let mut outcome = BatchOutcome {
         checkpoint: committed,
@@ -280,6 +302,7 @@ pub async fn apply_batch(
         agents: Slots::load(txn, ids_of(AggregateKind::Agent)).await?,
         tasks: Slots::load(txn, ids_of(AggregateKind::Task)).await?,
         projects: Slots::load(txn, ids_of(AggregateKind::Project)).await?,
+        holdings: Holdings::new(),
     };
 
     let mut dead = Vec::new();
@@ -308,6 +331,10 @@ pub async fn apply_batch(
     touched.tasks.write(txn, &mut counts).await?;
     touched.projects.write(txn, &mut counts).await?;
     write_counts(txn, counts).await?;
+    if index_behind {
+        agent_tasks::begin_again(txn).await?;
+    }
+    agent_tasks::write(txn, &touched.holdings).await?;
     for chunk in statement_chunks(&dead) {
         dead_letters::Entity::insert_many(chunk.to_vec())
             .on_conflict_do_nothing_on([
@@ -355,6 +382,11 @@ async fn write_counts(
 /// `from` any more: the row is locked by [`lock_checkpoint`] in the same transaction, so this cannot
 /// happen while every writer takes the lock, and if one ever did not (two projectors overlapping
 /// during a failover, a tool writing the row), its batch fails instead of projecting events twice.
+///
+/// The `agent_tasks` index, written in the same transaction, now reaches `to` as well. It covered the
+/// log up to `from` unless a projector of an earlier version, which does not keep it, moved the
+/// checkpoint last (during an upgrade): then the index begins again after `from`
+/// ([`agent_tasks::begin_again`]).
 pub async fn write_checkpoint(
     txn: &DatabaseTransaction,
     name: &str,
@@ -367,6 +399,19 @@ pub async fn write_checkpoint(
         .col_expr(
             projection_checkpoints::Column::UpdatedAt,
             Expr::value(chrono::Utc::now()),
+        )
+        .col_expr(
+            projection_checkpoints::Column::AgentTasksAfter,
+            Expr::case(
+                projection_checkpoints::Column::AgentTasksThrough.eq(as_i64(from)),
+                Expr::col(projection_checkpoints::Column::AgentTasksAfter),
+            )
+            .finally(Expr::value(as_i64(from)))
+            .into(),
+        )
+        .col_expr(
+            projection_checkpoints::Column::AgentTasksThrough,
+            Expr::value(as_i64(to)),
         )
         .filter(projection_checkpoints::Column::Name.eq(name))
         .filter(projection_checkpoints::Column::Seq.eq(as_i64(from)))

@@ -14,6 +14,7 @@ use hive_events::{DomainEvent, Envelope};
 use hive_schema::{agents, projects, tasks};
 use uuid::Uuid;
 
+use crate::agent_tasks::{self, Holdings};
 use crate::rows::ReadModel;
 
 /// The contents of the read models: expected (from the log) or actual (from the tables).
@@ -31,6 +32,12 @@ pub struct Folded {
     pub dead: BTreeSet<u64>,
     /// The last sequence folded (the checkpoint).
     pub last_seq: u64,
+    /// `agent_tasks`: the tasks each agent held, as the events the index covers name them.
+    pub agent_tasks: Holdings,
+    /// The index covers the events after this sequence ...
+    pub agent_tasks_after: u64,
+    /// ... up to and including this one.
+    pub agent_tasks_through: u64,
 }
 
 /// An event that cannot be applied, and why (the same reasons the projector gives).
@@ -85,16 +92,22 @@ impl<A: ReadModel> States<A> {
     }
 }
 
-/// Every aggregate's state, by kind.
-#[derive(Default)]
+/// Every aggregate's state, by kind, and the holdings the events in `indexed` name.
 struct All {
     agents: States<Agent>,
     tasks: States<Task>,
     projects: States<Project>,
+    holdings: Holdings,
+    /// The events whose holdings the index keeps: after the first, up to the second.
+    indexed: (u64, u64),
 }
 
 impl Fold for All {
     fn fold(&mut self, seq: u64, envelope: Envelope) -> Result<(), String> {
+        // As the projector does: whether or not the fold applies it.
+        if seq > self.indexed.0 && seq <= self.indexed.1 {
+            agent_tasks::note(&mut self.holdings, seq, &envelope);
+        }
         match envelope.event {
             DomainEvent::Agent(_) => self.agents.apply(seq, envelope),
             DomainEvent::Task(_) => self.tasks.apply(seq, envelope),
@@ -117,7 +130,13 @@ impl Folder {
         Self {
             // As the projector: an event that cannot be folded is a dead letter, and the fold goes on.
             replay: Replay::new(subjects, OnRejected::Skip),
-            all: All::default(),
+            all: All {
+                agents: States::default(),
+                tasks: States::default(),
+                projects: States::default(),
+                holdings: Holdings::new(),
+                indexed: (0, u64::MAX),
+            },
             dead: Vec::new(),
             last_seq: 0,
         }
@@ -126,6 +145,13 @@ impl Folder {
     /// The same fold, stopping at `at`.
     pub fn until(mut self, at: hive_eventlog::audit::At) -> Self {
         self.replay = self.replay.until(at);
+        self
+    }
+
+    /// The same fold, keeping in `agent_tasks` only the holdings the events after `after` up to
+    /// `through` name: what an index that covers that stretch of the log holds.
+    pub fn indexing(mut self, after: u64, through: u64) -> Self {
+        self.all.indexed = (after, through);
         self
     }
 
@@ -158,9 +184,13 @@ impl Folder {
 
     /// The rows, and the dead letters with their reasons.
     pub fn finish(self) -> (Folded, Vec<DeadLetter>) {
+        let (after, through) = self.all.indexed;
         let mut folded = Folded {
             dead: self.dead.iter().map(|d| d.seq).collect(),
             last_seq: self.last_seq,
+            agent_tasks: self.all.holdings,
+            agent_tasks_after: after,
+            agent_tasks_through: through.min(self.last_seq),
             ..Default::default()
         };
         folded.agents = self.all.agents.rows(&mut folded.counts);
@@ -176,9 +206,18 @@ pub async fn fold_until(
     log: &hive_eventlog::EventLog,
     at: hive_eventlog::audit::At,
 ) -> Result<Folded, hive_eventlog::LogError> {
+    fold_into(log, Folder::new(log.subjects().clone()), at).await
+}
+
+/// The log folded from the start up to `at` into `folder`.
+pub async fn fold_into(
+    log: &hive_eventlog::EventLog,
+    folder: Folder,
+    at: hive_eventlog::audit::At,
+) -> Result<Folded, hive_eventlog::LogError> {
     use futures::StreamExt;
     use hive_eventlog::audit::At;
-    let mut folder = Folder::new(log.subjects().clone()).until(at);
+    let mut folder = folder.until(at);
     let head = log.last_seq().await?;
     let last = match at {
         At::Seq(seq) => seq.min(head),
@@ -212,7 +251,7 @@ pub async fn read_models(
     db: &impl sea_orm::ConnectionTrait,
     projection: &str,
 ) -> Result<Folded, sea_orm::DbErr> {
-    use hive_schema::{dead_letters, projection_checkpoints, status_counts};
+    use hive_schema::{agent_tasks, dead_letters, projection_checkpoints, status_counts};
     use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
     let mut folded = Folded {
         agents: agents::Entity::find()
@@ -249,9 +288,19 @@ pub async fn read_models(
         .into_iter()
         .map(|r| r.seq as u64)
         .collect();
-    folded.last_seq = projection_checkpoints::Entity::find_by_id(projection.to_owned())
+    folded.agent_tasks = agent_tasks::Entity::find()
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|r| ((r.agent_id, r.task_id), r.first_seq as u64))
+        .collect();
+    if let Some(checkpoint) = projection_checkpoints::Entity::find_by_id(projection.to_owned())
         .one(db)
         .await?
-        .map_or(0, |r| r.seq as u64);
+    {
+        folded.last_seq = checkpoint.seq as u64;
+        folded.agent_tasks_after = checkpoint.agent_tasks_after as u64;
+        folded.agent_tasks_through = checkpoint.agent_tasks_through as u64;
+    }
     Ok(folded)
 }

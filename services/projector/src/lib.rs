@@ -13,6 +13,7 @@
 //! still project each event once: every batch locks the checkpoint row and writes the new checkpoint
 //! only over the one it read ([`batch`]).
 
+pub mod agent_tasks;
 pub mod batch;
 pub mod fold;
 pub mod rebuild;

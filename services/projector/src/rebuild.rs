@@ -38,12 +38,13 @@ use crate::fold::{DeadLetter, Folded, Folder};
 pub const SHADOW: &str = "hive_rebuild";
 
 /// The read-model tables, in the order the swap locks them: the checkpoints first.
-pub const TABLES: [&str; 6] = [
+pub const TABLES: [&str; 7] = [
     "projection_checkpoints",
     "agents",
     "tasks",
     "projects",
     "status_counts",
+    "agent_tasks",
     "dead_letters",
 ];
 
@@ -356,6 +357,20 @@ async fn write_fold(
             .exec_without_returning(shadow)
             .await?;
     }
+    // The index of the whole log: its checkpoint row starts at 0 (written below), so it covers every
+    // event from the first, whatever the live one covered.
+    let holdings: Vec<_> = folded
+        .agent_tasks
+        .iter()
+        .map(
+            |(&(agent_id, task_id), &seq)| hive_schema::agent_tasks::Model {
+                agent_id,
+                task_id,
+                first_seq: i64::try_from(seq).unwrap_or(i64::MAX),
+            },
+        )
+        .collect();
+    insert_all::<hive_schema::agent_tasks::Entity>(shadow, holdings).await?;
     let now = chrono::Utc::now();
     let dead: Vec<_> = dead
         .into_iter()

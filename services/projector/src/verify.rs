@@ -1,7 +1,9 @@
 //! `hive verify`: the read models against a clean fold of the log, row by row and field by field.
 //!
 //! It reads the tables and their checkpoint in one repeatable-read snapshot, then folds the log up to that
-//! checkpoint, so a projector that keeps running meanwhile causes no false difference.
+//! checkpoint, so a projector that keeps running meanwhile causes no false difference. The index of the
+//! tasks each agent held is compared over the stretch of the log it says it covers (all of it, but on
+//! a database upgraded in place and not rebuilt since).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -56,6 +58,18 @@ pub enum Difference {
         /// In the table.
         actual: i64,
     },
+    /// The index of the tasks each agent held differs on a pair: missing (`actual` none), extra
+    /// (`expected` none), or held first at another event.
+    AgentTask {
+        /// The agent.
+        agent: Uuid,
+        /// The task.
+        task: Uuid,
+        /// The first event the log says named the agent as the task's holder.
+        expected: Option<u64>,
+        /// The one the index holds.
+        actual: Option<u64>,
+    },
     /// An event is a dead letter on one side only.
     DeadLetter {
         /// Its sequence.
@@ -91,6 +105,30 @@ impl fmt::Display for Difference {
                 f,
                 "status_counts {kind}/{status}: {actual} in the read model, {expected} from the log"
             ),
+            Self::AgentTask {
+                agent,
+                task,
+                expected,
+                actual,
+            } => match (expected, actual) {
+                (Some(expected), None) => write!(
+                    f,
+                    "agent_tasks {agent} {task}: missing from the read model (first held at \
+                     {expected})"
+                ),
+                (None, Some(actual)) => write!(
+                    f,
+                    "agent_tasks {agent} {task}: in the read model (first held at {actual}), not \
+                     in the log"
+                ),
+                (expected, actual) => write!(
+                    f,
+                    "agent_tasks {agent} {task}: first held at {} in the read model, {} from the \
+                     log",
+                    seq_or_none(*actual),
+                    seq_or_none(*expected),
+                ),
+            },
             Self::DeadLetter {
                 seq,
                 expected: true,
@@ -105,6 +143,10 @@ impl fmt::Display for Difference {
     }
 }
 
+fn seq_or_none(seq: Option<u64>) -> String {
+    seq.map_or_else(|| "none".to_owned(), |s| s.to_string())
+}
+
 /// What a verification found.
 #[derive(Debug)]
 pub struct Report {
@@ -112,7 +154,7 @@ pub struct Report {
     pub checkpoint: u64,
     /// Events folded.
     pub events: u64,
-    /// Rows compared (agents, tasks and projects).
+    /// Rows compared (agents, tasks, projects and agent_tasks).
     pub rows: usize,
     /// Every difference, in table and id order.
     pub differences: Vec<Difference>,
@@ -132,12 +174,18 @@ pub async fn verify(
         .await?;
     let actual = read_models(&txn, projection).await?;
     txn.commit().await?;
-    let expected =
-        crate::fold::fold_until(log, hive_eventlog::audit::At::Seq(actual.last_seq)).await?;
+    // The index as it should be over the stretch of the log it says it covers.
+    let folder = crate::fold::Folder::new(log.subjects().clone())
+        .indexing(actual.agent_tasks_after, actual.agent_tasks_through);
+    let at = hive_eventlog::audit::At::Seq(actual.last_seq);
+    let expected = crate::fold::fold_into(log, folder, at).await?;
     Ok(Report {
         checkpoint: actual.last_seq,
         events: expected.last_seq,
-        rows: expected.agents.len() + expected.tasks.len() + expected.projects.len(),
+        rows: expected.agents.len()
+            + expected.tasks.len()
+            + expected.projects.len()
+            + expected.agent_tasks.len(),
         differences: differences(&expected, &actual),
     })
 }
@@ -159,6 +207,25 @@ pub fn differences(expected: &Folded, actual: &Folded) -> Vec<Difference> {
             found.push(Difference::Count {
                 kind: key.0.clone(),
                 status: key.1.clone(),
+                expected: e,
+                actual: a,
+            });
+        }
+    }
+    let pairs: std::collections::BTreeSet<_> = expected
+        .agent_tasks
+        .keys()
+        .chain(actual.agent_tasks.keys())
+        .collect();
+    for pair @ &(agent, task) in pairs {
+        let (e, a) = (
+            expected.agent_tasks.get(pair).copied(),
+            actual.agent_tasks.get(pair).copied(),
+        );
+        if e != a {
+            found.push(Difference::AgentTask {
+                agent,
+                task,
                 expected: e,
                 actual: a,
             });

@@ -19,6 +19,7 @@ from .models import (
     CreateProject,
     CreateTask,
     Health,
+    HeldTasks,
     Issued,
     ListAgentView,
     ListTaskView,
@@ -131,6 +132,23 @@ class Client(_SyncLog):
             "order": order,
         }
         return self._get(ListAgentView, "/api/v1/agents", params, min_seq)
+
+    def list_agent_tasks(
+        self,
+        agent_id: Id,
+        *,
+        limit: int | None = None,
+        cursor: str | None = None,
+        order: str | None = None,
+        min_seq: MinSeq = AUTO,
+    ) -> HeldTasks:
+        """`GET /api/v1/agents/{id}/tasks`: a page of the tasks the agent was ever assigned, in the
+        order it was first assigned each (`next_cursor` for the next), and the stretch of the log the
+        index they come from covers: the log's task events after `indexed_through` (and up to
+        `indexed_after`, when it is not 0) may name more."""
+        params = {"limit": limit, "cursor": cursor, "order": order}
+        path = f"/api/v1/agents/{agent_id}/tasks"
+        return self._get(HeldTasks, path, params, min_seq)
 
     def heartbeat(self, agent_id: Id) -> AgentStatusView:
         """`POST /api/v1/agents/{id}/heartbeat`."""

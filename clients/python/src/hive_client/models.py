@@ -248,6 +248,45 @@ class Failure(str, Enum):
     timeout = "timeout"
 
 
+class HeldTask(BaseModel):
+    """
+    A task an agent held.
+    """
+
+    first_seq: Annotated[int, Field(ge=0, le=18446744073709551615)]
+    """
+    The sequence of the first event that assigned it to the agent (the page's cursor).
+    """
+    task_id: UUID
+
+
+class HeldTasks(BaseModel):
+    """
+    A page of the tasks an agent ever held, from the projector's index of them (`agent_tasks`), and
+    the stretch of the log that index covers: a reader that must miss none reads the log's task events
+    outside it (up to `indexed_after`, after `indexed_through`).
+    """
+
+    indexed_after: Annotated[int, Field(ge=0, le=18446744073709551615)]
+    """
+    The index holds the tasks the events after this sequence assigned: 0 (the whole log), but on a
+    database upgraded in place and not rebuilt since, whose older assignments are not in it.
+    """
+    indexed_through: Annotated[int, Field(ge=0, le=18446744073709551615)]
+    """
+    ... up to and including this one: the read models' checkpoint, read with the items (later
+    assignments are not in them yet).
+    """
+    items: list[HeldTask]
+    """
+    The tasks, in the order the agent was first assigned each (oldest first, unless `order=desc`).
+    """
+    next_cursor: str | None = None
+    """
+    The cursor of the next page; absent on the last one.
+    """
+
+
 class Issue(BaseModel):
     """
     `POST /api/v1/tokens`.

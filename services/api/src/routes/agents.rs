@@ -1,4 +1,4 @@
-//! `/api/v1/agents`: register, list, read.
+//! `/api/v1/agents`: register, list, read; the tasks an agent ever held.
 
 use axum::Json;
 use axum::extract::State;
@@ -20,15 +20,16 @@ use super::travel::{AtQuery, row_at};
 use crate::AppState;
 #[allow(unused_imports)]
 use crate::error::ErrorBody;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, Code};
 use crate::extract::{self, Command, Path, Query};
-use crate::views::{AgentView, List, Order, paged};
+use crate::views::{AgentView, HeldTask, HeldTasks, List, Order, paged};
 use hive_eventlog::tokens::Grant;
 
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list, register))
         .routes(routes!(read))
+        .routes(routes!(held_tasks))
 }
 
 /// `POST /api/v1/agents`.
@@ -159,6 +160,72 @@ async fn read(
         row.ok_or_else(|| ApiError::not_found("agent", id))?
             .try_into()?,
     ))
+}
+
+/// A page of the tasks an agent held.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+struct HeldPage {
+    /// 1 to 500, default 50.
+    #[param(minimum = 1, maximum = 500)]
+    limit: Option<u64>,
+    /// The previous page's `next_cursor`.
+    cursor: Option<String>,
+    /// `asc` (first held first, the default) or `desc` (last first).
+    #[serde(default)]
+    #[param(value_type = Option<Order>)]
+    order: Order,
+}
+
+#[utoipa::path(get, path = "/api/v1/agents/{id}/tasks", operation_id = "agent_tasks", tag = "agents", summary = "Every task the agent ever held", description = "The tasks the log assigned to the agent, from the index the projector keeps with the other read models: an agent's audit reads these instead of scanning the log. The index covers the events after `indexed_after` up to `indexed_through` (the checkpoint the items reflect); a reader that must miss nothing reads the log's task events outside that stretch (`GET /api/v1/events?aggregate=task&after_seq=<indexed_through>`).", params(("id" = Uuid, Path, description = "the agent"), HeldPage), responses((status = 200, body = HeldTasks), (status = 404, description = "no such agent", body = ErrorBody)))]
+async fn held_tasks(
+    State(state): State<AppState>,
+    Path(id): Path<Uuid>,
+    Query(page): Query<HeldPage>,
+) -> ApiResult<Json<HeldTasks>> {
+    let limit = match page.limit.unwrap_or(50) {
+        n @ 1..=500 => n,
+        n => {
+            return Err(ApiError::new(
+                Code::BadRequest,
+                format!("limit must be 1 to 500, got {n}"),
+            ));
+        }
+    };
+    let cursor = page
+        .cursor
+        .as_deref()
+        .map(str::parse::<u64>)
+        .transpose()
+        .map_err(|_| ApiError::new(Code::BadRequest, "cursor is not one we gave"))?;
+    if agents::Entity::find_by_id(id)
+        .one(&state.db)
+        .await?
+        .is_none()
+    {
+        return Err(ApiError::not_found("agent", id));
+    }
+    let page = hive_projector::agent_tasks::Page {
+        cursor,
+        limit: Some(limit),
+        descending: page.order == Order::Desc,
+    };
+    let held =
+        hive_projector::agent_tasks::held(&state.db, &state.config.projection, id, page).await?;
+    let next_cursor = held
+        .more
+        .then(|| held.tasks.last().map(|(_, seq)| seq.to_string()))
+        .flatten();
+    Ok(Json(HeldTasks {
+        items: held
+            .tasks
+            .into_iter()
+            .map(|(task_id, first_seq)| HeldTask { task_id, first_seq })
+            .collect(),
+        next_cursor,
+        indexed_after: held.after,
+        indexed_through: held.through,
+    }))
 }
 
 /// An agent's status: from the read model, or from the log when it is not projected yet (a heartbeat
