@@ -449,9 +449,12 @@ impl<'de> Deserialize<'de> for Keys {
                 u64::from_be_bytes(one)
             })
             .collect();
-        // Not trusted to be sorted: a lookup is a binary search.
-        keys.sort_unstable();
-        keys.dedup();
+        // Not trusted to be sorted (a lookup is a binary search), but checked before it is sorted:
+        // they are read on every command.
+        if !keys.is_sorted() {
+            keys.sort_unstable();
+            keys.dedup();
+        }
         Ok(Self(keys))
     }
 }
