@@ -4,9 +4,9 @@
 //! A snapshot is derived data, never trusted over the log. It lives in KV bucket `<ns>_snapshots`
 //! (on disk, the stream's replicas), one per aggregate and state, under key `<kind>.<id>` (or
 //! `<kind>.<id>.<state>` for a type that folds a part of its aggregate, [`Aggregate::STATE`]), as
-//! JSON ([`Record`]): the build's [`FOLD_VERSION`], the aggregate, the sequence of the last event it
+//! JSON (`Record`): the build's [`FOLD_VERSION`], the aggregate, the sequence of the last event it
 //! covers with that event's subject and the SHA-256 of its bytes, the folded state, and fingerprints
-//! of the `Nats-Msg-Id`s of the events it covers ([`Keys`]).
+//! of the `Nats-Msg-Id`s of the events it covers (`Keys`).
 //!
 //! The command path ([`crate::command`]) reads it with one get (beside the history's first event),
 //! and trusts it only if it decodes, was folded by this build's fold version, names the aggregate
@@ -20,7 +20,6 @@
 use std::time::Duration;
 
 use async_nats::jetstream::{self, kv};
-use base64::Engine;
 use bytes::Bytes;
 use hive_events::aggregate::{Aggregate, AggregateKind, FOLD_VERSION};
 use serde::{Deserialize, Serialize};
@@ -136,14 +135,14 @@ impl Snapshots {
                 metrics::counter!("hive_snapshots_unsaved_total", "aggregate" => kind.as_str(), "reason" => reason)
                     .increment(1);
             };
-            let value = match serde_json::to_vec(&snapshot) {
-                Ok(value) if value.len() > this.max_bytes => {
-                    tracing::debug!(%key, bytes = value.len(), max = this.max_bytes, seq = snapshot.seq,
+            let value = match snapshot.value(this.max_bytes) {
+                Ok(value) => value,
+                Err(Unsaved::TooLarge(bytes)) => {
+                    tracing::debug!(%key, bytes, max = this.max_bytes, seq = snapshot.seq,
                         "a snapshot over the bucket's largest value is not saved: this aggregate's commands fold from the last one saved, or its first event");
                     return unsaved("too_large");
                 }
-                Ok(value) => Bytes::from(value),
-                Err(e) => {
+                Err(Unsaved::Encode(e)) => {
                     tracing::warn!(error = %e, %key, "could not encode a snapshot");
                     return unsaved("failed");
                 }
@@ -274,6 +273,15 @@ impl Record {
         })
     }
 
+    /// The bytes it is stored as, unless they are more than `max_bytes`.
+    fn value(&self, max_bytes: usize) -> Result<Bytes, Unsaved> {
+        let value = serde_json::to_vec(self).map_err(Unsaved::Encode)?;
+        if value.len() > max_bytes {
+            return Err(Unsaved::TooLarge(value.len()));
+        }
+        Ok(value.into())
+    }
+
     /// Its key in the bucket.
     fn key(&self) -> String {
         if self.folds == self.kind.as_str() {
@@ -282,6 +290,15 @@ impl Record {
             format!("{}.{}.{}", self.kind, self.id, self.folds)
         }
     }
+}
+
+/// Why a snapshot is not stored.
+#[derive(Debug)]
+enum Unsaved {
+    /// Its bytes (this many) are more than the bucket takes.
+    TooLarge(usize),
+    /// It could not be encoded.
+    Encode(serde_json::Error),
 }
 
 /// The hex SHA-256 of an event's bytes.
@@ -379,85 +396,9 @@ impl<A: Aggregate> Snapshot<A> {
     }
 }
 
-/// The `Nats-Msg-Id`s of the events a snapshot covers, as 64-bit fingerprints (the first 8 bytes of
-/// each one's SHA-256), sorted; stored as base64. 8 bytes an event, where the ids with their
-/// sequences take ~90: a snapshot of 100,000 events still fits a value of 1 MiB, and every command
-/// reads an eighth of it. A fingerprint that matches says only that the key *may* be there: the
-/// command path then reads the whole history to find its event (a repeat after JetStream's duplicate
-/// window is rare; a false match, one in 2⁶⁴ / events, rarer still), so a repeat is answered exactly.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub(crate) struct Keys(Vec<u64>);
+mod keys;
 
-impl Keys {
-    /// The fingerprint of `msg_id`.
-    fn fingerprint(msg_id: &str) -> u64 {
-        let hash = Sha256::digest(msg_id.as_bytes());
-        let mut first = [0u8; 8];
-        first.copy_from_slice(&hash[..8]);
-        u64::from_be_bytes(first)
-    }
-
-    /// Whether an event appended with `msg_id` may be among those covered.
-    pub(crate) fn may_hold(&self, msg_id: &str) -> bool {
-        self.0.binary_search(&Self::fingerprint(msg_id)).is_ok()
-    }
-
-    /// These and the ids of `events`.
-    pub(crate) fn and(&self, events: &[RawEvent]) -> Self {
-        let mut all = self.0.clone();
-        all.extend(
-            events
-                .iter()
-                .filter_map(|e| e.msg_id.as_deref())
-                .map(Self::fingerprint),
-        );
-        all.sort_unstable();
-        all.dedup();
-        Self(all)
-    }
-
-    /// How many there are.
-    pub(crate) fn len(&self) -> usize {
-        self.0.len()
-    }
-}
-
-impl Serialize for Keys {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let bytes: Vec<u8> = self.0.iter().flat_map(|k| k.to_be_bytes()).collect();
-        serializer.serialize_str(&base64::engine::general_purpose::STANDARD.encode(bytes))
-    }
-}
-
-impl<'de> Deserialize<'de> for Keys {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        use serde::de::Error;
-        let text = String::deserialize(deserializer)?;
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(text.as_bytes())
-            .map_err(D::Error::custom)?;
-        if !bytes.len().is_multiple_of(8) {
-            return Err(D::Error::custom(
-                "msg_ids: not a whole number of 8-byte fingerprints",
-            ));
-        }
-        let mut keys: Vec<u64> = bytes
-            .chunks_exact(8)
-            .map(|c| {
-                let mut one = [0u8; 8];
-                one.copy_from_slice(c);
-                u64::from_be_bytes(one)
-            })
-            .collect();
-        // Not trusted to be sorted (a lookup is a binary search), but checked before it is sorted:
-        // they are read on every command.
-        if !keys.is_sorted() {
-            keys.sort_unstable();
-            keys.dedup();
-        }
-        Ok(Self(keys))
-    }
-}
+pub(crate) use keys::Keys;
 
 #[cfg(test)]
 mod tests;

@@ -222,6 +222,18 @@ fn a_snapshot_is_stored_as_json_under_its_aggregates_key() {
 }
 
 #[test]
+fn a_snapshot_larger_than_the_bucket_takes_is_not_stored() {
+    let (_, _, stored) = stored_task();
+    let record: Record = serde_json::from_value(stored).unwrap();
+    let value = record.value(usize::MAX).unwrap();
+    assert_eq!(record.value(value.len()).unwrap(), value);
+    assert!(matches!(
+        record.value(value.len() - 1),
+        Err(Unsaved::TooLarge(n)) if n == value.len()
+    ));
+}
+
+#[test]
 fn what_is_not_this_builds_snapshot_of_the_aggregate_is_refused_with_its_reason() {
     let (id, _, stored) = stored_task();
     let with = |field: &str, value: serde_json::Value| {
@@ -295,42 +307,4 @@ fn a_snapshot_is_used_only_at_the_very_event_it_was_folded_up_to() {
     };
     assert_eq!(snapshot.check(Some(&other)), Err(Ignored::Digest(last.seq)));
     assert_eq!(snapshot.check(Some(&last)), Ok(()));
-}
-
-#[test]
-fn the_ids_of_the_covered_events_are_found_and_others_are_not() {
-    let event = |seq: u64, msg_id: Option<&str>| RawEvent {
-        seq,
-        subject: "s".into(),
-        payload: Bytes::new(),
-        msg_id: msg_id.map(str::to_owned),
-        pending: 0,
-    };
-    let first = Keys::default().and(&[event(1, Some("a")), event(2, None), event(3, Some("b"))]);
-    let keys = first.and(&[event(4, Some("c")), event(5, Some("a"))]);
-    assert_eq!(
-        keys.len(),
-        3,
-        "one fingerprint a key, however often it was sent"
-    );
-    for key in ["a", "b", "c"] {
-        assert!(keys.may_hold(key));
-    }
-    for key in ["d", "", "idem-1"] {
-        assert!(!keys.may_hold(key));
-    }
-    let stored = serde_json::to_value(&keys).unwrap();
-    assert_eq!(
-        stored.as_str().unwrap().len(),
-        32,
-        "8 bytes a key, in base64"
-    );
-    assert_eq!(serde_json::from_value::<Keys>(stored).unwrap(), keys);
-    // Read back sorted whatever order they were stored in; a torn list is refused.
-    let mut reversed = keys.0.clone();
-    reversed.reverse();
-    let unsorted = serde_json::to_value(Keys(reversed)).unwrap();
-    assert_eq!(serde_json::from_value::<Keys>(unsorted).unwrap(), keys);
-    assert!(serde_json::from_value::<Keys>("AAAA".into()).is_err());
-    assert!(serde_json::from_value::<Keys>("not base64!".into()).is_err());
 }
