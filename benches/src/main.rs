@@ -124,6 +124,16 @@ enum Scenario {
         #[arg(long)]
         cold: bool,
     },
+    /// A command on a task with a long history (loaded from its snapshot and the events after it)
+    /// beside the same command on a fresh task, on one `hive up`; the whole history's load beside.
+    History {
+        /// Progress reports in the long task's history.
+        #[arg(long, default_value_t = 10_000)]
+        events: u64,
+        /// Commands measured on each task.
+        #[arg(long, default_value_t = 500)]
+        samples: u32,
+    },
     /// Every scenario, tiny: proves the harness runs and produces its figures (CI).
     Smoke,
 }
@@ -179,6 +189,7 @@ async fn run(
             background,
         } => screen::screen(servers, samples, background).await,
         Scenario::Startup { events, cold } => scenarios::startup(servers, events, cold).await,
+        Scenario::History { events, samples } => scenarios::history(servers, events, samples).await,
         Scenario::Smoke => {
             let mut tables = scenarios::rebuild(servers, 2_000).await?;
             tables.extend(scenarios::ingest(servers, 500, 1).await?);
@@ -190,6 +201,7 @@ async fn run(
             tables.extend(scenarios::dashboard(servers, 100, 10).await?);
             tables.extend(screen::screen(servers, 5, 50).await?);
             tables.extend(scenarios::startup(servers, 2_000, false).await?);
+            tables.extend(scenarios::history(servers, 300, 20).await?);
             Ok(tables)
         }
     }

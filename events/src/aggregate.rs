@@ -106,6 +106,10 @@ pub trait Aggregate:
     type Command;
     /// Which kind it is.
     const KIND: AggregateKind;
+    /// Which state of its kind this type folds: the kind's whole state (its name, by default), or
+    /// the name of the part a type folds alone (a task's lifecycle), so that what is kept per
+    /// state — a snapshot — is never taken for another type's.
+    const STATE: &'static str = Self::KIND.as_str();
 
     /// Folds one event onto the state (`None`: the aggregate does not exist yet). `at` is the event's
     /// `occurred_at`. An event that cannot follow the state is an error, never a panic.

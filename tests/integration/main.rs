@@ -27,6 +27,7 @@ mod replay;
 mod replicas;
 mod restore;
 mod runtime;
+mod snapshots;
 mod standby;
 mod supervision;
 mod topology;

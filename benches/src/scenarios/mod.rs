@@ -6,6 +6,7 @@
 mod chains;
 mod dashboard;
 mod footprint;
+mod history;
 mod ingest;
 mod overload;
 mod project;
@@ -24,6 +25,7 @@ use crate::report::{Latencies, Row};
 pub use chains::chains;
 pub use dashboard::dashboard;
 pub use footprint::footprint;
+pub use history::history;
 pub use ingest::ingest;
 pub use overload::overload;
 pub use project::project;

@@ -46,6 +46,7 @@ impl Aggregate for Lifecycle {
     type Event = TaskEvent;
     type Command = TaskCommand;
     const KIND: AggregateKind = AggregateKind::Task;
+    const STATE: &'static str = "lifecycle";
 
     fn apply(state: Option<Self>, event: &TaskEvent, at: DateTime<Utc>) -> Result<Self, FoldError> {
         use TaskEvent as E;

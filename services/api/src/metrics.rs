@@ -23,6 +23,9 @@ const LATENCY_BUCKETS: [f64; 14] = [
 ];
 /// Buckets of the projector's batch sizes.
 const BATCH_BUCKETS: [f64; 9] = [1.0, 2.0, 5.0, 10.0, 50.0, 100.0, 500.0, 1000.0, 2000.0];
+/// Buckets of the events a command's load folds (past its snapshot: at most 64 plus what came
+/// meanwhile, unless a snapshot could not be used).
+const LOAD_BUCKETS: [f64; 9] = [1.0, 4.0, 16.0, 32.0, 64.0, 128.0, 1000.0, 10000.0, 100000.0];
 
 /// The process's recorder, installed on first use.
 pub fn handle() -> &'static PrometheusHandle {
@@ -34,6 +37,12 @@ pub fn handle() -> &'static PrometheusHandle {
                 b.set_buckets_for_metric(
                     Matcher::Full("hive_projector_batch_size".into()),
                     &BATCH_BUCKETS,
+                )
+            })
+            .and_then(|b| {
+                b.set_buckets_for_metric(
+                    Matcher::Full("hive_command_load_events".into()),
+                    &LOAD_BUCKETS,
                 )
             })
             .expect("valid buckets");
@@ -93,6 +102,26 @@ fn describe() {
         "appends that lost an optimistic-concurrency race, by aggregate"
     );
     describe_histogram!(
+        "hive_command_load_events",
+        "events a command's load folded: those past the aggregate's snapshot, or its whole history"
+    );
+    describe_counter!(
+        "hive_snapshot_loads_total",
+        "loads that started from an aggregate's snapshot, by aggregate"
+    );
+    describe_counter!(
+        "hive_snapshots_ignored_total",
+        "stored snapshots not used (the aggregate folded from its first event), by aggregate and reason"
+    );
+    describe_counter!(
+        "hive_snapshots_saved_total",
+        "aggregates' snapshots saved, by aggregate"
+    );
+    describe_counter!(
+        "hive_snapshots_unsaved_total",
+        "snapshots not saved, by aggregate and reason (too_large, raced, failed)"
+    );
+    describe_histogram!(
         "hive_projector_batch_size",
         "events per projector transaction"
     );
@@ -138,6 +167,8 @@ fn describe() {
     for aggregate in ["agent", "task", "project"] {
         metrics::counter!("hive_commands_appended_total", "aggregate" => aggregate).increment(0);
         metrics::counter!("hive_append_conflicts_total", "aggregate" => aggregate).increment(0);
+        metrics::counter!("hive_snapshot_loads_total", "aggregate" => aggregate).increment(0);
+        metrics::counter!("hive_snapshots_saved_total", "aggregate" => aggregate).increment(0);
     }
     metrics::counter!("hive_dead_letters_total").increment(0);
     metrics::counter!("hive_http_shed_total").increment(0);

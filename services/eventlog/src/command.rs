@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use hive_events::aggregate::{Aggregate, EventSchema};
 use hive_events::envelope::encode;
 use hive_events::replay::{Folded, OnRejected, Replay};
+use hive_events::subject::Subjects;
 use hive_events::{Actor, DomainError, EventMeta};
 use sha2::{Digest, Sha256};
 use thiserror::Error;
@@ -13,6 +14,7 @@ use tracing::instrument;
 use uuid::Uuid;
 
 use crate::log::{AppendError, EventLog, LogError, RawEvent};
+use crate::snapshot::{Keys, Record, Stored};
 
 /// How many times a command is decided after losing races before it answers a conflict, by default.
 pub const MAX_ATTEMPTS: usize = 8;
@@ -110,14 +112,39 @@ pub enum CommandError {
     Log(#[from] LogError),
 }
 
+/// Folds `events` onto `folded`, stopping at the first one that cannot be folded: no command is
+/// decided on a state that passed over a fact.
+pub(crate) fn fold_on<A: Aggregate>(
+    subjects: &Subjects,
+    folded: &mut Folded<A>,
+    events: &[RawEvent],
+) -> Result<(), CommandError> {
+    let replay = Replay::new(subjects.clone(), OnRejected::Stop);
+    for raw in events {
+        replay
+            .feed_stored(folded, raw.seq, &raw.subject, &raw.payload)
+            .map_err(|rejected| CommandError::Corrupt {
+                aggregate: A::KIND.as_str(),
+                seq: rejected.seq,
+                reason: rejected.reason,
+            })?;
+    }
+    Ok(())
+}
+
 /// An aggregate as folded from the log.
 pub struct Loaded<A> {
     /// Its state (`None`: it does not exist).
     pub state: Option<A>,
     /// The sequence of its last event (0: none).
     pub last_seq: u64,
-    /// Its events, undecoded.
+    /// Its events, undecoded: those after the snapshot it was loaded from, or all of them.
     pub events: Vec<RawEvent>,
+    /// The sequence of the last event the snapshot it was loaded from covers (`None`: it was folded
+    /// from its first event).
+    pub snapshot: Option<u64>,
+    /// The `Nats-Msg-Id`s of the events that snapshot covers.
+    covered: Keys,
 }
 
 impl<A> Loaded<A> {
@@ -127,31 +154,93 @@ impl<A> Loaded<A> {
             state,
             last_seq,
             events: Vec::new(),
+            snapshot: None,
+            covered: Keys::default(),
         }
     }
 }
 
 impl EventLog {
-    /// Folds aggregate `A` with `id` from its history.
+    /// Folds aggregate `A` with `id` from its history: from its snapshot on, when one is stored
+    /// and the log confirms it ([`crate::snapshot`]), and saving a new one (in the background) when
+    /// more than [`crate::Snapshots::events_between`] events were folded past the last.
     pub async fn load<A: Aggregate>(&self, id: Uuid) -> Result<Loaded<A>, CommandError> {
-        let events = self.history(A::KIND, id).await?;
-        // A command is never decided on a state that passed over a fact: stop at a bad event.
-        let replay = Replay::new(self.subjects().clone(), OnRejected::Stop);
-        let mut folded = Folded::<A>::new(id);
-        for raw in &events {
-            replay
-                .feed_stored(&mut folded, raw.seq, &raw.subject, &raw.payload)
-                .map_err(|rejected| CommandError::Corrupt {
-                    aggregate: A::KIND.as_str(),
-                    seq: rejected.seq,
-                    reason: rejected.reason,
-                })?;
+        let subject = self.subjects().of(A::KIND, id);
+        // The snapshot is asked for beside the history's first event: a short history, which has
+        // none, costs no extra round trip.
+        let (stored, first) = match self.snapshots() {
+            Some(snapshots) => {
+                let (stored, first) =
+                    tokio::join!(snapshots.read::<A>(id), self.next_on(&subject, 1));
+                (stored, first?)
+            }
+            None => (Stored::default(), self.next_on(&subject, 1).await?),
+        };
+        let mut events = Vec::new();
+        let (mut folded, covered, snapshot) = match self.trusted::<A>(&stored, id, &subject).await?
+        {
+            Some(snapshot) => {
+                metrics::counter!("hive_snapshot_loads_total", "aggregate" => A::KIND.as_str())
+                    .increment(1);
+                self.read_on(&subject, snapshot.seq + 1, &mut events)
+                    .await?;
+                let folded = Folded {
+                    id,
+                    state: Some(snapshot.state),
+                    last_seq: snapshot.seq,
+                };
+                (folded, snapshot.msg_ids, Some(snapshot.seq))
+            }
+            None => {
+                if let Some(first) = first {
+                    let next = first.seq + 1;
+                    events.push(first);
+                    self.read_on(&subject, next, &mut events).await?;
+                }
+                (Folded::<A>::new(id), Keys::default(), None)
+            }
+        };
+        metrics::histogram!("hive_command_load_events", "aggregate" => A::KIND.as_str())
+            .record(events.len() as f64);
+        // An error at a bad event: no snapshot is ever saved past one.
+        fold_on(self.subjects(), &mut folded, &events)?;
+        if let (Some(snapshots), Some(state), Some(last)) =
+            (self.snapshots(), &folded.state, events.last())
+            && events.len() > snapshots.events_between()
+        {
+            match Record::of(id, state, last, covered.and(&events)) {
+                Ok(record) => snapshots.save_behind(A::KIND, stored.revision, record),
+                Err(e) => tracing::warn!(error = %e, "could not encode a snapshot"),
+            }
         }
         Ok(Loaded {
             state: folded.state,
-            last_seq: events.last().map_or(0, |e| e.seq),
+            last_seq: folded.last_seq,
             events,
+            snapshot,
+            covered,
         })
+    }
+
+    /// The sequence of the event of `A`'s aggregate `id` appended under `key`, if any: looked for
+    /// among the loaded events, and in the whole history only when the key may be older than the
+    /// snapshot they were loaded from.
+    async fn appended_under<A: Aggregate>(
+        &self,
+        loaded: &Loaded<A>,
+        id: Uuid,
+        key: &str,
+    ) -> Result<Option<u64>, LogError> {
+        let under = |e: &&RawEvent| e.msg_id.as_deref() == Some(key);
+        if let Some(event) = loaded.events.iter().find(under) {
+            return Ok(Some(event.seq));
+        }
+        if !loaded.covered.may_hold(key) {
+            return Ok(None);
+        }
+        tracing::debug!("the key may be older than the snapshot: looking in the whole history");
+        let history = self.history(A::KIND, id).await?;
+        Ok(history.iter().find(under).map(|e| e.seq))
     }
 
     /// Decides `command` on aggregate `A` with `id` and appends the event.
@@ -219,13 +308,10 @@ impl EventLog {
                 None => self.load::<A>(id).await?,
             };
             if let Some(key) = key
-                && let Some(first) = loaded
-                    .events
-                    .iter()
-                    .find(|e| e.msg_id.as_deref() == Some(key))
+                && let Some(seq) = self.appended_under(&loaded, id, key).await?
             {
                 return Ok(Committed {
-                    seq: first.seq,
+                    seq,
                     aggregate_id: id,
                     duplicate: true,
                     event_id: None,

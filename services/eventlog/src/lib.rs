@@ -3,7 +3,8 @@
 //! [`log`] owns the stream: it creates or updates it at start, appends with optimistic concurrency on the
 //! aggregate's subject (`Nats-Expected-Last-Subject-Sequence`) and idempotency (`Nats-Msg-Id`), loads one
 //! aggregate's history, and reads the log in order from any sequence. [`command`] is the write path on top:
-//! load, fold, decide, append, and on a lost race reload and decide again, a bounded number of times.
+//! load, fold, decide, append, and on a lost race reload and decide again, a bounded number of times;
+//! [`snapshot`] keeps long histories' states so that a load folds only what came after.
 //! [`backup`] takes a consistent backup of the stream and the tokens from a live hive and restores
 //! one into an empty stream, every event at its own sequence.
 //! [`Namespace`] names everything a deployment (or a test) owns in NATS, so tests never share a stream.
@@ -15,6 +16,7 @@ pub mod kv;
 pub mod log;
 pub mod objects;
 pub mod patience;
+pub mod snapshot;
 pub mod tokens;
 pub mod users;
 
@@ -23,6 +25,7 @@ pub use kv::{Beat, Heartbeats, Lease, LeaseOf};
 pub use log::{AppendError, EventLog, LogConfig, LogError, RawEvent};
 pub use objects::{Covered, Objects};
 pub use patience::patiently;
+pub use snapshot::Snapshots;
 pub use tokens::{Grant, Role, Tokens};
 
 /// The names a deployment owns in NATS: `<ns>.events.>` in stream `<NS>_EVENTS`, projection notices on

@@ -15,6 +15,7 @@ use tracing::instrument;
 use uuid::Uuid;
 
 use crate::Namespace;
+use crate::snapshot::Snapshots;
 
 /// How the stream is set up.
 #[derive(Clone, Debug)]
@@ -108,6 +109,7 @@ pub struct EventLog {
     inner: std::sync::Arc<Inner>,
 }
 
+#[derive(Clone)]
 struct Inner {
     js: jetstream::Context,
     /// Holds the stream's info as read at open: cloning it per request cost an allocation storm.
@@ -116,6 +118,8 @@ struct Inner {
     namespace: Namespace,
     replicas: usize,
     command_attempts: usize,
+    /// Where the command path keeps long histories' states ([`EventLog::with_snapshots`]).
+    snapshots: Option<Snapshots>,
 }
 
 /// The stream's settings for `config`.
@@ -215,8 +219,25 @@ impl EventLog {
                 namespace: config.namespace.clone(),
                 replicas,
                 command_attempts: config.command_attempts.max(1),
+                snapshots: None,
             }),
         }
+    }
+
+    /// The same log, whose command path loads aggregates from `snapshots` and keeps them there
+    /// ([`crate::snapshot`]). Without, every load folds the whole history.
+    pub fn with_snapshots(&self, snapshots: Snapshots) -> Self {
+        Self {
+            inner: std::sync::Arc::new(Inner {
+                snapshots: Some(snapshots),
+                ..(*self.inner).clone()
+            }),
+        }
+    }
+
+    /// The snapshots the command path uses, if it uses any.
+    pub fn snapshots(&self) -> Option<&Snapshots> {
+        self.inner.snapshots.as_ref()
     }
 
     /// On how many servers the stream (and each bucket beside it) keeps its data.
@@ -284,15 +305,25 @@ impl EventLog {
     /// One aggregate's events, in order.
     #[instrument(skip(self), err)]
     pub async fn history(&self, kind: AggregateKind, id: Uuid) -> Result<Vec<RawEvent>, LogError> {
-        let subject = self.inner.subjects.of(kind, id);
         let mut events = Vec::new();
-        while let Some(event) = self
-            .next_on(&subject, events.last().map_or(1, |e: &RawEvent| e.seq + 1))
-            .await?
-        {
+        self.read_on(&self.inner.subjects.of(kind, id), 1, &mut events)
+            .await?;
+        Ok(events)
+    }
+
+    /// Appends to `events` every event on `subject` from sequence `from` on, in order: one direct
+    /// get each.
+    pub(crate) async fn read_on(
+        &self,
+        subject: &str,
+        mut from: u64,
+        events: &mut Vec<RawEvent>,
+    ) -> Result<(), LogError> {
+        while let Some(event) = self.next_on(subject, from).await? {
+            from = event.seq + 1;
             events.push(event);
         }
-        Ok(events)
+        Ok(())
     }
 
     /// One aggregate's first event (its creation), if it has one: a single read.
@@ -301,7 +332,11 @@ impl EventLog {
     }
 
     /// The first event on `subject` at or after sequence `from`.
-    async fn next_on(&self, subject: &str, from: u64) -> Result<Option<RawEvent>, LogError> {
+    pub(crate) async fn next_on(
+        &self,
+        subject: &str,
+        from: u64,
+    ) -> Result<Option<RawEvent>, LogError> {
         match self
             .inner
             .stream

@@ -4,7 +4,7 @@
 //! requeues) — may publish events. The projector only reads the log and announces its checkpoints. No
 //! service may create, change, purge or delete the event stream or remove a message from it: that is
 //! the admin's (`hive migrate`, the operators' commands). The tokens bucket is read and written by the
-//! API alone. Each service receives replies on an inbox of its own (`_INBOX_<service>.`), so no
+//! API alone; the aggregates' snapshots by the command path (the API and the scheduler). Each service receives replies on an inbox of its own (`_INBOX_<service>.`), so no
 //! service can read another's answers. The agents' runtimes have no NATS user: they talk HTTP.
 //!
 //! One user is not a part of Hive: `hive-integrator`, for those who read the log itself. It may read
@@ -85,11 +85,12 @@ impl Service {
     pub fn permissions(self, ns: &Namespace) -> Permissions {
         let stream = ns.stream();
         let bucket = |name: String| format!("KV_{name}");
-        let (heartbeats, tokens, lease, projector_lease) = (
+        let (heartbeats, tokens, lease, projector_lease, snapshots) = (
             bucket(ns.heartbeats()),
             bucket(ns.tokens()),
             bucket(ns.scheduler_lease()),
             bucket(ns.projector_lease()),
+            bucket(ns.aggregate_snapshots()),
         );
         let events = ns.subjects().all();
         let mut publish = vec!["$JS.API.INFO".to_owned()];
@@ -122,12 +123,17 @@ impl Service {
         }
         // Every service reads the log and opens the buckets it is handed (their state only).
         read_stream(&mut publish, &stream);
-        for b in [&heartbeats, &tokens] {
+        for b in [&heartbeats, &tokens, &snapshots] {
             publish.push(format!("$JS.API.STREAM.INFO.{b}"));
         }
         // The heartbeats live in memory: after a nats-server restart whoever opens the bucket first
         // creates it again (creates only: changing its settings is the admin's).
         publish.push(format!("$JS.API.STREAM.CREATE.{heartbeats}"));
+        // The command path loads aggregates from their snapshots and saves new ones.
+        if matches!(self, Service::Api | Service::Scheduler) {
+            read_values(&mut publish, &snapshots);
+            publish.push(format!("$KV.{}.>", ns.aggregate_snapshots()));
+        }
         match self {
             Service::Api => {
                 publish.push(events.clone());
@@ -185,6 +191,16 @@ fn read_stream(publish: &mut Vec<String>, stream: &str) {
         format!("$JS.API.CONSUMER.INFO.{stream}.>"),
         format!("$JS.API.CONSUMER.MSG.NEXT.{stream}.>"),
         format!("$JS.FC.{stream}.>"),
+    ]);
+}
+
+/// Reading single values of bucket stream `stream` by key (no consumers: nothing watches it).
+fn read_values(publish: &mut Vec<String>, stream: &str) {
+    publish.extend([
+        format!("$JS.API.STREAM.INFO.{stream}"),
+        format!("$JS.API.STREAM.MSG.GET.{stream}"),
+        format!("$JS.API.DIRECT.GET.{stream}"),
+        format!("$JS.API.DIRECT.GET.{stream}.>"),
     ]);
 }
 
@@ -286,6 +302,27 @@ mod tests {
         ));
         assert!(!may(Service::Projector, "$KV.hive_scheduler.>"));
         assert!(!may(Service::Api, "$KV.hive_projector.>"));
+    }
+
+    #[test]
+    fn only_the_command_path_reads_and_writes_snapshots() {
+        let ns = Namespace::new("hive");
+        let may = |s: Service, subject: &str| s.permissions(&ns).publish.contains(&subject.into());
+        for service in [Service::Api, Service::Scheduler] {
+            assert!(may(service, "$KV.hive_snapshots.>"));
+            assert!(may(service, "$JS.API.DIRECT.GET.KV_hive_snapshots.>"));
+            assert!(!may(service, "$JS.API.STREAM.CREATE.KV_hive_snapshots"));
+            assert!(!may(service, "$JS.API.CONSUMER.CREATE.KV_hive_snapshots.>"));
+        }
+        assert!(may(
+            Service::Projector,
+            "$JS.API.STREAM.INFO.KV_hive_snapshots"
+        ));
+        assert!(!may(Service::Projector, "$KV.hive_snapshots.>"));
+        assert!(!may(
+            Service::Projector,
+            "$JS.API.DIRECT.GET.KV_hive_snapshots.>"
+        ));
     }
 
     #[test]

@@ -137,8 +137,9 @@ pub async fn nats_client(nats_url: &str) -> anyhow::Result<async_nats::Client> {
         .with_context(|| format!("connect to NATS at {}", Config::redacted(nats_url)))
 }
 
-/// Connects to NATS and PostgreSQL and opens the event log. With `migrate`, the database is created if
-/// missing and brought to the latest schema first.
+/// Connects to NATS and PostgreSQL and opens the event log (whose command path keeps aggregates'
+/// snapshots in their bucket). With `migrate`, the database is created if missing and brought to the
+/// latest schema first.
 pub async fn connect(
     config: &Config,
     nats_url: &str,
@@ -155,6 +156,12 @@ pub async fn connect(
             .context("migrate the read models")?;
     }
     let log = open_log(config, nats_url).await?;
+    let snapshots = patiently("the snapshot bucket", async || {
+        hive_eventlog::Snapshots::open(&log).await
+    })
+    .await
+    .context("open the snapshot bucket")?;
+    let log = log.with_snapshots(snapshots);
     let heartbeats = patiently("the heartbeat bucket", async || {
         hive_eventlog::Heartbeats::open(&log, HEARTBEATS_KEPT).await
     })
