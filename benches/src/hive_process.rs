@@ -165,8 +165,19 @@ impl Served {
     ) -> anyhow::Result<Self> {
         let port = hive_devservers::free_port()?;
         let base = format!("http://127.0.0.1:{port}");
+        let wrapper = std::env::var(format!("HIVE_BENCH_{}_WRAPPER", part.to_uppercase()))
+            .unwrap_or_default();
+        let mut words = wrapper.split_whitespace();
+        let mut command = match words.next() {
+            Some(program) => {
+                let mut c = Command::new(program);
+                c.args(words).arg(hive_binary()?);
+                c
+            }
+            None => hive_command()?,
+        };
         let child = on_servers(
-            hive_command()?.args(["serve", part]),
+            command.args(["serve", part]),
             nats_url,
             database_url,
             namespace,

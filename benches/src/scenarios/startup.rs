@@ -9,6 +9,8 @@
 //! - an API alone (`hive serve api`): its first correct answer;
 //! - `hive audit agent`: one agent's history and that of every task it touched.
 //!
+//! The fleet is the same at every length ([`AGENTS`] agents), so only the history grows.
+//!
 //! A hive that ran on such a log has a snapshot of its scheduler's board: by default the run leaves the
 //! oldest one a leader may leave, [`hive_scheduler::SNAPSHOT_EVERY`] − 1 events before the head, so the
 //! scheduler folds the longest tail it can meet. `cold`: no snapshot (the first start after an upgrade).
@@ -30,6 +32,9 @@ use crate::wait::eventually;
 
 /// How long any one start may take before the run fails.
 const PATIENCE: Duration = Duration::from_secs(600);
+
+/// The fleet of the loaded log, at every length (its agents take turns on the tasks).
+const AGENTS: u64 = 200;
 
 /// How many times each part is started: the rows show the median and the slowest.
 const RUNS: usize = 3;
@@ -58,7 +63,8 @@ pub async fn startup(servers: &Servers, events: u64, cold: bool) -> anyhow::Resu
     let namespace = unique("startup");
     let backends = servers.backends(&namespace).await?;
     let log = &backends.log;
-    let loaded = crate::load::load(log, events).await?;
+    // The same fleet whatever the history's length: what is open stays the same, only the past grows.
+    let loaded = crate::load::load_with_agents(log, events, AGENTS).await?;
     let head = log.last_seq().await?;
     project_backlog(&backends, head).await?;
     let last_task = *loaded.tasks.last().expect("a task");
@@ -243,11 +249,14 @@ async fn leave_a_snapshot(
     let mut board = Board::default();
     let mut events = Box::pin(log.read_from(1).await?);
     while board.last_seq() < covers {
-        let event = events
-            .next()
-            .await
-            .ok_or_else(|| anyhow::anyhow!("the log ended at {}", board.last_seq()))??;
-        board.apply(&event, &replay);
+        match events.next().await {
+            Some(Ok(event)) => board.apply(&event, &replay),
+            // A reader that stalls on a busy server is replaced, as the scheduler replaces its own.
+            failed => {
+                eprintln!("reading on after {}: {failed:?}", board.last_seq());
+                events = Box::pin(log.read_from(board.last_seq() + 1).await?);
+            }
+        }
     }
     let snapshots = Snapshots::open(log).await?;
     let encoded = snapshots

@@ -9,7 +9,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use hive_eventlog::RawEvent;
-use hive_events::agent::{Agent, AgentCommand};
+use hive_events::agent::{Agent, AgentCommand, AgentStatus};
 use hive_events::replay::{Fold, OnRejected, Replay};
 use hive_events::subject::Subjects;
 use hive_events::task::{Lifecycle, TaskCommand, TaskStatus};
@@ -124,10 +124,11 @@ impl Fold for Board {
                 if current.is_some_and(|h| h.seq >= seq) {
                     return Ok(());
                 }
-                let state = envelope
+                let state: Agent = envelope
                     .event
                     .apply_to(current.map(|h| h.state.clone()), at)?;
                 self.agents.insert(id, Held { state, seq, cause });
+                self.forget_if_gone(id);
             }
             DomainEvent::Task(_) => {
                 let current = self.tasks.get(&id);
@@ -228,7 +229,11 @@ impl Board {
     /// Folds one event from the log through `replay` ([`replay`]); events at or below what the board
     /// already folded for their aggregate are ignored.
     pub fn apply(&mut self, raw: &RawEvent, replay: &Replay) {
-        self.last_seq = self.last_seq.max(raw.seq);
+        // Delivered again (a reader that reset itself): folded already, in order.
+        if raw.seq <= self.last_seq {
+            return;
+        }
+        self.last_seq = raw.seq;
         if let Ok(hive_events::replay::Fed::Skipped(rejected)) =
             replay.feed_stored(self, raw.seq, &raw.subject, &raw.payload)
             && let Some((_, id)) = rejected.aggregate
@@ -249,6 +254,21 @@ impl Board {
             && let Some(load) = self.load.get_mut(&agent.as_uuid())
         {
             *load = load.saturating_sub(1);
+            self.forget_if_gone(agent.as_uuid());
+        }
+    }
+
+    /// Forgets a deregistered agent once it holds no task: nothing is ever decided for it again, and
+    /// a fleet that comes and goes for years would otherwise fill the board with agents long gone.
+    fn forget_if_gone(&mut self, agent: Uuid) {
+        let gone = self
+            .agents
+            .get(&agent)
+            .is_some_and(|a| a.state.status == AgentStatus::Deregistered);
+        if gone && self.load_of(agent) == 0 {
+            self.agents.remove(&agent);
+            self.load.remove(&agent);
+            self.beats.remove(&agent);
         }
     }
 

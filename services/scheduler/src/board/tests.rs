@@ -314,3 +314,29 @@ fn a_board_restored_from_its_snapshot_decides_as_the_one_it_was_taken_of() {
     assert_eq!(decided(&mut restored), expected);
     assert!(!expected.iter().any(|a| a.contains(&poisoned.to_string())));
 }
+
+#[test]
+fn a_deregistered_agent_is_forgotten_once_it_holds_nothing() {
+    let mut g = Given::new();
+    let agent = g.agent(&[], 2);
+    let task = g.task(5, &[]);
+    assert_eq!(g.assign(), vec![(task, agent)]);
+    let before = g.board.size();
+    g.event(
+        AggregateKind::Agent,
+        agent,
+        &AgentEvent::AgentDeregistered { reason: None },
+    );
+    assert_eq!(g.board.size(), before, "kept while it holds a task");
+    assert_eq!(g.follow_ups(), vec![(task, "requeue".to_owned())]);
+    g.event(
+        AggregateKind::Task,
+        task,
+        &TaskEvent::TaskRequeued {
+            reason: "agent_deregistered".into(),
+        },
+    );
+    assert_eq!(g.board.size(), before - 1, "forgotten");
+    assert_eq!(g.board.load_of(agent), 0);
+    assert_eq!(g.board.queued().collect::<Vec<_>>(), vec![task]);
+}
