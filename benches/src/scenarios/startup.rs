@@ -37,7 +37,7 @@ const PATIENCE: Duration = Duration::from_secs(600);
 const AGENTS: u64 = 200;
 
 /// How many times each part is started: the rows show the median and the slowest.
-const RUNS: usize = 3;
+const RUNS: usize = 5;
 
 /// A row of one part's start-ups (the median as p50, the slowest as p99 and max).
 fn took(what: &str, mut runs: Vec<Duration>, note: &str) -> Row {
