@@ -236,21 +236,8 @@ async fn audit_through_the_api_with_a_viewer_token_prints_what_the_log_itself_pr
         assert!(output.status.success(), "{output:?}");
         String::from_utf8(output.stdout).unwrap()
     };
-    // Run without blocking: the API answering it lives on this test's runtime.
     let over_http = async |args: &[&str]| {
-        let output = tokio::process::Command::new(hive_tests::agent_program())
-            .args(args)
-            .args(["--api", &hive.url("")])
-            .env("HIVE_TOKEN", &viewer)
-            .env("HIVE_HOME", std::env::temp_dir())
-            .env("HIVE_LOG", "warn")
-            .env_remove("HIVE_NATS_URL")
-            .env_remove("HIVE_DATABASE_URL")
-            .output()
-            .await
-            .unwrap();
-        assert!(output.status.success(), "{output:?}");
-        String::from_utf8(output.stdout).unwrap()
+        hive_tests::process::hive_over_api(&hive.url(""), &viewer, args).await
     };
     let flow = "00000000-0000-0000-0000-0000000000f0";
     let at_time = scripted::time_of(9);

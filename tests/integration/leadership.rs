@@ -16,22 +16,28 @@ use hive_tests::{World, until};
 use serde_json::json;
 use uuid::Uuid;
 
-#[tokio::test]
-async fn a_standby_scheduler_takes_over_when_the_active_one_dies() {
-    let mut world = World::new().await;
-    world.config.leader_ttl_secs = 0.6;
-    let api = world
+/// `world`'s API and projector, without a scheduler (the test runs its own).
+async fn without_scheduler(world: &World) -> hive_tests::TestHive {
+    world
         .run(hive::Parts {
             api: true,
             projector: true,
             scheduler: false,
         })
-        .await;
-    let scheduler = async |world: &World| {
-        let heartbeats = world.heartbeats().await;
-        let config = world.config.scheduler();
-        hive_scheduler::Scheduler::new(world.log().clone(), heartbeats, config)
-    };
+        .await
+}
+
+/// A scheduler on `world`'s log, not yet running.
+async fn scheduler(world: &World) -> hive_scheduler::Scheduler {
+    let heartbeats = world.heartbeats().await;
+    hive_scheduler::Scheduler::new(world.log().clone(), heartbeats, world.config.scheduler())
+}
+
+#[tokio::test]
+async fn a_standby_scheduler_takes_over_when_the_active_one_dies() {
+    let mut world = World::new().await;
+    world.config.leader_ttl_secs = 0.6;
+    let api = without_scheduler(&world).await;
     let first = scheduler(&world).await;
     let mut first_leads = first.leading();
     let first_task = tokio::spawn(first.run(std::future::pending()));
@@ -88,11 +94,7 @@ async fn a_scheduler_that_starts_late_still_sees_the_heartbeats_before_it() {
     assert_eq!(status, 200);
 
     // Only now does a scheduler start; the one heartbeat it missed is still in the bucket.
-    let scheduler = hive_scheduler::Scheduler::new(
-        world.log().clone(),
-        world.heartbeats().await,
-        world.config.scheduler(),
-    );
+    let scheduler = scheduler(&world).await;
     let running = tokio::spawn(scheduler.run(std::future::pending()));
     world
         .wait_for_event(AggregateKind::Agent, agent.parse().unwrap(), "AgentReady")
@@ -266,11 +268,7 @@ async fn racing_schedulers_never_assign_a_task_twice() {
     let mut leading = Vec::new();
     let mut schedulers = Vec::new();
     for _ in 0..2 {
-        let scheduler = hive_scheduler::Scheduler::new(
-            world.log().clone(),
-            world.heartbeats().await,
-            world.config.scheduler(),
-        );
+        let scheduler = scheduler(&world).await;
         leading.push(scheduler.leading());
         schedulers.push(tokio::spawn(scheduler.run(std::future::pending())));
     }
@@ -358,19 +356,9 @@ async fn a_new_leader_starts_from_the_boards_snapshot_and_trusts_none_of_another
     let mut world = World::new().await;
     world.config.leader_ttl_secs = 0.6;
     world.config.scheduler_snapshot_every = 1;
-    let api = world
-        .run(hive::Parts {
-            api: true,
-            projector: true,
-            scheduler: false,
-        })
-        .await;
+    let api = without_scheduler(&world).await;
     let lead = async |world: &World| {
-        let scheduler = hive_scheduler::Scheduler::new(
-            world.log().clone(),
-            world.heartbeats().await,
-            world.config.scheduler(),
-        );
+        let scheduler = scheduler(world).await;
         let mut leading = scheduler.leading();
         let running = tokio::spawn(scheduler.run(std::future::pending()));
         leading.wait_for(|l| *l).await.unwrap();

@@ -197,3 +197,22 @@ pub fn hive_command(world: &World, args: &[&str]) -> std::process::Output {
         .output()
         .expect("run hive")
 }
+
+/// Runs the real `hive` program through the API at `api` (`--api`) with `token`, and no NATS or
+/// database of its own: its standard output, once it succeeded. Without blocking, since the API
+/// answering it may live on the caller's runtime.
+pub async fn hive_over_api(api: &str, token: &str, args: &[&str]) -> String {
+    let output = tokio::process::Command::new(agent_program())
+        .args(args)
+        .args(["--api", api])
+        .env("HIVE_TOKEN", token)
+        .env("HIVE_HOME", std::env::temp_dir())
+        .env("HIVE_LOG", "warn")
+        .env_remove("HIVE_NATS_URL")
+        .env_remove("HIVE_DATABASE_URL")
+        .output()
+        .await
+        .expect("run hive");
+    assert!(output.status.success(), "{output:?}");
+    String::from_utf8(output.stdout).expect("UTF-8")
+}

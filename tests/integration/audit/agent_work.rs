@@ -350,20 +350,7 @@ async fn the_api_pages_an_agents_tasks_and_the_remote_audit_prints_what_the_log_
     let viewer = world.token(hive_eventlog::Role::Viewer).await;
     for agent in [work.a, work.b, work.c] {
         let args = ["audit", "agent", &agent.to_string(), "--json"];
-        // Without blocking: the API answering it lives on this test's runtime.
-        let remote = tokio::process::Command::new(agent_program())
-            .args(args)
-            .args(["--api", &api.url("")])
-            .env("HIVE_TOKEN", &viewer)
-            .env("HIVE_HOME", std::env::temp_dir())
-            .env("HIVE_LOG", "warn")
-            .env_remove("HIVE_NATS_URL")
-            .env_remove("HIVE_DATABASE_URL")
-            .output()
-            .await
-            .unwrap();
-        assert!(remote.status.success(), "{remote:?}");
-        let remote = String::from_utf8(remote.stdout).unwrap();
+        let remote = hive_tests::process::hive_over_api(&api.url(""), &viewer, &args).await;
         assert_eq!(remote, audit(&world, agent), "agent {agent}");
     }
     let expected_a = expected(&world, work.a, &[work.t1, work.t2, t4]).await;
