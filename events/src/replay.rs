@@ -100,6 +100,11 @@ impl Replay {
         };
         let expected =
             aggregate.ok_or_else(|| rejected(format!("subject {subject} names no aggregate")))?;
+        if crate::values::holds_nul(payload) {
+            return Err(rejected(
+                "a text holds a NUL character (\\u0000), which no read model can store".into(),
+            ));
+        }
         decode(payload, Some(expected)).map_err(|e| rejected(e.to_string()))
     }
 

@@ -150,3 +150,34 @@ mod tests {
         assert!(serde_json::from_str::<Capability>("\"UPPER\"").is_err());
     }
 }
+
+/// Whether JSON text `json` holds a NUL character in a string (the escape `\u0000`; JSON cannot hold
+/// a raw one). PostgreSQL can store it neither in text nor in jsonb, so no event may carry one: the
+/// API refuses such a body, and the replay refuses such an event (the projector dead-letters it
+/// rather than failing on it forever).
+pub fn holds_nul(json: &[u8]) -> bool {
+    const ESCAPE: &[u8] = b"u0000";
+    json.windows(ESCAPE.len())
+        .enumerate()
+        .filter(|(_, w)| w.eq_ignore_ascii_case(ESCAPE))
+        .any(|(at, _)| {
+            // An escape only when an odd number of backslashes precede it (`\\u0000` is a
+            // backslash, then the text `u0000`).
+            let backslashes = json[..at].iter().rev().take_while(|b| **b == b'\\').count();
+            backslashes % 2 == 1
+        })
+}
+
+#[cfg(test)]
+mod nul_tests {
+    use super::holds_nul;
+
+    #[test]
+    fn a_nul_escape_is_found_and_an_escaped_backslash_is_not_one() {
+        assert!(holds_nul(br#"{"name":"a\u0000b"}"#));
+        assert!(holds_nul(br#"["\\\u0000"]"#));
+        assert!(!holds_nul(br#"{"name":"a\\u0000b"}"#));
+        assert!(!holds_nul(br#"{"name":"u0000 \u0001"}"#));
+        assert!(!holds_nul(b"{}"));
+    }
+}

@@ -319,6 +319,44 @@ async fn a_malformed_message_in_the_stream_is_a_dead_letter_and_the_api_stays_he
 }
 
 #[tokio::test]
+async fn an_event_holding_a_nul_character_is_a_dead_letter_and_the_projection_goes_on() {
+    use hive_events::project::ProjectEvent;
+    let world = World::new().await;
+    let hive = world.hive().await;
+    // A well-formed event no read model can store (found by the fuzzer before the API refused such
+    // bodies: the projector retried its batch forever).
+    let id = uuid::Uuid::now_v7();
+    let meta = hive_events::EventMeta::new(
+        chrono::Utc::now(),
+        uuid::Uuid::now_v7(),
+        None,
+        hive_events::Actor::new("test"),
+    );
+    let event = ProjectEvent::ProjectCreated {
+        name: "a\u{0}b".into(),
+        description: None,
+        project_type: None,
+    };
+    let payload = hive_events::envelope::encode(&meta, AggregateKind::Project, id, &event);
+    let subject = world.log().subjects().of(AggregateKind::Project, id);
+    let poison = world.publish_raw(&subject, payload).await;
+    let (_, after) = hive
+        .post("/api/v1/tasks", json!({"title": "still works"}))
+        .await;
+    assert!(seq(&after) > poison);
+    let (status, dead) = hive.get_at("/api/v1/dead-letters", seq(&after)).await;
+    assert_eq!(status, 200);
+    let items = dead["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{dead}");
+    assert_eq!(items[0]["seq"], poison);
+    assert!(
+        items[0]["reason"].as_str().unwrap().contains("NUL"),
+        "{dead}"
+    );
+    hive.stop().await;
+}
+
+#[tokio::test]
 async fn index_routes_name_the_api() {
     let world = World::new().await;
     let hive = world.hive().await;

@@ -26,11 +26,58 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        match axum::Json::<Object<T>>::from_request(req, state).await {
+        if !json_content_type(req.headers()) {
+            return Err(ApiError::new(
+                Code::UnsupportedMediaType,
+                "Expected request with `Content-Type: application/json`",
+            ));
+        }
+        let bytes = body(req, state).await?;
+        match axum::Json::<Object<T>>::from_bytes(&bytes) {
             Ok(axum::Json(Object(value))) => Ok(Json(value)),
             Err(rejection) => Err(json_rejection(rejection)),
         }
     }
+}
+
+/// Whether the request says its body is JSON (`application/json`, or a type ending in `+json`).
+fn json_content_type(headers: &axum::http::HeaderMap) -> bool {
+    let Some(value) = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+/// A request's body, within the body limit, holding no NUL character in a JSON string: no read model
+/// can store one (the replay refuses such an event too).
+async fn body<S: Send + Sync>(req: Request, state: &S) -> Result<axum::body::Bytes, ApiError> {
+    let bytes = axum::body::Bytes::from_request(req, state)
+        .await
+        .map_err(|e| {
+            let code = if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                Code::PayloadTooLarge
+            } else {
+                Code::BadRequest
+            };
+            ApiError::new(code, e.body_text())
+        })?;
+    if hive_events::values::holds_nul(&bytes) {
+        return Err(ApiError::new(
+            Code::ValidationFailed,
+            "a text holds a NUL character (\\u0000), which Hive cannot store",
+        ));
+    }
+    Ok(bytes)
 }
 
 /// A `T` read from a JSON object only. serde's derived structs also take an array of their fields in
@@ -80,16 +127,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for OptionalJson<T> {
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
         let declared = req.headers().contains_key(axum::http::header::CONTENT_TYPE);
-        let bytes = axum::body::Bytes::from_request(req, state)
-            .await
-            .map_err(|e| {
-                let code = if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                    Code::PayloadTooLarge
-                } else {
-                    Code::BadRequest
-                };
-                ApiError::new(code, e.body_text())
-            })?;
+        let bytes = body(req, state).await?;
         if bytes.is_empty() && !declared {
             return Ok(OptionalJson(None));
         }
