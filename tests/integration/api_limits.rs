@@ -1,5 +1,7 @@
 //! The HTTP API at its limits: every class of bad input (a table of requests and the errors they must
 //! get), no database, no projector, and more requests than it has slots for.
+//!
+//! Long because the table of bad input is one test whose rows are the point.
 
 use hive_client::Method;
 use serde_json::{Value, json};

@@ -2,6 +2,9 @@
 //! as a `hive serve scheduler` process when the leading one is killed with SIGKILL), and a scheduler
 //! that starts late still sees the heartbeats sent before it, and schedulers racing for the lease never
 //! assign a task twice.
+//!
+//! Long because each takeover (in process, as a process, racing, from a snapshot) needs its own run
+//! of servers and schedulers.
 
 use hive_client::Method;
 use std::collections::{HashMap, HashSet};

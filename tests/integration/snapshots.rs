@@ -4,6 +4,8 @@
 //! `corrupt_history`, and a snapshot that cannot be trusted — garbage, another fold version, a
 //! sequence the log does not hold or holds another event at, a log restored from an older backup —
 //! is passed over.
+//!
+//! Long because each way a snapshot may not be trusted is its own case against a real bucket.
 
 use std::time::Duration;
 

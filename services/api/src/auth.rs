@@ -15,6 +15,9 @@
 //! The dashboard's page cannot send a header: it trades the token for an `HttpOnly`, `SameSite=Strict`
 //! cookie (`POST /api/v1/session`), which is accepted for reads only, so a forged cross-site request can
 //! never issue a command.
+//!
+//! Long because the roles' table, the token check and the sign-in session share one caller type and
+//! one answer for a refusal; splitting them would copy both.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};

@@ -16,6 +16,9 @@
 //! event. A load that folded more than [`SNAPSHOT_AFTER`] events past its snapshot saves a new one in a
 //! task of its own (write-behind): the command neither waits for it nor fails with it. A history that
 //! holds an event the fold refuses never gets a snapshot past it: the load stops there with an error.
+//!
+//! Long because saving, reading and trusting a snapshot (the digest, the fold version, the keys'
+//! fingerprints) are one format; the tests are in a file of their own.
 
 use std::time::Duration;
 

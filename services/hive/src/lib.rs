@@ -2,6 +2,9 @@
 //! PostgreSQL (creating the database and migrating it when asked), [`run`] starts the API and/or the
 //! projector on those backends, and [`up`] does all of it, starting nats-server and PostgreSQL itself for
 //! whichever URL is not configured. `main.rs` is only the command-line front.
+//!
+//! Long because connecting, running the parts and wiring their shutdown belong to one start-up path
+//! that tests and the CLI share.
 
 pub mod agent_work;
 pub mod backup;

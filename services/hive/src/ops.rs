@@ -1,4 +1,6 @@
 //! The operators' and auditors' commands: `hive projections rebuild|status`, `hive verify`, `hive audit`.
+//!
+//! Long because the operators' commands share the audit's records, tables and scans; each is short.
 
 use std::io::{IsTerminal, Write};
 use std::time::Duration;

@@ -5,6 +5,9 @@
 //! checkpoint (the database lost commits) is refused: the projector resumes from it.
 //! The checkpoint moves only from the value the batch locked and read ([`write_checkpoint`]), so two
 //! projectors overlapping during a failover cannot both project one event.
+//!
+//! Long because one transaction's steps (lock the checkpoint, load the rows, fold, write, dead-
+//! letter, move the checkpoint) read best in one place.
 
 use std::collections::{BTreeMap, HashMap};
 

@@ -17,6 +17,9 @@
 //!
 //! Long because the rebuild is one procedure in stages that hold each other's invariants (the
 //! locks, the checkpoints); each stage is a function of its own.
+//!
+//! Long because the shadow schema's life (create, fill in bulk, catch up, swap) is one procedure
+//! with one failure story.
 
 use std::time::{Duration, Instant};
 

@@ -3,6 +3,9 @@
 //! due for each is the domain's answer ([`Lifecycle::due`], [`Agent::due`]); the board keeps only the
 //! indexes and the matching of queued tasks to agents. Pure: time and randomness come in as arguments,
 //! so it is tested without servers.
+//!
+//! Long because the fold, its indexes and the matching must change together (an index the fold
+//! forgets is a wrong assignment); the snapshot's image is the same state.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, HashMap, HashSet};

@@ -1,11 +1,14 @@
 //! The scheduler: one active instance (a lease in JetStream KV; standbys take over when it lapses)
-//! folds the whole log into a [`board::Board`] and, on every event, assigns queued tasks to agents and
-//! issues the follow-ups that facts make due (retries with back-off, dead letters, dependencies, requeues
+//! folds the log into a [`board::Board`] (from its last [`snapshot`] on) and, on every event, assigns
+//! queued tasks to agents and issues the follow-ups that facts make due (retries with back-off, dead letters, dependencies, requeues
 //! after a lapsed lease or a lost agent, agents made ready or recovered by their heartbeats). Time-based
 //! rules wake it at the board's next deadline, not on a polling timer.
 //!
 //! Every decision is an ordinary command on the event log, appended with optimistic concurrency on the
 //! aggregate: even two schedulers at once could never assign one task twice.
+//!
+//! Long because leading (the lease, the snapshot, the reader that reads on) and issuing decisions
+//! share the loop's state.
 
 pub mod board;
 pub mod snapshot;

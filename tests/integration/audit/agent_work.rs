@@ -3,6 +3,8 @@
 //! (`agent_tasks`) and read the log only outside it. Each answer is held to the log itself: every
 //! event of the agent and of each task it was assigned, in log order, none missing and none extra —
 //! with the projection behind, on a database upgraded in place, without a database at all.
+//!
+//! Long because each test builds a history whose every event it then checks against the log.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
