@@ -1,9 +1,7 @@
 //! What lives in JetStream key-value buckets rather than in the log: agents' heartbeats (they would bloat
 //! the log; only the transitions they cause are events), the leader leases of the scheduler and the
-//! projector, and the API's tokens ([`crate::tokens`]).
-//!
-//! Long because the three buckets share one way to open, reopen after a restarted nats-server and
-//! watch a bucket; splitting it per bucket would copy that.
+//! projector ([`crate::leadership`]), and the API's tokens ([`crate::tokens`]). One way to open a bucket
+//! and open it again after a restarted nats-server ([`Bucket`]) serves them all.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -141,9 +139,9 @@ pub(crate) async fn bucket(
 #[derive(Clone)]
 pub(crate) struct Bucket {
     log: EventLog,
-    name: String,
+    pub(crate) name: String,
     description: &'static str,
-    max_age: Duration,
+    pub(crate) max_age: Duration,
     storage: jetstream::stream::StorageType,
     store: std::sync::Arc<std::sync::RwLock<std::sync::Arc<kv::Store>>>,
 }
@@ -342,150 +340,5 @@ impl Heartbeats {
             }
         }
         Ok(beats)
-    }
-}
-
-/// A lease that at most one holder has at a time: a key created only if absent, renewed with a
-/// compare-and-set on its revision, and gone `ttl` after its last renewal when the holder dies.
-pub struct Lease {
-    bucket: Bucket,
-    holder: String,
-    revision: Option<u64>,
-}
-
-/// Which part's leadership a [`Lease`] decides: each has a bucket of its own.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LeaseOf {
-    /// The scheduler's (`<ns>_scheduler`).
-    Scheduler,
-    /// The read-model projector's (`<ns>_projector`).
-    Projector,
-}
-
-impl LeaseOf {
-    /// Its bucket's name in namespace `ns`.
-    pub fn bucket(self, ns: &Namespace) -> String {
-        match self {
-            LeaseOf::Scheduler => ns.scheduler_lease(),
-            LeaseOf::Projector => ns.projector_lease(),
-        }
-    }
-
-    fn description(self) -> &'static str {
-        match self {
-            LeaseOf::Scheduler => "Which Hive scheduler is active",
-            LeaseOf::Projector => "Which Hive projector is active",
-        }
-    }
-}
-
-const LEADER: &str = "leader";
-
-impl Lease {
-    /// Opens the scheduler's lease bucket for `holder`.
-    pub async fn open(
-        log: &EventLog,
-        holder: impl Into<String>,
-        ttl: Duration,
-    ) -> Result<Self, LogError> {
-        Self::open_of(LeaseOf::Scheduler, log, holder, ttl).await
-    }
-
-    /// Opens the lease bucket of `of` for `holder`.
-    pub async fn open_of(
-        of: LeaseOf,
-        log: &EventLog,
-        holder: impl Into<String>,
-        ttl: Duration,
-    ) -> Result<Self, LogError> {
-        let bucket = Bucket::open(
-            log,
-            of.bucket(log.namespace()),
-            of.description(),
-            ttl,
-            jetstream::stream::StorageType::Memory,
-        )
-        .await?;
-        Ok(Self {
-            bucket,
-            holder: holder.into(),
-            revision: None,
-        })
-    }
-
-    /// Takes the lease if nobody holds it. True when we hold it now.
-    pub async fn try_acquire(&mut self) -> bool {
-        let holder = Bytes::from(self.holder.clone());
-        let created = self.bucket.store().create(LEADER, holder.clone()).await;
-        let created = match created {
-            Err(e) if e.kind() != kv::CreateErrorKind::AlreadyExists => {
-                // Not held by another: the bucket may be gone (a restarted server). Open it again.
-                self.bucket
-                    .run(|store| {
-                        let holder = holder.clone();
-                        async move {
-                            store
-                                .create(LEADER, holder)
-                                .await
-                                .map_err(|e| LogError::new("take the lease", e))
-                        }
-                    })
-                    .await
-                    .ok()
-            }
-            other => other.ok(),
-        };
-        match created {
-            Some(revision) => {
-                self.revision = Some(revision);
-                true
-            }
-            None => false,
-        }
-    }
-
-    /// Renews a held lease. False when it was lost (it lapsed and someone else took it).
-    pub async fn renew(&mut self) -> bool {
-        let Some(revision) = self.revision else {
-            return false;
-        };
-        match self
-            .bucket
-            .store()
-            .update(LEADER, Bytes::from(self.holder.clone()), revision)
-            .await
-        {
-            Ok(revision) => {
-                self.revision = Some(revision);
-                true
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, bucket = %self.bucket.name, "lost the lease");
-                self.revision = None;
-                false
-            }
-        }
-    }
-
-    /// Gives a held lease up at once, so a standby need not wait for it to lapse.
-    pub async fn release(&mut self) {
-        if let Some(revision) = self.revision.take() {
-            let _ = self
-                .bucket
-                .store()
-                .delete_expect_revision(LEADER, Some(revision))
-                .await;
-        }
-    }
-
-    /// Who holds the lease now, if anyone.
-    pub async fn holder(&self) -> Option<String> {
-        self.bucket
-            .store()
-            .get(LEADER)
-            .await
-            .ok()
-            .flatten()
-            .map(|v| String::from_utf8_lossy(&v).into_owned())
     }
 }

@@ -13,6 +13,7 @@ pub mod audit;
 pub mod backup;
 pub mod command;
 pub mod kv;
+pub mod leadership;
 pub mod log;
 pub mod objects;
 pub mod patience;
@@ -21,7 +22,8 @@ pub mod tokens;
 pub mod users;
 
 pub use command::{CommandContext, CommandError, Committed};
-pub use kv::{Beat, Heartbeats, Lease, LeaseOf};
+pub use kv::{Beat, Heartbeats};
+pub use leadership::{Lease, LeaseOf};
 pub use log::{AppendError, EventLog, LogConfig, LogError, RawEvent};
 pub use objects::{Covered, Objects};
 pub use patience::patiently;

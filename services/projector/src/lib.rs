@@ -21,11 +21,12 @@ pub mod rows;
 pub mod status;
 pub mod verify;
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures::{FutureExt, StreamExt};
-use hive_eventlog::{EventLog, Lease, LeaseOf, LogError, RawEvent};
+use hive_eventlog::{EventLog, LeaseOf, LogError, RawEvent, leadership};
 use sea_orm::{DatabaseConnection, DbErr, TransactionTrait};
 use thiserror::Error;
 use tokio::sync::watch;
@@ -104,6 +105,8 @@ pub struct Projector {
     config: ProjectorConfig,
     checkpoint: watch::Sender<u64>,
     leading: watch::Sender<bool>,
+    /// Batches committed so far (a crash point counts them).
+    batches: AtomicU32,
 }
 
 impl Projector {
@@ -115,6 +118,7 @@ impl Projector {
             config,
             checkpoint: watch::Sender::new(0),
             leading: watch::Sender::new(false),
+            batches: AtomicU32::new(0),
         }
     }
 
@@ -132,55 +136,28 @@ impl Projector {
     /// the log or the database are retried with back-off; they never skip an event. With a lease
     /// ([`ProjectorConfig::leader_ttl`]), it folds only while it holds it, and waits for it otherwise.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ProjectorError> {
-        let mut shutdown = std::pin::pin!(shutdown.fuse());
-        let mut batches = 0u32;
         let Some(ttl) = self.config.leader_ttl else {
             self.set_leading(true);
             let result = tokio::select! {
-                () = &mut shutdown => Ok(()),
-                result = self.project(&mut batches) => result,
+                () = shutdown => Ok(()),
+                result = self.project() => result,
             };
             self.set_leading(false);
             return result;
         };
-        let poll = ttl / 10;
-        // Standing by until the lease is ours (the gauge exists from the start).
-        self.set_leading(false);
-        // A cluster still electing its leaders cannot create the bucket yet: keep trying.
-        let mut lease = loop {
-            match Lease::open_of(LeaseOf::Projector, &self.log, &self.config.instance, ttl).await {
-                Ok(lease) => break lease,
-                Err(e) => tracing::warn!(error = %e, "the lease bucket is not ready; retrying"),
-            }
-            tokio::select! {
-                () = &mut shutdown => return Ok(()),
-                () = tokio::time::sleep(poll) => {}
-            }
-        };
-        loop {
-            if lease.try_acquire().await {
-                tracing::info!(instance = %self.config.instance, "leading the projection");
-                self.set_leading(true);
-                let result = tokio::select! {
-                    () = &mut shutdown => {
-                        lease.release().await;
-                        self.set_leading(false);
-                        return Ok(());
-                    }
-                    result = self.lead(&mut lease, ttl, &mut batches) => result,
-                };
-                self.set_leading(false);
-                if let Err(e) = result {
-                    lease.release().await;
-                    return Err(e);
-                }
-                tracing::warn!(instance = %self.config.instance, "lost the projector lease; standing by");
-            }
-            tokio::select! {
-                () = &mut shutdown => return Ok(()),
-                () = tokio::time::sleep(poll) => {}
-            }
-        }
+        // Projects while the lease holds: a batch in flight when it is lost is rolled back.
+        let leading = |leading| self.set_leading(leading);
+        let instance = &self.config.instance;
+        leadership::lead(
+            LeaseOf::Projector,
+            &self.log,
+            instance,
+            ttl,
+            shutdown,
+            leading,
+            || self.project(),
+        )
+        .await
     }
 
     fn set_leading(&self, leading: bool) {
@@ -188,36 +165,12 @@ impl Projector {
         metrics::gauge!("hive_projector_leading").set(if leading { 1.0 } else { 0.0 });
     }
 
-    /// Projects while the lease holds, renewing it every `ttl / 3`: Ok when it is lost (the projection
-    /// stops at once, a batch in flight rolled back), Err when a crash point is reached.
-    async fn lead(
-        &self,
-        lease: &mut Lease,
-        ttl: Duration,
-        batches: &mut u32,
-    ) -> Result<(), ProjectorError> {
-        let mut renew = tokio::time::interval(ttl / 3);
-        renew.tick().await;
-        let project = self.project(batches);
-        let mut project = std::pin::pin!(project);
-        loop {
-            tokio::select! {
-                result = &mut project => return result,
-                _ = renew.tick() => {
-                    if !lease.renew().await {
-                        return Ok(());
-                    }
-                }
-            }
-        }
-    }
-
     /// Projects from the checkpoint on, resuming from it after each transient failure; returns only
     /// when a crash point is reached.
-    async fn project(&self, batches: &mut u32) -> Result<(), ProjectorError> {
+    async fn project(&self) -> Result<(), ProjectorError> {
         let mut backoff = Duration::from_millis(50);
         loop {
-            match self.follow(batches).await {
+            match self.follow().await {
                 Err(ProjectorError::Crashed(point)) => return Err(ProjectorError::Crashed(point)),
                 Err(e) => {
                     tracing::warn!(error = %e, ?backoff, "projector interrupted; resuming from the checkpoint");
@@ -230,7 +183,7 @@ impl Projector {
     }
 
     /// Reads from the committed checkpoint on and projects until the log or the database fails.
-    async fn follow(&self, batches: &mut u32) -> Result<(), ProjectorError> {
+    async fn follow(&self) -> Result<(), ProjectorError> {
         if self.config.rebuild_when_empty {
             let options = rebuild::RebuildOptions {
                 only_if_empty: true,
@@ -272,8 +225,8 @@ impl Projector {
                     _ => break,
                 }
             }
-            *batches += 1;
-            self.commit(&batch, *batches).await?;
+            let batches = self.batches.fetch_add(1, Ordering::Relaxed) + 1;
+            self.commit(&batch, batches).await?;
             batch.clear();
         }
     }

@@ -18,7 +18,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::{FutureExt, StreamExt};
 use hive_eventlog::{
-    CommandContext, CommandError, EventLog, Heartbeats, Lease, LogError, RawEvent,
+    CommandContext, CommandError, EventLog, Heartbeats, LeaseOf, LogError, RawEvent, leadership,
 };
 use hive_events::aggregate::EventSchema;
 use hive_events::envelope::decode_as;
@@ -86,44 +86,25 @@ impl Scheduler {
     /// Runs until `shutdown` resolves: waits for the lease, leads while it holds it, and waits again
     /// if it loses it.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), LogError> {
-        let mut shutdown = std::pin::pin!(shutdown.fuse());
-        let poll = self.config.leader_ttl / 10;
-        // Standing by until the lease is ours (the gauge exists from the start).
-        self.set_leading(false);
-        // A cluster still electing its leaders cannot create the bucket yet: keep trying.
-        let mut lease = loop {
-            match Lease::open(&self.log, &self.config.instance, self.config.leader_ttl).await {
-                Ok(lease) => break lease,
-                Err(e) => tracing::warn!(error = %e, "the lease bucket is not ready; retrying"),
-            }
-            tokio::select! {
-                () = &mut shutdown => return Ok(()),
-                () = tokio::time::sleep(poll) => {}
-            }
-        };
-        loop {
-            if lease.try_acquire().await {
-                tracing::info!(instance = %self.config.instance, "leading the scheduling");
-                self.set_leading(true);
-                let result = tokio::select! {
-                    () = &mut shutdown => {
-                        lease.release().await;
-                        self.set_leading(false);
-                        return Ok(());
-                    }
-                    result = self.lead(&mut lease) => result,
-                };
-                self.set_leading(false);
-                if let Err(e) = result {
+        let leading = |leading| self.set_leading(leading);
+        let (instance, ttl) = (&self.config.instance, self.config.leader_ttl);
+        // A failed log gives the lease up; this instance (or another) leads again from the log.
+        leadership::lead(
+            LeaseOf::Scheduler,
+            &self.log,
+            instance,
+            ttl,
+            shutdown,
+            leading,
+            || async {
+                let result = self.lead().await;
+                if let Err(e) = &result {
                     tracing::warn!(error = %e, "scheduler interrupted");
-                    lease.release().await;
                 }
-            }
-            tokio::select! {
-                () = &mut shutdown => return Ok(()),
-                () = tokio::time::sleep(poll) => {}
-            }
-        }
+                Ok(())
+            },
+        )
+        .await
     }
 
     fn set_leading(&self, leading: bool) {
@@ -131,8 +112,8 @@ impl Scheduler {
         metrics::gauge!("hive_scheduler_leading").set(if leading { 1.0 } else { 0.0 });
     }
 
-    /// Leads until the lease is lost (Ok) or the log fails (Err).
-    async fn lead(&self, lease: &mut Lease) -> Result<(), LogError> {
+    /// Leads until the log fails (the lease renewed meanwhile, and this dropped when it is lost).
+    async fn lead(&self) -> Result<(), LogError> {
         let head = self.log.last_seq().await?;
         // Without its store (not ready yet on a cluster electing its leaders), the scheduler still
         // schedules: it folds the log from the start and saves nothing.
@@ -148,8 +129,6 @@ impl Scheduler {
         let replay = board::replay(self.log.subjects().clone());
         let mut events = Box::pin(self.log.read_from(board.last_seq() + 1).await?);
         let mut beats = Box::pin(self.heartbeats.watch().await?);
-        let mut renew = tokio::time::interval(self.config.leader_ttl / 3);
-        renew.tick().await;
         let policy = &self.config.policy;
         let mut failed = false;
         loop {
@@ -158,6 +137,11 @@ impl Scheduler {
                 .next_deadline(policy)
                 .map(|at| (at - chrono::Utc::now()).to_std().unwrap_or_default())
                 .unwrap_or(Duration::from_secs(3600));
+            if snapshots.is_some()
+                && let Some(due) = saving.due_in(&board, self.config.snapshot_every)
+            {
+                wake = wake.min(due);
+            }
             if failed {
                 // A command failed (a transient log error, or a race): decide again shortly even if
                 // nothing else happens.
@@ -174,11 +158,7 @@ impl Scheduler {
                 }
                 Some(beat) = beats.next() => board.beat(beat.agent, beat.at),
                 () = tokio::time::sleep(wake), if caught_up => {}
-                _ = renew.tick() => {
-                    if !lease.renew().await {
-                        return Ok(());
-                    }
-                }
+                () = saving.stored() => {}
             }
             if board.last_seq() >= head {
                 failed = !self.act(&mut board).await;
@@ -360,22 +340,47 @@ impl Saving {
         }
     }
 
+    /// Resolves once the snapshot being stored is stored (never, when none is), and counts its cost.
+    /// Cancel-safe: a select may drop it and call it again.
+    async fn stored(&mut self) {
+        let Some(storing) = &mut self.storing else {
+            return std::future::pending().await;
+        };
+        let cost = storing.await.unwrap_or_default();
+        self.storing = None;
+        self.next += cost * 10;
+    }
+
+    /// How long until a snapshot that is due may be taken (`None`: none is due, or one is being
+    /// stored and [`Saving::stored`] wakes the leader): a board that stops moving is still saved.
+    fn due_in(&self, board: &Board, every: u64) -> Option<Duration> {
+        let due = board.last_seq() >= self.saved.saturating_add(every) && self.storing.is_none();
+        due.then(|| {
+            self.next
+                .saturating_duration_since(std::time::Instant::now())
+        })
+    }
+
     async fn consider(&mut self, board: &Board, snapshots: &Snapshots, every: u64) {
         if board.last_seq() < self.saved.saturating_add(every) {
             return;
         }
-        if let Some(storing) = self.storing.take_if(|s| s.is_finished()) {
-            let cost = storing.await.unwrap_or_default();
-            self.next += cost * 10;
+        if self.storing.as_ref().is_some_and(|s| s.is_finished()) {
+            self.stored().await;
         }
         if self.storing.is_some() || std::time::Instant::now() < self.next {
             return;
         }
         let started = std::time::Instant::now();
+        // When none can be taken now, try again a while later (not at once, again and again).
+        let later = std::time::Instant::now() + Duration::from_secs(1);
         let encoded = match snapshots.encode(board).await {
             Ok(Some(encoded)) => encoded,
-            Ok(None) => return,
-            Err(e) => return tracing::warn!(error = %e, "could not take the board's snapshot"),
+            Ok(None) => return self.next = later,
+            Err(e) => {
+                self.next = later;
+                return tracing::warn!(error = %e, "could not take the board's snapshot");
+            }
         };
         (self.saved, self.next) = (board.last_seq(), std::time::Instant::now());
         let (snapshots, covers) = (snapshots.clone(), self.saved);
