@@ -94,6 +94,9 @@ pub fn generate_with_agents(
                 project_id: None,
                 pinned_agent: None,
                 max_attempts: 3,
+                labels: Default::default(),
+                not_before: None,
+                limits: Default::default(),
             },
         );
         let assign = || TaskEvent::TaskAssigned {

@@ -92,7 +92,7 @@ pub trait EventSchema: Serialize + DeserializeOwned + Clone + fmt::Debug + Send 
 /// sequence it covers) records it and is trusted only by a build of the same version: bump it whenever
 /// an `apply`, an upcaster or the shape of a folded state changes, and every snapshot is folded again
 /// from the log instead.
-pub const FOLD_VERSION: u32 = 1;
+pub const FOLD_VERSION: u32 = 2;
 
 /// Every command yields exactly one event. That keeps each append atomic on its own (one publish with
 /// optimistic concurrency on the subject); follow-ups that a fact makes due (requeue a failed task, queue

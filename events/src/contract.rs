@@ -253,7 +253,7 @@ mod tests {
         names.dedup();
         assert_eq!(names.len(), count, "a type named twice");
         let created = types.iter().find(|t| t.name == "TaskCreated").unwrap();
-        assert_eq!(created.version, 2);
+        assert_eq!(created.version, 3);
         assert_eq!(created.data["properties"]["priority"]["maximum"], 10);
     }
 }

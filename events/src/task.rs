@@ -11,6 +11,8 @@
 //!                                   └──────retried (operator)──────┘──▶ queued
 //! ```
 //! cancelled: from every state that is not final (completed, dead_lettered, cancelled).
+//! timed_out: running ──▶ failed, when it passes its `timeout_secs` or `heartbeat_timeout_secs`.
+//! A task created with `not_before` waits (as `waiting`) until that time, then is queued.
 //!
 //! A task is its [`Lifecycle`] — everything the rules read — and its [`Details`], which they never read
 //! (title, description, result, messages). The rules ([`Lifecycle::decide`] and the questions in
@@ -22,6 +24,7 @@
 mod command;
 mod event;
 mod lifecycle;
+pub mod limits;
 pub mod rules;
 
 use chrono::{DateTime, Utc};
@@ -30,10 +33,12 @@ use serde::{Deserialize, Serialize};
 use crate::aggregate::{Aggregate, AggregateKind};
 use crate::error::{DomainError, FoldError};
 use crate::ids::ProjectId;
+use crate::labels::Labels;
 
 pub use command::{NewTask, TaskCommand};
 pub use event::TaskEvent;
 pub use lifecycle::Lifecycle;
+pub use limits::{Limits, TimeLimit};
 pub use rules::{AfterFailure, Dependency};
 
 /// Where a task is in its life.
@@ -152,6 +157,9 @@ pub struct Details {
     pub task_type: Option<String>,
     /// The project it belongs to.
     pub project_id: Option<ProjectId>,
+    /// What it is about, searchable.
+    #[serde(default)]
+    pub labels: Labels,
     /// Last reported progress, percent.
     pub progress: Option<u8>,
     /// Last reported progress message.
@@ -160,8 +168,11 @@ pub struct Details {
     pub result: Option<serde_json::Value>,
     /// The last failure's error.
     pub last_error: Option<String>,
-    /// Why it was last requeued, blocked, cancelled or dead-lettered.
+    /// Why it was last requeued, blocked, cancelled, timed out or dead-lettered.
     pub reason: Option<String>,
+    /// Who cancelled it, if it was cancelled.
+    #[serde(default)]
+    pub cancelled_by: Option<String>,
 }
 
 impl Details {
@@ -174,6 +185,7 @@ impl Details {
                 description,
                 task_type,
                 project_id,
+                labels,
                 ..
             } => {
                 self = Self {
@@ -181,6 +193,7 @@ impl Details {
                     description: description.clone(),
                     task_type: task_type.clone(),
                     project_id: *project_id,
+                    labels: labels.clone(),
                     ..Self::default()
                 }
             }
@@ -199,10 +212,20 @@ impl Details {
                 self.progress = Some(100);
             }
             E::TaskFailed { error, .. } => self.last_error = Some(error.clone()),
+            E::TaskTimedOut { limit, after_secs } => {
+                self.last_error = Some(limit.explain(*after_secs));
+                self.reason = Some("timed_out".into());
+            }
             E::TaskRequeued { reason }
             | E::TaskDeadLettered { reason }
             | E::TaskBlocked { reason } => self.reason = Some(reason.clone()),
-            E::TaskCancelled { reason } => self.reason = reason.clone(),
+            E::TaskCancelled {
+                reason,
+                cancelled_by,
+            } => {
+                self.reason = reason.clone();
+                self.cancelled_by = cancelled_by.clone();
+            }
             E::TaskRetried {} => self.reason = Some("retried".into()),
             E::TaskUnblocked {} => self.reason = None,
             E::TaskQueued {}

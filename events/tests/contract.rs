@@ -114,7 +114,7 @@ fn the_schemas_refuse_what_the_domain_refuses() {
     let created = types.iter().find(|t| t.name == "TaskCreated").unwrap();
     let validator = validator(created);
     let good: Value = fixtures()
-        .find(|f| f["type"] == "TaskCreated" && f["schema_version"] == 2)
+        .find(|f| f["type"] == "TaskCreated" && f["schema_version"] == 3)
         .unwrap();
     assert!(errors(&validator, &good).is_empty());
     let broken = |edit: &dyn Fn(&mut Value)| {
@@ -137,6 +137,6 @@ fn the_schemas_refuse_what_the_domain_refuses() {
     }));
     // A field added later (a compatible change) does not break an old reader's validation.
     assert!(!broken(
-        &|e| e["data"]["labels"] = serde_json::json!({"team": "a"})
+        &|e| e["data"]["owner"] = serde_json::json!({"team": "a"})
     ));
 }

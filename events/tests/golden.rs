@@ -9,11 +9,11 @@ use hive_events::agent::AgentEvent;
 use hive_events::aggregate::EventSchema;
 use hive_events::envelope::{decode, encode};
 use hive_events::project::ProjectEvent;
-use hive_events::task::TaskEvent;
+use hive_events::task::{Limits, TaskEvent, TimeLimit};
 use hive_events::{
     Actor, AgentId, AggregateKind, DomainEvent, EventId, EventMeta, Priority, TaskId,
 };
-use hive_events::{Capability, ProjectId};
+use hive_events::{Capability, Labels, ProjectId};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -74,6 +74,13 @@ fn all_events() -> Vec<(AggregateKind, Uuid, DomainEvent)> {
             project_id: Some(ProjectId::from_uuid(project)),
             pinned_agent: Some(agent_id()),
             max_attempts: 3,
+            labels: Labels::new([("team".to_owned(), "infra".to_owned())].into()).unwrap(),
+            not_before: Some(at()),
+            limits: Limits {
+                timeout_secs: Some(3600),
+                heartbeat_timeout_secs: Some(60),
+                cancel_grace_secs: 5,
+            },
         }),
         t(TaskEvent::TaskQueued {}),
         t(TaskEvent::TaskAssigned {
@@ -101,6 +108,7 @@ fn all_events() -> Vec<(AggregateKind, Uuid, DomainEvent)> {
         }),
         t(TaskEvent::TaskCancelled {
             reason: Some("no longer needed".into()),
+            cancelled_by: Some("operator".into()),
         }),
         t(TaskEvent::TaskBlocked {
             reason: "dependency cancelled".into(),
@@ -118,6 +126,10 @@ fn all_events() -> Vec<(AggregateKind, Uuid, DomainEvent)> {
         t(TaskEvent::TaskAccepted {}),
         t(TaskEvent::TaskRetried {}),
         t(TaskEvent::TaskUnblocked {}),
+        t(TaskEvent::TaskTimedOut {
+            limit: TimeLimit::HeartbeatTimeout,
+            after_secs: 60,
+        }),
     ]
 }
 
@@ -176,8 +188,9 @@ fn every_fixture_on_disk_still_decodes() {
         decode(&bytes, None).unwrap();
         count += 1;
     }
-    // Every current event, plus the older versions still in logs: TaskCreated v1.
-    assert_eq!(count, all_events().len() + 1);
+    // Every current event, plus the older versions still in logs: TaskCreated v1 and v2, TaskCancelled
+    // v1.
+    assert_eq!(count, all_events().len() + 3);
 }
 
 /// The agent an event names as its task's holder is the `agent_id` its stored data carries: the rule
@@ -276,5 +289,5 @@ fn bad_bytes_are_decode_errors() {
 #[test]
 fn every_event_type_is_covered() {
     let _ = EventSchema::event_type(&AgentEvent::AgentReady {});
-    assert_eq!(all_events().len(), 6 + 15 + 1);
+    assert_eq!(all_events().len(), 6 + 16 + 1);
 }

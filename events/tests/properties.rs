@@ -6,7 +6,7 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use hive_events::agent::{Agent, AgentCommand, AgentStatus};
 use hive_events::aggregate::{Aggregate, EventSchema};
 use hive_events::envelope::{decode, encode};
-use hive_events::task::{NewTask, Task, TaskCommand, TaskStatus};
+use hive_events::task::{Limits, NewTask, Task, TaskCommand, TaskStatus, TimeLimit};
 use hive_events::{Actor, AgentId, AggregateKind, DomainEvent, EventMeta, Priority, TaskId};
 use proptest::prelude::*;
 use uuid::Uuid;
@@ -61,7 +61,11 @@ fn task_command() -> impl Strategy<Value = TaskCommand> {
         Just(TaskCommand::DeadLetter {
             reason: "attempts exhausted".into()
         }),
-        proptest::option::of("[a-z]{0,8}").prop_map(|reason| TaskCommand::Cancel { reason }),
+        proptest::option::of("[a-z]{0,8}")
+            .prop_map(|reason| TaskCommand::Cancel { reason, by: None }),
+        Just(TaskCommand::TimeOut {
+            limit: TimeLimit::Timeout
+        }),
         Just(TaskCommand::Block {
             reason: "a dependency was cancelled".into()
         }),
@@ -159,6 +163,12 @@ proptest! {
             project_id: None,
             pinned_agent: None,
             max_attempts,
+            labels: Default::default(),
+            not_before: None,
+            limits: Limits {
+                timeout_secs: Some(60),
+                ..Limits::default()
+            },
         });
         let (state, events) = run::<Task>(
             std::iter::once(create).chain(commands),

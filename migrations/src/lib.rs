@@ -9,6 +9,7 @@ mod m0002_pinned_tasks;
 mod m0003_read_role;
 mod m0004_draining_agents;
 mod m0005_agent_tasks;
+mod m0006_task_control;
 
 /// Every migration, in order.
 pub struct Migrator;
@@ -22,6 +23,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0003_read_role::Migration),
             Box::new(m0004_draining_agents::Migration),
             Box::new(m0005_agent_tasks::Migration),
+            Box::new(m0006_task_control::Migration),
         ]
     }
 }

@@ -29,6 +29,12 @@ pub struct Model {
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
     pub last_seq: i64,
+    pub labels: Json,
+    pub not_before: Option<DateTimeUtc>,
+    pub timeout_secs: Option<i32>,
+    pub heartbeat_timeout_secs: Option<i32>,
+    pub cancel_grace_secs: i32,
+    pub cancelled_by: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -40,6 +40,8 @@ struct Bad {
     body: Body,
     status: u16,
     code: &'static str,
+    /// A field the error's message must name.
+    field: Option<&'static str>,
 }
 
 /// A row of `what`: `method path` with `body` must answer `status` with error `code`.
@@ -58,10 +60,17 @@ fn bad(
         body,
         status,
         code,
+        field: None,
     }
 }
 
 impl Bad {
+    /// The row, whose error's message must name `field`.
+    fn names(mut self, field: &'static str) -> Self {
+        self.field = Some(field);
+        self
+    }
+
     /// The row, sending header `name: value` too.
     fn header(mut self, name: &'static str, value: &'static str) -> Self {
         self.headers.push((name, value));
@@ -103,6 +112,10 @@ async fn check(hive: &TestHive, rows: Vec<Bad>) {
                 .is_empty(),
             "{name}: a message in {body}"
         );
+        if let Some(field) = row.field {
+            let message = body["error"]["message"].as_str().unwrap_or_default();
+            assert!(message.contains(field), "{name}: names {field} in {body}");
+        }
     }
 }
 
@@ -136,6 +149,13 @@ async fn every_class_of_bad_input_gets_its_4xx() {
         bad("an unknown dependency", M::POST, tasks, Json(json!({"title": "x", "depends_on": [unknown]})), invalid),
         bad("an unknown project", M::POST, tasks, Json(json!({"title": "x", "project_id": unknown})), invalid),
         bad("a capability not in the grammar", M::POST, tasks, Json(json!({"title": "x", "required_capabilities": ["Not Valid"]})), invalid),
+        bad("33 labels", M::POST, tasks, Json(json!({"title": "x", "labels": (0..33).map(|i| (format!("k{i}"), json!("v"))).collect::<serde_json::Map<_, _>>()})), invalid).names("labels"),
+        bad("a label key with a colon", M::POST, tasks, Json(json!({"title": "x", "labels": {"team:a": "x"}})), invalid).names("labels"),
+        bad("a label value that is a number", M::POST, tasks, Json(json!({"title": "x", "labels": {"team": 1}})), invalid).names("labels"),
+        bad("a timeout of 0", M::POST, tasks, Json(json!({"title": "x", "timeout_secs": 0})), invalid).names("timeout_secs"),
+        bad("a negative heartbeat timeout", M::POST, tasks, Json(json!({"title": "x", "heartbeat_timeout_secs": -1})), invalid).names("heartbeat_timeout_secs"),
+        bad("a grace over an hour", M::POST, tasks, Json(json!({"title": "x", "cancel_grace_secs": 3601})), invalid).names("cancel_grace_secs"),
+        bad("a not_before that is no time", M::POST, tasks, Json(json!({"title": "x", "not_before": "tomorrow"})), invalid).names("not_before"),
         bad("room for no task", M::POST, agents, Json(json!({"agent_type": "w", "max_concurrent_tasks": 0})), invalid),
         bad("an unknown field", M::POST, agents, Json(json!({"agent_type": "w", "capabilites": ["typo"]})), invalid),
         bad("an id that is no UUID", M::GET, "/api/v1/tasks/not-a-uuid", Empty, bad_request),

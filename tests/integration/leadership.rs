@@ -19,33 +19,16 @@ use hive_tests::{World, until};
 use serde_json::json;
 use uuid::Uuid;
 
-/// `world`'s API and projector, without a scheduler (the test runs its own).
-async fn without_scheduler(world: &World) -> hive_tests::TestHive {
-    world
-        .run(hive::Parts {
-            api: true,
-            projector: true,
-            scheduler: false,
-        })
-        .await
-}
-
-/// A scheduler on `world`'s log, not yet running.
-async fn scheduler(world: &World) -> hive_scheduler::Scheduler {
-    let heartbeats = world.heartbeats().await;
-    hive_scheduler::Scheduler::new(world.log().clone(), heartbeats, world.config.scheduler())
-}
-
 #[tokio::test]
 async fn a_standby_scheduler_takes_over_when_the_active_one_dies() {
     let mut world = World::new().await;
     world.config.leader_ttl_secs = 0.6;
-    let api = without_scheduler(&world).await;
-    let first = scheduler(&world).await;
+    let api = world.hive().await;
+    let first = world.scheduler().await;
     let mut first_leads = first.leading();
     let first_task = tokio::spawn(first.run(std::future::pending()));
     first_leads.wait_for(|l| *l).await.unwrap();
-    let second = scheduler(&world).await;
+    let second = world.scheduler().await;
     let mut second_leads = second.leading();
     let second_task = tokio::spawn(second.run(std::future::pending()));
 
@@ -97,7 +80,7 @@ async fn a_scheduler_that_starts_late_still_sees_the_heartbeats_before_it() {
     assert_eq!(status, 200);
 
     // Only now does a scheduler start; the one heartbeat it missed is still in the bucket.
-    let scheduler = scheduler(&world).await;
+    let scheduler = world.scheduler().await;
     let running = tokio::spawn(scheduler.run(std::future::pending()));
     world
         .wait_for_event(AggregateKind::Agent, agent.parse().unwrap(), "AgentReady")
@@ -271,7 +254,7 @@ async fn racing_schedulers_never_assign_a_task_twice() {
     let mut leading = Vec::new();
     let mut schedulers = Vec::new();
     for _ in 0..2 {
-        let scheduler = scheduler(&world).await;
+        let scheduler = world.scheduler().await;
         leading.push(scheduler.leading());
         schedulers.push(tokio::spawn(scheduler.run(std::future::pending())));
     }
@@ -359,9 +342,9 @@ async fn a_new_leader_starts_from_the_boards_snapshot_and_trusts_none_of_another
     let mut world = World::new().await;
     world.config.leader_ttl_secs = 0.6;
     world.config.scheduler_snapshot_every = 1;
-    let api = without_scheduler(&world).await;
+    let api = world.hive().await;
     let lead = async |world: &World| {
-        let scheduler = scheduler(world).await;
+        let scheduler = world.scheduler().await;
         let mut leading = scheduler.leading();
         let running = tokio::spawn(scheduler.run(std::future::pending()));
         leading.wait_for(|l| *l).await.unwrap();

@@ -115,8 +115,15 @@ async fn concurrent_commands_are_decided_again_and_none_is_lost() {
     let cancels = (0..2).map(|_| {
         let log = log.clone();
         tokio::spawn(async move {
-            log.execute::<Task>(id, &ctx(), TaskCommand::Cancel { reason: None })
-                .await
+            log.execute::<Task>(
+                id,
+                &ctx(),
+                TaskCommand::Cancel {
+                    reason: None,
+                    by: None,
+                },
+            )
+            .await
         })
     });
     let results = futures::future::join_all(cancels).await;
@@ -145,7 +152,10 @@ async fn a_command_that_keeps_losing_races_gives_up_after_its_attempts_with_a_co
     let id = TaskId::new().as_uuid();
     log.create::<Task>(id, &ctx(), new_task()).await.unwrap();
     let created = log.load::<Task>(id).await.unwrap();
-    let cancel = || TaskCommand::Cancel { reason: None };
+    let cancel = || TaskCommand::Cancel {
+        reason: None,
+        by: None,
+    };
 
     // A writer that decided on a state another writer has since changed loses the race and decides
     // again on the fresh state (here: the rules refuse to cancel a cancelled task).

@@ -12,6 +12,7 @@ mod chaos;
 mod client;
 mod cluster;
 mod contract;
+mod control;
 mod dashboard;
 mod docs;
 mod feed;

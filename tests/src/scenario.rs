@@ -60,6 +60,9 @@ pub async fn scenario(log: &EventLog, agents: usize, tasks: usize) -> u64 {
             required_capabilities: vec!["rust".into()],
             project_id: Some(ProjectId::from_uuid(project)),
             max_attempts: 2,
+            labels: Default::default(),
+            not_before: None,
+            limits: Default::default(),
             ..NewTask::titled(format!("task {n}"))
         };
         log.create::<Task>(id, &ctx(), TaskCommand::Create(new))
@@ -70,6 +73,7 @@ pub async fn scenario(log: &EventLog, agents: usize, tasks: usize) -> u64 {
             0 => vec![],
             1 => vec![TaskCommand::Cancel {
                 reason: Some("not needed".into()),
+                by: None,
             }],
             _ => {
                 let mut steps = vec![

@@ -252,4 +252,10 @@ impl World {
     pub async fn full_hive(&self) -> TestHive {
         self.run(Parts::ALL).await
     }
+
+    /// A scheduler on this world's log, not yet running (beside a [`World::hive`], which has none).
+    pub async fn scheduler(&self) -> hive_scheduler::Scheduler {
+        let heartbeats = self.heartbeats().await;
+        hive_scheduler::Scheduler::new(self.log().clone(), heartbeats, self.config.scheduler())
+    }
 }

@@ -1,5 +1,6 @@
 //! Chains: end-to-end latencies, one step of the hive after another: agent spawn → ready, task created
-//! → assigned, event → visible in the API, event → SSE client, dead agent → its task requeued.
+//! → assigned, event → visible in the API, event → SSE client, dead agent → its task requeued, a
+//! cancel answered → its executor gone.
 
 use hive_client::Method;
 use hive_events::task::TaskStatus;
@@ -25,6 +26,7 @@ pub async fn chains(servers: &Servers, samples: u32) -> anyhow::Result<Vec<Table
         event_to_api(&hive, &http, &backends, samples).await?,
         event_to_sse(&hive, &http, samples).await?,
         dead_agent_to_requeued(&hive, &http, &backends, (samples / 10).max(3)).await?,
+        cancel_to_executor_gone(&http, (samples / 10).max(3)).await?,
         memory_row(
             "hive RSS after the chains",
             crate::hive_process::rss_mib(hive.pid()),
@@ -319,4 +321,73 @@ async fn dead_agent_to_requeued(
             timeout.as_secs()
         ),
     ))
+}
+
+/// A cancel answered → its executor gone: one spawned agent whose executor becomes `sleep 600` and
+/// records its pid; each of `samples` tasks is cancelled once its executor runs, timed from the
+/// cancel's answer until the process is gone (looked for every millisecond).
+async fn cancel_to_executor_gone(http: &hive_client::Client, samples: u32) -> anyhow::Result<Row> {
+    let dir = tempfile::tempdir()?;
+    let exec = format!(
+        "echo $$ > '{}/pid-'$HIVE_TASK_ID; exec sleep 600",
+        dir.path().display()
+    );
+    let spawned = http
+        .request(Method::POST, "/api/v1/agents/spawn")
+        .json(&serde_json::json!({"exec": exec, "capabilities": ["cancel-bench"]}))
+        .send()
+        .await?;
+    anyhow::ensure!(spawned.status() == 201, "spawn: {}", spawned.status());
+    let mut latencies = Latencies::default();
+    for _ in 0..samples {
+        let created: serde_json::Value = http
+            .request(Method::POST, "/api/v1/tasks")
+            .json(
+                &serde_json::json!({"title": "runaway", "required_capabilities": ["cancel-bench"]}),
+            )
+            .send()
+            .await?
+            .json()
+            .await?;
+        let task = created["task_id"].as_str().unwrap_or_default().to_owned();
+        let pid_file = dir.path().join(format!("pid-{task}"));
+        let pid: i32 = eventually(
+            Duration::from_secs(20),
+            Duration::from_millis(5),
+            "the executor running",
+            async || Ok(std::fs::read_to_string(&pid_file)?.trim().parse().ok()),
+        )
+        .await?;
+        let cancel = http
+            .request(Method::POST, &format!("/api/v1/tasks/{task}/cancel"))
+            .json(&serde_json::json!({"reason": "bench"}))
+            .send()
+            .await?;
+        anyhow::ensure!(cancel.status().is_success(), "cancel: {}", cancel.status());
+        let answered = Instant::now();
+        eventually(
+            Duration::from_secs(20),
+            Duration::from_millis(1),
+            "the executor gone",
+            async || Ok(process_gone(pid).then_some(())),
+        )
+        .await?;
+        latencies.push(answered.elapsed());
+    }
+    Ok(row(
+        format!("cancel answered → executor gone ({samples})"),
+        None,
+        None,
+        Some(&mut latencies),
+        "a real `hive agent`; pushed stop, SIGTERM to its process group; goal < 1 s",
+    ))
+}
+
+/// Whether process `pid` is gone (or a zombie: dead, waiting for its reaper).
+fn process_gone(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |stat| {
+        stat.rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z'))
+    })
 }

@@ -23,6 +23,9 @@ fn task_created(n: u64) -> hive_events::task::TaskEvent {
         project_id: None,
         pinned_agent: None,
         max_attempts: 3,
+        labels: Default::default(),
+        not_before: None,
+        limits: Default::default(),
     }
 }
 

@@ -2,7 +2,7 @@
 //! and the tasks it ever held.
 
 use futures::{Stream, StreamExt};
-use hive_events::wire::Assignment;
+use hive_events::wire::{Assignment, Push};
 use reqwest::Method;
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -122,11 +122,26 @@ impl Client {
     }
 
     /// The agent's assignments as Hive pushes them (server-sent events), those already assigned first.
-    /// Ends when the connection does.
+    /// Ends when the connection does. (Its runtime reads [`Client::pushes`], which carries stops too.)
     pub async fn assignments(
         &self,
         agent: Uuid,
     ) -> Result<impl Stream<Item = Assignment> + Send + use<>, ClientError> {
+        Ok(self.pushes(agent).await?.filter_map(|push| async move {
+            match push {
+                Push::Assignment(assignment) => Some(assignment),
+                Push::Stop(_) => None,
+            }
+        }))
+    }
+
+    /// Everything Hive pushes to the agent's runtime: its assignments (those already assigned first),
+    /// and an order to stop each task taken from it (cancelled, timed out, requeued). Ends when the
+    /// connection does.
+    pub async fn pushes(
+        &self,
+        agent: Uuid,
+    ) -> Result<impl Stream<Item = Push> + Send + use<>, ClientError> {
         let response = self
             .request(Method::GET, &format!("/api/v1/agents/{agent}/assignments"))
             .send()
@@ -138,9 +153,11 @@ impl Client {
             .take_while(|event| std::future::ready(event.is_ok()))
             .filter_map(|event| async move {
                 let event = event.ok()?;
-                (event.event == "assignment")
-                    .then(|| serde_json::from_str(&event.data).ok())
-                    .flatten()
+                match event.event.as_str() {
+                    "assignment" => serde_json::from_str(&event.data).ok().map(Push::Assignment),
+                    Push::STOP => serde_json::from_str(&event.data).ok().map(Push::Stop),
+                    _ => None,
+                }
             }))
     }
 }

@@ -27,11 +27,17 @@ fn history(id: Uuid) -> Vec<(u64, String, Vec<u8>)> {
         project_id: None,
         pinned_agent: None,
         max_attempts: 1,
+        labels: Default::default(),
+        not_before: None,
+        limits: Default::default(),
     };
     let events = [
         created,
         TaskEvent::TaskQueued {},
-        TaskEvent::TaskCancelled { reason: None },
+        TaskEvent::TaskCancelled {
+            reason: None,
+            cancelled_by: None,
+        },
     ];
     let subject = subjects().of(AggregateKind::Task, id);
     let mut stored: Vec<_> = events

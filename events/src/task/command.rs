@@ -3,9 +3,11 @@
 use chrono::{DateTime, Utc};
 
 use super::TaskEvent;
+use super::limits::{Limits, TimeLimit};
 use crate::aggregate::check_text;
 use crate::error::DomainError;
 use crate::ids::{AgentId, ProjectId, TaskId};
+use crate::labels::Labels;
 use crate::values::{Priority, capability_set};
 
 /// What a new task is made of.
@@ -32,6 +34,12 @@ pub struct NewTask {
     pub pinned_agent: Option<AgentId>,
     /// Attempts before it is dead-lettered, 1..=100.
     pub max_attempts: u32,
+    /// What it is about, searchable.
+    pub labels: Labels,
+    /// Not queued before this time.
+    pub not_before: Option<DateTime<Utc>>,
+    /// How long a run may take, and how its executor is stopped.
+    pub limits: Limits,
 }
 
 impl NewTask {
@@ -52,6 +60,9 @@ impl NewTask {
             project_id: None,
             pinned_agent: None,
             max_attempts: Self::DEFAULT_MAX_ATTEMPTS,
+            labels: Labels::default(),
+            not_before: None,
+            limits: Limits::default(),
         }
     }
 }
@@ -134,6 +145,13 @@ pub enum TaskCommand {
     Cancel {
         /// Why, if said.
         reason: Option<String>,
+        /// Who cancels it (the command's actor).
+        by: Option<String>,
+    },
+    /// Fail a running task that passed one of its time limits (the scheduler's call).
+    TimeOut {
+        /// Which limit it passed.
+        limit: TimeLimit,
     },
     /// Mark it as unable to run while a dependency cannot complete.
     Block {
@@ -162,6 +180,7 @@ impl TaskCommand {
             Self::Retry => "retry",
             Self::DeadLetter { .. } => "dead-letter",
             Self::Cancel { .. } => "cancel",
+            Self::TimeOut { .. } => "time out",
             Self::Block { .. } => "block",
             Self::Unblock => "unblock",
         }
@@ -189,6 +208,7 @@ pub(super) fn created(new: NewTask) -> Result<TaskEvent, DomainError> {
             "at most 100 dependencies",
         ));
     }
+    new.limits.check()?;
     let mut depends_on = new.depends_on;
     depends_on.sort();
     depends_on.dedup();
@@ -212,5 +232,8 @@ pub(super) fn created(new: NewTask) -> Result<TaskEvent, DomainError> {
         project_id: new.project_id,
         pinned_agent: new.pinned_agent,
         max_attempts: new.max_attempts,
+        labels: new.labels,
+        not_before: new.not_before,
+        limits: new.limits,
     })
 }

@@ -4,16 +4,19 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::TaskStatus;
+use super::limits::{Limits, TimeLimit};
 use crate::aggregate::EventSchema;
 use crate::error::DecodeError;
 use crate::ids::{AgentId, ProjectId, TaskId};
+use crate::labels::Labels;
 use crate::values::{Capability, Priority};
 
 /// The facts of a task's life.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "type", content = "data")]
 pub enum TaskEvent {
-    /// A task was created; it is queued at once unless `waiting_on` names dependencies not yet completed.
+    /// A task was created; it is queued at once unless `waiting_on` names dependencies not yet completed
+    /// or `not_before` is set (then it waits until that time).
     TaskCreated {
         /// A short title.
         title: String,
@@ -35,6 +38,15 @@ pub enum TaskEvent {
         pinned_agent: Option<AgentId>,
         /// Attempts before it is dead-lettered.
         max_attempts: u32,
+        /// What it is about, searchable (schema version 3).
+        #[serde(default)]
+        labels: Labels,
+        /// Not queued before this time (schema version 3).
+        #[serde(default)]
+        not_before: Option<DateTime<Utc>>,
+        /// How long a run may take, and how its executor is stopped (schema version 3).
+        #[serde(default)]
+        limits: Limits,
     },
     /// It became ready to be assigned.
     TaskQueued {},
@@ -90,6 +102,17 @@ pub enum TaskEvent {
     TaskCancelled {
         /// Why, if said.
         reason: Option<String>,
+        /// Who cancelled it: the actor of the command (schema version 2).
+        #[serde(default)]
+        cancelled_by: Option<String>,
+    },
+    /// A running task passed one of its time limits: its attempt failed (retryable), and its executor is
+    /// stopped.
+    TaskTimedOut {
+        /// Which limit.
+        limit: TimeLimit,
+        /// The limit, in seconds.
+        after_secs: u32,
     },
     /// It cannot run because a dependency cannot complete.
     TaskBlocked {
@@ -107,14 +130,18 @@ impl TaskEvent {
     pub fn status_after(&self) -> TaskStatus {
         use TaskStatus as S;
         match self {
-            Self::TaskCreated { waiting_on, .. } if waiting_on.is_empty() => S::Queued,
+            Self::TaskCreated {
+                waiting_on,
+                not_before: None,
+                ..
+            } if waiting_on.is_empty() => S::Queued,
             Self::TaskCreated { .. } | Self::TaskUnblocked {} => S::Waiting,
             Self::TaskQueued {} | Self::TaskRequeued { .. } | Self::TaskRetried {} => S::Queued,
             Self::TaskAssigned { .. } => S::Assigned,
             Self::TaskAccepted {} => S::Accepted,
             Self::TaskStarted {} | Self::TaskProgressed { .. } => S::Running,
             Self::TaskCompleted { .. } => S::Completed,
-            Self::TaskFailed { .. } => S::Failed,
+            Self::TaskFailed { .. } | Self::TaskTimedOut { .. } => S::Failed,
             Self::TaskRetryScheduled { .. } => S::RetryScheduled,
             Self::TaskDeadLettered { .. } => S::DeadLettered,
             Self::TaskCancelled { .. } => S::Cancelled,
@@ -137,6 +164,7 @@ impl TaskEvent {
             | Self::TaskProgressed { .. }
             | Self::TaskCompleted { .. }
             | Self::TaskFailed { .. }
+            | Self::TaskTimedOut { .. }
             | Self::TaskRetryScheduled { .. }
             | Self::TaskRequeued { .. }
             | Self::TaskRetried {}
@@ -166,6 +194,7 @@ impl EventSchema for TaskEvent {
             Self::TaskProgressed { .. } => "TaskProgressed",
             Self::TaskCompleted { .. } => "TaskCompleted",
             Self::TaskFailed { .. } => "TaskFailed",
+            Self::TaskTimedOut { .. } => "TaskTimedOut",
             Self::TaskRetryScheduled { .. } => "TaskRetryScheduled",
             Self::TaskRequeued { .. } => "TaskRequeued",
             Self::TaskRetried {} => "TaskRetried",
@@ -178,7 +207,8 @@ impl EventSchema for TaskEvent {
 
     fn current_version(event_type: &str) -> u16 {
         match event_type {
-            "TaskCreated" => 2,
+            "TaskCreated" => 3,
+            "TaskCancelled" => 2,
             _ => 1,
         }
     }
@@ -189,10 +219,28 @@ impl EventSchema for TaskEvent {
         mut data: serde_json::Value,
     ) -> Result<serde_json::Value, DecodeError> {
         match (event_type, version) {
-            // v2 added `pinned_agent`; a v1 task was never pinned.
-            ("TaskCreated", 1) => {
+            // v2 added `pinned_agent` (a v1 task was never pinned); v3 `labels`, `not_before` and
+            // `limits` (an older task had none, and the default grace).
+            ("TaskCreated", 1 | 2) => {
                 if let Some(fields) = data.as_object_mut() {
-                    fields.insert("pinned_agent".into(), serde_json::Value::Null);
+                    if version == 1 {
+                        fields.insert("pinned_agent".into(), serde_json::Value::Null);
+                    }
+                    fields.insert("labels".into(), serde_json::json!({}));
+                    fields.insert("not_before".into(), serde_json::Value::Null);
+                    let limits = serde_json::json!({
+                        "timeout_secs": null,
+                        "heartbeat_timeout_secs": null,
+                        "cancel_grace_secs": Limits::DEFAULT_CANCEL_GRACE_SECS,
+                    });
+                    fields.insert("limits".into(), limits);
+                }
+                Ok(data)
+            }
+            // v2 added `cancelled_by`: unknown before.
+            ("TaskCancelled", 1) => {
+                if let Some(fields) = data.as_object_mut() {
+                    fields.insert("cancelled_by".into(), serde_json::Value::Null);
                 }
                 Ok(data)
             }

@@ -3,6 +3,7 @@
 use chrono::{DateTime, Utc};
 
 use super::command::created;
+use super::limits::Limits;
 use super::rules::AfterFailure;
 use super::{TaskCommand, TaskEvent, TaskStatus};
 use crate::aggregate::{Aggregate, AggregateKind, check_text, refuse_command, refuse_event};
@@ -40,6 +41,14 @@ pub struct Lifecycle {
     pub created_at: DateTime<Utc>,
     /// When its last event happened.
     pub updated_at: DateTime<Utc>,
+    /// Not queued before this time.
+    pub not_before: Option<DateTime<Utc>>,
+    /// How long a run may take, and how its executor is stopped.
+    pub limits: Limits,
+    /// When the current run started.
+    pub started_at: Option<DateTime<Utc>>,
+    /// When its agent last reported on the current run (its start, or progress).
+    pub heard_at: Option<DateTime<Utc>>,
 }
 
 impl Aggregate for Lifecycle {
@@ -59,6 +68,8 @@ impl Aggregate for Lifecycle {
                     depends_on,
                     pinned_agent,
                     max_attempts,
+                    not_before,
+                    limits,
                     ..
                 } => Ok(Lifecycle {
                     status: event.status_after(),
@@ -74,6 +85,10 @@ impl Aggregate for Lifecycle {
                     retry_at: None,
                     created_at: at,
                     updated_at: at,
+                    not_before: *not_before,
+                    limits: limits.clone(),
+                    started_at: None,
+                    heard_at: None,
                 }),
                 _ => Err(refuse_event::<Lifecycle>(None, event)),
             };
@@ -92,11 +107,16 @@ impl Aggregate for Lifecycle {
                 task.agent_id = Some(*agent_id);
                 task.lease_expires_at = Some(*lease_expires_at);
                 task.attempts += 1;
+                (task.started_at, task.heard_at) = (None, None);
             }
-            (S::Assigned, E::TaskAccepted {}) | (S::Assigned | S::Accepted, E::TaskStarted {}) => {
+            (S::Assigned, E::TaskAccepted {}) => task.lease_expires_at = None,
+            (S::Assigned | S::Accepted, E::TaskStarted {}) => {
                 task.lease_expires_at = None;
+                (task.started_at, task.heard_at) = (Some(at), Some(at));
             }
-            (S::Running, E::TaskProgressed { .. } | E::TaskCompleted { .. }) => {}
+            (S::Running, E::TaskProgressed { .. }) => task.heard_at = Some(at),
+            (S::Running, E::TaskCompleted { .. }) => {}
+            (S::Running, E::TaskTimedOut { .. }) => task.last_error_retryable = true,
             (S::Assigned | S::Accepted | S::Running, E::TaskFailed { retryable, .. }) => {
                 task.last_error_retryable = *retryable;
                 task.lease_expires_at = None;
@@ -222,12 +242,22 @@ impl Aggregate for Lifecycle {
             }
             (S::Failed | S::DeadLettered, C::Retry) => Ok(TaskEvent::TaskRetried {}),
             (S::Failed, C::DeadLetter { reason }) => Ok(TaskEvent::TaskDeadLettered { reason }),
-            (s, C::Cancel { reason }) if !s.is_final() => {
+            (s, C::Cancel { reason, by }) if !s.is_final() => {
                 if let Some(r) = &reason {
                     check_text("reason", r, 0, 2_000)?;
                 }
-                Ok(TaskEvent::TaskCancelled { reason })
+                Ok(TaskEvent::TaskCancelled {
+                    reason,
+                    cancelled_by: by,
+                })
             }
+            (S::Running, C::TimeOut { limit }) => match task.limits.of(limit) {
+                Some(after_secs) => Ok(TaskEvent::TaskTimedOut { limit, after_secs }),
+                None => Err(DomainError::invalid(
+                    "limit",
+                    "the task has no such time limit",
+                )),
+            },
             (S::Waiting, C::Block { reason }) => Ok(TaskEvent::TaskBlocked { reason }),
             (S::Blocked, C::Unblock) => Ok(TaskEvent::TaskUnblocked {}),
             (_, command) => Err(refuse_command(state, command.name())),

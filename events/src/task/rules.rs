@@ -6,7 +6,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{Lifecycle, TaskCommand, TaskStatus};
+use super::{Lifecycle, TaskCommand, TaskEvent, TaskStatus};
 use crate::agent::AgentStatus;
 use crate::error::DomainError;
 use crate::ids::{AgentId, TaskId};
@@ -150,7 +150,8 @@ impl Lifecycle {
                         Dependency::Done => {}
                     }
                 }
-                all_done.then_some(TaskCommand::Queue)
+                let time_come = self.not_before.is_none_or(|at| at <= now);
+                (all_done && time_come).then_some(TaskCommand::Queue)
             }
             S::Blocked => {
                 let stuck = self
@@ -174,17 +175,50 @@ impl Lifecycle {
                     reason: "lease_expired".into(),
                 })
             }
+            S::Running => match self.limit_passed() {
+                Some((at, limit)) if at <= now => Some(TaskCommand::TimeOut { limit }),
+                _ => None,
+            },
             _ => None,
         }
     }
 
-    /// The next moment something falls due for the task without another event: its back-off ends or
-    /// its lease lapses.
-    pub fn deadline(&self) -> Option<DateTime<Utc>> {
-        match self.status {
+    /// When the running task passes its first time limit, and which (`None` when it is not running or
+    /// has no limit).
+    fn limit_passed(&self) -> Option<(DateTime<Utc>, super::TimeLimit)> {
+        let (started_at, heard_at) = self.started_at.zip(self.heard_at)?;
+        (self.status == TaskStatus::Running)
+            .then(|| self.limits.next_passed(started_at, heard_at))
+            .flatten()
+    }
+
+    /// The agent to tell to stop working on the task when `event` follows (and which attempt): the
+    /// task's holder, when the event takes the task from it without its word (cancelled, timed out,
+    /// requeued). Its runtime stops the executor, SIGTERM then SIGKILL after
+    /// [`super::Limits::cancel_grace_secs`].
+    pub fn stop_for(&self, event: &TaskEvent) -> Option<(AgentId, u32)> {
+        let takes = matches!(
+            event,
+            TaskEvent::TaskCancelled { .. }
+                | TaskEvent::TaskTimedOut { .. }
+                | TaskEvent::TaskRequeued { .. }
+        );
+        self.holder()
+            .filter(|_| takes)
+            .map(|agent| (agent, self.attempts))
+    }
+
+    /// The next moment after `now` something may fall due for the task without another event: its
+    /// back-off ends, its lease lapses, its `not_before` comes, it passes a time limit. (A moment
+    /// already past is not one: what it made due was decided when it came.)
+    pub fn deadline(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let at = match self.status {
             TaskStatus::RetryScheduled => self.retry_at,
             TaskStatus::Assigned => self.lease_expires_at,
+            TaskStatus::Waiting => self.not_before,
+            TaskStatus::Running => self.limit_passed().map(|(at, _)| at),
             _ => None,
-        }
+        };
+        at.filter(|at| *at > now)
     }
 }

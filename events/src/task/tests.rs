@@ -33,6 +33,12 @@ fn new_task(waiting_on: Vec<TaskId>) -> NewTask {
         project_id: None,
         pinned_agent: None,
         max_attempts: 3,
+        labels: Default::default(),
+        not_before: None,
+        limits: Limits {
+            timeout_secs: Some(60),
+            ..Limits::default()
+        },
     }
 }
 
@@ -41,6 +47,10 @@ fn run(state: Option<Task>, commands: impl IntoIterator<Item = TaskCommand>) -> 
         let event = Task::decide(state.as_ref(), command).unwrap();
         Some(Task::apply(state, &event, at()).unwrap())
     })
+}
+
+fn start() -> TaskCommand {
+    TaskCommand::Start { agent_id: agent() }
 }
 
 fn assign() -> TaskCommand {
@@ -104,7 +114,13 @@ fn given(status: Option<TaskStatus>) -> Option<Task> {
                 },
             ],
         ),
-        Some(S::Cancelled) => (new_task(vec![]), vec![C::Cancel { reason: None }]),
+        Some(S::Cancelled) => (
+            new_task(vec![]),
+            vec![C::Cancel {
+                reason: None,
+                by: None,
+            }],
+        ),
     };
     let task = run(None, std::iter::once(C::Create(create)).chain(path));
     assert_eq!(task.as_ref().map(|t| t.lifecycle.status), status);

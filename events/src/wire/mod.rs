@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::DomainError;
 use crate::ids::{AgentId, ProjectId, TaskId};
-use crate::task::{Task, TaskCommand, TaskEvent};
+use crate::task::{Lifecycle, Task, TaskCommand, TaskEvent};
 use crate::values::{Capability, Priority};
 
 /// What an agent is told of a task assigned to it: the task as it was created, and which attempt this
@@ -124,6 +124,75 @@ impl Assignment {
             causation_id: None,
         }
     }
+}
+
+/// An order to an agent's runtime to stop working on a task that was taken from it (cancelled, timed
+/// out, requeued): its executor's process group gets SIGTERM, then SIGKILL after `grace_secs`. Pushed as
+/// a `stop` server-sent event on the agent's assignment stream; a runtime not running that attempt of
+/// the task ignores it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Stop {
+    /// The task.
+    pub task_id: TaskId,
+    /// The attempt to stop (an earlier stop never stops a later attempt).
+    pub attempt: u32,
+    /// Why.
+    pub reason: StopReason,
+    /// Seconds between SIGTERM and SIGKILL (the task's `cancel_grace_secs`).
+    pub grace_secs: u32,
+}
+
+/// Why a runtime is told to stop a task.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum StopReason {
+    /// It was cancelled.
+    Cancelled,
+    /// It passed a time limit.
+    TimedOut,
+    /// It was taken from the agent and queued again.
+    Requeued,
+}
+
+impl Stop {
+    /// The stop `event` calls for, given the task's lifecycle before it, and the agent it is for
+    /// ([`Lifecycle::stop_for`]).
+    pub fn after(
+        task_id: TaskId,
+        before: &Lifecycle,
+        event: &TaskEvent,
+    ) -> Option<(AgentId, Self)> {
+        let (agent, attempt) = before.stop_for(event)?;
+        let reason = match event {
+            TaskEvent::TaskCancelled { .. } => StopReason::Cancelled,
+            TaskEvent::TaskTimedOut { .. } => StopReason::TimedOut,
+            _ => StopReason::Requeued,
+        };
+        let stop = Self {
+            task_id,
+            attempt,
+            reason,
+            grace_secs: before.limits.cancel_grace_secs,
+        };
+        Some((agent, stop))
+    }
+}
+
+/// What the assignment stream pushes to an agent's runtime.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Push {
+    /// A task to work on (a server-sent event `assignment`).
+    Assignment(Assignment),
+    /// A task to stop working on (a server-sent event `stop`).
+    Stop(Stop),
+}
+
+impl Push {
+    /// The server-sent event name of a stop (an assignment's is `assignment`), also the value of the
+    /// `Hive-Push` header of a stop on the agent's NATS subject.
+    pub const STOP: &'static str = "stop";
 }
 
 /// What can be done to a task through `POST /api/v1/tasks/{id}/{action}`.
@@ -270,6 +339,7 @@ impl Report {
             },
             A::Cancel => TaskCommand::Cancel {
                 reason: self.reason,
+                by: None,
             },
             A::Retry => TaskCommand::Retry,
         })
@@ -353,7 +423,10 @@ mod tests {
         let nobody = || Err(DomainError::invalid("agent_id", "required"));
         assert_eq!(
             Report::default().command(TaskAction::Cancel, nobody),
-            Ok(TaskCommand::Cancel { reason: None })
+            Ok(TaskCommand::Cancel {
+                reason: None,
+                by: None
+            })
         );
         assert!(
             Report::default()
@@ -375,6 +448,9 @@ mod tests {
             project_id: None,
             pinned_agent: None,
             max_attempts: 1,
+            labels: Default::default(),
+            not_before: None,
+            limits: Default::default(),
         };
         let task = TaskId::new();
         let assignment = Assignment::of_created(task, created, 2, 9).unwrap();

@@ -215,7 +215,21 @@ pub struct TaskView {
     pub result: Option<serde_json::Value>,
     pub last_error: Option<String>,
     pub retry_at: Option<DateTime<Utc>>,
+    /// Why it was last requeued, blocked, cancelled, timed out (`timed_out`) or dead-lettered.
     pub reason: Option<String>,
+    /// Who cancelled it, if it was cancelled.
+    pub cancelled_by: Option<String>,
+    /// What it is about.
+    #[schema(value_type = std::collections::BTreeMap<String, String>)]
+    pub labels: serde_json::Value,
+    /// Not queued before this time (while it waits for it, its state is `waiting`).
+    pub not_before: Option<DateTime<Utc>>,
+    /// The longest a run may take, in seconds.
+    pub timeout_secs: Option<i32>,
+    /// The longest a run may go without a progress report, in seconds.
+    pub heartbeat_timeout_secs: Option<i32>,
+    /// Seconds a stopped executor gets between SIGTERM and SIGKILL.
+    pub cancel_grace_secs: i32,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub seq: i64,
@@ -248,6 +262,12 @@ impl TryFrom<tasks::Model> for TaskView {
             last_error: t.last_error,
             retry_at: t.retry_at,
             reason: t.reason,
+            cancelled_by: t.cancelled_by,
+            labels: t.labels,
+            not_before: t.not_before,
+            timeout_secs: t.timeout_secs,
+            heartbeat_timeout_secs: t.heartbeat_timeout_secs,
+            cancel_grace_secs: t.cancel_grace_secs,
             created_at: t.created_at,
             updated_at: t.updated_at,
             seq: t.last_seq,

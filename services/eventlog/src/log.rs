@@ -530,7 +530,28 @@ impl EventLog {
             .await
             .map_err(|e| LogError::new("publish a notice", e))
     }
+
+    /// Publishes a notice of kind `kind` (in its [`PUSH_KIND`] header) on a core NATS subject: the
+    /// subject's readers tell kinds apart by it.
+    pub async fn notify_as(
+        &self,
+        subject: String,
+        kind: &str,
+        payload: Bytes,
+    ) -> Result<(), LogError> {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(PUSH_KIND, kind);
+        self.inner
+            .js
+            .client()
+            .publish_with_headers(subject, headers, payload)
+            .await
+            .map_err(|e| LogError::new("publish a notice", e))
+    }
 }
+
+/// The header that names the kind of a notice published with [`EventLog::notify_as`].
+pub const PUSH_KIND: &str = "Hive-Push";
 
 /// How long a reader waits for its next event before it asks whether the log moved on without it.
 const STALL_CHECK: Duration = Duration::from_secs(1);

@@ -29,7 +29,7 @@ use uuid::Uuid;
 use crate::agent_tasks::{self, Holdings};
 use crate::rows::ReadModel;
 
-/// Rows per INSERT at most: the widest table has 23 columns, and a statement takes at most 65,535
+/// Rows per INSERT at most: the widest table has 29 columns, and a statement takes at most 65,535
 /// parameters.
 const ROWS_PER_STATEMENT: usize = 512;
 

@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 use hive_events::agent::{Agent, AgentStatus};
 use hive_events::project::Project;
-use hive_events::task::{Details, Lifecycle, Task, TaskStatus};
+use hive_events::task::{Details, Lifecycle, Limits, Task, TaskStatus};
 use hive_events::{AgentId, Aggregate, Capability, Priority, ProjectId, TaskId};
 use hive_schema::{agents, projects, tasks};
 use sea_orm::EntityTrait;
@@ -25,6 +25,11 @@ pub trait ReadModel: Aggregate {
     fn to_row(id: Uuid, state: &Self, seq: u64) -> <Self::Entity as EntityTrait>::Model;
     /// The id a row holds, and its state or why the row is unreadable.
     fn from_row(row: <Self::Entity as EntityTrait>::Model) -> (Uuid, Result<Self, String>);
+}
+
+/// Seconds as stored (every limit is far below `i32::MAX`).
+fn secs(value: u32) -> i32 {
+    i32::try_from(value).unwrap_or(i32::MAX)
 }
 
 fn seq_of(seq: u64) -> i64 {
@@ -128,6 +133,12 @@ impl ReadModel for Task {
             created_at: to_micros(t.created_at),
             updated_at: to_micros(t.updated_at),
             last_seq: seq_of(seq),
+            labels: serde_json::to_value(&d.labels).unwrap_or_default(),
+            not_before: t.not_before.map(to_micros),
+            timeout_secs: t.limits.timeout_secs.map(secs),
+            heartbeat_timeout_secs: t.limits.heartbeat_timeout_secs.map(secs),
+            cancel_grace_secs: secs(t.limits.cancel_grace_secs),
+            cancelled_by: d.cancelled_by.clone(),
         }
     }
 
@@ -154,6 +165,15 @@ fn task_from_row(row: tasks::Model) -> Result<Task, String> {
         retry_at: row.retry_at,
         created_at: row.created_at,
         updated_at: row.updated_at,
+        not_before: row.not_before,
+        limits: Limits {
+            timeout_secs: row.timeout_secs.map(small).transpose()?,
+            heartbeat_timeout_secs: row.heartbeat_timeout_secs.map(small).transpose()?,
+            cancel_grace_secs: small(row.cancel_grace_secs)?,
+        },
+        // Not kept in the read models (m0006): only the scheduler reads them, from the log.
+        started_at: None,
+        heard_at: None,
     };
     let details = Details {
         title: row.title,
@@ -165,6 +185,8 @@ fn task_from_row(row: tasks::Model) -> Result<Task, String> {
         result: row.result,
         last_error: row.last_error,
         reason: row.reason,
+        labels: serde_json::from_value(row.labels).map_err(|e| format!("labels: {e}"))?,
+        cancelled_by: row.cancelled_by,
     };
     Ok(Task { lifecycle, details })
 }

@@ -8,10 +8,18 @@
 //! - exit status 0 completes the task, with the last stdout line as the result when it is a JSON object
 //!   (otherwise `{"output": <the end of stdout>}`);
 //! - any other status fails it; status 65 (`EX_DATAERR`: the task itself is wrong) fails it for good,
-//!   every other failure may be retried. The end of stderr becomes the error message.
+//!   every other failure may be retried. The end of stderr becomes the error message;
+//! - it runs in a process group of its own. When its task is taken from the agent (cancelled, timed
+//!   out, requeued), the whole group gets SIGTERM, then SIGKILL after the task's `cancel_grace_secs`;
+//!   whatever of the group is left when the executor ends that way is killed too.
 
 use std::collections::VecDeque;
 use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
 
 use futures::StreamExt;
 use serde_json::{Value, json};
@@ -39,6 +47,8 @@ pub enum Outcome {
         /// Whether another attempt may succeed.
         retryable: bool,
     },
+    /// It was stopped: its task was taken from the agent.
+    Stopped,
 }
 
 /// The latest progress line.
@@ -127,13 +137,38 @@ async fn read_lines(
     Ok(tail)
 }
 
-/// Runs `exec` for `task` and waits for it; progress lines go to `progress`. Dropping the future kills
-/// the executor.
+/// The executor's process group: killed when dropped, unless the executor ended on its own.
+struct Group {
+    leader: Option<Pid>,
+    armed: bool,
+}
+
+impl Group {
+    fn signal(&self, signal: Signal) {
+        if let Some(leader) = self.leader {
+            // Gone already (ESRCH) is what we want anyway.
+            let _ = killpg(leader, signal);
+        }
+    }
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        if self.armed {
+            self.signal(Signal::SIGKILL);
+        }
+    }
+}
+
+/// Runs `exec` for `task` and waits for it; progress lines go to `progress`. When `stop` resolves
+/// (with the grace), the executor's process group gets SIGTERM, then SIGKILL once the grace is over,
+/// and the run ends [`Outcome::Stopped`]. Dropping the future kills the group at once.
 pub async fn run(
     exec: &str,
     task: &Value,
     env: &[(&str, String)],
     progress: &watch::Sender<Progress>,
+    stop: impl Future<Output = Duration>,
 ) -> Outcome {
     let mut command = tokio::process::Command::new("sh");
     command
@@ -143,6 +178,7 @@ pub async fn run(
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        .process_group(0)
         .kill_on_drop(true);
     hive_devservers::die_with_parent(command.as_std_mut());
     let mut child = match command.spawn() {
@@ -153,6 +189,14 @@ pub async fn run(
                 retryable: true,
             };
         }
+    };
+    let leader = child
+        .id()
+        .and_then(|id| i32::try_from(id).ok())
+        .map(Pid::from_raw);
+    let mut group = Group {
+        leader,
+        armed: true,
     };
     let (Some(mut stdin), Some(stdout), Some(stderr)) =
         (child.stdin.take(), child.stdout.take(), child.stderr.take())
@@ -174,7 +218,25 @@ pub async fn run(
         }
     });
     let err = read_lines(stderr, |_| {});
-    let ((), out, err, status) = tokio::join!(feed, out, err, child.wait());
+    // Stopping runs beside the executor and never ends: the executor ends once it is killed.
+    let stopped = AtomicBool::new(false);
+    let stopping = async {
+        let grace = stop.await;
+        stopped.store(true, Ordering::Relaxed);
+        group.signal(Signal::SIGTERM);
+        tokio::time::sleep(grace).await;
+        group.signal(Signal::SIGKILL);
+        std::future::pending::<()>().await;
+    };
+    let ((), out, err, status) = tokio::select! {
+        ended = async { tokio::join!(feed, out, err, child.wait()) } => ended,
+        () = stopping => unreachable!("stopping never ends"),
+    };
+    if stopped.load(Ordering::Relaxed) {
+        // Whatever of its group outlived it is killed as `group` drops.
+        return Outcome::Stopped;
+    }
+    group.armed = false;
     let (out, err) = (out.unwrap_or_default(), err.unwrap_or_default());
     match status {
         Ok(status) if status.success() => Outcome::Completed(result_of(&out)),
@@ -216,7 +278,7 @@ mod tests {
         let (tx, _) = watch::channel(Progress::default());
         let task = json!({"task_id": "t1", "title": "echo me"});
         let env = [("HIVE_TASK_ID", "t1".to_owned())];
-        let outcome = run(exec, &task, &env, &tx).await;
+        let outcome = run(exec, &task, &env, &tx, std::future::pending()).await;
         (outcome, tx.borrow().clone())
     }
 
@@ -262,6 +324,51 @@ mod tests {
         ));
     }
 
+    /// Whether process `pid` is gone (or a zombie, dead and waiting for its reaper).
+    fn gone(pid: &str) -> bool {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map_or(true, |stat| stat.split(' ').nth(2) == Some("Z"))
+    }
+
+    #[tokio::test]
+    async fn a_stop_kills_the_whole_group_and_sigkill_follows_the_grace() {
+        let dir = std::env::temp_dir().join(format!("hive-stop-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let pids = dir.join("pids");
+        // The shell ignores SIGTERM (and so does its background sleep, which inherits that): only
+        // the SIGKILL after the grace ends them.
+        let exec = format!(
+            "trap '' TERM; sleep 600 & echo $! > {p}; echo $$ >> {p}; echo started; wait",
+            p = pids.display()
+        );
+        let (tx, mut lines) = watch::channel(Progress::default());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<Duration>();
+        let task = json!({});
+        let run = run(&exec, &task, &[], &tx, async { stopped.await.unwrap() });
+        let order = async {
+            lines.wait_for(|p| p.message == "started").await.unwrap();
+            let before = std::time::Instant::now();
+            stop.send(Duration::from_millis(300)).unwrap();
+            before
+        };
+        let (outcome, before) = tokio::join!(run, order);
+        assert_eq!(outcome, Outcome::Stopped);
+        assert!(
+            before.elapsed() >= Duration::from_millis(300),
+            "SIGTERM was ignored: only the SIGKILL after the grace ended it"
+        );
+        let pids = std::fs::read_to_string(&pids).unwrap();
+        // A killed process lingers a moment while the kernel tears it down.
+        for pid in pids.lines() {
+            let deadline = std::time::Instant::now() + Duration::from_secs(2);
+            while !gone(pid) && std::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            assert!(gone(pid), "process {pid} is left");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     #[tokio::test]
     async fn an_executor_that_ignores_its_input_still_completes() {
         let (outcome, _) = run_sh("true").await;
@@ -284,7 +391,7 @@ mod tests {
         if let Some(path) = path {
             env.push(("PATH", path.to_owned()));
         }
-        run(&example(name), &task, &env, &tx).await
+        run(&example(name), &task, &env, &tx, std::future::pending()).await
     }
 
     #[tokio::test]

@@ -7,8 +7,10 @@
 //! finish (up to a timeout, after which they are killed and failed as retryable), then deregisters.
 //! When its agent is deregistered by someone else it stops at its next heartbeat, which is refused
 //! (with 401 when it acts with the agent's own token, which the deregistration revoked). A task taken
-//! from it (requeued or cancelled by an operator) stops at its executor's next progress line, whose
-//! report is refused; an executor that prints nothing runs to its end, and its report is refused.
+//! from it (cancelled, timed out, requeued) is stopped at once: the scheduler pushes a `stop` on the
+//! same stream, and the executor's process group gets SIGTERM, then SIGKILL after the task's
+//! `cancel_grace_secs`. A stop it missed (the stream was down) is made up for at the executor's next
+//! progress report, which is refused.
 
 /// The HTTP client the runtime talks to the API with: [`hive_client`].
 pub use hive_client as client;
@@ -20,9 +22,9 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use hive_events::task::TaskStatus;
-use hive_events::wire::{Assignment, ErrorCode, Report, TaskAction};
+use hive_events::wire::{Assignment, ErrorCode, Push, Report, Stop, TaskAction};
 use serde_json::json;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 use uuid::Uuid;
 
@@ -123,10 +125,11 @@ pub async fn run(
         config: &config,
         running: JoinSet::new(),
         in_flight: HashMap::new(),
+        stops: HashMap::new(),
         waiting: VecDeque::new(),
     };
-    let (assignments, mut pushed) = mpsc::channel(64);
-    let reader = tokio::spawn(read_assignments(client.clone(), agent, assignments));
+    let (pushes, mut pushed) = mpsc::channel(64);
+    let reader = tokio::spawn(read_pushes(client.clone(), agent, pushes));
     let mut beat = tokio::time::interval(config.heartbeat_interval);
     beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     beat.tick().await;
@@ -139,7 +142,10 @@ pub async fn run(
                     break true;
                 }
             }
-            Some(assignment) = pushed.recv() => agent_run.take(assignment),
+            Some(push) = pushed.recv() => match push {
+                Push::Assignment(assignment) => agent_run.take(assignment),
+                Push::Stop(stop) => agent_run.stop(&stop),
+            },
             Some(finished) = agent_run.running.join_next_with_id() => agent_run.finished(finished),
         }
     };
@@ -181,16 +187,17 @@ async fn give_back_leftovers(client: &Client, agent: Uuid) {
     }
 }
 
-/// Reads the assignment stream into `out`, reopening it whenever it ends, until `out` closes.
-async fn read_assignments(client: Client, agent: Uuid, out: mpsc::Sender<Assignment>) {
+/// Reads the assignment stream (assignments and stops) into `out`, reopening it whenever it ends,
+/// until `out` closes.
+async fn read_pushes(client: Client, agent: Uuid, out: mpsc::Sender<Push>) {
     let mut backoff = RECONNECT_MIN;
     while !out.is_closed() {
-        match client.assignments(agent).await {
+        match client.pushes(agent).await {
             Ok(stream) => {
                 backoff = RECONNECT_MIN;
                 let mut stream = std::pin::pin!(stream);
-                while let Some(assignment) = stream.next().await {
-                    if out.send(assignment).await.is_err() {
+                while let Some(push) = stream.next().await {
+                    if out.send(push).await.is_err() {
                         return;
                     }
                 }
@@ -210,6 +217,8 @@ struct AgentRun<'a> {
     running: JoinSet<()>,
     /// The task each running job works on.
     in_flight: HashMap<tokio::task::Id, Uuid>,
+    /// How to stop each running task: its attempt, and where to send the grace.
+    stops: HashMap<Uuid, (u32, oneshot::Sender<Duration>)>,
     /// Assignments beyond `max_concurrent_tasks`, started as room frees up.
     waiting: VecDeque<(Uuid, Assignment)>,
 }
@@ -263,10 +272,30 @@ impl AgentRun<'_> {
         let client = self.client.clone();
         let agent = self.agent;
         let exec = self.config.exec.clone();
+        let (stop, stopped) = oneshot::channel();
+        self.stops.insert(task, (assignment.attempt, stop));
         let job = self
             .running
-            .spawn(async move { work(&client, agent, task, &exec, assignment).await });
+            .spawn(async move { work(&client, agent, task, &exec, assignment, stopped).await });
         self.in_flight.insert(job.id(), task);
+    }
+
+    /// Stops `stop`'s attempt of its task, if it is in hand: a waiting one is dropped, a running one's
+    /// executor is stopped. Another attempt (a later assignment of the same task) is left alone.
+    fn stop(&mut self, stop: &Stop) {
+        let task = stop.task_id.as_uuid();
+        let grace = Duration::from_secs(u64::from(stop.grace_secs));
+        self.waiting
+            .retain(|(t, a)| !(*t == task && a.attempt == stop.attempt));
+        if self
+            .stops
+            .get(&task)
+            .is_some_and(|(attempt, _)| *attempt == stop.attempt)
+            && let Some((_, sender)) = self.stops.remove(&task)
+        {
+            tracing::info!(%task, reason = ?stop.reason, ?grace, "stopping the task's executor");
+            let _ = sender.send(grace);
+        }
     }
 
     /// Forgets a job that ended, however it ended.
@@ -278,7 +307,9 @@ impl AgentRun<'_> {
                 e.id()
             }
         };
-        self.in_flight.remove(&id);
+        if let Some(task) = self.in_flight.remove(&id) {
+            self.stops.remove(&task);
+        }
         if self.in_flight.len() < self.config.max_concurrent_tasks as usize
             && let Some((task, assignment)) = self.waiting.pop_front()
         {

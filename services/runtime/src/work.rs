@@ -2,7 +2,9 @@
 //! or fail it; every report in the assignment's flow.
 
 use hive_events::wire::{Assignment, Flow, Report, TaskAction};
-use tokio::sync::watch;
+use std::time::Duration;
+
+use tokio::sync::{oneshot, watch};
 use uuid::Uuid;
 
 use crate::PROGRESS_EVERY;
@@ -11,6 +13,8 @@ use crate::executor::{self, Outcome, Progress};
 
 /// Works one task through: accept, start, run the executor while reporting its progress, then complete
 /// or fail it. A refused accept means the task is no longer ours (its lease lapsed): nothing to do.
+/// `stop` resolving (with the grace) stops the executor: the task was taken from the agent, and the
+/// hive already knows how it ended.
 #[tracing::instrument(skip_all, fields(%task, attempt = assignment.attempt, correlation_id = ?assignment.correlation_id))]
 pub(crate) async fn work(
     client: &Client,
@@ -18,6 +22,7 @@ pub(crate) async fn work(
     task: Uuid,
     exec: &str,
     assignment: Assignment,
+    stop: oneshot::Receiver<Duration>,
 ) {
     // Every report joins the assignment's flow.
     let flow = assignment.flow();
@@ -49,8 +54,15 @@ pub(crate) async fn work(
     let input = serde_json::to_value(&assignment).unwrap_or_default();
     let (progress, lines) = watch::channel(Progress::default());
     let reporting = report_progress(client, agent, task, lines, flow);
+    let stop = async {
+        match stop.await {
+            Ok(grace) => grace,
+            // Nobody will ever stop it (the runtime is going away, and drops the run).
+            Err(_) => std::future::pending().await,
+        }
+    };
     let outcome = tokio::select! {
-        outcome = executor::run(exec, &input, &env, &progress) => outcome,
+        outcome = executor::run(exec, &input, &env, &progress, stop) => outcome,
         // Dropping the run kills the executor.
         () = reporting => {
             tracing::info!(%task, "the task is no longer ours (requeued or cancelled): executor stopped");
@@ -58,6 +70,9 @@ pub(crate) async fn work(
         }
     };
     let (action, body) = match outcome {
+        Outcome::Stopped => {
+            return tracing::info!(%task, "the task was taken from this agent: executor stopped");
+        }
         Outcome::Completed(result) => (
             TaskAction::Complete,
             Report {

@@ -16,7 +16,8 @@ use hive_events::agent::{Agent, AgentCommand, AgentStatus};
 use hive_events::replay::{Fold, OnRejected, Replay};
 use hive_events::subject::Subjects;
 use hive_events::task::{Lifecycle, TaskCommand, TaskStatus};
-use hive_events::{AgentId, DomainEvent, Envelope, Policy};
+use hive_events::wire::Stop;
+use hive_events::{AgentId, DomainEvent, Envelope, Policy, TaskId};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -105,6 +106,9 @@ pub struct Board {
     /// command on them (`corrupt_history`), so nothing is decided for them any more.
     corrupt: HashSet<Uuid>,
     last_seq: u64,
+    /// Stops the events folded since the last [`Board::take_stops`] call for: each agent to tell to
+    /// stop a task taken from it.
+    stops: Vec<(AgentId, Stop)>,
 }
 
 /// The replay the board folds with: an event the domain refuses is passed over, the state kept as it
@@ -139,7 +143,14 @@ impl Fold for Board {
                     return Ok(());
                 }
                 let before = current.map(|o| o.lifecycle.clone());
+                let stop = match (&before, &envelope.event) {
+                    (Some(before), DomainEvent::Task(event)) => {
+                        Stop::after(TaskId::from_uuid(id), before, event)
+                    }
+                    _ => None,
+                };
                 let lifecycle: Lifecycle = envelope.event.apply_to(before, at)?;
+                self.stops.extend(stop);
                 let current = self.tasks.remove(&id);
                 if let Some(open) = &current {
                     self.unindex(id, open);
@@ -284,6 +295,12 @@ impl Board {
         }
     }
 
+    /// The stops due since the last call: each agent to tell to stop a task taken from it (see
+    /// [`Stop::after`]).
+    pub fn take_stops(&mut self) -> Vec<(AgentId, Stop)> {
+        std::mem::take(&mut self.stops)
+    }
+
     /// Notes a heartbeat.
     pub fn beat(&mut self, agent: Uuid, at: DateTime<Utc>) {
         let last = self.beats.entry(agent).or_insert(at);
@@ -416,16 +433,16 @@ impl Board {
         actions
     }
 
-    /// The next moment something falls due without an event: a back-off ends, a lease or a heartbeat
-    /// lapses.
-    pub fn next_deadline(&self, policy: &Policy) -> Option<DateTime<Utc>> {
+    /// The next moment after `now` something falls due without an event: a back-off ends, a lease or
+    /// a heartbeat lapses, a delayed task's time comes, a running task passes a time limit.
+    pub fn next_deadline(&self, now: DateTime<Utc>, policy: &Policy) -> Option<DateTime<Utc>> {
         // Nothing is decided for a settled aggregate: its deadline would wake the scheduler for
         // nothing, again and again.
         let tasks = self
             .tasks
             .iter()
             .filter(|(id, _)| !self.settled(id))
-            .filter_map(|(_, o)| o.lifecycle.deadline());
+            .filter_map(|(_, o)| o.lifecycle.deadline(now));
         let agents = self
             .agents
             .iter()

@@ -23,8 +23,8 @@ use hive_eventlog::{
 use hive_events::aggregate::EventSchema;
 use hive_events::envelope::decode_as;
 use hive_events::task::{Lifecycle, TaskCommand, TaskEvent};
-use hive_events::wire::Assignment;
-use hive_events::{Actor, AggregateKind, TaskId, agent::Agent};
+use hive_events::wire::{Assignment, Push, Stop};
+use hive_events::{Actor, AgentId, AggregateKind, TaskId, agent::Agent};
 use tokio::sync::watch;
 use tracing::Instrument;
 
@@ -134,7 +134,7 @@ impl Scheduler {
         loop {
             let caught_up = board.last_seq() >= head;
             let mut wake = board
-                .next_deadline(policy)
+                .next_deadline(chrono::Utc::now(), policy)
                 .map(|at| (at - chrono::Utc::now()).to_std().unwrap_or_default())
                 .unwrap_or(Duration::from_secs(3600));
             if snapshots.is_some()
@@ -154,6 +154,12 @@ impl Scheduler {
                         // board holds: nothing is folded twice or passed over.
                         tracing::warn!(error = %e, after = board.last_seq(), "the scheduler's log reader failed; reading on");
                         events = Box::pin(self.log.read_from(board.last_seq() + 1).await?);
+                    }
+                    // Stops are told as they happen: those of the history a new leader catches up
+                    // on are long told (or their runtimes long gone).
+                    let stops = board.take_stops();
+                    if board.last_seq() >= head {
+                        self.tell_stops(stops).await;
                     }
                 }
                 Some(beat) = beats.next() => board.beat(beat.agent, beat.at),
@@ -279,6 +285,22 @@ impl Scheduler {
             Err(e) => tracing::warn!(task = %id, error = %e, "could not read the assigned task"),
         }
         Ok(())
+    }
+
+    /// Tells each agent's runtime to stop a task taken from it (a push, like an assignment; a runtime
+    /// that misses it learns at its next report on the task, which is refused).
+    async fn tell_stops(&self, stops: Vec<(AgentId, Stop)>) {
+        for (agent, stop) in stops {
+            let subject = self.log.namespace().assignments(agent.as_uuid());
+            let body = match serde_json::to_vec(&stop) {
+                Ok(body) => Bytes::from(body),
+                Err(e) => return tracing::warn!(error = %e, "could not encode a stop"),
+            };
+            if let Err(e) = self.log.notify_as(subject, Push::STOP, body).await {
+                tracing::debug!(error = %e, "could not tell a stop");
+            }
+            metrics::counter!("hive_scheduler_stops_total").increment(1);
+        }
     }
 
     /// Tells the agent's runtime about its new assignment (a push; a lost one lapses and is requeued).

@@ -384,8 +384,15 @@ async fn an_index_added_to_a_database_with_read_models_begins_at_its_checkpoint_
     let work = work(log).await;
     let upgraded_at = log.last_seq().await.unwrap();
     project_to(&world, upgraded_at).await;
-    // The read models as they were before the index, then migration m0005 on them.
-    hive_migrations::Migrator::down(world.db(), Some(1))
+    // The read models as they were before the index, then migration m0005 (and those after it) on
+    // them.
+    let migrations = hive_migrations::Migrator::migrations();
+    let index_at = migrations
+        .iter()
+        .position(|m| m.name() == "m0005_agent_tasks")
+        .unwrap();
+    let since_index = u32::try_from(migrations.len() - index_at).unwrap();
+    hive_migrations::Migrator::down(world.db(), Some(since_index))
         .await
         .unwrap();
     hive_migrations::Migrator::up(world.db(), None)

@@ -543,8 +543,15 @@ class TaskBlocked(BaseModel):
     type: Literal["TaskBlocked"]
 
 
-class TaskCancelledData(AgentDeregisteredData):
-    pass
+class TaskCancelledData(BaseModel):
+    cancelled_by: str | None
+    """
+    Who cancelled it: the actor of the command (schema version 2).
+    """
+    reason: str | None
+    """
+    Why, if said.
+    """
 
 
 class TaskCancelled(BaseModel):
@@ -578,7 +585,7 @@ class TaskCancelled(BaseModel):
     """
     When it happened (RFC 3339, UTC, to the microsecond).
     """
-    schema_version: Literal[1]
+    schema_version: Literal[2]
     """
     This build writes this version; older ones may be in the log (see the message's description).
     """
@@ -637,6 +644,26 @@ class DependsOnItem(RootModel[UUID]):
     """
 
 
+class Limits(BaseModel):
+    """
+    How long a run may take, and how its executor is stopped (schema version 3).
+    """
+
+    cancel_grace_secs: Annotated[int, Field(ge=0)]
+    """
+    How long a stopped executor has between SIGTERM and SIGKILL, in seconds.
+    """
+    heartbeat_timeout_secs: Annotated[int | None, Field(ge=0)]
+    """
+    The longest a running task may go without its agent reporting progress, in seconds (none: no
+    limit).
+    """
+    timeout_secs: Annotated[int | None, Field(ge=0)]
+    """
+    The longest a run may take, from its start to its completion, in seconds (none: no limit).
+    """
+
+
 class RequiredCapability(Capability):
     pass
 
@@ -654,9 +681,21 @@ class TaskCreatedData(BaseModel):
     """
     What to do.
     """
+    labels: dict[str, str]
+    """
+    What it is about, searchable (schema version 3).
+    """
+    limits: Limits
+    """
+    How long a run may take, and how its executor is stopped (schema version 3).
+    """
     max_attempts: Annotated[int, Field(ge=0)]
     """
     Attempts before it is dead-lettered.
+    """
+    not_before: AwareDatetime | None
+    """
+    Not queued before this time (schema version 3).
     """
     pinned_agent: UUID | None
     """
@@ -690,7 +729,8 @@ class TaskCreatedData(BaseModel):
 
 class TaskCreated(BaseModel):
     """
-    A task was created; it is queued at once unless `waiting_on` names dependencies not yet completed.
+    A task was created; it is queued at once unless `waiting_on` names dependencies not yet completed
+    or `not_before` is set (then it waits until that time).
     """
 
     actor: Annotated[str, Field(max_length=128, min_length=1)]
@@ -719,7 +759,7 @@ class TaskCreated(BaseModel):
     """
     When it happened (RFC 3339, UTC, to the microsecond).
     """
-    schema_version: Literal[2]
+    schema_version: Literal[3]
     """
     This build writes this version; older ones may be in the log (see the message's description).
     """
@@ -1071,6 +1111,71 @@ class TaskStarted(BaseModel):
     type: Literal["TaskStarted"]
 
 
+class Limit(str, Enum):
+    """
+    Which limit.
+    """
+
+    timeout = "timeout"
+    """
+    `timeout_secs`: it ran too long.
+    """
+    heartbeat_timeout = "heartbeat_timeout"
+    """
+    `heartbeat_timeout_secs`: it reported no progress for too long.
+    """
+
+
+class TaskTimedOutData(BaseModel):
+    after_secs: Annotated[int, Field(ge=0)]
+    """
+    The limit, in seconds.
+    """
+    limit: Limit
+    """
+    Which limit.
+    """
+
+
+class TaskTimedOut(BaseModel):
+    """
+    A running task passed one of its time limits: its attempt failed (retryable), and its executor is
+    stopped.
+    """
+
+    actor: Annotated[str, Field(max_length=128, min_length=1)]
+    """
+    Who caused it: `operator`, `agent:<id>`, `system:scheduler`, a token's name.
+    """
+    aggregate: Literal["task"]
+    aggregate_id: UUID
+    """
+    The aggregate's id (the subject's last token).
+    """
+    causation_id: UUID | None
+    """
+    The event or request that caused it directly, if known.
+    """
+    correlation_id: UUID
+    """
+    The flow it belongs to: shared by a client's command and everything that command caused.
+    """
+    data: Annotated[TaskTimedOutData, Field(title="TaskTimedOutData")]
+    event_id: UUID
+    """
+    The event's own id (a UUID v7, so ids sort by creation time).
+    """
+    occurred_at: AwareDatetime
+    """
+    When it happened (RFC 3339, UTC, to the microsecond).
+    """
+    schema_version: Literal[1]
+    """
+    This build writes this version; older ones may be in the log (see the message's description).
+    """
+    type: Literal["TaskTimedOut"]
+
+
 class TaskUnblocked(BaseModel):
     """
     What blocked it can complete again (an operator retried it): it waits on its dependencies again.
@@ -1132,6 +1237,7 @@ class Event(
         | TaskRetried
         | TaskRetryScheduled
         | TaskStarted
+        | TaskTimedOut
         | TaskUnblocked
     ]
 ):
@@ -1157,6 +1263,7 @@ class Event(
         | TaskRetried
         | TaskRetryScheduled
         | TaskStarted
+        | TaskTimedOut
         | TaskUnblocked,
         Field(discriminator="type", title="Event"),
     ]

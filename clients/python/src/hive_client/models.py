@@ -692,6 +692,16 @@ class Status(BaseModel):
     tasks: Counts
 
 
+class StopReason(str, Enum):
+    """
+    Why a runtime is told to stop a task.
+    """
+
+    cancelled = "cancelled"
+    timed_out = "timed_out"
+    requeued = "requeued"
+
+
 class Summary(BaseModel):
     """
     The components counted by health.
@@ -773,12 +783,32 @@ class TaskView(BaseModel):
 
     agent_id: UUID | None = None
     attempts: int
+    cancel_grace_secs: int
+    """
+    Seconds a stopped executor gets between SIGTERM and SIGKILL.
+    """
+    cancelled_by: str | None = None
+    """
+    Who cancelled it, if it was cancelled.
+    """
     created_at: AwareDatetime
     depends_on: list[UUID]
     description: str | None = None
+    heartbeat_timeout_secs: int | None = None
+    """
+    The longest a run may go without a progress report, in seconds.
+    """
+    labels: dict[str, str]
+    """
+    What it is about.
+    """
     last_error: str | None = None
     lease_expires_at: AwareDatetime | None = None
     max_attempts: int
+    not_before: AwareDatetime | None = None
+    """
+    Not queued before this time (while it waits for it, its state is `waiting`).
+    """
     pinned_agent: UUID | None = None
     """
     The only agent that may take it.
@@ -788,6 +818,9 @@ class TaskView(BaseModel):
     progress_message: str | None = None
     project_id: UUID | None = None
     reason: str | None = None
+    """
+    Why it was last requeued, blocked, cancelled, timed out (`timed_out`) or dead-lettered.
+    """
     required_capabilities: list[str]
     result: Any | None = None
     retry_at: AwareDatetime | None = None
@@ -802,6 +835,10 @@ class TaskView(BaseModel):
     """
     task_id: UUID
     task_type: str | None = None
+    timeout_secs: int | None = None
+    """
+    The longest a run may take, in seconds.
+    """
     title: str
     updated_at: AwareDatetime
 
@@ -908,14 +945,33 @@ class CreateTask(BaseModel):
     `POST /api/v1/tasks`: Hive's shape, or Agent Hive 2.0's (`task_type`, `description`, named priority).
     """
 
+    cancel_grace_secs: Annotated[int | None, Field(ge=0, le=3600)] = None
+    """
+    Seconds a stopped executor (cancelled, timed out, requeued) gets between SIGTERM and SIGKILL
+    (default 10).
+    """
     depends_on: Annotated[list[UUID] | None, Field(max_length=100)] = None
     """
     Tasks that must complete first (at most 100; each must exist and be able to complete).
     """
     description: Annotated[str | None, Field(max_length=20000)] = None
+    heartbeat_timeout_secs: Annotated[int | None, Field(ge=1, le=86400)] = None
+    """
+    The longest a running task may go without a progress report, in seconds: past it the
+    executor is stopped and the attempt fails with reason `timed_out`.
+    """
+    labels: dict[str, str] | None = None
+    """
+    What the task is about, searchable with `GET /api/v1/tasks?label=key:value`: at most 32
+    pairs; a key is 1 to 63 characters of `A-Z a-z 0-9 - _ . /`, a value up to 256 characters.
+    """
     max_attempts: Annotated[int | None, Field(ge=1, le=100)] = None
     """
     1 to 100 (default 3).
+    """
+    not_before: AwareDatetime | None = None
+    """
+    Not queued before this time (RFC 3339): until then the task is `waiting`. Cancellable meanwhile.
     """
     pinned_agent: UUID | None = None
     """
@@ -925,6 +981,11 @@ class CreateTask(BaseModel):
     project_id: UUID | None = None
     required_capabilities: list[Capability] | None = None
     task_type: Annotated[str | None, Field(max_length=100, min_length=1)] = None
+    timeout_secs: Annotated[int | None, Field(ge=1, le=2592000)] = None
+    """
+    The longest a run may take, from its start to its completion, in seconds: past it the executor
+    is stopped and the attempt fails with reason `timed_out` (its retries apply).
+    """
     title: Annotated[str | None, Field(max_length=500, min_length=1)] = None
     """
     Required unless a description or a task type can name the task.
@@ -1074,6 +1135,32 @@ class ProjectView(BaseModel):
     seq: int
     tasks: TaskCounts
     type: str | None = None
+
+
+class Stop(BaseModel):
+    """
+    An order to an agent's runtime to stop working on a task that was taken from it (cancelled, timed
+    out, requeued): its executor's process group gets SIGTERM, then SIGKILL after `grace_secs`. Pushed as
+    a `stop` server-sent event on the agent's assignment stream; a runtime not running that attempt of
+    the task ignores it.
+    """
+
+    attempt: Annotated[int, Field(ge=0)]
+    """
+    The attempt to stop (an earlier stop never stops a later attempt).
+    """
+    grace_secs: Annotated[int, Field(ge=0)]
+    """
+    Seconds between SIGTERM and SIGKILL (the task's `cancel_grace_secs`).
+    """
+    reason: StopReason
+    """
+    Why.
+    """
+    task_id: TaskId
+    """
+    The task.
+    """
 
 
 class Component(BaseModel):

@@ -139,7 +139,13 @@ fn a_task_held_by_a_lost_or_gone_agent_or_past_its_lease_is_requeued() {
         );
     }
     // The lease in `given` lapses at `at()`: due now for an assigned task only.
-    assert_eq!(lifecycle(S::Assigned).deadline(), Some(at()));
+    let before = at() - chrono::Duration::seconds(1);
+    assert_eq!(lifecycle(S::Assigned).deadline(before), Some(at()));
+    assert_eq!(
+        lifecycle(S::Assigned).deadline(at()),
+        None,
+        "a moment past is no deadline"
+    );
     assert_eq!(
         reason(&lifecycle(S::Assigned), Some(AgentStatus::Ready)).as_deref(),
         Some("lease_expired")
@@ -154,7 +160,10 @@ fn a_task_held_by_a_lost_or_gone_agent_or_past_its_lease_is_requeued() {
 #[test]
 fn a_back_off_ends_at_its_time() {
     let scheduled = lifecycle(S::RetryScheduled);
-    assert_eq!(scheduled.deadline(), Some(at()));
+    assert_eq!(
+        scheduled.deadline(at() - chrono::Duration::seconds(1)),
+        Some(at())
+    );
     assert_eq!(
         due_with(&scheduled, None, S::Completed),
         Some(TaskCommand::Queue)
@@ -209,4 +218,207 @@ fn statuses_answer_the_questions_consumers_ask() {
             "failed"
         ]
     );
+}
+
+#[test]
+fn a_delayed_task_waits_for_its_time_then_for_its_dependencies() {
+    let created = |waiting_on: Vec<TaskId>| {
+        let new = NewTask {
+            not_before: Some(at() + chrono::Duration::seconds(30)),
+            ..new_task(waiting_on)
+        };
+        run(None, [TaskCommand::Create(new)]).unwrap().lifecycle
+    };
+    let task = created(vec![]);
+    assert_eq!(task.status, S::Waiting, "delayed: waiting, not queued");
+    let later = at() + chrono::Duration::seconds(30);
+    let due_at =
+        |task: &Lifecycle, now, deps| task.due(now, &Policy::default(), None, |_| deps, || 0.5);
+    assert_eq!(due_at(&task, at(), S::Completed), None);
+    assert_eq!(task.deadline(at()), Some(later));
+    assert_eq!(due_at(&task, later, S::Completed), Some(TaskCommand::Queue));
+    assert_eq!(
+        task.deadline(later),
+        None,
+        "its time came: no deadline left"
+    );
+    // Its time came, a dependency has not completed: it waits on it.
+    let waiting = created(vec![dep()]);
+    assert_eq!(due_at(&waiting, later, S::Running), None);
+    assert_eq!(
+        due_at(&waiting, later, S::Completed),
+        Some(TaskCommand::Queue)
+    );
+    // A dependency that cannot complete blocks it before its time.
+    assert!(matches!(
+        due_at(&waiting, at(), S::Cancelled),
+        Some(TaskCommand::Block { .. })
+    ));
+    // Cancellable while it waits.
+    let cancel = TaskCommand::Cancel {
+        reason: None,
+        by: Some("operator".into()),
+    };
+    assert!(Lifecycle::decide(Some(&task), cancel).is_ok());
+}
+
+#[test]
+fn a_running_task_times_out_at_its_first_limit_and_progress_defers_the_silent_one() {
+    let limits = Limits {
+        timeout_secs: Some(60),
+        heartbeat_timeout_secs: Some(10),
+        cancel_grace_secs: 3,
+    };
+    let new = NewTask {
+        limits,
+        ..new_task(vec![])
+    };
+    let secs = chrono::Duration::seconds;
+    let fold = |task: Task, command, when| {
+        let event = Task::decide(Some(&task), command).unwrap();
+        Task::apply(Some(task), &event, when).unwrap()
+    };
+    let created = run(None, [TaskCommand::Create(new)]).unwrap();
+    let started = fold(fold(created, assign(), at()), start(), at());
+    let due_at = |task: &Task, now| {
+        task.lifecycle.due(
+            now,
+            &Policy::default(),
+            Some(AgentStatus::Ready),
+            |_| S::Completed,
+            || 0.5,
+        )
+    };
+    let silent = TaskCommand::TimeOut {
+        limit: TimeLimit::HeartbeatTimeout,
+    };
+    assert_eq!(started.lifecycle.deadline(at()), Some(at() + secs(10)));
+    assert_eq!(due_at(&started, at() + secs(9)), None);
+    assert_eq!(due_at(&started, at() + secs(10)), Some(silent.clone()));
+    // Progress at +8 s moves the silent limit to +18 s.
+    let progress = TaskCommand::Progress {
+        agent_id: agent(),
+        percent: Some(10),
+        message: None,
+    };
+    let heard = fold(started, progress, at() + secs(8));
+    assert_eq!(due_at(&heard, at() + secs(10)), None);
+    assert_eq!(
+        heard.lifecycle.deadline(at() + secs(10)),
+        Some(at() + secs(18))
+    );
+    // Kept talking, it still passes its run limit at +60 s.
+    let mut talking = heard;
+    for s in (16..=56).step_by(8) {
+        let progress = TaskCommand::Progress {
+            agent_id: agent(),
+            percent: None,
+            message: Some("still going".into()),
+        };
+        talking = fold(talking, progress, at() + secs(s));
+    }
+    let run_limit = TaskCommand::TimeOut {
+        limit: TimeLimit::Timeout,
+    };
+    assert_eq!(due_at(&talking, at() + secs(60)), Some(run_limit.clone()));
+    // Timed out: failed, retryable, its retry policy applies; the agent is told to stop.
+    let stop = talking.lifecycle.stop_for(&TaskEvent::TaskTimedOut {
+        limit: TimeLimit::Timeout,
+        after_secs: 60,
+    });
+    assert_eq!(stop, Some((agent(), 1)));
+    let timed_out = fold(talking, run_limit, at() + secs(60));
+    assert_eq!(timed_out.lifecycle.status, S::Failed);
+    assert_eq!(timed_out.details.reason.as_deref(), Some("timed_out"));
+    assert_eq!(
+        timed_out.details.last_error.as_deref(),
+        Some("timed_out: ran longer than its timeout_secs (60 s)")
+    );
+    assert_eq!(
+        timed_out.lifecycle.after_failure(),
+        Some(AfterFailure::Retry)
+    );
+}
+
+#[test]
+fn a_task_without_limits_never_times_out_and_refuses_a_time_out() {
+    let new = NewTask {
+        limits: Limits::default(),
+        ..new_task(vec![])
+    };
+    let task = run(None, [TaskCommand::Create(new), assign(), start()]).unwrap();
+    assert_eq!(task.lifecycle.deadline(at()), None);
+    let far = at() + chrono::Duration::days(365);
+    assert_eq!(
+        due_with(&task.lifecycle, Some(AgentStatus::Ready), S::Completed),
+        None
+    );
+    assert_eq!(
+        task.lifecycle
+            .due(far, &Policy::default(), None, |_| S::Completed, || 0.5),
+        None
+    );
+    let refused = Lifecycle::decide(
+        Some(&task.lifecycle),
+        TaskCommand::TimeOut {
+            limit: TimeLimit::Timeout,
+        },
+    );
+    assert!(matches!(
+        refused,
+        Err(DomainError::Invalid { field: "limit", .. })
+    ));
+}
+
+#[test]
+fn only_taking_a_task_from_its_holder_calls_for_a_stop() {
+    let running = lifecycle(S::Running);
+    let cancelled = TaskEvent::TaskCancelled {
+        reason: None,
+        cancelled_by: Some("operator".into()),
+    };
+    let requeued = TaskEvent::TaskRequeued {
+        reason: "operator".into(),
+    };
+    assert_eq!(running.stop_for(&cancelled), Some((agent(), 1)));
+    assert_eq!(running.stop_for(&requeued), Some((agent(), 1)));
+    let completed = TaskEvent::TaskCompleted {
+        result: serde_json::Value::Null,
+    };
+    assert_eq!(running.stop_for(&completed), None, "its agent's own word");
+    assert_eq!(lifecycle(S::Queued).stop_for(&cancelled), None, "no holder");
+    assert_eq!(
+        lifecycle(S::Assigned).stop_for(&cancelled),
+        Some((agent(), 1))
+    );
+}
+
+#[test]
+fn limits_are_bounded() {
+    let check = |limits: Limits| limits.check().map_err(|e| e.to_string());
+    assert!(check(Limits::default()).is_ok());
+    let zero = Limits {
+        timeout_secs: Some(0),
+        ..Limits::default()
+    };
+    assert!(check(zero).unwrap_err().contains("timeout_secs"));
+    let long_grace = Limits {
+        cancel_grace_secs: 3601,
+        ..Limits::default()
+    };
+    assert!(check(long_grace).unwrap_err().contains("cancel_grace_secs"));
+    let new = NewTask {
+        limits: Limits {
+            heartbeat_timeout_secs: Some(86_401),
+            ..Limits::default()
+        },
+        ..new_task(vec![])
+    };
+    assert!(matches!(
+        Lifecycle::decide(None, TaskCommand::Create(new)),
+        Err(DomainError::Invalid {
+            field: "heartbeat_timeout_secs",
+            ..
+        })
+    ));
 }

@@ -34,6 +34,10 @@ fn commands() -> Vec<TaskCommand> {
         },
         C::Cancel {
             reason: Some("no longer needed".into()),
+            by: Some("operator".into()),
+        },
+        C::TimeOut {
+            limit: crate::task::TimeLimit::Timeout,
         },
         C::Block {
             reason: "dependency dead-lettered".into(),
@@ -55,6 +59,7 @@ fn expected(from: Option<TaskStatus>, command: &TaskCommand) -> Option<TaskStatu
         (Some(S::Running), C::Complete { .. }) => Some(S::Completed),
         (Some(S::Assigned | S::Accepted | S::Running), C::Fail { .. }) => Some(S::Failed),
         (Some(S::Failed), C::ScheduleRetry { .. }) => Some(S::RetryScheduled),
+        (Some(S::Running), C::TimeOut { .. }) => Some(S::Failed),
         (Some(S::Assigned | S::Accepted | S::Running), C::Requeue { .. } | C::Release { .. }) => {
             Some(S::Queued)
         }
@@ -111,7 +116,7 @@ fn the_fold_accepts_exactly_the_events_the_rules_decide() {
         .chain(S::ALL.map(Some))
         .map(given)
         .collect();
-    crate::aggregate::assert_fold_accepts_exactly_what_is_decided(&states, commands, 15, at());
+    crate::aggregate::assert_fold_accepts_exactly_what_is_decided(&states, commands, 16, at());
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! `GET /api/v1/agents/{id}/assignments`: a server-sent event stream of the agent's assignments, pushed
-//! as the scheduler makes them. On connect it first sends the tasks already assigned to the agent, so a
-//! reconnecting runtime misses nothing that is still its own.
+//! as the scheduler makes them, and of stops (a task taken from the agent: its executor must stop). On
+//! connect it first sends the tasks already assigned to the agent, so a reconnecting runtime misses
+//! nothing that is still its own.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -8,9 +9,10 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::{Stream, StreamExt, stream};
+use hive_eventlog::log::PUSH_KIND;
 use hive_events::TaskId;
 use hive_events::task::{Task, TaskStatus};
-use hive_events::wire::Assignment;
+use hive_events::wire::{Assignment, Push};
 use hive_projector::rows::ReadModel;
 use hive_schema::tasks;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
@@ -26,7 +28,7 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(assignments))
 }
 
-#[utoipa::path(get, path = "/api/v1/agents/{id}/assignments", tag = "agents", summary = "The agent's assignments, pushed (server-sent events)", params(("id" = Uuid, Path, description = "the agent")), responses((status = 200, description = "Server-sent events `assignment`, each an `Assignment`: the agent's current assignments first, then each new one", body = String, content_type = "text/event-stream")))]
+#[utoipa::path(get, path = "/api/v1/agents/{id}/assignments", tag = "agents", summary = "The agent's assignments, pushed (server-sent events)", params(("id" = Uuid, Path, description = "the agent")), responses((status = 200, description = "Server-sent events `assignment`, each an `Assignment`: the agent's current assignments first, then each new one; and `stop`, each a `Stop`: a task taken from the agent (cancelled, timed out, requeued) whose executor must stop", body = String, content_type = "text/event-stream")))]
 async fn assignments(
     State(state): State<AppState>,
     Path(agent): Path<Uuid>,
@@ -75,9 +77,16 @@ async fn assignments(
         let body = serde_json::to_string(&assignment).unwrap_or_default();
         backlog.push(Ok(Event::default().event("assignment").data(body)));
     }
+    // A stop carries its kind in a header; an assignment is any other message.
     let pushed = live.map(|message| {
+        let stop = message
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(PUSH_KIND))
+            .is_some_and(|kind| kind.as_str() == Push::STOP);
+        let name = if stop { Push::STOP } else { "assignment" };
         Ok(Event::default()
-            .event("assignment")
+            .event(name)
             .data(String::from_utf8_lossy(&message.payload)))
     });
     let mut closing = state.closing.subscribe();

@@ -11,7 +11,7 @@ use hive_eventlog::command::now_micros;
 use hive_events::AgentId;
 use hive_events::DomainError;
 use hive_events::agent::{Agent, AgentCommand, AgentStatus};
-use hive_events::task::Lifecycle;
+use hive_events::task::{Lifecycle, TaskCommand};
 use hive_events::wire::{AgentAction, Report, TaskAction};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -80,7 +80,11 @@ async fn task_action(
         report.agent_id = Some(AgentId::from_uuid(agent));
     }
     let reporting = reporter(&report, &headers);
-    let command = report.command(action, || reporting)?;
+    let mut command = report.command(action, || reporting)?;
+    if let TaskCommand::Cancel { by, .. } = &mut command {
+        // Who cancelled it is part of the fact, not only of its envelope.
+        *by = Some(ctx.actor.as_str().to_owned());
+    }
     let done = state.log.execute::<Lifecycle>(id, &ctx, command).await?;
     state.progress.saw_append(done.seq);
     Ok(committed(

@@ -45,7 +45,8 @@ is `{\"error\": {\"code\", \"message\"}}`."
         hive_events::agent::AgentStatus,
         hive_events::wire::TaskAction,
         hive_events::wire::AgentAction,
-        hive_events::wire::Assignment
+        hive_events::wire::Assignment,
+        hive_events::wire::Stop
     ))
 )]
 struct ApiDoc;

@@ -1,15 +1,18 @@
 //! `/api/v1/tasks`: create (also in Agent Hive 2.0's shape), list, read, cancel.
 
+use std::collections::BTreeMap;
+
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
+use chrono::{DateTime, Utc};
 use hive_eventlog::EventLog;
 use hive_eventlog::audit::At;
 use hive_events::agent::Agent;
 use hive_events::project::Project;
-use hive_events::task::{Lifecycle, NewTask, Task, TaskCommand, rules};
-use hive_events::{AgentId, Priority, ProjectId, TaskId};
+use hive_events::task::{Lifecycle, Limits, NewTask, Task, TaskCommand, rules};
+use hive_events::{AgentId, Labels, Priority, ProjectId, TaskId};
 use hive_schema::tasks;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use serde::Deserialize;
@@ -68,6 +71,24 @@ pub(crate) struct Create {
     /// 1 to 100 (default 3).
     #[schema(minimum = 1, maximum = 100)]
     max_attempts: Option<u32>,
+    /// What the task is about, searchable with `GET /api/v1/tasks?label=key:value`: at most 32
+    /// pairs; a key is 1 to 63 characters of `A-Z a-z 0-9 - _ . /`, a value up to 256 characters.
+    #[schema(value_type = Option<std::collections::BTreeMap<String, String>>)]
+    labels: Option<BTreeMap<String, String>>,
+    /// Not queued before this time (RFC 3339): until then the task is `waiting`. Cancellable meanwhile.
+    not_before: Option<DateTime<Utc>>,
+    /// The longest a run may take, from its start to its completion, in seconds: past it the executor
+    /// is stopped and the attempt fails with reason `timed_out` (its retries apply).
+    #[schema(minimum = 1, maximum = 2592000)]
+    timeout_secs: Option<u32>,
+    /// The longest a running task may go without a progress report, in seconds: past it the
+    /// executor is stopped and the attempt fails with reason `timed_out`.
+    #[schema(minimum = 1, maximum = 86400)]
+    heartbeat_timeout_secs: Option<u32>,
+    /// Seconds a stopped executor (cancelled, timed out, requeued) gets between SIGTERM and SIGKILL
+    /// (default 10).
+    #[schema(minimum = 0, maximum = 3600)]
+    cancel_grace_secs: Option<u32>,
 }
 
 impl Create {
@@ -159,6 +180,15 @@ pub(crate) async fn create_task(
         project_id: body.project_id.map(ProjectId::from_uuid),
         pinned_agent: body.pinned_agent.map(AgentId::from_uuid),
         max_attempts: body.max_attempts.unwrap_or(NewTask::DEFAULT_MAX_ATTEMPTS),
+        labels: Labels::new(body.labels.unwrap_or_default())?,
+        not_before: body.not_before,
+        limits: Limits {
+            timeout_secs: body.timeout_secs,
+            heartbeat_timeout_secs: body.heartbeat_timeout_secs,
+            cancel_grace_secs: body
+                .cancel_grace_secs
+                .unwrap_or(Limits::DEFAULT_CANCEL_GRACE_SECS),
+        },
     });
     let done = state
         .log

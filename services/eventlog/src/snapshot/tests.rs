@@ -125,6 +125,9 @@ fn task_command(pick: u8, x: f64) -> TaskCommand {
 fn task_commands(picks: Vec<(u8, f64, u32)>) -> Vec<(TaskCommand, u32)> {
     let create = TaskCommand::Create(NewTask {
         max_attempts: 3,
+        labels: Default::default(),
+        not_before: None,
+        limits: Default::default(),
         ..NewTask::titled("t")
     });
     std::iter::once((create, 0))

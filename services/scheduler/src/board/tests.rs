@@ -70,6 +70,9 @@ impl Given {
             priority: Priority::new(priority).unwrap(),
             required_capabilities: caps.iter().map(|c| c.to_string()).collect(),
             max_attempts: 2,
+            labels: Default::default(),
+            not_before: None,
+            limits: Default::default(),
             ..NewTask::titled("t")
         };
         edit(&mut new);
@@ -273,7 +276,10 @@ fn a_board_restored_from_its_snapshot_decides_as_the_one_it_was_taken_of() {
     g.event(
         AggregateKind::Task,
         cancelled,
-        &TaskEvent::TaskCancelled { reason: None },
+        &TaskEvent::TaskCancelled {
+            reason: None,
+            cancelled_by: None,
+        },
     );
     let poisoned = g.task(9, &[]);
     g.event(AggregateKind::Task, poisoned, &TaskEvent::TaskQueued {});
@@ -294,8 +300,8 @@ fn a_board_restored_from_its_snapshot_decides_as_the_one_it_was_taken_of() {
         assert_eq!(restored.load_of(agent), g.board.load_of(agent));
     }
     assert_eq!(
-        restored.next_deadline(&g.policy),
-        g.board.next_deadline(&g.policy)
+        restored.next_deadline(g.now, &g.policy),
+        g.board.next_deadline(g.now, &g.policy)
     );
     // Later on, both decide the same: a lease lapses, the agents' heartbeats lapse too.
     let later = g.now + chrono::Duration::hours(1);

@@ -38,7 +38,7 @@ fn failures_retry_with_backoff_until_attempts_run_out() {
         g.follow_ups().is_empty(),
         "nothing until the back-off is over"
     );
-    assert_eq!(g.board.next_deadline(&g.policy), Some(*retry_at));
+    assert_eq!(g.board.next_deadline(g.now, &g.policy), Some(*retry_at));
     g.now = *retry_at;
     assert_eq!(g.follow_ups(), vec![(task, "queue".to_owned())]);
     g.event(AggregateKind::Task, task, &TaskEvent::TaskQueued {});
@@ -122,7 +122,10 @@ fn dependencies_release_or_block_their_dependents() {
     g.event(
         AggregateKind::Task,
         second,
-        &TaskEvent::TaskCancelled { reason: None },
+        &TaskEvent::TaskCancelled {
+            reason: None,
+            cancelled_by: None,
+        },
     );
     let mut due = g.follow_ups();
     due.sort();
