@@ -21,6 +21,7 @@ mod history;
 mod leadership;
 mod log;
 mod metrics;
+mod operator_cli;
 mod orchestration;
 mod privilege;
 mod projector;

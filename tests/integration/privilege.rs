@@ -240,6 +240,19 @@ async fn hive_up_dead_letters_a_malformed_message_published_with_a_nats_client_t
     .expect("a dead letter");
     assert_eq!(dead["items"][0]["subject"], subject.as_str());
     assert_eq!(dead["items"][0]["payload"], "this is not json {");
+    // An operator's retry reaches the leading projector from the API's NATS user, and the
+    // projector's answer (it may answer a request, nothing more) comes back: the event still cannot
+    // be folded (a 503 would say the request or its answer was refused).
+    let letter = dead["items"][0]["id"].to_string();
+    let retry = hive_tests::process::hive_over_api_output(
+        &base,
+        &token,
+        &["dead-letters", "retry", &letter],
+    )
+    .await;
+    let stderr = String::from_utf8_lossy(&retry.stderr);
+    assert_eq!(retry.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("409 corrupt_history"), "{stderr}");
     // It stays healthy and keeps projecting.
     let health = http
         .request(Method::GET, "/health")

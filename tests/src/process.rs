@@ -202,7 +202,21 @@ pub fn hive_command(world: &World, args: &[&str]) -> std::process::Output {
 /// database of its own: its standard output, once it succeeded. Without blocking, since the API
 /// answering it may live on the caller's runtime.
 pub async fn hive_over_api(api: &str, token: &str, args: &[&str]) -> String {
-    let output = tokio::process::Command::new(agent_program())
+    let output = hive_over_api_output(api, token, args).await;
+    assert!(output.status.success(), "{output:?}");
+    String::from_utf8(output.stdout).expect("UTF-8")
+}
+
+/// [`hive_over_api`]'s whole outcome (exit status, stdout, stderr), succeeded or not.
+pub async fn hive_over_api_output(api: &str, token: &str, args: &[&str]) -> std::process::Output {
+    over_api(api, token, args).output().await.expect("run hive")
+}
+
+/// The real `hive` program, ready to run `args` through the API at `api` with `token` (and no NATS
+/// or database of its own); the caller starts it (and may read its output as it comes).
+pub fn over_api(api: &str, token: &str, args: &[&str]) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(agent_program());
+    command
         .args(args)
         .args(["--api", api])
         .env("HIVE_TOKEN", token)
@@ -210,9 +224,6 @@ pub async fn hive_over_api(api: &str, token: &str, args: &[&str]) -> String {
         .env("HIVE_LOG", "warn")
         .env_remove("HIVE_NATS_URL")
         .env_remove("HIVE_DATABASE_URL")
-        .output()
-        .await
-        .expect("run hive");
-    assert!(output.status.success(), "{output:?}");
-    String::from_utf8(output.stdout).expect("UTF-8")
+        .kill_on_drop(true);
+    command
 }

@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from hive_client import AsyncClient, Client, InvalidInput, models
+from hive_client import AsyncClient, Client, InvalidInput, NotFound, models
 
 from .conftest import Hive
 
@@ -83,6 +83,14 @@ def test_status_health_and_generic_requests(admin: Client) -> None:
     answer = admin.request("GET", "/api/v1/projections", min_seq=None)
     assert answer.status == 200 and "hive-projection-seq" in answer.headers
     assert models.Projections.model_validate(answer.body).log.last_seq >= 0
+
+
+def test_dead_letters_are_listed_and_one_that_is_not_there_is_not_retried(admin: Client) -> None:
+    page = admin.list_dead_letters(limit=10, order="desc", min_seq="head")
+    assert all(letter.reason for letter in page.items)
+    # The API asks the leading projector, which answers that it has no such dead letter.
+    with pytest.raises(NotFound, match="dead letter"):
+        admin.retry_dead_letter(2**62)
 
 
 def test_bad_arguments_are_refused_before_sending(admin: Client) -> None:

@@ -1,10 +1,11 @@
-//! Projects, the hive's status and health, and an entity's history.
+//! Projects, the hive's status and health, an entity's history, and the dead letters.
 
 use hive_events::AggregateKind;
 use reqwest::Method;
 use serde_json::Value;
 use uuid::Uuid;
 
+use crate::agent::with_query;
 use crate::{Client, ClientError};
 
 impl Client {
@@ -49,5 +50,26 @@ impl Client {
     ) -> Result<Value, ClientError> {
         let path = format!("/api/v1/{}s/{id}?at_seq={seq}", kind.as_str());
         self.get(&path).await
+    }
+
+    /// A page of the events the projector could not fold (`GET /api/v1/dead-letters`): `query` as it
+    /// takes it (`limit`, `cursor`, `order`): `{items, next_cursor}`, each item `{id, projection, seq,
+    /// subject, reason, payload, created_at}`.
+    pub async fn dead_letters(&self, query: &[(&str, &str)]) -> Result<Value, ClientError> {
+        self.get(&with_query("/api/v1/dead-letters", query)).await
+    }
+
+    /// Asks the leading projector to fold dead letter `id`'s aggregate again
+    /// (`POST /api/v1/dead-letters/{id}/retry`, an operator's): `{dead_letter_id, seq, aggregate,
+    /// aggregate_id, checkpoint, resolved, dead_letters}` when its event folds now; refused with
+    /// [`crate::ErrorCode::CorruptHistory`] (the message says why) when it still cannot be folded, and
+    /// with [`crate::ErrorCode::NotFound`] when there is no such dead letter (a repeat of a retry that
+    /// succeeded finds none).
+    pub async fn retry_dead_letter(&self, id: i64) -> Result<Value, ClientError> {
+        self.post(
+            &format!("/api/v1/dead-letters/{id}/retry"),
+            &serde_json::json!({}),
+        )
+        .await
     }
 }

@@ -1,4 +1,4 @@
-//! Tasks: create, read, list, cancel, retry; an agent's reports on its tasks.
+//! Tasks: create, read, list, cancel, retry, requeue; an agent's reports on its tasks.
 
 use hive_events::AgentId;
 use hive_events::task::TaskStatus;
@@ -29,12 +29,21 @@ impl Client {
 
     /// Cancels the task, for `reason` if given: `{task_id, seq}`.
     pub async fn cancel(&self, task: Uuid, reason: Option<&str>) -> Result<Value, ClientError> {
-        let body = match reason {
-            Some(reason) => json!({ "reason": reason }),
-            None => json!({}),
-        };
-        self.post(&format!("/api/v1/tasks/{task}/cancel"), &body)
-            .await
+        self.post(
+            &format!("/api/v1/tasks/{task}/cancel"),
+            &reason_body(reason),
+        )
+        .await
+    }
+
+    /// Puts an assigned, accepted or running task back in the queue (its agent stops holding it), for
+    /// `reason` if given (`requeued` otherwise): `{task_id, seq}`.
+    pub async fn requeue(&self, task: Uuid, reason: Option<&str>) -> Result<Value, ClientError> {
+        self.post(
+            &format!("/api/v1/tasks/{task}/requeue"),
+            &reason_body(reason),
+        )
+        .await
     }
 
     /// Gives a failed or dead-lettered task a new round of attempts: `{task_id, seq}`.
@@ -76,5 +85,13 @@ impl Client {
             .flatten()
             .filter_map(|t| t["task_id"].as_str()?.parse().ok())
             .collect())
+    }
+}
+
+/// A command's body naming `reason`, if given.
+fn reason_body(reason: Option<&str>) -> Value {
+    match reason {
+        Some(reason) => json!({ "reason": reason }),
+        None => json!({}),
     }
 }

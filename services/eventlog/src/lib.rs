@@ -72,6 +72,12 @@ impl Namespace {
     pub fn projection_notices(&self, projection: &str) -> String {
         format!("{}.projections.{projection}", self.0)
     }
+
+    /// Where the API asks projection `projection`'s leading projector to fold a dead letter's
+    /// aggregate again (a request; the projector answers its reply subject).
+    pub fn refold_requests(&self, projection: &str) -> String {
+        format!("{}.refold.{projection}", self.0)
+    }
 }
 
 impl Default for Namespace {

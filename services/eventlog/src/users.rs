@@ -1,7 +1,9 @@
 //! Least privilege in NATS: one user per service, each allowed only the subjects its work needs.
 //!
 //! Only the command path — the API (commands over HTTP) and the scheduler (assignments, lost agents,
-//! requeues) — may publish events. The projector only reads the log and announces its checkpoints. No
+//! requeues) — may publish events. The projector only reads the log, announces its checkpoints and
+//! answers the API's requests to fold a dead letter's aggregate again (`allow_responses`: it may
+//! publish to a reply subject only once, and only to a request it received). No
 //! service may create, change, purge or delete the event stream or remove a message from it: that is
 //! the admin's (`hive migrate`, the operators' commands). The tokens bucket is read and written by the
 //! API alone; the aggregates' snapshots by the command path (the API and the scheduler). Each service receives replies on an inbox of its own (`_INBOX_<service>.`), so no
@@ -43,6 +45,9 @@ pub struct Permissions {
     pub publish: Vec<String>,
     /// Subjects it may subscribe to.
     pub subscribe: Vec<String>,
+    /// Whether it may answer the requests it receives (publish once to each one's reply subject,
+    /// and to nothing else of another's inbox).
+    pub allow_responses: bool,
 }
 
 impl Service {
@@ -99,6 +104,7 @@ impl Service {
             return Permissions {
                 publish: vec![">".into()],
                 subscribe: vec![">".into()],
+                allow_responses: false,
             };
         }
         if self == Service::Integrator {
@@ -119,7 +125,11 @@ impl Service {
                 format!("$JS.ACK.{stream}.{own}.>"),
             ]);
             publish.sort();
-            return Permissions { publish, subscribe };
+            return Permissions {
+                publish,
+                subscribe,
+                allow_responses: false,
+            };
         }
         // Every service reads the log and opens the buckets it is handed (their state only).
         read_stream(&mut publish, &stream);
@@ -147,9 +157,14 @@ impl Service {
                 subscribe.push(events);
                 subscribe.push(format!("{}.projections.>", ns.as_str()));
                 subscribe.push(format!("{}.assignments.>", ns.as_str()));
+                // An operator's retry of a dead letter is a request to the leading projector.
+                publish.push(format!("{}.refold.>", ns.as_str()));
             }
             Service::Projector => {
                 publish.push(format!("{}.projections.>", ns.as_str()));
+                // It answers the API's requests to fold a dead letter's aggregate again (the reply
+                // goes to the API's inbox, which only `allow_responses` lets it publish to).
+                subscribe.push(format!("{}.refold.>", ns.as_str()));
                 // One projector folds at a time: its lease, whose time to live is its setting.
                 lease_bucket(&mut publish, &projector_lease, &ns.projector_lease());
             }
@@ -173,7 +188,11 @@ impl Service {
             list.sort();
             list.dedup();
         }
-        Permissions { publish, subscribe }
+        Permissions {
+            publish,
+            subscribe,
+            allow_responses: self == Service::Projector,
+        }
     }
 }
 
@@ -235,10 +254,15 @@ pub fn server_config(ns: &Namespace, password: impl Fn(Service) -> String) -> St
     let mut out = String::from("authorization {\n  users = [\n");
     for service in Service::ALL {
         let permissions = service.permissions(ns);
+        let responses = if permissions.allow_responses {
+            "\n        allow_responses: true"
+        } else {
+            ""
+        };
         out.push_str(&format!(
             "    {{\n      user: \"{}\"\n      password: {}\n      permissions: {{\n        \
              publish: {{\n          allow: [{}\n          ]\n        }}\n        \
-             subscribe: {{\n          allow: [{}\n          ]\n        }}\n      }}\n    }}\n",
+             subscribe: {{\n          allow: [{}\n          ]\n        }}{responses}\n      }}\n    }}\n",
             service.user(),
             password(service),
             list(&permissions.publish),
@@ -287,6 +311,26 @@ mod tests {
             );
             assert!(!p.publish.iter().any(|s| s == ">" || s == "$JS.API.>"));
         }
+    }
+
+    #[test]
+    fn the_api_asks_and_only_the_projector_answers_refolds() {
+        let ns = Namespace::new("hive");
+        let (api, projector) = (
+            Service::Api.permissions(&ns),
+            Service::Projector.permissions(&ns),
+        );
+        assert!(api.publish.contains(&"hive.refold.>".into()));
+        assert!(projector.subscribe.contains(&"hive.refold.>".into()));
+        assert!(projector.allow_responses);
+        // It answers through the permission to respond, never by publishing into another's inbox.
+        assert!(!projector.publish.iter().any(|s| s.starts_with("_INBOX")));
+        for other in [Service::Api, Service::Scheduler, Service::Integrator] {
+            let p = other.permissions(&ns);
+            assert!(!p.allow_responses, "{other:?}");
+            assert!(!p.subscribe.contains(&"hive.refold.>".into()), "{other:?}");
+        }
+        assert!(server_config(&ns, |_| "p".into()).contains("allow_responses: true"));
     }
 
     #[test]

@@ -40,7 +40,26 @@ enum Command {
     Migrate,
     /// Run an agent: register (or attach to --agent-id), heartbeat, take pushed assignments and run the
     /// executor once per task with the task's JSON on stdin. SIGTERM drains it, then deregisters it.
-    Agent(AgentArgs),
+    /// With a subcommand instead: list, show, drain or deregister the hive's agents through its API.
+    #[command(args_conflicts_with_subcommands = true)]
+    Agent {
+        #[command(subcommand)]
+        command: Option<crate::operator::AgentCommand>,
+        #[command(flatten)]
+        run: AgentArgs,
+    },
+    /// Tasks through the hive's API: list, show (and watch), create, cancel, retry, requeue. The token
+    /// is HIVE_TOKEN (a viewer's reads, an operator's commands), or $HIVE_HOME/admin.token.
+    Task {
+        #[command(subcommand)]
+        command: crate::operator::TaskCommand,
+    },
+    /// Events the projector could not fold, through the hive's API: list them, or retry one (fold its
+    /// aggregate again, after an upcaster fix, say).
+    DeadLetters {
+        #[command(subcommand)]
+        command: crate::operator::DeadLettersCommand,
+    },
     /// Rebuild the read models from the log, or see where each projection stands.
     Projections {
         #[command(subcommand)]
@@ -322,9 +341,7 @@ impl AgentArgs {
             "--max-concurrent-tasks must be at least 1"
         );
         Ok(hive_runtime::RuntimeConfig {
-            api: self
-                .api
-                .unwrap_or_else(|| format!("http://{}", config.http_addr)),
+            api: api_url(config, self.api),
             agent_id: self.agent_id,
             name: self.name,
             agent_type: self.agent_type,
@@ -357,6 +374,11 @@ enum Part {
     Scheduler,
 }
 
+/// The API `api` names, or the one this configuration serves (`http://<http_addr>`).
+pub(crate) fn api_url(config: &Config, api: Option<String>) -> String {
+    api.unwrap_or_else(|| format!("http://{}", config.http_addr))
+}
+
 /// The token for `--api`: HIVE_TOKEN, or the development admin token `hive up` keeps in its home.
 fn api_token(config: &Config) -> anyhow::Result<String> {
     if let Ok(token) = std::env::var("HIVE_TOKEN")
@@ -371,7 +393,7 @@ fn api_token(config: &Config) -> anyhow::Result<String> {
 }
 
 /// A client of the hive at `url`, with [`api_token`].
-fn api_client(config: &Config, url: &str) -> anyhow::Result<hive_client::Client> {
+pub(crate) fn api_client(config: &Config, url: &str) -> anyhow::Result<hive_client::Client> {
     Ok(hive_client::Client::new(url).with_token(Some(api_token(config)?)))
 }
 
@@ -387,7 +409,7 @@ pub fn main() -> anyhow::Result<()> {
     // An agent waits on one stream and a few child processes: one thread serves it, and each of the
     // fleet's agent processes then holds about half the memory of a thread per core.
     let mut runtime = match cli.command {
-        Command::Agent(_) => tokio::runtime::Builder::new_current_thread(),
+        Command::Agent { command: None, .. } => tokio::runtime::Builder::new_current_thread(),
         _ => tokio::runtime::Builder::new_multi_thread(),
     };
     runtime
@@ -533,8 +555,14 @@ async fn run_cli(cli: Cli) -> anyhow::Result<()> {
             };
             crate::ops::print_records(&records, json, causes)
         }
-        Command::Agent(args) => {
-            let runtime = args.config(&config)?;
+        Command::Agent {
+            command: Some(command),
+            ..
+        } => crate::operator::agent(&config, command).await,
+        Command::Task { command } => crate::operator::task(&config, command).await,
+        Command::DeadLetters { command } => crate::operator::dead_letters(&config, command).await,
+        Command::Agent { command: None, run } => {
+            let runtime = run.config(&config)?;
             hive_runtime::run(runtime, crate::termination(), None)
                 .await
                 .map_err(Into::into)

@@ -11,6 +11,7 @@ pub mod backup;
 pub mod cli;
 pub mod config;
 mod credentials;
+mod operator;
 pub mod ops;
 pub mod remote;
 pub mod up;

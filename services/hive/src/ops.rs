@@ -395,7 +395,7 @@ fn rows(records: &[Record]) -> Vec<Vec<String>> {
 }
 
 /// `rows` with every column but the last padded to its widest cell.
-fn aligned(rows: &[Vec<String>]) -> String {
+pub(crate) fn aligned(rows: &[Vec<String>]) -> String {
     let columns = rows.first().map_or(0, Vec::len);
     let widths: Vec<usize> = (0..columns)
         .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))

@@ -170,22 +170,33 @@ impl<A: ReadModel> Slots<A> {
                     .reset_all(),
             );
         }
-        let update: Vec<_> = <<A::Entity as EntityTrait>::Column as sea_orm::Iterable>::iter()
-            .filter(|c| c.as_str() != A::id_column().as_str())
-            .collect();
-        while !rows.is_empty() {
-            let rest = rows.split_off(statement_rows(rows.len()));
-            A::Entity::insert_many(std::mem::replace(&mut rows, rest))
-                .on_conflict(
-                    OnConflict::column(A::id_column())
-                        .update_columns(update.clone())
-                        .to_owned(),
-                )
-                .exec_without_returning(txn)
-                .await?;
-        }
-        Ok(())
+        upsert::<A>(txn, rows).await
     }
+}
+
+/// Writes `rows` of `A`'s table, each replacing the row of its id if there is one.
+pub(crate) async fn upsert<A: ReadModel>(
+    txn: &DatabaseTransaction,
+    mut rows: Vec<<A::Entity as EntityTrait>::ActiveModel>,
+) -> Result<(), DbErr>
+where
+    <A::Entity as EntityTrait>::ActiveModel: ActiveModelTrait<Entity = A::Entity> + Send,
+{
+    let update: Vec<_> = <<A::Entity as EntityTrait>::Column as sea_orm::Iterable>::iter()
+        .filter(|c| c.as_str() != A::id_column().as_str())
+        .collect();
+    while !rows.is_empty() {
+        let rest = rows.split_off(statement_rows(rows.len()));
+        A::Entity::insert_many(std::mem::replace(&mut rows, rest))
+            .on_conflict(
+                OnConflict::column(A::id_column())
+                    .update_columns(update.clone())
+                    .to_owned(),
+            )
+            .exec_without_returning(txn)
+            .await?;
+    }
+    Ok(())
 }
 
 /// The rows a batch touches, by kind, and the holdings it names.
@@ -315,15 +326,7 @@ pub async fn apply_batch(
             Ok(Fed::Skipped(rejected)) | Err(rejected) => {
                 let reason = rejected.reason;
                 tracing::warn!(seq = raw.seq, subject = %raw.subject, %reason, "dead letter");
-                dead.push(dead_letters::ActiveModel {
-                    projection: Set(name.to_owned()),
-                    seq: Set(i64::try_from(raw.seq).unwrap_or(i64::MAX)),
-                    subject: Set(raw.subject.clone()),
-                    payload: Set(raw.payload.to_vec()),
-                    reason: Set(reason),
-                    created_at: Set(chrono::Utc::now()),
-                    ..Default::default()
-                });
+                dead.push(dead_letter(name, raw, reason));
             }
         }
     }
@@ -338,7 +341,30 @@ pub async fn apply_batch(
         agent_tasks::begin_again(txn).await?;
     }
     agent_tasks::write(txn, &touched.holdings).await?;
-    for chunk in statement_chunks(&dead) {
+    insert_dead_letters(txn, &dead).await?;
+    write_checkpoint(txn, name, committed, outcome.checkpoint).await?;
+    Ok(outcome)
+}
+
+/// The dead letter of projection `name` that `raw` becomes, for `reason`.
+pub(crate) fn dead_letter(name: &str, raw: &RawEvent, reason: String) -> dead_letters::ActiveModel {
+    dead_letters::ActiveModel {
+        projection: Set(name.to_owned()),
+        seq: Set(i64::try_from(raw.seq).unwrap_or(i64::MAX)),
+        subject: Set(raw.subject.clone()),
+        payload: Set(raw.payload.to_vec()),
+        reason: Set(reason),
+        created_at: Set(chrono::Utc::now()),
+        ..Default::default()
+    }
+}
+
+/// Inserts `dead` letters (one already recorded for its event is kept as it is).
+pub(crate) async fn insert_dead_letters(
+    txn: &DatabaseTransaction,
+    dead: &[dead_letters::ActiveModel],
+) -> Result<(), DbErr> {
+    for chunk in statement_chunks(dead) {
         dead_letters::Entity::insert_many(chunk.to_vec())
             .on_conflict_do_nothing_on([
                 dead_letters::Column::Projection,
@@ -347,11 +373,11 @@ pub async fn apply_batch(
             .exec_without_returning(txn)
             .await?;
     }
-    write_checkpoint(txn, name, committed, outcome.checkpoint).await?;
-    Ok(outcome)
+    Ok(())
 }
 
-async fn write_counts(
+/// Adds each delta to its `(kind, status)` count.
+pub(crate) async fn write_counts(
     txn: &DatabaseTransaction,
     counts: BTreeMap<(&'static str, &'static str), i64>,
 ) -> Result<(), DbErr> {

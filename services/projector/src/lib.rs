@@ -11,12 +11,14 @@
 //! (a key in JetStream KV, [`hive_eventlog::Lease`]) folds; other instances stand by and take over from
 //! the checkpoint once the lease lapses. Two instances folding at once (a deposed leader's last batch)
 //! still project each event once: every batch locks the checkpoint row and writes the new checkpoint
-//! only over the one it read ([`batch`]).
+//! only over the one it read ([`batch`]). The leader also answers an operator's request to fold a dead
+//! letter's aggregate again ([`refold`]), so that the read models have one writer.
 
 pub mod agent_tasks;
 pub mod batch;
 pub mod fold;
 pub mod rebuild;
+pub mod refold;
 pub mod rows;
 pub mod status;
 pub mod verify;
@@ -165,9 +167,16 @@ impl Projector {
         metrics::gauge!("hive_projector_leading").set(if leading { 1.0 } else { 0.0 });
     }
 
-    /// Projects from the checkpoint on, resuming from it after each transient failure; returns only
-    /// when a crash point is reached.
+    /// Projects from the checkpoint on, resuming from it after each transient failure, and answers
+    /// re-fold requests meanwhile ([`refold::answer`]); returns only when a crash point is reached.
     async fn project(&self) -> Result<(), ProjectorError> {
+        tokio::select! {
+            never = refold::answer(&self.db, &self.log, &self.config.name) => match never {},
+            result = self.project_log() => result,
+        }
+    }
+
+    async fn project_log(&self) -> Result<(), ProjectorError> {
         let mut backoff = Duration::from_millis(50);
         loop {
             match self.follow().await {

@@ -22,9 +22,11 @@ from .models import (
     HeldTasks,
     Issued,
     ListAgentView,
+    ListDeadLetterView,
     ListTaskView,
     ProjectCommitted,
     ProjectView,
+    Refolded,
     Register,
     Registered,
     Report,
@@ -290,3 +292,26 @@ class Client(_SyncLog):
     def get_project(self, project_id: Id, *, min_seq: MinSeq = AUTO) -> ProjectView:
         """`GET /api/v1/projects/{id}`: with its task counts and progress."""
         return self._get(ProjectView, f"/api/v1/projects/{project_id}", min_seq=min_seq)
+
+    def list_dead_letters(
+        self,
+        *,
+        limit: int | None = None,
+        cursor: str | None = None,
+        order: str | None = None,
+        min_seq: MinSeq = AUTO,
+    ) -> ListDeadLetterView:
+        """`GET /api/v1/dead-letters`: a page of the events the projector could not fold, each with
+        why (`next_cursor` for the next)."""
+        params = {"limit": limit, "cursor": cursor, "order": order}
+        return self._get(ListDeadLetterView, "/api/v1/dead-letters", params, min_seq)
+
+    def retry_dead_letter(
+        self, dead_letter_id: int, *, idempotency_key: str | None = None
+    ) -> Refolded:
+        """`POST /api/v1/dead-letters/{id}/retry` (an operator's): the leading projector folds the
+        dead letter's aggregate again, and `Refolded` says what changed when its event folds now.
+        Raises `Conflict` (code `corrupt_history`, whose message says why) when it still cannot be
+        folded, and `NotFound` when there is no such dead letter (or it was resolved already)."""
+        path = f"/api/v1/dead-letters/{dead_letter_id}/retry"
+        return self._post(Refolded, path, {}, idempotency_key)

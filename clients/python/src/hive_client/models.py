@@ -540,6 +540,51 @@ class Record(BaseModel):
     """
 
 
+class DeadLetter(RootModel[int]):
+    root: Annotated[int, Field(ge=0, le=18446744073709551615)]
+
+
+class ResolvedItem(DeadLetter):
+    pass
+
+
+class Refolded(BaseModel):
+    """
+    A dead letter's aggregate folded again, the dead-lettered event among the events folded.
+    """
+
+    aggregate: AggregateKind
+    """
+    The aggregate whose history holds it.
+    """
+    aggregate_id: UUID
+    """
+    Which one.
+    """
+    checkpoint: Annotated[int, Field(ge=0, le=18446744073709551615)]
+    """
+    The aggregate's read-model row now holds its history up to this sequence (the projection's
+    checkpoint).
+    """
+    dead_letter_id: int
+    """
+    The dead letter asked about (removed: its event folds now).
+    """
+    dead_letters: list[DeadLetter]
+    """
+    The aggregate's events this fold still refuses, each a dead letter (one that followed a
+    resolved event and no longer fits the state becomes one now).
+    """
+    resolved: list[ResolvedItem]
+    """
+    The aggregate's events that were dead letters and fold now (the one asked about among them).
+    """
+    seq: Annotated[int, Field(ge=0, le=18446744073709551615)]
+    """
+    Its event's sequence.
+    """
+
+
 class Register(BaseModel):
     """
     `POST /api/v1/agents`.

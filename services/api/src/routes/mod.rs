@@ -5,6 +5,7 @@ pub mod assignments;
 pub mod compat;
 pub mod contract;
 pub mod dashboard;
+pub mod dead_letters;
 pub mod events;
 pub mod health;
 pub mod history;
@@ -64,6 +65,7 @@ pub fn documented() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(projects::routes())
         .merge(projections::routes())
         .merge(history::routes())
+        .merge(dead_letters::routes())
         .merge(events::routes())
         .merge(lifecycle::routes())
         .merge(assignments::routes())
@@ -120,6 +122,7 @@ mod tests {
             ("compat.rs", include_str!("compat.rs")),
             ("contract.rs", include_str!("contract.rs")),
             ("dashboard.rs", include_str!("dashboard.rs")),
+            ("dead_letters.rs", include_str!("dead_letters.rs")),
             ("events.rs", include_str!("events.rs")),
             ("health.rs", include_str!("health.rs")),
             ("history.rs", include_str!("history.rs")),
