@@ -55,6 +55,7 @@ pub fn generate_with_agents(
             agent_type: "worker".into(),
             capabilities: vec![Capability::new("rust").expect("a capability")],
             max_concurrent_tasks: 1_000_000,
+            labels: Default::default(),
         };
         out.push((
             subject.clone(),

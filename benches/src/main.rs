@@ -87,6 +87,16 @@ enum Scenario {
         #[arg(long, default_value_t = 10)]
         seconds: u32,
     },
+    /// A filtered page of the task list (labels, type, capability, a time window, title text) at
+    /// `tasks` tasks, beside the trivial handler.
+    Search {
+        /// Tasks in the read model.
+        #[arg(long, default_value_t = 1_000_000)]
+        tasks: u64,
+        /// Seconds of each run.
+        #[arg(long, default_value_t = 10)]
+        seconds: u32,
+    },
     /// Spawn → ready, created → assigned, event → API, event → SSE.
     Chains {
         /// Samples of each chain.
@@ -177,6 +187,7 @@ async fn run(
         Scenario::Query { tasks, seconds } => {
             scenarios::query(servers, tasks, seconds, &[10, 50, 100, 500]).await
         }
+        Scenario::Search { tasks, seconds } => scenarios::search(servers, tasks, seconds).await,
         Scenario::Chains { samples } => scenarios::chains(servers, samples).await,
         Scenario::Overload {
             tasks,
@@ -196,6 +207,7 @@ async fn run(
             tables.extend(scenarios::project(servers, 2_000).await?);
             tables.extend(scenarios::footprint(servers, 1, 1).await?);
             tables.extend(scenarios::query(servers, 200, 1, &[10]).await?);
+            tables.extend(scenarios::search(servers, 2_000, 1).await?);
             tables.extend(scenarios::chains(servers, 10).await?);
             tables.extend(scenarios::overload(servers, 200, 50, 1).await?);
             tables.extend(scenarios::dashboard(servers, 100, 10).await?);

@@ -19,6 +19,7 @@ use crate::aggregate::{
     Aggregate, AggregateKind, EventSchema, check_text, refuse_command, refuse_event,
 };
 use crate::error::{DomainError, FoldError};
+use crate::labels::Labels;
 use crate::policy::Policy;
 use crate::values::{Capability, capability_set};
 
@@ -85,6 +86,9 @@ pub struct Agent {
     pub registered_at: DateTime<Utc>,
     /// When its last event happened.
     pub updated_at: DateTime<Utc>,
+    /// What it is about (the rules never read them).
+    #[serde(default)]
+    pub labels: Labels,
 }
 
 /// The facts of an agent's life.
@@ -101,6 +105,9 @@ pub enum AgentEvent {
         capabilities: Vec<Capability>,
         /// How many tasks it runs at once.
         max_concurrent_tasks: u32,
+        /// What it is about (schema version 2).
+        #[serde(default)]
+        labels: Labels,
     },
     /// Its runtime reported in for the first time.
     AgentReady {},
@@ -153,6 +160,34 @@ impl EventSchema for AgentEvent {
             Self::AgentDeregistered { .. } => "AgentDeregistered",
         }
     }
+
+    fn current_version(event_type: &str) -> u16 {
+        match event_type {
+            "AgentRegistered" => 2,
+            _ => 1,
+        }
+    }
+
+    fn upcast(
+        event_type: &str,
+        version: u16,
+        mut data: serde_json::Value,
+    ) -> Result<serde_json::Value, crate::error::DecodeError> {
+        match (event_type, version) {
+            // v2 added `labels`: a v1 agent had none.
+            ("AgentRegistered", 1) => {
+                if let Some(fields) = data.as_object_mut() {
+                    fields.insert("labels".into(), serde_json::json!({}));
+                }
+                Ok(data)
+            }
+            (t, v) if v == Self::current_version(t) => Ok(data),
+            (t, v) => Err(crate::error::DecodeError::UnsupportedVersion {
+                event_type: t.to_owned(),
+                version: v,
+            }),
+        }
+    }
 }
 
 /// Orders to an agent.
@@ -168,6 +203,8 @@ pub enum AgentCommand {
         capabilities: Vec<String>,
         /// How many tasks it runs at once, 1..=1000.
         max_concurrent_tasks: u32,
+        /// What it is about.
+        labels: Labels,
     },
     /// Its runtime reported in.
     MarkReady,
@@ -220,6 +257,7 @@ impl Aggregate for Agent {
                     agent_type,
                     capabilities,
                     max_concurrent_tasks,
+                    labels,
                 } => Ok(Agent {
                     name: name.clone(),
                     agent_type: agent_type.clone(),
@@ -229,6 +267,7 @@ impl Aggregate for Agent {
                     draining: false,
                     registered_at: at,
                     updated_at: at,
+                    labels: labels.clone(),
                 }),
                 _ => Err(refuse_event::<Agent>(None, event)),
             };
@@ -263,6 +302,7 @@ impl Aggregate for Agent {
                     agent_type,
                     capabilities,
                     max_concurrent_tasks,
+                    labels,
                 },
             ) => {
                 if let Some(name) = &name {
@@ -280,6 +320,7 @@ impl Aggregate for Agent {
                     agent_type,
                     capabilities: capability_set(capabilities)?,
                     max_concurrent_tasks,
+                    labels,
                 })
             }
             (Some(_), C::Register { .. }) => Err(DomainError::AlreadyExists { aggregate: "agent" }),

@@ -53,6 +53,7 @@ fn all_events() -> Vec<(AggregateKind, Uuid, DomainEvent)> {
             agent_type: "worker".into(),
             capabilities: caps.clone(),
             max_concurrent_tasks: 2,
+            labels: Labels::new([("pool".to_owned(), "gpu".to_owned())].into()).unwrap(),
         }),
         a(AgentEvent::AgentReady {}),
         a(AgentEvent::AgentLost {
@@ -189,8 +190,8 @@ fn every_fixture_on_disk_still_decodes() {
         count += 1;
     }
     // Every current event, plus the older versions still in logs: TaskCreated v1 and v2, TaskCancelled
-    // v1.
-    assert_eq!(count, all_events().len() + 3);
+    // v1, AgentRegistered v1.
+    assert_eq!(count, all_events().len() + 4);
 }
 
 /// The agent an event names as its task's holder is the `agent_id` its stored data carries: the rule

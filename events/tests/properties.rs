@@ -80,6 +80,7 @@ fn agent_command() -> impl Strategy<Value = AgentCommand> {
                 agent_type: "worker".into(),
                 capabilities,
                 max_concurrent_tasks,
+                labels: Default::default(),
             }
         ),
         Just(AgentCommand::MarkReady),

@@ -10,6 +10,7 @@ mod m0003_read_role;
 mod m0004_draining_agents;
 mod m0005_agent_tasks;
 mod m0006_task_control;
+mod m0007_task_search;
 
 /// Every migration, in order.
 pub struct Migrator;
@@ -24,6 +25,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0004_draining_agents::Migration),
             Box::new(m0005_agent_tasks::Migration),
             Box::new(m0006_task_control::Migration),
+            Box::new(m0007_task_search::Migration),
         ]
     }
 }

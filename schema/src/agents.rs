@@ -1,7 +1,7 @@
 //! One row per agent: its folded state and the stream sequence of its last event.
 use sea_orm::entity::prelude::*;
 
-#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, DeriveEntityModel, serde::Serialize)]
 #[sea_orm(table_name = "agents")]
 pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
@@ -15,6 +15,7 @@ pub struct Model {
     pub registered_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
     pub last_seq: i64,
+    pub labels: Json,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -212,6 +212,7 @@ async fn a_repeated_command_with_the_same_key_returns_the_first_answer_and_appen
         agent_type: "worker".into(),
         capabilities: vec![],
         max_concurrent_tasks: 1,
+        labels: Default::default(),
     };
     let first = log
         .create::<Agent>(AgentId::new().as_uuid(), &keyed, register.clone())
@@ -257,6 +258,7 @@ async fn history_and_replay_come_back_in_order() {
         agent_type: "worker".into(),
         capabilities: vec!["rust".into()],
         max_concurrent_tasks: 1,
+        labels: Default::default(),
     };
     log.create::<Agent>(a, &ctx(), register).await.unwrap();
     let t = TaskId::new().as_uuid();

@@ -29,6 +29,7 @@ mod replay;
 mod replicas;
 mod restore;
 mod runtime;
+mod search;
 mod snapshots;
 mod standby;
 mod supervision;

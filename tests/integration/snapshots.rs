@@ -252,6 +252,7 @@ async fn a_command_repeated_after_the_window_and_older_than_the_snapshot_is_a_du
         agent_type: "worker".into(),
         capabilities: vec![],
         max_concurrent_tasks: 1,
+        labels: Default::default(),
     };
     log.create::<Agent>(agent, &ctx(), register).await.unwrap();
     let lost = || AgentCommand::MarkLost {

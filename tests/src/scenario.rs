@@ -33,6 +33,7 @@ pub async fn scenario(log: &EventLog, agents: usize, tasks: usize) -> u64 {
             agent_type: "worker".into(),
             capabilities: vec!["rust".into()],
             max_concurrent_tasks: 2,
+            labels: Default::default(),
         };
         log.create::<Agent>(id.as_uuid(), &ctx(), register)
             .await

@@ -12,6 +12,7 @@ mod overload;
 mod project;
 mod query;
 mod rebuild;
+mod search;
 mod startup;
 
 use hive_client::Method;
@@ -31,6 +32,7 @@ pub use overload::overload;
 pub use project::project;
 pub use query::query;
 pub use rebuild::rebuild;
+pub use search::search;
 pub use startup::startup;
 
 /// The servers a run uses: started here unless given.

@@ -13,6 +13,7 @@ fn register() -> AgentCommand {
         agent_type: "worker".into(),
         capabilities: vec!["rust".into(), "git".into()],
         max_concurrent_tasks: 2,
+        labels: Default::default(),
     }
 }
 
@@ -121,6 +122,7 @@ fn registration_checks_its_fields() {
         agent_type: agent_type.into(),
         capabilities: caps,
         max_concurrent_tasks: max,
+        labels: Default::default(),
     };
     assert!(matches!(
         Agent::decide(None, bad(0, "w", vec![])),
@@ -155,6 +157,7 @@ fn an_event_that_cannot_follow_is_a_fold_error_not_a_panic() {
         agent_type: "w".into(),
         capabilities: vec![],
         max_concurrent_tasks: 1,
+        labels: Default::default(),
     };
     assert!(Agent::apply(ready, &registered, at()).is_err());
 }

@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod overload;
 pub mod routes;
+pub mod search;
 pub mod views;
 
 use std::sync::Arc;

@@ -127,6 +127,9 @@ pub struct AgentView {
     pub capabilities: Vec<String>,
     pub max_concurrent_tasks: i32,
     pub status: AgentStatus,
+    /// What it is about.
+    #[schema(value_type = std::collections::BTreeMap<String, String>)]
+    pub labels: serde_json::Value,
     pub registered_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub seq: i64,
@@ -160,6 +163,7 @@ impl TryFrom<agents::Model> for AgentView {
             capabilities: a.capabilities,
             max_concurrent_tasks: a.max_concurrent_tasks,
             status: stored("agent", a.id, &a.status, AgentStatus::parse)?,
+            labels: a.labels,
             registered_at: a.registered_at,
             updated_at: a.updated_at,
             seq: a.last_seq,

@@ -71,6 +71,7 @@ impl ReadModel for Agent {
             registered_at: to_micros(a.registered_at),
             updated_at: to_micros(a.updated_at),
             last_seq: seq_of(seq),
+            labels: serde_json::to_value(&a.labels).unwrap_or_default(),
         }
     }
 
@@ -91,6 +92,7 @@ fn agent_from_row(row: agents::Model) -> Result<Agent, String> {
         draining: row.draining,
         registered_at: row.registered_at,
         updated_at: row.updated_at,
+        labels: serde_json::from_value(row.labels).map_err(|e| format!("labels: {e}"))?,
     })
 }
 

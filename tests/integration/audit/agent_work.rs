@@ -33,6 +33,7 @@ async fn agent(log: &EventLog) -> Uuid {
         agent_type: "worker".into(),
         capabilities: Vec::new(),
         max_concurrent_tasks: 2,
+        labels: Default::default(),
     };
     log.create::<Agent>(id, &ctx(), register).await.unwrap();
     log.execute::<Agent>(id, &ctx(), AgentCommand::MarkReady)

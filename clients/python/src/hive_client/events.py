@@ -230,6 +230,10 @@ class AgentRegisteredData(BaseModel):
     """
     What it can do.
     """
+    labels: dict[str, str]
+    """
+    What it is about (schema version 2).
+    """
     max_concurrent_tasks: Annotated[int, Field(ge=0)]
     """
     How many tasks it runs at once.
@@ -271,7 +275,7 @@ class AgentRegistered(BaseModel):
     """
     When it happened (RFC 3339, UTC, to the microsecond).
     """
-    schema_version: Literal[1]
+    schema_version: Literal[2]
     """
     This build writes this version; older ones may be in the log (see the message's description).
     """

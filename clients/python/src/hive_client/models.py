@@ -64,6 +64,10 @@ class AgentView(BaseModel):
     agent_id: UUID
     agent_type: str
     capabilities: list[str]
+    labels: dict[str, str]
+    """
+    What it is about.
+    """
     max_concurrent_tasks: int
     name: str | None = None
     registered_at: AwareDatetime
@@ -595,6 +599,11 @@ class Register(BaseModel):
     )
     agent_type: Annotated[str, Field(max_length=100, min_length=1)]
     capabilities: list[Capability] | None = None
+    labels: dict[str, str] | None = None
+    """
+    What the agent is about: at most 32 pairs; a key is 1 to 63 characters of
+    `A-Z a-z 0-9 - _ . /`, a value up to 256 characters.
+    """
     max_concurrent_tasks: Annotated[int | None, Field(ge=1, le=1000)] = None
     """
     1 to 1,000 (default 1).

@@ -1,7 +1,7 @@
 //! `/api/v1/agents`: register, list, read; the tasks an agent ever held.
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use hive_events::AgentId;
@@ -22,6 +22,7 @@ use crate::AppState;
 use crate::error::ErrorBody;
 use crate::error::{ApiError, ApiResult, Code};
 use crate::extract::{self, Command, Path, Query};
+use crate::search::{TaskSearch, labelled};
 use crate::views::{AgentView, HeldTask, HeldTasks, List, Order, paged};
 use hive_eventlog::tokens::Grant;
 
@@ -47,6 +48,10 @@ struct Register {
     #[serde(default = "one")]
     #[schema(minimum = 1, maximum = 1000)]
     max_concurrent_tasks: u32,
+    /// What the agent is about: at most 32 pairs; a key is 1 to 63 characters of
+    /// `A-Z a-z 0-9 - _ . /`, a value up to 256 characters.
+    #[schema(value_type = Option<std::collections::BTreeMap<String, String>>)]
+    labels: Option<std::collections::BTreeMap<String, String>>,
 }
 
 fn one() -> u32 {
@@ -73,6 +78,7 @@ async fn register(
         agent_type: body.agent_type,
         capabilities: body.capabilities,
         max_concurrent_tasks: body.max_concurrent_tasks,
+        labels: hive_events::Labels::new(body.labels.unwrap_or_default())?,
     };
     let done = state
         .log
@@ -100,6 +106,12 @@ struct Filter {
     status: Option<String>,
     /// Agents that have it.
     capability: Option<String>,
+    /// `key:value`: agents labelled so (repeatable: every one must match).
+    // Documents the parameter; read from the raw query, since one name may come many times.
+    #[allow(dead_code)]
+    #[serde(skip)]
+    #[param(value_type = Option<Vec<String>>, style = Form, explode)]
+    label: (),
     // Not a flattened page struct: query strings carry only text, and flatten loses number parsing.
     /// 1 to 500, default 50.
     #[param(minimum = 1, maximum = 500)]
@@ -115,8 +127,10 @@ struct Filter {
 #[utoipa::path(get, path = "/api/v1/agents", operation_id = "list_agents", tag = "agents", summary = "List agents", params(Filter), responses((status = 200, body = List<AgentView>), (status = 422, description = "an unknown status", body = ErrorBody)))]
 async fn list(
     State(state): State<AppState>,
+    RawQuery(raw): RawQuery,
     Query(filter): Query<Filter>,
 ) -> ApiResult<Json<List<AgentView>>> {
+    let labels = TaskSearch::labels_of(raw.as_deref())?;
     let (mut query, limit) = paged(
         agents::Entity::find(),
         agents::Column::Id,
@@ -129,6 +143,10 @@ async fn list(
             ApiError::invalid("status", format!("unknown agent status {status:?}"))
         })?;
         query = query.filter(agents::Column::Status.eq(status.as_str()));
+    }
+    if !labels.is_empty() {
+        // A scan of the agents (a fleet is thousands, not millions).
+        query = query.filter(labelled(agents::Column::Labels, &labels));
     }
     if let Some(capability) = filter.capability {
         // `capabilities @> ARRAY[$cap]`, which the GIN index on capabilities serves.

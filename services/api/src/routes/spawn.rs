@@ -116,6 +116,7 @@ async fn spawn(
                 agent_type: body.agent_type,
                 capabilities: body.capabilities,
                 max_concurrent_tasks: body.max_concurrent_tasks,
+                labels: Default::default(),
             };
             let done = state.log.create::<Agent>(agent, &ctx, command).await?;
             state.progress.saw_append(done.seq);

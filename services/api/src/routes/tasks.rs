@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use chrono::{DateTime, Utc};
@@ -28,6 +28,7 @@ use crate::auth::CallerAgent;
 use crate::error::ErrorBody;
 use crate::error::{ApiError, ApiResult, Code};
 use crate::extract::{self, Command, Path, Query};
+use crate::search::TaskSearch;
 use crate::views::{List, Order, TaskCommitted, TaskView, paged, states_for};
 
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
@@ -207,6 +208,23 @@ struct Filter {
     agent_id: Option<Uuid>,
     /// The project.
     project_id: Option<Uuid>,
+    /// `key:value`: tasks labelled so (repeatable: every one must match).
+    // Documents the parameter; read from the raw query, since one name may come many times.
+    #[allow(dead_code)]
+    #[serde(skip)]
+    #[param(value_type = Option<Vec<String>>, style = Form, explode)]
+    label: (),
+    /// Tasks of this type.
+    task_type: Option<String>,
+    /// Tasks that require this capability.
+    capability: Option<String>,
+    /// Tasks created at or after this time (RFC 3339).
+    created_after: Option<DateTime<Utc>>,
+    /// Tasks created at or before this time (RFC 3339).
+    created_before: Option<DateTime<Utc>>,
+    /// Text in the title (any case; 1 to 200 characters).
+    #[param(min_length = 1, max_length = 200)]
+    q: Option<String>,
     // Not a flattened page struct: query strings carry only text, and flatten loses number parsing.
     /// 1 to 500, default 50.
     #[param(minimum = 1, maximum = 500)]
@@ -219,11 +237,20 @@ struct Filter {
     order: Order,
 }
 
-#[utoipa::path(get, path = "/api/v1/tasks", operation_id = "list_tasks", tag = "tasks", summary = "List tasks", params(Filter), responses((status = 200, body = List<TaskView>), (status = 422, description = "an unknown status", body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/tasks", operation_id = "list_tasks", tag = "tasks", summary = "List tasks", params(Filter), responses((status = 200, body = List<TaskView>), (status = 422, description = "an unknown status, or a filter out of bounds", body = ErrorBody)))]
 async fn list(
     State(state): State<AppState>,
+    RawQuery(raw): RawQuery,
     Query(filter): Query<Filter>,
 ) -> ApiResult<Json<List<TaskView>>> {
+    let search = TaskSearch {
+        labels: TaskSearch::labels_of(raw.as_deref())?,
+        task_type: filter.task_type,
+        capability: filter.capability,
+        created_after: filter.created_after,
+        created_before: filter.created_before,
+        q: filter.q,
+    };
     let (mut query, limit) = paged(
         tasks::Entity::find(),
         tasks::Column::Id,
@@ -243,6 +270,7 @@ async fn list(
     if let Some(project) = filter.project_id {
         query = query.filter(tasks::Column::ProjectId.eq(project));
     }
+    let query = search.apply(query)?;
     let rows = query.all(&state.db).await?;
     Ok(Json(List::from_rows(
         rows,

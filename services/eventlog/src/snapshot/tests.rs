@@ -145,6 +145,7 @@ fn agent_commands(picks: Vec<(u8, u32)>) -> Vec<(AgentCommand, u32)> {
         agent_type: "worker".into(),
         capabilities: vec!["rust".into(), "go".into()],
         max_concurrent_tasks: 2,
+        labels: Default::default(),
     };
     std::iter::once((register, 0))
         .chain(picks.into_iter().map(|(pick, nanos)| {

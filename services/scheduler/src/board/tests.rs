@@ -55,6 +55,7 @@ impl Given {
                 agent_type: "worker".into(),
                 capabilities: caps.iter().map(|c| c.to_string()).collect(),
                 max_concurrent_tasks: max,
+                labels: Default::default(),
             },
         )
         .unwrap();

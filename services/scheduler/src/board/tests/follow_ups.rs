@@ -149,6 +149,7 @@ fn a_first_heartbeat_makes_a_registered_agent_ready() {
             agent_type: "w".into(),
             capabilities: vec![],
             max_concurrent_tasks: 1,
+            labels: Default::default(),
         },
     )
     .unwrap();
