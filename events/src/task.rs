@@ -26,6 +26,7 @@ mod event;
 mod lifecycle;
 pub mod limits;
 pub mod rules;
+mod waiting;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -40,6 +41,7 @@ pub use event::TaskEvent;
 pub use lifecycle::Lifecycle;
 pub use limits::{Limits, TimeLimit};
 pub use rules::{AfterFailure, Dependency};
+pub use waiting::{Candidate, WaitingReason};
 
 /// Where a task is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]

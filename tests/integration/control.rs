@@ -287,3 +287,59 @@ async fn a_delayed_task_is_cancellable_while_it_waits() {
     assert_eq!(task_view["state"], "cancelled");
     hive.stop().await;
 }
+
+#[tokio::test]
+async fn a_task_that_is_not_running_says_why() {
+    let world = World::new().await;
+    let hive = world.full_hive().await;
+    let reason =
+        async |task: &str, seq: u64| view(&hive, task, seq).await["waiting_reason"].clone();
+    let gpu = create_task(
+        &hive,
+        json!({"title": "needs a gpu", "required_capabilities": ["gpu"]}),
+    )
+    .await;
+    let (_, created) = hive.get_at(&format!("/api/v1/tasks/{gpu}"), 0).await;
+    let seq = created["seq"].as_u64().unwrap();
+    assert_eq!(
+        reason(&gpu, seq).await,
+        json!({"code": "no_capable_agent", "capabilities": ["gpu"]})
+    );
+    // One agent with a gpu, room for one task, busy with another: full.
+    let agent = hive_tests::api::ready_agent(&hive, &world, &["gpu"], 1).await;
+    let assigned = world
+        .wait_for_event(AggregateKind::Task, gpu.parse().unwrap(), "TaskAssigned")
+        .await;
+    let awaiting = reason(&gpu, assigned).await;
+    assert_eq!(awaiting["code"], "awaiting_agent");
+    assert_eq!(awaiting["agent"], agent.as_str());
+    let second = create_task(
+        &hive,
+        json!({"title": "also needs a gpu", "required_capabilities": ["gpu"]}),
+    )
+    .await;
+    let (_, created) = hive.get_at(&format!("/api/v1/tasks/{second}"), 0).await;
+    let seq = created["seq"].as_u64().unwrap();
+    assert_eq!(
+        reason(&second, seq).await,
+        json!({"code": "agents_full", "matching": 1})
+    );
+    // A task waiting on that one names it.
+    let after = create_task(&hive, json!({"title": "after", "depends_on": [second]})).await;
+    let (_, created) = hive.get_at(&format!("/api/v1/tasks/{after}"), 0).await;
+    let seq = created["seq"].as_u64().unwrap();
+    assert_eq!(
+        reason(&after, seq).await,
+        json!({"code": "waiting_on", "tasks": [second]})
+    );
+    // The list answers it too.
+    let (_, page) = hive.get_at("/api/v1/tasks?status=queued", seq).await;
+    let listed = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["task_id"] == second.as_str())
+        .unwrap();
+    assert_eq!(listed["waiting_reason"]["code"], "agents_full");
+    hive.stop().await;
+}

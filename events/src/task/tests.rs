@@ -3,6 +3,7 @@
 
 mod rules;
 mod transitions;
+mod waiting;
 
 use super::*;
 use crate::ids::{AgentId, TaskId};

@@ -16,6 +16,7 @@ pub mod overload;
 pub mod routes;
 pub mod search;
 pub mod views;
+pub mod waiting;
 
 use std::sync::Arc;
 use std::time::Duration;

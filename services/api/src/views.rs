@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use hive_events::agent::AgentStatus;
-use hive_events::task::TaskStatus;
+use hive_events::task::{TaskStatus, WaitingReason};
 use hive_schema::{agents, dead_letters, projects, tasks};
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Select};
 use serde::Serialize;
@@ -234,6 +234,11 @@ pub struct TaskView {
     pub heartbeat_timeout_secs: Option<i32>,
     /// Seconds a stopped executor gets between SIGTERM and SIGKILL.
     pub cancel_grace_secs: i32,
+    /// Why it is not running (none when it runs or is over), with the facts: `code` is one of
+    /// `waiting_on`, `not_before`, `blocked_by`, `retry_at`, `failed`, `dead_lettered`,
+    /// `pinned_agent_unavailable`, `no_capable_agent`, `agents_full`, `assigning`,
+    /// `awaiting_agent`.
+    pub waiting_reason: Option<WaitingReason>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub seq: i64,
@@ -272,6 +277,7 @@ impl TryFrom<tasks::Model> for TaskView {
             timeout_secs: t.timeout_secs,
             heartbeat_timeout_secs: t.heartbeat_timeout_secs,
             cancel_grace_secs: t.cancel_grace_secs,
+            waiting_reason: None,
             created_at: t.created_at,
             updated_at: t.updated_at,
             seq: t.last_seq,

@@ -830,73 +830,6 @@ class TaskStatus(str, Enum):
     blocked = "blocked"
 
 
-class TaskView(BaseModel):
-    """
-    A task.
-    """
-
-    agent_id: UUID | None = None
-    attempts: int
-    cancel_grace_secs: int
-    """
-    Seconds a stopped executor gets between SIGTERM and SIGKILL.
-    """
-    cancelled_by: str | None = None
-    """
-    Who cancelled it, if it was cancelled.
-    """
-    created_at: AwareDatetime
-    depends_on: list[UUID]
-    description: str | None = None
-    heartbeat_timeout_secs: int | None = None
-    """
-    The longest a run may go without a progress report, in seconds.
-    """
-    labels: dict[str, str]
-    """
-    What it is about.
-    """
-    last_error: str | None = None
-    lease_expires_at: AwareDatetime | None = None
-    max_attempts: int
-    not_before: AwareDatetime | None = None
-    """
-    Not queued before this time (while it waits for it, its state is `waiting`).
-    """
-    pinned_agent: UUID | None = None
-    """
-    The only agent that may take it.
-    """
-    priority: int
-    progress: int | None = None
-    progress_message: str | None = None
-    project_id: UUID | None = None
-    reason: str | None = None
-    """
-    Why it was last requeued, blocked, cancelled, timed out (`timed_out`) or dead-lettered.
-    """
-    required_capabilities: list[str]
-    result: Any | None = None
-    retry_at: AwareDatetime | None = None
-    seq: int
-    state: TaskStatus
-    """
-    Hive's own, finer state.
-    """
-    status: str
-    """
-    Agent Hive 2.0's status: pending|assigned|in_progress|completed|failed|cancelled.
-    """
-    task_id: UUID
-    task_type: str | None = None
-    timeout_secs: int | None = None
-    """
-    The longest a run may take, in seconds.
-    """
-    title: str
-    updated_at: AwareDatetime
-
-
 class TokenView(BaseModel):
     """
     A token's id and grant (never the token).
@@ -921,6 +854,213 @@ class Tokens(BaseModel):
     """
 
     items: list[TokenView]
+
+
+class Code1(str, Enum):
+    waiting_on = "waiting_on"
+
+
+class WaitingReason1(BaseModel):
+    """
+    Its dependencies have not all completed: these are still open.
+    """
+
+    code: Code1
+    tasks: list[TaskId]
+    """
+    The open dependencies.
+    """
+
+
+class Code2(str, Enum):
+    not_before = "not_before"
+
+
+class WaitingReason2(BaseModel):
+    """
+    It is not to be queued before this time.
+    """
+
+    at: AwareDatetime
+    """
+    When it is queued.
+    """
+    code: Code2
+
+
+class Code3(str, Enum):
+    blocked_by = "blocked_by"
+
+
+class WaitingReason3(BaseModel):
+    """
+    A dependency cannot complete (cancelled, dead-lettered, blocked): it cannot run until an
+    operator retries that dependency.
+    """
+
+    code: Code3
+    status: TaskStatus
+    """
+    Its status.
+    """
+    task: TaskId
+    """
+    The dependency.
+    """
+
+
+class Code4(str, Enum):
+    retry_at = "retry_at"
+
+
+class WaitingReason4(BaseModel):
+    """
+    Its last attempt failed; another is queued at this time.
+    """
+
+    at: AwareDatetime
+    """
+    When.
+    """
+    code: Code4
+
+
+class Code5(str, Enum):
+    failed = "failed"
+
+
+class WaitingReason5(BaseModel):
+    """
+    Its last attempt failed; the scheduler is deciding its retry or its dead-lettering.
+    """
+
+    code: Code5
+
+
+class Code6(str, Enum):
+    dead_lettered = "dead_lettered"
+
+
+class WaitingReason6(BaseModel):
+    """
+    Failed for good: only an operator's retry runs it again.
+    """
+
+    code: Code6
+
+
+class Code7(str, Enum):
+    pinned_agent_unavailable = "pinned_agent_unavailable"
+
+
+class WaitingReason7(BaseModel):
+    """
+    Pinned to an agent that takes no work now (or is unknown).
+    """
+
+    agent: AgentId
+    """
+    The agent.
+    """
+    code: Code7
+    status: AgentStatus | None = None
+
+
+class Code8(str, Enum):
+    no_capable_agent = "no_capable_agent"
+
+
+class WaitingReason8(BaseModel):
+    """
+    No live agent has every capability it requires.
+    """
+
+    capabilities: list[Capability]
+    """
+    What it requires.
+    """
+    code: Code8
+
+
+class Code9(str, Enum):
+    agents_full = "agents_full"
+
+
+class WaitingReason9(BaseModel):
+    """
+    Every live agent that could take it is full.
+    """
+
+    code: Code9
+    matching: Annotated[int, Field(ge=0)]
+    """
+    How many could take it.
+    """
+
+
+class Code10(str, Enum):
+    assigning = "assigning"
+
+
+class WaitingReason10(BaseModel):
+    """
+    An agent has room for it: the scheduler is assigning it now.
+    """
+
+    code: Code10
+
+
+class Code11(str, Enum):
+    awaiting_agent = "awaiting_agent"
+
+
+class WaitingReason11(BaseModel):
+    """
+    Leased to an agent that has not started it yet.
+    """
+
+    agent: AgentId
+    """
+    The agent.
+    """
+    code: Code11
+    lease_expires_at: AwareDatetime | None = None
+    """
+    When the lease lapses unless it starts the task.
+    """
+
+
+class WaitingReason(
+    RootModel[
+        WaitingReason1
+        | WaitingReason2
+        | WaitingReason3
+        | WaitingReason4
+        | WaitingReason5
+        | WaitingReason6
+        | WaitingReason7
+        | WaitingReason8
+        | WaitingReason9
+        | WaitingReason10
+        | WaitingReason11
+    ]
+):
+    root: (
+        WaitingReason1
+        | WaitingReason2
+        | WaitingReason3
+        | WaitingReason4
+        | WaitingReason5
+        | WaitingReason6
+        | WaitingReason7
+        | WaitingReason8
+        | WaitingReason9
+        | WaitingReason10
+        | WaitingReason11
+    )
+    """
+    Why a task is not running, with the facts.
+    """
 
 
 class AgentActionAnswer(RootModel[AgentStatusView | AgentCommitted]):
@@ -1126,10 +1266,72 @@ class Issued(BaseModel):
     """
 
 
-class Item3(TaskView):
+class Item3(BaseModel):
     """
     A task.
     """
+
+    agent_id: UUID | None = None
+    attempts: int
+    cancel_grace_secs: int
+    """
+    Seconds a stopped executor gets between SIGTERM and SIGKILL.
+    """
+    cancelled_by: str | None = None
+    """
+    Who cancelled it, if it was cancelled.
+    """
+    created_at: AwareDatetime
+    depends_on: list[UUID]
+    description: str | None = None
+    heartbeat_timeout_secs: int | None = None
+    """
+    The longest a run may go without a progress report, in seconds.
+    """
+    labels: dict[str, str]
+    """
+    What it is about.
+    """
+    last_error: str | None = None
+    lease_expires_at: AwareDatetime | None = None
+    max_attempts: int
+    not_before: AwareDatetime | None = None
+    """
+    Not queued before this time (while it waits for it, its state is `waiting`).
+    """
+    pinned_agent: UUID | None = None
+    """
+    The only agent that may take it.
+    """
+    priority: int
+    progress: int | None = None
+    progress_message: str | None = None
+    project_id: UUID | None = None
+    reason: str | None = None
+    """
+    Why it was last requeued, blocked, cancelled, timed out (`timed_out`) or dead-lettered.
+    """
+    required_capabilities: list[str]
+    result: Any | None = None
+    retry_at: AwareDatetime | None = None
+    seq: int
+    state: TaskStatus
+    """
+    Hive's own, finer state.
+    """
+    status: str
+    """
+    Agent Hive 2.0's status: pending|assigned|in_progress|completed|failed|cancelled.
+    """
+    task_id: UUID
+    task_type: str | None = None
+    timeout_secs: int | None = None
+    """
+    The longest a run may take, in seconds.
+    """
+    title: str
+    updated_at: AwareDatetime
+    waiting_reason: WaitingReason | None = None
 
 
 class ListTaskView(BaseModel):
@@ -1214,6 +1416,12 @@ class Stop(BaseModel):
     task_id: TaskId
     """
     The task.
+    """
+
+
+class TaskView(Item3):
+    """
+    A task.
     """
 
 

@@ -213,7 +213,8 @@ async fn tasks_in(
         .filter(tasks::Column::Status.eq(status.as_str()))
         .all(&state.db)
         .await?;
-    List::from_rows(rows, limit, |t| t.id, TaskView::try_from)
+    let facts = crate::waiting::Facts::of(&state.db, &rows).await?;
+    List::from_rows(rows, limit, |t| t.id, |row| facts.view(row))
 }
 
 /// The last `count` events the read models reflect, newest first, read a few at a time.

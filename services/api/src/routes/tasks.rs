@@ -30,6 +30,7 @@ use crate::error::{ApiError, ApiResult, Code};
 use crate::extract::{self, Command, Path, Query};
 use crate::search::TaskSearch;
 use crate::views::{List, Order, TaskCommitted, TaskView, paged, states_for};
+use crate::waiting::Facts;
 
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -272,11 +273,12 @@ async fn list(
     }
     let query = search.apply(query)?;
     let rows = query.all(&state.db).await?;
+    let facts = Facts::of(&state.db, &rows).await?;
     Ok(Json(List::from_rows(
         rows,
         limit,
         |r| r.id,
-        TaskView::try_from,
+        |row| facts.view(row),
     )?))
 }
 
@@ -304,7 +306,8 @@ async fn read(
     // between the two, and a task projected meanwhile would be answered not found.
     let reflected = state.progress.checkpoint();
     if let Some(row) = tasks::Entity::find_by_id(id).one(&state.db).await? {
-        return Ok(Json(row.try_into()?));
+        let facts = Facts::of(&state.db, std::slice::from_ref(&row)).await?;
+        return Ok(Json(facts.view(row)?));
     }
     // Not projected yet: a client reading the task it has just created (as Agent Hive 2.0's clients
     // do, without `Hive-Min-Seq`) is answered the task as created, from the log. Not as it is now:

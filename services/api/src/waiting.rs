@@ -1,0 +1,133 @@
+//! `waiting_reason`: why each task of an answer is not running, as the domain decides it
+//! ([`Lifecycle::waiting_reason`]) from the task's row and what the read models say of its
+//! dependencies and of the agents that could take it. Read once per answer, for all its tasks.
+
+use std::collections::HashMap;
+
+use hive_events::agent::AgentStatus;
+use hive_events::task::{Candidate, Task, TaskStatus};
+use hive_events::{AgentId, Capability, TaskId};
+use hive_projector::rows::ReadModel;
+use hive_schema::{agents, tasks};
+use sea_orm::sea_query::{Expr, ExprTrait};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, EntityTrait, FromQueryResult, QueryFilter, QuerySelect,
+};
+use uuid::Uuid;
+
+use crate::error::{ApiError, ApiResult, Code};
+use crate::views::{TaskView, holding_states};
+
+/// What the reasons of a set of tasks read: their dependencies' statuses, and the agents.
+pub struct Facts {
+    dependencies: HashMap<Uuid, TaskStatus>,
+    agents: Vec<Candidate>,
+}
+
+#[derive(FromQueryResult)]
+struct Load {
+    agent_id: Uuid,
+    load: i64,
+}
+
+impl Facts {
+    /// The facts `rows` need: their open dependencies (of the waiting and blocked ones) and, when one
+    /// is queued, the ready agents and those a queued one is pinned to, with their loads.
+    pub async fn of(db: &impl ConnectionTrait, rows: &[tasks::Model]) -> ApiResult<Self> {
+        let waiting = [TaskStatus::Waiting.as_str(), TaskStatus::Blocked.as_str()];
+        let wanted: Vec<Uuid> = rows
+            .iter()
+            .filter(|r| waiting.contains(&r.status.as_str()))
+            .flat_map(|r| r.depends_on.iter().copied())
+            .collect();
+        let mut dependencies = HashMap::new();
+        for chunk in wanted.chunks(10_000) {
+            let found = tasks::Entity::find()
+                .select_only()
+                .column(tasks::Column::Id)
+                .column(tasks::Column::Status)
+                .filter(tasks::Column::Id.is_in(chunk.iter().copied()))
+                .into_tuple::<(Uuid, String)>()
+                .all(db)
+                .await?;
+            for (id, status) in found {
+                if let Some(status) = TaskStatus::parse(&status) {
+                    dependencies.insert(id, status);
+                }
+            }
+        }
+        let queued: Vec<&tasks::Model> = rows
+            .iter()
+            .filter(|r| r.status == TaskStatus::Queued.as_str())
+            .collect();
+        let mut agents = Vec::new();
+        if !queued.is_empty() {
+            let pinned: Vec<Uuid> = queued.iter().filter_map(|r| r.pinned_agent).collect();
+            let rows = agents::Entity::find()
+                .filter(
+                    agents::Column::Status
+                        .eq(AgentStatus::Ready.as_str())
+                        .or(agents::Column::Id.is_in(pinned)),
+                )
+                .all(db)
+                .await?;
+            let loads: HashMap<Uuid, i64> = tasks::Entity::find()
+                .select_only()
+                .column(tasks::Column::AgentId)
+                .column_as(Expr::col(tasks::Column::Id).count(), "load")
+                .filter(tasks::Column::Status.is_in(holding_states()))
+                .filter(tasks::Column::AgentId.is_in(rows.iter().map(|a| a.id)))
+                .group_by(tasks::Column::AgentId)
+                .into_model::<Load>()
+                .all(db)
+                .await?
+                .into_iter()
+                .map(|l| (l.agent_id, l.load))
+                .collect();
+            for agent in rows {
+                let Some(status) = AgentStatus::parse(&agent.status) else {
+                    continue;
+                };
+                let load = loads.get(&agent.id).copied().unwrap_or(0);
+                agents.push(Candidate {
+                    id: AgentId::from_uuid(agent.id),
+                    status,
+                    capabilities: agent
+                        .capabilities
+                        .iter()
+                        .filter_map(|c| Capability::new(c.as_str()).ok())
+                        .collect(),
+                    has_room: load < i64::from(agent.max_concurrent_tasks),
+                });
+            }
+        }
+        Ok(Self {
+            dependencies,
+            agents,
+        })
+    }
+
+    /// The view of `row`, with why it is not running.
+    pub fn view(&self, row: tasks::Model) -> ApiResult<TaskView> {
+        let (id, task) = Task::from_row(row.clone());
+        let task = task.map_err(|e| {
+            tracing::error!(task = %id, error = %e, "an unreadable read-model row");
+            ApiError::new(
+                Code::Internal,
+                format!("the read model of task {id} is unreadable"),
+            )
+        })?;
+        let mut view = TaskView::try_from(row)?;
+        // A dependency the read models do not hold yet is still open.
+        let dependency = |task: TaskId| {
+            self.dependencies
+                .get(&task.as_uuid())
+                .copied()
+                .unwrap_or(TaskStatus::Waiting)
+        };
+        view.waiting_reason =
+            task.lifecycle
+                .waiting_reason(chrono::Utc::now(), dependency, &self.agents);
+        Ok(view)
+    }
+}
