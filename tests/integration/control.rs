@@ -118,44 +118,84 @@ async fn a_cancel_stops_the_executor_and_its_whole_process_group_at_once() {
     hive.stop().await;
 }
 
+/// A [`sleeping_executor`]'s task created with `limits` (and `max_attempts`) on a hive with one
+/// runtime, run until it is dead-lettered: its history then.
+struct DeadLettered {
+    _world: World,
+    hive: TestHive,
+    dir: tempfile::TempDir,
+    runtime: hive_tests::AgentProcess,
+    task: String,
+    done: u64,
+    events: Vec<Value>,
+}
+
+impl DeadLettered {
+    async fn after(limits: Value) -> Self {
+        let world = World::new().await;
+        let hive = world.full_hive().await;
+        let dir = tempfile::tempdir().unwrap();
+        let exec = sleeping_executor(dir.path());
+        let runtime = hive.agent_process(&["--capabilities", "limited", "--exec", &exec]);
+        let mut body = limits;
+        body["title"] = "limited".into();
+        body["required_capabilities"] = json!(["limited"]);
+        let task = create_task(&hive, body).await;
+        let done = world
+            .wait_for_event(
+                AggregateKind::Task,
+                task.parse().unwrap(),
+                "TaskDeadLettered",
+            )
+            .await;
+        let events = events_of(&hive, &task, done).await;
+        Self {
+            _world: world,
+            hive,
+            dir,
+            runtime,
+            task,
+            done,
+            events,
+        }
+    }
+
+    /// Its events of `event_type`.
+    fn all(&self, event_type: &str) -> Vec<&Value> {
+        self.events
+            .iter()
+            .filter(|e| e["type"] == event_type)
+            .collect()
+    }
+
+    /// Its view then.
+    async fn view(&self) -> Value {
+        view(&self.hive, &self.task, self.done).await
+    }
+
+    /// Waits until every one of its `runs` runs' executors is gone, then stops the hive.
+    async fn stopped_after(self, runs: usize) {
+        all_gone(&pids(self.dir.path(), &self.task, 2 * runs).await).await;
+        self.runtime.signal(Signal::SIGKILL);
+        self.hive.stop().await;
+    }
+}
+
 #[tokio::test]
 async fn a_task_past_its_timeout_fails_timed_out_is_stopped_and_retried_as_its_policy_says() {
-    let world = World::new().await;
-    let hive = world.full_hive().await;
-    let dir = tempfile::tempdir().unwrap();
-    let exec = sleeping_executor(dir.path());
-    let runtime = hive.agent_process(&["--capabilities", "slow", "--exec", &exec]);
-    let task = create_task(
-        &hive,
-        json!({"title": "too slow", "required_capabilities": ["slow"], "timeout_secs": 2, "max_attempts": 2}),
-    )
-    .await;
-    let uuid: Uuid = task.parse().unwrap();
-    let done = world
-        .wait_for_event(AggregateKind::Task, uuid, "TaskDeadLettered")
-        .await;
-    let events = events_of(&hive, &task, done).await;
-    let timed_out: Vec<&Value> = events
-        .iter()
-        .filter(|e| e["type"] == "TaskTimedOut")
-        .collect();
-    assert_eq!(
-        timed_out.len(),
-        2,
-        "each attempt timed out: {:?}",
-        types(&events)
-    );
+    let dead = DeadLettered::after(json!({"timeout_secs": 2, "max_attempts": 2})).await;
+    let (timed_out, types) = (dead.all("TaskTimedOut"), types(&dead.events));
+    assert_eq!(timed_out.len(), 2, "each attempt timed out: {types:?}");
     assert_eq!(
         timed_out[0]["data"],
         json!({"limit": "timeout", "after_secs": 2})
     );
     assert_eq!(timed_out[0]["actor"], "system:scheduler");
     assert!(
-        types(&events).contains(&"TaskRetryScheduled"),
-        "the first was retried: {:?}",
-        types(&events)
+        types.contains(&"TaskRetryScheduled"),
+        "the first was retried: {types:?}"
     );
-    let task_view = view(&hive, &task, done).await;
+    let task_view = dead.view().await;
     assert_eq!(task_view["state"], "dead_lettered");
     assert_eq!(task_view["attempts"], 2);
     assert_eq!(task_view["timeout_secs"], 2);
@@ -167,29 +207,13 @@ async fn a_task_past_its_timeout_fails_timed_out_is_stopped_and_retried_as_its_p
         "{task_view}"
     );
     // Both runs' executors were stopped.
-    all_gone(&pids(dir.path(), &task, 4).await).await;
-    runtime.signal(Signal::SIGKILL);
-    hive.stop().await;
+    dead.stopped_after(2).await;
 }
 
 #[tokio::test]
 async fn a_silent_task_past_its_heartbeat_timeout_fails_timed_out_and_is_stopped() {
-    let world = World::new().await;
-    let hive = world.full_hive().await;
-    let dir = tempfile::tempdir().unwrap();
-    let exec = sleeping_executor(dir.path());
-    let runtime = hive.agent_process(&["--capabilities", "quiet", "--exec", &exec]);
-    let task = create_task(
-        &hive,
-        json!({"title": "gone quiet", "required_capabilities": ["quiet"], "heartbeat_timeout_secs": 1, "max_attempts": 1}),
-    )
-    .await;
-    let uuid: Uuid = task.parse().unwrap();
-    let done = world
-        .wait_for_event(AggregateKind::Task, uuid, "TaskDeadLettered")
-        .await;
-    let events = events_of(&hive, &task, done).await;
-    let timed_out = events.iter().find(|e| e["type"] == "TaskTimedOut").unwrap();
+    let dead = DeadLettered::after(json!({"heartbeat_timeout_secs": 1, "max_attempts": 1})).await;
+    let timed_out = dead.all("TaskTimedOut")[0];
     assert_eq!(timed_out["data"]["limit"], "heartbeat_timeout");
     // It spoke once (`started`), then fell silent: timed out a second after that line at the least.
     let at = |e: &Value| {
@@ -199,19 +223,13 @@ async fn a_silent_task_past_its_heartbeat_timeout_fails_timed_out_and_is_stopped
             .parse::<DateTime<Utc>>()
             .unwrap()
     };
-    let progressed = events
-        .iter()
-        .find(|e| e["type"] == "TaskProgressed")
-        .unwrap();
+    let progressed = dead.all("TaskProgressed")[0];
     assert!(at(timed_out) - at(progressed) >= chrono::Duration::seconds(1));
-    let last_error = &view(&hive, &task, done).await["last_error"];
     assert_eq!(
-        last_error,
+        dead.view().await["last_error"],
         "timed_out: no progress for its heartbeat_timeout_secs (1 s)"
     );
-    all_gone(&pids(dir.path(), &task, 2).await).await;
-    runtime.signal(Signal::SIGKILL);
-    hive.stop().await;
+    dead.stopped_after(1).await;
 }
 
 #[tokio::test]
@@ -219,14 +237,7 @@ async fn a_delayed_task_waits_then_is_queued_at_its_time_across_a_scheduler_rest
     let mut world = World::new().await;
     world.config.leader_ttl_secs = 0.6;
     let api = world.hive().await;
-    let lead = async |world: &World| {
-        let scheduler = world.scheduler().await;
-        let mut leading = scheduler.leading();
-        let running = tokio::spawn(scheduler.run(std::future::pending()));
-        leading.wait_for(|l| *l).await.unwrap();
-        running.abort_handle()
-    };
-    let first = lead(&world).await;
+    let first = world.leading_scheduler().await;
     // Microseconds: what the read models keep.
     let not_before = (Utc::now() + chrono::Duration::seconds(3)).trunc_subsecs(6);
     let (status, created) = api
@@ -249,7 +260,7 @@ async fn a_delayed_task_waits_then_is_queued_at_its_time_across_a_scheduler_rest
     );
     // The scheduler that saw it created dies; another takes over before its time.
     first.abort();
-    let second = lead(&world).await;
+    let second = world.leading_scheduler().await;
     assert!(Utc::now() < not_before, "the restart came before its time");
     let queued = world
         .wait_for_event(AggregateKind::Task, task.parse().unwrap(), "TaskQueued")

@@ -343,16 +343,9 @@ async fn a_new_leader_starts_from_the_boards_snapshot_and_trusts_none_of_another
     world.config.leader_ttl_secs = 0.6;
     world.config.scheduler_snapshot_every = 1;
     let api = world.hive().await;
-    let lead = async |world: &World| {
-        let scheduler = world.scheduler().await;
-        let mut leading = scheduler.leading();
-        let running = tokio::spawn(scheduler.run(std::future::pending()));
-        leading.wait_for(|l| *l).await.unwrap();
-        running.abort_handle()
-    };
     let snapshots = Snapshots::open(world.log()).await.unwrap();
     // The first leader makes an agent ready, assigns it a task and saves its board.
-    let first = lead(&world).await;
+    let first = world.leading_scheduler().await;
     let agent = ready_agent(&api, &world, &[], 5).await;
     let mut assignments = api.assignments(&agent).await;
     let one = create_task(&api, json!({"title": "one"})).await;
@@ -377,7 +370,7 @@ async fn a_new_leader_starts_from_the_boards_snapshot_and_trusts_none_of_another
 
     // The next leader starts from it and assigns the next task (its board knows the agent's load).
     first.abort();
-    let second = lead(&world).await;
+    let second = world.leading_scheduler().await;
     let two = create_task(&api, json!({"title": "two"})).await;
     assert_eq!(assignments.next().await["task_id"], two.as_str());
     second.abort();
@@ -411,7 +404,7 @@ async fn a_new_leader_starts_from_the_boards_snapshot_and_trusts_none_of_another
 
     // With a snapshot it cannot trust, a leader folds the log from the start and still schedules.
     snapshots.save(untrusted[2].as_bytes()).await.unwrap();
-    let third = lead(&world).await;
+    let third = world.leading_scheduler().await;
     let three = create_task(&api, json!({"title": "three"})).await;
     assert_eq!(assignments.next().await["task_id"], three.as_str());
     third.abort();

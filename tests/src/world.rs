@@ -181,25 +181,29 @@ impl World {
     ) -> u64 {
         use futures::StreamExt;
         let subject = self.log().subjects().of(kind, id);
-        let mut events = Box::pin(self.log().read_from(1).await.expect("read the log"));
         let mut seen = 0;
         let found = tokio::time::timeout(std::time::Duration::from_secs(20), async {
-            while let Some(event) = events.next().await {
-                let event = event.expect("read the log");
-                if event.subject != subject {
-                    continue;
-                }
-                let Ok(envelope) = hive_events::envelope::decode(&event.payload, None) else {
-                    continue;
-                };
-                if envelope.event.event_type() == event_type {
-                    seen += 1;
-                    if seen == n {
-                        return event.seq;
+            // A reader that fails (a stall on a busy machine) is replaced, reading on after the last
+            // event it gave.
+            let mut next = 1;
+            loop {
+                let mut events = Box::pin(self.log().read_from(next).await.expect("read the log"));
+                while let Some(Ok(event)) = events.next().await {
+                    next = event.seq + 1;
+                    if event.subject != subject {
+                        continue;
+                    }
+                    let Ok(envelope) = hive_events::envelope::decode(&event.payload, None) else {
+                        continue;
+                    };
+                    if envelope.event.event_type() == event_type {
+                        seen += 1;
+                        if seen == n {
+                            return event.seq;
+                        }
                     }
                 }
             }
-            panic!("the log ended");
         })
         .await;
         found.unwrap_or_else(|_| panic!("no {event_type} #{n} for {kind} {id} within 20 s"))
@@ -251,6 +255,16 @@ impl World {
     /// Starts every part, the scheduler included.
     pub async fn full_hive(&self) -> TestHive {
         self.run(Parts::ALL).await
+    }
+
+    /// A scheduler on this world's log, running in a task of its own once it leads: abort the handle
+    /// to kill it (its lease then lapses, as a dead process's would).
+    pub async fn leading_scheduler(&self) -> tokio::task::AbortHandle {
+        let scheduler = self.scheduler().await;
+        let mut leading = scheduler.leading();
+        let running = tokio::spawn(scheduler.run(std::future::pending()));
+        leading.wait_for(|l| *l).await.expect("the scheduler leads");
+        running.abort_handle()
     }
 
     /// A scheduler on this world's log, not yet running (beside a [`World::hive`], which has none).
