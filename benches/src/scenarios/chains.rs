@@ -355,7 +355,12 @@ async fn cancel_to_executor_gone(http: &hive_client::Client, samples: u32) -> an
             Duration::from_secs(20),
             Duration::from_millis(5),
             "the executor running",
-            async || Ok(std::fs::read_to_string(&pid_file)?.trim().parse().ok()),
+            // Not written yet: not running yet.
+            async || {
+                Ok(std::fs::read_to_string(&pid_file)
+                    .ok()
+                    .and_then(|p| p.trim().parse().ok()))
+            },
         )
         .await?;
         let cancel = http
