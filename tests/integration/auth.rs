@@ -1,9 +1,10 @@
 //! Authentication and authorization: every role (and no token, and a bad one) against every class of
 //! route — public reads, reads, commands, admin routes, an agent's own routes and another agent's, a
-//! task assigned to the agent and one that is not; the dashboard's cookie; revocation; the actor that
+//! task assigned to the agent and one that is not; the dashboard's cookie and its CSRF proof; revocation; the actor that
 //! events name.
 //!
-//! Long because the role × route matrix is one table, checked in one place.
+//! Long because the role × route matrix is one table, checked in one place (the dashboard's cookie is
+//! one more way to present a token, so its checks stand beside the bearer token's).
 
 use hive_client::Method;
 use std::collections::BTreeMap;
@@ -246,7 +247,7 @@ async fn answers_say_why_and_events_name_the_caller() {
 }
 
 #[tokio::test]
-async fn the_dashboard_cookie_reads_but_never_commands_and_revocation_is_at_once() {
+async fn the_dashboard_cookie_commands_only_with_its_csrf_proof_and_revocation_is_at_once() {
     let world = World::new().await;
     let hive = world.hive().await;
     let viewer = world.token(Role::Viewer).await;
@@ -287,7 +288,36 @@ async fn the_dashboard_cookie_reads_but_never_commands_and_revocation_is_at_once
         .send()
         .await
         .unwrap();
-    assert_eq!(command.status(), 401, "the cookie never commands");
+    assert_eq!(command.status(), 403, "no command on the cookie alone");
+    // With the session's CSRF proof, the cookie commands as its token may; never an admin's route.
+    let me = hive_tests::json(
+        http.request(Method::GET, "/api/v1/session")
+            .header("cookie", &pair),
+    )
+    .await;
+    assert_eq!(
+        (&me["role"], &me["may_command"]),
+        (&json!("admin"), &json!(true))
+    );
+    let csrf = me["csrf"].as_str().unwrap();
+    for (path, body, status) in [
+        ("/api/v1/tasks", json!({"title": "from the page"}), 201),
+        (
+            "/api/v1/tokens",
+            json!({"role": "viewer", "name": "x"}),
+            403,
+        ),
+    ] {
+        let sent = http
+            .request(Method::POST, path)
+            .header("cookie", &pair)
+            .header("x-hive-csrf", csrf)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(sent.status(), status, "{path}");
+    }
 
     // Revoked through the API: refused at once.
     let listed: Value = hive.get("/api/v1/tokens").await.json().await.unwrap();

@@ -9,15 +9,15 @@ use hive_devservers::browser::Browser;
 use hive_tests::{TestHive, World};
 use serde_json::{Value, json};
 
-async fn browser() -> Browser {
+pub(crate) async fn browser() -> Browser {
     Browser::start().await.expect("headless Chromium")
 }
 
-async fn watch(browser: &Browser, selector: &str) {
+pub(crate) async fn watch(browser: &Browser, selector: &str) {
     browser.watch(selector).await.expect("install a watcher");
 }
 
-async fn seen(browser: &Browser, selector: &str) -> Option<f64> {
+pub(crate) async fn seen(browser: &Browser, selector: &str) -> Option<f64> {
     browser.seen(selector).await.expect("wait for the element")
 }
 
@@ -29,7 +29,7 @@ fn now_ms() -> f64 {
         * 1e3
 }
 
-async fn post(hive: &TestHive, path: &str, body: Value) -> Value {
+pub(crate) async fn post(hive: &TestHive, path: &str, body: Value) -> Value {
     let (status, answer) = hive.post(path, body).await;
     assert!(status == 200 || status == 201, "{path}: {status} {answer}");
     answer
@@ -198,9 +198,14 @@ async fn under_load_the_dashboard_keeps_up_and_agrees_with_the_api() {
 /// Opens the dashboard and waits until its stream is live; then marks the window, so that a reload
 /// (which would make a new one) shows.
 async fn open_dashboard(browser: &Browser, hive: &TestHive) {
+    open_dashboard_as(browser, hive, &hive.token).await;
+}
+
+/// [`open_dashboard`], signed in with `token`.
+pub(crate) async fn open_dashboard_as(browser: &Browser, hive: &TestHive, token: &str) {
     browser
         .client
-        .goto(&hive.url(&format!("/dashboard#token={}", hive.token)))
+        .goto(&hive.url(&format!("/dashboard#token={token}")))
         .await
         .expect("open the dashboard");
     watch(browser, "#conn.live").await;
@@ -212,7 +217,7 @@ async fn open_dashboard(browser: &Browser, hive: &TestHive) {
 }
 
 /// Clicks the element `selector` finds, finding it again if the page replaced it meanwhile.
-async fn click(browser: &Browser, selector: &str) {
+pub(crate) async fn click(browser: &Browser, selector: &str) {
     use fantoccini::error::{CmdError, ErrorStatus};
     hive_tests::until(
         std::time::Duration::from_secs(2),

@@ -68,6 +68,13 @@ impl TestHive {
         )
     }
 
+    /// GET `path` once the read models reflect `seq`, asserting a 200: its JSON body.
+    pub async fn read_at(&self, path: &str, seq: u64) -> serde_json::Value {
+        let (status, body) = self.get_at(path, seq).await;
+        assert_eq!(status, 200, "GET {path}: {body}");
+        body
+    }
+
     /// `/metrics`, parsed as Prometheus text, every line of it checked ([`exposition::parse`]).
     pub async fn scrape(&self) -> prometheus_parse::Scrape {
         let text = self.get("/metrics").await.text().await.expect("/metrics");

@@ -12,19 +12,24 @@
 //! `forbidden`. Grants are followed from the tokens bucket (a revocation reaches every API process within
 //! milliseconds); a token the process has not seen yet is looked up in the bucket.
 //!
-//! The dashboard's page cannot send a header: it trades the token for an `HttpOnly`, `SameSite=Strict`
-//! cookie (`POST /api/v1/session`), which is accepted for reads only, so a forged cross-site request can
-//! never issue a command.
+//! The dashboard's page cannot send a header with its event stream: it trades the token for an
+//! `HttpOnly`, `SameSite=Strict` cookie (`POST /api/v1/session`) that holds the token itself, so the
+//! cookie's role is the token's, checked at every request (a revocation ends the session at once). A
+//! command authenticated by the cookie must also carry `X-Hive-Csrf`, a value derived from the token
+//! ([`csrf_of`]) that only the page's own script can read (`GET /api/v1/session`, same origin): a
+//! cross-site form cannot set a header, and a cross-site script cannot read the answer that holds it
+//! (no CORS), so a forged request never commands even where a browser ignores `SameSite`. The admin's
+//! routes (tokens, spawning) never take the cookie.
 //!
-//! Long because the roles' table, the token check and the sign-in session share one caller type and
-//! one answer for a refusal; splitting them would copy both.
+//! Long because the roles' table, the token check and the sign-in session (its cookie and CSRF proof)
+//! share one caller type and one answer for a refusal; splitting them would copy both.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{Method, header};
+use axum::http::{HeaderMap, Method, header};
 use axum::middleware::Next;
 use axum::response::Response;
 use futures::StreamExt;
@@ -36,6 +41,25 @@ use crate::error::{ApiError, Code};
 
 /// The cookie the dashboard's session keeps its token in.
 pub const COOKIE: &str = "hive_token";
+
+/// The header a command authenticated by [`COOKIE`] proves it comes from the dashboard's page with.
+pub const CSRF_HEADER: &str = "x-hive-csrf";
+
+/// The CSRF proof of a session made from `token`: derived from the secret (so it needs no state and
+/// changes with the token), under a label of its own (so it is never the token's listed id, which is
+/// the token's plain SHA-256).
+pub fn csrf_of(token: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let mut digest = Sha256::new();
+    digest.update(b"hive dashboard csrf\0");
+    digest.update(token.as_bytes());
+    hex::encode(digest.finalize())
+}
+
+/// Compares without stopping at the first difference, so a guess learns nothing from the time taken.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0, |d, (x, y)| d | (x ^ y)) == 0
+}
 
 /// Every grant, by token id, followed from the tokens bucket.
 #[derive(Clone)]
@@ -181,10 +205,15 @@ fn need(method: &Method, template: &str, public: &[String]) -> Need {
         "/api/v1/asyncapi.json",
         "/dashboard",
     ];
-    if template == "/api/v1/session" {
+    // Signing in; reading the session (`GET`) needs the token or cookie it reads.
+    if template == "/api/v1/session" && *method == Method::POST {
         return Need::Public;
     }
-    if template.starts_with("/api/v1/tokens") || template.ends_with("/agents/spawn") {
+    // Spawning (one agent, or a 2.0 team) runs commands on the host.
+    if template.starts_with("/api/v1/tokens")
+        || template.ends_with("/agents/spawn")
+        || template == "/api/agents/activate"
+    {
         return Need::Admin;
     }
     if read
@@ -263,9 +292,18 @@ fn param<'a>(template: &str, path: &'a str, name: &str) -> Option<&'a str> {
         .map(|(_, value)| value)
 }
 
-/// The token a request carries: its bearer token, or (for a read) the dashboard's cookie.
-fn presented(request: &Request) -> Result<Option<String>, ApiError> {
-    if let Some(value) = request.headers().get(header::AUTHORIZATION) {
+/// How a request presented its token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Via {
+    /// `Authorization: Bearer`.
+    Bearer,
+    /// The dashboard's cookie.
+    Cookie,
+}
+
+/// The token a request carries: its bearer token, or the dashboard's cookie.
+fn presented(headers: &HeaderMap) -> Result<Option<(String, Via)>, ApiError> {
+    if let Some(value) = headers.get(header::AUTHORIZATION) {
         let value = value.to_str().unwrap_or_default();
         let token = value
             .strip_prefix("Bearer ")
@@ -276,21 +314,52 @@ fn presented(request: &Request) -> Result<Option<String>, ApiError> {
                     "Authorization must be `Bearer <token>`",
                 )
             })?;
-        return Ok(Some(token.trim().to_owned()));
+        return Ok(Some((token.trim().to_owned(), Via::Bearer)));
     }
-    if matches!(*request.method(), Method::GET | Method::HEAD) {
-        let cookie = request
-            .headers()
-            .get_all(header::COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(';'))
-            .filter_map(|pair| pair.trim().split_once('='))
-            .find(|(name, _)| *name == COOKIE)
-            .map(|(_, value)| value.to_owned());
-        return Ok(cookie);
+    let cookie = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == COOKIE)
+        .map(|(_, value)| (value.to_owned(), Via::Cookie));
+    Ok(cookie)
+}
+
+/// The CSRF proof of the token `headers` present (bearer or cookie), for `GET /api/v1/session`.
+pub fn csrf_presented(headers: &HeaderMap) -> Option<String> {
+    presented(headers)
+        .ok()
+        .flatten()
+        .map(|(token, _)| csrf_of(&token))
+}
+
+/// Refuses a command the dashboard's cookie authenticated unless it carries the session's CSRF proof;
+/// the admin's routes never take the cookie.
+fn check_cookie_command(request: &Request, token: &str, need: Need) -> Result<(), ApiError> {
+    if matches!(*request.method(), Method::GET | Method::HEAD) || need == Need::Public {
+        return Ok(());
     }
-    Ok(None)
+    if need == Need::Admin {
+        return Err(ApiError::new(
+            Code::Forbidden,
+            "an admin's route takes a bearer token, never the dashboard's cookie",
+        ));
+    }
+    let proof = request
+        .headers()
+        .get(CSRF_HEADER)
+        .map(|v| v.as_bytes())
+        .unwrap_or_default();
+    if same(proof, csrf_of(token).as_bytes()) {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        Code::Forbidden,
+        "a command sent with the dashboard's cookie needs its X-Hive-Csrf header \
+         (`csrf` of GET /api/v1/session)",
+    ))
 }
 
 /// The middleware: authenticates the caller, checks the route's class against its role, and hands
@@ -307,8 +376,14 @@ pub async fn authorize(
         .unwrap_or_default();
     let method = request.method().clone();
     let need = need(&method, &template, &state.config.public_reads);
-    let grant = match presented(&request)? {
-        Some(token) => state.grants.check(&token).await?,
+    let grant = match presented(request.headers())? {
+        Some((token, via)) => {
+            let grant = state.grants.check(&token).await?;
+            if grant.is_some() && via == Via::Cookie {
+                check_cookie_command(&request, &token, need)?;
+            }
+            grant
+        }
         None => None,
     };
     let Some(grant) = grant else {
@@ -386,15 +461,30 @@ mod tests {
             need(&Method::POST, "/api/agents/spawn", &public),
             Need::Admin
         );
+        assert_eq!(
+            need(&Method::POST, "/api/agents/activate", &public),
+            Need::Admin
+        );
         assert_eq!(need(&Method::GET, "/api/v1/tokens", &public), Need::Admin);
         assert_eq!(
             need(&Method::POST, "/api/v1/session", &public),
             Need::Public
         );
+        assert_eq!(need(&Method::GET, "/api/v1/session", &public), Need::Read);
         assert_eq!(
             need(&Method::GET, "/status", &["/status".to_owned()]),
             Need::Public
         );
+    }
+
+    #[test]
+    fn the_csrf_proof_is_the_tokens_own_and_never_its_listed_id() {
+        let token = "hive_0123";
+        assert_eq!(csrf_of(token), csrf_of(token));
+        assert_ne!(csrf_of(token), csrf_of("hive_0124"));
+        assert_ne!(csrf_of(token), hive_eventlog::tokens::id_of(token));
+        assert!(same(b"abc", b"abc"));
+        assert!(!same(b"abc", b"abd") && !same(b"abc", b"ab") && !same(b"", b"a"));
     }
 
     #[test]

@@ -30,7 +30,8 @@ pub fn document(openapi: utoipa::openapi::OpenApi, public: &[String]) -> Value {
         "scheme": "bearer",
         "bearerFormat": "hive_ and 64 hex digits",
         "description": "A token of one role: admin, operator, viewer or agent (docs/api.md). Reads also \
-                        take the dashboard's cookie (`POST /api/v1/session`).",
+                        take the dashboard's cookie (`POST /api/v1/session`), and so do commands \
+                        that carry its `X-Hive-Csrf` header (`GET /api/v1/session`).",
     });
     unsigned(&mut doc);
     let paths = doc["paths"]

@@ -9,6 +9,38 @@ from uuid import UUID
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, RootModel
 
 
+class Activate(BaseModel):
+    """
+    `POST /api/agents/activate`, as Agent Hive 2.0's clients send it.
+    """
+
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    auto_start_tasks: bool | None = None
+    """
+    Accepted for 2.0's clients and not used: Hive's agents take queued work as it comes (2.0 made
+    demonstration tasks).
+    """
+    exec: str | None = None
+    """
+    The executor; the configured default when absent.
+    """
+    max_concurrent_tasks: Annotated[int | None, Field(ge=1, le=1000)] = None
+    """
+    Each member's concurrent tasks, 1 to 1,000 (default 3, as 2.0's agents).
+    """
+    roles: list[str] | None = None
+    """
+    The roles the team cycles through (default: product_manager, architect, backend_developer,
+    qa_engineer, devops_engineer); each one of those or frontend_developer.
+    """
+    team_size: Annotated[int | None, Field(ge=1, le=20)] = None
+    """
+    How many agents, 1 to 20 (default 5, 2.0's team).
+    """
+
+
 class AgentAction(str, Enum):
     """
     What can be done to an agent through `POST /api/v1/agents/{id}/{action}`.
@@ -411,6 +443,27 @@ class LogHead(BaseModel):
     """
 
 
+class Member(BaseModel):
+    """
+    A member of an activated team.
+    """
+
+    capabilities: list[str]
+    """
+    The role itself and the role's 2.0 capabilities, sorted.
+    """
+    id: UUID
+    role: str
+    seq: Annotated[int | None, Field(ge=0, le=18446744073709551615)] = None
+    """
+    Its registration's sequence (send it as `Hive-Min-Seq` to read the agent at once).
+    """
+    status: AgentStatus
+    """
+    `registered` until its runtime's first heartbeat, then `ready` (`GET /api/agents/{id}/status`).
+    """
+
+
 class Order(str, Enum):
     """
     Which way a list runs: oldest first (the default) or newest first. Ids are UUIDv7, so id order is
@@ -678,6 +731,30 @@ class Session(BaseModel):
     token: str
     """
     A token of any role.
+    """
+
+
+class SessionInfo(BaseModel):
+    """
+    `GET /api/v1/session`: who the session is.
+    """
+
+    csrf: str
+    """
+    The value of the `X-Hive-Csrf` header that a command sent with the session's cookie carries.
+    """
+    may_command: bool
+    """
+    Whether it may command (cancel, retry, requeue a task, drain an agent): an operator's or an
+    admin's.
+    """
+    name: str
+    """
+    Who holds it.
+    """
+    role: Role
+    """
+    The token's role.
     """
 
 
@@ -1060,6 +1137,24 @@ class WaitingReason(
     )
     """
     Why a task is not running, with the facts.
+    """
+
+
+class Activated(BaseModel):
+    """
+    What 2.0 answered: the team's agents and which role each plays.
+    """
+
+    active_agents: dict[str, Member]
+    """
+    Every member, by agent id.
+    """
+    message: str
+    success: bool
+    team_composition: dict[str, UUID]
+    """
+    Each role's agent (with more members than roles, the role's last one, as 2.0's map kept it;
+    `active_agents` lists them all).
     """
 
 
@@ -1451,7 +1546,7 @@ class Coordination(BaseModel):
 
     agents: ListAgentLoad
     """
-    A page of agents.
+    A page of agents (the deregistered ones only if asked).
     """
     dead_letters: list[DeadLetterView]
     """

@@ -26,6 +26,7 @@ use crate::AppState;
 use crate::error::{ApiError, ApiResult, Code};
 use crate::extract::Query;
 use crate::views::{AgentView, DeadLetterView, List, Order, TaskView, holding_states, paged};
+use hive_events::agent::AgentStatus;
 use hive_events::task::TaskStatus;
 
 const PAGE: &str = include_str!("../../assets/dashboard.html");
@@ -59,6 +60,10 @@ struct Pages {
     /// Recent events to start the feed with, 0 to 500 (default 50; 0: none, and no log reads).
     #[param(maximum = 500)]
     events: Option<u64>,
+    /// Whether the agents page lists deregistered agents too (default false: they would crowd out
+    /// the live ones).
+    #[serde(default)]
+    include_deregistered: bool,
     /// Which way the agents and task lists run: `asc` (oldest first, the default) or `desc`.
     #[serde(default)]
     #[param(value_type = Option<Order>)]
@@ -70,7 +75,7 @@ struct Pages {
 struct Coordination {
     /// The hive's counts, the log's head and the projection's standing, as `/status`.
     status: Status,
-    /// A page of agents.
+    /// A page of agents (the deregistered ones only if asked).
     agents: List<AgentLoad>,
     /// The first queued tasks.
     queued: List<TaskView>,
@@ -127,8 +132,12 @@ async fn coordination(
         }
     };
     let status = super::system::status_body(&state).await?;
+    let mut agents = agents::Entity::find();
+    if !pages.include_deregistered {
+        agents = agents.filter(agents::Column::Status.ne(AgentStatus::Deregistered.as_str()));
+    }
     let (query, limit) = paged(
-        agents::Entity::find(),
+        agents,
         agents::Column::Id,
         Some(pages.agents_limit.unwrap_or(100)),
         pages.agents_cursor.as_deref(),

@@ -6,8 +6,9 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use hive_eventlog::CommandContext;
 use hive_events::agent::{Agent, AgentCommand, AgentStatus};
-use hive_spawner::{SpawnError, Spec};
+use hive_spawner::{SpawnError, Spawner, Spec};
 use serde::{Deserialize, Serialize};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -88,17 +89,50 @@ async fn spawn(
     extract::Json(body): extract::Json<SpawnBody>,
     created: StatusCode,
 ) -> ApiResult<Response> {
-    let Some(spawner) = state.spawner.clone() else {
-        return Err(ApiError::new(
-            Code::Unavailable,
-            "this API process does not spawn agents",
-        ));
-    };
+    let spawner = spawner(&state)?;
     if body.exec.as_deref().is_some_and(|e| e.trim().is_empty()) {
         return Err(ApiError::invalid("exec", "must not be empty"));
     }
-    let agent = body.agent_id.unwrap_or_else(Uuid::now_v7);
-    let existing = match body.agent_id {
+    let register = Registration {
+        name: body.name,
+        agent_type: body.agent_type,
+        capabilities: body.capabilities,
+        max_concurrent_tasks: body.max_concurrent_tasks,
+    };
+    let (agent_id, seq) = start(&state, &spawner, &ctx, body.agent_id, register, body.exec).await?;
+    Ok((created, axum::Json(Spawned { agent_id, seq })).into_response())
+}
+
+/// The spawner of this API process: 503 when it does not spawn agents.
+pub(crate) fn spawner(state: &AppState) -> ApiResult<Spawner> {
+    state
+        .spawner
+        .clone()
+        .ok_or_else(|| ApiError::new(Code::Unavailable, "this API process does not spawn agents"))
+}
+
+/// An agent to register before its runtime starts.
+pub(crate) struct Registration {
+    pub name: Option<String>,
+    pub agent_type: String,
+    pub capabilities: Vec<String>,
+    pub max_concurrent_tasks: u32,
+}
+
+/// Registers an agent (or takes the registered one `agent_id` names) and starts a supervised runtime
+/// for it with executor `exec` (the configured one when `None`): its id, and its registration's
+/// sequence (`None` when it was registered before). A repeated command (the same idempotency key)
+/// answers the first agent, whose runtime runs already.
+pub(crate) async fn start(
+    state: &AppState,
+    spawner: &Spawner,
+    ctx: &CommandContext,
+    agent_id: Option<Uuid>,
+    register: Registration,
+    exec: Option<String>,
+) -> ApiResult<(Uuid, Option<u64>)> {
+    let mut agent = agent_id.unwrap_or_else(Uuid::now_v7);
+    let existing = match agent_id {
         Some(id) => state.log.load::<Agent>(id).await?.state,
         None => None,
     };
@@ -112,26 +146,28 @@ async fn spawn(
         Some(found) => (found.max_concurrent_tasks, None, false),
         None => {
             let command = AgentCommand::Register {
-                name: body.name,
-                agent_type: body.agent_type,
-                capabilities: body.capabilities,
-                max_concurrent_tasks: body.max_concurrent_tasks,
+                name: register.name,
+                agent_type: register.agent_type,
+                capabilities: register.capabilities,
+                max_concurrent_tasks: register.max_concurrent_tasks,
                 labels: Default::default(),
             };
-            let done = state.log.create::<Agent>(agent, &ctx, command).await?;
+            let done = state.log.create::<Agent>(agent, ctx, command).await?;
             state.progress.saw_append(done.seq);
-            (body.max_concurrent_tasks, Some(done.seq), done.duplicate)
+            // A repeat answers the agent the first request registered.
+            agent = done.aggregate_id;
+            (
+                register.max_concurrent_tasks,
+                Some(done.seq),
+                done.duplicate,
+            )
         }
-    };
-    let answer = Spawned {
-        agent_id: agent,
-        seq,
     };
     // The runtime's own token: it may act as this agent and nothing else.
     let (token, _) = state.grants.issue(Grant::agent(agent)).await?;
     let spec = Spec {
         agent_id: agent,
-        exec: body.exec,
+        exec,
         max_concurrent_tasks,
         token: Some(token),
     };
@@ -150,5 +186,5 @@ async fn spawn(
         }
     }
     tracing::info!(%agent, "agent spawned");
-    Ok((created, axum::Json(answer)).into_response())
+    Ok((agent, seq))
 }

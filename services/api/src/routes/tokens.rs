@@ -1,9 +1,10 @@
-//! Tokens (admin): issue, list, revoke; and `POST /api/v1/session`, where the dashboard's page trades a
-//! token for a cookie ([`crate::auth`]).
+//! Tokens (admin): issue, list, revoke; and `/api/v1/session`, where the dashboard's page trades a
+//! token for a cookie and learns what it may do and the CSRF proof its commands carry
+//! ([`crate::auth`]).
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use hive_eventlog::tokens::{Grant, Role};
 use serde::{Deserialize, Serialize};
@@ -11,7 +12,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::AppState;
-use crate::auth::COOKIE;
+use crate::auth::{COOKIE, Caller};
 #[allow(unused_imports)]
 use crate::error::ErrorBody;
 use crate::error::{ApiError, ApiResult, Code};
@@ -21,7 +22,7 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list, issue))
         .routes(routes!(revoke))
-        .routes(routes!(session))
+        .routes(routes!(session, session_info))
 }
 
 /// `POST /api/v1/tokens`.
@@ -133,7 +134,7 @@ struct Session {
     token: String,
 }
 
-#[utoipa::path(post, path = "/api/v1/session", tag = "tokens", summary = "Trade a token for the dashboard's cookie (good for reads only)", request_body = Session, responses((status = 204, description = "The cookie is set", headers(("Set-Cookie" = String, description = "`hive_token=…; HttpOnly; SameSite=Strict; Path=/`: good for reads only"))), (status = 401, description = "unauthenticated: the token is not valid", body = ErrorBody)))]
+#[utoipa::path(post, path = "/api/v1/session", tag = "tokens", summary = "Trade a token for the dashboard's cookie", description = "The cookie holds the token, so it may do what the token's role may: read, and for an operator's or admin's token command (cancel, retry, requeue, drain: not the admin's routes), each command with the `X-Hive-Csrf` header that `GET /api/v1/session` gives.", request_body = Session, responses((status = 204, description = "The cookie is set", headers(("Set-Cookie" = String, description = "`hive_token=…; HttpOnly; SameSite=Strict; Path=/`"))), (status = 401, description = "unauthenticated: the token is not valid", body = ErrorBody)))]
 async fn session(
     State(state): State<AppState>,
     extract::Json(body): extract::Json<Session>,
@@ -156,4 +157,33 @@ async fn session(
             .map_err(|_| ApiError::new(Code::Unauthenticated, "the token is not valid"))?,
     );
     Ok(response)
+}
+
+/// `GET /api/v1/session`: who the session is.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+struct SessionInfo {
+    /// The token's role.
+    role: Role,
+    /// Who holds it.
+    name: String,
+    /// Whether it may command (cancel, retry, requeue a task, drain an agent): an operator's or an
+    /// admin's.
+    may_command: bool,
+    /// The value of the `X-Hive-Csrf` header that a command sent with the session's cookie carries.
+    csrf: String,
+}
+
+#[utoipa::path(get, path = "/api/v1/session", tag = "tokens", summary = "The session: its role, and the CSRF proof its commands carry", description = "Answers for the dashboard's cookie or a bearer token (an agent's token has no session). Only a page of the API's own origin can read the answer (no CORS), which is what makes `csrf` a proof.", responses((status = 200, body = SessionInfo), (status = 401, description = "unauthenticated: no valid token or cookie", body = ErrorBody)))]
+async fn session_info(
+    axum::Extension(Caller(grant)): axum::Extension<Caller>,
+    headers: HeaderMap,
+) -> ApiResult<Json<SessionInfo>> {
+    let csrf = crate::auth::csrf_presented(&headers)
+        .ok_or_else(|| ApiError::new(Code::Unauthenticated, "no session: sign in with a token"))?;
+    Ok(Json(SessionInfo {
+        role: grant.role,
+        name: grant.name,
+        may_command: matches!(grant.role, Role::Admin | Role::Operator),
+        csrf,
+    }))
 }
