@@ -89,13 +89,27 @@ pub(crate) async fn work(
             },
         ),
     };
-    match client.report(task, agent, action, body, flow).await {
-        Ok(()) => tracing::info!(%task, action = action.as_str(), "task reported"),
-        Err(e) => {
-            tracing::warn!(%task, action = action.as_str(), error = %e, "could not report the task's end")
+    // A task whose end is never reported stays running for good (its agent lives on): while Hive
+    // cannot answer (a server restarting), the report is sent again, for up to five minutes.
+    let patience = std::time::Instant::now() + END_REPORT_PATIENCE;
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        match client.report(task, agent, action, body.clone(), flow).await {
+            Ok(()) => return tracing::info!(%task, action = action.as_str(), "task reported"),
+            Err(e) if e.is_transient() && std::time::Instant::now() < patience => {
+                tracing::debug!(%task, error = %e, ?backoff, "the task's end not reported yet; again");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => {
+                return tracing::warn!(%task, action = action.as_str(), error = %e, "could not report the task's end");
+            }
         }
     }
 }
+
+/// How long a task's end report is sent again while Hive cannot answer.
+const END_REPORT_PATIENCE: Duration = Duration::from_secs(300);
 
 /// Reports the latest progress line, at most every [`PROGRESS_EVERY`]. Ends only when a report is
 /// refused because the task is no longer this agent's to run (an operator requeued or cancelled it).
