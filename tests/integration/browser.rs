@@ -195,6 +195,36 @@ async fn under_load_the_dashboard_keeps_up_and_agrees_with_the_api() {
     hive.stop().await;
 }
 
+#[tokio::test]
+async fn the_queue_says_why_a_task_is_not_running() {
+    let world = World::new().await;
+    let hive = world.full_hive().await;
+    let task = post(
+        &hive,
+        "/api/v1/tasks",
+        json!({"title": "needs a gpu", "required_capabilities": ["gpu"]}),
+    )
+    .await;
+    let task_id = task["task_id"].as_str().unwrap();
+    let browser = browser().await;
+    open_dashboard(&browser, &hive).await;
+    let cell = format!(
+        r#"#queued tbody tr[data-task-id="{task_id}"] td.why[data-code="no_capable_agent"]"#
+    );
+    watch(&browser, &cell).await;
+    seen(&browser, &cell).await.expect("the reason shows");
+    let text = browser
+        .run(&format!(
+            "return document.querySelector('{}').textContent;",
+            cell.replace('\'', "\\'")
+        ))
+        .await
+        .unwrap();
+    assert_eq!(text, "no live agent has gpu");
+    browser.close().await;
+    hive.stop().await;
+}
+
 /// Opens the dashboard and waits until its stream is live; then marks the window, so that a reload
 /// (which would make a new one) shows.
 async fn open_dashboard(browser: &Browser, hive: &TestHive) {
