@@ -10,17 +10,19 @@ use super::{Servers, memory_row, wrk_row};
 use crate::report::{Table, peak_rss_mib};
 
 /// Clients of each run.
-const CLIENTS: u32 = 10;
+const CLIENTS: [u32; 2] = [1, 10];
 
 /// Writes `tasks` tasks into the read model: one in 50 teams (`label team:tN`), envs `prod`,
 /// `staging`, `dev` (`label env:…`; a fifth of the tasks have no labels), four task types, one of 20
-/// required capabilities, one created a second after another, titles of a verb and a hex word.
+/// required capabilities, one created a second after another (its id a UUIDv7 of that time, as the
+/// API's are), titles of a verb and a hex word.
 async fn fill(db: &sea_orm::DatabaseConnection, tasks: u64) -> anyhow::Result<()> {
     db.execute_unprepared(&format!(
         "INSERT INTO tasks (id, title, task_type, priority, required_capabilities, depends_on,
                             max_attempts, attempts, status, last_error_retryable, created_at,
                             updated_at, last_seq, labels)
-         SELECT ('01900000-0000-7000-8000-' || lpad(to_hex(g), 12, '0'))::uuid,
+         SELECT (substr(ms, 1, 8) || '-' || substr(ms, 9, 4) || '-7000-8000-'
+                   || lpad(to_hex(g), 12, '0'))::uuid,
                 (ARRAY['build', 'deploy', 'review', 'test', 'refactor'])[g % 5 + 1] || ' '
                   || md5(g::text),
                 (ARRAY['code', 'review', 'deploy', 'test'])[g % 4 + 1],
@@ -31,7 +33,10 @@ async fn fill(db: &sea_orm::DatabaseConnection, tasks: u64) -> anyhow::Result<()
                      ELSE jsonb_build_object('team', 't' || (g % 50),
                                              'env', (ARRAY['prod', 'staging', 'dev'])[g % 3 + 1])
                 END
-         FROM generate_series(1, {tasks}) AS g;
+         FROM generate_series(1, {tasks}) AS g,
+              -- A UUIDv7 of the creation's millisecond, as the API makes them.
+              LATERAL (SELECT lpad(to_hex((extract(epoch FROM timestamptz '2026-01-01'
+                                   + g * interval '1 second') * 1000)::bigint), 12, '0') AS ms) AS t;
          ANALYZE tasks;"
     ))
     .await?;
@@ -63,20 +68,7 @@ pub async fn search(servers: &Servers, tasks: u64, seconds: u32) -> anyhow::Resu
         from.format("%Y-%m-%dT%H:%M:%SZ"),
         to.format("%Y-%m-%dT%H:%M:%SZ")
     );
-    let trivial = crate::wrk::run(
-        &hive.token,
-        &format!("{}/livez", hive.base),
-        CLIENTS,
-        seconds,
-        None,
-    )?;
-    let mut rows = vec![wrk_row(
-        format!("GET /livez (trivial), {CLIENTS} clients"),
-        &trivial,
-        None,
-        String::new(),
-    )];
-    for query in [
+    let queries = [
         "label=team:t7".to_owned(),
         "label=team:t7&label=env:prod".to_owned(),
         "task_type=review&capability=cap3".to_owned(),
@@ -84,21 +76,39 @@ pub async fn search(servers: &Servers, tasks: u64, seconds: u32) -> anyhow::Resu
         format!("q={rare}"),
         "q=refactor".to_owned(),
         "label=team:t7&q=deploy&order=desc".to_owned(),
-    ] {
-        let path = format!("/api/v1/tasks?{query}");
-        let r = crate::wrk::run(
+    ];
+    let mut rows = Vec::new();
+    // One client: a page's own time; ten: two cores shared by ten clients, the API and PostgreSQL.
+    for clients in CLIENTS {
+        let trivial = crate::wrk::run(
             &hive.token,
-            &format!("{}{path}", hive.base),
-            CLIENTS,
+            &format!("{}/livez", hive.base),
+            clients,
             seconds,
             None,
         )?;
         rows.push(wrk_row(
-            format!("GET {path}, {CLIENTS} clients"),
-            &r,
-            Some(trivial.rate),
-            ", a page of 50".to_owned(),
+            format!("GET /livez (trivial), {clients} clients"),
+            &trivial,
+            None,
+            String::new(),
         ));
+        for query in &queries {
+            let path = format!("/api/v1/tasks?{query}");
+            let r = crate::wrk::run(
+                &hive.token,
+                &format!("{}{path}", hive.base),
+                clients,
+                seconds,
+                None,
+            )?;
+            rows.push(wrk_row(
+                format!("GET {path}, {clients} clients"),
+                &r,
+                Some(trivial.rate),
+                ", a page of 50".to_owned(),
+            ));
+        }
     }
     rows.push(memory_row("hive peak RSS", peak_rss_mib(Some(hive.pid()))));
     Ok(vec![Table {

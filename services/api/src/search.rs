@@ -41,6 +41,15 @@ pub fn labelled(
     Expr::col(column).binary(PgBinOper::Contains, wanted)
 }
 
+/// How far a task's creation may lag behind its id's time (the request that made both).
+const ID_SLACK: chrono::Duration = chrono::Duration::minutes(1);
+
+/// The least UUIDv7 of the millisecond `at` (every id made then or later is not less).
+fn id_floor(at: DateTime<Utc>) -> uuid::Uuid {
+    let ms = u128::try_from(at.timestamp_millis()).unwrap_or(0);
+    uuid::Uuid::from_u128(ms << 80)
+}
+
 /// The longest text a `q` filter takes.
 const Q_MAX: usize = 200;
 
@@ -92,11 +101,19 @@ impl TaskSearch {
                 )
                 .filter(Expr::cust("tasks.required_capabilities <> '{}'"));
         }
+        // A task's id is a UUIDv7 made in the request that created it, so its time is its creation's
+        // within the request's life: bounding the ids too (a minute wider) lets the page walk the
+        // primary key through the window alone, where the planner, blind to that correlation, would
+        // walk it from the list's start.
         if let Some(after) = self.created_after {
-            query = query.filter(tasks::Column::CreatedAt.gte(after));
+            query = query
+                .filter(tasks::Column::CreatedAt.gte(after))
+                .filter(tasks::Column::Id.gte(id_floor(after - ID_SLACK)));
         }
         if let Some(before) = self.created_before {
-            query = query.filter(tasks::Column::CreatedAt.lte(before));
+            query = query
+                .filter(tasks::Column::CreatedAt.lte(before))
+                .filter(tasks::Column::Id.lt(id_floor(before + ID_SLACK)));
         }
         if let Some(q) = &self.q {
             if q.is_empty() || q.chars().count() > Q_MAX {
@@ -113,5 +130,24 @@ impl TaskSearch {
             );
         }
         Ok(query)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_id_made_at_a_time_is_not_below_that_times_floor_and_below_the_next_ones() {
+        let at: DateTime<Utc> = "2026-12-03T20:00:00.123Z".parse().unwrap();
+        let ts = uuid::Timestamp::from_unix(
+            uuid::NoContext,
+            u64::try_from(at.timestamp()).unwrap(),
+            at.timestamp_subsec_nanos(),
+        );
+        let id = uuid::Uuid::new_v7(ts);
+        assert!(id_floor(at) <= id);
+        assert!(id < id_floor(at + chrono::Duration::milliseconds(1)));
+        assert!(id_floor(at - chrono::Duration::milliseconds(1)) < id_floor(at));
     }
 }
