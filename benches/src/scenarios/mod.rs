@@ -181,6 +181,43 @@ fn memory_row(what: &str, mib: f64) -> Row {
 }
 
 /// A row of a wrk run.
+/// `GET /livez` (the trivial handler), then each of `paths` (the path, and how its row names it) under
+/// `wrk` at `clients` for `seconds`, each row beside the trivial handler's rate; `note` ends each
+/// path's row.
+fn beside_trivial(
+    hive: &crate::hive_process::HiveProcess,
+    clients: u32,
+    seconds: u32,
+    paths: &[(String, String)],
+    note: &str,
+) -> anyhow::Result<Vec<Row>> {
+    let run = |path: &str| {
+        crate::wrk::run(
+            &hive.token,
+            &format!("{}{path}", hive.base),
+            clients,
+            seconds,
+            None,
+        )
+    };
+    let trivial = run("/livez")?;
+    let mut rows = vec![wrk_row(
+        format!("GET /livez (trivial), {clients} clients"),
+        &trivial,
+        None,
+        String::new(),
+    )];
+    for (path, shown) in paths {
+        rows.push(wrk_row(
+            format!("GET {shown}, {clients} clients"),
+            &run(path)?,
+            Some(trivial.rate),
+            note.to_owned(),
+        ));
+    }
+    Ok(rows)
+}
+
 fn wrk_row(what: String, r: &crate::wrk::WrkResult, raw: Option<f64>, note: String) -> Row {
     Row {
         what,

@@ -1,6 +1,6 @@
 //! Query: reads under load beside the trivial handler of the same server.
 
-use super::{Servers, memory_row, wrk_row};
+use super::{Servers, beside_trivial, memory_row};
 use crate::report::{Table, peak_rss_mib};
 use hive_client::Method;
 
@@ -30,45 +30,20 @@ pub async fn query(
         .as_str()
         .unwrap_or_default()
         .to_owned();
+    let paths = [
+        ("/status".to_owned(), "/status".to_owned()),
+        (
+            format!("/api/v1/tasks/{task}"),
+            "/api/v1/tasks/{id}".to_owned(),
+        ),
+        (
+            "/api/v1/tasks?status=queued".to_owned(),
+            "/api/v1/tasks?status=queued".to_owned(),
+        ),
+    ];
     let mut rows = Vec::new();
     for &clients in levels {
-        let trivial = crate::wrk::run(
-            &hive.token,
-            &format!("{}/livez", hive.base),
-            clients,
-            seconds,
-            None,
-        )?;
-        rows.push(wrk_row(
-            format!("GET /livez (trivial), {clients} clients"),
-            &trivial,
-            None,
-            String::new(),
-        ));
-        for path in [
-            "/status".to_owned(),
-            format!("/api/v1/tasks/{task}"),
-            "/api/v1/tasks?status=queued".to_owned(),
-        ] {
-            let r = crate::wrk::run(
-                &hive.token,
-                &format!("{}{path}", hive.base),
-                clients,
-                seconds,
-                None,
-            )?;
-            let shown = if path.starts_with("/api/v1/tasks/") {
-                "/api/v1/tasks/{id}".to_owned()
-            } else {
-                path.clone()
-            };
-            rows.push(wrk_row(
-                format!("GET {shown}, {clients} clients"),
-                &r,
-                Some(trivial.rate),
-                String::new(),
-            ));
-        }
+        rows.extend(beside_trivial(&hive, clients, seconds, &paths, "")?);
     }
     let after = crate::hive_process::rss_mib(hive.pid());
     for (what, mib) in [

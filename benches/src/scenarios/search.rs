@@ -6,7 +6,7 @@
 
 use sea_orm::ConnectionTrait;
 
-use super::{Servers, memory_row, wrk_row};
+use super::{Servers, beside_trivial, memory_row};
 use crate::report::{Table, peak_rss_mib};
 
 /// Clients of each run.
@@ -77,38 +77,20 @@ pub async fn search(servers: &Servers, tasks: u64, seconds: u32) -> anyhow::Resu
         "q=refactor".to_owned(),
         "label=team:t7&q=deploy&order=desc".to_owned(),
     ];
+    let paths: Vec<(String, String)> = queries
+        .iter()
+        .map(|q| (format!("/api/v1/tasks?{q}"), format!("/api/v1/tasks?{q}")))
+        .collect();
     let mut rows = Vec::new();
     // One client: a page's own time; ten: two cores shared by ten clients, the API and PostgreSQL.
     for clients in CLIENTS {
-        let trivial = crate::wrk::run(
-            &hive.token,
-            &format!("{}/livez", hive.base),
+        rows.extend(beside_trivial(
+            &hive,
             clients,
             seconds,
-            None,
-        )?;
-        rows.push(wrk_row(
-            format!("GET /livez (trivial), {clients} clients"),
-            &trivial,
-            None,
-            String::new(),
-        ));
-        for query in &queries {
-            let path = format!("/api/v1/tasks?{query}");
-            let r = crate::wrk::run(
-                &hive.token,
-                &format!("{}{path}", hive.base),
-                clients,
-                seconds,
-                None,
-            )?;
-            rows.push(wrk_row(
-                format!("GET {path}, {clients} clients"),
-                &r,
-                Some(trivial.rate),
-                ", a page of 50".to_owned(),
-            ));
-        }
+            &paths,
+            ", a page of 50",
+        )?);
     }
     rows.push(memory_row("hive peak RSS", peak_rss_mib(Some(hive.pid()))));
     Ok(vec![Table {
