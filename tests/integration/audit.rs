@@ -278,7 +278,7 @@ async fn audit_state_at_a_sequence_and_the_log_between_sequences_and_between_tim
             "id": scripted::AGENT, "name": "a1", "agent_type": "worker", "capabilities": [],
             "max_concurrent_tasks": 1, "status": "ready", "draining": false,
             "registered_at": "2026-01-01T00:00:02Z", "updated_at": "2026-01-01T00:00:03Z",
-            "last_seq": 3,
+            "last_seq": 3, "labels": {},
         })
     );
     let project = state("project", scripted::PROJECT, "17", true);

@@ -91,15 +91,16 @@ pub(crate) async fn work(
     };
     // A task whose end is never reported stays running for good (its agent lives on): while Hive
     // cannot answer (a server restarting), the report is sent again, for up to five minutes.
+    // Often: the job holds one of the agent's slots meanwhile, which the next task may be waiting for.
     let patience = std::time::Instant::now() + END_REPORT_PATIENCE;
-    let mut backoff = Duration::from_millis(200);
+    let mut backoff = Duration::from_millis(100);
     loop {
         match client.report(task, agent, action, body.clone(), flow).await {
             Ok(()) => return tracing::info!(%task, action = action.as_str(), "task reported"),
             Err(e) if e.is_transient() && std::time::Instant::now() < patience => {
                 tracing::debug!(%task, error = %e, ?backoff, "the task's end not reported yet; again");
                 tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+                backoff = (backoff * 2).min(Duration::from_millis(500));
             }
             Err(e) => {
                 return tracing::warn!(%task, action = action.as_str(), error = %e, "could not report the task's end");
