@@ -31,6 +31,24 @@ def test_commands_then_reads_see_their_writes(admin: Client, capability: str) ->
     assert admin.get_task(task.task_id, min_seq=task.seq).task_id == task.task_id
     assert admin.get_task(task.task_id, min_seq=None).task_id == task.task_id
 
+    # Labels, time limits and a delay on creation; the list finds tasks by label and title.
+    labelled = admin.create_task(
+        "deploy the parser",
+        labels={"team": "infra", "env": "prod"},
+        timeout_secs=60,
+        cancel_grace_secs=3,
+        not_before="2999-01-01T00:00:00Z",
+    )
+    # (Its capability keeps it from the other tests' agents.)
+    admin.create_task(
+        "deploy the lexer", labels={"team": "web"}, required_capabilities=[capability]
+    )
+    found = admin.list_tasks(labels={"team": "infra", "env": "prod"}, q="PARSER")
+    assert [t.task_id for t in found.items] == [labelled.task_id]
+    view = found.items[0]
+    assert (view.timeout_secs, view.cancel_grace_secs, view.state) == (60, 3, "waiting")
+    assert view.waiting_reason is not None
+
     cancelled = admin.cancel_task(task.task_id, reason="no longer needed")
     assert admin.get_task(task.task_id).status == "cancelled"
     history = admin.history("task", task.task_id)

@@ -5,6 +5,7 @@ from the async one (scripts/unasync.py): edit the async one."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 from ._async_base import Id
@@ -35,6 +36,11 @@ from .models import (
     TaskCommitted,
     TaskView,
 )
+
+
+def _time(value: datetime | str | None) -> str | None:
+    """A time for a query string: RFC 3339."""
+    return value.isoformat() if isinstance(value, datetime) else value
 
 
 class AsyncClient(_AsyncLog):
@@ -187,10 +193,17 @@ class AsyncClient(_AsyncLog):
         project_id: Id | None = None,
         max_attempts: int | None = None,
         pinned_agent: Id | None = None,
+        labels: Mapping[str, str] | None = None,
+        not_before: datetime | str | None = None,
+        timeout_secs: int | None = None,
+        heartbeat_timeout_secs: int | None = None,
+        cancel_grace_secs: int | None = None,
         idempotency_key: str | None = None,
         correlation_id: Id | None = None,
     ) -> TaskCommitted:
-        """`POST /api/v1/tasks`. `priority`: 1..10 or low, normal, medium, high, critical."""
+        """`POST /api/v1/tasks`. `priority`: 1..10 or low, normal, medium, high, critical;
+        `not_before`: not queued before then; `timeout_secs`, `heartbeat_timeout_secs`: past them a
+        run fails `timed_out`; `cancel_grace_secs`: SIGTERM to SIGKILL when its executor is stopped."""
         body = model(
             CreateTask,
             {
@@ -203,6 +216,11 @@ class AsyncClient(_AsyncLog):
                 "project_id": project_id,
                 "max_attempts": max_attempts,
                 "pinned_agent": pinned_agent,
+                "labels": labels,
+                "not_before": not_before,
+                "timeout_secs": timeout_secs,
+                "heartbeat_timeout_secs": heartbeat_timeout_secs,
+                "cancel_grace_secs": cancel_grace_secs,
             },
         )
         return await self._post(
@@ -219,16 +237,30 @@ class AsyncClient(_AsyncLog):
         status: str | None = None,
         agent_id: Id | None = None,
         project_id: Id | None = None,
+        labels: Mapping[str, str] | None = None,
+        task_type: str | None = None,
+        capability: str | None = None,
+        created_after: datetime | str | None = None,
+        created_before: datetime | str | None = None,
+        q: str | None = None,
         limit: int | None = None,
         cursor: str | None = None,
         order: str | None = None,
         min_seq: MinSeq = AUTO,
     ) -> ListTaskView:
-        """`GET /api/v1/tasks`: a page of tasks (`next_cursor` for the next)."""
+        """`GET /api/v1/tasks`: a page of tasks (`next_cursor` for the next), found by every filter
+        given: `labels` (each pair must match), type, a required capability, a creation window, text
+        in the title (`q`)."""
         params = {
             "status": status,
             "agent_id": agent_id,
             "project_id": project_id,
+            "label": labels,
+            "task_type": task_type,
+            "capability": capability,
+            "created_after": _time(created_after),
+            "created_before": _time(created_before),
+            "q": q,
             "limit": limit,
             "cursor": cursor,
             "order": order,

@@ -43,7 +43,7 @@ class Request:
 
     method: str
     path: str
-    params: dict[str, str] = field(default_factory=dict)
+    params: dict[str, str | list[str]] = field(default_factory=dict)
     headers: dict[str, str] = field(default_factory=dict)
     body: bytes | None = None
     command: bool = False
@@ -63,13 +63,17 @@ class Answer:
         return self.headers.get("idempotent-replayed") == "true"
 
 
-def query(params: Mapping[str, object] | None) -> dict[str, str]:
-    """Query parameters as strings, leaving out the ones not given."""
-    out: dict[str, str] = {}
+def query(params: Mapping[str, object] | None) -> dict[str, str | list[str]]:
+    """Query parameters as strings, leaving out the ones not given; a mapping is the parameter
+    repeated, once per `key:value` pair (`label=team:infra&label=env:prod`)."""
+    out: dict[str, str | list[str]] = {}
     for name, value in (params or {}).items():
         if value is None:
             continue
-        if isinstance(value, bool):
+        if isinstance(value, Mapping):
+            if value:
+                out[name] = [f"{k}:{v}" for k, v in value.items()]
+        elif isinstance(value, bool):
             out[name] = "true" if value else "false"
         elif isinstance(value, (list, tuple)):
             out[name] = ",".join(str(v) for v in value)
