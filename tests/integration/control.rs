@@ -6,6 +6,7 @@
 use std::path::Path;
 
 use chrono::{DateTime, SubsecRound, Utc};
+use hive_devservers::process_gone;
 use hive_events::AggregateKind;
 use hive_tests::api::{create_task, events_of, types};
 use hive_tests::wait::{PATIENCE, until};
@@ -37,21 +38,12 @@ async fn pids(dir: &Path, task: &str, n: usize) -> Vec<i32> {
     .await
 }
 
-/// Whether process `pid` is gone (or a zombie: dead, waiting for its reaper).
-fn gone(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |stat| {
-        stat.rsplit(')')
-            .next()
-            .is_some_and(|s| s.trim_start().starts_with('Z'))
-    })
-}
-
 async fn all_gone(pids: &[i32]) {
     until(
         PATIENCE,
         "no process of the executor left",
         || {},
-        async || pids.iter().all(|p| gone(*p)).then_some(()),
+        async || pids.iter().all(|p| process_gone(*p)).then_some(()),
     )
     .await;
 }
@@ -80,7 +72,7 @@ async fn a_cancel_stops_the_executor_and_its_whole_process_group_at_once() {
         .wait_for_event(AggregateKind::Task, uuid, "TaskProgressed")
         .await;
     let pids = pids(dir.path(), &task, 2).await;
-    assert!(!pids.iter().any(|p| gone(*p)), "it runs");
+    assert!(!pids.iter().any(|p| process_gone(*p)), "it runs");
 
     let (status, cancelled) = hive
         .post(

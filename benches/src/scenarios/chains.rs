@@ -374,7 +374,7 @@ async fn cancel_to_executor_gone(http: &hive_client::Client, samples: u32) -> an
             Duration::from_secs(20),
             Duration::from_millis(1),
             "the executor gone",
-            async || Ok(process_gone(pid).then_some(())),
+            async || Ok(hive_devservers::process_gone(pid).then_some(())),
         )
         .await?;
         latencies.push(answered.elapsed());
@@ -386,13 +386,4 @@ async fn cancel_to_executor_gone(http: &hive_client::Client, samples: u32) -> an
         Some(&mut latencies),
         "a real `hive agent`; pushed stop, SIGTERM to its process group; goal < 1 s",
     ))
-}
-
-/// Whether process `pid` is gone (or a zombie: dead, waiting for its reaper).
-fn process_gone(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |stat| {
-        stat.rsplit(')')
-            .next()
-            .is_some_and(|rest| rest.trim_start().starts_with('Z'))
-    })
 }

@@ -171,6 +171,22 @@ impl TryFrom<agents::Model> for AgentView {
     }
 }
 
+/// The task a read-model row holds, folded state and all; a row the domain cannot read is a logged
+/// 500, as an unknown status is.
+pub fn task_of_row(row: tasks::Model) -> Result<(Uuid, hive_events::task::Task), ApiError> {
+    use hive_projector::rows::ReadModel;
+    match hive_events::task::Task::from_row(row) {
+        (id, Ok(task)) => Ok((id, task)),
+        (id, Err(e)) => {
+            tracing::error!(task = %id, error = %e, "an unreadable read-model row");
+            Err(ApiError::new(
+                Code::Internal,
+                format!("the read model of task {id} is unreadable"),
+            ))
+        }
+    }
+}
+
 /// The stored names of the states in which a task holds an agent (counts towards its load).
 pub fn holding_states() -> Vec<&'static str> {
     TaskStatus::ALL

@@ -5,9 +5,8 @@
 use std::collections::HashMap;
 
 use hive_events::agent::AgentStatus;
-use hive_events::task::{Candidate, Task, TaskStatus};
+use hive_events::task::{Candidate, TaskStatus};
 use hive_events::{AgentId, Capability, TaskId};
-use hive_projector::rows::ReadModel;
 use hive_schema::{agents, tasks};
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
@@ -15,8 +14,8 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
-use crate::error::{ApiError, ApiResult, Code};
-use crate::views::{TaskView, holding_states};
+use crate::error::ApiResult;
+use crate::views::{TaskView, holding_states, task_of_row};
 
 /// What the reasons of a set of tasks read: their dependencies' statuses, and the agents.
 pub struct Facts {
@@ -109,14 +108,7 @@ impl Facts {
 
     /// The view of `row`, with why it is not running.
     pub fn view(&self, row: tasks::Model) -> ApiResult<TaskView> {
-        let (id, task) = Task::from_row(row.clone());
-        let task = task.map_err(|e| {
-            tracing::error!(task = %id, error = %e, "an unreadable read-model row");
-            ApiError::new(
-                Code::Internal,
-                format!("the read model of task {id} is unreadable"),
-            )
-        })?;
+        let (_, task) = task_of_row(row.clone())?;
         let mut view = TaskView::try_from(row)?;
         // A dependency the read models do not hold yet is still open.
         let dependency = |task: TaskId| {

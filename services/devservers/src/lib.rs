@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use thiserror::Error;
 
-pub use process::{Child, die_with_parent};
+pub use process::{Child, die_with_parent, process_gone};
 pub use wait::eventually;
 
 /// Why a server could not be started.

@@ -40,6 +40,16 @@ fn keeper() -> &'static mpsc::Sender<Spawn> {
     })
 }
 
+/// Whether process `pid` is gone, or a zombie (dead, waiting for its reaper).
+pub fn process_gone(pid: i32) -> bool {
+    // `pid (comm) state …`: the state follows the last `)` (a command's name may hold one).
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |stat| {
+        stat.rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z'))
+    })
+}
+
 /// Makes the child `command` spawns receive SIGKILL when the thread that spawned it ends (with a
 /// multi-threaded tokio runtime, its worker threads live as long as the runtime; a process of ours that is
 /// killed outright takes its children with it).

@@ -324,12 +324,6 @@ mod tests {
         ));
     }
 
-    /// Whether process `pid` is gone (or a zombie, dead and waiting for its reaper).
-    fn gone(pid: &str) -> bool {
-        std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .map_or(true, |stat| stat.split(' ').nth(2) == Some("Z"))
-    }
-
     #[tokio::test]
     async fn a_stop_kills_the_whole_group_and_sigkill_follows_the_grace() {
         let dir = std::env::temp_dir().join(format!("hive-stop-{}", std::process::id()));
@@ -360,11 +354,14 @@ mod tests {
         let pids = std::fs::read_to_string(&pids).unwrap();
         // A killed process lingers a moment while the kernel tears it down.
         for pid in pids.lines() {
-            let deadline = std::time::Instant::now() + Duration::from_secs(2);
-            while !gone(pid) && std::time::Instant::now() < deadline {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-            assert!(gone(pid), "process {pid} is left");
+            let pid: i32 = pid.trim().parse().unwrap();
+            let gone = hive_devservers::eventually(
+                Duration::from_secs(2),
+                Duration::from_millis(10),
+                async || hive_devservers::process_gone(pid).then_some(()),
+            )
+            .await;
+            assert!(gone.is_some(), "process {pid} is left");
         }
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -11,9 +11,8 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::{Stream, StreamExt, stream};
 use hive_eventlog::log::PUSH_KIND;
 use hive_events::TaskId;
-use hive_events::task::{Task, TaskStatus};
+use hive_events::task::TaskStatus;
 use hive_events::wire::{Assignment, Push};
-use hive_projector::rows::ReadModel;
 use hive_schema::tasks;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
 use utoipa_axum::router::OpenApiRouter;
@@ -23,6 +22,7 @@ use uuid::Uuid;
 use crate::AppState;
 use crate::error::{ApiError, ApiResult, Code};
 use crate::extract::Path;
+use crate::views::task_of_row;
 
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(assignments))
@@ -101,14 +101,6 @@ async fn assignments(
 /// assigned it.
 fn assignment_of(row: tasks::Model) -> ApiResult<Assignment> {
     let seq = u64::try_from(row.last_seq).unwrap_or_default();
-    match Task::from_row(row) {
-        (id, Ok(task)) => Ok(Assignment::of_task(TaskId::from_uuid(id), &task, seq)),
-        (id, Err(e)) => {
-            tracing::error!(task = %id, error = %e, "an unreadable read-model row");
-            Err(ApiError::new(
-                Code::Internal,
-                format!("the read model of task {id} is unreadable"),
-            ))
-        }
-    }
+    let (id, task) = task_of_row(row)?;
+    Ok(Assignment::of_task(TaskId::from_uuid(id), &task, seq))
 }
