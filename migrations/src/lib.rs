@@ -11,6 +11,7 @@ mod m0004_draining_agents;
 mod m0005_agent_tasks;
 mod m0006_task_control;
 mod m0007_task_search;
+mod m0008_task_search_index;
 
 /// Every migration, in order.
 pub struct Migrator;
@@ -26,6 +27,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0005_agent_tasks::Migration),
             Box::new(m0006_task_control::Migration),
             Box::new(m0007_task_search::Migration),
+            Box::new(m0008_task_search_index::Migration),
         ]
     }
 }

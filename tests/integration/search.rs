@@ -158,6 +158,99 @@ async fn agents_carry_labels_and_are_found_by_them() {
     hive.stop().await;
 }
 
+/// A page walks the first tasks of the list before it asks the search index (when a combination of
+/// filters matches few): every way a page is put together finds what a plain filter finds, in order,
+/// page after page. The tasks are written straight into the read model (60,000 of them, many more
+/// than a walk reads), their ids in creation order.
+#[tokio::test]
+async fn a_search_past_the_walk_finds_what_a_plain_filter_finds() {
+    use sea_orm::ConnectionTrait;
+
+    let world = World::new().await;
+    let hive = world.hive().await;
+    // Labels: `d` on every 50th task (a first walk fills a page), `s` on every 500th (a second walk
+    // does), `r` on every 5,000th (the index does), `late` only on tasks past 50,000 (the first walk
+    // finds none), `early` dense at first, then nothing for 46,000 tasks, then a few (both walks,
+    // then the index). A type and a capability that no task has together.
+    world
+        .db()
+        .execute_unprepared(
+            "INSERT INTO tasks (id, title, task_type, priority, required_capabilities, depends_on,
+                                max_attempts, attempts, status, last_error_retryable, created_at,
+                                updated_at, last_seq, labels)
+             SELECT ('00000000-0000-7000-8000-' || lpad(to_hex(g), 12, '0'))::uuid,
+                    'w' || g, (ARRAY['code', 'review', 'deploy', 'test'])[g % 4 + 1], 5,
+                    ARRAY['cap' || (g % 20)], '{}', 3, 1, 'completed', false, now(), now(), g,
+                    jsonb_strip_nulls(jsonb_build_object(
+                      'd', CASE WHEN g % 50 = 0 THEN 'y' END,
+                      's', CASE WHEN g % 500 = 0 THEN 'y' END,
+                      'r', CASE WHEN g % 5000 = 0 THEN 'y' END,
+                      'late', CASE WHEN g > 50000 AND g % 10 = 0 THEN 'y' END,
+                      'early', CASE WHEN (g <= 4000 AND g % 100 = 0)
+                                     OR (g > 50000 AND g % 1000 = 0) THEN 'y' END))
+             FROM generate_series(1, 60000) AS g;
+             ANALYZE tasks;",
+        )
+        .await
+        .unwrap();
+    let cases = [
+        ("label=d:y", "labels @> '{\"d\": \"y\"}'"),
+        ("label=s:y", "labels @> '{\"s\": \"y\"}'"),
+        ("label=r:y", "labels @> '{\"r\": \"y\"}'"),
+        ("label=late:y", "labels @> '{\"late\": \"y\"}'"),
+        ("label=early:y", "labels @> '{\"early\": \"y\"}'"),
+        (
+            "task_type=review&capability=cap3",
+            "task_type = 'review' AND required_capabilities @> '{cap3}'",
+        ),
+        ("q=w5999", "title LIKE '%w5999%'"),
+        (
+            "label=s:y&capability=cap0",
+            "labels @> '{\"s\": \"y\"}' AND required_capabilities @> '{cap0}'",
+        ),
+    ];
+    for (filter, sql) in cases {
+        for order in ["asc", "desc"] {
+            let direction = if order == "asc" { "ASC" } else { "DESC" };
+            let expected: Vec<String> = world
+                .db()
+                .query_all_raw(sea_orm::Statement::from_string(
+                    sea_orm::DbBackend::Postgres,
+                    format!("SELECT id::text AS id FROM tasks WHERE {sql} ORDER BY id {direction}"),
+                ))
+                .await
+                .unwrap()
+                .iter()
+                .map(|row| row.try_get::<String>("", "id").unwrap())
+                .collect();
+            let mut got = Vec::new();
+            let mut cursor = String::new();
+            loop {
+                let (status, page) = hive
+                    .get_at(
+                        &format!("/api/v1/tasks?{filter}&order={order}&limit=50{cursor}"),
+                        0,
+                    )
+                    .await;
+                assert_eq!(status, 200, "{filter}: {page}");
+                got.extend(
+                    page["items"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|t| t["task_id"].as_str().unwrap().to_owned()),
+                );
+                match page["next_cursor"].as_str() {
+                    Some(next) => cursor = format!("&cursor={next}"),
+                    None => break,
+                }
+            }
+            assert_eq!(got, expected, "{filter} {order}");
+        }
+    }
+    hive.stop().await;
+}
+
 fn urlencode(text: &str) -> String {
     url::form_urlencoded::byte_serialize(text.as_bytes()).collect()
 }

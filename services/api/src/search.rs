@@ -1,15 +1,21 @@
 //! Finding tasks by what they are about: labels, type, a required capability, a creation window and
 //! text in the title (`GET /api/v1/tasks`). Each filter is one that an index of the read models
-//! (migration m0007) serves, so a filtered page stays fast however many tasks there are.
+//! (migrations m0007, m0008) serves, so a filtered page stays fast however many tasks there are.
 
 use chrono::{DateTime, Utc};
 use hive_events::Labels;
 use hive_schema::tasks;
 use sea_orm::sea_query::extension::postgres::PgBinOper;
-use sea_orm::sea_query::{Expr, ExprTrait, SimpleExpr};
-use sea_orm::{ColumnTrait, QueryFilter, Select};
+use sea_orm::sea_query::{
+    Asterisk, CommonTableExpression, Expr, ExprTrait, Query, SimpleExpr, WithClause,
+};
+use sea_orm::{
+    ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect, QueryTrait,
+    Select,
+};
 
 use crate::error::{ApiError, ApiResult};
+use crate::views::Order;
 
 /// The search filters of the task list, as read from its query string.
 #[derive(Debug, Default)]
@@ -78,29 +84,58 @@ impl TaskSearch {
         Ok(labels)
     }
 
-    /// `query` narrowed to the tasks that match every filter.
-    pub fn apply(&self, mut query: Select<tasks::Entity>) -> ApiResult<Select<tasks::Entity>> {
-        if !self.labels.is_empty() {
-            // `labels @> {"k": "v", ...}`, which the GIN index on labels serves.
-            query = query
-                .filter(labelled(tasks::Column::Labels, &self.labels))
-                // The partial index's own predicate, as text, not a parameter: a generic plan
-                // could not prove a parameter's value implies it, and would not use the index.
-                .filter(Expr::cust("tasks.labels <> '{}'::jsonb"));
+    /// A page of `rows` tasks of `query` (the list in id `order`, its other filters and cursor
+    /// applied, limited to `rows`) that match every filter.
+    ///
+    /// The planner cannot see that filters correlate: for a combination of common filters that
+    /// matches few tasks (a type and a capability no task of that type requires) it walks the list
+    /// in order through every row. So a page first walks [`WALK`] tasks of the list; if they did not
+    /// fill it, and the matches it saw promise to fill it within [`WALK_ON`] more, it walks on; what is
+    /// still missing then comes from the search index (one scan that intersects the filters'
+    /// postings), beyond where the walks ended, sorted. The statements do not share a snapshot: a
+    /// task that changes meanwhile is judged as it is when its part is read.
+    pub async fn page<C: ConnectionTrait>(
+        &self,
+        db: &C,
+        query: Select<tasks::Entity>,
+        order: Order,
+        rows: u64,
+    ) -> ApiResult<Vec<tasks::Model>> {
+        let mut query = self.windowed(query);
+        let Some(indexed) = self.indexed()? else {
+            return Ok(query.all(db).await?);
+        };
+        let mut found = walk(db, &query, &indexed, order, WALK, rows).await?;
+        let mut length = WALK;
+        loop {
+            let missing = rows - found.len() as u64;
+            if missing == 0 {
+                return Ok(found);
+            }
+            let Some(end) = last_walked(db, &query, length).await? else {
+                // The walk reached the end of the list.
+                return Ok(found);
+            };
+            query = query.filter(match order {
+                Order::Asc => tasks::Column::Id.gt(end),
+                Order::Desc => tasks::Column::Id.lt(end),
+            });
+            let seen = found.len() as u64;
+            // Walk on only once, and only when the matches seen so far, as dense further on,
+            // fill the page within `WALK_ON` tasks.
+            if length == WALK_ON || seen == 0 || missing * WALK / seen > WALK_ON {
+                break;
+            }
+            length = WALK_ON;
+            found.extend(walk(db, &query, &indexed, order, length, missing).await?);
         }
-        if let Some(task_type) = &self.task_type {
-            query = query.filter(tasks::Column::TaskType.eq(task_type.as_str()));
-        }
-        if let Some(capability) = &self.capability {
-            // `required_capabilities @> ARRAY[$cap]`, served by its GIN index.
-            let wanted = Expr::val(vec![capability.clone()]);
-            query = query
-                .filter(
-                    Expr::col(tasks::Column::RequiredCapabilities)
-                        .binary(PgBinOper::Contains, wanted),
-                )
-                .filter(Expr::cust("tasks.required_capabilities <> '{}'"));
-        }
+        let missing = rows - found.len() as u64;
+        found.extend(from_index(db, query, indexed, order, missing).await?);
+        Ok(found)
+    }
+
+    /// `query` narrowed to the creation window.
+    fn windowed(&self, mut query: Select<tasks::Entity>) -> Select<tasks::Entity> {
         // A task's id is a UUIDv7 made in the request that created it, so its time is its creation's
         // within the request's life: bounding the ids too (a minute wider) lets the page walk the
         // primary key through the window alone, where the planner, blind to that correlation, would
@@ -115,22 +150,120 @@ impl TaskSearch {
                 .filter(tasks::Column::CreatedAt.lte(before))
                 .filter(tasks::Column::Id.lt(id_floor(before + ID_SLACK)));
         }
+        query
+    }
+
+    /// The filters the search index serves (labels, capability, type, title), all of them; `None`
+    /// without any.
+    fn indexed(&self) -> ApiResult<Option<Condition>> {
+        let mut all = Condition::all();
+        if !self.labels.is_empty() {
+            all = all.add(labelled(tasks::Column::Labels, &self.labels));
+        }
+        if let Some(task_type) = &self.task_type {
+            all = all.add(tasks::Column::TaskType.eq(task_type.as_str()));
+        }
+        if let Some(capability) = &self.capability {
+            let wanted = Expr::val(vec![capability.clone()]);
+            all = all.add(
+                Expr::col(tasks::Column::RequiredCapabilities).binary(PgBinOper::Contains, wanted),
+            );
+        }
         if let Some(q) = &self.q {
             if q.is_empty() || q.chars().count() > Q_MAX {
                 return Err(ApiError::invalid("q", format!("1 to {Q_MAX} characters")));
             }
-            // `title ILIKE '%q%'`, its wildcards escaped; the trigram index serves it.
+            // `title ILIKE '%q%'`, its wildcards escaped.
             let escaped = q
                 .replace('\\', "\\\\")
                 .replace('%', "\\%")
                 .replace('_', "\\_");
-            query = query.filter(
+            all = all.add(
                 Expr::col(tasks::Column::Title)
                     .binary(PgBinOper::ILike, Expr::val(format!("%{escaped}%"))),
             );
         }
-        Ok(query)
+        Ok((!all.is_empty()).then_some(all))
     }
+}
+
+/// How many tasks of the list a page walks before it judges how dense the matches are.
+const WALK: u64 = 5_000;
+
+/// The most tasks a second walk reads, when the first found matches but too few.
+const WALK_ON: u64 = 8 * WALK;
+
+/// The first `rows` tasks that match `indexed` among the first `length` of `query`.
+async fn walk<C: ConnectionTrait>(
+    db: &C,
+    query: &Select<tasks::Entity>,
+    indexed: &Condition,
+    order: Order,
+    length: u64,
+    rows: u64,
+) -> ApiResult<Vec<tasks::Model>> {
+    let walked = query.clone().limit(length).into_query();
+    let page = Query::select()
+        .column(Asterisk)
+        .from_subquery(walked, tasks::Entity)
+        .cond_where(indexed.clone())
+        .order_by((tasks::Entity, tasks::Column::Id), order.into())
+        .limit(rows)
+        .to_owned();
+    let statement = db.get_database_backend().build(&page);
+    Ok(tasks::Entity::find()
+        .from_raw_sql(statement)
+        .all(db)
+        .await?)
+}
+
+/// The id of the `length`th task of `query`, where a walk of that length ended; `None` when the
+/// list is shorter.
+async fn last_walked<C: ConnectionTrait>(
+    db: &C,
+    query: &Select<tasks::Entity>,
+    length: u64,
+) -> ApiResult<Option<uuid::Uuid>> {
+    Ok(query
+        .clone()
+        .select_only()
+        .column(tasks::Column::Id)
+        .offset(length - 1)
+        .limit(1)
+        .into_tuple()
+        .one(db)
+        .await?)
+}
+
+/// The first `rows` tasks of `query` that match `indexed`, found through the search index: every
+/// match is read (a materialized set, so the planner cannot walk the list in order instead), then
+/// sorted.
+async fn from_index<C: ConnectionTrait>(
+    db: &C,
+    query: Select<tasks::Entity>,
+    indexed: Condition,
+    order: Order,
+    rows: u64,
+) -> ApiResult<Vec<tasks::Model>> {
+    let mut matches = query.filter(indexed).into_query();
+    matches.clear_order_by().reset_limit();
+    let matching = CommonTableExpression::new()
+        .table_name("matches")
+        .query(matches)
+        .materialized(true)
+        .to_owned();
+    let page = Query::select()
+        .column(Asterisk)
+        .from_as("matches", tasks::Entity)
+        .order_by((tasks::Entity, tasks::Column::Id), order.into())
+        .limit(rows)
+        .with_cte(WithClause::new().cte(matching).to_owned())
+        .to_owned();
+    let statement = db.get_database_backend().build(&page);
+    Ok(tasks::Entity::find()
+        .from_raw_sql(statement)
+        .all(db)
+        .await?)
 }
 
 #[cfg(test)]

@@ -23,6 +23,15 @@ pub enum Order {
     Desc,
 }
 
+impl From<Order> for sea_orm::Order {
+    fn from(order: Order) -> Self {
+        match order {
+            Order::Asc => Self::Asc,
+            Order::Desc => Self::Desc,
+        }
+    }
+}
+
 /// A list query in id order (`order`), from after `cursor` (the previous page's `next_cursor`), `limit`
 /// rows (1..=500, default 50) plus one that only says whether there is more. Returns the query and the
 /// limit.

@@ -271,8 +271,9 @@ async fn list(
     if let Some(project) = filter.project_id {
         query = query.filter(tasks::Column::ProjectId.eq(project));
     }
-    let query = search.apply(query)?;
-    let rows = query.all(&state.db).await?;
+    let rows = search
+        .page(&state.db, query, filter.order, limit + 1)
+        .await?;
     let facts = Facts::of(&state.db, &rows).await?;
     Ok(Json(List::from_rows(
         rows,
