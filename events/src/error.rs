@@ -40,6 +40,14 @@ pub enum DomainError {
     /// Only the agent the task is assigned to may report on it.
     #[error("task is not assigned to this agent")]
     NotAssignee,
+    /// A report about an attempt of a task that is over: the task was taken back and assigned again.
+    #[error("attempt {attempt} of the task is over (it is in attempt {current})")]
+    AttemptOver {
+        /// The attempt the report is about.
+        attempt: u32,
+        /// The task's attempt now.
+        current: u32,
+    },
 }
 
 impl DomainError {

@@ -225,6 +225,20 @@ async fn an_assignment_not_accepted_in_time_is_requeued() {
     world
         .wait_for_nth_event(AggregateKind::Task, task, "TaskAssigned", 2)
         .await;
+    // A late accept of the first attempt (its answer lost, sent again) does not accept a later one.
+    let (status, refused) = hive
+        .post(
+            &format!("/api/v1/tasks/{task}/accept"),
+            json!({"agent_id": agent, "attempt": 1}),
+        )
+        .await;
+    assert_eq!(status, 403, "{refused}");
+    assert_eq!(refused["error"]["code"], "not_assignee", "{refused}");
+    let message = refused["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("attempt 1 of the task is over"),
+        "{message}"
+    );
     hive.stop().await;
 }
 

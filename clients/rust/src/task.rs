@@ -2,12 +2,12 @@
 
 use hive_events::AgentId;
 use hive_events::task::TaskStatus;
-use hive_events::wire::{Flow, Report, TaskAction};
+use hive_events::wire::{Report, TaskAction};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::agent::with_query;
-use crate::{Client, ClientError, MinSeq};
+use crate::{Client, ClientError, Command, Method, MinSeq};
 
 impl Client {
     /// Creates a task of `body` (`{title, description?, priority?, required_capabilities?, depends_on?,
@@ -52,21 +52,24 @@ impl Client {
             .await
     }
 
-    /// Reports on a task as `agent`: `action` is accept, start, progress, complete or fail.
-    pub async fn report(
+    /// A report on a task as `agent` (`action`: accept, start, progress, complete, fail or release),
+    /// to send (`.send()`), in a flow (`.flow(..)`). Its `attempt` names the attempt it is about, so
+    /// that it is refused once that attempt is over. A report that may be sent again after its answer
+    /// was lost takes a key of its own (`.idempotency_key(..)`, the same each time): it is then
+    /// applied once, and answered as the first time.
+    pub fn report(
         &self,
         task: Uuid,
         agent: Uuid,
         action: TaskAction,
         mut report: Report,
-        flow: Option<Flow>,
-    ) -> Result<(), ClientError> {
+    ) -> Command<'_> {
         report.agent_id = Some(AgentId::from_uuid(agent));
-        let body = serde_json::to_value(&report).unwrap_or_default();
-        let action = action.as_str();
-        self.post_in(&format!("/api/v1/tasks/{task}/{action}"), &body, flow)
-            .await
-            .map(drop)
+        self.command(
+            Method::POST,
+            &format!("/api/v1/tasks/{task}/{}", action.as_str()),
+        )
+        .json(&report)
     }
 
     /// The ids of the agent's tasks in `status`, as of all the log holds now (a task its previous

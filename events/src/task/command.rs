@@ -160,6 +160,16 @@ pub enum TaskCommand {
     },
     /// Let a blocked task wait on its dependencies again: none of them is stuck any more.
     Unblock,
+    /// A report of the assigned agent (accept, start, progress, complete, fail, release) about one
+    /// attempt: refused once that attempt is over (the task was taken back and assigned again), so
+    /// that a late report of an earlier attempt (a runtime sending again a report whose answer it
+    /// lost) never acts on a later one.
+    InAttempt {
+        /// The attempt, as its assignment numbered it (1 for the first).
+        attempt: u32,
+        /// The report.
+        report: Box<TaskCommand>,
+    },
 }
 
 impl TaskCommand {
@@ -183,6 +193,7 @@ impl TaskCommand {
             Self::TimeOut { .. } => "time out",
             Self::Block { .. } => "block",
             Self::Unblock => "unblock",
+            Self::InAttempt { report, .. } => report.name(),
         }
     }
 }

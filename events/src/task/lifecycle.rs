@@ -154,6 +154,15 @@ impl Aggregate for Lifecycle {
                 other => Err(refuse_command::<Lifecycle>(None, other.name())),
             };
         };
+        if let C::InAttempt { attempt, report } = command {
+            if attempt != task.attempts {
+                return Err(DomainError::AttemptOver {
+                    attempt,
+                    current: task.attempts,
+                });
+            }
+            return Self::decide(state, *report);
+        }
         let assignee = |agent_id: AgentId| {
             if task.agent_id == Some(agent_id) {
                 Ok(())

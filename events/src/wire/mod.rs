@@ -296,6 +296,12 @@ pub struct Report {
     /// `release`, `requeue`, `cancel`: why.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The agent's reports: the attempt the report is about (its assignment's `attempt`). Once that
+    /// attempt is over (the task was taken back and assigned again), the report is refused
+    /// (`not_assignee`), so that a late report never acts on a later attempt. Optional: without it,
+    /// the report is about whichever attempt is current.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<u32>,
 }
 
 impl Report {
@@ -307,7 +313,8 @@ impl Report {
         reporter: impl FnOnce() -> Result<AgentId, DomainError>,
     ) -> Result<TaskCommand, DomainError> {
         use TaskAction as A;
-        Ok(match action {
+        let attempt = self.attempt.filter(|_| action.by_assignee());
+        let command = match action {
             A::Accept => TaskCommand::Accept {
                 agent_id: reporter()?,
             },
@@ -342,6 +349,13 @@ impl Report {
                 by: None,
             },
             A::Retry => TaskCommand::Retry,
+        };
+        Ok(match attempt {
+            Some(attempt) => TaskCommand::InAttempt {
+                attempt,
+                report: Box::new(command),
+            },
+            None => command,
         })
     }
 }

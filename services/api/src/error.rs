@@ -110,7 +110,8 @@ impl From<DomainError> for ApiError {
             DomainError::NotFound { .. } => Code::NotFound,
             DomainError::AlreadyExists { .. } => Code::AlreadyExists,
             DomainError::InvalidTransition { .. } => Code::InvalidTransition,
-            DomainError::NotAssignee => Code::NotAssignee,
+            // The attempt's assignee is no more: to the agent, the task is not its own any more.
+            DomainError::NotAssignee | DomainError::AttemptOver { .. } => Code::NotAssignee,
         };
         Self::new(code, e.to_string())
     }

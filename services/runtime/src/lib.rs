@@ -178,7 +178,8 @@ async fn give_back_leftovers(client: &Client, agent: Uuid) {
                 ..Report::default()
             };
             if let Err(e) = client
-                .report(task, agent, TaskAction::Release, body, None)
+                .report(task, agent, TaskAction::Release, body)
+                .send()
                 .await
             {
                 tracing::warn!(%task, error = %e, "could not give back a task");
@@ -215,8 +216,8 @@ struct AgentRun<'a> {
     agent: Uuid,
     config: &'a RuntimeConfig,
     running: JoinSet<()>,
-    /// The task each running job works on.
-    in_flight: HashMap<tokio::task::Id, Uuid>,
+    /// The task and attempt each running job works on.
+    in_flight: HashMap<tokio::task::Id, (Uuid, u32)>,
     /// How to stop each running task: its attempt, and where to send the grace.
     stops: HashMap<Uuid, (u32, oneshot::Sender<Duration>)>,
     /// Assignments beyond `max_concurrent_tasks`, started as room frees up.
@@ -252,11 +253,17 @@ impl AgentRun<'_> {
 
     /// Starts work on a pushed assignment unless it is already in hand; without room, it waits for room.
     /// (The scheduler keeps within our limit, except for a moment when two schedulers both believed
-    /// they led; a task that waits too long loses its lease and goes to someone else.)
+    /// they led; a task that waits too long loses its lease and goes to someone else.) A later
+    /// attempt of a task in hand is another assignment: the earlier attempt is over, and its job's
+    /// reports are refused from now on.
     fn take(&mut self, assignment: Assignment) {
         let task = assignment.task_id.as_uuid();
-        let in_hand = self.in_flight.values().any(|t| *t == task)
-            || self.waiting.iter().any(|(t, _)| *t == task);
+        let attempt = assignment.attempt;
+        let in_hand = self.in_flight.values().any(|held| *held == (task, attempt))
+            || self
+                .waiting
+                .iter()
+                .any(|(t, a)| *t == task && a.attempt == attempt);
         if in_hand {
             return;
         }
@@ -273,11 +280,12 @@ impl AgentRun<'_> {
         let agent = self.agent;
         let exec = self.config.exec.clone();
         let (stop, stopped) = oneshot::channel();
-        self.stops.insert(task, (assignment.attempt, stop));
+        let attempt = assignment.attempt;
+        self.stops.insert(task, (attempt, stop));
         let job = self
             .running
             .spawn(async move { work(&client, agent, task, &exec, assignment, stopped).await });
-        self.in_flight.insert(job.id(), task);
+        self.in_flight.insert(job.id(), (task, attempt));
     }
 
     /// Stops `stop`'s attempt of its task, if it is in hand: a waiting one is dropped, a running one's
@@ -307,7 +315,10 @@ impl AgentRun<'_> {
                 e.id()
             }
         };
-        if let Some(task) = self.in_flight.remove(&id) {
+        // (A later attempt's job of the same task may have taken its place in `stops`.)
+        if let Some((task, attempt)) = self.in_flight.remove(&id)
+            && self.stops.get(&task).is_some_and(|(a, _)| *a == attempt)
+        {
             self.stops.remove(&task);
         }
         if self.in_flight.len() < self.config.max_concurrent_tasks as usize
@@ -350,13 +361,14 @@ impl AgentRun<'_> {
                 () = &mut deadline => {
                     tracing::warn!(%agent, left = self.running.len(), "drain timed out: stopping tasks");
                     self.running.shutdown().await;
-                    for (_, task) in self.in_flight.drain() {
+                    for (_, (task, attempt)) in self.in_flight.drain() {
                         let body = Report {
                             error: Some("the agent stopped before the task finished".into()),
                             retryable: Some(true),
+                            attempt: Some(attempt),
                             ..Report::default()
                         };
-                        if let Err(e) = self.client.report(task, agent, TaskAction::Fail, body, None).await {
+                        if let Err(e) = self.client.report(task, agent, TaskAction::Fail, body).send().await {
                             tracing::warn!(%task, error = %e, "could not give back a task");
                         }
                     }

@@ -2,17 +2,18 @@
 //! or fail it; every report in the assignment's flow.
 
 use hive_events::wire::{Assignment, Flow, Report, TaskAction};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{oneshot, watch};
 use uuid::Uuid;
 
 use crate::PROGRESS_EVERY;
-use crate::client::Client;
+use crate::client::{Client, ClientError};
 use crate::executor::{self, Outcome, Progress};
 
 /// Works one task through: accept, start, run the executor while reporting its progress, then complete
 /// or fail it. A refused accept means the task is no longer ours (its lease lapsed): nothing to do.
+/// Every report names the attempt, so none acts on a later one.
 /// `stop` resolving (with the grace) stops the executor: the task was taken from the agent, and the
 /// hive already knows how it ended.
 #[tracing::instrument(skip_all, fields(%task, attempt = assignment.attempt, correlation_id = ?assignment.correlation_id))]
@@ -24,17 +25,23 @@ pub(crate) async fn work(
     assignment: Assignment,
     stop: oneshot::Receiver<Duration>,
 ) {
-    // Every report joins the assignment's flow.
-    let flow = assignment.flow();
-    if let Err(e) = client
-        .report(task, agent, TaskAction::Accept, Report::default(), flow)
+    let reports = Reports {
+        client,
+        agent,
+        task,
+        attempt: assignment.attempt,
+        seq: assignment.seq,
+        flow: assignment.flow(),
+    };
+    if let Err(e) = reports
+        .until_answered(TaskAction::Accept, Report::default())
         .await
     {
         tracing::info!(%task, error = %e, "assignment not accepted");
         return;
     }
-    if let Err(e) = client
-        .report(task, agent, TaskAction::Start, Report::default(), flow)
+    if let Err(e) = reports
+        .until_answered(TaskAction::Start, Report::default())
         .await
     {
         tracing::warn!(%task, error = %e, "could not start the task");
@@ -53,7 +60,7 @@ pub(crate) async fn work(
     // The executor reads the assignment as JSON on its stdin.
     let input = serde_json::to_value(&assignment).unwrap_or_default();
     let (progress, lines) = watch::channel(Progress::default());
-    let reporting = report_progress(client, agent, task, lines, flow);
+    let reporting = report_progress(&reports, lines);
     let stop = async {
         match stop.await {
             Ok(grace) => grace,
@@ -89,38 +96,78 @@ pub(crate) async fn work(
             },
         ),
     };
-    // A task whose end is never reported stays running for good (its agent lives on): while Hive
-    // cannot answer (a server restarting), the report is sent again, for up to five minutes.
-    // Often: the job holds one of the agent's slots meanwhile, which the next task may be waiting for.
-    let patience = std::time::Instant::now() + END_REPORT_PATIENCE;
-    let mut backoff = Duration::from_millis(100);
-    loop {
-        match client.report(task, agent, action, body.clone(), flow).await {
-            Ok(()) => return tracing::info!(%task, action = action.as_str(), "task reported"),
-            Err(e) if e.is_transient() && std::time::Instant::now() < patience => {
-                tracing::debug!(%task, error = %e, ?backoff, "the task's end not reported yet; again");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_millis(500));
-            }
-            Err(e) => {
-                return tracing::warn!(%task, action = action.as_str(), error = %e, "could not report the task's end");
+    // A task whose end is never reported stays running for good (its agent lives on).
+    match reports.until_answered(action, body).await {
+        Ok(()) => tracing::info!(%task, action = action.as_str(), "task reported"),
+        Err(e) => {
+            tracing::warn!(%task, action = action.as_str(), error = %e, "could not report the task's end");
+        }
+    }
+}
+
+/// How long a report that Hive cannot answer (a server restarting) is sent again.
+const REPORT_PATIENCE: Duration = Duration::from_secs(300);
+
+/// The reports on one attempt of a task, each in the assignment's flow and naming the attempt.
+struct Reports<'a> {
+    client: &'a Client,
+    agent: Uuid,
+    task: Uuid,
+    attempt: u32,
+    /// The assignment's sequence: with the attempt, what makes a report's idempotency key its own
+    /// (attempts count again from 1 after an operator's retry).
+    seq: u64,
+    flow: Option<Flow>,
+}
+
+impl Reports<'_> {
+    /// Sends `action` once (a progress line: the next one replaces it).
+    async fn once(&self, action: TaskAction, mut body: Report) -> Result<(), ClientError> {
+        body.attempt = Some(self.attempt);
+        let report = self.client.report(self.task, self.agent, action, body);
+        report.flow(self.flow).send().await.map(drop)
+    }
+
+    /// Sends `action` until Hive answers it: while it cannot (a server restarting), again every
+    /// 100-500 ms for up to [`REPORT_PATIENCE`], under one idempotency key, so that a report that was
+    /// applied but whose answer was lost is answered as the first time rather than refused as a
+    /// transition already made. Often: an accept not sent leaves the task to lapse, and a job holds
+    /// one of the agent's slots, which the next task may be waiting for.
+    async fn until_answered(
+        &self,
+        action: TaskAction,
+        mut body: Report,
+    ) -> Result<(), ClientError> {
+        body.attempt = Some(self.attempt);
+        let key = format!(
+            "{}-{}-{}-{}",
+            action.as_str(),
+            self.task,
+            self.attempt,
+            self.seq
+        );
+        let patience = Instant::now() + REPORT_PATIENCE;
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let report = self
+                .client
+                .report(self.task, self.agent, action, body.clone());
+            match report.flow(self.flow).idempotency_key(&key).send().await {
+                Ok(_) => return Ok(()),
+                Err(e) if e.is_transient() && Instant::now() < patience => {
+                    tracing::debug!(task = %self.task, action = action.as_str(), error = %e, ?backoff, "not answered yet; again");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_millis(500));
+                }
+                Err(e) => return Err(e),
             }
         }
     }
 }
 
-/// How long a task's end report is sent again while Hive cannot answer.
-const END_REPORT_PATIENCE: Duration = Duration::from_secs(300);
-
 /// Reports the latest progress line, at most every [`PROGRESS_EVERY`]. Ends only when a report is
 /// refused because the task is no longer this agent's to run (an operator requeued or cancelled it).
-async fn report_progress(
-    client: &Client,
-    agent: Uuid,
-    task: Uuid,
-    mut lines: watch::Receiver<Progress>,
-    flow: Option<Flow>,
-) {
+async fn report_progress(reports: &Reports<'_>, mut lines: watch::Receiver<Progress>) {
     loop {
         if lines.changed().await.is_err() {
             std::future::pending::<()>().await;
@@ -131,13 +178,10 @@ async fn report_progress(
             message: Some(line.message),
             ..Report::default()
         };
-        match client
-            .report(task, agent, TaskAction::Progress, body, flow)
-            .await
-        {
+        match reports.once(TaskAction::Progress, body).await {
             Ok(()) => {}
             Err(e) if e.no_longer_ours() => return,
-            Err(e) => tracing::debug!(%task, error = %e, "progress not reported"),
+            Err(e) => tracing::debug!(task = %reports.task, error = %e, "progress not reported"),
         }
         tokio::time::sleep(PROGRESS_EVERY).await;
     }

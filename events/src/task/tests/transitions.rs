@@ -160,6 +160,44 @@ fn only_the_assigned_agent_may_report() {
 }
 
 #[test]
+fn a_report_about_an_attempt_that_is_over_is_refused() {
+    let in_attempt = |attempt, report| TaskCommand::InAttempt {
+        attempt,
+        report: Box::new(report),
+    };
+    let accept = || TaskCommand::Accept { agent_id: agent() };
+    // Attempt 1 lapses; the task is assigned to the same agent again: attempt 2.
+    let again = run(
+        given(Some(S::Assigned)),
+        [
+            TaskCommand::Requeue {
+                reason: "lease_expired".into(),
+            },
+            assign(),
+        ],
+    );
+    assert_eq!(again.as_ref().unwrap().lifecycle.attempts, 2);
+    // A late accept of attempt 1 (its runtime sending it again) does not accept attempt 2.
+    assert_eq!(
+        Task::decide(again.as_ref(), in_attempt(1, accept())),
+        Err(DomainError::AttemptOver {
+            attempt: 1,
+            current: 2
+        })
+    );
+    let accepted = run(again, [in_attempt(2, accept())]).unwrap();
+    assert_eq!(accepted.lifecycle.status, S::Accepted);
+    // The attempt is checked before the report: another agent is still not the assignee.
+    let other = TaskCommand::Start {
+        agent_id: AgentId::from_uuid(uuid::Uuid::from_u128(0xB)),
+    };
+    assert_eq!(
+        Task::decide(Some(&accepted), in_attempt(2, other)),
+        Err(DomainError::NotAssignee)
+    );
+}
+
+#[test]
 fn retries_stop_when_attempts_are_exhausted_or_the_failure_is_final() {
     use TaskCommand as C;
     let retry = || C::ScheduleRetry { retry_at: at() };
