@@ -188,10 +188,10 @@ impl TaskSearch {
 }
 
 /// How many tasks of the list a page walks before it judges how dense the matches are.
-const WALK: u64 = 5_000;
+const WALK: u64 = 2_500;
 
 /// The most tasks a second walk reads, when the first found matches but too few.
-const WALK_ON: u64 = 8 * WALK;
+const WALK_ON: u64 = 40_000;
 
 /// The first `rows` tasks that match `indexed` among the first `length` of `query`.
 async fn walk<C: ConnectionTrait>(
