@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use crate::scenarios::Servers;
+
 /// A running `hive up` on the run's servers.
 pub struct HiveProcess {
     child: Child,
@@ -30,12 +32,9 @@ pub fn hive_binary() -> anyhow::Result<PathBuf> {
 }
 
 impl HiveProcess {
-    /// Starts `hive up` with every part, in `namespace`, and waits until it is healthy.
-    pub async fn start(
-        nats_url: &str,
-        database_url: &str,
-        namespace: &str,
-    ) -> anyhow::Result<Self> {
+    /// Starts `hive up` with every part on `servers`, in `namespace` (and the database of that name),
+    /// and waits until it is healthy.
+    pub async fn start(servers: &Servers, namespace: &str) -> anyhow::Result<Self> {
         let home = tempfile::tempdir()?;
         let port = hive_devservers::free_port()?;
         // HIVE_BENCH_HIVE_WRAPPER runs the hive under a profiler, e.g. `heaptrack -o /tmp/hive`.
@@ -50,7 +49,7 @@ impl HiveProcess {
             }
             None => Command::new(hive_binary()?),
         };
-        let child = on_servers(command.arg("up"), nats_url, database_url, namespace, port)
+        let child = on_servers(command.arg("up"), servers, namespace, port)
             .env("HIVE_HOME", home.path())
             .env("HIVE_AGENT_LOG_FILTER", "error")
             .spawn()?;
@@ -156,13 +155,9 @@ pub struct Served {
 }
 
 impl Served {
-    /// Starts `hive serve <part>` in `namespace`; for the API, waits until it listens.
-    pub async fn start(
-        part: &str,
-        nats_url: &str,
-        database_url: &str,
-        namespace: &str,
-    ) -> anyhow::Result<Self> {
+    /// Starts `hive serve <part>` on `servers` in `namespace` (and the database of that name); for
+    /// the API, waits until it listens.
+    pub async fn start(part: &str, servers: &Servers, namespace: &str) -> anyhow::Result<Self> {
         let port = hive_devservers::free_port()?;
         let base = format!("http://127.0.0.1:{port}");
         let wrapper = std::env::var(format!("HIVE_BENCH_{}_WRAPPER", part.to_uppercase()))
@@ -176,14 +171,7 @@ impl Served {
             }
             None => hive_command()?,
         };
-        let child = on_servers(
-            command.args(["serve", part]),
-            nats_url,
-            database_url,
-            namespace,
-            port,
-        )
-        .spawn()?;
+        let child = on_servers(command.args(["serve", part]), servers, namespace, port).spawn()?;
         let served = Self { child, base };
         if part == "api" {
             let http = hive_client::Client::new(&served.base);
@@ -212,19 +200,20 @@ impl Drop for Served {
     }
 }
 
-/// `command` set to run on a run's servers in `namespace`, its API (if it has one) on `port`, logging
-/// as `HIVE_BENCH_HIVE_LOG` says (default: warnings).
+/// `command` set to run on a run's servers in `namespace` (its stream on as many replicas as they
+/// hold), its API (if it has one) on `port`, logging as `HIVE_BENCH_HIVE_LOG` says (default:
+/// warnings).
 fn on_servers<'c>(
     command: &'c mut Command,
-    nats_url: &str,
-    database_url: &str,
+    servers: &Servers,
     namespace: &str,
     port: u16,
 ) -> &'c mut Command {
     command
-        .env("HIVE_NATS_URL", nats_url)
-        .env("HIVE_DATABASE_URL", database_url)
+        .env("HIVE_NATS_URL", &servers.nats_url)
+        .env("HIVE_DATABASE_URL", servers.database(namespace))
         .env("HIVE_NAMESPACE", namespace)
+        .env("HIVE_STREAM_REPLICAS", servers.replicas.to_string())
         .env("HIVE_HTTP_ADDR", format!("127.0.0.1:{port}"))
         .env(
             "HIVE_LOG",

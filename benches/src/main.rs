@@ -26,6 +26,11 @@ struct Cli {
     /// two-minute interval, as on a replicated cluster).
     #[arg(long, global = true)]
     nats_sync_always: bool,
+    /// Start a JetStream cluster of three nats-servers and keep the stream on three replicas (an
+    /// event is acknowledged once a majority holds it); with `--nats-sync-always`, every node also
+    /// fsyncs every write.
+    #[arg(long, global = true)]
+    nats_cluster: bool,
     /// Run the scenario this many times and print each figure's median (a noisy machine).
     #[arg(long, global = true, default_value_t = 1)]
     runs: u32,
@@ -154,9 +159,13 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?
         .block_on(async move {
-            let servers =
-                scenarios::Servers::start(cli.nats_url, cli.database_url, cli.nats_sync_always)
-                    .await?;
+            let servers = scenarios::Servers::start(
+                cli.nats_url,
+                cli.database_url,
+                cli.nats_sync_always,
+                cli.nats_cluster,
+            )
+            .await?;
             let mut runs = Vec::new();
             for _ in 0..cli.runs.max(1) {
                 runs.push(run(&servers, cli.scenario).await?);

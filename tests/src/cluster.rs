@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use hive_devservers::{Durability, NatsServer, free_port};
+use hive_devservers::{Durability, NatsServer};
 use serde_json::Value;
 
 use crate::World;
@@ -15,39 +15,9 @@ pub async fn cluster(dir: &Path) -> Vec<NatsServer> {
 
 /// [`cluster`], each node with `config` (users) in its configuration.
 pub async fn cluster_configured(dir: &Path, config: &str) -> Vec<NatsServer> {
-    let ports: Vec<u16> = (0..3).map(|_| free_port().unwrap()).collect();
-    let mut nodes = Vec::new();
-    for n in 0..3 {
-        let routes: Vec<String> = (0..3)
-            .filter(|m| *m != n)
-            .map(|m| format!("nats://127.0.0.1:{}", ports[m]))
-            .collect();
-        let args: Vec<String> = [
-            "--server_name",
-            &format!("n{n}"),
-            "--cluster_name",
-            "hive",
-            "--cluster",
-            &format!("nats://127.0.0.1:{}", ports[n]),
-            "--routes",
-            &routes.join(","),
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        nodes.push(
-            NatsServer::start_configured(
-                &dir.join(format!("n{n}")),
-                None,
-                Durability::Throwaway,
-                config,
-                &args,
-            )
-            .await
-            .expect("a cluster node"),
-        );
-    }
-    nodes
+    NatsServer::cluster(dir, Durability::Throwaway, config)
+        .await
+        .expect("a cluster of three nodes")
 }
 
 /// What the hive's processes are given to run on `nats_url` (a cluster: the stream on 3 replicas) and

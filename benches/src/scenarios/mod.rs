@@ -41,17 +41,20 @@ pub struct Servers {
     pub nats_url: String,
     /// The database.
     pub database_url: String,
-    _nats: Option<NatsServer>,
+    /// The stream's replicas: 3 on a cluster started here, else 1.
+    pub replicas: usize,
+    _nats: Vec<NatsServer>,
     _pg: Option<Postgres>,
     _dir: tempfile::TempDir,
 }
 
 impl Servers {
-    /// Starts what is not given.
+    /// Starts what is not given: nats-server (three in a cluster with `nats_cluster`) and PostgreSQL.
     pub async fn start(
         nats: Option<String>,
         db: Option<String>,
         nats_sync_always: bool,
+        nats_cluster: bool,
     ) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let durability = if nats_sync_always {
@@ -59,12 +62,16 @@ impl Servers {
         } else {
             Durability::Throwaway
         };
-        let (nats_url, nats) = match nats {
-            Some(url) => (url, None),
+        let (nats_url, nats, replicas) = match nats {
+            Some(url) => (url, Vec::new(), 1),
+            None if nats_cluster => {
+                let nodes = NatsServer::cluster(&dir.path().join("nats"), durability, "").await?;
+                (NatsServer::urls(&nodes), nodes, 3)
+            }
             None => {
                 let server =
                     NatsServer::start(&dir.path().join("nats"), None, durability, &[]).await?;
-                (server.url(), Some(server))
+                (server.url(), vec![server], 1)
             }
         };
         let (database_url, pg) = match db {
@@ -78,6 +85,7 @@ impl Servers {
         Ok(Self {
             nats_url,
             database_url,
+            replicas,
             _nats: nats,
             _pg: pg,
             _dir: dir,
@@ -99,12 +107,7 @@ impl Servers {
         name: &str,
     ) -> anyhow::Result<(crate::hive_process::HiveProcess, Backends)> {
         let namespace = unique(name);
-        let hive = crate::hive_process::HiveProcess::start(
-            &self.nats_url,
-            &self.database(&namespace),
-            &namespace,
-        )
-        .await?;
+        let hive = crate::hive_process::HiveProcess::start(self, &namespace).await?;
         Ok((hive, self.backends(&namespace).await?))
     }
 
@@ -112,6 +115,7 @@ impl Servers {
     pub async fn backends(&self, namespace: &str) -> anyhow::Result<Backends> {
         let config = hive::Config {
             namespace: namespace.into(),
+            stream_replicas: self.replicas,
             ..hive::Config::default()
         };
         hive::connect(&config, &self.nats_url, &self.database(namespace), true).await

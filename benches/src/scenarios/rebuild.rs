@@ -180,12 +180,7 @@ async fn histories_over_http(
     head: u64,
     raw_read: f64,
 ) -> anyhow::Result<Vec<Row>> {
-    let hive = crate::hive_process::HiveProcess::start(
-        &servers.nats_url,
-        &servers.database(namespace),
-        namespace,
-    )
-    .await?;
+    let hive = crate::hive_process::HiveProcess::start(servers, namespace).await?;
     let http = hive.http();
     eventually(
         Duration::from_secs(300),

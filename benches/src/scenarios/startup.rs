@@ -96,7 +96,7 @@ pub async fn startup(servers: &Servers, events: u64, cold: bool) -> anyhow::Resu
     for _ in 0..RUNS {
         again().await?;
         let began = Instant::now();
-        let hive = HiveProcess::start(&servers.nats_url, &database, &namespace).await?;
+        let hive = HiveProcess::start(servers, &namespace).await?;
         healthy.push(began.elapsed());
         let http = hive.http();
         read_correctly(&http, last_task).await?;
@@ -123,8 +123,8 @@ pub async fn startup(servers: &Servers, events: u64, cold: bool) -> anyhow::Resu
     ));
 
     // A standby scheduler taking over cold: the API and the projector run, a task waits for it.
-    let api = Served::start("api", &servers.nats_url, &database, &namespace).await?;
-    let _projector = Served::start("projector", &servers.nats_url, &database, &namespace).await?;
+    let api = Served::start("api", servers, &namespace).await?;
+    let _projector = Served::start("projector", servers, &namespace).await?;
     let http = Client::new(&api.base).with_token(Some(token.clone()));
     agent.keep_alive(&http);
     let mut took_over = Vec::new();
@@ -132,8 +132,7 @@ pub async fn startup(servers: &Servers, events: u64, cold: bool) -> anyhow::Resu
         let waiting = agent.task_for(&http).await?;
         again().await?;
         let began = Instant::now();
-        let scheduler =
-            Served::start("scheduler", &servers.nats_url, &database, &namespace).await?;
+        let scheduler = Served::start("scheduler", servers, &namespace).await?;
         assigned(log, waiting).await?;
         took_over.push(began.elapsed());
         drop(scheduler); // SIGTERM: it gives up its lease
@@ -148,7 +147,7 @@ pub async fn startup(servers: &Servers, events: u64, cold: bool) -> anyhow::Resu
     let mut first_answer = Vec::new();
     for _ in 0..RUNS {
         let began = Instant::now();
-        let second = Served::start("api", &servers.nats_url, &database, &namespace).await?;
+        let second = Served::start("api", servers, &namespace).await?;
         let http = Client::new(&second.base).with_token(Some(token.clone()));
         read_correctly(&http, last_task).await?;
         first_answer.push(began.elapsed());

@@ -258,6 +258,46 @@ impl NatsServer {
         })
     }
 
+    /// Three nats-server processes (`n0`..`n2`) in one JetStream cluster named `hive`, their stores
+    /// under `dir/n0`..`dir/n2`, each with `config` (users, say) in its configuration. A stream of
+    /// three replicas on it acknowledges a write once a majority of the nodes hold it.
+    pub async fn cluster(
+        dir: &Path,
+        durability: Durability,
+        config: &str,
+    ) -> Result<Vec<Self>, DevServerError> {
+        let ports = (0..3)
+            .map(|_| free_port())
+            .collect::<Result<Vec<u16>, _>>()?;
+        let mut nodes = Vec::new();
+        for (n, port) in ports.iter().enumerate() {
+            let routes: Vec<String> = (0..3)
+                .filter(|m| *m != n)
+                .map(|m| format!("nats://127.0.0.1:{}", ports[m]))
+                .collect();
+            let args = [
+                "--server_name".to_owned(),
+                format!("n{n}"),
+                "--cluster_name".to_owned(),
+                "hive".to_owned(),
+                "--cluster".to_owned(),
+                format!("nats://127.0.0.1:{port}"),
+                "--routes".to_owned(),
+                routes.join(","),
+            ];
+            let node =
+                Self::start_configured(&dir.join(format!("n{n}")), None, durability, config, &args)
+                    .await?;
+            nodes.push(node);
+        }
+        Ok(nodes)
+    }
+
+    /// The client URLs of `nodes`, comma-separated (as `HIVE_NATS_URL` takes them).
+    pub fn urls(nodes: &[Self]) -> String {
+        nodes.iter().map(Self::url).collect::<Vec<_>>().join(",")
+    }
+
     /// Its monitoring endpoint (`/varz`, `/healthz`, `/jsz`): `http://127.0.0.1:<port>`.
     pub fn monitoring_url(&self) -> String {
         format!("http://127.0.0.1:{}", self.monitor)
