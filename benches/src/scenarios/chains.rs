@@ -1,5 +1,5 @@
 //! Chains: end-to-end latencies, one step of the hive after another: agent spawn → ready, task created
-//! → assigned, event → visible in the API, event → SSE client, dead agent → its task requeued, a
+//! → assigned (in the log, and as a client polling the API sees it), event → visible in the API, event → SSE client, dead agent → its task requeued, a
 //! cancel answered → its executor gone.
 
 use hive_client::Method;
@@ -23,6 +23,7 @@ pub async fn chains(servers: &Servers, samples: u32) -> anyhow::Result<Vec<Table
     let rows = vec![
         spawn_to_ready(&http, &backends, (samples / 10).max(3)).await?,
         created_to_assigned(&hive, &http, &backends, samples).await?,
+        created_to_seen_assigned(&hive, &http, samples).await?,
         event_to_api(&hive, &http, &backends, samples).await?,
         event_to_sse(&hive, &http, samples).await?,
         dead_agent_to_requeued(&hive, &http, &backends, (samples / 10).max(3)).await?,
@@ -133,6 +134,47 @@ async fn created_to_assigned(
         None,
         Some(&mut latencies),
         "from the POST; Python system's target: 2 s",
+    ))
+}
+
+/// Task created → seen assigned by an outside client: the POST, then `GET /api/v1/tasks/{id}` every
+/// millisecond (no `Hive-Min-Seq`: the client does not know the assignment's sequence) until the task
+/// has an agent.
+async fn created_to_seen_assigned(
+    hive: &HiveProcess,
+    http: &hive_client::Client,
+    samples: u32,
+) -> anyhow::Result<Row> {
+    let mut latencies = Latencies::default();
+    for n in 0..samples {
+        latencies
+            .measure(async {
+                let created = hive.post_task(http, format!("seen {n}")).await?;
+                let id = created["task_id"].as_str().unwrap_or_default().to_owned();
+                eventually(
+                    Duration::from_secs(20),
+                    Duration::from_millis(1),
+                    "the task seen assigned",
+                    async || {
+                        let view: serde_json::Value = http
+                            .request(Method::GET, &format!("/api/v1/tasks/{id}"))
+                            .send()
+                            .await?
+                            .json()
+                            .await?;
+                        Ok(view["agent_id"].is_string().then_some(()))
+                    },
+                )
+                .await
+            })
+            .await?;
+    }
+    Ok(row(
+        format!("task created → seen assigned by a client ({samples})"),
+        None,
+        None,
+        Some(&mut latencies),
+        "from the POST, polling GET /api/v1/tasks/{id} every 1 ms",
     ))
 }
 
