@@ -357,3 +357,82 @@ async fn agent_hive_2_routes_answer_as_before() {
     assert_eq!(dump["agents"][0]["agent_id"], agent.as_str());
     hive.stop().await;
 }
+
+/// A task read while the read models are behind the log (here: their projector stopped) answers as
+/// the log leaves it: a client polling its task sees the assignment once the log holds it, not one
+/// projection later.
+#[tokio::test]
+async fn a_task_read_while_the_read_models_are_behind_answers_as_the_log_leaves_it() {
+    let world = World::new().await;
+    let projector = world
+        .run(hive::Parts {
+            api: false,
+            projector: true,
+            scheduler: false,
+        })
+        .await;
+    let hive = world
+        .run(hive::Parts {
+            api: true,
+            projector: false,
+            scheduler: true,
+        })
+        .await;
+    let (_, created) = hive
+        .post(
+            "/api/v1/tasks",
+            json!({"title": "needs a gpu", "required_capabilities": ["gpu"]}),
+        )
+        .await;
+    let task = id(&created, "task_id");
+    let seq = created["seq"].as_u64().unwrap();
+    let queued = hive.read_at(&format!("/api/v1/tasks/{task}"), seq).await;
+    assert_eq!(queued["state"], "queued");
+    projector.stop().await;
+
+    let agent = ready_agent(&hive, &world, &["gpu"], 2).await;
+    // A second task, never projected: no row at all.
+    let (_, unprojected) = hive
+        .post(
+            "/api/v1/tasks",
+            json!({"title": "also needs a gpu", "required_capabilities": ["gpu"]}),
+        )
+        .await;
+    let unprojected = id(&unprojected, "task_id");
+    for task in [&task, &unprojected] {
+        world
+            .wait_for_event(AggregateKind::Task, task.parse().unwrap(), "TaskAssigned")
+            .await;
+        let seen = hive_tests::until(
+            std::time::Duration::from_secs(10),
+            "the task seen assigned",
+            || {},
+            async || {
+                let view: serde_json::Value = hive
+                    .get(&format!("/api/v1/tasks/{task}"))
+                    .await
+                    .json()
+                    .await
+                    .ok()?;
+                (view["agent_id"] == agent.as_str()).then_some(view)
+            },
+        )
+        .await;
+        assert_eq!(seen["state"], "assigned", "{seen}");
+    }
+    // While its row in the read models still says queued.
+    use sea_orm::ConnectionTrait;
+    let row = world
+        .db()
+        .query_one_raw(sea_orm::Statement::from_string(
+            sea_orm::DbBackend::Postgres,
+            format!("SELECT status, agent_id IS NULL AS unassigned FROM tasks WHERE id = '{task}'"),
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    let status: String = row.try_get("", "status").unwrap();
+    let unassigned: bool = row.try_get("", "unassigned").unwrap();
+    assert_eq!((status.as_str(), unassigned), ("queued", true));
+    hive.stop().await;
+}

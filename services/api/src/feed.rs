@@ -4,9 +4,9 @@
 //! [`TICK`], and at least every [`IDLE_TICK`] when nothing happens (so a chart of rates falls to zero
 //! and moves on); and each agent's heartbeat as its bucket records it (heartbeats are not events).
 
-use std::collections::VecDeque;
-use std::sync::Arc;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -63,10 +63,45 @@ pub struct Change {
     pub state: Option<&'static str>,
 }
 
+/// The aggregates that have events the read models do not reflect yet, each with the sequence of its
+/// latest such event, as the feed sees them: a read of one of them answers from the log (its history,
+/// folded) rather than from a row that is behind, so a client polling a task sees its assignment as
+/// soon as the log holds it, not one projection later. Bounded by the events the feed holds.
+#[derive(Clone, Default)]
+pub struct Unreflected(Arc<Mutex<HashMap<uuid::Uuid, u64>>>);
+
+impl Unreflected {
+    /// The sequence of the latest event of aggregate `id` that the read models do not reflect yet.
+    pub fn latest(&self, id: uuid::Uuid) -> Option<u64> {
+        self.lock().get(&id).copied()
+    }
+
+    fn saw(&self, id: uuid::Uuid, seq: u64) {
+        self.lock().insert(id, seq);
+    }
+
+    /// The read models reflect event `seq` of `id`: forgotten unless a later one came.
+    fn reflected(&self, id: uuid::Uuid, seq: u64) {
+        let mut map = self.lock();
+        if map.get(&id).is_some_and(|latest| *latest <= seq) {
+            map.remove(&id);
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<uuid::Uuid, u64>> {
+        // A panic while held leaves a map that is still whole: go on with it.
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
 /// The feed of one API process. Cheap to clone.
 #[derive(Clone)]
 pub struct Feed {
     tx: broadcast::Sender<Arc<FeedItem>>,
+    /// What the read models do not reflect yet, by aggregate.
+    pub unreflected: Unreflected,
     /// The highest sequence the feed will never release: dropped when the projection fell more than
     /// [`MAX_PENDING`] events behind, or before its start.
     dropped_through: Arc<AtomicU64>,
@@ -89,18 +124,23 @@ impl Feed {
         let from = unreached.max(head.saturating_sub(MAX_PENDING as u64) + 1);
         let skipped = if from > unreached { from - 1 } else { 0 };
         let dropped_through = Arc::new(AtomicU64::new(skipped));
+        let unreflected = Unreflected::default();
         let events = tokio::spawn(follow(
             log,
             progress,
             tx.clone(),
             from,
-            dropped_through.clone(),
+            Held {
+                dropped_through: dropped_through.clone(),
+                unreflected: unreflected.clone(),
+            },
         ));
         // Followed before the API serves: a heartbeat it takes from now on is on the feed.
         let first = heartbeats.follow().await?;
         let beats = tokio::spawn(follow_heartbeats(heartbeats, first, tx.clone()));
         Ok(Self {
             tx,
+            unreflected,
             dropped_through,
             _tasks: Arc::new(Tasks(vec![events, beats])),
         })
@@ -117,14 +157,23 @@ impl Feed {
     }
 }
 
+/// What the feed keeps track of beside the events it holds.
+struct Held {
+    /// See [`Feed::dropped_through`].
+    dropped_through: Arc<AtomicU64>,
+    /// See [`Unreflected`].
+    unreflected: Unreflected,
+}
+
 async fn follow(
     log: EventLog,
     progress: Progress,
     tx: broadcast::Sender<Arc<FeedItem>>,
     mut next: u64,
-    dropped_through: Arc<AtomicU64>,
+    held: Held,
 ) {
     let subjects = log.subjects().clone();
+    let aggregate = |raw: &hive_eventlog::RawEvent| subjects.parse(&raw.subject).map(|(_, id)| id);
     let mut checkpoint = progress.checkpoint_watch();
     // Held as stored (cheap, shared bytes) until the read models reach them, whether or not someone
     // listens (a client that subscribes meanwhile and resumes from the log counts on every event after
@@ -149,11 +198,18 @@ async fn follow(
                     match event {
                         Some(Ok(raw)) => {
                             next = raw.seq + 1;
+                            if let Some(id) = aggregate(&raw) {
+                                held.unreflected.saw(id, raw.seq);
+                            }
                             pending.push_back(raw);
                             if pending.len() > MAX_PENDING
                                 && let Some(dropped) = pending.pop_front()
                             {
-                                dropped_through.fetch_max(dropped.seq, Ordering::AcqRel);
+                                held.dropped_through.fetch_max(dropped.seq, Ordering::AcqRel);
+                                // (Reads of its aggregate fall back on its row, however far behind.)
+                                if let Some(id) = aggregate(&dropped) {
+                                    held.unreflected.reflected(id, dropped.seq);
+                                }
                                 let _ = tx.send(Arc::new(FeedItem::Resync));
                             }
                         }
@@ -175,9 +231,13 @@ async fn follow(
             }
             let reached = *checkpoint.borrow();
             while pending.front().is_some_and(|raw| raw.seq <= reached) {
-                if let Some(raw) = pending.pop_front()
-                    && tx.receiver_count() > 0
-                {
+                let Some(raw) = pending.pop_front() else {
+                    break;
+                };
+                if let Some(id) = aggregate(&raw) {
+                    held.unreflected.reflected(id, raw.seq);
+                }
+                if tx.receiver_count() > 0 {
                     let (record, state) = Record::with_status(&raw, &subjects);
                     let _ = tx.send(Arc::new(FeedItem::Event(Box::new(Change {
                         record,

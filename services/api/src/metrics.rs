@@ -94,6 +94,10 @@ fn describe() {
         "HTTP request latency by route and method"
     );
     describe_counter!(
+        "hive_api_reads_ahead_of_read_models_total",
+        "reads of a task answered from the log: its row did not reflect its latest events yet"
+    );
+    describe_counter!(
         "hive_commands_appended_total",
         "commands appended to the log, by aggregate"
     );

@@ -13,6 +13,7 @@ use hive_events::agent::Agent;
 use hive_events::project::Project;
 use hive_events::task::{Lifecycle, Limits, NewTask, Task, TaskCommand, rules};
 use hive_events::{AgentId, Labels, Priority, ProjectId, TaskId};
+use hive_projector::rows::ReadModel;
 use hive_schema::tasks;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use serde::Deserialize;
@@ -303,26 +304,64 @@ async fn read(
         let row = row_at::<Task>(&state, hive_events::AggregateKind::Task, id, at).await?;
         return Ok(Json(row.try_into()?));
     }
-    // The checkpoint before the read: one taken after could have moved past the task's creation
-    // between the two, and a task projected meanwhile would be answered not found.
+    // The checkpoint, and the latest event of the task the feed saw beyond it, before the read:
+    // taken after, either could have moved past the row between the two (a task projected meanwhile
+    // would be answered not found; a row read before its batch committed would be taken as current).
     let reflected = state.progress.checkpoint();
+    let unreflected = state.feed.unreflected.latest(id);
     if let Some(row) = tasks::Entity::find_by_id(id).one(&state.db).await? {
+        // The log holds events of the task that its row does not reflect yet (the projector is a
+        // moment behind): the task as they leave it, so that a client polling it sees its
+        // assignment as soon as the log holds it. Only up to the event the feed saw: the next read
+        // finds that one in the feed or in the row, so it never goes back in time.
+        let row = match unreflected {
+            Some(seq) if i64::try_from(seq).is_ok_and(|seq| seq > row.last_seq) => {
+                match row_from_log(&state, id, seq).await {
+                    Ok(ahead) => {
+                        metrics::counter!("hive_api_reads_ahead_of_read_models_total").increment(1);
+                        ahead
+                    }
+                    // The row, a moment behind, rather than no answer.
+                    Err(e) => {
+                        tracing::debug!(task = %id, error = %e, "the log could not be read: the row");
+                        row
+                    }
+                }
+            }
+            _ => row,
+        };
         let facts = Facts::of(&state.db, std::slice::from_ref(&row)).await?;
         return Ok(Json(facts.view(row)?));
     }
     // Not projected yet: a client reading the task it has just created (as Agent Hive 2.0's clients
-    // do, without `Hive-Min-Seq`) is answered the task as created, from the log. Not as it is now:
-    // the read model, still behind, answers the next read, which must not go back in time. A task
-    // created at or below the checkpoint and not in the read models was never projected (its creation
-    // was dead-lettered): not found.
+    // do, without `Hive-Min-Seq`) is answered the task from the log, as of the latest event of it the
+    // feed saw (at least its creation): the next read finds that one in the feed or in the row, so it
+    // never goes back in time. A task created at or below the checkpoint and not in the read models
+    // was never projected (its creation was dead-lettered): not found.
     let kind = hive_events::AggregateKind::Task;
     let history = state.log.history(kind, id).await?;
     match history.first() {
         Some(created) if created.seq > reflected => {
+            let at = unreflected.unwrap_or(created.seq).max(created.seq);
             let subjects = state.log.subjects();
-            let row = row_from::<Task>(&history, subjects, kind, id, At::Seq(created.seq))?;
+            let row = row_from::<Task>(&history, subjects, kind, id, At::Seq(at))?;
             Ok(Json(row.try_into()?))
         }
         _ => Err(ApiError::not_found("task", id)),
     }
+}
+
+/// Task `id`'s row as its events up to `seq` leave it, from the log: loaded as a command loads it
+/// (its snapshot and the events after it) when `seq` is its latest event, else folded from its
+/// history.
+async fn row_from_log(state: &AppState, id: Uuid, seq: u64) -> ApiResult<tasks::Model> {
+    let loaded = state.log.load::<Task>(id).await?;
+    if loaded.last_seq == seq
+        && let Some(task) = &loaded.state
+    {
+        return Ok(<Task as ReadModel>::to_row(id, task, seq));
+    }
+    let kind = hive_events::AggregateKind::Task;
+    let history = state.log.history(kind, id).await?;
+    row_from::<Task>(&history, state.log.subjects(), kind, id, At::Seq(seq))
 }
