@@ -7,7 +7,8 @@ use hive_events::Labels;
 use hive_schema::tasks;
 use sea_orm::sea_query::extension::postgres::PgBinOper;
 use sea_orm::sea_query::{
-    Asterisk, CommonTableExpression, Expr, ExprTrait, Query, SimpleExpr, WithClause,
+    Asterisk, CommonTableExpression, Expr, ExprTrait, Query, SelectStatement, SimpleExpr,
+    WithClause,
 };
 use sea_orm::{
     ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect, QueryTrait,
@@ -210,7 +211,15 @@ async fn walk<C: ConnectionTrait>(
         .order_by((tasks::Entity, tasks::Column::Id), order.into())
         .limit(rows)
         .to_owned();
-    let statement = db.get_database_backend().build(&page);
+    rows_of(db, &page).await
+}
+
+/// The tasks `page` selects (every column of `tasks`).
+async fn rows_of<C: ConnectionTrait>(
+    db: &C,
+    page: &SelectStatement,
+) -> ApiResult<Vec<tasks::Model>> {
+    let statement = db.get_database_backend().build(page);
     Ok(tasks::Entity::find()
         .from_raw_sql(statement)
         .all(db)
@@ -259,11 +268,7 @@ async fn from_index<C: ConnectionTrait>(
         .limit(rows)
         .with_cte(WithClause::new().cte(matching).to_owned())
         .to_owned();
-    let statement = db.get_database_backend().build(&page);
-    Ok(tasks::Entity::find()
-        .from_raw_sql(statement)
-        .all(db)
-        .await?)
+    rows_of(db, &page).await
 }
 
 #[cfg(test)]
