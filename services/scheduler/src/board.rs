@@ -328,6 +328,11 @@ impl Board {
         self.queue.iter().map(|(_, _, id)| *id)
     }
 
+    /// How many tasks are queued.
+    pub fn queue_len(&self) -> usize {
+        self.queue.len()
+    }
+
     /// Assignments due now: every queued task, highest priority then oldest first, to the least-loaded
     /// agent that takes work, may take the task and has room — another than the one it last had, when
     /// one can take it; a task nobody can serve is passed over, not waited on. Marks each as in flight.

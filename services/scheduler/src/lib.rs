@@ -34,6 +34,12 @@ pub use snapshot::{SNAPSHOT_EVERY, Snapshots};
 
 /// How soon the scheduler decides again after one of its commands failed.
 const RETRY_AFTER_FAILURE: Duration = Duration::from_millis(200);
+/// Least time between two looks at every open task and agent for what falls due (follow-ups, the
+/// next deadline) while events keep coming: each look reads the whole board, and one an event at a
+/// few thousand events a second cost most of the scheduler's time at 60,000 open tasks. An event's
+/// assignments are decided at once; its follow-ups (a dependent released, a retry scheduled) within
+/// this.
+const SCAN_EVERY: Duration = Duration::from_millis(5);
 
 /// How the scheduler runs.
 #[derive(Clone, Debug)]
@@ -131,12 +137,22 @@ impl Scheduler {
         let mut beats = Box::pin(self.heartbeats.watch().await?);
         let policy = &self.config.policy;
         let mut failed = false;
+        // When the board was last looked at whole, and the next deadline it found then.
+        let mut scanned = std::time::Instant::now()
+            .checked_sub(SCAN_EVERY)
+            .unwrap_or_else(std::time::Instant::now);
+        let mut deadline = None;
+        let mut scan_owed = true;
         loop {
             let caught_up = board.last_seq() >= head;
-            let mut wake = board
-                .next_deadline(chrono::Utc::now(), policy)
-                .map(|at| (at - chrono::Utc::now()).to_std().unwrap_or_default())
+            let mut wake = deadline
+                .map(|at: chrono::DateTime<chrono::Utc>| {
+                    (at - chrono::Utc::now()).to_std().unwrap_or_default()
+                })
                 .unwrap_or(Duration::from_secs(3600));
+            if scan_owed {
+                wake = wake.min(SCAN_EVERY.saturating_sub(scanned.elapsed()));
+            }
             if snapshots.is_some()
                 && let Some(due) = saving.due_in(&board, self.config.snapshot_every)
             {
@@ -147,8 +163,10 @@ impl Scheduler {
                 // nothing else happens.
                 wake = wake.min(RETRY_AFTER_FAILURE);
             }
+            let mut by_event = false;
             tokio::select! {
                 event = events.next() => {
+                    by_event = true;
                     if let Err(e) = fold_ready(&mut board, event, &mut events, &replay) {
                         // A reader that failed (or stalled) is replaced, reading on after what the
                         // board holds: nothing is folded twice or passed over.
@@ -167,7 +185,17 @@ impl Scheduler {
                 () = saving.stored() => {}
             }
             if board.last_seq() >= head {
-                failed = !self.act(&mut board).await;
+                // Woken by an event soon after a look at the whole board: its assignments now, the
+                // rest at the next look (owed, within `SCAN_EVERY`).
+                let scan = !by_event || failed || scanned.elapsed() >= SCAN_EVERY;
+                scan_owed = !scan;
+                if scan {
+                    scanned = std::time::Instant::now();
+                }
+                failed = !self.act(&mut board, scan).await;
+                if scan {
+                    deadline = board.next_deadline(chrono::Utc::now(), policy);
+                }
                 if let Some(snapshots) = &snapshots {
                     saving
                         .consider(&board, snapshots, self.config.snapshot_every)
@@ -197,13 +225,17 @@ impl Scheduler {
         }
     }
 
-    /// Issues every command that is due, concurrently (each on its own aggregate). False when any of
-    /// them failed.
-    async fn act(&self, board: &mut Board) -> bool {
+    /// Issues every command that is due, concurrently (each on its own aggregate): the assignments,
+    /// and with `scan` everything else due on the whole board. False when any of them failed.
+    async fn act(&self, board: &mut Board, scan: bool) -> bool {
         let now = hive_eventlog::command::now_micros();
-        let mut actions = board.follow_ups(now, &self.config.policy, rand::random::<f64>);
+        let mut actions = if scan {
+            board.follow_ups(now, &self.config.policy, rand::random::<f64>)
+        } else {
+            Vec::new()
+        };
         actions.extend(board.assignments(now, &self.config.policy));
-        metrics::gauge!("hive_scheduler_queue_depth").set(board.queued().count() as f64);
+        metrics::gauge!("hive_scheduler_queue_depth").set(board.queue_len() as f64);
         if actions.is_empty() {
             return true;
         }
