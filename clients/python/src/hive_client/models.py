@@ -683,6 +683,13 @@ class Report(BaseModel):
     """
 
     agent_id: AgentId | None = None
+    attempt: Annotated[int | None, Field(ge=0)] = None
+    """
+    The agent's reports: the attempt the report is about (its assignment's `attempt`). Once that
+    attempt is over (the task was taken back and assigned again), the report is refused
+    (`not_assignee`), so that a late report never acts on a later attempt. Optional: without it,
+    the report is about whichever attempt is current.
+    """
     error: str | None = None
     """
     `fail`: what went wrong (required).
