@@ -1,6 +1,6 @@
 //! Chains: end-to-end latencies, one step of the hive after another: agent spawn → ready, task created
-//! → assigned (in the log, and as a client polling the API sees it), event → visible in the API, event → SSE client, dead agent → its task requeued, a
-//! cancel answered → its executor gone.
+//! → assigned (in the log, and as a client polling the API sees it), event → visible in the API,
+//! event → SSE client, dead agent → its task requeued, a cancel answered → its executor gone.
 
 use hive_client::Method;
 use hive_events::task::TaskStatus;

@@ -204,22 +204,23 @@ async fn walk<C: ConnectionTrait>(
     rows: u64,
 ) -> ApiResult<Vec<tasks::Model>> {
     let walked = query.clone().limit(length).into_query();
-    let page = Query::select()
-        .column(Asterisk)
-        .from_subquery(walked, tasks::Entity)
-        .cond_where(indexed.clone())
-        .order_by((tasks::Entity, tasks::Column::Id), order.into())
-        .limit(rows)
-        .to_owned();
-    rows_of(db, &page).await
+    let mut page = Query::select();
+    page.from_subquery(walked, tasks::Entity)
+        .cond_where(indexed.clone());
+    first_in_order(db, page, order, rows).await
 }
 
-/// The tasks `page` selects (every column of `tasks`).
-async fn rows_of<C: ConnectionTrait>(
+/// The first `rows` tasks in id `order` of `page`, whose source is named `tasks`.
+async fn first_in_order<C: ConnectionTrait>(
     db: &C,
-    page: &SelectStatement,
+    mut page: SelectStatement,
+    order: Order,
+    rows: u64,
 ) -> ApiResult<Vec<tasks::Model>> {
-    let statement = db.get_database_backend().build(page);
+    page.column(Asterisk)
+        .order_by((tasks::Entity, tasks::Column::Id), order.into())
+        .limit(rows);
+    let statement = db.get_database_backend().build(&page);
     Ok(tasks::Entity::find()
         .from_raw_sql(statement)
         .all(db)
@@ -261,14 +262,10 @@ async fn from_index<C: ConnectionTrait>(
         .query(matches)
         .materialized(true)
         .to_owned();
-    let page = Query::select()
-        .column(Asterisk)
-        .from_as("matches", tasks::Entity)
-        .order_by((tasks::Entity, tasks::Column::Id), order.into())
-        .limit(rows)
-        .with_cte(WithClause::new().cte(matching).to_owned())
-        .to_owned();
-    rows_of(db, &page).await
+    let mut page = Query::select();
+    page.from_as("matches", tasks::Entity)
+        .with_cte(WithClause::new().cte(matching).to_owned());
+    first_in_order(db, page, order, rows).await
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use tokio::sync::{oneshot, watch};
 use uuid::Uuid;
 
 use crate::PROGRESS_EVERY;
-use crate::client::{Client, ClientError};
+use crate::client::{Client, ClientError, Command};
 use crate::executor::{self, Outcome, Progress};
 
 /// Works one task through: accept, start, run the executor while reporting its progress, then complete
@@ -121,11 +121,16 @@ struct Reports<'a> {
 }
 
 impl Reports<'_> {
-    /// Sends `action` once (a progress line: the next one replaces it).
-    async fn once(&self, action: TaskAction, mut body: Report) -> Result<(), ClientError> {
+    /// `action` with `body`, naming the attempt, in the assignment's flow.
+    fn report(&self, action: TaskAction, mut body: Report) -> Command<'_> {
         body.attempt = Some(self.attempt);
         let report = self.client.report(self.task, self.agent, action, body);
-        report.flow(self.flow).send().await.map(drop)
+        report.flow(self.flow)
+    }
+
+    /// Sends `action` once (a progress line: the next one replaces it).
+    async fn once(&self, action: TaskAction, body: Report) -> Result<(), ClientError> {
+        self.report(action, body).send().await.map(drop)
     }
 
     /// Sends `action` until Hive answers it: while it cannot (a server restarting), again every
@@ -133,12 +138,7 @@ impl Reports<'_> {
     /// applied but whose answer was lost is answered as the first time rather than refused as a
     /// transition already made. Often: an accept not sent leaves the task to lapse, and a job holds
     /// one of the agent's slots, which the next task may be waiting for.
-    async fn until_answered(
-        &self,
-        action: TaskAction,
-        mut body: Report,
-    ) -> Result<(), ClientError> {
-        body.attempt = Some(self.attempt);
+    async fn until_answered(&self, action: TaskAction, body: Report) -> Result<(), ClientError> {
         let key = format!(
             "{}-{}-{}-{}",
             action.as_str(),
@@ -149,10 +149,8 @@ impl Reports<'_> {
         let patience = Instant::now() + REPORT_PATIENCE;
         let mut backoff = Duration::from_millis(100);
         loop {
-            let report = self
-                .client
-                .report(self.task, self.agent, action, body.clone());
-            match report.flow(self.flow).idempotency_key(&key).send().await {
+            let report = self.report(action, body.clone());
+            match report.idempotency_key(&key).send().await {
                 Ok(_) => return Ok(()),
                 Err(e) if e.is_transient() && Instant::now() < patience => {
                     tracing::debug!(task = %self.task, action = action.as_str(), error = %e, ?backoff, "not answered yet; again");

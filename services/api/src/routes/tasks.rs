@@ -361,7 +361,5 @@ async fn row_from_log(state: &AppState, id: Uuid, seq: u64) -> ApiResult<tasks::
     {
         return Ok(<Task as ReadModel>::to_row(id, task, seq));
     }
-    let kind = hive_events::AggregateKind::Task;
-    let history = state.log.history(kind, id).await?;
-    row_from::<Task>(&history, state.log.subjects(), kind, id, At::Seq(seq))
+    row_at::<Task>(state, hive_events::AggregateKind::Task, id, At::Seq(seq)).await
 }
