@@ -101,6 +101,7 @@ async fn metrics_parse_as_prometheus_text_and_cover_every_part() {
         "hive_http_request_duration_seconds",
         "hive_commands_appended_total",
         "hive_append_conflicts_total",
+        "hive_log_append_seconds",
         "hive_projector_batch_size",
         "hive_projector_events_total",
         "hive_dead_letters_total",

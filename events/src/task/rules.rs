@@ -208,17 +208,23 @@ impl Lifecycle {
             .map(|agent| (agent, self.attempts))
     }
 
-    /// The next moment after `now` something may fall due for the task without another event: its
-    /// back-off ends, its lease lapses, its `not_before` comes, it passes a time limit. (A moment
-    /// already past is not one: what it made due was decided when it came.)
-    pub fn deadline(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        let at = match self.status {
+    /// The moment something may fall due for the task without another event, past or not: its
+    /// back-off ends, its lease lapses, its `not_before` comes, it passes a time limit. Fixed until
+    /// the task's next event, so a scheduler can keep it in a timer index.
+    pub fn due_at(&self) -> Option<DateTime<Utc>> {
+        match self.status {
             TaskStatus::RetryScheduled => self.retry_at,
             TaskStatus::Assigned => self.lease_expires_at,
             TaskStatus::Waiting => self.not_before,
             TaskStatus::Running => self.limit_passed().map(|(at, _)| at),
             _ => None,
-        };
-        at.filter(|at| *at > now)
+        }
+    }
+
+    /// The next moment after `now` something may fall due for the task without another event (see
+    /// [`Lifecycle::due_at`]; a moment already past is not one: what it made due was decided when it
+    /// came).
+    pub fn deadline(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.due_at().filter(|at| *at > now)
     }
 }

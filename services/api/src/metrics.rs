@@ -101,6 +101,11 @@ fn describe() {
         "hive_commands_appended_total",
         "commands appended to the log, by aggregate"
     );
+    describe_histogram!(
+        "hive_log_append_seconds",
+        Unit::Seconds,
+        "an append's publish to its acknowledgement by JetStream (stored, and fsynced when the server syncs every write)"
+    );
     describe_counter!(
         "hive_append_conflicts_total",
         "appends that lost an optimistic-concurrency race, by aggregate"

@@ -285,6 +285,7 @@ impl EventLog {
         if let Some(id) = msg_id {
             publish = publish.message_id(id);
         }
+        let began = std::time::Instant::now();
         let ack = self
             .inner
             .js
@@ -292,6 +293,7 @@ impl EventLog {
             .await
             .map_err(|e| LogError::new("publish", e))?
             .await;
+        metrics::histogram!("hive_log_append_seconds").record(began.elapsed().as_secs_f64());
         match ack {
             Ok(ack) => Ok(Appended {
                 seq: ack.sequence,

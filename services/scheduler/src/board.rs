@@ -98,7 +98,16 @@ pub struct Board {
     cancelled: HashSet<Uuid>,
     agents: HashMap<Uuid, Held<Agent>>,
     queue: BTreeSet<(Reverse<u8>, u64, Uuid)>,
-    load: HashMap<Uuid, usize>,
+    /// The open tasks each agent holds (its load is their number).
+    held: HashMap<Uuid, HashSet<Uuid>>,
+    /// Waiting and blocked tasks by each of their dependencies: decided again when it changes.
+    dependents: HashMap<Uuid, HashSet<Uuid>>,
+    /// Each open task's [`Lifecycle::due_at`], in time order: what falls due without an event.
+    timers: BTreeSet<(DateTime<Utc>, Uuid)>,
+    /// Open tasks to decide again at the next look, other than by their time: their event came, a
+    /// dependency or their agent changed, or a command for them failed. A look at the open tasks
+    /// reads these and the timers that passed, never the whole board.
+    dirty: HashSet<Uuid>,
     beats: HashMap<Uuid, DateTime<Utc>>,
     /// Aggregates with a command in flight: nothing more is decided for them until their next event.
     pending: HashSet<Uuid>,
@@ -135,6 +144,10 @@ impl Fold for Board {
                     .event
                     .apply_to(current.map(|h| h.state.clone()), at)?;
                 self.agents.insert(id, Held { state, seq, cause });
+                // Its tasks follow it (lost or gone: requeued).
+                if let Some(tasks) = self.held.get(&id) {
+                    self.dirty.extend(tasks.iter().copied());
+                }
                 self.forget_if_gone(id);
             }
             DomainEvent::Task(_) => {
@@ -172,7 +185,11 @@ impl Fold for Board {
                         });
                         self.index(id, &open);
                         self.tasks.insert(id, open);
+                        self.dirty.insert(id);
                     }
+                }
+                if let Some(waiting) = self.dependents.get(&id) {
+                    self.dirty.extend(waiting.iter().copied());
                 }
             }
             DomainEvent::Project(_) => {}
@@ -226,6 +243,7 @@ impl Board {
         for (id, open) in image.tasks {
             board.index(id, &open);
             board.tasks.insert(id, open);
+            board.dirty.insert(id);
         }
         board
     }
@@ -264,11 +282,29 @@ impl Board {
         if task.lifecycle.status == TaskStatus::Queued {
             self.queue.remove(&task.queue_key(id));
         }
-        if let Some(agent) = task.lifecycle.holder()
-            && let Some(load) = self.load.get_mut(&agent.as_uuid())
-        {
-            *load = load.saturating_sub(1);
-            self.forget_if_gone(agent.as_uuid());
+        if let Some(agent) = task.lifecycle.holder() {
+            let agent = agent.as_uuid();
+            if let Some(tasks) = self.held.get_mut(&agent) {
+                tasks.remove(&id);
+                if tasks.is_empty() {
+                    self.held.remove(&agent);
+                }
+            }
+            self.forget_if_gone(agent);
+        }
+        if let Some(at) = task.lifecycle.due_at() {
+            self.timers.remove(&(at, id));
+        }
+        if waits_on_dependencies(&task.lifecycle) {
+            for dep in &task.lifecycle.depends_on {
+                let dep = dep.as_uuid();
+                if let Some(waiting) = self.dependents.get_mut(&dep) {
+                    waiting.remove(&id);
+                    if waiting.is_empty() {
+                        self.dependents.remove(&dep);
+                    }
+                }
+            }
         }
     }
 
@@ -281,7 +317,7 @@ impl Board {
             .is_some_and(|a| a.state.status == AgentStatus::Deregistered);
         if gone && self.load_of(agent) == 0 {
             self.agents.remove(&agent);
-            self.load.remove(&agent);
+            self.held.remove(&agent);
             self.beats.remove(&agent);
         }
     }
@@ -291,7 +327,15 @@ impl Board {
             self.queue.insert(task.queue_key(id));
         }
         if let Some(agent) = task.lifecycle.holder() {
-            *self.load.entry(agent.as_uuid()).or_default() += 1;
+            self.held.entry(agent.as_uuid()).or_default().insert(id);
+        }
+        if let Some(at) = task.lifecycle.due_at() {
+            self.timers.insert((at, id));
+        }
+        if waits_on_dependencies(&task.lifecycle) {
+            for dep in &task.lifecycle.depends_on {
+                self.dependents.entry(dep.as_uuid()).or_default().insert(id);
+            }
         }
     }
 
@@ -310,6 +354,9 @@ impl Board {
     /// Forgets that a command for `id` is in flight (it failed; the state decides again).
     pub fn settle(&mut self, id: Uuid) {
         self.pending.remove(&id);
+        if self.tasks.contains_key(&id) {
+            self.dirty.insert(id);
+        }
     }
 
     /// Whether nothing is to be decided for `id` now: a command for it is in flight, or its history is
@@ -320,7 +367,7 @@ impl Board {
 
     /// An agent's current load.
     pub fn load_of(&self, agent: Uuid) -> usize {
-        self.load.get(&agent).copied().unwrap_or(0)
+        self.held.get(&agent).map_or(0, HashSet::len)
     }
 
     /// The queued tasks, in the order they are served.
@@ -388,7 +435,10 @@ impl Board {
         actions
     }
 
-    /// Everything else due now, as the domain decides it for each agent and open task. `jitter` gives
+    /// Everything else due now, as the domain decides it for each agent, and for each open task that
+    /// may have something due: one whose time came ([`Lifecycle::due_at`]), or that changed (its
+    /// event, a dependency, its agent, a failed command) since the last look. A task in neither
+    /// cannot have anything new due, so the look costs what changed, not the board. `jitter` gives
     /// numbers in 0..1. Marks each as in flight.
     pub fn follow_ups(
         &mut self,
@@ -415,8 +465,18 @@ impl Board {
                 None => TaskStatus::Completed,
             }
         };
-        for (id, task) in &self.tasks {
-            if self.settled(id) {
+        while let Some(&(at, id)) = self.timers.first()
+            && at <= now
+        {
+            self.timers.pop_first();
+            self.dirty.insert(id);
+        }
+        // A task settled now is looked at again when it settles (its event, or its command failed).
+        for id in std::mem::take(&mut self.dirty) {
+            let Some(task) = self.tasks.get(&id) else {
+                continue;
+            };
+            if self.settled(&id) {
                 continue;
             }
             let holder = task
@@ -429,7 +489,7 @@ impl Board {
                 .due(now, policy, holder, dependency, &mut jitter);
             if let Some(command) = due {
                 let state = Box::new(task.lifecycle.clone());
-                actions.push(Action::Task(*id, command, state, task.seq, task.cause));
+                actions.push(Action::Task(id, command, state, task.seq, task.cause));
             }
         }
         for action in &actions {
@@ -438,23 +498,29 @@ impl Board {
         actions
     }
 
-    /// The next moment after `now` something falls due without an event: a back-off ends, a lease or
-    /// a heartbeat lapses, a delayed task's time comes, a running task passes a time limit.
-    pub fn next_deadline(&self, now: DateTime<Utc>, policy: &Policy) -> Option<DateTime<Utc>> {
-        // Nothing is decided for a settled aggregate: its deadline would wake the scheduler for
-        // nothing, again and again.
-        let tasks = self
-            .tasks
-            .iter()
-            .filter(|(id, _)| !self.settled(id))
-            .filter_map(|(_, o)| o.lifecycle.deadline(now));
+    /// The next moment something falls due without an event: a back-off ends, a lease or a heartbeat
+    /// lapses, a delayed task's time comes, a running task passes a time limit. One already past
+    /// (its look still owed) is the next look's.
+    pub fn next_deadline(&self, policy: &Policy) -> Option<DateTime<Utc>> {
+        // A task's time, once passed, is taken out of the timers by the next look; one settled then
+        // is looked at again when it settles.
+        let tasks = self.timers.first().map(|(at, _)| *at);
+        // Nothing is decided for a settled agent: its deadline would wake the scheduler for nothing,
+        // again and again.
         let agents = self
             .agents
             .iter()
             .filter(|(id, _)| !self.settled(id))
             .filter_map(|(id, h)| h.state.deadline(self.beats.get(id).copied(), policy));
-        tasks.chain(agents).min()
+        tasks.into_iter().chain(agents).min()
     }
+}
+
+/// Whether a task in this state is decided by its dependencies' states (waiting for them, or blocked
+/// by one).
+fn waits_on_dependencies(lifecycle: &Lifecycle) -> bool {
+    matches!(lifecycle.status, TaskStatus::Waiting | TaskStatus::Blocked)
+        && !lifecycle.depends_on.is_empty()
 }
 
 #[cfg(test)]

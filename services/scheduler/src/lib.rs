@@ -34,9 +34,9 @@ pub use snapshot::{SNAPSHOT_EVERY, Snapshots};
 
 /// How soon the scheduler decides again after one of its commands failed.
 const RETRY_AFTER_FAILURE: Duration = Duration::from_millis(200);
-/// Least time between two looks at every open task and agent for what falls due (follow-ups, the
-/// next deadline) while events keep coming: each look reads the whole board, and one an event at a
-/// few thousand events a second cost most of the scheduler's time at 60,000 open tasks. An event's
+/// Least time between two looks for what falls due (follow-ups, the next deadline) while events keep
+/// coming. A look reads every agent, and of the open tasks only those that changed or whose time came
+/// (the board's timers); one an event would read every agent thousands of times a second. An event's
 /// assignments are decided at once; its follow-ups (a dependent released, a retry scheduled) within
 /// this.
 const SCAN_EVERY: Duration = Duration::from_millis(5);
@@ -185,7 +185,7 @@ impl Scheduler {
                 () = saving.stored() => {}
             }
             if board.last_seq() >= head {
-                // Woken by an event soon after a look at the whole board: its assignments now, the
+                // Woken by an event soon after the last look: its assignments now, the
                 // rest at the next look (owed, within `SCAN_EVERY`).
                 let scan = !by_event || failed || scanned.elapsed() >= SCAN_EVERY;
                 scan_owed = !scan;
@@ -194,7 +194,7 @@ impl Scheduler {
                 }
                 failed = !self.act(&mut board, scan).await;
                 if scan {
-                    deadline = board.next_deadline(chrono::Utc::now(), policy);
+                    deadline = board.next_deadline(policy);
                 }
                 if let Some(snapshots) = &snapshots {
                     saving
@@ -226,7 +226,7 @@ impl Scheduler {
     }
 
     /// Issues every command that is due, concurrently (each on its own aggregate): the assignments,
-    /// and with `scan` everything else due on the whole board. False when any of them failed.
+    /// and with `scan` everything else due (see [`Board::follow_ups`]). False when any of them failed.
     async fn act(&self, board: &mut Board, scan: bool) -> bool {
         let now = hive_eventlog::command::now_micros();
         let mut actions = if scan {

@@ -301,8 +301,8 @@ fn a_board_restored_from_its_snapshot_decides_as_the_one_it_was_taken_of() {
         assert_eq!(restored.load_of(agent), g.board.load_of(agent));
     }
     assert_eq!(
-        restored.next_deadline(g.now, &g.policy),
-        g.board.next_deadline(g.now, &g.policy)
+        restored.next_deadline(&g.policy),
+        g.board.next_deadline(&g.policy)
     );
     // Later on, both decide the same: a lease lapses, the agents' heartbeats lapse too.
     let later = g.now + chrono::Duration::hours(1);

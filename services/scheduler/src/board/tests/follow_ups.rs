@@ -38,7 +38,7 @@ fn failures_retry_with_backoff_until_attempts_run_out() {
         g.follow_ups().is_empty(),
         "nothing until the back-off is over"
     );
-    assert_eq!(g.board.next_deadline(g.now, &g.policy), Some(*retry_at));
+    assert_eq!(g.board.next_deadline(&g.policy), Some(*retry_at));
     g.now = *retry_at;
     assert_eq!(g.follow_ups(), vec![(task, "queue".to_owned())]);
     g.event(AggregateKind::Task, task, &TaskEvent::TaskQueued {});
@@ -257,5 +257,35 @@ fn retrying_a_dead_lettered_dependency_unblocks_its_dependents_in_turn() {
     assert!(
         g.follow_ups().is_empty(),
         "both wait on their dependency again"
+    );
+}
+
+#[test]
+fn a_follow_up_is_decided_once_and_again_only_if_its_command_failed() {
+    let mut g = Given::new();
+    g.agent(&[], 1);
+    let task = g.task(5, &[]);
+    g.assign();
+    g.now += chrono::Duration::seconds(31);
+    g.board.beats.values_mut().for_each(|b| *b = g.now);
+    assert_eq!(g.follow_ups(), vec![(task, "requeue".to_owned())]);
+    assert!(g.follow_ups().is_empty(), "in flight: not decided twice");
+    g.board.settle(task);
+    assert_eq!(
+        g.follow_ups(),
+        vec![(task, "requeue".to_owned())],
+        "its command failed: decided again"
+    );
+    g.board.settle(task);
+    g.event(
+        AggregateKind::Task,
+        task,
+        &TaskEvent::TaskRequeued {
+            reason: "lease_expired".into(),
+        },
+    );
+    assert!(
+        g.follow_ups().is_empty(),
+        "back in the queue: nothing is due but its assignment"
     );
 }
