@@ -1,6 +1,5 @@
 //! The event log and the command path: optimistic concurrency, idempotency, history.
 
-use hive_client::Method;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -284,19 +283,6 @@ async fn history_and_replay_come_back_in_order() {
     );
 }
 
-/// Whether the nats-server at `monitoring` fsyncs every JetStream write before acknowledging it.
-async fn syncs_every_write(monitoring: &str) -> bool {
-    let varz: serde_json::Value = hive_client::Client::new(monitoring)
-        .request(Method::GET, "/varz")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    varz["jetstream"]["config"]["sync_always"] == true
-}
-
 #[tokio::test]
 async fn hive_up_runs_jetstream_fsyncing_every_write_and_the_tests_do_not() {
     let world = World::new().await;
@@ -310,7 +296,7 @@ async fn hive_up_runs_jetstream_fsyncing_every_write_and_the_tests_do_not() {
     };
     let (_, mut servers) = hive::up::backends(&config).await.unwrap();
     let started = servers.nats().expect("hive up started a nats-server");
-    assert!(syncs_every_write(&started.monitoring_url()).await);
+    assert!(hive_tests::cluster::syncs_every_write(&started.monitoring_url()).await);
     servers.stop();
 
     let throwaway = hive_devservers::NatsServer::start(
@@ -321,5 +307,5 @@ async fn hive_up_runs_jetstream_fsyncing_every_write_and_the_tests_do_not() {
     )
     .await
     .unwrap();
-    assert!(!syncs_every_write(&throwaway.monitoring_url()).await);
+    assert!(!hive_tests::cluster::syncs_every_write(&throwaway.monitoring_url()).await);
 }

@@ -17,7 +17,7 @@ use std::time::Duration;
 use hive_devservers::free_port;
 use hive_eventlog::users::Service;
 use hive_tests::api::a_spawned_agent_runs_a_task;
-use hive_tests::cluster::{cluster_configured, cluster_env, refusals};
+use hive_tests::cluster::{cluster_configured, cluster_env, refusals, syncs_every_write};
 use hive_tests::process::{admin_token, migrate, part};
 use hive_tests::{World, until};
 use serde_json::{Value, json};
@@ -165,11 +165,21 @@ async fn the_compose_files_are_valid_and_the_dashboard_reads_real_metrics() {
         hive::cli::nats_users(&hive_eventlog::Namespace::new("hive")),
         "compose/nats.conf is `hive nats-users`' output"
     );
+    // Every node fsyncs every write before its ack, and includes the users.
+    let node_conf = std::fs::read_to_string(dir.join("nats-node.conf")).unwrap();
+    assert!(node_conf.contains("sync_interval: always"), "{node_conf}");
+    assert!(node_conf.contains("include ./hive.conf"), "{node_conf}");
     for node in ["nats-1", "nats-2", "nats-3"] {
         assert!(
             services[node]["command"]
                 .to_string()
-                .contains("/etc/nats/hive.conf")
+                .contains("/etc/nats/node.conf")
+        );
+        let mounts = services[node]["volumes"].to_string();
+        assert!(
+            mounts.contains("./nats-node.conf:/etc/nats/node.conf")
+                && mounts.contains("./nats.conf:/etc/nats/hive.conf"),
+            "{mounts}"
         );
     }
     for (part, user) in [
@@ -420,6 +430,9 @@ async fn the_compose_topology_runs_without_docker() {
         );
     }
     let nodes = cluster_configured(dir.path(), &users).await;
+    for node in &nodes {
+        assert!(syncs_every_write(&node.monitoring_url()).await);
+    }
     let url_as = |service: Service| {
         nodes
             .iter()

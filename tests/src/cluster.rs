@@ -10,12 +10,15 @@ use crate::World;
 
 /// Three nats-server processes (`n0`..`n2`) in one JetStream cluster, their stores under `dir`.
 pub async fn cluster(dir: &Path) -> Vec<NatsServer> {
-    cluster_configured(dir, "").await
+    NatsServer::cluster(dir, Durability::Throwaway, "")
+        .await
+        .expect("a cluster of three nodes")
 }
 
-/// [`cluster`], each node with `config` (users) in its configuration.
+/// [`cluster`] as compose runs it: each node with `config` (users) in its configuration, fsyncing
+/// every write before its ack (compose/nats-node.conf).
 pub async fn cluster_configured(dir: &Path, config: &str) -> Vec<NatsServer> {
-    NatsServer::cluster(dir, Durability::Throwaway, config)
+    NatsServer::cluster(dir, Durability::Safe, config)
         .await
         .expect("a cluster of three nodes")
 }
@@ -30,6 +33,19 @@ pub fn cluster_env(world: &World, nats_url: &str, home: &Path) -> Vec<(&'static 
         ("HIVE_STREAM_REPLICAS", "3".to_owned()),
         ("HIVE_HOME", home.display().to_string()),
     ]
+}
+
+/// Whether the nats-server at `monitoring` fsyncs every JetStream write before acknowledging it.
+pub async fn syncs_every_write(monitoring: &str) -> bool {
+    let varz: Value = hive_client::Client::new(monitoring)
+        .request(hive_client::Method::GET, "/varz")
+        .send()
+        .await
+        .expect("nats-server's /varz")
+        .json()
+        .await
+        .expect("JSON");
+    varz["jetstream"]["config"]["sync_always"] == true
 }
 
 /// What the nats-server storing under `dir` refused its clients (permission violations), from its log.

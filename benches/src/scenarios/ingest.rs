@@ -112,7 +112,7 @@ async fn library_commands(log: &EventLog, commands: u64, raw: f64) -> anyhow::Re
 }
 
 /// HTTP: POST /api/v1/tasks from 64 connections, against hive up as its own process, beside its
-/// trivial handler.
+/// trivial handler; then from one.
 async fn http_commands(servers: &Servers, seconds: u32, raw: f64) -> anyhow::Result<Vec<Row>> {
     let (hive, _) = servers.hive("ingesthttp").await?;
     let trivial = crate::wrk::run(
@@ -136,6 +136,14 @@ async fn http_commands(servers: &Servers, seconds: u32, raw: f64) -> anyhow::Res
         String::new(),
     );
     posted.rss = Some(crate::hive_process::rss_mib(hive.pid()));
+    // A lone client: what one command costs when it has no company to share anything with.
+    let alone = crate::wrk::run(
+        &hive.token,
+        &format!("{}/api/v1/tasks", hive.base),
+        1,
+        seconds,
+        Some(crate::wrk::POST_TASK),
+    )?;
     Ok(vec![
         wrk_row(
             "trivial handler GET /livez, 64 clients".into(),
@@ -144,5 +152,11 @@ async fn http_commands(servers: &Servers, seconds: u32, raw: f64) -> anyhow::Res
             String::new(),
         ),
         posted,
+        wrk_row(
+            "HTTP POST /api/v1/tasks, 1 client".into(),
+            &alone,
+            None,
+            String::new(),
+        ),
     ])
 }

@@ -63,36 +63,99 @@ pub struct Change {
     pub state: Option<&'static str>,
 }
 
-/// The aggregates that have events the read models do not reflect yet, each with the sequence of its
-/// latest such event, as the feed sees them: a read of one of them answers from the log (its history,
-/// folded) rather than from a row that is behind, so a client polling a task sees its assignment as
-/// soon as the log holds it, not one projection later. Bounded by the events the feed holds.
+/// The events the read models do not reflect yet, by aggregate, as the feed reads them: a read of one
+/// of those aggregates folds them onto its row (what the projector is about to write) rather than
+/// answer a row that is behind, so a client polling a task sees its assignment as soon as the log
+/// holds it, not one projection later, and without reading the log again. Bounded by the events the
+/// feed holds (shared bytes).
 #[derive(Clone, Default)]
-pub struct Unreflected(Arc<Mutex<HashMap<uuid::Uuid, u64>>>);
+pub struct Unreflected(Arc<Mutex<Unreflecting>>);
+
+#[derive(Default)]
+struct Unreflecting {
+    by_aggregate: HashMap<uuid::Uuid, Unfolded>,
+    /// The events let go of unreflected (see [`Unfolded::dropped`]), in order, with their aggregates:
+    /// forgotten once the read models pass them.
+    dropped: VecDeque<(u64, uuid::Uuid)>,
+}
+
+/// One aggregate's events that the read models do not reflect yet.
+#[derive(Clone, Debug, Default)]
+pub struct Unfolded {
+    /// In order.
+    pub events: Vec<hive_eventlog::RawEvent>,
+    /// The latest of its events the feed let go of before the read models reflected it (0: none): a
+    /// row below it misses that event, and only the log can complete it.
+    pub dropped: u64,
+}
+
+impl Unfolded {
+    /// The sequence of its latest event the feed saw.
+    pub fn latest(&self) -> u64 {
+        self.events.last().map_or(self.dropped, |e| e.seq)
+    }
+
+    /// Its events after `seq`, when they are all it has after `seq` (none let go of above it).
+    pub fn after(&self, seq: u64) -> Option<impl Iterator<Item = &hive_eventlog::RawEvent>> {
+        (self.dropped <= seq).then(|| self.events.iter().filter(move |e| e.seq > seq))
+    }
+}
 
 impl Unreflected {
-    /// The sequence of the latest event of aggregate `id` that the read models do not reflect yet.
-    pub fn latest(&self, id: uuid::Uuid) -> Option<u64> {
-        self.lock().get(&id).copied()
+    /// What the read models did not reflect of aggregate `id` when this was called. Taken before its
+    /// row is read, each of its events the feed saw is in the row or here.
+    pub fn of(&self, id: uuid::Uuid) -> Option<Unfolded> {
+        self.lock().by_aggregate.get(&id).cloned()
     }
 
-    fn saw(&self, id: uuid::Uuid, seq: u64) {
-        self.lock().insert(id, seq);
+    fn saw(&self, id: uuid::Uuid, raw: &hive_eventlog::RawEvent) {
+        let mut inner = self.lock();
+        inner
+            .by_aggregate
+            .entry(id)
+            .or_default()
+            .events
+            .push(raw.clone());
     }
 
-    /// The read models reflect event `seq` of `id`: forgotten unless a later one came.
+    /// The read models reflect event `seq` of `id` and every one before it.
     fn reflected(&self, id: uuid::Uuid, seq: u64) {
-        let mut map = self.lock();
-        if map.get(&id).is_some_and(|latest| *latest <= seq) {
-            map.remove(&id);
+        let mut inner = self.lock();
+        inner.forget(id, seq);
+        while let Some(&(dropped, of)) = inner.dropped.front()
+            && dropped <= seq
+        {
+            inner.dropped.pop_front();
+            inner.forget(of, seq);
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<uuid::Uuid, u64>> {
+    /// The feed let go of event `seq` of `id` before the read models reflected it.
+    fn dropped(&self, id: uuid::Uuid, seq: u64) {
+        let mut inner = self.lock();
+        let unfolded = inner.by_aggregate.entry(id).or_default();
+        unfolded.events.retain(|e| e.seq > seq);
+        unfolded.dropped = unfolded.dropped.max(seq);
+        inner.dropped.push_back((seq, id));
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Unreflecting> {
         // A panic while held leaves a map that is still whole: go on with it.
         self.0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl Unreflecting {
+    /// Forgets what the read models reflect of `id` once they reached `seq`.
+    fn forget(&mut self, id: uuid::Uuid, seq: u64) {
+        if let Some(unfolded) = self.by_aggregate.get_mut(&id) {
+            unfolded.events.retain(|e| e.seq > seq);
+            if unfolded.events.is_empty() && unfolded.dropped <= seq {
+                self.by_aggregate.remove(&id);
+            }
+        }
     }
 }
 
@@ -199,16 +262,17 @@ async fn follow(
                         Some(Ok(raw)) => {
                             next = raw.seq + 1;
                             if let Some(id) = aggregate(&raw) {
-                                held.unreflected.saw(id, raw.seq);
+                                held.unreflected.saw(id, &raw);
                             }
                             pending.push_back(raw);
                             if pending.len() > MAX_PENDING
                                 && let Some(dropped) = pending.pop_front()
                             {
                                 held.dropped_through.fetch_max(dropped.seq, Ordering::AcqRel);
-                                // (Reads of its aggregate fall back on its row, however far behind.)
+                                // (Reads of its aggregate fold its history from the log until its
+                                // row reflects it.)
                                 if let Some(id) = aggregate(&dropped) {
-                                    held.unreflected.reflected(id, dropped.seq);
+                                    held.unreflected.dropped(id, dropped.seq);
                                 }
                                 let _ = tx.send(Arc::new(FeedItem::Resync));
                             }
@@ -286,5 +350,69 @@ async fn follow_heartbeats(
             Ok(again) => beats = Some(again.boxed()),
             Err(e) => tracing::warn!(error = %e, "the live feed cannot follow heartbeats"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(seq: u64) -> hive_eventlog::RawEvent {
+        hive_eventlog::RawEvent {
+            seq,
+            subject: String::new(),
+            payload: Default::default(),
+            msg_id: None,
+            pending: 0,
+        }
+    }
+
+    fn seqs(unfolded: &Unfolded, after: u64) -> Option<Vec<u64>> {
+        Some(unfolded.after(after)?.map(|e| e.seq).collect())
+    }
+
+    #[test]
+    fn an_aggregate_is_held_until_the_read_models_reflect_its_latest_event() {
+        let (a, b) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
+        let unreflected = Unreflected::default();
+        for (id, seq) in [(a, 1), (b, 2), (a, 3)] {
+            unreflected.saw(id, &raw(seq));
+        }
+        let held = unreflected.of(a).unwrap();
+        assert_eq!((held.latest(), seqs(&held, 0)), (3, Some(vec![1, 3])));
+        assert_eq!(seqs(&held, 1), Some(vec![3]), "after a row at 1");
+        unreflected.reflected(a, 1);
+        unreflected.reflected(b, 2);
+        assert!(unreflected.of(b).is_none());
+        assert_eq!(seqs(&unreflected.of(a).unwrap(), 0), Some(vec![3]));
+        unreflected.reflected(a, 3);
+        assert!(unreflected.of(a).is_none());
+    }
+
+    #[test]
+    fn an_event_let_go_of_unreflected_sends_reads_below_it_to_the_log() {
+        let a = uuid::Uuid::now_v7();
+        let unreflected = Unreflected::default();
+        for seq in [1, 2, 3] {
+            unreflected.saw(a, &raw(seq));
+        }
+        unreflected.dropped(a, 1);
+        unreflected.dropped(a, 2);
+        let held = unreflected.of(a).unwrap();
+        assert_eq!(held.latest(), 3);
+        assert_eq!(seqs(&held, 1), None, "a row at 1 misses event 2");
+        assert_eq!(seqs(&held, 2), Some(vec![3]), "a row at 2 has it");
+        unreflected.reflected(a, 3);
+        assert!(unreflected.of(a).is_none(), "forgotten once reflected");
+
+        // Let go of with nothing after it: forgotten once the read models pass it, whatever they
+        // reflect next.
+        let b = uuid::Uuid::now_v7();
+        unreflected.saw(b, &raw(4));
+        unreflected.dropped(b, 4);
+        assert_eq!(unreflected.of(b).unwrap().latest(), 4);
+        unreflected.saw(a, &raw(5));
+        unreflected.reflected(a, 5);
+        assert!(unreflected.of(b).is_none());
     }
 }

@@ -11,6 +11,7 @@ use hive_eventlog::EventLog;
 use hive_eventlog::audit::At;
 use hive_events::agent::Agent;
 use hive_events::project::Project;
+use hive_events::replay::{Folded, OnRejected, Replay};
 use hive_events::task::{Lifecycle, Limits, NewTask, Task, TaskCommand, rules};
 use hive_events::{AgentId, Labels, Priority, ProjectId, TaskId};
 use hive_projector::rows::ReadModel;
@@ -29,6 +30,7 @@ use crate::auth::CallerAgent;
 use crate::error::ErrorBody;
 use crate::error::{ApiError, ApiResult, Code};
 use crate::extract::{self, Command, Path, Query};
+use crate::feed::Unfolded;
 use crate::search::TaskSearch;
 use crate::views::{List, Order, TaskCommitted, TaskView, paged, states_for};
 use crate::waiting::Facts;
@@ -304,51 +306,105 @@ async fn read(
         let row = row_at::<Task>(&state, hive_events::AggregateKind::Task, id, at).await?;
         return Ok(Json(row.try_into()?));
     }
-    // The checkpoint, and the latest event of the task the feed saw beyond it, before the read:
-    // taken after, either could have moved past the row between the two (a task projected meanwhile
-    // would be answered not found; a row read before its batch committed would be taken as current).
+    // The checkpoint, and the task's events the feed saw beyond it, before the read: taken after,
+    // either could have moved past the row between the two (a task projected meanwhile would be
+    // answered not found; a row read before its batch committed would be taken as current).
     let reflected = state.progress.checkpoint();
-    let unreflected = state.feed.unreflected.latest(id);
-    if let Some(row) = tasks::Entity::find_by_id(id).one(&state.db).await? {
-        // The log holds events of the task that its row does not reflect yet (the projector is a
-        // moment behind): the task as they leave it, so that a client polling it sees its
-        // assignment as soon as the log holds it. Only up to the event the feed saw: the next read
-        // finds that one in the feed or in the row, so it never goes back in time.
-        let row = match unreflected {
-            Some(seq) if i64::try_from(seq).is_ok_and(|seq| seq > row.last_seq) => {
-                match row_from_log(&state, id, seq).await {
-                    Ok(ahead) => {
-                        metrics::counter!("hive_api_reads_ahead_of_read_models_total").increment(1);
-                        ahead
-                    }
-                    // The row, a moment behind, rather than no answer.
-                    Err(e) => {
-                        tracing::debug!(task = %id, error = %e, "the log could not be read: the row");
-                        row
-                    }
-                }
+    let unreflected = state.feed.unreflected.of(id);
+    let row = tasks::Entity::find_by_id(id).one(&state.db).await?;
+    // The log holds events of the task that its row does not reflect yet (the projector is a moment
+    // behind, or has not written the task yet): the task as they leave it, so that a client polling
+    // it sees its assignment as soon as the log holds it. Only up to the latest event the feed saw:
+    // the next read finds that one in the feed or in the row, so it never goes back in time.
+    let ahead = match (&unreflected, &row) {
+        (Some(unfolded), Some(row))
+            if i64::try_from(unfolded.latest()).is_ok_and(|seq| seq > row.last_seq) =>
+        {
+            Some(ahead_of(&state, id, row, unfolded).await)
+        }
+        _ => None,
+    };
+    if let Some(row) = row {
+        let row = match ahead {
+            Some(Ok(ahead)) => {
+                metrics::counter!("hive_api_reads_ahead_of_read_models_total").increment(1);
+                ahead
             }
-            _ => row,
+            // The row, a moment behind, rather than no answer.
+            Some(Err(e)) => {
+                tracing::debug!(task = %id, error = %e, "the log could not be read: the row");
+                row
+            }
+            None => row,
         };
         let facts = Facts::of(&state.db, std::slice::from_ref(&row)).await?;
         return Ok(Json(facts.view(row)?));
     }
     // Not projected yet: a client reading the task it has just created (as Agent Hive 2.0's clients
-    // do, without `Hive-Min-Seq`) is answered the task from the log, as of the latest event of it the
-    // feed saw (at least its creation): the next read finds that one in the feed or in the row, so it
-    // never goes back in time. A task created at or below the checkpoint and not in the read models
-    // was never projected (its creation was dead-lettered): not found.
+    // do, without `Hive-Min-Seq`) is answered the task as the events the feed saw leave it (at least
+    // its creation), folded from the log's history when the feed does not hold them all. A task
+    // created at or below the checkpoint and not in the read models was never projected (its
+    // creation was dead-lettered): not found.
+    let subjects = state.log.subjects();
+    if let Some(row) = unreflected
+        .as_ref()
+        .and_then(|u| folded_onto::<Task>(id, None, 0, u.after(0)?, subjects))
+    {
+        return Ok(Json(row.try_into()?));
+    }
     let kind = hive_events::AggregateKind::Task;
     let history = state.log.history(kind, id).await?;
     match history.first() {
         Some(created) if created.seq > reflected => {
-            let at = unreflected.unwrap_or(created.seq).max(created.seq);
-            let subjects = state.log.subjects();
+            let latest = unreflected.as_ref().map_or(0, Unfolded::latest);
+            let at = latest.max(created.seq);
             let row = row_from::<Task>(&history, subjects, kind, id, At::Seq(at))?;
             Ok(Json(row.try_into()?))
         }
         _ => Err(ApiError::not_found("task", id)),
     }
+}
+
+/// Task `id`'s row with its events the read models do not reflect yet: folded onto the row from the
+/// feed when it holds every one after the row, else from the log.
+async fn ahead_of(
+    state: &AppState,
+    id: Uuid,
+    row: &tasks::Model,
+    unfolded: &Unfolded,
+) -> ApiResult<tasks::Model> {
+    let from = u64::try_from(row.last_seq).unwrap_or(0);
+    let held = unfolded.after(from).and_then(|events| {
+        let (_, task) = <Task as ReadModel>::from_row(row.clone());
+        folded_onto::<Task>(id, Some(task.ok()?), from, events, state.log.subjects())
+    });
+    match held {
+        Some(ahead) => Ok(ahead),
+        None => row_from_log(state, id, unfolded.latest()).await,
+    }
+}
+
+/// The row of `A` that `events` (of aggregate `id`, in order, after `seq`) leave `state` in, as the
+/// projector folds them (an event the domain refuses passed over); `None` when they leave no state
+/// (the first of a new aggregate is not its creation).
+fn folded_onto<'a, A: ReadModel>(
+    id: Uuid,
+    state: Option<A>,
+    seq: u64,
+    events: impl Iterator<Item = &'a hive_eventlog::RawEvent>,
+    subjects: &hive_events::subject::Subjects,
+) -> Option<<A::Entity as sea_orm::EntityTrait>::Model> {
+    let replay = Replay::new(subjects.clone(), OnRejected::Skip);
+    let mut folded = Folded {
+        id,
+        state,
+        last_seq: seq,
+    };
+    for raw in events {
+        let _ = replay.feed_stored(&mut folded, raw.seq, &raw.subject, &raw.payload);
+    }
+    let state = folded.state?;
+    Some(A::to_row(id, &state, folded.last_seq))
 }
 
 /// Task `id`'s row as its events up to `seq` leave it, from the log: loaded as a command loads it
