@@ -15,7 +15,10 @@ use hive_tests::World;
 use serde_json::Value;
 use tokio::sync::Mutex;
 
-use hive_tests::cluster::{assert_each_acknowledged_task_created_once, cluster, cluster_env};
+use hive_tests::cluster::{
+    assert_each_acknowledged_task_created_once, cluster, cluster_configured, cluster_env,
+    syncs_every_write,
+};
 use hive_tests::process::{admin_token, migrate, part};
 use hive_tests::until;
 
@@ -213,4 +216,84 @@ async fn killing_the_stream_leader_under_load_loses_nothing_acknowledged() {
         caught_up.elapsed()
     );
     assert_eq!(body["tasks"]["total"], ids.len(), "{body}");
+}
+
+/// On three nodes fsyncing every write, as compose runs them (each node's Raft log stores many
+/// publishes with one fsync), the log's promises hold as on one server: among commands in flight
+/// together, a conflict is its own (one writer of a contended aggregate wins each round, the others
+/// are told they lost, and every other command succeeds), and a key repeated by many at once appends
+/// one event.
+#[tokio::test]
+async fn grouped_fsyncs_keep_each_commands_conflict_and_key_its_own() {
+    use futures::future::join_all;
+    use hive_eventlog::{AppendError, CommandContext};
+    use hive_events::task::{NewTask, Task, TaskCommand};
+    use hive_events::{Actor, AggregateKind};
+
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = cluster_configured(dir.path(), "").await;
+    for node in &nodes {
+        assert!(syncs_every_write(&node.monitoring_url()).await);
+    }
+    let url: Vec<String> = nodes.iter().map(|n| n.url()).collect();
+    let world = World::new().await;
+    let config = hive::Config {
+        stream_replicas: 3,
+        ..world.config.clone()
+    };
+    let log = hive::open_log(&config, &url.join(",")).await.unwrap();
+    let contended = log.subjects().of(AggregateKind::Task, uuid::Uuid::now_v7());
+    let create = || TaskCommand::Create(NewTask::titled("grouped"));
+    let mut expected = 0;
+    for round in 0..5 {
+        let mut keyed = CommandContext::new(Actor::new("test"));
+        keyed.idempotency_key = Some(format!("round-{round}"));
+        let keyed_id = uuid::Uuid::now_v7();
+        let racing = (0..8).map(|w| {
+            let payload = bytes::Bytes::from(format!("round {round} writer {w}"));
+            log.append(&contended, expected, None, payload)
+        });
+        let fresh = (0..48).map(|_| {
+            let ctx = CommandContext::new(Actor::new("test"));
+            let log = log.clone();
+            async move {
+                log.create::<Task>(uuid::Uuid::now_v7(), &ctx, create())
+                    .await
+            }
+        });
+        let repeated = (0..8).map(|_| log.create::<Task>(keyed_id, &keyed, create()));
+        let (racing, fresh, repeated) =
+            tokio::join!(join_all(racing), join_all(fresh), join_all(repeated));
+        let won: Vec<u64> = racing
+            .iter()
+            .filter_map(|r| r.as_ref().ok())
+            .map(|a| a.seq)
+            .collect();
+        assert_eq!(won.len(), 1, "round {round}: one writer wins");
+        assert!(
+            racing
+                .iter()
+                .filter(|r| r.is_err())
+                .all(|r| matches!(r, Err(AppendError::Conflict))),
+            "round {round}: the others are told they lost, nothing else: {racing:?}"
+        );
+        expected = won[0];
+        for done in &fresh {
+            assert!(done.is_ok(), "round {round}: {done:?}");
+        }
+        let repeated: Vec<_> = repeated.into_iter().map(Result::unwrap).collect();
+        assert_eq!(
+            repeated.iter().filter(|c| !c.duplicate).count(),
+            1,
+            "round {round}: one key, one event"
+        );
+        assert!(repeated.iter().all(|c| c.seq == repeated[0].seq));
+        assert_eq!(
+            log.history(AggregateKind::Task, keyed_id)
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+    }
 }

@@ -165,6 +165,28 @@ async fn wait_until<F: FnMut() -> bool>(
     }
 }
 
+/// Whether the nats-server monitored on `port` leads its JetStream meta group with two other peers
+/// current (its `/jsz` lists them, each `"current":true`).
+fn leads_two_current_peers(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+    if stream
+        .write_all(b"GET /jsz HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut answer = String::new();
+    if stream.read_to_string(&mut answer).is_err() {
+        return false;
+    }
+    let compact: String = answer.split_whitespace().collect();
+    compact.matches("\"current\":true").count() >= 2
+}
+
 /// Writes `text` to `path` anew, readable by its owner only (it may hold passwords or tokens).
 pub fn write_private(path: &Path, text: &str) -> Result<(), DevServerError> {
     use std::io::Write;
@@ -290,6 +312,18 @@ impl NatsServer {
                     .await?;
             nodes.push(node);
         }
+        // Accepting connections is not enough: until the meta group's leader has the other two
+        // nodes current, a replicated stream finds no peers to be placed on.
+        let monitors: Vec<u16> = nodes.iter().map(|n| n.monitor).collect();
+        let log = dir.join("n0").join("nats-server.log");
+        wait_until(
+            "a JetStream cluster",
+            &log,
+            &mut nodes[0].child,
+            Duration::from_secs(30),
+            || monitors.iter().any(|&port| leads_two_current_peers(port)),
+        )
+        .await?;
         Ok(nodes)
     }
 

@@ -279,28 +279,39 @@ impl EventLog {
         msg_id: Option<&str>,
         payload: Bytes,
     ) -> Result<Appended, AppendError> {
-        let mut publish = jetstream::message::PublishMessage::build()
-            .payload(payload)
-            .expected_last_subject_sequence(expected);
-        if let Some(id) = msg_id {
-            publish = publish.message_id(id);
-        }
         let began = std::time::Instant::now();
-        let ack = self
-            .inner
-            .js
-            .send_publish(subject.to_owned(), publish)
-            .await
-            .map_err(|e| LogError::new("publish", e))?
-            .await;
-        metrics::histogram!("hive_log_append_seconds").record(began.elapsed().as_secs_f64());
-        match ack {
-            Ok(ack) => Ok(Appended {
-                seq: ack.sequence,
-                duplicate: ack.duplicate,
-            }),
-            Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => Err(AppendError::Conflict),
-            Err(e) => Err(LogError::new("append", e).into()),
+        loop {
+            let mut publish = jetstream::message::PublishMessage::build()
+                .payload(payload.clone())
+                .expected_last_subject_sequence(expected);
+            if let Some(id) = msg_id {
+                publish = publish.message_id(id);
+            }
+            let ack = self
+                .inner
+                .js
+                .send_publish(subject.to_owned(), publish)
+                .await
+                .map_err(|e| LogError::new("publish", e))?
+                .await;
+            match ack {
+                Ok(ack) => {
+                    metrics::histogram!("hive_log_append_seconds")
+                        .record(began.elapsed().as_secs_f64());
+                    return Ok(Appended {
+                        seq: ack.sequence,
+                        duplicate: ack.duplicate,
+                    });
+                }
+                Err(e) if lost_the_race(&e) => return Err(AppendError::Conflict),
+                // A clustered stream refuses a repeat of a key whose first publish it has not
+                // committed yet: once it has, the same publish is answered as a repeat (or, if the
+                // first failed, appended).
+                Err(e) if key_in_flight(&e) && began.elapsed() < KEY_IN_FLIGHT_PATIENCE => {
+                    tokio::time::sleep(KEY_IN_FLIGHT_PAUSE).await;
+                }
+                Err(e) => return Err(LogError::new("append", e).into()),
+            }
         }
     }
 
@@ -650,4 +661,36 @@ fn raw(message: jetstream::message::StreamMessage) -> RawEvent {
         msg_id: msg_id(Some(&message.headers)),
         payload: message.payload,
     }
+}
+
+/// Whether a refused publish lost an optimistic-concurrency race (its expected last subject sequence
+/// was stale). A clustered stream answers error code 10164 (`wrong last sequence`, without the
+/// sequence) where a single server answers 10071, and async-nats names only the latter: taken for a
+/// log failure, a race on a cluster failed its command instead of deciding it again.
+pub(crate) fn lost_the_race(e: &jetstream::context::PublishError) -> bool {
+    use jetstream::ErrorCode;
+    e.kind() == PublishErrorKind::WrongLastSequence
+        || std::error::Error::source(e)
+            .and_then(|source| source.downcast_ref::<jetstream::Error>())
+            .is_some_and(|e| {
+                matches!(
+                    e.error_code(),
+                    ErrorCode::STREAM_WRONG_LAST_SEQUENCE
+                        | ErrorCode::STREAM_WRONG_LAST_SEQUENCE_CONSTANT
+                )
+            })
+}
+
+/// How long an append waits between two publishes of a key whose first publish a clustered stream
+/// is still committing.
+const KEY_IN_FLIGHT_PAUSE: Duration = Duration::from_millis(2);
+/// How long an append waits, at most, for a key's first publish to commit.
+const KEY_IN_FLIGHT_PATIENCE: Duration = Duration::from_secs(5);
+
+/// Whether a clustered stream refused a publish because another with its key is being committed
+/// (error code 10158, `duplicate message id is in process`).
+fn key_in_flight(e: &jetstream::context::PublishError) -> bool {
+    std::error::Error::source(e)
+        .and_then(|source| source.downcast_ref::<jetstream::Error>())
+        .is_some_and(|e| e.error_code() == jetstream::ErrorCode::STREAM_DUPLICATE_MESSAGE_CONFLICT)
 }

@@ -9,7 +9,7 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use async_nats::HeaderMap;
-use async_nats::jetstream::{self, context::PublishAckFuture, context::PublishErrorKind};
+use async_nats::jetstream::{self, context::PublishAckFuture};
 use bytes::Bytes;
 
 use super::BackupError;
@@ -125,17 +125,15 @@ impl Appender {
                 Ok(())
             }
             Ok(_) => Ok(()),
-            Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {
-                Err(BackupError::Sequence {
-                    expected: seq,
-                    actual: 0,
-                    why: format!(
-                        "the stream's last sequence is not {}: something else writes to it (stop every \
+            Err(e) if crate::log::lost_the_race(&e) => Err(BackupError::Sequence {
+                expected: seq,
+                actual: 0,
+                why: format!(
+                    "the stream's last sequence is not {}: something else writes to it (stop every \
                          hive service on it while restoring)",
-                        seq - 1
-                    ),
-                })
-            }
+                    seq - 1
+                ),
+            }),
             Err(e) => Err(LogError::new("restore an event", e).into()),
         }
     }
