@@ -85,7 +85,7 @@ fn a_lapsed_heartbeat_loses_the_agent_and_requeues_its_tasks() {
 }
 
 #[test]
-fn an_assignment_not_accepted_in_time_is_requeued() {
+fn an_assignment_not_accepted_in_time_is_requeued_once_and_again_if_that_failed() {
     let mut g = Given::new();
     g.agent(&[], 1);
     let task = g.task(5, &[]);
@@ -93,6 +93,25 @@ fn an_assignment_not_accepted_in_time_is_requeued() {
     g.now += chrono::Duration::seconds(31);
     g.board.beats.values_mut().for_each(|b| *b = g.now);
     assert_eq!(g.follow_ups(), vec![(task, "requeue".to_owned())]);
+    assert!(g.follow_ups().is_empty(), "in flight: not decided twice");
+    g.board.settle(task);
+    assert_eq!(
+        g.follow_ups(),
+        vec![(task, "requeue".to_owned())],
+        "its command failed: decided again"
+    );
+    g.board.settle(task);
+    g.event(
+        AggregateKind::Task,
+        task,
+        &TaskEvent::TaskRequeued {
+            reason: "lease_expired".into(),
+        },
+    );
+    assert!(
+        g.follow_ups().is_empty(),
+        "back in the queue: nothing is due but its assignment"
+    );
 }
 
 #[test]
@@ -257,35 +276,5 @@ fn retrying_a_dead_lettered_dependency_unblocks_its_dependents_in_turn() {
     assert!(
         g.follow_ups().is_empty(),
         "both wait on their dependency again"
-    );
-}
-
-#[test]
-fn a_follow_up_is_decided_once_and_again_only_if_its_command_failed() {
-    let mut g = Given::new();
-    g.agent(&[], 1);
-    let task = g.task(5, &[]);
-    g.assign();
-    g.now += chrono::Duration::seconds(31);
-    g.board.beats.values_mut().for_each(|b| *b = g.now);
-    assert_eq!(g.follow_ups(), vec![(task, "requeue".to_owned())]);
-    assert!(g.follow_ups().is_empty(), "in flight: not decided twice");
-    g.board.settle(task);
-    assert_eq!(
-        g.follow_ups(),
-        vec![(task, "requeue".to_owned())],
-        "its command failed: decided again"
-    );
-    g.board.settle(task);
-    g.event(
-        AggregateKind::Task,
-        task,
-        &TaskEvent::TaskRequeued {
-            reason: "lease_expired".into(),
-        },
-    );
-    assert!(
-        g.follow_ups().is_empty(),
-        "back in the queue: nothing is due but its assignment"
     );
 }
