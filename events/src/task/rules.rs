@@ -208,6 +208,13 @@ impl Lifecycle {
             .map(|agent| (agent, self.attempts))
     }
 
+    /// Whether what is due for the task hangs on its dependencies' states (it waits for them, or one
+    /// blocks it): a follower of the log decides it again when one of them changes.
+    pub fn waits_on_dependencies(&self) -> bool {
+        matches!(self.status, TaskStatus::Waiting | TaskStatus::Blocked)
+            && !self.depends_on.is_empty()
+    }
+
     /// The moment something may fall due for the task without another event, past or not: its
     /// back-off ends, its lease lapses, its `not_before` comes, it passes a time limit. Fixed until
     /// the task's next event, so a scheduler can keep it in a timer index.

@@ -670,15 +670,20 @@ fn raw(message: jetstream::message::StreamMessage) -> RawEvent {
 pub(crate) fn lost_the_race(e: &jetstream::context::PublishError) -> bool {
     use jetstream::ErrorCode;
     e.kind() == PublishErrorKind::WrongLastSequence
-        || std::error::Error::source(e)
-            .and_then(|source| source.downcast_ref::<jetstream::Error>())
-            .is_some_and(|e| {
-                matches!(
-                    e.error_code(),
-                    ErrorCode::STREAM_WRONG_LAST_SEQUENCE
-                        | ErrorCode::STREAM_WRONG_LAST_SEQUENCE_CONSTANT
-                )
-            })
+        || matches!(
+            server_code(e),
+            Some(
+                ErrorCode::STREAM_WRONG_LAST_SEQUENCE
+                    | ErrorCode::STREAM_WRONG_LAST_SEQUENCE_CONSTANT
+            )
+        )
+}
+
+/// The JetStream error code the server refused a publish with, if it answered one.
+fn server_code(e: &jetstream::context::PublishError) -> Option<jetstream::ErrorCode> {
+    std::error::Error::source(e)
+        .and_then(|source| source.downcast_ref::<jetstream::Error>())
+        .map(jetstream::Error::error_code)
 }
 
 /// How long an append waits between two publishes of a key whose first publish a clustered stream
@@ -690,7 +695,5 @@ const KEY_IN_FLIGHT_PATIENCE: Duration = Duration::from_secs(5);
 /// Whether a clustered stream refused a publish because another with its key is being committed
 /// (error code 10158, `duplicate message id is in process`).
 fn key_in_flight(e: &jetstream::context::PublishError) -> bool {
-    std::error::Error::source(e)
-        .and_then(|source| source.downcast_ref::<jetstream::Error>())
-        .is_some_and(|e| e.error_code() == jetstream::ErrorCode::STREAM_DUPLICATE_MESSAGE_CONFLICT)
+    server_code(e) == Some(jetstream::ErrorCode::STREAM_DUPLICATE_MESSAGE_CONFLICT)
 }

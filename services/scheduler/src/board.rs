@@ -295,7 +295,7 @@ impl Board {
         if let Some(at) = task.lifecycle.due_at() {
             self.timers.remove(&(at, id));
         }
-        if waits_on_dependencies(&task.lifecycle) {
+        if task.lifecycle.waits_on_dependencies() {
             for dep in &task.lifecycle.depends_on {
                 let dep = dep.as_uuid();
                 if let Some(waiting) = self.dependents.get_mut(&dep) {
@@ -332,7 +332,7 @@ impl Board {
         if let Some(at) = task.lifecycle.due_at() {
             self.timers.insert((at, id));
         }
-        if waits_on_dependencies(&task.lifecycle) {
+        if task.lifecycle.waits_on_dependencies() {
             for dep in &task.lifecycle.depends_on {
                 self.dependents.entry(dep.as_uuid()).or_default().insert(id);
             }
@@ -514,13 +514,6 @@ impl Board {
             .filter_map(|(id, h)| h.state.deadline(self.beats.get(id).copied(), policy));
         tasks.into_iter().chain(agents).min()
     }
-}
-
-/// Whether a task in this state is decided by its dependencies' states (waiting for them, or blocked
-/// by one).
-fn waits_on_dependencies(lifecycle: &Lifecycle) -> bool {
-    matches!(lifecycle.status, TaskStatus::Waiting | TaskStatus::Blocked)
-        && !lifecycle.depends_on.is_empty()
 }
 
 #[cfg(test)]

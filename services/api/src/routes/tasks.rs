@@ -311,31 +311,27 @@ async fn read(
     // answered not found; a row read before its batch committed would be taken as current).
     let reflected = state.progress.checkpoint();
     let unreflected = state.feed.unreflected.of(id);
-    let row = tasks::Entity::find_by_id(id).one(&state.db).await?;
-    // The log holds events of the task that its row does not reflect yet (the projector is a moment
-    // behind, or has not written the task yet): the task as they leave it, so that a client polling
-    // it sees its assignment as soon as the log holds it. Only up to the latest event the feed saw:
-    // the next read finds that one in the feed or in the row, so it never goes back in time.
-    let ahead = match (&unreflected, &row) {
-        (Some(unfolded), Some(row))
-            if i64::try_from(unfolded.latest()).is_ok_and(|seq| seq > row.last_seq) =>
-        {
-            Some(ahead_of(&state, id, row, unfolded).await)
-        }
-        _ => None,
-    };
-    if let Some(row) = row {
-        let row = match ahead {
-            Some(Ok(ahead)) => {
-                metrics::counter!("hive_api_reads_ahead_of_read_models_total").increment(1);
-                ahead
-            }
-            // The row, a moment behind, rather than no answer.
-            Some(Err(e)) => {
-                tracing::debug!(task = %id, error = %e, "the log could not be read: the row");
-                row
-            }
+    if let Some(row) = tasks::Entity::find_by_id(id).one(&state.db).await? {
+        // The log holds events of the task that its row does not reflect yet (the projector is a
+        // moment behind): the task as they leave it, so that a client polling it sees its
+        // assignment as soon as the log holds it. Only up to the latest event the feed saw: the
+        // next read finds that one in the feed or in the row, so it never goes back in time.
+        let behind = unreflected
+            .as_ref()
+            .filter(|u| i64::try_from(u.latest()).is_ok_and(|seq| seq > row.last_seq));
+        let row = match behind {
             None => row,
+            Some(unfolded) => match ahead_of(&state, id, &row, unfolded).await {
+                Ok(ahead) => {
+                    metrics::counter!("hive_api_reads_ahead_of_read_models_total").increment(1);
+                    ahead
+                }
+                // The row, a moment behind, rather than no answer.
+                Err(e) => {
+                    tracing::debug!(task = %id, error = %e, "the log could not be read: the row");
+                    row
+                }
+            },
         };
         let facts = Facts::of(&state.db, std::slice::from_ref(&row)).await?;
         return Ok(Json(facts.view(row)?));
