@@ -373,16 +373,18 @@ where
 }
 
 /// The board's snapshots as the leader takes them: one at a time, stored in the background, once the
-/// board folded at least `every` events past the last one, and no sooner than ten times what the last
-/// one cost after it (a large board is saved less often, so its snapshots cost at most a tenth of the
-/// scheduler's time).
+/// board folded at least `every` events past the last one, and no sooner than ten times what encoding
+/// the last one took the leader after it (a large board is saved less often, so its snapshots take at
+/// most a tenth of the leader's time). The store's own wall time does not space them: it is spent in
+/// the background and, on a loaded machine, mostly waiting (one slow fsync must not leave a small
+/// board unsaved for ten times as long).
 struct Saving {
     /// The sequence the last snapshot covers.
     saved: u64,
     /// When the next one may be taken.
     next: std::time::Instant,
-    /// The snapshot being stored: when it finishes, what it cost.
-    storing: Option<tokio::task::JoinHandle<Duration>>,
+    /// The snapshot being stored.
+    storing: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Saving {
@@ -394,15 +396,14 @@ impl Saving {
         }
     }
 
-    /// Resolves once the snapshot being stored is stored (never, when none is), and counts its cost.
+    /// Resolves once the snapshot being stored is stored (never, when none is).
     /// Cancel-safe: a select may drop it and call it again.
     async fn stored(&mut self) {
         let Some(storing) = &mut self.storing else {
             return std::future::pending().await;
         };
-        let cost = storing.await.unwrap_or_default();
+        let _ = storing.await;
         self.storing = None;
-        self.next += cost * 10;
     }
 
     /// How long until a snapshot that is due may be taken (`None`: none is due, or one is being
@@ -436,18 +437,18 @@ impl Saving {
                 return tracing::warn!(error = %e, "could not take the board's snapshot");
             }
         };
-        (self.saved, self.next) = (board.last_seq(), std::time::Instant::now());
+        let took = started.elapsed();
+        (self.saved, self.next) = (board.last_seq(), std::time::Instant::now() + took * 10);
         let (snapshots, covers) = (snapshots.clone(), self.saved);
         self.storing = Some(tokio::spawn(async move {
             match snapshots.save(&encoded).await {
                 Ok(()) => {
                     metrics::counter!("hive_scheduler_snapshots_saved_total").increment(1);
                     metrics::gauge!("hive_scheduler_snapshot_seq").set(covers as f64);
-                    tracing::debug!(covers, bytes = encoded.len(), took = ?started.elapsed(), "the board's snapshot is saved");
+                    tracing::debug!(covers, bytes = encoded.len(), encoding = ?took, took = ?started.elapsed(), "the board's snapshot is saved");
                 }
                 Err(e) => tracing::warn!(error = %e, "could not save the board's snapshot"),
             }
-            started.elapsed()
         }));
     }
 }
