@@ -214,6 +214,7 @@ async fn scrape(State(state): State<AppState>) -> Response {
     let head = state.progress.head();
     metrics::gauge!("hive_projection_lag_events").set(head.saturating_sub(checkpoint) as f64);
     metrics::gauge!("hive_log_last_seq").set(head as f64);
+    metrics::gauge!("hive_http_requests_in_flight").set(crate::overload::in_flight(&state) as f64);
     if let Ok(status) = crate::routes::system::status_body(&state).await {
         for (counts, name) in [(status.agents, "hive_agents"), (status.tasks, "hive_tasks")] {
             for (status, count) in counts.by_status {

@@ -25,7 +25,7 @@ pub async fn shed(State(state): State<AppState>, request: Request, next: Next) -
     if exempt(request.uri().path()) {
         return next.run(request).await;
     }
-    let Ok(permit) = state.in_flight.clone().try_acquire_owned() else {
+    let Ok(permit) = state.in_flight.try_acquire() else {
         metrics::counter!("hive_http_shed_total").increment(1);
         return ApiError::new(
             Code::Overloaded,
@@ -33,27 +33,19 @@ pub async fn shed(State(state): State<AppState>, request: Request, next: Next) -
         )
         .into_response();
     };
-    let _slot = Slot::taken(permit);
+    // Held until the request ends or its client goes away; the in-flight gauge is read off the
+    // semaphore when the metrics are scraped (no registry lookup per request).
+    let _permit = permit;
     next.run(request).await
 }
 
-/// A request's slot: given back, and counted out of the in-flight gauge, when the request ends or its
-/// client goes away.
-struct Slot {
-    _permit: tokio::sync::OwnedSemaphorePermit,
-}
-
-impl Slot {
-    fn taken(permit: tokio::sync::OwnedSemaphorePermit) -> Self {
-        metrics::gauge!("hive_http_requests_in_flight").increment(1.0);
-        Self { _permit: permit }
-    }
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        metrics::gauge!("hive_http_requests_in_flight").decrement(1.0);
-    }
+/// Requests the API is working on now.
+pub fn in_flight(state: &AppState) -> usize {
+    state
+        .config
+        .max_in_flight
+        .max(1)
+        .saturating_sub(state.in_flight.available_permits())
 }
 
 #[cfg(test)]
