@@ -108,6 +108,8 @@ pub struct Shared {
     /// `/status`'s answer, serialized, with the checkpoint and the log's head it was made at: reads
     /// ask for it far more often than either moves.
     pub status_answer: Arc<std::sync::Mutex<Option<(u64, u64, axum::body::Bytes)>>>,
+    /// The ready agents at the last checkpoint a task's waiting reason was read at ([`waiting`]).
+    pub ready_agents: Arc<waiting::ReadyAgents>,
     /// Slots of the requests being worked on ([`overload`]).
     pub in_flight: Arc<tokio::sync::Semaphore>,
     /// Who may call, as what ([`auth`]).
@@ -145,6 +147,7 @@ impl AppState {
             spawner: None,
             status_cache: Arc::default(),
             status_answer: Arc::default(),
+            ready_agents: Arc::default(),
             in_flight,
             closing: Arc::new(tokio::sync::watch::Sender::new(false)),
         })))

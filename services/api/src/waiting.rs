@@ -3,6 +3,7 @@
 //! dependencies and of the agents that could take it. Read once per answer, for all its tasks.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use hive_events::agent::AgentStatus;
 use hive_events::task::{Candidate, TaskStatus};
@@ -14,13 +15,42 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
+use crate::AppState;
 use crate::error::ApiResult;
 use crate::views::{TaskView, holding_states, task_of_row};
 
 /// What the reasons of a set of tasks read: their dependencies' statuses, and the agents.
 pub struct Facts {
     dependencies: HashMap<Uuid, TaskStatus>,
-    agents: Vec<Candidate>,
+    agents: Arc<Vec<Candidate>>,
+}
+
+/// The ready agents, with their room, as the read models stood at a checkpoint: shared by every read
+/// at that checkpoint (a client polling its queued task reads them once each time the projection
+/// moves, not once a poll).
+#[derive(Default)]
+pub struct ReadyAgents(std::sync::Mutex<Option<(u64, Arc<Vec<Candidate>>)>>);
+
+impl ReadyAgents {
+    /// The ready agents as of `checkpoint` or later: kept, or read (and kept) when the projection
+    /// moved since.
+    async fn at(
+        &self,
+        db: &impl ConnectionTrait,
+        checkpoint: u64,
+    ) -> ApiResult<Arc<Vec<Candidate>>> {
+        let kept = self.0.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if let Some((at, ready)) = kept
+            && at == checkpoint
+        {
+            return Ok(ready);
+        }
+        let ready =
+            Arc::new(candidates(db, agents::Column::Status.eq(AgentStatus::Ready.as_str())).await?);
+        // Read after `checkpoint` was: as of it or later, never older.
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some((checkpoint, ready.clone()));
+        Ok(ready)
+    }
 }
 
 #[derive(FromQueryResult)]
@@ -32,7 +62,10 @@ struct Load {
 impl Facts {
     /// The facts `rows` need: their open dependencies (of the waiting and blocked ones) and, when one
     /// is queued, the ready agents and those a queued one is pinned to, with their loads.
-    pub async fn of(db: &impl ConnectionTrait, rows: &[tasks::Model]) -> ApiResult<Self> {
+    pub async fn of(state: &AppState, rows: &[tasks::Model]) -> ApiResult<Self> {
+        let db = &state.db;
+        // Before any read: what is read is as of it or later.
+        let checkpoint = state.progress.checkpoint();
         let waiting = [TaskStatus::Waiting.as_str(), TaskStatus::Blocked.as_str()];
         let wanted: Vec<Uuid> = rows
             .iter()
@@ -59,45 +92,18 @@ impl Facts {
             .iter()
             .filter(|r| r.status == TaskStatus::Queued.as_str())
             .collect();
-        let mut agents = Vec::new();
+        let mut agents = Arc::default();
         if !queued.is_empty() {
-            let pinned: Vec<Uuid> = queued.iter().filter_map(|r| r.pinned_agent).collect();
-            let rows = agents::Entity::find()
-                .filter(
-                    agents::Column::Status
-                        .eq(AgentStatus::Ready.as_str())
-                        .or(agents::Column::Id.is_in(pinned)),
-                )
-                .all(db)
-                .await?;
-            let loads: HashMap<Uuid, i64> = tasks::Entity::find()
-                .select_only()
-                .column(tasks::Column::AgentId)
-                .column_as(Expr::col(tasks::Column::Id).count(), "load")
-                .filter(tasks::Column::Status.is_in(holding_states()))
-                .filter(tasks::Column::AgentId.is_in(rows.iter().map(|a| a.id)))
-                .group_by(tasks::Column::AgentId)
-                .into_model::<Load>()
-                .all(db)
-                .await?
-                .into_iter()
-                .map(|l| (l.agent_id, l.load))
+            agents = state.ready_agents.at(db, checkpoint).await?;
+            // Pinned to an agent that is not ready: that one too (why the task waits is its state).
+            let missing: Vec<Uuid> = queued
+                .iter()
+                .filter_map(|r| r.pinned_agent)
+                .filter(|pinned| !agents.iter().any(|a| a.id.as_uuid() == *pinned))
                 .collect();
-            for agent in rows {
-                let Some(status) = AgentStatus::parse(&agent.status) else {
-                    continue;
-                };
-                let load = loads.get(&agent.id).copied().unwrap_or(0);
-                agents.push(Candidate {
-                    id: AgentId::from_uuid(agent.id),
-                    status,
-                    capabilities: agent
-                        .capabilities
-                        .iter()
-                        .filter_map(|c| Capability::new(c.as_str()).ok())
-                        .collect(),
-                    has_room: load < i64::from(agent.max_concurrent_tasks),
-                });
+            if !missing.is_empty() {
+                let pinned = candidates(db, agents::Column::Id.is_in(missing)).await?;
+                agents = Arc::new(agents.iter().cloned().chain(pinned).collect());
             }
         }
         Ok(Self {
@@ -122,4 +128,41 @@ impl Facts {
                 .waiting_reason(chrono::Utc::now(), dependency, &self.agents);
         Ok(view)
     }
+}
+
+/// The agents `filter` selects, with whether each has room (its tasks held against its maximum).
+async fn candidates(
+    db: &impl ConnectionTrait,
+    filter: sea_orm::sea_query::SimpleExpr,
+) -> ApiResult<Vec<Candidate>> {
+    let rows = agents::Entity::find().filter(filter).all(db).await?;
+    let loads: HashMap<Uuid, i64> = tasks::Entity::find()
+        .select_only()
+        .column(tasks::Column::AgentId)
+        .column_as(Expr::col(tasks::Column::Id).count(), "load")
+        .filter(tasks::Column::Status.is_in(holding_states()))
+        .filter(tasks::Column::AgentId.is_in(rows.iter().map(|a| a.id)))
+        .group_by(tasks::Column::AgentId)
+        .into_model::<Load>()
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|l| (l.agent_id, l.load))
+        .collect();
+    Ok(rows
+        .into_iter()
+        .filter_map(|agent| {
+            let load = loads.get(&agent.id).copied().unwrap_or(0);
+            Some(Candidate {
+                id: AgentId::from_uuid(agent.id),
+                status: AgentStatus::parse(&agent.status)?,
+                capabilities: agent
+                    .capabilities
+                    .iter()
+                    .filter_map(|c| Capability::new(c.as_str()).ok())
+                    .collect(),
+                has_room: load < i64::from(agent.max_concurrent_tasks),
+            })
+        })
+        .collect())
 }

@@ -222,7 +222,7 @@ async fn tasks_in(
         .filter(tasks::Column::Status.eq(status.as_str()))
         .all(&state.db)
         .await?;
-    let facts = crate::waiting::Facts::of(&state.db, &rows).await?;
+    let facts = crate::waiting::Facts::of(state, &rows).await?;
     List::from_rows(rows, limit, |t| t.id, |row| facts.view(row))
 }
 

@@ -277,7 +277,7 @@ async fn list(
     let rows = search
         .page(&state.db, query, filter.order, limit + 1)
         .await?;
-    let facts = Facts::of(&state.db, &rows).await?;
+    let facts = Facts::of(&state, &rows).await?;
     Ok(Json(List::from_rows(
         rows,
         limit,
@@ -333,7 +333,7 @@ async fn read(
                 }
             },
         };
-        let facts = Facts::of(&state.db, std::slice::from_ref(&row)).await?;
+        let facts = Facts::of(&state, std::slice::from_ref(&row)).await?;
         return Ok(Json(facts.view(row)?));
     }
     // Not projected yet: a client reading the task it has just created (as Agent Hive 2.0's clients
