@@ -283,6 +283,55 @@ async fn history_and_replay_come_back_in_order() {
     );
 }
 
+/// A history is read in batches of events a request: one longer than several batches, its events
+/// interleaved with another aggregate's, comes back whole, in order, with each event's bytes and key.
+#[tokio::test]
+async fn a_history_longer_than_several_reads_comes_back_whole_and_in_order() {
+    let world = World::new().await;
+    let log = world.log();
+    let (ours, theirs) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
+    let subject = |id| log.subjects().of(AggregateKind::Task, id);
+    let (mut last_ours, mut last_theirs, mut appended) = (0, 0, Vec::new());
+    for n in 0..700 {
+        let key = format!("key {n}");
+        let payload = Bytes::from(format!("event {n}"));
+        let at = log
+            .append(&subject(ours), last_ours, Some(&key), payload)
+            .await
+            .unwrap();
+        last_ours = at.seq;
+        appended.push((at.seq, key, format!("event {n}")));
+        let other = Bytes::from(format!("other {n}"));
+        last_theirs = log
+            .append(&subject(theirs), last_theirs, None, other)
+            .await
+            .unwrap()
+            .seq;
+    }
+    let read = |events: Vec<hive_eventlog::RawEvent>| {
+        events
+            .into_iter()
+            .map(|e| {
+                assert_eq!(e.subject, subject(ours));
+                (
+                    e.seq,
+                    e.msg_id.unwrap(),
+                    String::from_utf8(e.payload.to_vec()).unwrap(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let history = log.history(AggregateKind::Task, ours).await.unwrap();
+    assert_eq!(read(history), appended);
+    assert_eq!(
+        log.history(AggregateKind::Task, theirs)
+            .await
+            .unwrap()
+            .len(),
+        700
+    );
+}
+
 #[tokio::test]
 async fn hive_up_runs_jetstream_fsyncing_every_write_and_the_tests_do_not() {
     let world = World::new().await;

@@ -166,24 +166,30 @@ impl EventLog {
     /// more than [`crate::Snapshots::events_between`] events were folded past the last.
     pub async fn load<A: Aggregate>(&self, id: Uuid) -> Result<Loaded<A>, CommandError> {
         let subject = self.subjects().of(A::KIND, id);
-        // The snapshot is asked for beside the history's first event: a short history, which has
-        // none, costs no extra round trip.
+        // The snapshot is asked for beside the history's first events: a short history, which has
+        // none, is read whole in one round trip beside it.
         let (stored, first) = match self.snapshots() {
             Some(snapshots) => {
                 let (stored, first) =
-                    tokio::join!(snapshots.read::<A>(id), self.next_on(&subject, 1));
+                    tokio::join!(snapshots.read::<A>(id), self.batch_on(&subject, 1));
                 (stored, first?)
             }
-            None => (Stored::default(), self.next_on(&subject, 1).await?),
+            None => (Stored::default(), self.batch_on(&subject, 1).await?),
         };
-        let mut events = Vec::new();
+        let (mut events, more) = first;
         let (mut folded, covered, snapshot) = match self.trusted::<A>(&stored, id, &subject).await?
         {
             Some(snapshot) => {
                 metrics::counter!("hive_snapshot_loads_total", "aggregate" => A::KIND.as_str())
                     .increment(1);
-                self.read_on(&subject, snapshot.seq + 1, &mut events)
-                    .await?;
+                // The events after it: among those read, when they were the whole history.
+                if more {
+                    events.clear();
+                    self.read_on(&subject, snapshot.seq + 1, &mut events)
+                        .await?;
+                } else {
+                    events.retain(|e| e.seq > snapshot.seq);
+                }
                 let folded = Folded {
                     id,
                     state: Some(snapshot.state),
@@ -192,9 +198,8 @@ impl EventLog {
                 (folded, snapshot.msg_ids, Some(snapshot.seq))
             }
             None => {
-                if let Some(first) = first {
-                    let next = first.seq + 1;
-                    events.push(first);
+                if let Some(last) = events.last().filter(|_| more) {
+                    let next = last.seq + 1;
                     self.read_on(&subject, next, &mut events).await?;
                 }
                 (Folded::<A>::new(id), Keys::default(), None)

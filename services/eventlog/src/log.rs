@@ -78,6 +78,12 @@ pub enum AppendError {
     Log(#[from] LogError),
 }
 
+/// How many events one read of a history asks for (a longer one takes several reads).
+const READ_BATCH: usize = 256;
+
+/// How long a read of a history waits for each answer.
+const READ_PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// One stored event, undecoded.
 #[derive(Clone, Debug)]
 pub struct RawEvent {
@@ -324,19 +330,94 @@ impl EventLog {
         Ok(events)
     }
 
-    /// Appends to `events` every event on `subject` from sequence `from` on, in order: one direct
-    /// get each.
+    /// Appends to `events` every event on `subject` from sequence `from` on, in order: up to
+    /// [`READ_BATCH`] of them a request.
     pub(crate) async fn read_on(
         &self,
         subject: &str,
         mut from: u64,
         events: &mut Vec<RawEvent>,
     ) -> Result<(), LogError> {
-        while let Some(event) = self.next_on(subject, from).await? {
-            from = event.seq + 1;
-            events.push(event);
+        loop {
+            let (batch, more) = self.batch_on(subject, from).await?;
+            let Some(last) = batch.last() else {
+                return Ok(());
+            };
+            from = last.seq + 1;
+            events.extend(batch);
+            if !more {
+                return Ok(());
+            }
         }
-        Ok(())
+    }
+
+    /// Up to [`READ_BATCH`] events on `subject` from sequence `from` on, in order, in one request
+    /// (nats-server's batched direct get, read while no write lands), and whether the log held more
+    /// after them: a history of a few events costs one round trip, not one per event and one more.
+    pub(crate) async fn batch_on(
+        &self,
+        subject: &str,
+        from: u64,
+    ) -> Result<(Vec<RawEvent>, bool), LogError> {
+        use async_nats::StatusCode;
+        use futures::StreamExt;
+        let failed = |e: &dyn std::fmt::Display| LogError::new("load history", e.to_string());
+        let client = self.client();
+        let inbox = client.new_inbox();
+        let mut answers = client
+            .subscribe(inbox.clone())
+            .await
+            .map_err(|e| failed(&e))?;
+        let request =
+            serde_json::json!({"seq": from, "next_by_subj": subject, "batch": READ_BATCH});
+        client
+            .publish_with_reply(
+                format!("$JS.API.DIRECT.GET.{}", self.inner.namespace.stream()),
+                inbox,
+                request.to_string().into(),
+            )
+            .await
+            .map_err(|e| failed(&e))?;
+        let mut events = Vec::new();
+        loop {
+            let answer = tokio::time::timeout(READ_PATIENCE, answers.next())
+                .await
+                .map_err(|_| failed(&"no answer in time"))?
+                .ok_or_else(|| failed(&"the answers ended"))?;
+            let header = |name: &str| {
+                answer
+                    .headers
+                    .as_ref()
+                    .and_then(|h| h.get(name))
+                    .map(|v| v.as_str().to_owned())
+            };
+            match answer.status {
+                // The end of the batch: how many matching events the log held past it.
+                Some(status) if status.as_u16() == 204 => {
+                    let pending = header("Nats-Num-Pending").and_then(|n| n.parse::<u64>().ok());
+                    return Ok((events, pending.unwrap_or(0) > 0));
+                }
+                // None at all from `from` on.
+                Some(StatusCode::NOT_FOUND) => return Ok((events, false)),
+                Some(status) => {
+                    let why = answer.description.clone().unwrap_or_default();
+                    return Err(failed(&format!("status {status}: {why}")));
+                }
+                None => {
+                    let seq = header("Nats-Sequence").and_then(|n| n.parse::<u64>().ok());
+                    let (Some(seq), Some(subject)) = (seq, header("Nats-Subject")) else {
+                        return Err(failed(&"an answer without its sequence or subject"));
+                    };
+                    events.push(RawEvent {
+                        pending: 0,
+                        seq,
+                        subject,
+                        msg_id: msg_id(answer.headers.as_ref()),
+                        payload: answer.payload,
+                    });
+                }
+            }
+        }
     }
 
     /// One aggregate's first event (its creation), if it has one: a single read.
