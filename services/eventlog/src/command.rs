@@ -166,17 +166,15 @@ impl EventLog {
     /// more than [`crate::Snapshots::events_between`] events were folded past the last.
     pub async fn load<A: Aggregate>(&self, id: Uuid) -> Result<Loaded<A>, CommandError> {
         let subject = self.subjects().of(A::KIND, id);
-        // The snapshot is asked for beside the history's first events: a short history, which has
-        // none, is read whole in one round trip beside it.
-        let (stored, first) = match self.snapshots() {
-            Some(snapshots) => {
-                let (stored, first) =
-                    tokio::join!(snapshots.read::<A>(id), self.batch_on(&subject, 1));
-                (stored, first?)
+        // The history first: one too short ever to be snapshotted (most are) is read whole in that
+        // one round trip; a longer one's snapshot is read next.
+        let (mut events, more) = self.batch_on(&subject, 1).await?;
+        let stored = match self.snapshots() {
+            Some(snapshots) if more || events.len() > snapshots.events_between() => {
+                snapshots.read::<A>(id).await
             }
-            None => (Stored::default(), self.batch_on(&subject, 1).await?),
+            _ => Stored::default(),
         };
-        let (mut events, more) = first;
         let (mut folded, covered, snapshot) = match self.trusted::<A>(&stored, id, &subject).await?
         {
             Some(snapshot) => {
