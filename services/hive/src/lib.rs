@@ -52,8 +52,11 @@ const HEARTBEATS_KEPT: std::time::Duration = std::time::Duration::from_secs(600)
 async fn open_database(url: &str, connections: u32) -> anyhow::Result<DatabaseConnection> {
     let mut options = ConnectOptions::new(url.to_owned());
     // A short acquire timeout: when the database is gone, answer 503 in seconds, not after sqlx's 30 s.
+    // A connection is pinged before use only after a second idle (one the server or a proxy may have
+    // dropped): sqlx's default pings on every checkout, a round trip more for every query.
     options
         .max_connections(connections)
+        .test_before_acquire_if_idle_for(std::time::Duration::from_secs(1))
         .acquire_timeout(std::time::Duration::from_secs(3))
         .connect_timeout(std::time::Duration::from_secs(3))
         .sqlx_logging(false);
