@@ -291,9 +291,34 @@ impl EventLog {
             .await
     }
 
-    /// The append boundary: its span carries the aggregate, the actor and the flow.
-    #[instrument(name = "append", skip(self, ctx, command, known), fields(aggregate = A::KIND.as_str(), %id, actor = %ctx.actor, correlation_id = %ctx.correlation_id), err)]
+    /// The append boundary: its span carries the aggregate, the actor and the flow. A refusal (a rule,
+    /// or other writers winning every attempt) is the command's answer, not a failure of the hive: it
+    /// is logged at debug; a log that failed or a history that cannot be folded at error.
+    #[instrument(name = "append", skip(self, ctx, command, known), fields(aggregate = A::KIND.as_str(), %id, actor = %ctx.actor, correlation_id = %ctx.correlation_id))]
     async fn run<A: Aggregate>(
+        &self,
+        id: Uuid,
+        ctx: &CommandContext,
+        command: A::Command,
+        known: Option<Loaded<A>>,
+    ) -> Result<Committed, CommandError>
+    where
+        A::Command: Clone,
+    {
+        let result = self.decide_and_append(id, ctx, command, known).await;
+        match &result {
+            Err(e @ (CommandError::Domain(_) | CommandError::Conflict { .. })) => {
+                tracing::debug!(error = %e, "refused");
+            }
+            Err(e @ (CommandError::Corrupt { .. } | CommandError::Log(_))) => {
+                tracing::error!(error = %e, "not appended");
+            }
+            Ok(_) => {}
+        }
+        result
+    }
+
+    async fn decide_and_append<A: Aggregate>(
         &self,
         id: Uuid,
         ctx: &CommandContext,
