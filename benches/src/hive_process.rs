@@ -214,7 +214,11 @@ fn on_servers<'c>(
         .env("HIVE_DATABASE_URL", servers.database(namespace))
         .env("HIVE_NAMESPACE", namespace)
         .env("HIVE_STREAM_REPLICAS", servers.replicas.to_string())
-        .env("HIVE_HTTP_ADDR", format!("127.0.0.1:{port}"))
+        .env("HIVE_HTTP_ADDR", format!("127.0.0.1:{port}"));
+    if let Some(store) = &servers.nats_store {
+        command.env("HIVE_NATS_STORE_DIR", store);
+    }
+    command
         .env(
             "HIVE_LOG",
             std::env::var("HIVE_BENCH_HIVE_LOG").unwrap_or_else(|_| "warn".into()),

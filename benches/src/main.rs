@@ -22,10 +22,14 @@ struct Cli {
     /// PostgreSQL (a database URL) to use instead of starting one.
     #[arg(long, global = true)]
     database_url: Option<String>,
-    /// Start nats-server fsyncing every write before its ack, as `hive up` does (default: nats-server's
-    /// two-minute interval, as on a replicated cluster).
+    /// Start nats-server fsyncing every write before its ack (`sync_interval: always`; default:
+    /// nats-server's two-minute interval, as on a replicated cluster).
     #[arg(long, global = true)]
     nats_sync_always: bool,
+    /// Start nats-server on its two-minute interval and have the hive and the library sync its store
+    /// before they take an ack as durable, one sync for every group of writes, as `hive up` does.
+    #[arg(long, global = true, conflicts_with = "nats_sync_always")]
+    nats_store_sync: bool,
     /// Start a JetStream cluster of three nats-servers and keep the stream on three replicas (an
     /// event is acknowledged once a majority holds it); with `--nats-sync-always`, every node also
     /// fsyncs every write.
@@ -163,6 +167,7 @@ fn main() -> anyhow::Result<()> {
                 cli.nats_url,
                 cli.database_url,
                 cli.nats_sync_always,
+                cli.nats_store_sync,
                 cli.nats_cluster,
             )
             .await?;

@@ -188,7 +188,7 @@ async fn start_nats(dir: &Path, port: u16) -> NatsServer {
     NatsServer::start_configured(
         &dir.join("nats"),
         Some(port),
-        Durability::Safe,
+        Durability::SyncedByClient,
         &users(),
         &[],
     )
@@ -213,7 +213,7 @@ fn env_of(env: &[(&'static str, String)], service: Service) -> Vec<(&'static str
 /// exit within moments; until then a new postmaster may refuse to start. Its commits are asynchronous
 /// (a throw-away server's setting), so a kill loses the last ones: the projector must notice that its
 /// checkpoint went back and apply those events again (as after a failover to a replica that lagged).
-/// nats-server runs as `hive up` runs it (every write fsync'd before its acknowledgement).
+/// nats-server runs as `hive up` runs it (its store synced by the hive before an acknowledgement counts).
 async fn restart_pg(dir: &Path, port: u16) -> Postgres {
     let mut refused = None;
     let started = hive_tests::eventually(
@@ -250,6 +250,11 @@ async fn twenty_kills_lose_nothing_and_the_hive_recovers_by_itself() {
         ("HIVE_NATS_URL", nats.url()),
         ("HIVE_DATABASE_URL", pg.url("hive")),
         ("HIVE_HOME", dir_path.join("home").display().to_string()),
+        // As `hive up` runs its own nats-server: the hive syncs its store for every group of writes.
+        (
+            "HIVE_NATS_STORE_DIR",
+            dir_path.join("nats").display().to_string(),
+        ),
         ("HIVE_HTTP_ADDR", format!("127.0.0.1:{api_port}")),
         // Fast failure detection, so that rounds are short.
         ("HIVE_HEARTBEAT_TIMEOUT_SECS", "2".into()),

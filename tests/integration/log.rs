@@ -333,7 +333,7 @@ async fn a_history_longer_than_several_reads_comes_back_whole_and_in_order() {
 }
 
 #[tokio::test]
-async fn hive_up_runs_jetstream_fsyncing_every_write_and_the_tests_do_not() {
+async fn hive_ups_appends_answer_after_a_sync_of_its_store_one_for_every_group() {
     let world = World::new().await;
     let home = tempfile::tempdir().unwrap();
     let config = hive::Config {
@@ -343,9 +343,41 @@ async fn hive_up_runs_jetstream_fsyncing_every_write_and_the_tests_do_not() {
         database_url: Some(world.database_url.clone()),
         ..world.config.clone()
     };
-    let (_, mut servers) = hive::up::backends(&config).await.unwrap();
+    let (endpoints, mut servers) = hive::up::backends(&config).await.unwrap();
     let started = servers.nats().expect("hive up started a nats-server");
-    assert!(hive_tests::cluster::syncs_every_write(&started.monitoring_url()).await);
+    // It fsyncs no write itself: the hive syncs its store, once for every group of writes.
+    assert!(!hive_tests::cluster::syncs_every_write(&started.monitoring_url()).await);
+    let store = servers.nats_store().expect("its store").to_path_buf();
+    let sync = hive_eventlog::StoreSync::open(&store).unwrap();
+    let config = hive::Config {
+        nats_store_dir: Some(store),
+        store_sync: Some(sync.clone()),
+        ..config
+    };
+    let admin = endpoints.nats(hive_eventlog::users::Service::Admin);
+    let log = hive::open_log(&config, admin).await.unwrap();
+    let append = |log: hive_eventlog::EventLog, body: String| async move {
+        let subject = log.subjects().of(AggregateKind::Task, uuid::Uuid::now_v7());
+        log.append(&subject, 0, None, Bytes::from(body)).await
+    };
+
+    let before = sync.syncs();
+    append(log.clone(), "alone".into()).await.unwrap();
+    assert_eq!(
+        sync.syncs(),
+        before + 1,
+        "a lone append waits for one sync, begun after its ack"
+    );
+    let before = sync.syncs();
+    let appends = (0..64).map(|i| tokio::spawn(append(log.clone(), format!("together {i}"))));
+    for appended in futures::future::join_all(appends).await {
+        appended.unwrap().unwrap();
+    }
+    let syncs = sync.syncs() - before;
+    assert!(
+        (1..64).contains(&syncs),
+        "64 appends at once took {syncs} syncs"
+    );
     servers.stop();
 
     let throwaway = hive_devservers::NatsServer::start(

@@ -43,6 +43,9 @@ pub struct Servers {
     pub database_url: String,
     /// The stream's replicas: 3 on a cluster started here, else 1.
     pub replicas: usize,
+    /// The store of the nats-server started here, when the hive and the library sync it for every
+    /// group of writes (`--nats-store-sync`).
+    pub nats_store: Option<std::path::PathBuf>,
     _nats: Vec<NatsServer>,
     _pg: Option<Postgres>,
     _dir: tempfile::TempDir,
@@ -54,14 +57,17 @@ impl Servers {
         nats: Option<String>,
         db: Option<String>,
         nats_sync_always: bool,
+        nats_store_sync: bool,
         nats_cluster: bool,
     ) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
-        let durability = if nats_sync_always {
-            Durability::Safe
-        } else {
-            Durability::Throwaway
+        let durability = match (nats_sync_always, nats_store_sync) {
+            (true, _) => Durability::Safe,
+            (false, true) => Durability::SyncedByClient,
+            (false, false) => Durability::Throwaway,
         };
+        let nats_store =
+            (nats_store_sync && nats.is_none() && !nats_cluster).then(|| dir.path().join("nats"));
         let (nats_url, nats, replicas) = match nats {
             Some(url) => (url, Vec::new(), 1),
             None if nats_cluster => {
@@ -86,6 +92,7 @@ impl Servers {
             nats_url,
             database_url,
             replicas,
+            nats_store,
             _nats: nats,
             _pg: pg,
             _dir: dir,
@@ -116,6 +123,7 @@ impl Servers {
         let config = hive::Config {
             namespace: namespace.into(),
             stream_replicas: self.replicas,
+            nats_store_dir: self.nats_store.clone(),
             ..hive::Config::default()
         };
         hive::connect(&config, &self.nats_url, &self.database(namespace), true).await

@@ -361,11 +361,15 @@ impl NatsServer {
 /// How durable a server we start should be.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Durability {
-    /// What `hive up` uses: Postgres with fsync on; JetStream fsyncing every write before its ack.
+    /// Postgres with fsync on; JetStream fsyncing every write before its ack (`sync_interval: always`).
     Safe,
     /// fsync off (Postgres) or on nats-server's two-minute timer: throw-away test servers, several
     /// times faster.
     Throwaway,
+    /// What `hive up` uses: Postgres as [`Durability::Safe`]; JetStream on its two-minute timer, its
+    /// store synced by its client before an acknowledgement counts (`hive_eventlog::StoreSync`: one
+    /// sync for every group of writes).
+    SyncedByClient,
 }
 
 /// A PostgreSQL server, run by us.

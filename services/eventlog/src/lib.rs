@@ -12,6 +12,7 @@
 pub mod audit;
 pub mod backup;
 pub mod command;
+pub mod durable;
 pub mod kv;
 pub mod leadership;
 pub mod log;
@@ -22,6 +23,7 @@ pub mod tokens;
 pub mod users;
 
 pub use command::{CommandContext, CommandError, Committed};
+pub use durable::StoreSync;
 pub use kv::{Beat, Heartbeats};
 pub use leadership::{Lease, LeaseOf};
 pub use log::{AppendError, EventLog, LogConfig, LogError, RawEvent};

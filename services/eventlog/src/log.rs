@@ -15,6 +15,7 @@ use tracing::instrument;
 use uuid::Uuid;
 
 use crate::Namespace;
+use crate::durable::StoreSync;
 use crate::snapshot::Snapshots;
 
 /// How the stream is set up.
@@ -126,6 +127,9 @@ struct Inner {
     command_attempts: usize,
     /// Where the command path keeps long histories' states ([`EventLog::with_snapshots`]).
     snapshots: Option<Snapshots>,
+    /// What makes an acknowledged append durable when nats-server does not fsync it
+    /// ([`EventLog::with_store_sync`]).
+    store_sync: Option<StoreSync>,
 }
 
 /// The stream's settings for `config`.
@@ -226,6 +230,7 @@ impl EventLog {
                 replicas,
                 command_attempts: config.command_attempts.max(1),
                 snapshots: None,
+                store_sync: None,
             }),
         }
     }
@@ -239,6 +244,22 @@ impl EventLog {
                 ..(*self.inner).clone()
             }),
         }
+    }
+
+    /// The same log, whose appends answer only once `sync` has synced the store after their ack
+    /// ([`crate::durable`]): for a nats-server on this host that does not fsync every write.
+    pub fn with_store_sync(&self, sync: StoreSync) -> Self {
+        Self {
+            inner: std::sync::Arc::new(Inner {
+                store_sync: Some(sync),
+                ..(*self.inner).clone()
+            }),
+        }
+    }
+
+    /// What makes its acknowledged writes durable, when nats-server does not.
+    pub fn store_sync(&self) -> Option<&StoreSync> {
+        self.inner.store_sync.as_ref()
     }
 
     /// The snapshots the command path uses, if it uses any.
@@ -302,6 +323,9 @@ impl EventLog {
                 .await;
             match ack {
                 Ok(ack) => {
+                    if let Some(sync) = &self.inner.store_sync {
+                        sync.durable().await?;
+                    }
                     metrics::histogram!("hive_log_append_seconds")
                         .record(began.elapsed().as_secs_f64());
                     return Ok(Appended {

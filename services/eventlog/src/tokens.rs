@@ -121,6 +121,8 @@ fn fresh() -> String {
 #[derive(Clone)]
 pub struct Tokens {
     store: Arc<kv::Store>,
+    /// The log's store sync: a token answered issued or revoked is on disk.
+    sync: Option<crate::StoreSync>,
 }
 
 /// A change to the bucket: a grant under a token id, or its revocation (`None`).
@@ -139,6 +141,7 @@ impl Tokens {
         .await?;
         Ok(Self {
             store: Arc::new(store),
+            sync: log.store_sync().cloned(),
         })
     }
 
@@ -151,6 +154,7 @@ impl Tokens {
             .put(id.clone(), Bytes::from(value))
             .await
             .map_err(|e| LogError::new("store a token", e))?;
+        self.durable().await?;
         Ok((token, id))
     }
 
@@ -173,7 +177,17 @@ impl Tokens {
             .purge(id)
             .await
             .map_err(|e| LogError::new("revoke a token", e))?;
+        self.durable().await?;
         Ok(true)
+    }
+
+    /// Returns once what was stored is on disk (nothing to wait for when nats-server fsyncs every
+    /// write itself).
+    async fn durable(&self) -> Result<(), LogError> {
+        match &self.sync {
+            Some(sync) => sync.durable().await,
+            None => Ok(()),
+        }
     }
 
     /// Every grant: the current ones first, then each change as it comes.
@@ -223,7 +237,7 @@ impl Tokens {
             .put(id, value)
             .await
             .map_err(|e| LogError::new("restore a token", e))?;
-        Ok(())
+        self.durable().await
     }
 
     /// Every token's id and grant.

@@ -73,6 +73,15 @@ pub struct Config {
     /// How long the active scheduler's lease, and the active projector's, last unrenewed, in seconds
     /// (`HIVE_LEADER_TTL_SECS`): a standby takes over within about this.
     pub leader_ttl_secs: f64,
+    /// The store directory of a nats-server on this host that does not fsync every write
+    /// (`HIVE_NATS_STORE_DIR`): an append is answered only once a sync of that filesystem began after
+    /// its acknowledgement, one sync for every group of writes (group commit). `hive up` sets it for
+    /// the nats-server it starts. Unset: nats-server's own setting decides (`sync_interval: always`,
+    /// or a replicated stream).
+    pub nats_store_dir: Option<PathBuf>,
+    /// The sync of `nats_store_dir` shared by every part in this process (made by `hive up`).
+    #[serde(skip)]
+    pub store_sync: Option<hive_eventlog::StoreSync>,
     /// How many events the active scheduler folds between two snapshots of its board, at least
     /// (`HIVE_SCHEDULER_SNAPSHOT_EVERY`; more when the board is larger, so a snapshot costs at most about
     /// one event's work per event folded): what a new leader folds beyond the last snapshot.
@@ -125,6 +134,8 @@ impl Default for Config {
             retry_base_secs: 1.0,
             retry_cap_secs: 300.0,
             leader_ttl_secs: 5.0,
+            nats_store_dir: None,
+            store_sync: None,
             scheduler_snapshot_every: hive_scheduler::SNAPSHOT_EVERY,
             agent_exec: "cat".into(),
             agent_heartbeat_secs: 5.0,

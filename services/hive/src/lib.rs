@@ -193,13 +193,22 @@ pub async fn open_log(config: &Config, nats_url: &str) -> anyhow::Result<EventLo
     let client = nats_client(nats_url).await?;
     // A JetStream cluster that is still electing its leaders answers "timed out": keep trying a while,
     // as a service started beside its servers must. The stream is ready once its state can be read.
-    patiently("the event log", async || {
+    let log = patiently("the event log", async || {
         let log = EventLog::open(client.clone(), &config.log()).await?;
         log.ready().await?;
         Ok::<_, hive_eventlog::LogError>(log)
     })
     .await
-    .context("open the event log")
+    .context("open the event log")?;
+    let sync = match (&config.store_sync, &config.nats_store_dir) {
+        (Some(sync), _) => Some(sync.clone()),
+        (None, Some(dir)) => Some(hive_eventlog::StoreSync::open(dir)?),
+        (None, None) => None,
+    };
+    Ok(match sync {
+        Some(sync) => log.with_store_sync(sync),
+        None => log,
+    })
 }
 
 /// A small pool to the read-model database at `url`, for a command that only reads it, without

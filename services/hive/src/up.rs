@@ -16,6 +16,8 @@ use crate::{Config, Parts};
 #[derive(Default)]
 pub struct Servers {
     nats: Option<NatsServer>,
+    /// Where the nats-server started here stores its streams.
+    nats_store: Option<std::path::PathBuf>,
     postgres: Option<Postgres>,
 }
 
@@ -23,6 +25,12 @@ impl Servers {
     /// The nats-server started here, if any.
     pub fn nats(&self) -> Option<&NatsServer> {
         self.nats.as_ref()
+    }
+
+    /// Where the nats-server started here stores its streams: the hive syncs it
+    /// ([`hive_eventlog::StoreSync`]) for the server fsyncs no write itself.
+    pub fn nats_store(&self) -> Option<&std::path::Path> {
+        self.nats_store.as_deref()
     }
 
     /// Stops them (PostgreSQL last: the services are stopped before this is called).
@@ -119,13 +127,14 @@ pub async fn backends(config: &Config) -> anyhow::Result<(Endpoints, Servers)> {
             let nats = NatsServer::start_configured(
                 &home.join("nats"),
                 Some(port),
-                Durability::Safe,
+                Durability::SyncedByClient,
                 &users,
                 &[],
             )
             .await?;
             let url = nats.url();
             servers.nats = Some(nats);
+            servers.nats_store = Some(home.join("nats"));
             Service::ALL
                 .into_iter()
                 .map(|s| Ok((s, crate::with_credentials(&url, &s.user(), &passwords[&s])?)))
@@ -136,7 +145,12 @@ pub async fn backends(config: &Config) -> anyhow::Result<(Endpoints, Servers)> {
         Some(url) => (url.clone(), config.api_database_url.clone()),
         None => {
             let port = port_or_free(config.pg_port)?;
-            let pg = Postgres::start(&home.join("postgres"), Some(port), Durability::Safe).await?;
+            let pg = Postgres::start(
+                &home.join("postgres"),
+                Some(port),
+                Durability::SyncedByClient,
+            )
+            .await?;
             let url = pg.url("hive");
             servers.postgres = Some(pg);
             let api = match &config.api_database_url {
@@ -204,8 +218,15 @@ async fn admin_token(
 }
 
 /// Runs the whole hive until SIGTERM or SIGINT.
-pub async fn up(config: Config) -> anyhow::Result<()> {
+pub async fn up(mut config: Config) -> anyhow::Result<()> {
     let (endpoints, mut servers) = backends(&config).await?;
+    if let Some(store) = servers.nats_store() {
+        config.nats_store_dir = Some(store.to_path_buf());
+    }
+    // One sync for every part in this process: their writes group together.
+    if let Some(dir) = &config.nats_store_dir {
+        config.store_sync = Some(hive_eventlog::StoreSync::open(dir)?);
+    }
     let endpoints_file = config.home.join(ENDPOINTS);
     // The operators' commands run beside it connect as the admin.
     let written = serde_json::json!({
