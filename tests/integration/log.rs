@@ -378,6 +378,19 @@ async fn hive_ups_appends_answer_after_a_sync_of_its_store_one_for_every_group()
         (1..64).contains(&syncs),
         "64 appends at once took {syncs} syncs"
     );
+    // A decision answered on its ack (the scheduler's: it syncs before it tells an agent) waits for
+    // none; a command does.
+    let mut on_ack = ctx();
+    on_ack.before_sync = true;
+    let before = sync.syncs();
+    log.create::<Task>(uuid::Uuid::now_v7(), &on_ack, new_task())
+        .await
+        .unwrap();
+    assert_eq!(sync.syncs(), before);
+    log.create::<Task>(uuid::Uuid::now_v7(), &ctx(), new_task())
+        .await
+        .unwrap();
+    assert_eq!(sync.syncs(), before + 1);
     servers.stop();
 
     let throwaway = hive_devservers::NatsServer::start(

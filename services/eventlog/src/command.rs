@@ -33,6 +33,10 @@ pub struct CommandContext {
     pub idempotency_key: Option<String>,
     /// The time the event happens at.
     pub now: DateTime<Utc>,
+    /// Answer once the log acknowledged the event, before the store's sync makes it durable
+    /// ([`crate::StoreSync`]; the same when there is none): for a caller that folds its decisions
+    /// back from the log, and syncs before it tells anyone outside the log of them (the scheduler).
+    pub before_sync: bool,
 }
 
 impl CommandContext {
@@ -44,6 +48,7 @@ impl CommandContext {
             causation_id: None,
             idempotency_key: None,
             now: now_micros(),
+            before_sync: false,
         }
     }
 
@@ -353,7 +358,13 @@ impl EventLog {
                 ctx.actor.clone(),
             );
             let payload = Bytes::from(encode(&meta, A::KIND, id, &event));
-            match self.append(&subject, loaded.last_seq, key, payload).await {
+            let appended = if ctx.before_sync {
+                self.append_unsynced(&subject, loaded.last_seq, key, payload)
+                    .await
+            } else {
+                self.append(&subject, loaded.last_seq, key, payload).await
+            };
+            match appended {
                 Ok(appended) if appended.duplicate => {
                     return self.first_answer(appended.seq, id).await;
                 }

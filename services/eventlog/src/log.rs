@@ -299,7 +299,25 @@ impl EventLog {
 
     /// Appends `payload` to `subject` if the subject's last event is still `expected` (0: none yet).
     /// With `msg_id`, a repeat within the duplicate window appends nothing and answers the first seq.
+    /// Answers once the event is durable: acknowledged, and synced when the log has a store sync.
     pub async fn append(
+        &self,
+        subject: &str,
+        expected: u64,
+        msg_id: Option<&str>,
+        payload: Bytes,
+    ) -> Result<Appended, AppendError> {
+        let appended = self
+            .append_unsynced(subject, expected, msg_id, payload)
+            .await?;
+        if let Some(sync) = &self.inner.store_sync {
+            sync.durable().await?;
+        }
+        Ok(appended)
+    }
+
+    /// Like [`EventLog::append`], answering on the acknowledgement, before any store sync.
+    pub(crate) async fn append_unsynced(
         &self,
         subject: &str,
         expected: u64,
@@ -323,9 +341,6 @@ impl EventLog {
                 .await;
             match ack {
                 Ok(ack) => {
-                    if let Some(sync) = &self.inner.store_sync {
-                        sync.durable().await?;
-                    }
                     metrics::histogram!("hive_log_append_seconds")
                         .record(began.elapsed().as_secs_f64());
                     return Ok(Appended {

@@ -259,6 +259,9 @@ impl Scheduler {
         let target = action.target();
         let cause = action.cause();
         let mut ctx = CommandContext::new(Actor::new("system:scheduler"));
+        // The board folds its decisions back from the log; nobody outside it hears of them before
+        // they are synced (`push`): the next events are folded meanwhile.
+        ctx.before_sync = true;
         ctx.correlation_id = cause.correlation_id;
         ctx.causation_id = Some(cause.event_id);
         let span = tracing::info_span!("decision", %target, correlation_id = %cause.correlation_id);
@@ -328,9 +331,7 @@ impl Scheduler {
                 Ok(body) => Bytes::from(body),
                 Err(e) => return tracing::warn!(error = %e, "could not encode a stop"),
             };
-            if let Err(e) = self.log.notify_as(subject, Push::STOP, body).await {
-                tracing::debug!(error = %e, "could not tell a stop");
-            }
+            self.push(subject, Some(Push::STOP), body).await;
             metrics::counter!("hive_scheduler_stops_total").increment(1);
         }
     }
@@ -342,9 +343,34 @@ impl Scheduler {
             Ok(body) => Bytes::from(body),
             Err(e) => return tracing::warn!(error = %e, "could not encode an assignment"),
         };
-        if let Err(e) = self.log.notify(subject, body).await {
-            tracing::debug!(error = %e, "could not announce an assignment");
-        }
+        self.push(subject, None, body).await;
+    }
+
+    /// Pushes `body` (of `kind`, else an assignment) to an agent's runtime once what it tells of is
+    /// durable: under a store sync, after a sync begun now (in the background, the board folding on
+    /// meanwhile); else at once, the event being durable on its acknowledgement.
+    async fn push(&self, subject: String, kind: Option<&'static str>, body: Bytes) {
+        let Some(sync) = self.log.store_sync() else {
+            return send(&self.log, subject, kind, body).await;
+        };
+        let (log, sync) = (self.log.clone(), sync.clone());
+        tokio::spawn(async move {
+            match sync.durable().await {
+                Ok(()) => send(&log, subject, kind, body).await,
+                Err(e) => tracing::warn!(error = %e, "not synced: an agent is not told"),
+            }
+        });
+    }
+}
+
+/// Sends a push to an agent's runtime (at most once: a lost one lapses).
+async fn send(log: &EventLog, subject: String, kind: Option<&'static str>, body: Bytes) {
+    let sent = match kind {
+        Some(kind) => log.notify_as(subject, kind, body).await,
+        None => log.notify(subject, body).await,
+    };
+    if let Err(e) = sent {
+        tracing::debug!(error = %e, "could not push to an agent");
     }
 }
 
