@@ -45,6 +45,12 @@ pub fn handle() -> &'static PrometheusHandle {
                     &LOAD_BUCKETS,
                 )
             })
+            .and_then(|b| {
+                b.set_buckets_for_metric(
+                    Matcher::Full("hive_store_sync_writes".into()),
+                    &BATCH_BUCKETS,
+                )
+            })
             .expect("valid buckets");
         let recorder = builder.build_recorder();
         let handle = recorder.handle();
@@ -104,7 +110,16 @@ fn describe() {
     describe_histogram!(
         "hive_log_append_seconds",
         Unit::Seconds,
-        "an append's publish to its acknowledgement by JetStream (stored, and fsynced when the server syncs every write)"
+        "an append's publish to its acknowledgement by JetStream (stored, and fsynced when the server syncs every write; the hive's own sync of the store is hive_store_sync_seconds)"
+    );
+    describe_histogram!(
+        "hive_store_sync_seconds",
+        Unit::Seconds,
+        "one sync of a nats-server's store by this process (group commit: HIVE_NATS_STORE_DIR, hive up's own nats-server)"
+    );
+    describe_histogram!(
+        "hive_store_sync_writes",
+        "the waits one sync of the store answered: how many writes shared it"
     );
     describe_counter!(
         "hive_append_conflicts_total",
