@@ -73,11 +73,6 @@ impl StoreSync {
         Ok(Self { shared })
     }
 
-    /// The directory whose filesystem is synced.
-    pub fn dir(&self) -> &Path {
-        &self.shared.dir
-    }
-
     /// Returns once a sync that began after this call has completed: whatever nats-server
     /// acknowledged before the call is then on disk.
     pub async fn durable(&self) -> Result<(), LogError> {
@@ -102,6 +97,15 @@ impl StoreSync {
     /// How many syncs have completed.
     pub fn syncs(&self) -> u64 {
         self.shared.synced.borrow().syncs
+    }
+}
+
+/// [`StoreSync::durable`] on `sync`, if there is one; without, an acknowledgement is durable as it is
+/// (nats-server fsyncs every write, or a replicated stream's Raft log did).
+pub async fn on(sync: Option<&StoreSync>) -> Result<(), LogError> {
+    match sync {
+        Some(sync) => sync.durable().await,
+        None => Ok(()),
     }
 }
 

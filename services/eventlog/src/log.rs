@@ -310,10 +310,14 @@ impl EventLog {
         let appended = self
             .append_unsynced(subject, expected, msg_id, payload)
             .await?;
-        if let Some(sync) = &self.inner.store_sync {
-            sync.durable().await?;
-        }
+        self.synced().await?;
         Ok(appended)
+    }
+
+    /// Returns once whatever the log acknowledged before the call is durable: at once, unless the log
+    /// has a store sync ([`EventLog::with_store_sync`]), then after a sync begun now.
+    pub async fn synced(&self) -> Result<(), LogError> {
+        crate::durable::on(self.store_sync()).await
     }
 
     /// Like [`EventLog::append`], answering on the acknowledgement, before any store sync.

@@ -154,7 +154,7 @@ impl Tokens {
             .put(id.clone(), Bytes::from(value))
             .await
             .map_err(|e| LogError::new("store a token", e))?;
-        self.durable().await?;
+        crate::durable::on(self.sync.as_ref()).await?;
         Ok((token, id))
     }
 
@@ -177,17 +177,8 @@ impl Tokens {
             .purge(id)
             .await
             .map_err(|e| LogError::new("revoke a token", e))?;
-        self.durable().await?;
+        crate::durable::on(self.sync.as_ref()).await?;
         Ok(true)
-    }
-
-    /// Returns once what was stored is on disk (nothing to wait for when nats-server fsyncs every
-    /// write itself).
-    async fn durable(&self) -> Result<(), LogError> {
-        match &self.sync {
-            Some(sync) => sync.durable().await,
-            None => Ok(()),
-        }
     }
 
     /// Every grant: the current ones first, then each change as it comes.
@@ -237,7 +228,7 @@ impl Tokens {
             .put(id, value)
             .await
             .map_err(|e| LogError::new("restore a token", e))?;
-        self.durable().await
+        crate::durable::on(self.sync.as_ref()).await
     }
 
     /// Every token's id and grant.

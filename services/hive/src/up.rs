@@ -124,8 +124,9 @@ pub async fn backends(config: &Config) -> anyhow::Result<(Endpoints, Servers)> {
                 Service::ALL.map(|s| (s, secrets.nats(s))).into();
             let users =
                 users::server_config(&config.log().namespace, |s| users::quoted(&passwords[&s]));
+            let store = home.join("nats");
             let nats = NatsServer::start_configured(
-                &home.join("nats"),
+                &store,
                 Some(port),
                 Durability::SyncedByClient,
                 &users,
@@ -134,7 +135,7 @@ pub async fn backends(config: &Config) -> anyhow::Result<(Endpoints, Servers)> {
             .await?;
             let url = nats.url();
             servers.nats = Some(nats);
-            servers.nats_store = Some(home.join("nats"));
+            servers.nats_store = Some(store);
             Service::ALL
                 .into_iter()
                 .map(|s| Ok((s, crate::with_credentials(&url, &s.user(), &passwords[&s])?)))

@@ -258,15 +258,9 @@ impl Projector {
         // Under a store sync (a nats-server that fsyncs no write itself), the batch's events are on
         // disk before its rows commit, the sync running while the rows are written: a power cut
         // never leaves the read models ahead of the log.
-        let on_disk = async {
-            match self.log.store_sync() {
-                Some(sync) => sync.durable().await,
-                None => Ok(()),
-            }
-        };
         let (outcome, on_disk) = tokio::join!(
             batch::apply_batch(&txn, &self.config.name, self.log.subjects(), events),
-            on_disk
+            self.log.synced()
         );
         let outcome = outcome?;
         on_disk?;

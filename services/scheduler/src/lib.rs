@@ -350,12 +350,12 @@ impl Scheduler {
     /// durable: under a store sync, after a sync begun now (in the background, the board folding on
     /// meanwhile); else at once, the event being durable on its acknowledgement.
     async fn push(&self, subject: String, kind: Option<&'static str>, body: Bytes) {
-        let Some(sync) = self.log.store_sync() else {
+        if self.log.store_sync().is_none() {
             return send(&self.log, subject, kind, body).await;
-        };
-        let (log, sync) = (self.log.clone(), sync.clone());
+        }
+        let log = self.log.clone();
         tokio::spawn(async move {
-            match sync.durable().await {
+            match log.synced().await {
                 Ok(()) => send(&log, subject, kind, body).await,
                 Err(e) => tracing::warn!(error = %e, "not synced: an agent is not told"),
             }
