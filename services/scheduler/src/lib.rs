@@ -398,12 +398,17 @@ where
     Ok(())
 }
 
+/// How many times the last snapshot's encoding a leader waits before it encodes the next. At ten, the
+/// snapshots of a board of 100k queued tasks (~40 ms to encode) took a tenth of a core and were most
+/// of the HTTP commands' p99 (BENCHMARKS.md, "The allocator, and the board's snapshots").
+const SNAPSHOT_SPACING: u32 = 50;
+
 /// The board's snapshots as the leader takes them: one at a time, stored in the background, once the
-/// board folded at least `every` events past the last one, and no sooner than ten times what encoding
-/// the last one took the leader after it (a large board is saved less often, so its snapshots take at
-/// most a tenth of the leader's time). The store's own wall time does not space them: it is spent in
-/// the background and, on a loaded machine, mostly waiting (one slow fsync must not leave a small
-/// board unsaved for ten times as long).
+/// board folded at least `every` events past the last one, and no sooner than [`SNAPSHOT_SPACING`]
+/// times what encoding the last one took the leader after it (a large board is saved less often, so
+/// its snapshots take at most a fiftieth of the leader's time). The store's own wall time does not
+/// space them: it is spent in the background and, on a loaded machine, mostly waiting (one slow fsync
+/// must not leave a small board unsaved for fifty times as long).
 struct Saving {
     /// The sequence the last snapshot covers.
     saved: u64,
@@ -464,7 +469,10 @@ impl Saving {
             }
         };
         let took = started.elapsed();
-        (self.saved, self.next) = (board.last_seq(), std::time::Instant::now() + took * 10);
+        (self.saved, self.next) = (
+            board.last_seq(),
+            std::time::Instant::now() + took * SNAPSHOT_SPACING,
+        );
         let (snapshots, covers) = (snapshots.clone(), self.saved);
         self.storing = Some(tokio::spawn(async move {
             match snapshots.save(&encoded).await {

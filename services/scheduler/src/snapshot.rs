@@ -126,7 +126,14 @@ impl Snapshots {
             covered: &covered,
             board: board.image(),
         };
-        serde_json::to_vec(&saving)
+        // Tens of milliseconds of CPU on a large board: on a multi-threaded runtime the worker's
+        // other tasks (requests, commands) move to another thread meanwhile, instead of waiting.
+        let encode = || serde_json::to_vec(&saving);
+        let encoded = match tokio::runtime::Handle::current().runtime_flavor() {
+            tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(encode),
+            _ => encode(),
+        };
+        encoded
             .map(Some)
             .map_err(|e| LogError::new("encode the board's snapshot", e))
     }
