@@ -377,7 +377,7 @@ async fn a_new_leader_starts_from_the_boards_snapshot_and_trusts_none_of_another
 
     // What is not trusted: bytes that are no snapshot, another build's folds, a snapshot pinned to
     // an event the log does not hold (another history, or a sequence beyond the log's end).
-    let text = String::from_utf8(encoded).unwrap();
+    let text = String::from_utf8(encoded.to_vec()).unwrap();
     let digest = serde_json::from_str::<serde_json::Value>(&text).unwrap()["covered"]["digest"]
         .as_str()
         .unwrap()
@@ -390,20 +390,20 @@ async fn a_new_leader_starts_from_the_boards_snapshot_and_trusts_none_of_another
     ];
     for bytes in &untrusted {
         assert_ne!(bytes, &text);
-        snapshots.save(bytes.as_bytes()).await.unwrap();
+        snapshots.save_bytes(bytes.as_bytes()).await.unwrap();
         assert!(
             snapshots.load().await.unwrap().is_none(),
             "trusted: {bytes:.80}"
         );
     }
-    snapshots.save(text.as_bytes()).await.unwrap();
+    snapshots.save_bytes(text.as_bytes()).await.unwrap();
     assert!(
         snapshots.load().await.unwrap().is_some(),
         "the snapshot itself is trusted"
     );
 
     // With a snapshot it cannot trust, a leader folds the log from the start and still schedules.
-    snapshots.save(untrusted[2].as_bytes()).await.unwrap();
+    snapshots.save_bytes(untrusted[2].as_bytes()).await.unwrap();
     let third = world.leading_scheduler().await;
     let three = create_task(&api, json!({"title": "three"})).await;
     assert_eq!(assignments.next().await["task_id"], three.as_str());

@@ -86,7 +86,7 @@ pub async fn startup(servers: &Servers, events: u64, cold: bool) -> anyhow::Resu
     // have saved a newer one), or none.
     let again = async || match &left {
         Some(encoded) => snapshots.save(encoded).await,
-        None => snapshots.save(b"none").await,
+        None => snapshots.save_bytes(b"none").await,
     };
 
     // `hive up`, every part in one process.
@@ -241,7 +241,7 @@ async fn storage(backends: &hive::Backends, head: u64) -> anyhow::Result<Row> {
 async fn leave_a_snapshot(
     log: &hive_eventlog::EventLog,
     head: u64,
-) -> anyhow::Result<(u64, Vec<u8>)> {
+) -> anyhow::Result<(u64, hive_scheduler::snapshot::Encoded)> {
     use hive_scheduler::{Board, SNAPSHOT_EVERY, Snapshots};
     let covers = head.saturating_sub(SNAPSHOT_EVERY - 1).max(1);
     let replay = hive_scheduler::board::replay(log.subjects().clone());

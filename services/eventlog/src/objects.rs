@@ -41,7 +41,17 @@ impl Objects {
 
     /// Stores `value` under `name`, replacing the previous one (whose chunks the store purges).
     pub async fn put(&self, name: &str, value: &[u8]) -> Result<(), LogError> {
-        let mut reader = value;
+        self.put_pieces(name, std::slice::from_ref(&value)).await
+    }
+
+    /// Stores the concatenation of `pieces` under `name`, as [`Objects::put`] does, without joining
+    /// them into one buffer first.
+    pub async fn put_pieces<P: AsRef<[u8]>>(
+        &self,
+        name: &str,
+        pieces: &[P],
+    ) -> Result<(), LogError> {
+        let mut reader = Pieces { pieces, at: 0 };
         self.store
             .put(name, &mut reader)
             .await
@@ -63,6 +73,34 @@ impl Objects {
             .await
             .map_err(|e| LogError::new("read an object", e))?;
         Ok(Some(value))
+    }
+}
+
+/// Reads pieces of bytes one after the other.
+struct Pieces<'a, P> {
+    pieces: &'a [P],
+    /// How much of the first piece was read.
+    at: usize,
+}
+
+impl<P: AsRef<[u8]>> tokio::io::AsyncRead for Pieces<'_, P> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        while let Some((first, rest)) = self.pieces.split_first() {
+            let left = &first.as_ref()[self.at..];
+            if left.is_empty() {
+                (self.pieces, self.at) = (rest, 0);
+                continue;
+            }
+            let n = left.len().min(buf.remaining());
+            buf.put_slice(&left[..n]);
+            self.at += n;
+            break;
+        }
+        std::task::Poll::Ready(Ok(()))
     }
 }
 
@@ -97,4 +135,40 @@ impl Covered {
 
 fn digest(payload: &Bytes) -> String {
     hex::encode(Sha256::digest(payload))
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::AsyncReadExt;
+
+    use super::Pieces;
+
+    #[tokio::test]
+    async fn pieces_read_as_their_concatenation() {
+        let pieces: [&[u8]; 5] = [b"", b"ab", b"", b"cde", b"f"];
+        let mut read = Vec::new();
+        Pieces {
+            pieces: &pieces,
+            at: 0,
+        }
+        .read_to_end(&mut read)
+        .await
+        .unwrap();
+        assert_eq!(read, b"abcdef");
+        // Through a buffer smaller than a piece.
+        let mut reader = Pieces {
+            pieces: &pieces,
+            at: 0,
+        };
+        let mut two = [0u8; 2];
+        let mut read = Vec::new();
+        loop {
+            let n = reader.read(&mut two).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            read.extend_from_slice(&two[..n]);
+        }
+        assert_eq!(read, b"abcdef");
+    }
 }

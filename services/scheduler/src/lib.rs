@@ -468,7 +468,9 @@ impl Saving {
                 return tracing::warn!(error = %e, "could not take the board's snapshot");
             }
         };
-        let took = started.elapsed();
+        // The encoding's own time, not the read of the event it is pinned to (a round trip to the
+        // server, long on a busy machine, which would leave a small board unsaved for seconds).
+        let took = encoded.took();
         (self.saved, self.next) = (
             board.last_seq(),
             std::time::Instant::now() + took * SNAPSHOT_SPACING,

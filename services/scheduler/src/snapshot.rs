@@ -114,7 +114,7 @@ impl Snapshots {
 
     /// The snapshot of `board`, encoded, pinned to the log's event at the board's last sequence;
     /// `None` when the board folded nothing yet (or the log no longer holds that event).
-    pub async fn encode(&self, board: &Board) -> Result<Option<Vec<u8>>, LogError> {
+    pub async fn encode(&self, board: &Board) -> Result<Option<Encoded>, LogError> {
         if board.last_seq() == 0 {
             return Ok(None);
         }
@@ -128,7 +128,13 @@ impl Snapshots {
         };
         // Tens of milliseconds of CPU on a large board: on a multi-threaded runtime the worker's
         // other tasks (requests, commands) move to another thread meanwhile, instead of waiting.
-        let encode = || serde_json::to_vec(&saving);
+        let encode = || {
+            let started = std::time::Instant::now();
+            let mut encoded = Encoded::default();
+            serde_json::to_writer(&mut encoded, &saving)?;
+            encoded.took = started.elapsed();
+            Ok::<_, serde_json::Error>(encoded)
+        };
         let encoded = match tokio::runtime::Handle::current().runtime_flavor() {
             tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(encode),
             _ => encode(),
@@ -138,9 +144,66 @@ impl Snapshots {
             .map_err(|e| LogError::new("encode the board's snapshot", e))
     }
 
-    /// Stores an encoded snapshot in place of the last one (any bytes: what cannot be trusted is found
-    /// out on load).
-    pub async fn save(&self, encoded: &[u8]) -> Result<(), LogError> {
-        self.objects.put(OBJECT, encoded).await
+    /// Stores an encoded snapshot in place of the last one.
+    pub async fn save(&self, encoded: &Encoded) -> Result<(), LogError> {
+        self.objects.put_pieces(OBJECT, &encoded.pieces).await
+    }
+
+    /// Stores any bytes as the snapshot (what cannot be trusted is found out on load).
+    pub async fn save_bytes(&self, bytes: &[u8]) -> Result<(), LogError> {
+        self.objects.put(OBJECT, bytes).await
+    }
+}
+
+/// An encoded snapshot, in pieces of at most [`PIECE`] bytes: encoding a board of 100k tasks (tens of
+/// MB) never grows one buffer by doubling it, which held the old and the new buffer at once and left
+/// up to half of the last one unused, so it takes about its own size in memory, not up to three times.
+#[derive(Default)]
+pub struct Encoded {
+    pieces: Vec<Vec<u8>>,
+    /// How long the encoding itself took (not the read of the event it is pinned to).
+    took: std::time::Duration,
+}
+
+/// The size of an [`Encoded`]'s pieces.
+const PIECE: usize = 1 << 20;
+
+impl Encoded {
+    /// Its size in bytes.
+    pub fn len(&self) -> usize {
+        self.pieces.iter().map(Vec::len).sum()
+    }
+
+    /// Whether it holds no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// How long encoding the board took: what spaces a leader's snapshots.
+    pub fn took(&self) -> std::time::Duration {
+        self.took
+    }
+
+    /// Its bytes in one buffer.
+    pub fn to_vec(&self) -> Vec<u8> {
+        self.pieces.concat()
+    }
+}
+
+impl std::io::Write for Encoded {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        if self.pieces.last().is_none_or(|piece| piece.len() >= PIECE) {
+            self.pieces.push(Vec::with_capacity(PIECE));
+        }
+        let Some(piece) = self.pieces.last_mut() else {
+            return Ok(0);
+        };
+        let n = bytes.len().min(PIECE - piece.len());
+        piece.extend_from_slice(&bytes[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
