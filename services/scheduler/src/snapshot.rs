@@ -207,3 +207,29 @@ impl std::io::Write for Encoded {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{Encoded, PIECE};
+
+    #[test]
+    fn an_encoding_is_its_bytes_in_pieces_of_at_most_a_piece() {
+        // Two and a half pieces of JSON, written as serde_json writes: many small writes.
+        let value: Vec<String> = (0..150_000).map(|n| format!("value number {n}")).collect();
+        let mut encoded = Encoded::default();
+        serde_json::to_writer(&mut encoded, &value).unwrap();
+        let whole = serde_json::to_vec(&value).unwrap();
+        assert!(whole.len() > 2 * PIECE, "{} bytes", whole.len());
+        assert_eq!(encoded.len(), whole.len());
+        assert_eq!(encoded.to_vec(), whole);
+        assert_eq!(encoded.pieces.len(), whole.len().div_ceil(PIECE));
+        assert!(encoded.pieces.iter().all(|piece| piece.len() <= PIECE));
+        assert!(
+            encoded.pieces[..encoded.pieces.len() - 1]
+                .iter()
+                .all(|piece| piece.len() == PIECE),
+            "only the last piece is partly filled"
+        );
+        assert!(Encoded::default().is_empty());
+    }
+}
