@@ -83,16 +83,38 @@ impl HiveProcess {
         hive_client::Client::new(&self.base).with_token(Some(self.token.clone()))
     }
 
-    /// The hive's pid (under a wrapper, the wrapper's child that runs the hive binary).
+    /// Saves the hive's `/metrics` as `<HIVE_BENCH_METRICS_DIR>/<name>.prom` when that variable is
+    /// set (the hive's own histograms of a scenario: its requests, appends, syncs); else nothing.
+    pub async fn save_metrics(&self, name: &str) -> anyhow::Result<()> {
+        let Some(dir) = std::env::var_os("HIVE_BENCH_METRICS_DIR") else {
+            return Ok(());
+        };
+        let text = self
+            .http()
+            .request(Method::GET, "/metrics")
+            .send()
+            .await?
+            .text()
+            .await?;
+        let dir = PathBuf::from(dir);
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(dir.join(format!("{name}.prom")), text)?;
+        Ok(())
+    }
+
+    /// The hive's pid (under a wrapper, the wrapper's child that runs the hive binary; the wrapper's
+    /// own when it replaced itself with the hive, as `env` does, whose children are then agents).
     pub fn pid(&self) -> u32 {
+        let own = self.child.id();
         if !self.wrapped {
-            return self.child.id();
+            return own;
         }
         let hive = hive_binary().ok();
-        children(self.child.id())
-            .into_iter()
-            .find(|pid| std::fs::read_link(format!("/proc/{pid}/exe")).ok() == hive)
-            .unwrap_or(self.child.id())
+        let runs_hive = |pid: &u32| std::fs::read_link(format!("/proc/{pid}/exe")).ok() == hive;
+        if runs_hive(&own) {
+            return own;
+        }
+        children(own).into_iter().find(runs_hive).unwrap_or(own)
     }
 
     /// The hive and every process it started (its spawned agents): all the hive's processes.

@@ -420,6 +420,26 @@ async fn a_task_read_while_the_read_models_are_behind_answers_as_the_log_leaves_
         .await;
         assert_eq!(seen["state"], "assigned", "{seen}");
     }
+    // A task never projected that no agent can take says why it waits, as a projected one does.
+    let (_, waiting) = hive
+        .post(
+            "/api/v1/tasks",
+            json!({"title": "needs a tpu", "required_capabilities": ["tpu"]}),
+        )
+        .await;
+    let waiting = id(&waiting, "task_id");
+    let view: serde_json::Value = hive
+        .get(&format!("/api/v1/tasks/{waiting}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(view["state"], "queued", "{view}");
+    assert_eq!(
+        view["waiting_reason"],
+        json!({"code": "no_capable_agent", "capabilities": ["tpu"]}),
+        "{view}"
+    );
     // While its row in the read models still says queued.
     use sea_orm::ConnectionTrait;
     let row = world

@@ -20,10 +20,12 @@ use crate::wait::eventually;
 pub async fn chains(servers: &Servers, samples: u32) -> anyhow::Result<Vec<Table>> {
     let (hive, backends) = servers.hive("chains").await?;
     let http = hive.http();
-    let rows = vec![
+    let mut rows = vec![
         spawn_to_ready(&http, &backends, (samples / 10).max(3)).await?,
         created_to_assigned(&hive, &http, &backends, samples).await?,
-        created_to_seen_assigned(&hive, &http, samples).await?,
+    ];
+    rows.extend(created_to_seen_assigned(&hive, &http, samples).await?);
+    rows.extend([
         event_to_api(&hive, &http, &backends, samples).await?,
         event_to_sse(&hive, &http, samples).await?,
         dead_agent_to_requeued(&hive, &http, &backends, (samples / 10).max(3)).await?,
@@ -33,7 +35,8 @@ pub async fn chains(servers: &Servers, samples: u32) -> anyhow::Result<Vec<Table
             crate::hive_process::rss_mib(hive.pid()),
         ),
         memory_row("hive peak RSS", peak_rss_mib(Some(hive.pid()))),
-    ];
+    ]);
+    hive.save_metrics("chains").await?;
     Ok(vec![Table {
         title: "chains".into(),
         rows,
@@ -139,28 +142,38 @@ async fn created_to_assigned(
 
 /// Task created → seen assigned by an outside client: the POST, then `GET /api/v1/tasks/{id}` every
 /// millisecond (no `Hive-Min-Seq`: the client does not know the assignment's sequence) until the task
-/// has an agent.
+/// has an agent. With where the time went: the POST's own answer, each GET, and how many GETs a task
+/// took.
 async fn created_to_seen_assigned(
     hive: &HiveProcess,
     http: &hive_client::Client,
     samples: u32,
-) -> anyhow::Result<Row> {
+) -> anyhow::Result<Vec<Row>> {
     let mut latencies = Latencies::default();
+    let mut posts = Latencies::default();
+    let mut gets = Latencies::default();
+    let mut reads = 0u32;
     for n in 0..samples {
         latencies
             .measure(async {
-                let created = hive.post_task(http, format!("seen {n}")).await?;
+                let created = posts
+                    .measure(hive.post_task(http, format!("seen {n}")))
+                    .await?;
                 let id = created["task_id"].as_str().unwrap_or_default().to_owned();
                 eventually(
                     Duration::from_secs(20),
                     Duration::from_millis(1),
                     "the task seen assigned",
                     async || {
-                        let view: serde_json::Value = http
-                            .request(Method::GET, &format!("/api/v1/tasks/{id}"))
-                            .send()
-                            .await?
-                            .json()
+                        reads += 1;
+                        let view: serde_json::Value = gets
+                            .measure(async {
+                                http.request(Method::GET, &format!("/api/v1/tasks/{id}"))
+                                    .send()
+                                    .await?
+                                    .json()
+                                    .await
+                            })
                             .await?;
                         Ok(view["agent_id"].is_string().then_some(()))
                     },
@@ -169,13 +182,32 @@ async fn created_to_seen_assigned(
             })
             .await?;
     }
-    Ok(row(
-        format!("task created → seen assigned by a client ({samples})"),
-        None,
-        None,
-        Some(&mut latencies),
-        "from the POST, polling GET /api/v1/tasks/{id} every 1 ms",
-    ))
+    Ok(vec![
+        row(
+            format!("task created → seen assigned by a client ({samples})"),
+            None,
+            None,
+            Some(&mut latencies),
+            "from the POST, polling GET /api/v1/tasks/{id} every 1 ms",
+        ),
+        row(
+            "  of which: the POST's answer",
+            None,
+            None,
+            Some(&mut posts),
+            "",
+        ),
+        row(
+            "  of which: each GET's answer",
+            None,
+            None,
+            Some(&mut gets),
+            format!(
+                "{:.2} GETs a task",
+                f64::from(reads) / f64::from(samples.max(1))
+            ),
+        ),
+    ])
 }
 
 /// Event → visible in the API: the POST's answer to the projector's checkpoint notice.

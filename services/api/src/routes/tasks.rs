@@ -311,6 +311,18 @@ async fn read(
     // answered not found; a row read before its batch committed would be taken as current).
     let reflected = state.progress.checkpoint();
     let unreflected = state.feed.unreflected.of(id);
+    let subjects = state.log.subjects();
+    // The feed holds the task's whole history (from its creation: none of it reflected yet): the
+    // task as those events leave it, without its row, which does not exist yet or is a moment
+    // behind them. A client polling the task it has just created (as Agent Hive 2.0's clients do,
+    // without `Hive-Min-Seq`) is answered without a read of the database.
+    if let Some(row) = unreflected
+        .as_ref()
+        .and_then(|u| folded_onto::<Task>(id, None, 0, u.after(0)?, subjects))
+    {
+        let facts = Facts::of(&state, std::slice::from_ref(&row)).await?;
+        return Ok(Json(facts.view(row)?));
+    }
     if let Some(row) = tasks::Entity::find_by_id(id).one(&state.db).await? {
         // The log holds events of the task that its row does not reflect yet (the projector is a
         // moment behind): the task as they leave it, so that a client polling it sees its
@@ -336,18 +348,9 @@ async fn read(
         let facts = Facts::of(&state, std::slice::from_ref(&row)).await?;
         return Ok(Json(facts.view(row)?));
     }
-    // Not projected yet: a client reading the task it has just created (as Agent Hive 2.0's clients
-    // do, without `Hive-Min-Seq`) is answered the task as the events the feed saw leave it (at least
-    // its creation), folded from the log's history when the feed does not hold them all. A task
-    // created at or below the checkpoint and not in the read models was never projected (its
-    // creation was dead-lettered): not found.
-    let subjects = state.log.subjects();
-    if let Some(row) = unreflected
-        .as_ref()
-        .and_then(|u| folded_onto::<Task>(id, None, 0, u.after(0)?, subjects))
-    {
-        return Ok(Json(row.try_into()?));
-    }
+    // Not projected yet, and the feed does not hold its whole history: the task folded from the
+    // log's. A task created at or below the checkpoint and not in the read models was never
+    // projected (its creation was dead-lettered): not found.
     let kind = hive_events::AggregateKind::Task;
     let history = state.log.history(kind, id).await?;
     match history.first() {
@@ -355,7 +358,8 @@ async fn read(
             let latest = unreflected.as_ref().map_or(0, Unfolded::latest);
             let at = latest.max(created.seq);
             let row = row_from::<Task>(&history, subjects, kind, id, At::Seq(at))?;
-            Ok(Json(row.try_into()?))
+            let facts = Facts::of(&state, std::slice::from_ref(&row)).await?;
+            Ok(Json(facts.view(row)?))
         }
         _ => Err(ApiError::not_found("task", id)),
     }
