@@ -105,7 +105,23 @@ impl Replay {
                 "a text holds a NUL character (\\u0000), which no read model can store".into(),
             ));
         }
-        decode(payload, Some(expected)).map_err(|e| rejected(e.to_string()))
+        let envelope = decode(payload, Some(expected)).map_err(|e| rejected(e.to_string()))?;
+        let unstorable = {
+            let carried = match &envelope.event {
+                DomainEvent::Task(event) => Some(event.times()),
+                _ => None,
+            };
+            std::iter::once(&envelope.meta.occurred_at)
+                .chain(carried.into_iter().flatten())
+                .find(|at| !crate::values::storable_time(at))
+                .copied()
+        };
+        if let Some(at) = unstorable {
+            return Err(rejected(format!(
+                "a time ({at}) before 4712 BC, which no read model can store"
+            )));
+        }
+        Ok(envelope)
     }
 
     /// Feeds one event, already [decoded](Replay::decode), to `fold`. Under [`OnRejected::Stop`] a

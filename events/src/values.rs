@@ -151,6 +151,18 @@ mod tests {
     }
 }
 
+/// Whether PostgreSQL can store time `at`: it holds no time before 4713 BC (its `timestamptz`
+/// begins there), while a time can be written from 262,144 BC on. An event carrying such a time
+/// would be refused by the read models on every retry: the API refuses it in a command, and the
+/// replay refuses it in an event. Later times all fit (PostgreSQL's end, 294,276 AD, is beyond the
+/// latest time there is here).
+pub fn storable_time(at: &chrono::DateTime<chrono::Utc>) -> bool {
+    use chrono::Datelike;
+    // 4712 BC in the proleptic Gregorian calendar's astronomical years: inside PostgreSQL's range,
+    // with a margin for its calendar.
+    at.year() >= -4711
+}
+
 /// Whether JSON text `json` holds a NUL character in a string (the escape `\u0000`; JSON cannot hold
 /// a raw one). PostgreSQL can store it neither in text nor in jsonb, so no event may carry one: the
 /// API refuses such a body, and the replay refuses such an event (the projector dead-letters it
@@ -179,5 +191,18 @@ mod nul_tests {
         assert!(!holds_nul(br#"{"name":"a\\u0000b"}"#));
         assert!(!holds_nul(br#"{"name":"u0000 \u0001"}"#));
         assert!(!holds_nul(b"{}"));
+    }
+
+    #[test]
+    fn a_time_before_4712_bc_is_not_storable() {
+        use chrono::TimeZone;
+        let at = |year| chrono::Utc.with_ymd_and_hms(year, 1, 1, 0, 0, 0).unwrap();
+        assert!(super::storable_time(&at(2026)));
+        assert!(super::storable_time(&at(-4711)));
+        assert!(!super::storable_time(&at(-4712)));
+        assert!(!super::storable_time(&at(-5000)));
+        assert!(super::storable_time(
+            &chrono::DateTime::<chrono::Utc>::MAX_UTC
+        ));
     }
 }

@@ -356,6 +356,102 @@ async fn an_event_holding_a_nul_character_is_a_dead_letter_and_the_projection_go
     hive.stop().await;
 }
 
+/// Well-formed events the read models' database cannot hold are dead letters, and the events after
+/// them are projected: a time before 4712 BC is refused as the event is read; a task type too long
+/// for its index is refused by PostgreSQL, and the batch that held it is committed again one event at
+/// a time. Either way, before this, the projector retried the batch forever.
+#[tokio::test]
+async fn events_the_read_models_cannot_hold_are_dead_letters_and_the_projection_goes_on() {
+    use chrono::TimeZone;
+    use hive_events::project::ProjectEvent;
+    let world = World::new().await;
+    let hive = world.hive().await;
+    // From long ago.
+    let ancient = uuid::Uuid::now_v7();
+    let long_ago = chrono::Utc.with_ymd_and_hms(-5000, 1, 1, 0, 0, 0).unwrap();
+    let meta = hive_events::EventMeta::new(
+        long_ago,
+        uuid::Uuid::now_v7(),
+        None,
+        hive_events::Actor::new("test"),
+    );
+    let event = ProjectEvent::ProjectCreated {
+        name: "from long ago".into(),
+        description: None,
+        project_type: None,
+    };
+    let payload = hive_events::envelope::encode(&meta, AggregateKind::Project, ancient, &event);
+    let subject = world.log().subjects().of(AggregateKind::Project, ancient);
+    let first = world.publish_raw(&subject, payload).await;
+    // A task type of 20,000 characters, past what its index holds (published by a client of the log:
+    // the API refuses one over 100).
+    let (_, model) = hive
+        .post(
+            "/api/v1/tasks",
+            json!({"title": "a model", "task_type": "x"}),
+        )
+        .await;
+    let model_id = model["task_id"].as_str().unwrap();
+    let created = world
+        .log()
+        .history(AggregateKind::Task, model_id.parse().unwrap())
+        .await
+        .unwrap();
+    let huge = uuid::Uuid::now_v7();
+    let long_type: String = (0..625)
+        .map(|_| uuid::Uuid::new_v4().simple().to_string())
+        .collect();
+    let payload = std::str::from_utf8(&created[0].payload)
+        .unwrap()
+        .replace(model_id, &huge.to_string())
+        .replace(
+            "\"task_type\":\"x\"",
+            &format!("\"task_type\":\"{long_type}\""),
+        );
+    assert!(payload.contains(&long_type), "{payload}");
+    let subject = world.log().subjects().of(AggregateKind::Task, huge);
+    let second = world.publish_raw(&subject, payload).await;
+    let (_, after) = hive
+        .post("/api/v1/tasks", json!({"title": "still works"}))
+        .await;
+    assert!(seq(&after) > second);
+    let (status, dead) = hive.get_at("/api/v1/dead-letters", seq(&after)).await;
+    assert_eq!(status, 200);
+    let items = dead["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2, "{dead}");
+    let reason = |seq: u64| {
+        let item = items
+            .iter()
+            .find(|i| i["seq"] == seq)
+            .expect("its dead letter");
+        item["reason"].as_str().unwrap().to_owned()
+    };
+    assert!(reason(first).contains("before 4712 BC"), "{dead}");
+    assert!(reason(second).contains("refused"), "{dead}");
+    let (status, task) = hive
+        .get_at(
+            &format!("/api/v1/tasks/{}", after["task_id"].as_str().unwrap()),
+            seq(&after),
+        )
+        .await;
+    assert_eq!((status, task["title"].as_str()), (200, Some("still works")));
+    for (kind, id) in [("projects", ancient), ("tasks", huge)] {
+        let (status, _) = hive
+            .get_at(&format!("/api/v1/{kind}/{id}"), seq(&after))
+            .await;
+        assert_eq!(status, 404, "{kind} {id}");
+    }
+    // The API refuses such a time in a command.
+    let (status, refused) = hive
+        .post(
+            "/api/v1/tasks",
+            json!({"title": "long ago", "not_before": "-5000-01-01T00:00:00Z"}),
+        )
+        .await;
+    assert_eq!(status, 422, "{refused}");
+    hive.stop().await;
+}
+
 #[tokio::test]
 async fn index_routes_name_the_api() {
     let world = World::new().await;

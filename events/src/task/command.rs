@@ -220,6 +220,14 @@ pub(super) fn created(new: NewTask) -> Result<TaskEvent, DomainError> {
         ));
     }
     new.limits.check()?;
+    if let Some(at) = &new.not_before
+        && !crate::values::storable_time(at)
+    {
+        return Err(DomainError::invalid(
+            "not_before",
+            format!("{at} is before 4712 BC, which the read models cannot hold"),
+        ));
+    }
     let mut depends_on = new.depends_on;
     depends_on.sort();
     depends_on.dedup();

@@ -124,6 +124,19 @@ pub enum TaskEvent {
 }
 
 impl TaskEvent {
+    /// The times this event carries (beside its envelope's `occurred_at`).
+    pub fn times(&self) -> impl Iterator<Item = &DateTime<Utc>> {
+        let at = match self {
+            Self::TaskCreated { not_before, .. } => not_before.as_ref(),
+            Self::TaskAssigned {
+                lease_expires_at, ..
+            } => Some(lease_expires_at),
+            Self::TaskRetryScheduled { retry_at } => Some(retry_at),
+            _ => None,
+        };
+        at.into_iter()
+    }
+
     /// The status a task is in after this event: each event leads to one status, whatever the task
     /// was in before (the fold checks that it may follow). Readers that see an event without the
     /// task's state — the dashboard's feed — learn the task's new status from here.

@@ -346,6 +346,26 @@ pub async fn apply_batch(
     Ok(outcome)
 }
 
+/// Whether the database refused a statement for the data it was given: SQLSTATE class 22 (a data
+/// exception: a time or number out of range, a character it cannot hold), 23 (a constraint) or 54
+/// (a limit, such as an index row too large). The same rows are refused on every retry, unlike a
+/// lost connection, a conflict or a lack of resources.
+pub fn refused_data(e: &DbErr) -> bool {
+    use sea_orm::RuntimeErr;
+    use sea_orm::sqlx::Error;
+    let (DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e))) = e else {
+        return false;
+    };
+    let Error::Database(e) = e.as_ref() else {
+        return false;
+    };
+    e.code().is_some_and(|code| {
+        ["22", "23", "54"]
+            .iter()
+            .any(|class| code.starts_with(class))
+    })
+}
+
 /// The dead letter of projection `name` that `raw` becomes, for `reason`.
 pub(crate) fn dead_letter(name: &str, raw: &RawEvent, reason: String) -> dead_letters::ActiveModel {
     dead_letters::ActiveModel {

@@ -240,7 +240,63 @@ impl Projector {
         }
     }
 
+    /// Commits `events` as one batch. When the database refuses the batch for the data it was given
+    /// (a well-formed event the domain folds but a column cannot hold, such as a time before 4713
+    /// BC), the same batch would be refused on every retry: the events are committed one at a time
+    /// instead, and each one refused alone becomes a dead letter, so the projection goes on.
     async fn commit(&self, events: &[RawEvent], n: u32) -> Result<(), ProjectorError> {
+        let refusal = match self.commit_batch(events, n).await {
+            Err(ProjectorError::Database(e)) if batch::refused_data(&e) => e,
+            other => return other,
+        };
+        tracing::warn!(error = %refusal, events = events.len(), "the read models' database refused a batch: committing its events one at a time");
+        for event in events {
+            match self.commit_batch(std::slice::from_ref(event), n).await {
+                Err(ProjectorError::Database(e)) if batch::refused_data(&e) => {
+                    self.dead_letter_refused(event, &e).await?;
+                }
+                other => other?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Records `event`, which the database refused (`why`), as a dead letter, and moves the
+    /// checkpoint past it, in one transaction.
+    async fn dead_letter_refused(
+        &self,
+        event: &RawEvent,
+        why: &DbErr,
+    ) -> Result<(), ProjectorError> {
+        let name = &self.config.name;
+        let txn = self.db.begin().await?;
+        let committed = batch::lock_checkpoint(&txn, name).await?;
+        if event.seq <= committed {
+            return Ok(());
+        }
+        if event.seq > committed + 1 {
+            return Err(DbErr::Custom(format!(
+                "the checkpoint is {committed}, but the refused event is {}: resuming from the checkpoint",
+                event.seq
+            ))
+            .into());
+        }
+        let reason = format!("the read models' database refused it: {why}");
+        tracing::warn!(seq = event.seq, subject = %event.subject, %reason, "dead letter");
+        batch::insert_dead_letters(&txn, &[batch::dead_letter(name, event, reason)]).await?;
+        batch::write_checkpoint(&txn, name, committed, event.seq).await?;
+        txn.commit().await?;
+        let outcome = batch::BatchOutcome {
+            checkpoint: event.seq,
+            dead_lettered: 1,
+            ..Default::default()
+        };
+        metrics::counter!("hive_dead_letters_total").increment(1);
+        self.announce(outcome).await;
+        Ok(())
+    }
+
+    async fn commit_batch(&self, events: &[RawEvent], n: u32) -> Result<(), ProjectorError> {
         let txn = self.db.begin().await?;
         // The commit does not wait for its WAL to reach the disk: the rows are derived from the log,
         // and the checkpoint commits with them, so a crash of PostgreSQL that loses the last batches
@@ -275,6 +331,13 @@ impl Projector {
         metrics::histogram!("hive_projector_batch_size").record(events.len() as f64);
         metrics::counter!("hive_projector_events_total").increment(outcome.applied as u64);
         metrics::counter!("hive_dead_letters_total").increment(outcome.dead_lettered as u64);
+        self.announce(outcome).await;
+        Ok(())
+    }
+
+    /// Tells the readers of the checkpoint (this process's, and others' through the log's notices)
+    /// that `outcome` committed.
+    async fn announce(&self, outcome: batch::BatchOutcome) {
         metrics::gauge!("hive_projector_checkpoint").set(outcome.checkpoint as f64);
         let moved = self.checkpoint.send_if_modified(|seq| {
             let newer = outcome.checkpoint > *seq;
@@ -284,7 +347,7 @@ impl Projector {
         if outcome.applied + outcome.dead_lettered == 0 || !moved {
             // Every event was at or below the checkpoint (another instance projected them): nothing
             // moved, so nothing to announce.
-            return Ok(());
+            return;
         }
         let notice = self.log.namespace().projection_notices(&self.config.name);
         if let Err(e) = self
@@ -295,6 +358,5 @@ impl Projector {
             // Readers also refresh from the database; a lost notice only delays them.
             tracing::debug!(error = %e, "could not announce the checkpoint");
         }
-        Ok(())
     }
 }
