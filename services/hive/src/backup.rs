@@ -66,6 +66,18 @@ pub async fn restore(config: &Config, dir: &Path, force: bool) -> anyhow::Result
         let restored = backup::restore(client, &config.log(), dir, force, reporter("restore"))
             .await
             .with_context(|| format!("restore {}", dir.display()))?;
+        // A nats-server that fsyncs no write itself (`hive up`'s, synced by its clients): the
+        // restored events are on disk before the restore says it is done.
+        let store = servers
+            .as_ref()
+            .and_then(|s| s.nats_store())
+            .or(config.nats_store_dir.as_deref());
+        if let Some(store) = store {
+            hive_eventlog::StoreSync::open(store)?
+                .durable()
+                .await
+                .context("sync the restored log to disk")?;
+        }
         let m = &restored.manifest;
         println!(
             "restored {} events at their sequences {}..={} ({} kept empty) and {} tokens into stream {} in {:.2} s",

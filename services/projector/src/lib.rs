@@ -303,14 +303,15 @@ impl Projector {
         // takes the checkpoint back with them, and they are applied again (as after a failover to a
         // replica that lagged). The wait (a WAL fsync a batch) was most of an event's way into the
         // read models when the projector keeps up.
-        txn.execute_unprepared("SET LOCAL synchronous_commit TO off")
-            .await?;
         // A batch looks its rows up by id; with the table's statistics behind (a young table, or a
         // burst of new rows before autovacuum analyzes them) the planner took a sequential scan of
         // the whole table for every batch: under 2,000 new tasks a second on a fresh hive that was a
         // third of the machine's CPU, growing with the table. Nothing the projector asks for needs one.
-        txn.execute_unprepared("SET LOCAL enable_seqscan TO off")
-            .await?;
+        // Both settings in one round trip.
+        txn.execute_unprepared(
+            "SET LOCAL synchronous_commit TO off; SET LOCAL enable_seqscan TO off",
+        )
+        .await?;
         // Under a store sync (a nats-server that fsyncs no write itself), the batch's events are on
         // disk before its rows commit, the sync running while the rows are written: a power cut
         // never leaves the read models ahead of the log.
