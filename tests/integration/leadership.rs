@@ -376,34 +376,49 @@ async fn a_new_leader_starts_from_the_boards_snapshot_and_trusts_none_of_another
     second.abort();
 
     // What is not trusted: bytes that are no snapshot, another build's folds, a snapshot pinned to
-    // an event the log does not hold (another history, or a sequence beyond the log's end).
-    let text = String::from_utf8(encoded.to_vec()).unwrap();
-    let digest = serde_json::from_str::<serde_json::Value>(&text).unwrap()["covered"]["digest"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let version = format!("\"fold_version\":{}", hive_events::aggregate::FOLD_VERSION);
+    // an event the log does not hold (another history, or a sequence beyond the log's end), another
+    // format (the whole snapshot in JSON, before), a board cut short.
+    let bytes = encoded.to_vec();
+    let line = bytes
+        .iter()
+        .position(|b| *b == b'\n')
+        .expect("a header line");
+    let header: serde_json::Value = serde_json::from_slice(&bytes[..line]).unwrap();
+    assert_eq!(header["fold_version"], hive_events::aggregate::FOLD_VERSION);
+    let with = |field: &str, value: serde_json::Value| {
+        let mut header = header.clone();
+        match field {
+            "digest" => header["covered"]["digest"] = value,
+            _ => header[field] = value,
+        }
+        let mut changed = serde_json::to_vec(&header).unwrap();
+        changed.extend_from_slice(&bytes[line..]);
+        changed
+    };
     let untrusted = [
-        "not a board".to_owned(),
-        text.replace(&version, "\"fold_version\":999"),
-        text.replace(&digest, &"0".repeat(64)),
+        b"not a board".to_vec(),
+        with("fold_version", json!(999)),
+        with("digest", json!("0".repeat(64))),
+        with("format", json!(1)),
+        bytes[..bytes.len() - 3].to_vec(),
     ];
-    for bytes in &untrusted {
-        assert_ne!(bytes, &text);
-        snapshots.save_bytes(bytes.as_bytes()).await.unwrap();
+    for changed in &untrusted {
+        assert_ne!(changed, &bytes);
+        snapshots.save_bytes(changed).await.unwrap();
         assert!(
             snapshots.load().await.unwrap().is_none(),
-            "trusted: {bytes:.80}"
+            "trusted: {:.80}",
+            String::from_utf8_lossy(changed)
         );
     }
-    snapshots.save_bytes(text.as_bytes()).await.unwrap();
+    snapshots.save_bytes(&bytes).await.unwrap();
     assert!(
         snapshots.load().await.unwrap().is_some(),
         "the snapshot itself is trusted"
     );
 
     // With a snapshot it cannot trust, a leader folds the log from the start and still schedules.
-    snapshots.save_bytes(untrusted[2].as_bytes()).await.unwrap();
+    snapshots.save_bytes(&untrusted[2]).await.unwrap();
     let third = world.leading_scheduler().await;
     let three = create_task(&api, json!({"title": "three"})).await;
     assert_eq!(assignments.next().await["task_id"], three.as_str());

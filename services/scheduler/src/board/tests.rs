@@ -257,10 +257,10 @@ fn nothing_is_decided_for_a_task_whose_history_cannot_be_folded() {
     assert!(g.follow_ups().is_empty());
 }
 
-/// The board a snapshot of `board` gives back.
+/// The board a snapshot of `board` gives back (its board in postcard, as a snapshot holds it).
 fn through_a_snapshot(board: &Board) -> Board {
-    let bytes = serde_json::to_vec(&board.image()).unwrap();
-    Board::restore(serde_json::from_slice(&bytes).unwrap())
+    let bytes = postcard::to_stdvec(&board.image()).unwrap();
+    Board::restore(postcard::from_bytes(&bytes).unwrap())
 }
 
 #[test]
