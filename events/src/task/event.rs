@@ -126,13 +126,26 @@ pub enum TaskEvent {
 impl TaskEvent {
     /// The times this event carries (beside its envelope's `occurred_at`).
     pub fn times(&self) -> impl Iterator<Item = &DateTime<Utc>> {
+        // Every variant named: one that comes to carry a time is checked once it is listed here.
         let at = match self {
             Self::TaskCreated { not_before, .. } => not_before.as_ref(),
             Self::TaskAssigned {
                 lease_expires_at, ..
             } => Some(lease_expires_at),
             Self::TaskRetryScheduled { retry_at } => Some(retry_at),
-            _ => None,
+            Self::TaskQueued {}
+            | Self::TaskAccepted {}
+            | Self::TaskStarted {}
+            | Self::TaskProgressed { .. }
+            | Self::TaskCompleted { .. }
+            | Self::TaskFailed { .. }
+            | Self::TaskRequeued { .. }
+            | Self::TaskRetried {}
+            | Self::TaskDeadLettered { .. }
+            | Self::TaskCancelled { .. }
+            | Self::TaskTimedOut { .. }
+            | Self::TaskBlocked { .. }
+            | Self::TaskUnblocked {} => None,
         };
         at.into_iter()
     }

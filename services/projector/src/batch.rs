@@ -347,9 +347,11 @@ pub async fn apply_batch(
 }
 
 /// Whether the database refused a statement for the data it was given: SQLSTATE class 22 (a data
-/// exception: a time or number out of range, a character it cannot hold), 23 (a constraint) or 54
-/// (a limit, such as an index row too large). The same rows are refused on every retry, unlike a
-/// lost connection, a conflict or a lack of resources.
+/// exception: a time or number out of range, a character it cannot hold) or 54 (a limit, such as an
+/// index row too large). The same rows are refused on every retry, unlike a lost connection, a
+/// conflict or a lack of resources. Not class 23 (a constraint): the read models' constraints are
+/// the schema's, and a violation says more of the schema or the projector (a migration not applied)
+/// than of one event.
 pub fn refused_data(e: &DbErr) -> bool {
     use sea_orm::RuntimeErr;
     use sea_orm::sqlx::Error;
@@ -364,6 +366,50 @@ pub fn refused_data(e: &DbErr) -> bool {
             .iter()
             .any(|class| code.starts_with(class))
     })
+}
+
+/// Records `raw`, which the database refused in a batch of its own (`reason`), as a dead letter
+/// inside `txn`, as [`apply_batch`] records an event the fold refuses: its holding indexed (the index
+/// holds what the log names) and the checkpoint moved past it. The caller commits.
+pub async fn dead_letter_refused(
+    txn: &DatabaseTransaction,
+    name: &str,
+    subjects: &Subjects,
+    raw: &RawEvent,
+    reason: String,
+) -> Result<BatchOutcome, DbErr> {
+    let row = lock_checkpoint_row(txn, name).await?;
+    let committed = row
+        .as_ref()
+        .map_or(0, |r| u64::try_from(r.seq).unwrap_or(0));
+    let mut outcome = BatchOutcome {
+        checkpoint: committed,
+        ..Default::default()
+    };
+    if raw.seq <= committed {
+        outcome.skipped = 1;
+        return Ok(outcome);
+    }
+    if raw.seq > committed + 1 {
+        return Err(DbErr::Custom(format!(
+            "the checkpoint is {committed}, but the refused event is {}: resuming from the checkpoint",
+            raw.seq
+        )));
+    }
+    let mut holdings = Holdings::new();
+    let replay = Replay::new(subjects.clone(), OnRejected::Skip);
+    if let Ok(envelope) = replay.decode(raw.seq, &raw.subject, &raw.payload) {
+        agent_tasks::note(&mut holdings, raw.seq, &envelope);
+    }
+    if row.is_some_and(|r| r.agent_tasks_through != r.seq) {
+        agent_tasks::begin_again(txn).await?;
+    }
+    agent_tasks::write(txn, &holdings).await?;
+    insert_dead_letters(txn, &[dead_letter(name, raw, reason)]).await?;
+    write_checkpoint(txn, name, committed, raw.seq).await?;
+    outcome.checkpoint = raw.seq;
+    outcome.dead_lettered = 1;
+    Ok(outcome)
 }
 
 /// The dead letter of projection `name` that `raw` becomes, for `reason`.

@@ -241,9 +241,12 @@ impl Projector {
     }
 
     /// Commits `events` as one batch. When the database refuses the batch for the data it was given
-    /// (a well-formed event the domain folds but a column cannot hold, such as a time before 4713
-    /// BC), the same batch would be refused on every retry: the events are committed one at a time
-    /// instead, and each one refused alone becomes a dead letter, so the projection goes on.
+    /// (a well-formed event the domain folds but a column cannot hold, such as a task type too long
+    /// for its index), the same batch would be refused on every retry: the events are committed one
+    /// at a time instead, and each one refused alone becomes a dead letter, so the projection goes
+    /// on. Even when the fault is the database's (a refusal of every event): dead letters are
+    /// recovered by retrying them or by a rebuild once it is mended, while a projector stalled on
+    /// events nobody can change would never move again.
     async fn commit(&self, events: &[RawEvent], n: u32) -> Result<(), ProjectorError> {
         let refusal = match self.commit_batch(events, n).await {
             Err(ProjectorError::Database(e)) if batch::refused_data(&e) => e,
@@ -268,30 +271,14 @@ impl Projector {
         event: &RawEvent,
         why: &DbErr,
     ) -> Result<(), ProjectorError> {
-        let name = &self.config.name;
-        let txn = self.db.begin().await?;
-        let committed = batch::lock_checkpoint(&txn, name).await?;
-        if event.seq <= committed {
-            return Ok(());
-        }
-        if event.seq > committed + 1 {
-            return Err(DbErr::Custom(format!(
-                "the checkpoint is {committed}, but the refused event is {}: resuming from the checkpoint",
-                event.seq
-            ))
-            .into());
-        }
         let reason = format!("the read models' database refused it: {why}");
         tracing::warn!(seq = event.seq, subject = %event.subject, %reason, "dead letter");
-        batch::insert_dead_letters(&txn, &[batch::dead_letter(name, event, reason)]).await?;
-        batch::write_checkpoint(&txn, name, committed, event.seq).await?;
+        let txn = self.db.begin().await?;
+        let subjects = self.log.subjects();
+        let outcome =
+            batch::dead_letter_refused(&txn, &self.config.name, subjects, event, reason).await?;
         txn.commit().await?;
-        let outcome = batch::BatchOutcome {
-            checkpoint: event.seq,
-            dead_lettered: 1,
-            ..Default::default()
-        };
-        metrics::counter!("hive_dead_letters_total").increment(1);
+        metrics::counter!("hive_dead_letters_total").increment(outcome.dead_lettered as u64);
         self.announce(outcome).await;
         Ok(())
     }

@@ -120,8 +120,9 @@ impl Snapshots {
         if !saved.covered.holds(&self.log).await? {
             return Ok(Err(Untrusted::OtherHistory(saved.covered.seq)));
         }
-        let restored: Restored = match postcard::from_bytes(&bytes[line + 1..]) {
-            Ok(restored) => restored,
+        let restored: Restored = match postcard::take_from_bytes(&bytes[line + 1..]) {
+            Ok((restored, [])) => restored,
+            Ok((_, rest)) => return undecodable(format!("{} bytes after its board", rest.len())),
             Err(e) => return undecodable(format!("its board: {e}")),
         };
         let board = Board::restore(restored);

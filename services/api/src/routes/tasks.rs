@@ -312,12 +312,14 @@ async fn read(
     let reflected = state.progress.checkpoint();
     let unreflected = state.feed.unreflected.of(id);
     let subjects = state.log.subjects();
-    // The feed holds the task's whole history (from its creation: none of it reflected yet): the
-    // task as those events leave it, without its row, which does not exist yet or is a moment
-    // behind them. A client polling the task it has just created (as Agent Hive 2.0's clients do,
-    // without `Hive-Min-Seq`) is answered without a read of the database.
+    // The feed holds the task's whole history (from its creation: none of it reflected yet) and has
+    // seen an event of it past the checkpoint: the task as those events leave it, without its row,
+    // which does not exist yet or is behind them. (At or below the checkpoint, the feed may lag the
+    // projector: the row may be newer.) A client polling the task it has just created (as Agent
+    // Hive 2.0's clients do, without `Hive-Min-Seq`) is answered without a read of its row.
     if let Some(row) = unreflected
         .as_ref()
+        .filter(|u| u.latest() > reflected)
         .and_then(|u| folded_onto::<Task>(id, None, 0, u.after(0)?, subjects))
     {
         let facts = Facts::of(&state, std::slice::from_ref(&row)).await?;
