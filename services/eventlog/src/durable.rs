@@ -144,7 +144,9 @@ fn syncing(shared: &Weak<Shared>, rung: &Receiver<()>, file: &File) {
             continue;
         }
         let began = std::time::Instant::now();
-        let failed = nix::unistd::syncfs(file).err().map(|errno| errno.to_string());
+        let failed = nix::unistd::syncfs(file)
+            .err()
+            .map(|errno| errno.to_string());
         metrics::histogram!("hive_store_sync_seconds").record(began.elapsed().as_secs_f64());
         metrics::histogram!("hive_store_sync_writes").record((wanted - covered) as f64);
         if let Some(why) = &failed {
