@@ -11,15 +11,14 @@
 //!
 //! [`StoreSync::durable`] waits for a sync that began after it was called: a lone write waits for one
 //! sync at once (no waiting for company); writes acknowledged while a sync runs share the next. The
-//! syncs run on a thread of their own. A
-//! failed sync may have lost writes the kernel held: from then on every write is refused (as
-//! PostgreSQL stops at a failed fsync), until the process restarts and nats-server recovers what its
-//! files hold.
+//! syncs run on a thread of their own. A failed sync may have lost writes the kernel held: from then
+//! on every write is refused (as PostgreSQL stops at a failed fsync), until the process restarts and
+//! nats-server recovers what its files hold.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::{Arc, Weak};
 
 use tokio::sync::watch;
@@ -89,12 +88,9 @@ impl StoreSync {
     /// acknowledged before the call is then on disk.
     pub async fn durable(&self) -> Result<(), LogError> {
         let ticket = self.shared.requested.fetch_add(1, Ordering::SeqCst) + 1;
-        match self.shared.bell.try_send(()) {
-            // Full: a ring is pending, and the thread sees this ticket when it takes it.
-            Ok(()) | Err(TrySendError::Full(())) => {}
-            // The thread ended: a sync failed (said below).
-            Err(TrySendError::Disconnected(())) => {}
-        }
+        // Refused only when a ring is pending (the thread sees this ticket when it takes it) or the
+        // thread ended at a failed sync (said below).
+        let _ = self.shared.bell.try_send(());
         let mut synced = self.shared.synced.subscribe();
         let done = synced
             .wait_for(|s| s.covered >= ticket || s.failed.is_some())

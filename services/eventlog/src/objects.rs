@@ -51,7 +51,7 @@ impl Objects {
         name: &str,
         pieces: &[P],
     ) -> Result<(), LogError> {
-        let mut reader = Pieces { pieces, at: 0 };
+        let mut reader = concatenation(pieces);
         self.store
             .put(name, &mut reader)
             .await
@@ -76,32 +76,10 @@ impl Objects {
     }
 }
 
-/// Reads pieces of bytes one after the other.
-struct Pieces<'a, P> {
-    pieces: &'a [P],
-    /// How much of the first piece was read.
-    at: usize,
-}
-
-impl<P: AsRef<[u8]>> tokio::io::AsyncRead for Pieces<'_, P> {
-    fn poll_read(
-        mut self: std::pin::Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        while let Some((first, rest)) = self.pieces.split_first() {
-            let left = &first.as_ref()[self.at..];
-            if left.is_empty() {
-                (self.pieces, self.at) = (rest, 0);
-                continue;
-            }
-            let n = left.len().min(buf.remaining());
-            buf.put_slice(&left[..n]);
-            self.at += n;
-            break;
-        }
-        std::task::Poll::Ready(Ok(()))
-    }
+/// A reader of `pieces` one after the other.
+fn concatenation<P: AsRef<[u8]>>(pieces: &[P]) -> impl tokio::io::AsyncRead + Unpin + '_ {
+    let chunks = pieces.iter().map(|p| Ok::<_, std::io::Error>(p.as_ref()));
+    tokio_util::io::StreamReader::new(futures::stream::iter(chunks))
 }
 
 /// What pins a snapshot to the history it was folded from: the event at the sequence it covers, its
@@ -141,25 +119,16 @@ fn digest(payload: &Bytes) -> String {
 mod tests {
     use tokio::io::AsyncReadExt;
 
-    use super::Pieces;
+    use super::concatenation;
 
     #[tokio::test]
     async fn pieces_read_as_their_concatenation() {
         let pieces: [&[u8]; 5] = [b"", b"ab", b"", b"cde", b"f"];
         let mut read = Vec::new();
-        Pieces {
-            pieces: &pieces,
-            at: 0,
-        }
-        .read_to_end(&mut read)
-        .await
-        .unwrap();
+        concatenation(&pieces).read_to_end(&mut read).await.unwrap();
         assert_eq!(read, b"abcdef");
         // Through a buffer smaller than a piece.
-        let mut reader = Pieces {
-            pieces: &pieces,
-            at: 0,
-        };
+        let mut reader = concatenation(&pieces);
         let mut two = [0u8; 2];
         let mut read = Vec::new();
         loop {

@@ -222,16 +222,37 @@ impl Fold for Touched {
 /// The sequence the projection `name` has committed (0: none), locking its row for this transaction so
 /// that two projector instances never commit the same batch.
 pub async fn lock_checkpoint(txn: &DatabaseTransaction, name: &str) -> Result<u64, DbErr> {
-    Ok(lock_checkpoint_row(txn, name)
-        .await?
-        .map_or(0, |r| u64::try_from(r.seq).unwrap_or(0)))
+    Ok(lock_for_batch(txn, name).await?.committed)
 }
 
-/// [`lock_checkpoint`], answering the whole row.
-async fn lock_checkpoint_row(
-    txn: &DatabaseTransaction,
-    name: &str,
-) -> Result<Option<projection_checkpoints::Model>, DbErr> {
+/// The checkpoint a batch starts from, locked ([`lock_checkpoint`]).
+struct Locked {
+    /// The sequence committed (0: none).
+    committed: u64,
+    /// A projector of an earlier version, which keeps no index, moved the checkpoint last (during an
+    /// upgrade): the index misses what it projected, so it begins again with this batch.
+    index_behind: bool,
+}
+
+impl Locked {
+    /// Refuses a batch that starts beyond the checkpoint: the database lost commits this projector
+    /// made (an asynchronous commit lost in a crash, a restore, a failover to a replica that lagged),
+    /// and the events after its checkpoint must be applied again, not skipped.
+    fn starts_at(&self, first: u64) -> Result<(), DbErr> {
+        if first <= self.committed + 1 {
+            return Ok(());
+        }
+        metrics::counter!("hive_projector_checkpoint_regressions_total").increment(1);
+        Err(DbErr::Custom(format!(
+            "the checkpoint is {}, but the batch starts at {first}: the read-model database lost \
+             commits; resuming from its checkpoint",
+            self.committed
+        )))
+    }
+}
+
+/// Locks the checkpoint row of projection `name` for this transaction and reads it.
+async fn lock_for_batch(txn: &DatabaseTransaction, name: &str) -> Result<Locked, DbErr> {
     // `FOR UPDATE` locks nothing while the row does not exist, so make sure it does: a concurrent
     // instance's insert then waits for ours to commit and finds it.
     projection_checkpoints::Entity::insert(projection_checkpoints::ActiveModel {
@@ -244,10 +265,16 @@ async fn lock_checkpoint_row(
     .on_conflict_do_nothing_on([projection_checkpoints::Column::Name])
     .exec_without_returning(txn)
     .await?;
-    projection_checkpoints::Entity::find_by_id(name.to_owned())
+    let row = projection_checkpoints::Entity::find_by_id(name.to_owned())
         .lock(LockType::Update)
         .one(txn)
-        .await
+        .await?;
+    Ok(Locked {
+        committed: row
+            .as_ref()
+            .map_or(0, |r| u64::try_from(r.seq).unwrap_or(0)),
+        index_behind: row.is_some_and(|r| r.agent_tasks_through != r.seq),
+    })
 }
 
 /// Applies `events` (in stream order) inside `txn`. The caller commits.
@@ -258,13 +285,8 @@ pub async fn apply_batch(
     subjects: &Subjects,
     events: &[RawEvent],
 ) -> Result<BatchOutcome, DbErr> {
-    let row = lock_checkpoint_row(txn, name).await?;
-    let committed = row
-        .as_ref()
-        .map_or(0, |r| u64::try_from(r.seq).unwrap_or(0));
-    // A projector of an earlier version, which keeps no index, moved the checkpoint last (during an
-    // upgrade): the index misses what it projected, so it begins again with this batch.
-    let index_behind = row.is_some_and(|r| r.agent_tasks_through != r.seq);
+    let locked = lock_for_batch(txn, name).await?;
+    let committed = locked.committed;
     let fresh: Vec<&RawEvent> = events.iter().filter(|e| e.seq > committed).collect();
     let mut outcome = BatchOutcome {
         checkpoint: committed,
@@ -274,17 +296,7 @@ pub async fn apply_batch(
     let (Some(first), Some(last)) = (fresh.first(), fresh.last()) else {
         return Ok(outcome);
     };
-    if first.seq > committed + 1 {
-        // The database lost commits this projector made (an asynchronous commit lost in a crash, a
-        // restore, a failover to a replica that lagged): the events after its checkpoint must be
-        // applied again, so the batch must not skip them.
-        metrics::counter!("hive_projector_checkpoint_regressions_total").increment(1);
-        return Err(DbErr::Custom(format!(
-            "the checkpoint is {committed}, but the batch starts at {}: the read-model database lost \
-             commits; resuming from its checkpoint",
-            first.seq
-        )));
-    }
+    locked.starts_at(first.seq)?;
     outcome.checkpoint = last.seq;
 
     // An event that cannot be folded is a dead letter, and the projection goes on.
@@ -337,7 +349,7 @@ pub async fn apply_batch(
     touched.tasks.write(txn, &mut counts).await?;
     touched.projects.write(txn, &mut counts).await?;
     write_counts(txn, counts).await?;
-    if index_behind {
+    if locked.index_behind {
         agent_tasks::begin_again(txn).await?;
     }
     agent_tasks::write(txn, &touched.holdings).await?;
@@ -361,11 +373,8 @@ pub fn refused_data(e: &DbErr) -> bool {
     let Error::Database(e) = e.as_ref() else {
         return false;
     };
-    e.code().is_some_and(|code| {
-        ["22", "23", "54"]
-            .iter()
-            .any(|class| code.starts_with(class))
-    })
+    e.code()
+        .is_some_and(|code| ["22", "54"].iter().any(|class| code.starts_with(class)))
 }
 
 /// Records `raw`, which the database refused in a batch of its own (`reason`), as a dead letter
@@ -378,10 +387,8 @@ pub async fn dead_letter_refused(
     raw: &RawEvent,
     reason: String,
 ) -> Result<BatchOutcome, DbErr> {
-    let row = lock_checkpoint_row(txn, name).await?;
-    let committed = row
-        .as_ref()
-        .map_or(0, |r| u64::try_from(r.seq).unwrap_or(0));
+    let locked = lock_for_batch(txn, name).await?;
+    let committed = locked.committed;
     let mut outcome = BatchOutcome {
         checkpoint: committed,
         ..Default::default()
@@ -390,18 +397,13 @@ pub async fn dead_letter_refused(
         outcome.skipped = 1;
         return Ok(outcome);
     }
-    if raw.seq > committed + 1 {
-        return Err(DbErr::Custom(format!(
-            "the checkpoint is {committed}, but the refused event is {}: resuming from the checkpoint",
-            raw.seq
-        )));
-    }
+    locked.starts_at(raw.seq)?;
     let mut holdings = Holdings::new();
     let replay = Replay::new(subjects.clone(), OnRejected::Skip);
     if let Ok(envelope) = replay.decode(raw.seq, &raw.subject, &raw.payload) {
         agent_tasks::note(&mut holdings, raw.seq, &envelope);
     }
-    if row.is_some_and(|r| r.agent_tasks_through != r.seq) {
+    if locked.index_behind {
         agent_tasks::begin_again(txn).await?;
     }
     agent_tasks::write(txn, &holdings).await?;

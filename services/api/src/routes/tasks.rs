@@ -322,8 +322,7 @@ async fn read(
         .filter(|u| u.latest() > reflected)
         .and_then(|u| folded_onto::<Task>(id, None, 0, u.after(0)?, subjects))
     {
-        let facts = Facts::of(&state, std::slice::from_ref(&row)).await?;
-        return Ok(Json(facts.view(row)?));
+        return viewed(&state, row).await;
     }
     if let Some(row) = tasks::Entity::find_by_id(id).one(&state.db).await? {
         // The log holds events of the task that its row does not reflect yet (the projector is a
@@ -347,8 +346,7 @@ async fn read(
                 }
             },
         };
-        let facts = Facts::of(&state, std::slice::from_ref(&row)).await?;
-        return Ok(Json(facts.view(row)?));
+        return viewed(&state, row).await;
     }
     // Not projected yet, and the feed does not hold its whole history: the task folded from the
     // log's. A task created at or below the checkpoint and not in the read models was never
@@ -360,11 +358,16 @@ async fn read(
             let latest = unreflected.as_ref().map_or(0, Unfolded::latest);
             let at = latest.max(created.seq);
             let row = row_from::<Task>(&history, subjects, kind, id, At::Seq(at))?;
-            let facts = Facts::of(&state, std::slice::from_ref(&row)).await?;
-            Ok(Json(facts.view(row)?))
+            viewed(&state, row).await
         }
         _ => Err(ApiError::not_found("task", id)),
     }
+}
+
+/// The answer for one task's row: its view, with why it is not running.
+async fn viewed(state: &AppState, row: tasks::Model) -> ApiResult<Json<TaskView>> {
+    let facts = Facts::of(state, std::slice::from_ref(&row)).await?;
+    Ok(Json(facts.view(row)?))
 }
 
 /// Task `id`'s row with its events the read models do not reflect yet: folded onto the row from the
