@@ -130,6 +130,19 @@ async fn register_create_and_read_back_with_min_seq() {
     assert_eq!(at_head.status(), 200);
     let queued: Value = at_head.json().await.unwrap();
     assert_eq!(queued["items"].as_array().unwrap().len(), 1, "{queued}");
+    // Anything else than digits or `head` is refused, as the document says (a signed number too).
+    for refused in ["+2", "-1", "2.0", "0x10", "two"] {
+        let answer = hive
+            .http
+            .request(Method::GET, "/api/v1/tasks")
+            .header("Hive-Min-Seq", refused)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 400, "{refused}");
+        let body: Value = answer.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "bad_request", "{refused}: {body}");
+    }
     hive.stop().await;
 }
 

@@ -286,7 +286,12 @@ pub async fn read_your_writes(
                 Err(e) => return ApiError::unavailable("the event log", e).into_response(),
             }
         } else {
-            value.parse::<u64>().ok()
+            // Digits only, as documented (Rust's parse also takes a leading `+`).
+            value
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+                .then(|| value.parse::<u64>().ok())
+                .flatten()
         };
         let Some(min) = min else {
             return ApiError::new(
