@@ -286,3 +286,36 @@ async fn a_read_model_database_that_lost_its_last_commits_is_caught_up_again() {
     settled.expect("the projector reaches the head").unwrap();
     assert_read_models_equal_the_fold(&world).await;
 }
+
+#[tokio::test]
+async fn the_projectors_connections_commit_without_waiting_for_the_wal_and_never_scan_whole_tables()
+{
+    use sea_orm::{ConnectionTrait, Statement};
+    let world = World::new().await;
+    let db = hive::open_projector_database(&world.database_url)
+        .await
+        .unwrap();
+    for (name, value) in hive_projector::SESSION_SETTINGS {
+        let row = db
+            .query_one_raw(Statement::from_string(
+                db.get_database_backend(),
+                format!("SHOW {name}"),
+            ))
+            .await
+            .unwrap()
+            .unwrap();
+        let shown: String = row.try_get_by_index(0).unwrap();
+        assert_eq!(shown, value, "{name}");
+    }
+    // Other pools are left as the server's (a query that reads a whole table may scan it).
+    let row = world
+        .db()
+        .query_one_raw(Statement::from_string(
+            world.db().get_database_backend(),
+            "SHOW enable_seqscan",
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.try_get_by_index::<String>(0).unwrap(), "on");
+}

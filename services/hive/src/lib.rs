@@ -50,7 +50,30 @@ const HEARTBEATS_KEPT: std::time::Duration = std::time::Duration::from_secs(600)
 
 /// A pool of up to `connections` to the read-model database.
 async fn open_database(url: &str, connections: u32) -> anyhow::Result<DatabaseConnection> {
+    open_database_with(url, connections, &[]).await
+}
+
+/// The projector's own pool to the read-model database at `url`, its connections carrying
+/// [`hive_projector::SESSION_SETTINGS`].
+pub async fn open_projector_database(url: &str) -> anyhow::Result<DatabaseConnection> {
+    open_database_with(
+        url,
+        PROJECTOR_CONNECTIONS,
+        &hive_projector::SESSION_SETTINGS,
+    )
+    .await
+}
+
+/// [`open_database`] whose connections carry `settings` (name, value) from the start.
+async fn open_database_with(
+    url: &str,
+    connections: u32,
+    settings: &'static [(&'static str, &'static str)],
+) -> anyhow::Result<DatabaseConnection> {
     let mut options = ConnectOptions::new(url.to_owned());
+    if !settings.is_empty() {
+        options.map_sqlx_postgres_opts(|pg| pg.options(settings.iter().copied()));
+    }
     // A short acquire timeout: when the database is gone, answer 503 in seconds, not after sqlx's 30 s.
     // A connection is pinged before use only after a second idle (one the server or a proxy may have
     // dropped): sqlx's default pings on every checkout, a round trip more for every query.
@@ -358,7 +381,7 @@ pub async fn run(
     }
     if parts.projector {
         let projector = Projector::new(
-            open_database(&backends.projector.database_url, PROJECTOR_CONNECTIONS).await?,
+            open_projector_database(&backends.projector.database_url).await?,
             backends.projector.log.clone(),
             config.projector(),
         );

@@ -253,22 +253,28 @@ impl Locked {
 
 /// Locks the checkpoint row of projection `name` for this transaction and reads it.
 async fn lock_for_batch(txn: &DatabaseTransaction, name: &str) -> Result<Locked, DbErr> {
-    // `FOR UPDATE` locks nothing while the row does not exist, so make sure it does: a concurrent
-    // instance's insert then waits for ours to commit and finds it.
-    projection_checkpoints::Entity::insert(projection_checkpoints::ActiveModel {
-        name: Set(name.to_owned()),
-        seq: Set(0),
-        updated_at: Set(chrono::Utc::now()),
-        agent_tasks_after: Set(0),
-        agent_tasks_through: Set(0),
-    })
-    .on_conflict_do_nothing_on([projection_checkpoints::Column::Name])
-    .exec_without_returning(txn)
-    .await?;
-    let row = projection_checkpoints::Entity::find_by_id(name.to_owned())
-        .lock(LockType::Update)
-        .one(txn)
+    let locked = || {
+        projection_checkpoints::Entity::find_by_id(name.to_owned())
+            .lock(LockType::Update)
+            .one(txn)
+    };
+    // The row exists from the first batch on: one round trip.
+    let mut row = locked().await?;
+    if row.is_none() {
+        // `FOR UPDATE` locks nothing while the row does not exist, so make sure it does: a
+        // concurrent instance's insert then waits for ours to commit and finds it.
+        projection_checkpoints::Entity::insert(projection_checkpoints::ActiveModel {
+            name: Set(name.to_owned()),
+            seq: Set(0),
+            updated_at: Set(chrono::Utc::now()),
+            agent_tasks_after: Set(0),
+            agent_tasks_through: Set(0),
+        })
+        .on_conflict_do_nothing_on([projection_checkpoints::Column::Name])
+        .exec_without_returning(txn)
         .await?;
+        row = locked().await?;
+    }
     Ok(Locked {
         committed: row
             .as_ref()

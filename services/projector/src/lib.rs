@@ -29,7 +29,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::{FutureExt, StreamExt};
 use hive_eventlog::{EventLog, LeaseOf, LogError, RawEvent, leadership};
-use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr, TransactionTrait};
+use sea_orm::{DatabaseConnection, DbErr, TransactionTrait};
 use thiserror::Error;
 use tokio::sync::watch;
 
@@ -40,6 +40,24 @@ const FILL_WAIT: Duration = Duration::from_millis(20);
 
 /// The read-model projection's name in `projection_checkpoints` and `dead_letters`.
 pub const READ_MODELS: &str = "read_models";
+
+/// The settings of each connection the projector writes through (its pool's, set as a connection
+/// opens; without them it projects the same, slower):
+/// - `synchronous_commit = off`: a commit does not wait for its WAL to reach the disk. The rows are
+///   derived from the log, and the checkpoint commits with them, so a crash of PostgreSQL that loses
+///   the last batches takes the checkpoint back with them, and they are applied again (as after a
+///   failover to a replica that lagged). The wait (a WAL fsync a batch) was most of an event's way
+///   into the read models when the projector keeps up.
+/// - `enable_seqscan = off`: a batch looks its rows up by id; with the table's statistics behind (a
+///   young table, or a burst of new rows before autovacuum analyzes them) the planner took a
+///   sequential scan of the whole table for every batch: under 2,000 new tasks a second on a fresh
+///   hive that was a third of the machine's CPU, growing with the table. Nothing the projector asks
+///   for needs one.
+///
+/// Set once a connection rather than by `SET LOCAL` in each batch: a round trip fewer of a batch's
+/// ~10.
+pub const SESSION_SETTINGS: [(&str, &str); 2] =
+    [("synchronous_commit", "off"), ("enable_seqscan", "off")];
 
 /// A place to stop as a crash would, for fault-injection tests.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -112,7 +130,7 @@ pub struct Projector {
 }
 
 impl Projector {
-    /// A projector writing to `db` from `log`.
+    /// A projector writing to `db` (a pool whose connections carry [`SESSION_SETTINGS`]) from `log`.
     pub fn new(db: DatabaseConnection, log: EventLog, config: ProjectorConfig) -> Self {
         Self {
             db,
@@ -284,21 +302,8 @@ impl Projector {
     }
 
     async fn commit_batch(&self, events: &[RawEvent], n: u32) -> Result<(), ProjectorError> {
+        // Its connections carry [`SESSION_SETTINGS`] (set as they open, not a round trip a batch).
         let txn = self.db.begin().await?;
-        // The commit does not wait for its WAL to reach the disk: the rows are derived from the log,
-        // and the checkpoint commits with them, so a crash of PostgreSQL that loses the last batches
-        // takes the checkpoint back with them, and they are applied again (as after a failover to a
-        // replica that lagged). The wait (a WAL fsync a batch) was most of an event's way into the
-        // read models when the projector keeps up.
-        // A batch looks its rows up by id; with the table's statistics behind (a young table, or a
-        // burst of new rows before autovacuum analyzes them) the planner took a sequential scan of
-        // the whole table for every batch: under 2,000 new tasks a second on a fresh hive that was a
-        // third of the machine's CPU, growing with the table. Nothing the projector asks for needs one.
-        // Both settings in one round trip.
-        txn.execute_unprepared(
-            "SET LOCAL synchronous_commit TO off; SET LOCAL enable_seqscan TO off",
-        )
-        .await?;
         // Under a store sync (a nats-server that fsyncs no write itself), the batch's events are on
         // disk before its rows commit, the sync running while the rows are written: a power cut
         // never leaves the read models ahead of the log.
