@@ -98,7 +98,7 @@ pub const FOLD_VERSION: u32 = 2;
 /// optimistic concurrency on the subject); follow-ups that a fact makes due (requeue a failed task, queue
 /// a task whose dependencies completed) are new commands decided by the services that react to events.
 pub trait Aggregate:
-    Sized + Clone + fmt::Debug + Send + Sync + Serialize + DeserializeOwned
+    Sized + Clone + fmt::Debug + Send + Sync + Serialize + DeserializeOwned + 'static
 {
     /// The events of this aggregate.
     type Event: EventSchema;

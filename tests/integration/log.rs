@@ -403,3 +403,127 @@ async fn hive_ups_appends_answer_after_a_sync_of_its_store_one_for_every_group()
     .unwrap();
     assert!(!hive_tests::cluster::syncs_every_write(&throwaway.monitoring_url()).await);
 }
+
+#[tokio::test]
+async fn a_state_kept_from_the_last_command_is_only_a_guess_the_log_corrects() {
+    let world = World::new().await;
+    let log = world.log().clone();
+    // Another process on the same log: its own kept states.
+    let other = hive_eventlog::EventLog::open(log.client().clone(), &world.config.log())
+        .await
+        .unwrap();
+    let id = TaskId::new().as_uuid();
+    let agent = AgentId::new();
+    let created = log.create::<Task>(id, &ctx(), new_task()).await.unwrap();
+    assert_eq!(
+        log.kept::<Task>(id),
+        Some(created.seq),
+        "kept after the create"
+    );
+
+    // Assigned behind this log's back: the state it kept says queued, where a start is refused;
+    // the start is decided again on the log's state, and taken.
+    let assigned = other
+        .execute::<Task>(
+            id,
+            &ctx(),
+            TaskCommand::Assign {
+                agent_id: agent,
+                lease_expires_at: chrono::Utc::now() + chrono::Duration::minutes(5),
+            },
+        )
+        .await
+        .unwrap();
+    let started = log
+        .execute::<Task>(id, &ctx(), TaskCommand::Start { agent_id: agent })
+        .await
+        .unwrap();
+    assert!(started.seq > assigned.seq && !started.duplicate);
+    assert_eq!(log.kept::<Task>(id), Some(started.seq));
+
+    // A report the other process appended meanwhile makes the kept state stale where a completion
+    // is taken on both: the append is refused for its expected sequence and decided again.
+    let progress = |n: u8| TaskCommand::Progress {
+        agent_id: agent,
+        percent: Some(n),
+        message: None,
+    };
+    let mut keyed = ctx();
+    keyed.idempotency_key = Some("progress-10".into());
+    let reported = other
+        .execute::<Task>(id, &keyed, progress(10))
+        .await
+        .unwrap();
+    // The same report repeated here, where the kept state does not know it: the first answer.
+    let repeated = log.execute::<Task>(id, &keyed, progress(10)).await.unwrap();
+    assert!(repeated.duplicate, "{repeated:?}");
+    assert_eq!(repeated.seq, reported.seq);
+    let completed = log
+        .execute::<Task>(
+            id,
+            &ctx(),
+            TaskCommand::Complete {
+                agent_id: agent,
+                result: serde_json::json!({}),
+            },
+        )
+        .await
+        .unwrap();
+    // And repeated again here, with the kept state that now holds its key.
+    let again = log.execute::<Task>(id, &keyed, progress(10)).await;
+    assert!(
+        matches!(&again, Ok(c) if c.duplicate && c.seq == reported.seq),
+        "{again:?}"
+    );
+    let history = log.history(AggregateKind::Task, id).await.unwrap();
+    let seqs: Vec<u64> = history.iter().map(|e| e.seq).collect();
+    assert_eq!(
+        seqs,
+        [
+            created.seq,
+            assigned.seq,
+            started.seq,
+            reported.seq,
+            completed.seq
+        ],
+        "each command once, in the order decided"
+    );
+    let state = log.load::<Task>(id).await.unwrap().state.unwrap();
+    assert_eq!(
+        state.lifecycle.status,
+        hive_events::task::TaskStatus::Completed
+    );
+}
+
+#[tokio::test]
+async fn the_parts_of_one_process_move_on_the_states_they_share() {
+    let world = World::new().await;
+    let shared = hive_eventlog::Recent::default();
+    let api = world.log().with_recent(shared.clone());
+    let scheduler = world.log().with_recent(shared);
+    let id = TaskId::new().as_uuid();
+    let agent = AgentId::new();
+    api.create::<Task>(id, &ctx(), new_task()).await.unwrap();
+    // The scheduler decides on its own state (its board), not on the history: its append moves on
+    // the state the API kept, so the agent's next report decides on it.
+    let board = api.load::<Task>(id).await.unwrap();
+    let assigned = scheduler
+        .execute_on::<Task>(
+            id,
+            &ctx(),
+            TaskCommand::Assign {
+                agent_id: agent,
+                lease_expires_at: chrono::Utc::now() + chrono::Duration::minutes(5),
+            },
+            board.state.unwrap(),
+            board.last_seq,
+        )
+        .await
+        .unwrap();
+    assert_eq!(api.kept::<Task>(id), Some(assigned.seq));
+    let started = api
+        .execute::<Task>(id, &ctx(), TaskCommand::Start { agent_id: agent })
+        .await
+        .unwrap();
+    assert_eq!(api.kept::<Task>(id), Some(started.seq));
+}

@@ -125,6 +125,10 @@ fn describe() {
         "hive_append_conflicts_total",
         "appends that lost an optimistic-concurrency race, by aggregate"
     );
+    describe_counter!(
+        "hive_command_states_total",
+        "states commands were decided on, by aggregate and where from: kept (the state the last command on it left), log (its history read), caller (a state the caller folded: the scheduler's)"
+    );
     describe_histogram!(
         "hive_command_load_events",
         "events a command's load folded: those past the aggregate's snapshot, or its whole history"

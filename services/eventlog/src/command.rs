@@ -19,6 +19,12 @@ use crate::snapshot::{Keys, Record, Stored};
 /// How many times a command is decided after losing races before it answers a conflict, by default.
 pub const MAX_ATTEMPTS: usize = 8;
 
+/// Most events a state kept for the next command holds past its snapshot (the keys of each).
+const KEPT_EVENTS: usize = 256;
+/// Most keys of the events its snapshot covers a state kept for the next command holds (8 bytes
+/// each).
+const KEPT_COVERED: usize = 4_096;
+
 /// Who sends a command, in which flow, and with which idempotency key.
 #[derive(Clone, Debug)]
 pub struct CommandContext {
@@ -150,6 +156,9 @@ pub struct Loaded<A> {
     pub snapshot: Option<u64>,
     /// The `Nats-Msg-Id`s of the events that snapshot covers.
     covered: Keys,
+    /// Whether `events` and `covered` hold the key of every event of its history (false for a
+    /// state a caller knows, whose events are not at hand).
+    whole: bool,
 }
 
 impl<A> Loaded<A> {
@@ -161,7 +170,48 @@ impl<A> Loaded<A> {
             events: Vec::new(),
             snapshot: None,
             covered: Keys::default(),
+            whole: false,
         }
+    }
+
+    /// Whether it is worth keeping for the next command ([`crate::recent`]): it holds the key of
+    /// every event of its history, and few (a long history is loaded from its snapshot again, which
+    /// a command past it saves anew; its keys are not kept over and over in memory).
+    fn worth_keeping(&self) -> bool {
+        self.whole && self.events.len() <= KEPT_EVENTS && self.covered.len() <= KEPT_COVERED
+    }
+
+    /// The history of an aggregate that does not exist yet.
+    fn none() -> Self {
+        Self {
+            whole: true,
+            ..Self::known(None, 0)
+        }
+    }
+
+    /// This state moved on by `raw`, the event appended after its last one (with `subjects`): its
+    /// key kept, its payload not (only the keys are looked at again).
+    fn and_then(self, subjects: &Subjects, id: Uuid, raw: RawEvent) -> Option<Self>
+    where
+        A: Aggregate,
+    {
+        let mut folded = Folded {
+            id,
+            state: self.state,
+            last_seq: self.last_seq,
+        };
+        fold_on(subjects, &mut folded, std::slice::from_ref(&raw)).ok()?;
+        let mut events = self.events;
+        events.push(RawEvent {
+            payload: Bytes::new(),
+            ..raw
+        });
+        Some(Self {
+            state: folded.state,
+            last_seq: folded.last_seq,
+            events,
+            ..self
+        })
     }
 }
 
@@ -227,6 +277,7 @@ impl EventLog {
             events,
             snapshot,
             covered,
+            whole: true,
         })
     }
 
@@ -292,8 +343,7 @@ impl EventLog {
     where
         A::Command: Clone,
     {
-        self.run::<A>(id, ctx, command, Some(Loaded::known(None, 0)))
-            .await
+        self.run::<A>(id, ctx, command, Some(Loaded::none())).await
     }
 
     /// The append boundary: its span carries the aggregate, the actor and the flow. A refusal (a rule,
@@ -335,14 +385,25 @@ impl EventLog {
     {
         let subject = self.subjects().of(A::KIND, id);
         let key = ctx.idempotency_key.as_deref();
+        // A state kept from the last command is a guess ([`crate::recent`]): tried once.
+        let mut guess = known.is_none();
         for _ in 0..self.command_attempts() {
-            let loaded = match known.take() {
-                Some(known) => known,
-                None => self.load::<A>(id).await?,
+            let kept = match guess {
+                true => self.recent().take::<Loaded<A>>(id),
+                false => None,
             };
+            let from_kept = kept.is_some();
+            let (loaded, from) = match (known.take(), kept) {
+                (Some(known), _) => (known, "caller"),
+                (None, Some(kept)) => (kept, "kept"),
+                (None, None) => (self.load::<A>(id).await?, "log"),
+            };
+            metrics::counter!("hive_command_states_total", "aggregate" => A::KIND.as_str(), "from" => from)
+                .increment(1);
             if let Some(key) = key
                 && let Some(seq) = self.appended_under(&loaded, id, key).await?
             {
+                self.keep(id, loaded);
                 return Ok(Committed {
                     seq,
                     aggregate_id: id,
@@ -350,7 +411,19 @@ impl EventLog {
                     event_id: None,
                 });
             }
-            let event = A::decide(loaded.state.as_ref(), command.clone())?;
+            let event = match A::decide(loaded.state.as_ref(), command.clone()) {
+                Ok(event) => event,
+                Err(refused) if from_kept => {
+                    // The kept state may be behind: the log's answers.
+                    tracing::debug!(error = %refused, "refused on the kept state; deciding on the log's");
+                    guess = false;
+                    continue;
+                }
+                Err(refused) => {
+                    self.keep(id, loaded);
+                    return Err(refused.into());
+                }
+            };
             let meta = EventMeta::new(
                 ctx.now,
                 ctx.correlation_id,
@@ -358,12 +431,27 @@ impl EventLog {
                 ctx.actor.clone(),
             );
             let payload = Bytes::from(encode(&meta, A::KIND, id, &event));
-            let appended = if ctx.before_sync {
-                self.append_unsynced(&subject, loaded.last_seq, key, payload)
-                    .await
-            } else {
-                self.append(&subject, loaded.last_seq, key, payload).await
-            };
+            // Acknowledged, the state it leaves is kept at once, before the store's sync: another
+            // part of this process that follows the log (the scheduler) may append the next event
+            // within the sync's time, and moves the kept state on only from the one it follows.
+            let appended = self
+                .append_unsynced(&subject, loaded.last_seq, key, payload.clone())
+                .await;
+            if let Ok(appended) = &appended {
+                if !appended.duplicate {
+                    let raw = RawEvent {
+                        seq: appended.seq,
+                        subject: subject.clone(),
+                        payload,
+                        msg_id: key.map(str::to_owned),
+                        pending: 0,
+                    };
+                    self.moved_on(id, loaded, raw);
+                }
+                if !ctx.before_sync {
+                    self.synced().await?;
+                }
+            }
             match appended {
                 Ok(appended) if appended.duplicate => {
                     return self.first_answer(appended.seq, id).await;
@@ -380,6 +468,7 @@ impl EventLog {
                     });
                 }
                 Err(AppendError::Conflict) => {
+                    guess = false;
                     tracing::debug!("lost the race; deciding again");
                     metrics::counter!("hive_append_conflicts_total", "aggregate" => A::KIND.as_str())
                         .increment(1);
@@ -391,6 +480,36 @@ impl EventLog {
             aggregate: A::KIND.as_str(),
             attempts: self.command_attempts(),
         })
+    }
+
+    /// The sequence of the last event of the state of `A`'s aggregate `id` the command path keeps
+    /// for its next command ([`crate::recent`]), if it keeps one.
+    pub fn kept<A: Aggregate>(&self, id: Uuid) -> Option<u64> {
+        self.recent().peek(id, |kept: &Loaded<A>| kept.last_seq)
+    }
+
+    /// Keeps `loaded` for the next command on aggregate `id`, when it holds its whole history in
+    /// little room ([`Loaded::worth_keeping`]).
+    fn keep<A: Aggregate>(&self, id: Uuid, loaded: Loaded<A>) {
+        if loaded.worth_keeping() {
+            self.recent().put(id, loaded);
+        }
+    }
+
+    /// Keeps the state `raw` (just appended after `loaded`'s last event) leaves aggregate `id` in:
+    /// `loaded` moved on by it, or for a state a caller knew (not its history), the state kept
+    /// before, if it was at the same event.
+    fn moved_on<A: Aggregate>(&self, id: Uuid, loaded: Loaded<A>, raw: RawEvent) {
+        let before = match loaded.whole {
+            true => Some(loaded),
+            false => self
+                .recent()
+                .take::<Loaded<A>>(id)
+                .filter(|kept| kept.last_seq == loaded.last_seq),
+        };
+        if let Some(after) = before.and_then(|before| before.and_then(self.subjects(), id, raw)) {
+            self.keep(id, after);
+        }
     }
 
     /// The answer a repeated command gets: the first event's seq and aggregate.

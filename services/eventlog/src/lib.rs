@@ -18,6 +18,7 @@ pub mod leadership;
 pub mod log;
 pub mod objects;
 pub mod patience;
+pub mod recent;
 pub mod snapshot;
 pub mod tokens;
 pub mod users;
@@ -29,6 +30,7 @@ pub use leadership::{Lease, LeaseOf};
 pub use log::{AppendError, EventLog, LogConfig, LogError, RawEvent};
 pub use objects::{Covered, Objects};
 pub use patience::patiently;
+pub use recent::Recent;
 pub use snapshot::Snapshots;
 pub use tokens::{Grant, Role, Tokens};
 

@@ -16,6 +16,7 @@ use uuid::Uuid;
 
 use crate::Namespace;
 use crate::durable::StoreSync;
+use crate::recent::Recent;
 use crate::snapshot::Snapshots;
 
 /// How the stream is set up.
@@ -130,6 +131,8 @@ struct Inner {
     /// What makes an acknowledged append durable when nats-server does not fsync it
     /// ([`EventLog::with_store_sync`]).
     store_sync: Option<StoreSync>,
+    /// The states the command path decided on last ([`crate::recent`]).
+    recent: Recent,
 }
 
 /// The stream's settings for `config`.
@@ -231,6 +234,7 @@ impl EventLog {
                 command_attempts: config.command_attempts.max(1),
                 snapshots: None,
                 store_sync: None,
+                recent: Recent::default(),
             }),
         }
     }
@@ -255,6 +259,22 @@ impl EventLog {
                 ..(*self.inner).clone()
             }),
         }
+    }
+
+    /// The same log, whose command path keeps the states it decided on in `recent` (shared with
+    /// the other logs given it: the parts of one process) rather than in its own.
+    pub fn with_recent(&self, recent: Recent) -> Self {
+        Self {
+            inner: std::sync::Arc::new(Inner {
+                recent,
+                ..(*self.inner).clone()
+            }),
+        }
+    }
+
+    /// The states its command path decided on last.
+    pub fn recent(&self) -> &Recent {
+        &self.inner.recent
     }
 
     /// What makes its acknowledged writes durable, when nats-server does not.

@@ -82,6 +82,11 @@ pub struct Config {
     /// The sync of `nats_store_dir` shared by every part in this process (made by `hive up`).
     #[serde(skip)]
     pub store_sync: Option<hive_eventlog::StoreSync>,
+    /// The aggregates' states the command path decided on last, shared by every part of this
+    /// process (the scheduler's assignment moves on the state the API's next command on the task
+    /// decides on): [`hive_eventlog::recent`].
+    #[serde(skip)]
+    pub recent: hive_eventlog::Recent,
     /// How many events the active scheduler folds between two snapshots of its board, at least
     /// (`HIVE_SCHEDULER_SNAPSHOT_EVERY`; more when the board is larger, so a snapshot costs at most about
     /// one event's work per event folded): what a new leader folds beyond the last snapshot.
@@ -136,6 +141,7 @@ impl Default for Config {
             leader_ttl_secs: 5.0,
             nats_store_dir: None,
             store_sync: None,
+            recent: hive_eventlog::Recent::default(),
             scheduler_snapshot_every: hive_scheduler::SNAPSHOT_EVERY,
             agent_exec: "cat".into(),
             agent_heartbeat_secs: 5.0,

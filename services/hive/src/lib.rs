@@ -228,6 +228,7 @@ pub async fn open_log(config: &Config, nats_url: &str) -> anyhow::Result<EventLo
         (None, Some(dir)) => Some(hive_eventlog::StoreSync::open(dir)?),
         (None, None) => None,
     };
+    let log = log.with_recent(config.recent.clone());
     Ok(match sync {
         Some(sync) => log.with_store_sync(sync),
         None => log,
