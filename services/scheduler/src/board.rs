@@ -15,7 +15,7 @@ use hive_eventlog::RawEvent;
 use hive_events::agent::{Agent, AgentCommand, AgentStatus};
 use hive_events::replay::{Fold, OnRejected, Replay};
 use hive_events::subject::Subjects;
-use hive_events::task::{Lifecycle, TaskCommand, TaskStatus};
+use hive_events::task::{Lifecycle, TaskCommand, TaskEvent, TaskStatus};
 use hive_events::wire::Stop;
 use hive_events::{AgentId, DomainEvent, Envelope, Policy, TaskId};
 use serde::{Deserialize, Serialize};
@@ -118,6 +118,45 @@ pub struct Board {
     /// Stops the events folded since the last [`Board::take_stops`] call for: each agent to tell to
     /// stop a task taken from it.
     stops: Vec<(AgentId, Stop)>,
+    /// The creations of the tasks created last (not in a snapshot): what an assignment tells its
+    /// agent, without reading the task's first event back from the log.
+    creations: Creations,
+}
+
+/// The [`CREATIONS`] task creations folded last, by task.
+#[derive(Default)]
+struct Creations {
+    by_task: HashMap<Uuid, TaskEvent>,
+    order: std::collections::VecDeque<Uuid>,
+}
+
+/// How many task creations the board keeps: a task is usually assigned within moments of its
+/// creation, and one that waited longer has its creation read back from the log.
+const CREATIONS: usize = 1_024;
+/// The longest description of a creation kept (the API takes longer ones): the creations kept take a
+/// few megabytes at most.
+const CREATION_DESCRIPTION: usize = 4_096;
+
+impl Creations {
+    fn keep(&mut self, id: Uuid, created: TaskEvent) {
+        let TaskEvent::TaskCreated { description, .. } = &created else {
+            return;
+        };
+        if description
+            .as_ref()
+            .is_some_and(|d| d.len() > CREATION_DESCRIPTION)
+        {
+            return;
+        }
+        if self.by_task.insert(id, created).is_none() {
+            self.order.push_back(id);
+        }
+        while self.order.len() > CREATIONS {
+            if let Some(oldest) = self.order.pop_front() {
+                self.by_task.remove(&oldest);
+            }
+        }
+    }
 }
 
 /// The replay the board folds with: an event the domain refuses is passed over, the state kept as it
@@ -156,6 +195,11 @@ impl Fold for Board {
                     return Ok(());
                 }
                 let before = current.map(|o| o.lifecycle.clone());
+                if let (None, DomainEvent::Task(created @ TaskEvent::TaskCreated { .. })) =
+                    (&before, &envelope.event)
+                {
+                    self.creations.keep(id, created.clone());
+                }
                 let stop = match (&before, &envelope.event) {
                     (Some(before), DomainEvent::Task(event)) => {
                         Stop::after(TaskId::from_uuid(id), before, event)
@@ -246,6 +290,11 @@ impl Board {
             board.dirty.insert(id);
         }
         board
+    }
+
+    /// The creation of task `id`, if it was among the last tasks created (otherwise the log has it).
+    pub fn creation(&self, id: Uuid) -> Option<TaskEvent> {
+        self.creations.by_task.get(&id).cloned()
     }
 
     /// How many aggregates it holds: what a snapshot of it costs.

@@ -239,7 +239,15 @@ impl Scheduler {
         if actions.is_empty() {
             return true;
         }
-        let results = futures::future::join_all(actions.into_iter().map(|a| self.issue(a))).await;
+        let issued = actions.into_iter().map(|action| {
+            // What an assignment tells its agent, if the board still has it.
+            let created = match &action {
+                Action::Task(id, TaskCommand::Assign { .. }, ..) => board.creation(*id),
+                _ => None,
+            };
+            self.issue(action, created)
+        });
+        let results = futures::future::join_all(issued).await;
         let mut all_applied = true;
         for (target, result) in results {
             if let Err(e) = result {
@@ -255,7 +263,11 @@ impl Scheduler {
 
     /// Appends one decision, in the flow of the event that made it due (its correlation id, and that
     /// event as its causation).
-    async fn issue(&self, action: Action) -> (uuid::Uuid, Result<(), CommandError>) {
+    async fn issue(
+        &self,
+        action: Action,
+        created: Option<TaskEvent>,
+    ) -> (uuid::Uuid, Result<(), CommandError>) {
         let target = action.target();
         let cause = action.cause();
         let mut ctx = CommandContext::new(Actor::new("system:scheduler"));
@@ -273,7 +285,8 @@ impl Scheduler {
                     .await
                     .map(|_| ()),
                 Action::Task(id, command, state, seq, _) => {
-                    self.issue_to_task(id, &ctx, command, *state, seq).await
+                    self.issue_to_task(id, &ctx, command, *state, seq, created)
+                        .await
                 }
             }
         }
@@ -289,6 +302,7 @@ impl Scheduler {
         command: TaskCommand,
         state: Lifecycle,
         seq: u64,
+        created: Option<TaskEvent>,
     ) -> Result<(), CommandError> {
         let TaskCommand::Assign { agent_id, .. } = command else {
             let done = self
@@ -297,12 +311,18 @@ impl Scheduler {
             return done.await.map(|_| ());
         };
         let (queued_at, attempt) = (state.updated_at, state.attempts + 1);
-        // The board holds no payload: read what the agent is told from the task's creation, while the
-        // assignment is appended.
+        // What the agent is told is the task's creation: kept by the board for the tasks created
+        // last, else read from the log while the assignment is appended.
+        let creation = async {
+            match created {
+                Some(created) => Ok(created),
+                None => creation(&self.log, id).await,
+            }
+        };
         let (done, created) = tokio::join!(
             self.log
                 .execute_on::<Lifecycle>(id, ctx, command, state, seq),
-            self.log.first(AggregateKind::Task, id)
+            creation
         );
         let done = done?;
         // How long the task waited in the queue: since its last event (it became queued).
@@ -491,18 +511,27 @@ impl Saving {
 }
 
 /// What an agent is told of its assignment, read from the task's first event.
-fn assignment(
-    id: uuid::Uuid,
-    created: Result<Option<RawEvent>, LogError>,
-    attempt: u32,
-    seq: u64,
-) -> Result<Assignment, String> {
-    let raw = created
+/// Task `id`'s first event, read from the log.
+async fn creation(log: &EventLog, id: uuid::Uuid) -> Result<TaskEvent, String> {
+    let raw = log
+        .first(AggregateKind::Task, id)
+        .await
         .map_err(|e| e.to_string())?
         .ok_or("the task has no events")?;
     let envelope =
         decode_as::<TaskEvent>(&raw.payload, AggregateKind::Task, id).map_err(|e| e.to_string())?;
-    let first = envelope.event.event_type();
-    Assignment::of_created(TaskId::from_uuid(id), envelope.event, attempt, seq)
+    Ok(envelope.event)
+}
+
+/// What the agent is told of task `id`, created by `created`, assigned by event `seq`.
+fn assignment(
+    id: uuid::Uuid,
+    created: Result<TaskEvent, String>,
+    attempt: u32,
+    seq: u64,
+) -> Result<Assignment, String> {
+    let created = created?;
+    let first = created.event_type();
+    Assignment::of_created(TaskId::from_uuid(id), created, attempt, seq)
         .ok_or_else(|| format!("its first event is {first}"))
 }

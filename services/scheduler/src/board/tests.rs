@@ -347,3 +347,28 @@ fn a_deregistered_agent_is_forgotten_once_it_holds_nothing() {
     assert_eq!(g.board.load_of(agent), 0);
     assert_eq!(g.board.queued().collect::<Vec<_>>(), vec![task]);
 }
+
+#[test]
+fn the_board_keeps_the_last_creations_for_their_assignments_and_no_long_ones() {
+    let mut g = Given::new();
+    let short = g.task_with(5, &[], |t| t.description = Some("do it".into()));
+    let long = g.task_with(5, &[], |t| {
+        t.description = Some("x".repeat(CREATION_DESCRIPTION + 1));
+    });
+    match g.board.creation(short) {
+        Some(TaskEvent::TaskCreated { description, .. }) => {
+            assert_eq!(description.as_deref(), Some("do it"));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        g.board.creation(long).is_none(),
+        "read from the log instead"
+    );
+    // Not in a snapshot: a board restored from one reads creations from the log.
+    assert!(through_a_snapshot(&g.board).creation(short).is_none());
+    // Only the last ones.
+    let later: Vec<Uuid> = (0..CREATIONS).map(|_| g.task(1, &[])).collect();
+    assert!(g.board.creation(short).is_none(), "the oldest went first");
+    assert!(later.iter().all(|id| g.board.creation(*id).is_some()));
+}
