@@ -527,3 +527,64 @@ async fn the_parts_of_one_process_move_on_the_states_they_share() {
         .unwrap();
     assert_eq!(api.kept::<Task>(id), Some(started.seq));
 }
+
+#[tokio::test]
+async fn a_guess_that_was_behind_costs_no_attempt() {
+    let world = World::new().await;
+    // One attempt: a stale state is a conflict at once, but a kept state that was behind is not
+    // a race lost.
+    let once = hive_eventlog::EventLog::open(
+        world.log().client().clone(),
+        &hive_eventlog::LogConfig {
+            command_attempts: 1,
+            ..world.config.log()
+        },
+    )
+    .await
+    .unwrap();
+    let other = world.log();
+    let id = TaskId::new().as_uuid();
+    let agent = AgentId::new();
+    let created = once.create::<Task>(id, &ctx(), new_task()).await.unwrap();
+    assert_eq!(once.kept::<Task>(id), Some(created.seq));
+    let assign = TaskCommand::Assign {
+        agent_id: agent,
+        lease_expires_at: chrono::Utc::now() + chrono::Duration::minutes(5),
+    };
+    other.execute::<Task>(id, &ctx(), assign).await.unwrap();
+    // Refused on the kept state (queued), taken on the log's.
+    let started = once
+        .execute::<Task>(id, &ctx(), TaskCommand::Start { agent_id: agent })
+        .await;
+    assert!(matches!(&started, Ok(c) if !c.duplicate), "{started:?}");
+    // Behind again, where the kept state takes the command: its append is refused, the log's
+    // state decides.
+    let progress = TaskCommand::Progress {
+        agent_id: agent,
+        percent: Some(5),
+        message: None,
+    };
+    other
+        .execute::<Task>(id, &ctx(), progress.clone())
+        .await
+        .unwrap();
+    let reported = once.execute::<Task>(id, &ctx(), progress).await;
+    assert!(matches!(&reported, Ok(c) if !c.duplicate), "{reported:?}");
+    // A rule's refusal is still the answer, decided on the log's state.
+    let cancel = TaskCommand::Cancel {
+        reason: None,
+        by: None,
+    };
+    other
+        .execute::<Task>(id, &ctx(), cancel.clone())
+        .await
+        .unwrap();
+    let refused = once.execute::<Task>(id, &ctx(), cancel).await;
+    assert!(
+        matches!(
+            refused,
+            Err(CommandError::Domain(DomainError::InvalidTransition { .. }))
+        ),
+        "{refused:?}"
+    );
+}

@@ -16,8 +16,9 @@ pub(super) async fn project_backlog(
     backends: &Backends,
     head: u64,
 ) -> anyhow::Result<(Duration, Latencies)> {
+    // Its own pool, as the hive opens it (its connections' settings).
     let projector = Projector::new(
-        backends.db.clone(),
+        hive::open_projector_database(&backends.database_url).await?,
         backends.log.clone(),
         ProjectorConfig {
             rebuild_when_empty: false,

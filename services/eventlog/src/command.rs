@@ -178,7 +178,10 @@ impl<A> Loaded<A> {
     /// every event of its history, and few (a long history is loaded from its snapshot again, which
     /// a command past it saves anew; its keys are not kept over and over in memory).
     fn worth_keeping(&self) -> bool {
-        self.whole && self.events.len() <= KEPT_EVENTS && self.covered.len() <= KEPT_COVERED
+        self.whole
+            && self.state.is_some()
+            && self.events.len() <= KEPT_EVENTS
+            && self.covered.len() <= KEPT_COVERED
     }
 
     /// The history of an aggregate that does not exist yet.
@@ -385,14 +388,19 @@ impl EventLog {
     {
         let subject = self.subjects().of(A::KIND, id);
         let key = ctx.idempotency_key.as_deref();
-        // A state kept from the last command is a guess ([`crate::recent`]): tried once.
+        // A state kept from the last command is a guess ([`crate::recent`]): tried once, and not
+        // counted among the attempts (a guess that was behind is no race lost).
         let mut guess = known.is_none();
-        for _ in 0..self.command_attempts() {
+        let mut attempts = 0;
+        while attempts < self.command_attempts() {
             let kept = match guess {
                 true => self.recent().take::<Loaded<A>>(id),
                 false => None,
             };
             let from_kept = kept.is_some();
+            if !from_kept {
+                attempts += 1;
+            }
             let (loaded, from) = match (known.take(), kept) {
                 (Some(known), _) => (known, "caller"),
                 (None, Some(kept)) => (kept, "kept"),
@@ -490,8 +498,12 @@ impl EventLog {
 
     /// Keeps `loaded` for the next command on aggregate `id`, when it holds its whole history in
     /// little room ([`Loaded::worth_keeping`]).
-    fn keep<A: Aggregate>(&self, id: Uuid, loaded: Loaded<A>) {
+    fn keep<A: Aggregate>(&self, id: Uuid, mut loaded: Loaded<A>) {
         if loaded.worth_keeping() {
+            // Their keys are looked at again, never their payloads (a result may be a megabyte).
+            for event in &mut loaded.events {
+                event.payload = Bytes::new();
+            }
             self.recent().put(id, loaded);
         }
     }

@@ -21,7 +21,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use uuid::Uuid;
 
-/// States in each of the two generations, at most: a task's is ~1 KB with its events' keys.
+/// States in each of the two generations, at most: a task's is a few hundred bytes and its events'
+/// keys (their payloads are not kept).
 pub const GENERATION: usize = 2_048;
 
 type Slot = (TypeId, Uuid);
@@ -81,7 +82,9 @@ impl Recent {
         let slot = (TypeId::of::<T>(), id);
         let mut inner = self.lock();
         inner.older.remove(&slot);
-        if inner.newer.len() >= GENERATION {
+        // A state already in the newer generation is replaced there: rotating it into the older
+        // one first would leave its old value behind, to be taken later.
+        if !inner.newer.contains_key(&slot) && inner.newer.len() >= GENERATION {
             inner.older = std::mem::take(&mut inner.newer);
         }
         inner.newer.insert(slot, Box::new(state));

@@ -55,7 +55,9 @@ pub const READ_MODELS: &str = "read_models";
 ///   for needs one.
 ///
 /// Set once a connection rather than by `SET LOCAL` in each batch: a round trip fewer of a batch's
-/// ~10.
+/// ~10. They hold for everything the projector writes through the pool (a re-folded dead letter's
+/// rows, the rebuild of an empty database at start): all of it derived from the log. (A pooler in
+/// transaction mode, such as PgBouncer, refuses startup options: connect the projector directly.)
 pub const SESSION_SETTINGS: [(&str, &str); 2] =
     [("synchronous_commit", "off"), ("enable_seqscan", "off")];
 

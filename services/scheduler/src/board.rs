@@ -133,19 +133,44 @@ struct Creations {
 /// How many task creations the board keeps: a task is usually assigned within moments of its
 /// creation, and one that waited longer has its creation read back from the log.
 const CREATIONS: usize = 1_024;
-/// The longest description of a creation kept (the API takes longer ones): the creations kept take a
-/// few megabytes at most.
-const CREATION_DESCRIPTION: usize = 4_096;
+/// The largest creation kept, in bytes of its text (the API takes larger ones): the creations kept
+/// take a few megabytes at most.
+const CREATION_BYTES: usize = 4_096;
+
+/// About how many bytes `created`'s variable parts take.
+fn creation_bytes(created: &TaskEvent) -> usize {
+    let TaskEvent::TaskCreated {
+        title,
+        description,
+        task_type,
+        required_capabilities,
+        depends_on,
+        waiting_on,
+        labels,
+        ..
+    } = created
+    else {
+        return 0;
+    };
+    let text = |s: &Option<String>| s.as_ref().map_or(0, String::len);
+    title.len()
+        + text(description)
+        + text(task_type)
+        + required_capabilities
+            .iter()
+            .map(|c| c.as_str().len())
+            .sum::<usize>()
+        + (depends_on.len() + waiting_on.len()) * 16
+        + labels
+            .pairs()
+            .iter()
+            .map(|(k, v)| k.len() + v.len())
+            .sum::<usize>()
+}
 
 impl Creations {
     fn keep(&mut self, id: Uuid, created: TaskEvent) {
-        let TaskEvent::TaskCreated { description, .. } = &created else {
-            return;
-        };
-        if description
-            .as_ref()
-            .is_some_and(|d| d.len() > CREATION_DESCRIPTION)
-        {
+        if creation_bytes(&created) > CREATION_BYTES {
             return;
         }
         if self.by_task.insert(id, created).is_none() {

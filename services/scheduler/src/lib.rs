@@ -510,7 +510,6 @@ impl Saving {
     }
 }
 
-/// What an agent is told of its assignment, read from the task's first event.
 /// Task `id`'s first event, read from the log.
 async fn creation(log: &EventLog, id: uuid::Uuid) -> Result<TaskEvent, String> {
     let raw = log

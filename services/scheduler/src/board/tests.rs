@@ -353,7 +353,7 @@ fn the_board_keeps_the_last_creations_for_their_assignments_and_no_long_ones() {
     let mut g = Given::new();
     let short = g.task_with(5, &[], |t| t.description = Some("do it".into()));
     let long = g.task_with(5, &[], |t| {
-        t.description = Some("x".repeat(CREATION_DESCRIPTION + 1));
+        t.description = Some("x".repeat(CREATION_BYTES + 1));
     });
     match g.board.creation(short) {
         Some(TaskEvent::TaskCreated { description, .. }) => {
