@@ -9,7 +9,7 @@ use hive_events::agent::AgentStatus;
 use hive_events::task::{Candidate, TaskStatus};
 use hive_events::{AgentId, Capability, TaskId};
 use hive_schema::{agents, tasks};
-use sea_orm::sea_query::{Expr, ExprTrait};
+use sea_orm::sea_query::{Expr, ExprTrait, Query};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, EntityTrait, FromQueryResult, QueryFilter, QuerySelect,
 };
@@ -53,9 +53,13 @@ impl ReadyAgents {
     }
 }
 
+/// An agent as a waiting reason reads it: with its load (the open tasks it holds).
 #[derive(FromQueryResult)]
-struct Load {
-    agent_id: Uuid,
+struct Loaded {
+    id: Uuid,
+    status: String,
+    capabilities: Vec<String>,
+    max_concurrent_tasks: i32,
     load: i64,
 }
 
@@ -135,24 +139,34 @@ async fn candidates(
     db: &impl ConnectionTrait,
     filter: sea_orm::sea_query::SimpleExpr,
 ) -> ApiResult<Vec<Candidate>> {
-    let rows = agents::Entity::find().filter(filter).all(db).await?;
-    let loads: HashMap<Uuid, i64> = tasks::Entity::find()
+    // Each agent's load in the same statement (one round trip, one snapshot): a queued task's read
+    // under load waited for two.
+    let load = Query::select()
+        .expr(Expr::col((tasks::Entity, tasks::Column::Id)).count())
+        .from(tasks::Entity)
+        .and_where(
+            Expr::col((tasks::Entity, tasks::Column::AgentId))
+                .equals((agents::Entity, agents::Column::Id)),
+        )
+        .and_where(Expr::col((tasks::Entity, tasks::Column::Status)).is_in(holding_states()))
+        .to_owned();
+    let rows = agents::Entity::find()
         .select_only()
-        .column(tasks::Column::AgentId)
-        .column_as(Expr::col(tasks::Column::Id).count(), "load")
-        .filter(tasks::Column::Status.is_in(holding_states()))
-        .filter(tasks::Column::AgentId.is_in(rows.iter().map(|a| a.id)))
-        .group_by(tasks::Column::AgentId)
-        .into_model::<Load>()
+        .columns([
+            agents::Column::Id,
+            agents::Column::Status,
+            agents::Column::Capabilities,
+            agents::Column::MaxConcurrentTasks,
+        ])
+        .column_as(Expr::SubQuery(None, Box::new(load.into())), "load")
+        .filter(filter)
+        .into_model::<Loaded>()
         .all(db)
-        .await?
-        .into_iter()
-        .map(|l| (l.agent_id, l.load))
-        .collect();
+        .await?;
     Ok(rows
         .into_iter()
         .filter_map(|agent| {
-            let load = loads.get(&agent.id).copied().unwrap_or(0);
+            let load = agent.load;
             Some(Candidate {
                 id: AgentId::from_uuid(agent.id),
                 status: AgentStatus::parse(&agent.status)?,
