@@ -192,26 +192,20 @@ impl<A> Loaded<A> {
         }
     }
 
-    /// This state moved on by `raw`, the event appended after its last one (with `subjects`): its
-    /// key kept, its payload not (only the keys are looked at again).
-    fn and_then(self, subjects: &Subjects, id: Uuid, raw: RawEvent) -> Option<Self>
+    /// This state moved on by `event` (occurred at `at`), appended after its last one as `raw` (its
+    /// key kept, not its payload: only the keys are looked at again). Folded as decided, not decoded
+    /// back from its bytes: the bytes were encoded from it a moment ago.
+    fn and_then(self, raw: RawEvent, event: &A::Event, at: DateTime<Utc>) -> Option<Self>
     where
         A: Aggregate,
     {
-        let mut folded = Folded {
-            id,
-            state: self.state,
-            last_seq: self.last_seq,
-        };
-        fold_on(subjects, &mut folded, std::slice::from_ref(&raw)).ok()?;
+        let state = A::apply(self.state, event, at).ok()?;
+        let last_seq = raw.seq;
         let mut events = self.events;
-        events.push(RawEvent {
-            payload: Bytes::new(),
-            ..raw
-        });
+        events.push(raw);
         Some(Self {
-            state: folded.state,
-            last_seq: folded.last_seq,
+            state: Some(state),
+            last_seq,
             events,
             ..self
         })
@@ -443,18 +437,18 @@ impl EventLog {
             // part of this process that follows the log (the scheduler) may append the next event
             // within the sync's time, and moves the kept state on only from the one it follows.
             let appended = self
-                .append_unsynced(&subject, loaded.last_seq, key, payload.clone())
+                .append_unsynced(&subject, loaded.last_seq, key, payload)
                 .await;
             if let Ok(appended) = &appended {
                 if !appended.duplicate {
                     let raw = RawEvent {
                         seq: appended.seq,
                         subject: subject.clone(),
-                        payload,
+                        payload: Bytes::new(),
                         msg_id: key.map(str::to_owned),
                         pending: 0,
                     };
-                    self.moved_on(id, loaded, raw);
+                    self.moved_on(id, loaded, raw, &event, ctx.now);
                 }
                 if !ctx.before_sync {
                     self.synced().await?;
@@ -511,7 +505,14 @@ impl EventLog {
     /// Keeps the state `raw` (just appended after `loaded`'s last event) leaves aggregate `id` in:
     /// `loaded` moved on by it, or for a state a caller knew (not its history), the state kept
     /// before, if it was at the same event.
-    fn moved_on<A: Aggregate>(&self, id: Uuid, loaded: Loaded<A>, raw: RawEvent) {
+    fn moved_on<A: Aggregate>(
+        &self,
+        id: Uuid,
+        loaded: Loaded<A>,
+        raw: RawEvent,
+        event: &A::Event,
+        at: DateTime<Utc>,
+    ) {
         let before = match loaded.whole {
             true => Some(loaded),
             false => self
@@ -519,7 +520,7 @@ impl EventLog {
                 .take::<Loaded<A>>(id)
                 .filter(|kept| kept.last_seq == loaded.last_seq),
         };
-        if let Some(after) = before.and_then(|before| before.and_then(self.subjects(), id, raw)) {
+        if let Some(after) = before.and_then(|before| before.and_then(raw, event, at)) {
             self.keep(id, after);
         }
     }

@@ -23,7 +23,7 @@ use uuid::Uuid;
 
 /// States in each of the two generations, at most: a task's is a few hundred bytes and its events'
 /// keys (their payloads are not kept).
-pub const GENERATION: usize = 2_048;
+pub const GENERATION: usize = 1_024;
 
 type Slot = (TypeId, Uuid);
 
@@ -84,10 +84,15 @@ impl Recent {
         inner.older.remove(&slot);
         // A state already in the newer generation is replaced there: rotating it into the older
         // one first would leave its old value behind, to be taken later.
+        let mut dropped = None;
         if !inner.newer.contains_key(&slot) && inner.newer.len() >= GENERATION {
-            inner.older = std::mem::take(&mut inner.newer);
+            let newer = std::mem::take(&mut inner.newer);
+            dropped = Some(std::mem::replace(&mut inner.older, newer));
         }
         inner.newer.insert(slot, Box::new(state));
+        drop(inner);
+        // The older generation's states are freed outside the lock.
+        drop(dropped);
     }
 
     /// How many states are kept.
