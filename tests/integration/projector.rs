@@ -319,3 +319,27 @@ async fn the_projectors_connections_commit_without_waiting_for_the_wal_and_never
         .unwrap();
     assert_eq!(row.try_get_by_index::<String>(0).unwrap(), "on");
 }
+
+#[tokio::test]
+async fn a_database_reached_through_a_unix_socket_is_created_and_migrated() {
+    use sea_orm::{ConnectionTrait, Statement};
+    let world = World::new().await;
+    // `?host=/a/directory`: the URL's path ends in the socket's directory, not in the database.
+    let name = format!("{}_socket", world.database);
+    let url = world.socket_url_named(&name);
+    let backends = hive::connect(&world.config, &world.nats_url, &url, true)
+        .await
+        .unwrap();
+    let db = hive::open_projector_database(&url).await.unwrap();
+    let row = db
+        .query_one_raw(Statement::from_string(
+            db.get_database_backend(),
+            "SELECT current_database(), count(*) FROM projection_checkpoints",
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.try_get_by_index::<String>(0).unwrap(), name);
+    assert_eq!(row.try_get_by_index::<i64>(1).unwrap(), 0);
+    backends.db.close().await.unwrap();
+}

@@ -106,6 +106,11 @@ impl World {
         servers().pg.url(name)
     }
 
+    /// [`World::database_url_named`] through the server's Unix socket (`?host=<its directory>`).
+    pub fn socket_url_named(&self, name: &str) -> String {
+        servers().pg.socket_url(name)
+    }
+
     /// Drops this world's read-model database (closing our connections first).
     pub async fn drop_database(&self) {
         use sea_orm::ConnectionTrait;

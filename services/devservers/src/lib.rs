@@ -376,6 +376,7 @@ pub enum Durability {
 pub struct Postgres {
     child: Child,
     port: u16,
+    sockets: PathBuf,
 }
 
 impl Postgres {
@@ -442,7 +443,11 @@ impl Postgres {
         )
         .await?;
         tracing::info!(port, "postgres ready");
-        Ok(Self { child, port })
+        Ok(Self {
+            child,
+            port,
+            sockets,
+        })
     }
 
     /// Starts a streaming replica of `primary` on a data directory under `dir` (copied from it with
@@ -480,6 +485,15 @@ impl Postgres {
     /// The URL of database `db` as the `postgres` superuser.
     pub fn url(&self, db: &str) -> String {
         format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
+    }
+
+    /// The URL of database `db` through the server's Unix socket (`host=` its directory).
+    pub fn socket_url(&self, db: &str) -> String {
+        format!(
+            "postgres://postgres@localhost:{}/{db}?host={}",
+            self.port,
+            self.sockets.display()
+        )
     }
 
     /// The port.

@@ -104,22 +104,15 @@ async fn patiently<T, E: std::fmt::Display>(
 /// Creates database `url` names if it does not exist yet (connecting to the `postgres` database of the
 /// same server to do it).
 pub async fn ensure_database(url: &str) -> anyhow::Result<()> {
-    let (server, rest) = url
-        .rsplit_once('/')
-        .context("the database URL names no database")?;
-    let name = rest.split('?').next().unwrap_or_default();
-    anyhow::ensure!(
-        !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'),
-        "database name {name:?} must be letters, digits and '_'"
-    );
-    let admin = Database::connect(format!("{server}/postgres"))
+    let (admin, name) = admin_url(url)?;
+    let admin = Database::connect(admin)
         .await
         .context("connect to the server's `postgres` database")?;
     let exists = admin
         .query_one_raw(Statement::from_sql_and_values(
             admin.get_database_backend(),
             "SELECT 1 FROM pg_database WHERE datname = $1",
-            [name.into()],
+            [name.as_str().into()],
         ))
         .await?
         .is_some();
@@ -132,6 +125,28 @@ pub async fn ensure_database(url: &str) -> anyhow::Result<()> {
     }
     admin.close().await?;
     Ok(())
+}
+
+/// The URL of the `postgres` database on the server of database URL `url` (its parameters kept: a
+/// Unix socket's `host=/run/postgresql` among them), and the name of the database `url` names.
+fn admin_url(url: &str) -> anyhow::Result<(String, String)> {
+    let (path, query) = match url.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (url, None),
+    };
+    let (server, name) = path
+        .rsplit_once('/')
+        .filter(|(server, _)| server.contains("//"))
+        .context("the database URL names no database")?;
+    anyhow::ensure!(
+        !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'),
+        "database name {name:?} must be letters, digits and '_'"
+    );
+    let admin = match query {
+        Some(query) => format!("{server}/postgres?{query}"),
+        None => format!("{server}/postgres"),
+    };
+    Ok((admin, name.to_owned()))
 }
 
 /// How long a starting service waits for JetStream to accept its stream and buckets.
@@ -464,5 +479,46 @@ pub async fn termination() {
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
         _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::admin_url;
+
+    #[test]
+    fn the_admin_url_is_the_servers_postgres_database_with_the_same_parameters() {
+        let cases = [
+            (
+                "postgres://u:p@db:5432/hive",
+                "postgres://u:p@db:5432/postgres",
+                "hive",
+            ),
+            (
+                "postgres://u@localhost/hive_1?host=/var/run/postgresql",
+                "postgres://u@localhost/postgres?host=/var/run/postgresql",
+                "hive_1",
+            ),
+            (
+                "postgres://u@db/hive?sslmode=require&application_name=a/b",
+                "postgres://u@db/postgres?sslmode=require&application_name=a/b",
+                "hive",
+            ),
+        ];
+        for (url, admin, name) in cases {
+            assert_eq!(
+                admin_url(url).unwrap(),
+                (admin.to_owned(), name.to_owned()),
+                "{url}"
+            );
+        }
+        for bad in [
+            "postgres://db",
+            "postgres://db/",
+            "postgres://db/hive-1",
+            "hive",
+        ] {
+            assert!(admin_url(bad).is_err(), "{bad}");
+        }
     }
 }
