@@ -103,6 +103,12 @@ impl Lifecycle {
         self.agent_id.filter(|_| self.status.holds_agent())
     }
 
+    /// What [`Lifecycle::can_be_taken_by`] reads of the task: two tasks with the same can be taken
+    /// by the same agents.
+    pub fn takers(&self) -> (Option<AgentId>, &[Capability]) {
+        (self.pinned_agent, &self.required_capabilities)
+    }
+
     /// Whether an agent with `capabilities` may take the task: it has every required one, and the task
     /// is not pinned to another agent.
     pub fn can_be_taken_by(&self, agent: AgentId, capabilities: &[Capability]) -> bool {

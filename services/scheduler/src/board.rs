@@ -469,6 +469,10 @@ impl Board {
             })
             .collect();
         let mut actions = Vec::new();
+        // Who may take a task is all the walk looks at; room only shrinks during it: once tasks of
+        // one kind found no taker, the rest of that kind are passed over (a queue of thousands that
+        // no free agent can take is walked once a kind, not once a task and agent).
+        let mut no_taker = HashSet::new();
         for (_, _, task_id) in &self.queue {
             if room.is_empty() {
                 break;
@@ -477,6 +481,10 @@ impl Board {
                 continue;
             }
             let task = &self.tasks[task_id];
+            let takers = task.lifecycle.takers();
+            if no_taker.contains(&takers) {
+                continue;
+            }
             let best = room
                 .iter()
                 .filter(|(agent, _)| {
@@ -490,7 +498,10 @@ impl Board {
                     (again, max - free, *agent)
                 })
                 .min();
-            let Some((_, _, agent)) = best else { continue };
+            let Some((_, _, agent)) = best else {
+                no_taker.insert(takers);
+                continue;
+            };
             let free = room.get_mut(&agent).expect("a candidate has room");
             *free -= 1;
             if *free == 0 {

@@ -372,3 +372,29 @@ fn the_board_keeps_the_last_creations_for_their_assignments_and_no_long_ones() {
     assert!(g.board.creation(short).is_none(), "the oldest went first");
     assert!(later.iter().all(|id| g.board.creation(*id).is_some()));
 }
+
+#[test]
+fn tasks_no_free_agent_may_take_are_passed_over_by_kind_and_the_rest_still_assigned() {
+    let mut g = Given::new();
+    let plain = g.agent(&[], 2);
+    let gpu_first: Vec<Uuid> = (0..50).map(|_| g.task(9, &["gpu"])).collect();
+    let pinned_elsewhere = g.task_with(8, &[], |t| {
+        t.pinned_agent = Some(AgentId::new());
+    });
+    let takeable = g.task(5, &[]);
+    let more_gpu = g.task(4, &["gpu"]);
+    let also_takeable = g.task(3, &[]);
+    let assigned = g.assign();
+    assert_eq!(assigned, vec![(takeable, plain), (also_takeable, plain)]);
+    // Once an agent that may take them is free, they are assigned in order.
+    let gpu = g.agent(&["gpu"], 3);
+    assert_eq!(
+        g.assign(),
+        vec![
+            (gpu_first[0], gpu),
+            (gpu_first[1], gpu),
+            (gpu_first[2], gpu)
+        ]
+    );
+    let _ = (pinned_elsewhere, more_gpu);
+}
