@@ -166,7 +166,6 @@ async fn candidates(
     Ok(rows
         .into_iter()
         .filter_map(|agent| {
-            let load = agent.load;
             Some(Candidate {
                 id: AgentId::from_uuid(agent.id),
                 status: AgentStatus::parse(&agent.status)?,
@@ -175,7 +174,7 @@ async fn candidates(
                     .iter()
                     .filter_map(|c| Capability::new(c.as_str()).ok())
                     .collect(),
-                has_room: load < i64::from(agent.max_concurrent_tasks),
+                has_room: agent.load < i64::from(agent.max_concurrent_tasks),
             })
         })
         .collect())

@@ -195,7 +195,7 @@ impl<A> Loaded<A> {
     /// This state moved on by `event` (occurred at `at`), appended after its last one as `raw` (its
     /// key kept, not its payload: only the keys are looked at again). Folded as decided, not decoded
     /// back from its bytes: the bytes were encoded from it a moment ago.
-    fn and_then(self, raw: RawEvent, event: &A::Event, at: DateTime<Utc>) -> Option<Self>
+    fn moved_on_by(self, raw: RawEvent, event: &A::Event, at: DateTime<Utc>) -> Option<Self>
     where
         A: Aggregate,
     {
@@ -520,7 +520,7 @@ impl EventLog {
                 .take::<Loaded<A>>(id)
                 .filter(|kept| kept.last_seq == loaded.last_seq),
         };
-        if let Some(after) = before.and_then(|before| before.and_then(raw, event, at)) {
+        if let Some(after) = before.and_then(|before| before.moved_on_by(raw, event, at)) {
             self.keep(id, after);
         }
     }

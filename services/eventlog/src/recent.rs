@@ -42,11 +42,7 @@ struct Generations {
 
 impl std::fmt::Debug for Recent {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let held = {
-            let inner = self.lock();
-            inner.newer.len() + inner.older.len()
-        };
-        f.debug_struct("Recent").field("held", &held).finish()
+        f.debug_struct("Recent").field("held", &self.len()).finish()
     }
 }
 
@@ -96,14 +92,9 @@ impl Recent {
     }
 
     /// How many states are kept.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         let inner = self.lock();
         inner.newer.len() + inner.older.len()
-    }
-
-    /// Whether none is.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 

@@ -378,11 +378,11 @@ fn tasks_no_free_agent_may_take_are_passed_over_by_kind_and_the_rest_still_assig
     let mut g = Given::new();
     let plain = g.agent(&[], 2);
     let gpu_first: Vec<Uuid> = (0..50).map(|_| g.task(9, &["gpu"])).collect();
-    let pinned_elsewhere = g.task_with(8, &[], |t| {
+    let _pinned_elsewhere = g.task_with(8, &[], |t| {
         t.pinned_agent = Some(AgentId::new());
     });
     let takeable = g.task(5, &[]);
-    let more_gpu = g.task(4, &["gpu"]);
+    let _more_gpu = g.task(4, &["gpu"]);
     let also_takeable = g.task(3, &[]);
     let assigned = g.assign();
     assert_eq!(assigned, vec![(takeable, plain), (also_takeable, plain)]);
@@ -396,5 +396,4 @@ fn tasks_no_free_agent_may_take_are_passed_over_by_kind_and_the_rest_still_assig
             (gpu_first[2], gpu)
         ]
     );
-    let _ = (pinned_elsewhere, more_gpu);
 }
